@@ -1,0 +1,411 @@
+// Package archiver imports a directory tree on disk into a snapshot.
+//
+// The walk is sequential and deterministic (entries in name order), which
+// keeps .gdprignore precedence simple; file contents are chunked, hashed,
+// compressed and sealed by a bounded pool of workers. A file whose size,
+// mtime, ctime and inode match the parent snapshot and whose chunks are all
+// indexed is not read again.
+package archiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// IgnoreFile is the name of the per-directory exclusion file.
+const IgnoreFile = ".gdprignore"
+
+// Excluder decides what stays out of a snapshot; policy/ignore implements it.
+// The walk calls AddPatterns for a directory before asking about its entries.
+type Excluder interface {
+	AddPatterns(dir []string, source string, content []byte)
+	Excluded(path []string, isDir bool) bool
+}
+
+// Progress receives counts as the import goes.
+type Progress interface {
+	// Update is called with running totals; it must be cheap.
+	Update(files int64, bytes int64)
+}
+
+// Options tune an import.
+type Options struct {
+	Parent   *repo.Snapshot // previous snapshot of the same source, for change detection
+	Excluder Excluder       // nil: nothing is excluded
+	Progress Progress
+	Workers  int
+	Now      func() time.Time
+}
+
+// Summary reports what an import did.
+type Summary struct {
+	Snapshot       string   `json:"snapshot"`
+	Time           string   `json:"time"`
+	Files          int64    `json:"files"`
+	Dirs           int64    `json:"dirs"`
+	Bytes          int64    `json:"bytes"`
+	FilesNew       int64    `json:"files_new"`
+	FilesChanged   int64    `json:"files_changed"`
+	FilesUnchanged int64    `json:"files_unchanged"`
+	Excluded       int64    `json:"excluded"`
+	BlobsNew       int      `json:"blobs_new"`
+	BytesAdded     int64    `json:"bytes_added"`
+	PacksRecovered int      `json:"packs_recovered"`
+	Seconds        float64  `json:"seconds"`
+	Warnings       []string `json:"warnings,omitempty"`
+}
+
+type archiver struct {
+	r    *repo.Repository
+	opts Options
+	sem  chan struct{}
+
+	files, bytes                            atomic.Int64
+	dirs, fnew, fchanged, funchanged, excls atomic.Int64
+
+	mu       sync.Mutex
+	warnings []string
+
+	chunkers sync.Pool
+}
+
+// Import snapshots dir into r. dir becomes the root of the snapshot.
+func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (*repo.Snapshot, *Summary, error) {
+	start := time.Now()
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0) + 1
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("import: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, nil, fmt.Errorf("import: %s is not a directory", dir)
+	}
+	recovered, err := r.RecoverPacks(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := &archiver{r: r, opts: opts, sem: make(chan struct{}, opts.Workers)}
+	a.chunkers.New = func() any { return r.NewChunker() }
+	before := r.Stats()
+
+	var parentTree *tree.Tree
+	if opts.Parent != nil {
+		// A parent we cannot read only costs speed.
+		parentTree, _ = r.LoadTree(ctx, opts.Parent.Tree)
+	}
+	root, err := a.saveDir(ctx, abs, nil, parentTree)
+	if err != nil {
+		return nil, nil, err
+	}
+	after := r.Stats()
+	sn := &repo.Snapshot{Time: opts.Now().UTC(), Tree: root, Source: abs}
+	sn.Hostname, _ = os.Hostname()
+	if opts.Parent != nil {
+		p := opts.Parent.ID
+		sn.Parent = &p
+	}
+	sn.Stats = repo.SnapshotStats{Files: a.files.Load(), Dirs: a.dirs.Load(), Bytes: a.bytes.Load(),
+		BlobsNew: after.BlobsNew - before.BlobsNew, BytesAdded: after.BytesStored - before.BytesStored}
+	if err := r.SaveSnapshot(ctx, sn); err != nil {
+		return nil, nil, err
+	}
+	sum := &Summary{
+		Snapshot: sn.ID.String(), Time: sn.Name(), Files: sn.Stats.Files, Dirs: sn.Stats.Dirs, Bytes: sn.Stats.Bytes,
+		FilesNew: a.fnew.Load(), FilesChanged: a.fchanged.Load(), FilesUnchanged: a.funchanged.Load(),
+		Excluded: a.excls.Load(), BlobsNew: sn.Stats.BlobsNew, BytesAdded: sn.Stats.BytesAdded,
+		PacksRecovered: recovered, Seconds: time.Since(start).Seconds(), Warnings: a.warnings,
+	}
+	return sn, sum, nil
+}
+
+func (a *archiver) warn(format string, args ...any) {
+	a.mu.Lock()
+	a.warnings = append(a.warnings, fmt.Sprintf(format, args...))
+	a.mu.Unlock()
+}
+
+func (a *archiver) progress() {
+	if a.opts.Progress != nil {
+		a.opts.Progress.Update(a.files.Load(), a.bytes.Load())
+	}
+}
+
+// saveDir stores the tree of abs (rel are its components below the root)
+// and returns its id. Files are saved by workers; the tree is written once
+// they all finish, so a tree never names content that is not stored.
+func (a *archiver) saveDir(ctx context.Context, abs string, rel []string, parent *tree.Tree) (crypto.ID, error) {
+	if err := ctx.Err(); err != nil {
+		return crypto.ID{}, err
+	}
+	a.dirs.Add(1)
+	f, err := os.Open(abs)
+	if err != nil {
+		return crypto.ID{}, fmt.Errorf("open directory: %w", err)
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return crypto.ID{}, fmt.Errorf("read directory %s: %w", abs, err)
+	}
+	sort.Strings(names)
+	if a.opts.Excluder != nil {
+		ig := filepath.Join(abs, IgnoreFile)
+		if b, err := os.ReadFile(ig); err == nil {
+			a.opts.Excluder.AddPatterns(rel, ig, b)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return crypto.ID{}, fmt.Errorf("read %s: %w", ig, err)
+		}
+	}
+
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		ferr  error
+	)
+	t := &tree.Tree{}
+	for _, name := range names {
+		p := filepath.Join(abs, name)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // vanished while we walked
+			}
+			a.warn("%s: %v", p, err)
+			continue
+		}
+		node := nodeFromStat(name, &st)
+		crel := append(append([]string(nil), rel...), name)
+		if a.opts.Excluder != nil && a.opts.Excluder.Excluded(crel, node.Type == tree.Dir) {
+			a.excls.Add(1)
+			continue
+		}
+		node.Xattrs = readXattrs(p)
+		var old *tree.Node
+		if parent != nil {
+			old = parent.Find(name)
+		}
+		switch node.Type {
+		case tree.Dir:
+			var sub *tree.Tree
+			if old != nil && old.Type == tree.Dir {
+				sub, _ = a.r.LoadTree(ctx, old.Subtree)
+			}
+			id, err := a.saveDir(ctx, p, crel, sub)
+			if err != nil {
+				wg.Wait()
+				return crypto.ID{}, err
+			}
+			node.Subtree = id
+		case tree.Symlink:
+			target, err := os.Readlink(p)
+			if err != nil {
+				a.warn("%s: %v", p, err)
+				continue
+			}
+			node.LinkTarget = target
+		case tree.File:
+			a.files.Add(1)
+			a.bytes.Add(int64(node.Size))
+			if old != nil && unchanged(old, node) && a.allIndexed(old.Content) {
+				node.Content = old.Content
+				a.funchanged.Add(1)
+				a.progress()
+				break
+			}
+			if old != nil {
+				a.fchanged.Add(1)
+			} else {
+				a.fnew.Add(1)
+			}
+			select {
+			case a.sem <- struct{}{}:
+			case <-ctx.Done():
+				wg.Wait()
+				return crypto.ID{}, ctx.Err()
+			}
+			wg.Add(1)
+			go func(node *tree.Node, p string) {
+				defer wg.Done()
+				defer func() { <-a.sem }()
+				if err := a.saveFile(ctx, p, node); err != nil {
+					errMu.Lock()
+					if ferr == nil {
+						ferr = err
+					}
+					errMu.Unlock()
+				}
+				a.progress()
+			}(node, p)
+		}
+		t.Nodes = append(t.Nodes, node)
+	}
+	wg.Wait()
+	if ferr != nil {
+		return crypto.ID{}, ferr
+	}
+	// A file that could not be read was dropped with a warning; keep the
+	// rest of the tree.
+	kept := t.Nodes[:0]
+	for _, n := range t.Nodes {
+		if n.Type != tree.File || n.Content != nil || n.Size == 0 {
+			kept = append(kept, n)
+		}
+	}
+	t.Nodes = kept
+	return a.r.SaveTree(ctx, t)
+}
+
+func unchanged(old, cur *tree.Node) bool {
+	return old.Type == tree.File && old.Size == cur.Size && old.MTime == cur.MTime &&
+		old.CTime == cur.CTime && old.Inode == cur.Inode
+}
+
+func (a *archiver) allIndexed(ids []crypto.ID) bool {
+	for _, id := range ids {
+		if !a.r.Index().Has(pack.Data, id) {
+			return false
+		}
+	}
+	return true
+}
+
+// saveFile chunks one file into node.Content. A file that cannot be opened
+// is a warning (the snapshot goes on without it); a repository error fails
+// the import.
+func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) error {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
+	if errors.Is(err, syscall.EPERM) {
+		f, err = os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0) // O_NOATIME needs ownership
+	}
+	if err != nil {
+		a.warn("%s: %v", p, err)
+		return nil
+	}
+	defer f.Close()
+	c := a.chunkers.Get().(interface {
+		Reset(io.Reader)
+		Next() ([]byte, error)
+	})
+	defer a.chunkers.Put(c)
+	c.Reset(f)
+	content := make([]crypto.ID, 0, node.Size>>20+1)
+	var size uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		chunk, err := c.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			a.warn("%s: %v", p, err)
+			return nil
+		}
+		id, _, err := a.r.SaveBlob(ctx, pack.Data, chunk)
+		if err != nil {
+			return err
+		}
+		content = append(content, id)
+		size += uint64(len(chunk))
+	}
+	// The file may have changed size while we read it; record what we stored.
+	node.Size = size
+	node.Content = content
+	return nil
+}
+
+func nodeFromStat(name string, st *unix.Stat_t) *tree.Node {
+	n := &tree.Node{
+		Name: name, Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid,
+		// Access times are not recorded: reading a tree changes them, and
+		// recording them would make every import of an unchanged tree new.
+		MTime: st.Mtim.Nano(), CTime: st.Ctim.Nano(),
+		Inode: st.Ino, Links: uint64(st.Nlink),
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		n.Type, n.Size = tree.File, uint64(st.Size)
+	case unix.S_IFDIR:
+		n.Type = tree.Dir
+	case unix.S_IFLNK:
+		n.Type, n.Size = tree.Symlink, uint64(st.Size)
+	case unix.S_IFIFO:
+		n.Type = tree.FIFO
+	case unix.S_IFCHR:
+		n.Type, n.Rdev = tree.CharDev, st.Rdev
+	case unix.S_IFBLK:
+		n.Type, n.Rdev = tree.BlockDev, st.Rdev
+	default:
+		n.Type = tree.Socket
+	}
+	return n
+}
+
+func readXattrs(p string) []tree.Xattr {
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil || sz <= 0 {
+		return nil
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil
+	}
+	var out []tree.Xattr
+	for _, name := range splitNull(buf[:sz]) {
+		vsz, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			continue
+		}
+		val := make([]byte, vsz)
+		if vsz > 0 {
+			if vsz, err = unix.Lgetxattr(p, name, val); err != nil {
+				continue
+			}
+		}
+		out = append(out, tree.Xattr{Name: name, Value: val[:vsz]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func splitNull(b []byte) []string {
+	var out []string
+	start := 0
+	for i, c := range b {
+		if c == 0 {
+			if i > start {
+				out = append(out, string(b[start:i]))
+			}
+			start = i + 1
+		}
+	}
+	return out
+}

@@ -1,0 +1,371 @@
+package repo
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/index"
+	"github.com/keepfs/keepfs/repo/pack"
+)
+
+// indexEvery is how many uploaded packs may wait before an index segment
+// names them. Smaller loses less re-upload work after a crash (though
+// RecoverPacks finds unindexed packs anyway); larger writes fewer objects.
+const indexEvery = 32
+
+type blobKey struct {
+	t  pack.BlobType
+	id crypto.ID
+}
+
+// writer owns the packer and the upload pipeline.
+//
+// Lock order: mu, then nothing. Uploads run outside mu.
+type writer struct {
+	r *Repository
+
+	mu        sync.Mutex
+	packer    *pack.Packer
+	pending   map[blobKey]bool  // sealed or being sealed, not yet indexed in memory
+	unindexed []index.PackEntry // uploaded packs not yet in a stored index segment
+	uploads   *errgroup.Group   // in-flight pack uploads
+	upErr     error             // first upload failure, sticky until Flush returns it
+	stats     WriteStats
+	sem       chan struct{}
+}
+
+// WriteStats counts what a writer added to the remote.
+type WriteStats struct {
+	BlobsNew     int   `json:"blobs_new"`
+	BlobsKnown   int   `json:"blobs_known"`
+	BytesNew     int64 `json:"bytes_new"`    // plaintext bytes of new blobs
+	BytesStored  int64 `json:"bytes_stored"` // sealed bytes of new blobs
+	PacksWritten int   `json:"packs_written"`
+	IndexWritten int   `json:"index_written"`
+}
+
+func newWriter(r *Repository) *writer {
+	return &writer{r: r, packer: &pack.Packer{}, pending: map[blobKey]bool{},
+		uploads: &errgroup.Group{}, sem: make(chan struct{}, r.opts.UploadConcurrency)}
+}
+
+// Stats returns what has been written so far.
+func (r *Repository) Stats() WriteStats {
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	return r.w.stats
+}
+
+// SaveBlob stores plaintext as a blob unless the repository already has it,
+// and returns its id. The blob reaches the remote in a pack later; Flush
+// waits for that. It is safe for concurrent use.
+func (r *Repository) SaveBlob(ctx context.Context, t pack.BlobType, plaintext []byte) (crypto.ID, bool, error) {
+	id := r.key.BlobID(plaintext)
+	stored, err := r.SaveBlobWithID(ctx, t, id, plaintext)
+	return id, stored, err
+}
+
+// SaveBlobWithID is SaveBlob for a caller that has already hashed plaintext.
+func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id crypto.ID, plaintext []byte) (bool, error) {
+	w := r.w
+	k := blobKey{t, id}
+	w.mu.Lock()
+	if w.upErr != nil {
+		err := w.upErr
+		w.mu.Unlock()
+		return false, err
+	}
+	if w.pending[k] || r.idx.Has(t, id) {
+		w.stats.BlobsKnown++
+		w.mu.Unlock()
+		return false, nil
+	}
+	w.pending[k] = true
+	w.mu.Unlock()
+
+	sealed := pack.SealBlob(r.key, t, id, plaintext)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.packer.Add(t, id, sealed, len(plaintext))
+	w.stats.BlobsNew++
+	w.stats.BytesNew += int64(len(plaintext))
+	w.stats.BytesStored += int64(len(sealed))
+	if w.packer.Size() >= r.cfg.PackSize {
+		if err := w.startUploadLocked(ctx); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// startUploadLocked seals the current pack and uploads it in the
+// background. It blocks (dropping mu) while UploadConcurrency uploads are
+// already running, which is what bounds memory.
+func (w *writer) startUploadLocked(ctx context.Context) error {
+	p := w.packer
+	if p.Count() == 0 {
+		return nil
+	}
+	w.packer = &pack.Packer{}
+	w.mu.Unlock()
+	select {
+	case w.sem <- struct{}{}:
+	case <-ctx.Done():
+		w.mu.Lock()
+		return ctx.Err()
+	}
+	w.mu.Lock()
+	data, blobs := p.Finalize(w.r.key)
+	w.uploads.Go(func() error {
+		defer func() { <-w.sem }()
+		err := w.upload(ctx, data, blobs)
+		if err != nil {
+			w.mu.Lock()
+			if w.upErr == nil {
+				w.upErr = err
+			}
+			w.mu.Unlock()
+		}
+		return err
+	})
+	return nil
+}
+
+func (w *writer) upload(ctx context.Context, data []byte, blobs []pack.Blob) error {
+	id := crypto.Hash(data)
+	err := w.r.be.Save(ctx, remote.Handle{Type: remote.Pack, Name: id.String()}, data)
+	if err != nil && !errors.Is(err, remote.ErrExists) {
+		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
+	}
+	pe := index.PackEntry{ID: id, Size: int64(len(data)), Blobs: blobs}
+	w.r.idx.AddPack(pe)
+	w.mu.Lock()
+	for _, b := range blobs {
+		delete(w.pending, blobKey{b.Type, b.ID})
+	}
+	w.unindexed = append(w.unindexed, pe)
+	w.stats.PacksWritten++
+	flushIndex := len(w.unindexed) >= indexEvery
+	var batch []index.PackEntry
+	if flushIndex {
+		batch, w.unindexed = w.unindexed, nil
+	}
+	w.mu.Unlock()
+	if flushIndex {
+		return w.r.saveIndex(ctx, &index.Segment{Packs: batch})
+	}
+	return nil
+}
+
+// Flush uploads the partly filled pack, waits for every upload, and stores
+// an index segment naming all uploaded packs. After Flush returns nil, every
+// blob saved before it is in the remote and indexed there.
+func (r *Repository) Flush(ctx context.Context) error {
+	w := r.w
+	w.mu.Lock()
+	err := w.startUploadLocked(ctx)
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	uerr := w.uploads.Wait()
+	w.mu.Lock()
+	w.uploads = &errgroup.Group{}
+	batch := w.unindexed
+	w.unindexed = nil
+	if uerr == nil {
+		uerr = w.upErr
+	}
+	w.upErr = nil
+	w.mu.Unlock()
+	if len(batch) > 0 {
+		// Even after an upload failure, index what did arrive.
+		if err := r.saveIndex(ctx, &index.Segment{Packs: batch}); err != nil && uerr == nil {
+			uerr = err
+		}
+	}
+	return uerr
+}
+
+func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) error {
+	sealed := s.Seal(r.key)
+	id := crypto.Hash(sealed)
+	err := r.be.Save(ctx, remote.Handle{Type: remote.Index, Name: id.String()}, sealed)
+	if err != nil && !errors.Is(err, remote.ErrExists) {
+		return fmt.Errorf("save index: %w", err)
+	}
+	r.segMu.Lock()
+	r.indexSegments = append(r.indexSegments, id)
+	r.segMu.Unlock()
+	r.w.mu.Lock()
+	r.w.stats.IndexWritten++
+	r.w.mu.Unlock()
+	return nil
+}
+
+// LoadIndex reads every index segment from the remote into memory,
+// ignoring segments that a newer segment supersedes.
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	var names []string
+	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
+		names = append(names, fi.Handle.Name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	segs := make([]*index.Segment, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, n := range names {
+		g.Go(func() error {
+			b, err := remote.LoadAll(gctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+			if err != nil {
+				return fmt.Errorf("load index %s: %w", n, err)
+			}
+			s, err := index.Open(r.key, b)
+			if err != nil {
+				return fmt.Errorf("index %s: %w", n, err)
+			}
+			segs[i] = s
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	superseded := map[string]bool{}
+	for _, s := range segs {
+		for _, id := range s.Supersedes {
+			superseded[id.String()] = true
+		}
+	}
+	idx := index.New()
+	var loaded []crypto.ID
+	for i, s := range segs {
+		if superseded[names[i]] {
+			continue
+		}
+		id, _ := crypto.ParseID(names[i])
+		loaded = append(loaded, id)
+		for _, p := range s.Packs {
+			idx.AddPack(p)
+		}
+	}
+	r.idx = idx
+	r.segMu.Lock()
+	r.indexSegments = loaded
+	r.segMu.Unlock()
+	return nil
+}
+
+// addSegment opens one stored segment and adds its packs to the index.
+func (r *Repository) addSegment(sealed []byte) error {
+	s, err := index.Open(r.key, sealed)
+	if err != nil {
+		return err
+	}
+	for _, p := range s.Packs {
+		r.idx.AddPack(p)
+	}
+	return nil
+}
+
+// RecoverPacks finds packs that no index segment names (left by a run that
+// was killed before writing its index), reads their headers and indexes
+// them, so their blobs are reused instead of uploaded again. It returns the
+// number of packs recovered.
+func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
+	var orphans []remote.Info
+	if err := r.be.List(ctx, remote.Pack, func(fi remote.Info) error {
+		id, err := crypto.ParseID(fi.Handle.Name)
+		if err == nil && !r.idx.HasPack(id) {
+			orphans = append(orphans, fi)
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("list packs: %w", err)
+	}
+	var seg index.Segment
+	for _, fi := range orphans {
+		id, _ := crypto.ParseID(fi.Handle.Name)
+		blobs, err := r.loadPackHeader(ctx, id, fi.Size)
+		if err != nil {
+			// A pack we cannot read is left for check to report.
+			continue
+		}
+		pe := index.PackEntry{ID: id, Size: fi.Size, Blobs: blobs}
+		r.idx.AddPack(pe)
+		seg.Packs = append(seg.Packs, pe)
+	}
+	if len(seg.Packs) == 0 {
+		return 0, nil
+	}
+	return len(seg.Packs), r.saveIndex(ctx, &seg)
+}
+
+// LoadBlob fetches and opens one blob.
+func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID) ([]byte, error) {
+	loc, ok := r.idx.Lookup(t, id)
+	if !ok {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
+	}
+	sealed, err := r.be.Load(ctx, remote.Handle{Type: remote.Pack, Name: loc.Pack.String()}, int64(loc.Offset), int64(loc.Length))
+	if err != nil {
+		return nil, fmt.Errorf("load %s blob %s from pack %s: %w", t, id.Short(), loc.Pack.Short(), err)
+	}
+	return pack.OpenBlob(r.key, t, id, sealed)
+}
+
+// ErrBlobNotFound means the index does not know the blob.
+var ErrBlobNotFound = errors.New("blob not in index")
+
+// lru is a small cache of decoded objects keyed by id.
+type lru struct {
+	mu    sync.Mutex
+	max   int
+	ll    *list.List
+	items map[crypto.ID]*list.Element
+}
+
+type lruEntry struct {
+	id crypto.ID
+	v  any
+}
+
+func newLRU(max int) *lru {
+	return &lru{max: max, ll: list.New(), items: map[crypto.ID]*list.Element{}}
+}
+
+func (c *lru) get(id crypto.ID) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[id]; ok {
+		c.ll.MoveToFront(e)
+		return e.Value.(*lruEntry).v, true
+	}
+	return nil, false
+}
+
+func (c *lru) add(id crypto.ID, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[id]; ok {
+		c.ll.MoveToFront(e)
+		e.Value.(*lruEntry).v = v
+		return
+	}
+	c.items[id] = c.ll.PushFront(&lruEntry{id, v})
+	for c.ll.Len() > c.max {
+		e := c.ll.Back()
+		c.ll.Remove(e)
+		delete(c.items, e.Value.(*lruEntry).id)
+	}
+}

@@ -1,0 +1,264 @@
+// Package pack defines the blob codec and the pack file format.
+//
+// A blob is one chunk of file data or one encoded tree, identified by the
+// keyed hash of its plaintext. On the remote it is stored sealed:
+//
+//	blob   = Seal(flag || payload, ad = type || id)   flag 0: raw, 1: zstd
+//
+// Binding type and id into the AEAD means a blob cannot be swapped for
+// another, even inside one pack. A pack concatenates sealed blobs and ends
+// with an encrypted header listing them, then the header's length:
+//
+//	pack   = blob* || Seal(header, ad = "keepfs pack header v1") || uint32le(len)
+//	header = "KPH1" || uvarint(n) || n * (type:1 || id:32 || uvarint(len) || uvarint(rawLen))
+//
+// Offsets are implicit (cumulative), so a pack can be rewritten without some
+// of its blobs by copying the survivors and writing a new header, and the
+// index can always be rebuilt from the packs alone.
+package pack
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/klauspost/compress/zstd"
+)
+
+// BlobType distinguishes file content from directory trees.
+type BlobType uint8
+
+const (
+	Data BlobType = 0
+	Tree BlobType = 1
+)
+
+func (t BlobType) String() string {
+	switch t {
+	case Data:
+		return "data"
+	case Tree:
+		return "tree"
+	}
+	return fmt.Sprintf("blobtype(%d)", uint8(t))
+}
+
+// Valid reports whether t is a known type.
+func (t BlobType) Valid() bool { return t == Data || t == Tree }
+
+// Blob locates one sealed blob inside a pack.
+type Blob struct {
+	Type      BlobType
+	ID        crypto.ID
+	Offset    uint32
+	Length    uint32 // sealed length, as stored
+	RawLength uint32 // plaintext length
+}
+
+// MaxBlobSize bounds a blob's plaintext: the largest chunk is 8 MiB, trees of
+// very large directories can be bigger, nothing legitimate nears this.
+const MaxBlobSize = 128 << 20
+
+const (
+	flagRaw  = 0
+	flagZstd = 1
+)
+
+var (
+	encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecoderMaxWindow(MaxBlobSize))
+)
+
+// ErrCorrupt means stored bytes failed authentication or decoding.
+var ErrCorrupt = errors.New("corrupt blob")
+
+func blobAD(t BlobType, id crypto.ID) []byte {
+	ad := make([]byte, 1+len(id))
+	ad[0] = byte(t)
+	copy(ad[1:], id[:])
+	return ad
+}
+
+// SealBlob compresses plaintext when that pays and seals it. Compression is
+// skipped when it would save less than 1/32 of the size: already-compressed
+// media costs nothing to decode later.
+func SealBlob(k *crypto.Key, t BlobType, id crypto.ID, plaintext []byte) []byte {
+	buf := make([]byte, 1, len(plaintext)/2+64)
+	buf[0] = flagZstd
+	if len(plaintext) >= 64 {
+		buf = encoder.EncodeAll(plaintext, buf)
+	}
+	if len(plaintext) < 64 || len(buf)-1 > len(plaintext)-len(plaintext)/32 {
+		buf = append(buf[:0], flagRaw)
+		buf = append(buf, plaintext...)
+	}
+	return k.Seal(make([]byte, 0, len(buf)+k.Overhead()), buf, blobAD(t, id))
+}
+
+// OpenBlob reverses SealBlob and verifies that the plaintext hashes to id.
+func OpenBlob(k *crypto.Key, t BlobType, id crypto.ID, sealed []byte) ([]byte, error) {
+	inner, err := k.Open(nil, sealed, blobAD(t, id))
+	if err != nil {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrCorrupt)
+	}
+	if len(inner) == 0 {
+		return nil, fmt.Errorf("%s blob %s: empty: %w", t, id.Short(), ErrCorrupt)
+	}
+	var plain []byte
+	switch inner[0] {
+	case flagRaw:
+		plain = inner[1:]
+	case flagZstd:
+		plain, err = decoder.DecodeAll(inner[1:], nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s blob %s: decompress: %v: %w", t, id.Short(), err, ErrCorrupt)
+		}
+	default:
+		return nil, fmt.Errorf("%s blob %s: unknown flag %d: %w", t, id.Short(), inner[0], ErrCorrupt)
+	}
+	if k.BlobID(plain) != id {
+		return nil, fmt.Errorf("%s blob %s: content does not match its id: %w", t, id.Short(), ErrCorrupt)
+	}
+	return plain, nil
+}
+
+// Packer accumulates sealed blobs into one pack. Not safe for concurrent use.
+type Packer struct {
+	buf   bytes.Buffer
+	blobs []Blob
+}
+
+// Add appends a sealed blob.
+func (p *Packer) Add(t BlobType, id crypto.ID, sealed []byte, rawLen int) {
+	p.blobs = append(p.blobs, Blob{Type: t, ID: id, Offset: uint32(p.buf.Len()), Length: uint32(len(sealed)), RawLength: uint32(rawLen)})
+	p.buf.Write(sealed)
+}
+
+// Size is the number of bytes added so far.
+func (p *Packer) Size() int { return p.buf.Len() }
+
+// Count is the number of blobs added so far.
+func (p *Packer) Count() int { return len(p.blobs) }
+
+const headerAD = "keepfs pack header v1"
+const headerMagic = "KPH1"
+
+// Finalize returns the complete pack bytes and the blobs in it.
+func (p *Packer) Finalize(k *crypto.Key) ([]byte, []Blob) {
+	hdr := EncodeHeader(p.blobs)
+	sealed := k.Seal(nil, hdr, []byte(headerAD))
+	p.buf.Write(sealed)
+	var tl [4]byte
+	binary.LittleEndian.PutUint32(tl[:], uint32(len(sealed)))
+	p.buf.Write(tl[:])
+	return p.buf.Bytes(), p.blobs
+}
+
+// EncodeHeader is the plaintext header for blobs laid out in order.
+func EncodeHeader(blobs []Blob) []byte {
+	out := make([]byte, 0, 4+binary.MaxVarintLen64+len(blobs)*(1+32+6))
+	out = append(out, headerMagic...)
+	out = binary.AppendUvarint(out, uint64(len(blobs)))
+	for _, b := range blobs {
+		out = append(out, byte(b.Type))
+		out = append(out, b.ID[:]...)
+		out = binary.AppendUvarint(out, uint64(b.Length))
+		out = binary.AppendUvarint(out, uint64(b.RawLength))
+	}
+	return out
+}
+
+// DecodeHeader parses a plaintext header; dataLen is the number of bytes of
+// blobs before the header, which the entries must exactly cover.
+func DecodeHeader(hdr []byte, dataLen int64) ([]Blob, error) {
+	if len(hdr) < len(headerMagic) || string(hdr[:len(headerMagic)]) != headerMagic {
+		return nil, errors.New("pack header: bad magic")
+	}
+	r := hdr[len(headerMagic):]
+	n, k := binary.Uvarint(r)
+	if k <= 0 {
+		return nil, errors.New("pack header: bad count")
+	}
+	r = r[k:]
+	if n > uint64(len(r))/34 {
+		return nil, fmt.Errorf("pack header: count %d exceeds header size", n)
+	}
+	blobs := make([]Blob, 0, n)
+	var off uint64
+	for i := uint64(0); i < n; i++ {
+		if len(r) < 33 {
+			return nil, errors.New("pack header: truncated entry")
+		}
+		b := Blob{Type: BlobType(r[0])}
+		if !b.Type.Valid() {
+			return nil, fmt.Errorf("pack header: entry %d: unknown type %d", i, r[0])
+		}
+		copy(b.ID[:], r[1:33])
+		r = r[33:]
+		l, k1 := binary.Uvarint(r)
+		if k1 <= 0 {
+			return nil, errors.New("pack header: bad length")
+		}
+		r = r[k1:]
+		raw, k2 := binary.Uvarint(r)
+		if k2 <= 0 {
+			return nil, errors.New("pack header: bad raw length")
+		}
+		r = r[k2:]
+		if l > MaxBlobSize+1024 || raw > MaxBlobSize {
+			return nil, fmt.Errorf("pack header: entry %d: implausible length", i)
+		}
+		b.Offset, b.Length, b.RawLength = uint32(off), uint32(l), uint32(raw)
+		off += l
+		if off > uint64(dataLen) {
+			return nil, fmt.Errorf("pack header: entries exceed pack data (%d > %d)", off, dataLen)
+		}
+		blobs = append(blobs, b)
+	}
+	if len(r) != 0 {
+		return nil, errors.New("pack header: trailing bytes")
+	}
+	if off != uint64(dataLen) {
+		return nil, fmt.Errorf("pack header: entries cover %d of %d data bytes", off, dataLen)
+	}
+	return blobs, nil
+}
+
+// TrailerSize is the size of the fixed trailer holding the header length.
+const TrailerSize = 4
+
+// HeaderLength reads the trailer; packSize bounds it.
+func HeaderLength(trailer []byte, packSize int64) (int64, error) {
+	if len(trailer) != TrailerSize {
+		return 0, errors.New("pack trailer: wrong size")
+	}
+	n := int64(binary.LittleEndian.Uint32(trailer))
+	if n <= 0 || n > packSize-TrailerSize {
+		return 0, fmt.Errorf("pack trailer: header length %d does not fit pack of %d bytes", n, packSize)
+	}
+	return n, nil
+}
+
+// OpenHeader decrypts and parses a sealed header of a pack of packSize bytes.
+func OpenHeader(k *crypto.Key, sealed []byte, packSize int64) ([]Blob, error) {
+	hdr, err := k.Open(nil, sealed, []byte(headerAD))
+	if err != nil {
+		return nil, fmt.Errorf("pack header: %w", err)
+	}
+	return DecodeHeader(hdr, packSize-int64(len(sealed))-TrailerSize)
+}
+
+// ParsePack splits a whole pack into its blobs, checking the header.
+func ParsePack(k *crypto.Key, data []byte) ([]Blob, error) {
+	if len(data) < TrailerSize {
+		return nil, errors.New("pack: too short")
+	}
+	hl, err := HeaderLength(data[len(data)-TrailerSize:], int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	start := int64(len(data)) - TrailerSize - hl
+	return OpenHeader(k, data[start:int64(len(data))-TrailerSize], int64(len(data)))
+}

@@ -1,0 +1,342 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+var pw = []byte("correct horse battery staple")
+
+func newRepo(t *testing.T) (*remote.Mem, *repo.Repository) {
+	t.Helper()
+	be := remote.NewMem()
+	r, err := repo.Create(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return be, r
+}
+
+func reopen(t *testing.T, be remote.Storage) *repo.Repository {
+	t.Helper()
+	r, err := repo.Open(context.Background(), be, pw, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func TestCreateOpenWrongPassword(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	if _, err := repo.Create(ctx, be, pw, repo.Options{KDF: &crypto.TestKDF}); err == nil {
+		t.Fatal("second init over an existing repository succeeded")
+	}
+	_, err := repo.Open(ctx, be, []byte("wrong"), repo.Options{})
+	if !errors.Is(err, repo.ErrWrongPassword) {
+		t.Fatalf("wrong passphrase: got %v", err)
+	}
+	r2 := reopen(t, be)
+	if r2.Config().ID != r.Config().ID {
+		t.Fatal("reopened repository has a different id")
+	}
+	if _, err := repo.Open(ctx, remote.NewMem(), pw, repo.Options{}); !errors.Is(err, repo.ErrNotRepository) {
+		t.Fatalf("empty remote: got %v", err)
+	}
+}
+
+func TestKeySlots(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	id2, err := r.AddKey(ctx, []byte("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Open(ctx, be, []byte("second"), repo.Options{}); err != nil {
+		t.Fatalf("second passphrase does not open: %v", err)
+	}
+	keys, err := r.Keys(ctx, []byte("second"))
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys: %v %v", keys, err)
+	}
+	for _, k := range keys {
+		if k.Current != (k.ID == id2) {
+			t.Errorf("key %s current=%v", k.ID, k.Current)
+		}
+	}
+	if err := r.RemoveKey(ctx, id2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Open(ctx, be, []byte("second"), repo.Options{}); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Fatalf("removed slot still opens: %v", err)
+	}
+	keys, _ = r.Keys(ctx, nil)
+	if err := r.RemoveKey(ctx, keys[0].ID); err == nil {
+		t.Fatal("removed the last key slot")
+	}
+}
+
+func TestSaveBlobDedupAndReload(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	data := randBytes(100 << 10)
+	id, stored, err := r.SaveBlob(ctx, pack.Data, data)
+	if err != nil || !stored {
+		t.Fatalf("first save: stored=%v err=%v", stored, err)
+	}
+	if _, stored, _ := r.SaveBlob(ctx, pack.Data, data); stored {
+		t.Fatal("duplicate blob stored twice before flush")
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, stored, _ := r.SaveBlob(ctx, pack.Data, data); stored {
+		t.Fatal("duplicate blob stored twice after flush")
+	}
+	r2 := reopen(t, be)
+	got, err := r2.LoadBlob(ctx, pack.Data, id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reload: %v", err)
+	}
+	if _, err := r2.LoadBlob(ctx, pack.Tree, id); !errors.Is(err, repo.ErrBlobNotFound) {
+		t.Fatalf("wrong type found: %v", err)
+	}
+}
+
+// Packs fill to the configured size and several are uploaded in parallel.
+func TestManyPacks(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	var ids []crypto.ID
+	for i := 0; i < 40; i++ {
+		id, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	_ = be.List(ctx, remote.Pack, func(remote.Info) error { n++; return nil })
+	if n < 2 {
+		t.Fatalf("40 MiB in %d packs", n)
+	}
+	r2 := reopen(t, be)
+	for _, id := range ids {
+		if !r2.Index().Has(pack.Data, id) {
+			t.Fatalf("blob %s lost", id.Short())
+		}
+	}
+}
+
+// A run killed after uploading packs but before writing their index leaves
+// packs that RecoverPacks indexes, so their blobs are not uploaded again.
+func TestRecoverPacks(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	var ids []crypto.ID
+	for i := 0; i < 20; i++ {
+		id, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// No Flush: wait for the background upload of the full pack instead.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Stats().PacksWritten == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.Stats().PacksWritten == 0 {
+		t.Fatal("no pack uploaded")
+	}
+	r2 := reopen(t, be)
+	if r2.Index().Count() != 0 {
+		t.Fatal("index exists without flush")
+	}
+	res, err := r2.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors() != 0 {
+		t.Fatalf("unindexed packs are errors: %v", res.Problems)
+	}
+	n, err := r2.RecoverPacks(ctx)
+	if err != nil || n == 0 {
+		t.Fatalf("recovered %d packs: %v", n, err)
+	}
+	if !r2.Index().Has(pack.Data, ids[0]) {
+		t.Fatal("first blob not recovered")
+	}
+	r3 := reopen(t, be)
+	if !r3.Index().Has(pack.Data, ids[0]) {
+		t.Fatal("recovery was not persisted")
+	}
+}
+
+func saveSnapshot(t *testing.T, r *repo.Repository, when time.Time, files map[string][]byte) *repo.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	tr := &tree.Tree{}
+	for name, data := range files {
+		id, _, err := r.SaveBlob(ctx, pack.Data, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Nodes = append(tr.Nodes, &tree.Node{Name: name, Type: tree.File, Mode: 0o644, Size: uint64(len(data)), Content: []crypto.ID{id}})
+	}
+	tr.Sort()
+	root, err := r.SaveTree(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := &repo.Snapshot{Time: when, Tree: root}
+	if err := r.SaveSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	return sn
+}
+
+func TestSnapshotsAndLookup(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	t0 := time.Date(2026, 11, 28, 13, 5, 0, 0, time.UTC)
+	saveSnapshot(t, r, t0, map[string][]byte{"a.txt": []byte("v1")})
+	saveSnapshot(t, r, t0.Add(2*time.Hour), map[string][]byte{"a.txt": []byte("v2")})
+	snaps, err := reopen(t, be).Snapshots(ctx)
+	if err != nil || len(snaps) != 2 {
+		t.Fatalf("snapshots: %d %v", len(snaps), err)
+	}
+	if snaps[0].Name() != "2026-11-28T130500Z" {
+		t.Fatalf("name %s", snaps[0].Name())
+	}
+	for _, tc := range []struct {
+		at   string
+		want int // index into snaps, -1 for none
+	}{
+		{"latest", 1}, {"2026-11-28T13", 0}, {"2026-11-28", 1}, {"2026-11-28T130500Z", 0},
+		{"2026-11-28T130459Z", -1}, {"2026-11-28T14", 0}, {"2026-11-28T15", 1}, {"2025", -1},
+	} {
+		at, err := repo.ParseTime(tc.at)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.at, err)
+		}
+		sn, err := repo.FindSnapshot(snaps, at)
+		if tc.want < 0 {
+			if !errors.Is(err, repo.ErrNoSnapshot) {
+				t.Errorf("%s: want no snapshot, got %v", tc.at, sn)
+			}
+			continue
+		}
+		if err != nil || sn != snaps[tc.want] {
+			t.Errorf("%s: got %v, %v; want snapshot %d", tc.at, sn, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"yesterday", "2026-13", "2026-11-28T1"} {
+		if _, err := repo.ParseTime(bad); err == nil {
+			t.Errorf("ParseTime(%q) accepted", bad)
+		}
+	}
+	n, err := r.Lookup(ctx, snaps[1].Tree, "/a.txt")
+	if err != nil || n.Size != 2 {
+		t.Fatalf("lookup: %v %v", n, err)
+	}
+	if _, err := r.Lookup(ctx, snaps[1].Tree, "/missing"); !errors.Is(err, repo.ErrPathNotFound) {
+		t.Fatalf("missing: %v", err)
+	}
+	if _, err := r.Lookup(ctx, snaps[1].Tree, "/a.txt/x"); !errors.Is(err, repo.ErrPathNotFound) {
+		t.Fatalf("below a file: %v", err)
+	}
+}
+
+func TestSnapshotRefusesMissingTree(t *testing.T) {
+	_, r := newRepo(t)
+	err := r.SaveSnapshot(context.Background(), &repo.Snapshot{Time: time.Now(), Tree: crypto.ID{1}})
+	if err == nil {
+		t.Fatal("snapshot naming a missing tree was saved")
+	}
+}
+
+func TestCheckFindsProblems(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	saveSnapshot(t, r, time.Now(), map[string][]byte{"a": randBytes(3 << 20), "b": []byte(strings.Repeat("x", 1000))})
+	res, err := reopen(t, be).Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || res.Errors() != 0 || res.Snapshots != 1 || res.Packs == 0 {
+		t.Fatalf("sound repository: %+v %v", res, err)
+	}
+
+	var packs []remote.Info
+	_ = be.List(ctx, remote.Pack, func(fi remote.Info) error { packs = append(packs, fi); return nil })
+	data, _ := remote.LoadAll(ctx, be, packs[0].Handle)
+	bad := append([]byte(nil), data...)
+	bad[100] ^= 0x80
+	be.Replace(packs[0].Handle, bad)
+	// Without reading data only sizes are compared: a same-size flip passes.
+	res, _ = reopen(t, be).Check(ctx, repo.CheckOptions{})
+	if res.Errors() != 0 {
+		t.Fatalf("metadata check flagged a same-size change: %v", res.Problems)
+	}
+	res, _ = reopen(t, be).Check(ctx, repo.CheckOptions{ReadData: true})
+	if res.Errors() == 0 || !strings.Contains(res.Problems[0].Object, packs[0].Handle.Name) {
+		t.Fatalf("flipped bit not found: %v", res.Problems)
+	}
+
+	be.Replace(packs[0].Handle, data[:len(data)-1])
+	res, _ = reopen(t, be).Check(ctx, repo.CheckOptions{})
+	if res.Errors() == 0 || !strings.Contains(res.Problems[0].What, "size") {
+		t.Fatalf("truncated pack not found: %v", res.Problems)
+	}
+	if err := be.Remove(ctx, packs[0].Handle); err != nil {
+		t.Fatal(err)
+	}
+	res, _ = reopen(t, be).Check(ctx, repo.CheckOptions{})
+	found := false
+	for _, p := range res.Problems {
+		found = found || strings.Contains(p.What, "missing")
+	}
+	if !found {
+		t.Fatalf("missing pack not reported: %v", res.Problems)
+	}
+}
+
+func TestCheckBadIndexSegment(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	saveSnapshot(t, r, time.Now(), map[string][]byte{"a": []byte("hello")})
+	var idx []remote.Info
+	_ = be.List(ctx, remote.Index, func(fi remote.Info) error { idx = append(idx, fi); return nil })
+	data, _ := remote.LoadAll(ctx, be, idx[0].Handle)
+	data[len(data)/2] ^= 1
+	be.Replace(idx[0].Handle, data)
+	if _, err := repo.Open(ctx, be, pw, repo.Options{}); err == nil {
+		t.Fatal("open with a corrupt index succeeded")
+	}
+	r2, err := repo.Open(ctx, be, pw, repo.Options{NoIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r2.Check(ctx, repo.CheckOptions{})
+	if err != nil || res.Errors() == 0 {
+		t.Fatalf("corrupt index not reported: %+v %v", res, err)
+	}
+}

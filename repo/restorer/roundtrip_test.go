@@ -1,0 +1,306 @@
+package restorer_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/archiver"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/restorer"
+)
+
+func newRepo(t *testing.T) *repo.Repository {
+	t.Helper()
+	r, err := repo.Create(context.Background(), remote.NewMem(), []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// genTree writes a random tree: files of many sizes (some sharing content),
+// odd names, symlinks, hard links, xattrs, modes and old mtimes.
+func genTree(t *testing.T, rng *rand.Rand, dir string, depth int) {
+	t.Helper()
+	shared := make([]byte, 700<<10)
+	rng.Read(shared)
+	var files []string
+	n := 3 + rng.Intn(6)
+	for i := 0; i < n; i++ {
+		name := randName(rng, i)
+		p := filepath.Join(dir, name)
+		switch k := rng.Intn(10); {
+		case k < 2 && depth < 3:
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			genTree(t, rng, p, depth+1)
+			if rng.Intn(3) == 0 {
+				_ = os.Chmod(p, 0o750)
+			}
+		case k < 8:
+			var data []byte
+			switch rng.Intn(5) {
+			case 0:
+			case 1:
+				data = []byte(strings.Repeat(fmt.Sprintf("line %d\n", i), rng.Intn(2000)))
+			case 2:
+				data = make([]byte, rng.Intn(3<<20))
+				rng.Read(data)
+			default:
+				data = append(append([]byte(nil), shared...), byte(i))
+			}
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			modes := []os.FileMode{0o644, 0o600, 0o755, 0o400, 0o4755, 0}
+			if err := os.Chmod(p, modes[rng.Intn(len(modes))]); err != nil {
+				t.Fatal(err)
+			}
+			if rng.Intn(3) == 0 {
+				_ = unix.Lsetxattr(p, "user.keepfs-test", []byte(fmt.Sprintf("x%d", i)), 0)
+			}
+			mt := time.Unix(1e9+rng.Int63n(1e9), rng.Int63n(1e9))
+			if err := os.Chtimes(p, mt, mt); err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, p)
+		case k < 9:
+			if err := os.Symlink("target-"+name, p); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if len(files) > 0 {
+				if err := os.Link(files[rng.Intn(len(files))], p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+func randName(rng *rand.Rand, i int) string {
+	switch rng.Intn(6) {
+	case 0:
+		return fmt.Sprintf("sp ace %d", i)
+	case 1:
+		return fmt.Sprintf("bytes-\xff\xfe\n%d", i)
+	case 2:
+		return strings.Repeat("n", 250) + fmt.Sprintf("%05d", i)
+	}
+	return fmt.Sprintf("f%d-%d", i, rng.Intn(1000))
+}
+
+type entry struct {
+	mode    os.FileMode
+	size    int64
+	mtime   int64
+	content string
+	link    string
+	xattr   string
+	ino     uint64 // only for comparing hard link groups
+}
+
+func scan(t *testing.T, root string) (map[string]entry, map[string][]string) {
+	t.Helper()
+	out := map[string]entry{}
+	groups := map[uint64][]string{}
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		e := entry{mode: fi.Mode()}
+		st := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case fi.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			e.content, e.size, e.mtime = string(b), fi.Size(), fi.ModTime().UnixNano()
+			buf := make([]byte, 64)
+			if n, err := unix.Lgetxattr(p, "user.keepfs-test", buf); err == nil {
+				e.xattr = string(buf[:n])
+			}
+			if st.Nlink > 1 {
+				groups[st.Ino] = append(groups[st.Ino], rel)
+			}
+		case fi.Mode()&os.ModeSymlink != 0:
+			e.link, _ = os.Readlink(p)
+		case fi.IsDir():
+			e.mtime = fi.ModTime().UnixNano()
+		}
+		out[rel] = e
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := map[string][]string{}
+	for _, g := range groups {
+		links[g[0]] = g
+	}
+	return out, links
+}
+
+func compareTrees(t *testing.T, src, dst string) {
+	t.Helper()
+	a, la := scan(t, src)
+	b, lb := scan(t, dst)
+	for p, ea := range a {
+		eb, ok := b[p]
+		if !ok {
+			t.Errorf("%q missing after restore", p)
+			continue
+		}
+		if ea != eb {
+			t.Errorf("%q differs:\n src %+v\n dst %+v", p, short(ea), short(eb))
+		}
+	}
+	for p := range b {
+		if _, ok := a[p]; !ok {
+			t.Errorf("%q restored but not in source", p)
+		}
+	}
+	if fmt.Sprint(la) != fmt.Sprint(lb) {
+		t.Errorf("hard link groups differ: %v vs %v", la, lb)
+	}
+}
+
+func short(e entry) entry {
+	if len(e.content) > 20 {
+		e.content = fmt.Sprintf("%d bytes %x", len(e.content), crypto.Hash([]byte(e.content)).Short())
+	}
+	return e
+}
+
+// Property: import then restore reproduces random trees exactly.
+func TestImportRestoreRoundTrip(t *testing.T) {
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewSource(seed))
+	for round := 0; round < 3; round++ {
+		src := t.TempDir()
+		genTree(t, rng, src, 0)
+		r := newRepo(t)
+		ctx := context.Background()
+		sn, sum, err := archiver.Import(ctx, r, src, archiver.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sum.Warnings) > 0 {
+			t.Fatalf("warnings: %v", sum.Warnings)
+		}
+		dst := filepath.Join(t.TempDir(), "out")
+		if _, err := restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		compareTrees(t, src, dst)
+		if t.Failed() {
+			t.Fatalf("round %d failed (seed %d)", round, seed)
+		}
+	}
+}
+
+type globExcluder struct{ suffix string }
+
+func (globExcluder) AddPatterns([]string, string, []byte) {}
+func (g globExcluder) Excluded(path []string, isDir bool) bool {
+	return strings.HasSuffix(path[len(path)-1], g.suffix)
+}
+
+func TestIncrementalAndExclusion(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	big := make([]byte, 6<<20)
+	rand.New(rand.NewSource(1)).Read(big)
+	must(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "d", "big"), big, 0o644))
+	must(t, os.WriteFile(filepath.Join(src, "skip.log"), []byte("secret"), 0o644))
+	r := newRepo(t)
+	opts := archiver.Options{Excluder: globExcluder{".log"}}
+	sn1, s1, err := archiver.Import(ctx, r, src, opts)
+	must(t, err)
+	if s1.Excluded != 1 || s1.Files != 1 {
+		t.Fatalf("first import: %+v", s1)
+	}
+	opts.Parent = sn1
+	_, s2, err := archiver.Import(ctx, r, src, opts)
+	must(t, err)
+	if s2.BlobsNew != 0 || s2.FilesUnchanged != 1 {
+		t.Fatalf("unchanged re-import stored %d blobs: %+v", s2.BlobsNew, s2)
+	}
+	// Change one byte in the middle: only the chunks around it are new.
+	big[3<<20] ^= 1
+	must(t, os.WriteFile(filepath.Join(src, "d", "big"), big, 0o644))
+	sn3, s3, err := archiver.Import(ctx, r, src, opts)
+	must(t, err)
+	if s3.FilesChanged != 1 || s3.BlobsNew == 0 || s3.BytesAdded > 4<<20 {
+		t.Fatalf("1-byte change added %d bytes in %d blobs: %+v", s3.BytesAdded, s3.BlobsNew, s3)
+	}
+	dst := t.TempDir()
+	_, err = restorer.Restore(ctx, r, sn3, []string{"/d/big"}, dst, restorer.Options{})
+	must(t, err)
+	got, err := os.ReadFile(filepath.Join(dst, "big"))
+	must(t, err)
+	if !bytes.Equal(got, big) {
+		t.Fatal("restored file differs")
+	}
+	if _, err := os.Stat(filepath.Join(dst, "skip.log")); err == nil {
+		t.Fatal("excluded file restored")
+	}
+}
+
+// A symlink planted in the target must not redirect the restore.
+func TestRestoreDoesNotFollowSymlinksInTarget(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(src, "docs"), 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "docs", "a.txt"), []byte("restored"), 0o644))
+	must(t, os.WriteFile(filepath.Join(src, "b.txt"), []byte("restored"), 0o644))
+	r := newRepo(t)
+	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
+	must(t, err)
+	outside := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(outside, "b.txt"), []byte("precious"), 0o644))
+	dst := t.TempDir()
+	must(t, os.Symlink(outside, filepath.Join(dst, "docs")))
+	must(t, os.Symlink(filepath.Join(outside, "b.txt"), filepath.Join(dst, "b.txt")))
+	_, err = restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{})
+	must(t, err)
+	if b, _ := os.ReadFile(filepath.Join(outside, "b.txt")); string(b) != "precious" {
+		t.Fatal("restore wrote through a symlink outside the target")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "a.txt")); err == nil {
+		t.Fatal("restore created a file outside the target")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "docs", "a.txt")); string(b) != "restored" {
+		t.Fatal("docs/a.txt not restored")
+	}
+	if _, err := restorer.Restore(ctx, r, sn, []string{"/nope"}, dst, restorer.Options{}); err == nil {
+		t.Fatal("restore of a missing path succeeded")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

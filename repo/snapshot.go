@@ -1,0 +1,238 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// Snapshot is one point-in-time state of the tree.
+type Snapshot struct {
+	Time     time.Time     `json:"time"`
+	Tree     crypto.ID     `json:"tree"`
+	Parent   *crypto.ID    `json:"parent,omitempty"`
+	Hostname string        `json:"hostname,omitempty"`
+	Username string        `json:"username,omitempty"`
+	Source   string        `json:"source,omitempty"`
+	Stats    SnapshotStats `json:"stats"`
+
+	// ID is the name of the stored object; not part of the encoding.
+	ID crypto.ID `json:"-"`
+}
+
+// SnapshotStats summarise the tree and what this snapshot added.
+type SnapshotStats struct {
+	Files      int64 `json:"files"`
+	Dirs       int64 `json:"dirs"`
+	Bytes      int64 `json:"bytes"`
+	BlobsNew   int   `json:"blobs_new"`
+	BytesAdded int64 `json:"bytes_added"`
+}
+
+const snapshotAD = "keepfs snapshot v1"
+
+// TimeFormat names snapshots in .versions and in --at arguments.
+const TimeFormat = "2006-01-02T150405Z"
+
+// Name is the snapshot's time in TimeFormat.
+func (s *Snapshot) Name() string { return s.Time.UTC().Format(TimeFormat) }
+
+// SaveTree encodes and stores one directory.
+func (r *Repository) SaveTree(ctx context.Context, t *tree.Tree) (crypto.ID, error) {
+	b, err := t.Encode()
+	if err != nil {
+		return crypto.ID{}, err
+	}
+	id, _, err := r.SaveBlob(ctx, pack.Tree, b)
+	return id, err
+}
+
+// LoadTree loads and decodes one directory, through a small cache: trees
+// never change, so a cached one is always right.
+func (r *Repository) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
+	if v, ok := r.treeCache.get(id); ok {
+		return v.(*tree.Tree), nil
+	}
+	b, err := r.LoadBlob(ctx, pack.Tree, id)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tree.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %w", id.Short(), err)
+	}
+	r.treeCache.add(id, t)
+	return t, nil
+}
+
+// SaveSnapshot flushes every pending blob and index, then stores sn: the
+// snapshot object is always the last thing written.
+func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
+	if err := r.Flush(ctx); err != nil {
+		return err
+	}
+	if !r.idx.Has(pack.Tree, sn.Tree) {
+		return fmt.Errorf("snapshot names tree %s which the repository does not hold", sn.Tree.Short())
+	}
+	b, err := json.Marshal(sn)
+	if err != nil {
+		return err
+	}
+	sealed := r.key.Seal(nil, b, []byte(snapshotAD))
+	sn.ID = crypto.Hash(sealed)
+	if err := r.be.Save(ctx, remote.Handle{Type: remote.Snapshot, Name: sn.ID.String()}, sealed); err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	return nil
+}
+
+// LoadSnapshot loads one snapshot object.
+func (r *Repository) LoadSnapshot(ctx context.Context, id crypto.ID) (*Snapshot, error) {
+	b, err := remote.LoadAll(ctx, r.be, remote.Handle{Type: remote.Snapshot, Name: id.String()})
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot %s: %w", id.Short(), err)
+	}
+	plain, err := r.key.Open(nil, b, []byte(snapshotAD))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
+	}
+	var sn Snapshot
+	if err := json.Unmarshal(plain, &sn); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
+	}
+	sn.ID = id
+	return &sn, nil
+}
+
+// Snapshots loads every snapshot, oldest first.
+func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+	var ids []crypto.ID
+	if err := r.be.List(ctx, remote.Snapshot, func(fi remote.Info) error {
+		id, err := crypto.ParseID(fi.Handle.Name)
+		if err != nil {
+			return fmt.Errorf("unexpected object %s in snapshots/", fi.Handle.Name)
+		}
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	out := make([]*Snapshot, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			sn, err := r.LoadSnapshot(gctx, id)
+			out[i] = sn
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	SortSnapshots(out)
+	return out, nil
+}
+
+// SortSnapshots orders by time, then id, so equal times sort stably.
+func SortSnapshots(s []*Snapshot) {
+	sort.Slice(s, func(i, j int) bool {
+		if !s[i].Time.Equal(s[j].Time) {
+			return s[i].Time.Before(s[j].Time)
+		}
+		return string(s[i].ID[:]) < string(s[j].ID[:])
+	})
+}
+
+// ErrNoSnapshot means no snapshot matches a time or id.
+var ErrNoSnapshot = errors.New("no snapshot")
+
+// ParseTime parses a point in time as users give it: TimeFormat or a prefix
+// of it (meaning the end of that period), RFC 3339, "latest" or "".
+// The zero time means latest.
+func ParseTime(s string) (time.Time, error) {
+	if s == "" || s == "latest" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	return ParseTimePrefix(s)
+}
+
+// ParseTimePrefix parses a prefix of TimeFormat ("2026-11-28T13") as the
+// last instant of the period it names.
+func ParseTimePrefix(s string) (time.Time, error) {
+	const full = "2006-01-02T150405"
+	steps := map[int]func(time.Time) time.Time{
+		4:  func(t time.Time) time.Time { return t.AddDate(1, 0, 0) },
+		7:  func(t time.Time) time.Time { return t.AddDate(0, 1, 0) },
+		10: func(t time.Time) time.Time { return t.AddDate(0, 0, 1) },
+		13: func(t time.Time) time.Time { return t.Add(time.Hour) },
+		15: func(t time.Time) time.Time { return t.Add(time.Minute) },
+		17: func(t time.Time) time.Time { return t.Add(time.Second) },
+	}
+	p := strings.TrimSuffix(strings.TrimSuffix(s, "Z"), "T")
+	if add, ok := steps[len(p)]; ok {
+		if t, err := time.ParseInLocation(full[:len(p)], p, time.UTC); err == nil {
+			return add(t).Add(-time.Nanosecond), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("invalid time %q: want YYYY-MM-DDTHHMMSSZ, a prefix of it, RFC 3339 or \"latest\"", s)
+}
+
+// FindSnapshot returns the newest snapshot at or before at (zero: latest).
+func FindSnapshot(snaps []*Snapshot, at time.Time) (*Snapshot, error) {
+	var best *Snapshot
+	for _, s := range snaps {
+		if at.IsZero() || !s.Time.After(at) {
+			best = s
+		}
+	}
+	if best == nil {
+		if len(snaps) == 0 {
+			return nil, fmt.Errorf("%w: the repository has no snapshots yet", ErrNoSnapshot)
+		}
+		return nil, fmt.Errorf("%w at or before %s (the first is %s)", ErrNoSnapshot, at.UTC().Format(TimeFormat), snaps[0].Name())
+	}
+	return best, nil
+}
+
+// ErrPathNotFound means a path does not exist in a snapshot.
+var ErrPathNotFound = errors.New("no such file or directory in snapshot")
+
+// Lookup resolves a slash path ("/docs/a.txt", "/" is the root) in the tree
+// rooted at root. For the root it returns a synthetic directory node.
+func (r *Repository) Lookup(ctx context.Context, root crypto.ID, p string) (*tree.Node, error) {
+	p = path.Clean("/" + p)
+	node := &tree.Node{Name: "/", Type: tree.Dir, Subtree: root, Mode: 0o755}
+	if p == "/" {
+		return node, nil
+	}
+	for _, part := range strings.Split(p[1:], "/") {
+		if node.Type != tree.Dir {
+			return nil, fmt.Errorf("%s: %w", p, ErrPathNotFound)
+		}
+		t, err := r.LoadTree(ctx, node.Subtree)
+		if err != nil {
+			return nil, err
+		}
+		node = t.Find(part)
+		if node == nil {
+			return nil, fmt.Errorf("%s: %w", p, ErrPathNotFound)
+		}
+	}
+	return node, nil
+}

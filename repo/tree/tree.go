@@ -1,0 +1,327 @@
+// Package tree defines directory trees as stored in tree blobs.
+//
+// A Tree is one directory: its entries (Nodes) sorted by name bytes. A
+// directory Node names its child Tree by blob id, so a snapshot is a Merkle
+// tree and unchanged subtrees are shared between snapshots for free. Names
+// are arbitrary bytes (anything Linux allows), so the encoding is binary
+// rather than JSON, which would mangle invalid UTF-8:
+//
+//	tree = "KPT1" || uvarint(n) || n * node
+//	node = bytes(name) || type:1 || uvarint(mode) || uvarint(uid) || uvarint(gid)
+//	       || uvarint(size) || varint(mtime) || varint(atime) || varint(ctime)
+//	       || uvarint(inode) || uvarint(links) || uvarint(rdev) || bytes(linktarget)
+//	       || uvarint(nx) || nx * (bytes(name) || bytes(value))
+//	       || uvarint(nc) || nc * id:32 || (type==dir ? id:32 : nothing)
+//	bytes(x) = uvarint(len) || x
+package tree
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/keepfs/keepfs/repo/crypto"
+)
+
+// Type is the kind of a node.
+type Type uint8
+
+const (
+	File Type = iota + 1
+	Dir
+	Symlink
+	FIFO
+	CharDev
+	BlockDev
+	Socket
+)
+
+func (t Type) String() string {
+	switch t {
+	case File:
+		return "file"
+	case Dir:
+		return "dir"
+	case Symlink:
+		return "symlink"
+	case FIFO:
+		return "fifo"
+	case CharDev:
+		return "chardev"
+	case BlockDev:
+		return "blockdev"
+	case Socket:
+		return "socket"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Xattr is one extended attribute.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Node is one directory entry with everything restore needs.
+type Node struct {
+	Name       string
+	Type       Type
+	Mode       uint32 // permission bits plus setuid, setgid, sticky (07777)
+	UID, GID   uint32
+	Size       uint64
+	MTime      int64 // nanoseconds since the epoch
+	ATime      int64
+	CTime      int64
+	Inode      uint64 // with Links > 1, identifies hard links within one snapshot
+	Links      uint64
+	Rdev       uint64
+	LinkTarget string
+	Xattrs     []Xattr
+	Content    []crypto.ID // file chunks, in order
+	Subtree    crypto.ID   // for Dir
+}
+
+// Tree is one directory's entries.
+type Tree struct {
+	Nodes []*Node
+}
+
+// Sort orders nodes by name bytes, as Encode requires.
+func (t *Tree) Sort() {
+	sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
+}
+
+// Find returns the node called name, or nil.
+func (t *Tree) Find(name string) *Node {
+	i := sort.Search(len(t.Nodes), func(i int) bool { return t.Nodes[i].Name >= name })
+	if i < len(t.Nodes) && t.Nodes[i].Name == name {
+		return t.Nodes[i]
+	}
+	return nil
+}
+
+// ValidName reports whether name can be a directory entry: it must not be
+// able to climb out of the directory it is restored into.
+func ValidName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
+		return fmt.Errorf("invalid entry name %q", name)
+	}
+	return nil
+}
+
+const magic = "KPT1"
+
+// Limits that bound what a decoder allocates for hostile input.
+const (
+	maxXattrs    = 1 << 12
+	maxXattrSize = 64 << 10
+	maxChunks    = 1 << 24
+)
+
+// Encode serialises t; nodes must be sorted with unique, valid names.
+func (t *Tree) Encode() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(magic)
+	var tmp []byte
+	tmp = binary.AppendUvarint(tmp[:0], uint64(len(t.Nodes)))
+	buf.Write(tmp)
+	for i, n := range t.Nodes {
+		if err := ValidName(n.Name); err != nil {
+			return nil, err
+		}
+		if i > 0 && t.Nodes[i-1].Name >= n.Name {
+			return nil, fmt.Errorf("tree: entries not sorted or duplicated at %q", n.Name)
+		}
+		b := tmp[:0]
+		b = appendBytes(b, []byte(n.Name))
+		b = append(b, byte(n.Type))
+		for _, v := range []uint64{uint64(n.Mode), uint64(n.UID), uint64(n.GID), n.Size} {
+			b = binary.AppendUvarint(b, v)
+		}
+		for _, v := range []int64{n.MTime, n.ATime, n.CTime} {
+			b = binary.AppendVarint(b, v)
+		}
+		for _, v := range []uint64{n.Inode, n.Links, n.Rdev} {
+			b = binary.AppendUvarint(b, v)
+		}
+		b = appendBytes(b, []byte(n.LinkTarget))
+		b = binary.AppendUvarint(b, uint64(len(n.Xattrs)))
+		for _, x := range n.Xattrs {
+			b = appendBytes(b, []byte(x.Name))
+			b = appendBytes(b, x.Value)
+		}
+		b = binary.AppendUvarint(b, uint64(len(n.Content)))
+		for _, id := range n.Content {
+			b = append(b, id[:]...)
+		}
+		if n.Type == Dir {
+			b = append(b, n.Subtree[:]...)
+		}
+		buf.Write(b)
+		tmp = b
+	}
+	return buf.Bytes(), nil
+}
+
+func appendBytes(b, x []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(x)))
+	return append(b, x...)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(msg string) {
+	if r.err == nil {
+		r.err = errors.New("tree: " + msg)
+	}
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) u32() uint32 {
+	v := r.uvarint()
+	if v > 1<<32-1 {
+		r.fail("value out of range")
+	}
+	return uint32(v)
+}
+
+func (r *reader) bytes(max int) []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(max) || n > uint64(len(r.b)) {
+		r.fail("truncated or oversized field")
+		return nil
+	}
+	out := r.b[:n:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *reader) id() crypto.ID {
+	var id crypto.ID
+	if r.err != nil {
+		return id
+	}
+	if len(r.b) < len(id) {
+		r.fail("truncated id")
+		return id
+	}
+	copy(id[:], r.b)
+	r.b = r.b[len(id):]
+	return id
+}
+
+// Decode parses a tree blob, rejecting names that could escape a restore
+// target, unsorted or duplicate entries and unknown types.
+func Decode(b []byte) (*Tree, error) {
+	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
+		return nil, errors.New("tree: bad magic")
+	}
+	r := &reader{b: b[len(magic):]}
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		return nil, errors.New("tree: entry count exceeds size")
+	}
+	t := &Tree{Nodes: make([]*Node, 0, n)}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		nd := &Node{}
+		nd.Name = string(r.bytes(255))
+		if len(r.b) == 0 {
+			r.fail("truncated node")
+			break
+		}
+		if r.err == nil {
+			nd.Type = Type(r.b[0])
+			r.b = r.b[1:]
+		}
+		nd.Mode = r.u32()
+		nd.UID = r.u32()
+		nd.GID = r.u32()
+		nd.Size = r.uvarint()
+		nd.MTime = r.varint()
+		nd.ATime = r.varint()
+		nd.CTime = r.varint()
+		nd.Inode = r.uvarint()
+		nd.Links = r.uvarint()
+		nd.Rdev = r.uvarint()
+		nd.LinkTarget = string(r.bytes(4096))
+		nx := r.uvarint()
+		if nx > maxXattrs {
+			r.fail("too many xattrs")
+		}
+		for j := uint64(0); j < nx && r.err == nil; j++ {
+			name := string(r.bytes(255))
+			val := r.bytes(maxXattrSize)
+			nd.Xattrs = append(nd.Xattrs, Xattr{Name: name, Value: append([]byte(nil), val...)})
+		}
+		nc := r.uvarint()
+		if nc > maxChunks || nc > uint64(len(r.b))/32 {
+			r.fail("chunk count exceeds size")
+		}
+		if r.err == nil && nc > 0 {
+			nd.Content = make([]crypto.ID, nc)
+			for j := range nd.Content {
+				nd.Content[j] = r.id()
+			}
+		}
+		if r.err != nil {
+			break
+		}
+		if nd.Type < File || nd.Type > Socket {
+			return nil, fmt.Errorf("tree: entry %q: unknown type %d", nd.Name, nd.Type)
+		}
+		if nd.Type == Dir {
+			nd.Subtree = r.id()
+		}
+		if nd.Type != File && len(nd.Content) > 0 {
+			return nil, fmt.Errorf("tree: entry %q: %s with content", nd.Name, nd.Type)
+		}
+		if err := ValidName(nd.Name); err != nil {
+			return nil, fmt.Errorf("tree: %w", err)
+		}
+		if len(t.Nodes) > 0 && t.Nodes[len(t.Nodes)-1].Name >= nd.Name {
+			return nil, fmt.Errorf("tree: entries not sorted or duplicated at %q", nd.Name)
+		}
+		t.Nodes = append(t.Nodes, nd)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.b) != 0 {
+		return nil, errors.New("tree: trailing bytes")
+	}
+	return t, nil
+}
