@@ -39,6 +39,9 @@ type writer struct {
 	upErr     error             // first upload failure, sticky until Flush returns it
 	stats     WriteStats
 	sem       chan struct{}
+	// uploadedLog, when non-nil, collects every uploaded pack (repack
+	// needs the new packs' contents to write the replacement index).
+	uploadedLog []index.PackEntry
 }
 
 // WriteStats counts what a writer added to the remote.
@@ -91,19 +94,37 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 	w.mu.Unlock()
 
 	sealed := pack.SealBlob(r.key, t, id, plaintext)
+	return true, w.add(ctx, t, id, sealed, len(plaintext))
+}
 
+func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, rawLen int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.packer.Add(t, id, sealed, len(plaintext))
+	w.packer.Add(t, id, sealed, rawLen)
 	w.stats.BlobsNew++
-	w.stats.BytesNew += int64(len(plaintext))
+	w.stats.BytesNew += int64(rawLen)
 	w.stats.BytesStored += int64(len(sealed))
-	if w.packer.Size() >= r.cfg.PackSize {
-		if err := w.startUploadLocked(ctx); err != nil {
-			return false, err
-		}
+	if w.packer.Size() >= w.r.cfg.PackSize {
+		return w.startUploadLocked(ctx)
 	}
-	return true, nil
+	return nil
+}
+
+// saveSealed adds an already sealed blob to a new pack even though the
+// index knows it elsewhere: repack moves live blobs out of packs that are
+// about to be deleted. Sealed blobs do not depend on their pack, so they are
+// copied without re-encryption.
+func (r *Repository) saveSealed(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, rawLen int) error {
+	w := r.w
+	k := blobKey{t, id}
+	w.mu.Lock()
+	if w.pending[k] {
+		w.mu.Unlock()
+		return nil
+	}
+	w.pending[k] = true
+	w.mu.Unlock()
+	return w.add(ctx, t, id, sealed, rawLen)
 }
 
 // startUploadLocked seals the current pack and uploads it in the
@@ -152,6 +173,9 @@ func (w *writer) upload(ctx context.Context, data []byte, blobs []pack.Blob) err
 		delete(w.pending, blobKey{b.Type, b.ID})
 	}
 	w.unindexed = append(w.unindexed, pe)
+	if w.uploadedLog != nil {
+		w.uploadedLog = append(w.uploadedLog, pe)
+	}
 	w.stats.PacksWritten++
 	flushIndex := len(w.unindexed) >= indexEvery
 	var batch []index.PackEntry

@@ -193,11 +193,14 @@ type Index struct {
 	mu    sync.RWMutex
 	blobs map[blobKey]Location
 	packs map[crypto.ID]int64 // pack -> size
+	// contents lists every blob each pack holds, duplicates included: prune
+	// and repack need it, Lookup does not.
+	contents map[crypto.ID][]pack.Blob
 }
 
 // New returns an empty index.
 func New() *Index {
-	return &Index{blobs: map[blobKey]Location{}, packs: map[crypto.ID]int64{}}
+	return &Index{blobs: map[blobKey]Location{}, packs: map[crypto.ID]int64{}, contents: map[crypto.ID][]pack.Blob{}}
 }
 
 // AddPack records the blobs of one pack. A blob already known elsewhere
@@ -206,6 +209,7 @@ func (ix *Index) AddPack(p PackEntry) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.packs[p.ID] = p.Size
+	ix.contents[p.ID] = p.Blobs
 	for _, b := range p.Blobs {
 		k := blobKey{b.Type, b.ID}
 		if _, ok := ix.blobs[k]; !ok {
@@ -246,6 +250,13 @@ func (ix *Index) Packs() []PackEntry {
 	}
 	sort.Slice(out, func(i, j int) bool { return string(out[i].ID[:]) < string(out[j].ID[:]) })
 	return out
+}
+
+// PackBlobs returns every blob stored in pack id, duplicates included.
+func (ix *Index) PackBlobs(id crypto.ID) []pack.Blob {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.contents[id]
 }
 
 // Count is the number of indexed blobs.

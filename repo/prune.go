@@ -1,0 +1,275 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/index"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// PruneOptions tune a prune.
+type PruneOptions struct {
+	DryRun   bool
+	Now      time.Time // the clock; zero means time.Now
+	Progress Progress
+}
+
+// PruneResult reports what a prune removed (or would remove, with DryRun).
+type PruneResult struct {
+	Policy           string   `json:"policy"`
+	SnapshotsKept    int      `json:"snapshots_kept"`
+	SnapshotsRemoved []string `json:"snapshots_removed"`
+	BlobsRemoved     int      `json:"blobs_removed"`
+	BytesRemoved     int64    `json:"bytes_removed"`
+	BlobsRepacked    int      `json:"blobs_repacked"`
+	PacksDeleted     int      `json:"packs_deleted"`
+	PacksRewritten   int      `json:"packs_rewritten"`
+	DryRun           bool     `json:"dry_run"`
+}
+
+// Prune applies the stored retention policy and then removes every blob no
+// kept snapshot references: packs holding only dead blobs are deleted, packs
+// holding any dead blob are rewritten without it (no threshold: dead
+// personal data is never left behind), and the index is rewritten.
+//
+// Crash safety comes from the order: forget snapshots; write repacked packs;
+// write one index segment that supersedes all others; delete the superseded
+// segments; delete the old packs. Killed anywhere, the repository passes
+// check, and the next prune finishes the work (RecoverPacks re-indexes
+// leftover packs, whose blobs are then found dead again).
+func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult, error) {
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	if opts.Progress == nil {
+		opts.Progress = NoProgress{}
+	}
+	policy, err := r.Retention(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.DryRun {
+		if _, err := r.RecoverPacks(ctx); err != nil {
+			return nil, err
+		}
+	}
+	snaps, err := r.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &PruneResult{Policy: policy.String(), DryRun: opts.DryRun}
+	var kept []*Snapshot
+	for _, d := range policy.Apply(snaps, opts.Now) {
+		if d.Keep {
+			kept = append(kept, d.Snapshot)
+		} else {
+			res.SnapshotsRemoved = append(res.SnapshotsRemoved, d.Snapshot.Name())
+		}
+	}
+	res.SnapshotsKept = len(kept)
+	if !opts.DryRun {
+		for _, d := range policy.Apply(snaps, opts.Now) {
+			if d.Keep {
+				continue
+			}
+			h := remote.Handle{Type: remote.Snapshot, Name: d.Snapshot.ID.String()}
+			if err := r.be.Remove(ctx, h); err != nil && !errors.Is(err, remote.ErrNotFound) {
+				return nil, fmt.Errorf("forget snapshot %s: %w", d.Snapshot.Name(), err)
+			}
+		}
+	}
+	used, err := r.usedBlobs(ctx, kept)
+	if err != nil {
+		return nil, err
+	}
+	return res, r.sweep(ctx, used, opts, res)
+}
+
+// SweepUnused removes every blob that no remaining snapshot references,
+// without applying retention. Erasure uses it after rewriting snapshots.
+func (r *Repository) SweepUnused(ctx context.Context, dryRun bool) (*PruneResult, error) {
+	if !dryRun {
+		if _, err := r.RecoverPacks(ctx); err != nil {
+			return nil, err
+		}
+	}
+	snaps, err := r.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	used, err := r.usedBlobs(ctx, snaps)
+	if err != nil {
+		return nil, err
+	}
+	res := &PruneResult{SnapshotsKept: len(snaps), DryRun: dryRun}
+	return res, r.sweep(ctx, used, PruneOptions{DryRun: dryRun, Progress: NoProgress{}}, res)
+}
+
+// usedBlobs walks the trees of snaps and collects every blob they name.
+func (r *Repository) usedBlobs(ctx context.Context, snaps []*Snapshot) (map[blobKey]bool, error) {
+	used := map[blobKey]bool{}
+	var walk func(id crypto.ID) error
+	walk = func(id crypto.ID) error {
+		k := blobKey{pack.Tree, id}
+		if used[k] {
+			return nil
+		}
+		used[k] = true
+		t, err := r.LoadTree(ctx, id)
+		if err != nil {
+			// Deleting data because a tree is unreadable would turn a
+			// repairable problem into loss: refuse.
+			return fmt.Errorf("prune: cannot read tree %s, run `keepfs check`: %w", id.Short(), err)
+		}
+		for _, n := range t.Nodes {
+			switch n.Type {
+			case tree.Dir:
+				if err := walk(n.Subtree); err != nil {
+					return err
+				}
+			case tree.File:
+				for _, c := range n.Content {
+					used[blobKey{pack.Data, c}] = true
+				}
+			}
+		}
+		return nil
+	}
+	for _, s := range snaps {
+		if err := walk(s.Tree); err != nil {
+			return nil, err
+		}
+	}
+	return used, nil
+}
+
+func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts PruneOptions, res *PruneResult) error {
+	type plan struct {
+		id   crypto.ID
+		live []pack.Blob
+	}
+	var keep []index.PackEntry
+	var rewrite []plan
+	var remove []crypto.ID
+	for _, p := range r.idx.Packs() {
+		blobs := r.idx.PackBlobs(p.ID)
+		var live []pack.Blob
+		for _, b := range blobs {
+			k := blobKey{b.Type, b.ID}
+			loc, ok := r.idx.Lookup(b.Type, b.ID)
+			// A blob is live in this pack only where the index points: a
+			// second copy elsewhere is dead weight.
+			if used[k] && ok && loc.Pack == p.ID && loc.Offset == b.Offset {
+				live = append(live, b)
+				continue
+			}
+			res.BlobsRemoved++
+			res.BytesRemoved += int64(b.Length)
+		}
+		switch {
+		case len(live) == len(blobs):
+			keep = append(keep, index.PackEntry{ID: p.ID, Size: p.Size, Blobs: blobs})
+		case len(live) == 0:
+			remove = append(remove, p.ID)
+		default:
+			rewrite = append(rewrite, plan{p.ID, live})
+		}
+	}
+	res.PacksDeleted = len(remove)
+	res.PacksRewritten = len(rewrite)
+	for _, p := range rewrite {
+		res.BlobsRepacked += len(p.live)
+	}
+	if opts.DryRun || (len(remove) == 0 && len(rewrite) == 0) {
+		return nil
+	}
+
+	var total int64
+	for _, p := range rewrite {
+		for _, b := range p.live {
+			total += int64(b.Length)
+		}
+	}
+	opts.Progress.Start("repack", total)
+	r.w.mu.Lock()
+	r.w.uploadedLog = []index.PackEntry{}
+	r.w.mu.Unlock()
+	for _, p := range rewrite {
+		h := remote.Handle{Type: remote.Pack, Name: p.id.String()}
+		for _, b := range p.live {
+			sealed, err := r.be.Load(ctx, h, int64(b.Offset), int64(b.Length))
+			if err != nil {
+				return fmt.Errorf("repack %s: %w", p.id.Short(), err)
+			}
+			// Authenticate before copying: repacking must not launder a
+			// corrupted blob into a fresh pack.
+			if _, err := pack.OpenBlob(r.key, b.Type, b.ID, sealed); err != nil {
+				return fmt.Errorf("repack %s: %w (run `keepfs check --read-data`)", p.id.Short(), err)
+			}
+			if err := r.saveSealed(ctx, b.Type, b.ID, sealed, int(b.RawLength)); err != nil {
+				return err
+			}
+			opts.Progress.Add(int64(b.Length))
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		return err
+	}
+	opts.Progress.Done()
+	r.w.mu.Lock()
+	fresh := r.w.uploadedLog
+	r.w.uploadedLog = nil
+	r.w.mu.Unlock()
+
+	// One segment for the whole surviving index, superseding every other
+	// stored segment, including ones already superseded: deleting a
+	// superseding segment must never resurrect what it superseded.
+	var old []crypto.ID
+	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
+		if id, err := crypto.ParseID(fi.Handle.Name); err == nil {
+			old = append(old, id)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	seg := &index.Segment{Supersedes: old, Packs: append(keep, fresh...)}
+	newIdx := index.New()
+	for _, p := range seg.Packs {
+		newIdx.AddPack(p)
+	}
+	sealed := seg.Seal(r.key)
+	segID := crypto.Hash(sealed)
+	if err := r.be.Save(ctx, remote.Handle{Type: remote.Index, Name: segID.String()}, sealed); err != nil && !errors.Is(err, remote.ErrExists) {
+		return fmt.Errorf("save index: %w", err)
+	}
+	r.idx = newIdx
+	r.segMu.Lock()
+	r.indexSegments = []crypto.ID{segID}
+	r.segMu.Unlock()
+	for _, id := range old {
+		if id == segID {
+			continue
+		}
+		if err := r.be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()}); err != nil && !errors.Is(err, remote.ErrNotFound) {
+			return fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
+		}
+	}
+	for _, id := range remove {
+		if err := r.be.Remove(ctx, remote.Handle{Type: remote.Pack, Name: id.String()}); err != nil && !errors.Is(err, remote.ErrNotFound) {
+			return fmt.Errorf("remove pack %s: %w", id.Short(), err)
+		}
+	}
+	for _, p := range rewrite {
+		if err := r.be.Remove(ctx, remote.Handle{Type: remote.Pack, Name: p.id.String()}); err != nil && !errors.Is(err, remote.ErrNotFound) {
+			return fmt.Errorf("remove pack %s: %w", p.id.Short(), err)
+		}
+	}
+	return nil
+}

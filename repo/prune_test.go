@@ -1,0 +1,226 @@
+package repo_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+)
+
+func TestRetentionApply(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	var snaps []*repo.Snapshot
+	// One snapshot every 6 hours for 90 days, newest at now.
+	for i := 0; i < 90*4; i++ {
+		s := &repo.Snapshot{Time: now.Add(-time.Duration(i) * 6 * time.Hour)}
+		s.ID[0], s.ID[1] = byte(i), byte(i>>8)
+		snaps = append(snaps, s)
+	}
+	kept := func(p repo.Retention) []string {
+		var out []string
+		for _, d := range p.Apply(snaps, now) {
+			if d.Keep {
+				out = append(out, d.Snapshot.Time.Format("01-02T15"))
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		p    repo.Retention
+		want int
+		has  []string
+	}{
+		{"zero keeps all", repo.Retention{}, 360, nil},
+		{"keep-within 24h", repo.Retention{KeepWithin: 24 * time.Hour}, 5, []string{"11-28T12", "11-27T12"}},
+		{"hourly 3", repo.Retention{Hourly: 3}, 3, []string{"11-28T12", "11-28T06", "11-28T00"}},
+		{"daily 2", repo.Retention{Daily: 2}, 2, []string{"11-28T12", "11-27T18"}},
+		{"weekly 2", repo.Retention{Weekly: 2}, 2, []string{"11-28T12", "11-22T18"}},
+		{"monthly 3", repo.Retention{Monthly: 3}, 3, []string{"11-28T12", "10-31T18", "09-30T18"}},
+		{"max-age overrides", repo.Retention{Monthly: 12, MaxAge: 45 * 24 * time.Hour}, 2, []string{"11-28T12", "10-31T18"}},
+		{"max-age alone", repo.Retention{MaxAge: 24 * time.Hour}, 5, nil},
+	} {
+		got := kept(tc.p)
+		if len(got) != tc.want {
+			t.Errorf("%s: kept %d (%v), want %d", tc.name, len(got), got, tc.want)
+		}
+		for _, h := range tc.has {
+			found := false
+			for _, g := range got {
+				found = found || g == h
+			}
+			if !found {
+				t.Errorf("%s: %s not kept (%v)", tc.name, h, got)
+			}
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"24h": 24 * time.Hour, "30d": 30 * 24 * time.Hour, "2y": 2 * 365 * 24 * time.Hour,
+		"1y6mo": (365 + 180) * 24 * time.Hour, "1d30m": 24*time.Hour + 30*time.Minute, "12w": 84 * 24 * time.Hour, "0": 0,
+	} {
+		got, err := repo.ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("%s: %v %v", in, got, err)
+		}
+		if want > 0 {
+			back, _ := repo.ParseDuration(repo.FormatDuration(want))
+			if back != want {
+				t.Errorf("format round trip of %s: %s", in, repo.FormatDuration(want))
+			}
+		}
+	}
+	for _, bad := range []string{"x", "12", "3q", "-1h", "d"} {
+		if _, err := repo.ParseDuration(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestRetentionStored(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	p := repo.Retention{KeepWithin: time.Hour, Daily: 7, MaxAge: 730 * 24 * time.Hour, Set: time.Now().UTC()}
+	if err := r.SetRetention(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Daily = 8
+	p.Set = p.Set.Add(time.Second)
+	if err := r.SetRetention(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := reopen(t, be).Retention(ctx)
+	if err != nil || !reflect.DeepEqual(got.String(), p.String()) {
+		t.Fatalf("stored policy %v, %v; want %v", got, err, p)
+	}
+	n := 0
+	_ = be.List(ctx, remote.Retention, func(remote.Info) error { n++; return nil })
+	if n != 1 {
+		t.Fatalf("%d retention objects", n)
+	}
+}
+
+// Prune after forgetting old snapshots leaves exactly the live data, and a
+// crash at any remote operation leaves a repository that checks clean and
+// that a second prune finishes.
+func TestPruneRemovesDeadDataAndIsCrashSafe(t *testing.T) {
+	ctx := context.Background()
+	for failAt := -1; failAt < 12; failAt++ {
+		t.Run(fmt.Sprintf("fail-after-%d-removes", failAt), func(t *testing.T) {
+			mem := remote.NewMem()
+			r, err := repo.Create(ctx, mem, pw, repo.Options{KDF: &crypto.TestKDF})
+			if err != nil {
+				t.Fatal(err)
+			}
+			day := func(d int) time.Time { return time.Date(2026, 1, 1+d, 12, 0, 0, 0, time.UTC) }
+			shared := randBytes(200 << 10)
+			old := randBytes(300 << 10)
+			saveSnapshot(t, r, day(0), map[string][]byte{"old": old, "shared": shared})
+			s2 := saveSnapshot(t, r, day(10), map[string][]byte{"new": randBytes(300 << 10), "shared": shared})
+			if err := r.SetRetention(ctx, repo.Retention{MaxAge: 5 * 24 * time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+			oldID := r.Key().BlobID(old)
+
+			crash := &crashAfter{Storage: mem, removes: failAt}
+			r2, err := repo.Open(ctx, crash, pw, repo.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := r2.Prune(ctx, repo.PruneOptions{Now: day(11)})
+			if failAt < 0 && err != nil {
+				t.Fatal(err)
+			}
+			// Whatever happened, the repository is sound.
+			chk, err := reopen(t, mem).Check(ctx, repo.CheckOptions{ReadData: true})
+			if err != nil || chk.Errors() != 0 {
+				t.Fatalf("check after prune (fail at %d): %v %v", failAt, chk.Problems, err)
+			}
+			if failAt >= 0 {
+				if res, err = reopen(t, mem).Prune(ctx, repo.PruneOptions{Now: day(11)}); err != nil {
+					t.Fatal(err)
+				}
+			} else if len(res.SnapshotsRemoved) != 1 || res.PacksRewritten+res.PacksDeleted == 0 || res.BlobsRemoved == 0 {
+				t.Fatalf("prune result %+v", res)
+			}
+			r3 := reopen(t, mem)
+			if r3.Index().Has(pack.Data, oldID) {
+				t.Fatal("data only the forgotten snapshot used survived the prune")
+			}
+			snaps, _ := r3.Snapshots(ctx)
+			if len(snaps) != 1 || snaps[0].ID != s2.ID {
+				t.Fatalf("snapshots after prune: %v", snaps)
+			}
+			// No dead bytes remain: a second prune finds nothing to do.
+			again, err := r3.Prune(ctx, repo.PruneOptions{Now: day(11)})
+			if err != nil || again.BlobsRemoved != 0 || again.PacksRewritten != 0 {
+				t.Fatalf("second prune: %+v %v", again, err)
+			}
+			chk, err = reopen(t, mem).Check(ctx, repo.CheckOptions{ReadData: true})
+			if err != nil || len(chk.Problems) != 0 {
+				t.Fatalf("final check: %v %v", chk.Problems, err)
+			}
+			for _, f := range []string{"new", "shared"} {
+				n, err := r3.Lookup(ctx, snaps[0].Tree, "/"+f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := r3.LoadBlob(ctx, pack.Data, n.Content[0]); err != nil {
+					t.Fatalf("%s lost: %v", f, err)
+				}
+			}
+		})
+	}
+}
+
+func TestPruneDryRunChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	saveSnapshot(t, r, time.Now().Add(-48*time.Hour), map[string][]byte{"a": randBytes(1000)})
+	saveSnapshot(t, r, time.Now(), map[string][]byte{"b": randBytes(1000)})
+	_ = r.SetRetention(ctx, repo.Retention{KeepWithin: time.Hour})
+	before := objects(t, be)
+	res, err := r.Prune(ctx, repo.PruneOptions{DryRun: true})
+	if err != nil || len(res.SnapshotsRemoved) != 1 || res.BlobsRemoved == 0 {
+		t.Fatalf("dry run: %+v %v", res, err)
+	}
+	if after := objects(t, be); !reflect.DeepEqual(before, after) {
+		t.Fatalf("dry run changed the remote:\n%v\n%v", before, after)
+	}
+}
+
+func objects(t *testing.T, be remote.Storage) []string {
+	var out []string
+	for _, ty := range remote.Types {
+		_ = be.List(context.Background(), ty, func(fi remote.Info) error {
+			out = append(out, fi.Handle.String())
+			return nil
+		})
+	}
+	sort.Strings(out)
+	return out
+}
+
+// crashAfter lets the first n removes through and fails every later one,
+// as if the process died there (n < 0: never).
+type crashAfter struct {
+	remote.Storage
+	removes int
+}
+
+func (c *crashAfter) Remove(ctx context.Context, h remote.Handle) error {
+	if c.removes == 0 {
+		return fmt.Errorf("simulated crash before removing %s", h)
+	}
+	c.removes--
+	return c.Storage.Remove(ctx, h)
+}
