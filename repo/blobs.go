@@ -42,6 +42,7 @@ type writer struct {
 	// uploadedLog, when non-nil, collects every uploaded pack (repack
 	// needs the new packs' contents to write the replacement index).
 	uploadedLog []index.PackEntry
+	bufs        chan []byte // recycled pack buffers
 }
 
 // WriteStats counts what a writer added to the remote.
@@ -55,8 +56,10 @@ type WriteStats struct {
 }
 
 func newWriter(r *Repository) *writer {
-	return &writer{r: r, packer: &pack.Packer{}, pending: map[blobKey]bool{},
-		uploads: &errgroup.Group{}, sem: make(chan struct{}, r.opts.UploadConcurrency)}
+	w := &writer{r: r, pending: map[blobKey]bool{}, uploads: &errgroup.Group{},
+		sem: make(chan struct{}, r.opts.UploadConcurrency), bufs: make(chan []byte, r.opts.UploadConcurrency+1)}
+	w.packer = pack.NewPacker(w.packBuffer())
+	return w
 }
 
 // Stats returns what has been written so far.
@@ -93,21 +96,54 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 	w.pending[k] = true
 	w.mu.Unlock()
 
-	sealed := pack.SealBlob(r.key, t, id, plaintext)
-	return true, w.add(ctx, t, id, sealed, len(plaintext))
+	scratch := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(scratch)
+	encoded := pack.Encode(scratch, plaintext)
+	return true, w.add(ctx, t, id, len(encoded)+r.key.Overhead(), len(plaintext), func(dst []byte) []byte {
+		return pack.AppendSealed(dst, r.key, t, id, encoded)
+	})
 }
 
-func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, rawLen int) error {
+// scratchPool holds per-call compression buffers (about a chunk each).
+var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// add appends one blob of sealedLen bytes, written by seal straight into the
+// pack buffer. A pack that this blob would push past the target size is
+// uploaded first, so pack buffers never grow beyond their pooled capacity.
+func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealedLen, rawLen int, seal func([]byte) []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.packer.Add(t, id, sealed, rawLen)
+	// The header costs up to ~48 bytes a blob; count it so that packs of
+	// many small blobs do not outgrow their buffer either.
+	if w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
+		if err := w.startUploadLocked(ctx); err != nil {
+			return err
+		}
+	}
+	before := w.packer.Size()
+	w.packer.AddFunc(t, id, rawLen, seal)
 	w.stats.BlobsNew++
 	w.stats.BytesNew += int64(rawLen)
-	w.stats.BytesStored += int64(len(sealed))
-	if w.packer.Size() >= w.r.cfg.PackSize {
-		return w.startUploadLocked(ctx)
-	}
+	w.stats.BytesStored += int64(w.packer.Size() - before)
 	return nil
+}
+
+// packBuffer returns a recycled pack buffer, or a new one with room for a
+// full pack and its header.
+func (w *writer) packBuffer() []byte {
+	select {
+	case b := <-w.bufs:
+		return b
+	default:
+		return make([]byte, 0, w.r.cfg.PackSize+64<<10)
+	}
+}
+
+func (w *writer) recycle(b []byte) {
+	select {
+	case w.bufs <- b[:0]:
+	default:
+	}
 }
 
 // saveSealed adds an already sealed blob to a new pack even though the
@@ -124,7 +160,7 @@ func (r *Repository) saveSealed(ctx context.Context, t pack.BlobType, id crypto.
 	}
 	w.pending[k] = true
 	w.mu.Unlock()
-	return w.add(ctx, t, id, sealed, rawLen)
+	return w.add(ctx, t, id, len(sealed), rawLen, func(dst []byte) []byte { return append(dst, sealed...) })
 }
 
 // startUploadLocked seals the current pack and uploads it in the
@@ -135,7 +171,8 @@ func (w *writer) startUploadLocked(ctx context.Context) error {
 	if p.Count() == 0 {
 		return nil
 	}
-	w.packer = &pack.Packer{}
+	// Take an upload slot before a new pack buffer, so at most
+	// UploadConcurrency+1 pack buffers ever exist.
 	w.mu.Unlock()
 	select {
 	case w.sem <- struct{}{}:
@@ -144,10 +181,16 @@ func (w *writer) startUploadLocked(ctx context.Context) error {
 		return ctx.Err()
 	}
 	w.mu.Lock()
+	if w.packer != p {
+		<-w.sem // another caller uploaded this pack while we waited
+		return nil
+	}
+	w.packer = pack.NewPacker(w.packBuffer())
 	data, blobs := p.Finalize(w.r.key)
 	w.uploads.Go(func() error {
 		defer func() { <-w.sem }()
 		err := w.upload(ctx, data, blobs)
+		w.recycle(data)
 		if err != nil {
 			w.mu.Lock()
 			if w.upErr == nil {

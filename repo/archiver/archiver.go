@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
 	"github.com/keepfs/keepfs/repo/tree"
@@ -83,14 +84,16 @@ type archiver struct {
 	mu       sync.Mutex
 	warnings []string
 
-	chunkers sync.Pool
+	// chunkers holds one chunker per worker: each owns a 16 MiB scan
+	// buffer, so a sync.Pool (emptied by every GC) would reallocate them.
+	chunkers chan *chunker.Chunker
 }
 
 // Import snapshots dir into r. dir becomes the root of the snapshot.
 func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (*repo.Snapshot, *Summary, error) {
 	start := time.Now()
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0) + 1
+		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -110,8 +113,10 @@ func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (
 	if err != nil {
 		return nil, nil, err
 	}
-	a := &archiver{r: r, opts: opts, sem: make(chan struct{}, opts.Workers)}
-	a.chunkers.New = func() any { return r.NewChunker() }
+	a := &archiver{r: r, opts: opts, sem: make(chan struct{}, opts.Workers), chunkers: make(chan *chunker.Chunker, opts.Workers)}
+	for i := 0; i < opts.Workers; i++ {
+		a.chunkers <- r.NewChunker()
+	}
 	before := r.Stats()
 
 	var parentTree *tree.Tree
@@ -308,11 +313,8 @@ func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) erro
 		return nil
 	}
 	defer f.Close()
-	c := a.chunkers.Get().(interface {
-		Reset(io.Reader)
-		Next() ([]byte, error)
-	})
-	defer a.chunkers.Put(c)
+	c := <-a.chunkers // never blocks: at most Workers files are saved at once
+	defer func() { a.chunkers <- c }()
 	c.Reset(f)
 	content := make([]crypto.ID, 0, node.Size>>20+1)
 	var size uint64

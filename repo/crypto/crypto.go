@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/hkdf"
@@ -64,6 +65,9 @@ type Key struct {
 	audit  [KeySize]byte
 	state  [KeySize]byte
 	gear   [KeySize]byte
+	// macs pools keyed hashers: each costs several KiB to set up, and
+	// every blob needs one.
+	macs sync.Pool
 }
 
 // NewMasterKey makes a fresh random master key.
@@ -129,6 +133,7 @@ func (k *Key) Zero() {
 	clear(k.state[:])
 	clear(k.gear[:])
 	k.data = nil
+	k.macs = sync.Pool{}
 }
 
 // Overhead is the number of bytes Seal adds.
@@ -170,19 +175,19 @@ func openWith(aead cipher.AEAD, dst, ciphertext, ad []byte) ([]byte, error) {
 // BlobID is the keyed BLAKE3 hash of a blob's plaintext: the storage cannot
 // test for known content without the key.
 func (k *Key) BlobID(plaintext []byte) ID {
-	h := k.newMAC()
+	h, _ := k.macs.Get().(*blake3.Hasher)
+	if h == nil {
+		var err error
+		if h, err = blake3.NewKeyed(k.mac[:]); err != nil {
+			panic(err) // only fails for a key of the wrong size, which cannot happen
+		}
+	}
 	_, _ = h.Write(plaintext)
 	var id ID
 	h.Sum(id[:0])
+	h.Reset() // back to the keyed initial state
+	k.macs.Put(h)
 	return id
-}
-
-func (k *Key) newMAC() *blake3.Hasher {
-	h, err := blake3.NewKeyed(k.mac[:])
-	if err != nil {
-		panic(err) // only fails for a key of the wrong size, which cannot happen
-	}
-	return h
 }
 
 // AuditMAC is HMAC-SHA-256 under the audit subkey.
