@@ -1,0 +1,390 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// File is a Storage in a local directory (which may itself be a network
+// mount). The layout is the one ObjectPath describes.
+//
+// Durability: Save writes a temporary file in the object's own folder,
+// fsyncs it, moves it into place without ever replacing an existing object,
+// and fsyncs the folder, so after Save returns the object survives a crash
+// and before it returns no partial object is visible under its name.
+type File struct {
+	root string
+}
+
+var _ Storage = (*File)(nil)
+
+const (
+	fileMode = 0o600
+	dirMode  = 0o700
+	// writeSlice bounds how much Save writes between context checks.
+	writeSlice = 8 << 20
+)
+
+// NewFile opens the repository directory dir. A missing directory is an
+// error wrapping ErrNotFound, so the caller can suggest `keepfs init`.
+func NewFile(dir string) (*File, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", dir, err)
+	}
+	fi, err := os.Stat(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open repository %s: %w: %w", abs, ErrNotFound, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", abs, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open repository %s: not a directory", abs)
+	}
+	return &File{root: abs}, nil
+}
+
+// CreateFile makes the directory structure of a new repository in dir
+// (creating dir if needed). It refuses, with ErrExists, a directory that
+// already holds a repository config.
+func CreateFile(dir string) (*File, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("create repository %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, dirMode); err != nil {
+		return nil, fmt.Errorf("create repository %s: %w", abs, err)
+	}
+	f := &File{root: abs}
+	if _, err := os.Lstat(f.path(Handle{Type: Config})); err == nil {
+		return nil, fmt.Errorf("create repository %s: %w", abs, ErrExists)
+	}
+	for _, t := range Types {
+		if t == Config {
+			continue
+		}
+		if err := os.Mkdir(filepath.Join(abs, string(t)), dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("create repository %s: %w", abs, err)
+		}
+	}
+	if err := syncDir(abs); err != nil {
+		return nil, fmt.Errorf("create repository %s: %w", abs, err)
+	}
+	return f, nil
+}
+
+// Location implements Storage.
+func (f *File) Location() string { return "file://" + f.root }
+
+func (f *File) path(h Handle) string {
+	return filepath.Join(f.root, filepath.FromSlash(ObjectPath(h)))
+}
+
+// Save implements Storage.
+func (f *File) Save(ctx context.Context, h Handle, data []byte) (err error) {
+	if err := h.Valid(); err != nil {
+		return fmt.Errorf("save: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("save %s: %w", h, err)
+	}
+	final := f.path(h)
+	dir := filepath.Dir(final)
+	tmp, err := os.CreateTemp(dir, TempPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := f.mkdirFor(h); err != nil {
+			return f.wrap("save", h, err)
+		}
+		tmp, err = os.CreateTemp(dir, TempPrefix+"*")
+	}
+	if err != nil {
+		return f.wrap("save", h, err)
+	}
+	tmpName := tmp.Name()
+	closed, placed := false, false
+	defer func() {
+		if !closed {
+			_ = tmp.Close()
+		}
+		if !placed {
+			_ = os.Remove(tmpName)
+		}
+	}()
+	for off := 0; off < len(data); off += writeSlice {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("save %s: %w", h, err)
+		}
+		if _, err := tmp.Write(data[off:min(off+writeSlice, len(data))]); err != nil {
+			return f.wrap("save", h, err)
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		return f.wrap("save", h, err)
+	}
+	closed = true
+	if err := tmp.Close(); err != nil {
+		return f.wrap("save", h, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("save %s: %w", h, err)
+	}
+	if err := renameNoReplace(tmpName, final); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("save %s: %w", h, ErrExists)
+		}
+		return f.wrap("save", h, err)
+	}
+	placed = true
+	if err := syncDir(dir); err != nil {
+		return f.wrap("save", h, err)
+	}
+	return nil
+}
+
+// renameNoReplace moves oldpath to newpath, failing with an error wrapping
+// fs.ErrExist rather than replacing newpath.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP):
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	// The filesystem lacks RENAME_NOREPLACE (older kernels, some FUSE and
+	// network filesystems).
+	return linkNoReplace(oldpath, newpath)
+}
+
+// linkNoReplace is renameNoReplace by link(2), which is just as exclusive,
+// and, where hard links are unsupported too (vfat, some object-store
+// mounts), by a check and a rename. That last step can race with a
+// concurrent Save of the same name, which the repository never does: names
+// are content hashes or random.
+func linkNoReplace(oldpath, newpath string) error {
+	err := os.Link(oldpath, newpath)
+	if err == nil {
+		return os.Remove(oldpath)
+	}
+	if errors.Is(err, fs.ErrExist) || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.ENOSYS)) {
+		return err
+	}
+	if _, err := os.Lstat(newpath); err == nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: unix.EEXIST}
+	}
+	return os.Rename(oldpath, newpath)
+}
+
+// mkdirFor creates the folders h lives in. It deliberately does not create
+// the repository root: if that is missing the repository (or the disk it is
+// on) is gone, and recreating it would hide that.
+func (f *File) mkdirFor(h Handle) error {
+	typeDir := filepath.Join(f.root, string(h.Type))
+	if err := mkdirSync(typeDir); err != nil {
+		return err
+	}
+	if h.Type == Pack {
+		return mkdirSync(filepath.Join(typeDir, fanOut(h.Name)))
+	}
+	return nil
+}
+
+func mkdirSync(dir string) error {
+	err := os.Mkdir(dir, dirMode)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Load implements Storage.
+func (f *File) Load(ctx context.Context, h Handle, offset, length int64) ([]byte, error) {
+	if err := h.Valid(); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	fd, err := os.Open(f.path(h))
+	if err != nil {
+		return nil, f.wrap("load", h, err)
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return nil, f.wrap("load", h, err)
+	}
+	n, err := CheckRange(h, offset, length, fi.Size())
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, n)
+	if _, err := fd.ReadAt(buf, offset); err != nil {
+		// Objects are immutable, so a short read means the file changed
+		// under us; report it rather than return fewer bytes.
+		return nil, f.wrap("load", h, err)
+	}
+	return buf, nil
+}
+
+// Stat implements Storage.
+func (f *File) Stat(ctx context.Context, h Handle) (Info, error) {
+	if err := h.Valid(); err != nil {
+		return Info{}, fmt.Errorf("stat: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, fmt.Errorf("stat %s: %w", h, err)
+	}
+	fi, err := os.Stat(f.path(h))
+	if err != nil {
+		return Info{}, f.wrap("stat", h, err)
+	}
+	return Info{Handle: h, Size: fi.Size()}, nil
+}
+
+// Remove implements Storage. The folder is fsynced so that an erasure is
+// durable once Remove returns.
+func (f *File) Remove(ctx context.Context, h Handle) error {
+	if err := h.Valid(); err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove %s: %w", h, err)
+	}
+	p := f.path(h)
+	if err := os.Remove(p); err != nil {
+		return f.wrap("remove", h, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return f.wrap("remove", h, err)
+	}
+	return nil
+}
+
+// List implements Storage.
+func (f *File) List(ctx context.Context, t Type, fn func(Info) error) error {
+	if err := ValidType(t); err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list %s: %w", t, err)
+	}
+	if t == Config {
+		fi, err := f.Stat(ctx, Handle{Type: Config})
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list %s: %w", t, err)
+		}
+		return fn(fi)
+	}
+	typeDir := filepath.Join(f.root, string(t))
+	dirs := []string{typeDir}
+	if t == Pack {
+		entries, err := os.ReadDir(typeDir)
+		if err != nil {
+			return f.listErr(t, err)
+		}
+		dirs = dirs[:0]
+		for _, e := range entries {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				dirs = append(dirs, filepath.Join(typeDir, e.Name()))
+			}
+		}
+	}
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && dir != typeDir {
+				continue // a fan-out folder removed while we listed
+			}
+			return f.listErr(t, err)
+		}
+		for _, e := range entries {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("list %s: %w", t, err)
+			}
+			h := Handle{Type: t, Name: e.Name()}
+			if !e.Type().IsRegular() || h.Valid() != nil {
+				continue // temporary files and strays are not objects
+			}
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // removed since ReadDir
+			}
+			if err != nil {
+				return f.listErr(t, err)
+			}
+			if err := fn(Info{Handle: h, Size: fi.Size()}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (f *File) listErr(t Type, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, rerr := os.Stat(f.root); rerr == nil {
+			return nil // no object of this type saved yet
+		}
+		return fmt.Errorf("list %s: repository directory %s is gone: %w: %w", t, f.root, ErrUnreachable, err)
+	}
+	return fmt.Errorf("list %s: %w", t, classifyOSError(err))
+}
+
+// Close implements Storage.
+func (f *File) Close() error { return nil }
+
+// wrap adds context to an OS error and maps it onto the remote sentinels.
+func (f *File) wrap(op string, h Handle, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, rerr := os.Stat(f.root); rerr != nil {
+			return fmt.Errorf("%s %s: repository directory %s is gone: %w: %w", op, h, f.root, ErrUnreachable, err)
+		}
+		return fmt.Errorf("%s %s: %w: %w", op, h, ErrNotFound, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, h, classifyOSError(err))
+}
+
+// classifyOSError marks errors of a lost network filesystem (NFS, CIFS,
+// sshfs under the directory) as ErrUnreachable so that they are retried and
+// reported as remote health events.
+func classifyOSError(err error) error {
+	for _, errno := range []syscall.Errno{unix.ENOTCONN, unix.ESTALE, unix.ETIMEDOUT, unix.EHOSTDOWN, unix.EHOSTUNREACH, unix.ECONNABORTED, unix.ECONNRESET} {
+		if errors.Is(err, errno) {
+			return fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,224 @@
+// Package location turns a repository URL, as given to --repo, into an open
+// remote.Storage.
+//
+// Accepted forms:
+//
+//	file:///abs/path          a local directory (file://localhost/abs/path too)
+//	/abs/path, rel/path       a local directory; relative paths are made absolute
+//	sftp://user@host:port/abs/path
+//	sftp://host/~/rel/path    a path relative to the login directory
+//
+// For sftp the user defaults to the current user and the port to 22. The
+// path after the host is absolute: sftp://root@127.0.0.1:2222/srv/repo is
+// /srv/repo on the server; start it with /~/ for one under the login
+// directory. Passwords in URLs are refused: sftp logs in with SSH keys.
+package location
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/remote/sftp"
+)
+
+// Options carries what a URL cannot say.
+type Options struct {
+	// KnownHostsFile, InsecureIgnoreHostKey and IdentityFile configure
+	// sftp; see sftp.Config. Empty means the ssh defaults.
+	KnownHostsFile        string
+	InsecureIgnoreHostKey bool
+	IdentityFile          string
+	// Retry tunes the retry decorator every opened store is wrapped in.
+	Retry remote.RetryOptions
+	// Logger is handed to the backend and the retry decorator.
+	Logger *slog.Logger
+}
+
+// Scheme is the kind of store a URL names.
+type Scheme string
+
+const (
+	File Scheme = "file"
+	SFTP Scheme = "sftp"
+)
+
+// Location is a parsed repository URL.
+type Location struct {
+	Scheme Scheme
+	// Path is the local directory (File) or the directory on the server
+	// (SFTP; relative to the login directory unless absolute).
+	Path string
+	User string // SFTP only; empty means the current user
+	Host string // SFTP only
+	Port int    // SFTP only
+}
+
+// Parse parses a repository URL. Errors are one line and say what form
+// was expected.
+func Parse(raw string) (Location, error) {
+	if strings.TrimSpace(raw) == "" {
+		return Location{}, fmt.Errorf("no repository given: pass --repo or set KEEPFS_REPO (file:///path or sftp://user@host:port/path)")
+	}
+	if !strings.Contains(raw, "://") {
+		return parsePath(raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Location{}, fmt.Errorf("bad repository URL %q: %w", raw, err)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return Location{}, fmt.Errorf("bad repository URL %q: query strings and fragments are not supported", raw)
+	}
+	switch Scheme(strings.ToLower(u.Scheme)) {
+	case File:
+		if u.Host != "" && u.Host != "localhost" {
+			return Location{}, fmt.Errorf("bad repository URL %q: file URLs name a local path, write file:///path", raw)
+		}
+		if u.User != nil || u.Path == "" || !path.IsAbs(u.Path) {
+			return Location{}, fmt.Errorf("bad repository URL %q: want file:///absolute/path", raw)
+		}
+		return Location{Scheme: File, Path: filepath.Clean(u.Path)}, nil
+	case SFTP:
+		return parseSFTP(raw, u)
+	default:
+		return Location{}, fmt.Errorf("bad repository URL %q: unsupported scheme %q (want file:// or sftp://)", raw, u.Scheme)
+	}
+}
+
+func parsePath(raw string) (Location, error) {
+	first, _, _ := strings.Cut(raw, "/")
+	if !filepath.IsAbs(raw) && strings.Contains(first, ":") {
+		return Location{}, fmt.Errorf("bad repository %q: for a remote repository write sftp://user@host/path (scp-style host:path is not supported)", raw)
+	}
+	abs, err := filepath.Abs(raw)
+	if err != nil {
+		return Location{}, fmt.Errorf("bad repository path %q: %w", raw, err)
+	}
+	return Location{Scheme: File, Path: abs}, nil
+}
+
+func parseSFTP(raw string, u *url.URL) (Location, error) {
+	loc := Location{Scheme: SFTP, Host: u.Hostname(), Port: 22}
+	if loc.Host == "" {
+		return Location{}, fmt.Errorf("bad repository URL %q: no host, want sftp://user@host:port/path", raw)
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			return Location{}, fmt.Errorf("bad repository URL %q: passwords in URLs are not supported, log in with an SSH key", redact(u))
+		}
+		loc.User = u.User.Username()
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return Location{}, fmt.Errorf("bad repository URL %q: bad port %q", raw, p)
+		}
+		loc.Port = n
+	} else if strings.HasSuffix(u.Host, ":") {
+		return Location{}, fmt.Errorf("bad repository URL %q: empty port", raw)
+	}
+	switch {
+	case u.Path == "" || u.Path == "/":
+		return Location{}, fmt.Errorf("bad repository URL %q: no repository path after the host, want sftp://user@host:port/path", raw)
+	case u.Path == "/~" || u.Path == "/~/":
+		loc.Path = "."
+	case strings.HasPrefix(u.Path, "/~/"):
+		loc.Path = path.Clean(strings.TrimPrefix(u.Path, "/~/"))
+	default:
+		loc.Path = path.Clean(u.Path)
+	}
+	return loc, nil
+}
+
+func redact(u *url.URL) string {
+	c := *u
+	c.User = url.User(u.User.Username())
+	return c.String()
+}
+
+// String formats l as a URL that Parse reads back.
+func (l Location) String() string {
+	if l.Scheme == File {
+		return "file://" + filepath.ToSlash(l.Path)
+	}
+	p := l.Path
+	if !path.IsAbs(p) {
+		p = "/~/" + strings.TrimPrefix(p, "./")
+	}
+	user := ""
+	if l.User != "" {
+		user = l.User + "@"
+	}
+	return "sftp://" + user + l.Host + ":" + strconv.Itoa(l.Port) + p
+}
+
+func (o Options) sftpConfig(l Location) sftp.Config {
+	cfg := sftp.Config{
+		User:                  l.User,
+		Host:                  l.Host,
+		Port:                  l.Port,
+		Path:                  l.Path,
+		KnownHostsFile:        o.KnownHostsFile,
+		InsecureIgnoreHostKey: o.InsecureIgnoreHostKey,
+		Logger:                o.Logger,
+	}
+	if o.IdentityFile != "" {
+		cfg.IdentityFiles = []string{o.IdentityFile}
+	}
+	return cfg
+}
+
+func (o Options) wrap(s remote.Storage) remote.Storage {
+	r := o.Retry
+	if r.Logger == nil {
+		r.Logger = o.Logger
+	}
+	return remote.WithRetry(s, r)
+}
+
+// Open opens the existing repository at rawURL. A missing repository
+// directory is an error wrapping remote.ErrNotFound.
+func Open(ctx context.Context, rawURL string, opts Options) (remote.Storage, error) {
+	l, err := Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	var s remote.Storage
+	switch l.Scheme {
+	case File:
+		s, err = remote.NewFile(l.Path)
+	case SFTP:
+		s, err = sftp.Open(ctx, opts.sftpConfig(l))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return opts.wrap(s), nil
+}
+
+// Create makes the folders of a new repository at rawURL and opens it. An
+// existing repository (one with a config) is refused with remote.ErrExists.
+func Create(ctx context.Context, rawURL string, opts Options) (remote.Storage, error) {
+	l, err := Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	var s remote.Storage
+	switch l.Scheme {
+	case File:
+		s, err = remote.CreateFile(l.Path)
+	case SFTP:
+		s, err = sftp.Create(ctx, opts.sftpConfig(l))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return opts.wrap(s), nil
+}

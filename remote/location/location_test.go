@@ -1,0 +1,157 @@
+package location_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/remote/location"
+	"github.com/keepfs/keepfs/remote/remotetest"
+)
+
+func TestParse(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		in   string
+		want location.Location
+	}{
+		{"file:///srv/repo", location.Location{Scheme: location.File, Path: "/srv/repo"}},
+		{"file://localhost/srv/repo/", location.Location{Scheme: location.File, Path: "/srv/repo"}},
+		{"FILE:///a%20b", location.Location{Scheme: location.File, Path: "/a b"}},
+		{"/srv/repo", location.Location{Scheme: location.File, Path: "/srv/repo"}},
+		{"repo", location.Location{Scheme: location.File, Path: filepath.Join(wd, "repo")}},
+		{"./a/../b", location.Location{Scheme: location.File, Path: filepath.Join(wd, "b")}},
+		{"sftp://root@127.0.0.1:2222/srv/repo", location.Location{Scheme: location.SFTP, User: "root", Host: "127.0.0.1", Port: 2222, Path: "/srv/repo"}},
+		{"sftp://backup.example.com/srv/repo", location.Location{Scheme: location.SFTP, Host: "backup.example.com", Port: 22, Path: "/srv/repo"}},
+		{"sftp://u@[::1]:22/r", location.Location{Scheme: location.SFTP, User: "u", Host: "::1", Port: 22, Path: "/r"}},
+		{"sftp://u@host/~/backups/repo", location.Location{Scheme: location.SFTP, User: "u", Host: "host", Port: 22, Path: "backups/repo"}},
+		{"sftp://u@host/~", location.Location{Scheme: location.SFTP, User: "u", Host: "host", Port: 22, Path: "."}},
+	} {
+		got, err := location.Parse(tc.in)
+		if err != nil {
+			t.Errorf("Parse(%q): %v", tc.in, err)
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("Parse(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+		// String round-trips.
+		again, err := location.Parse(got.String())
+		if err != nil || again != got {
+			t.Errorf("Parse(%q.String() = %q) = %+v, %v", tc.in, got.String(), again, err)
+		}
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, tc := range []struct{ in, mention string }{
+		{"", "--repo"},
+		{"   ", "--repo"},
+		{"s3://bucket/x", "unsupported scheme"},
+		{"file://otherhost/x", "local path"},
+		{"file://relative", "local path"},
+		{"file:///", ""},
+		{"sftp:///srv/repo", "no host"},
+		{"sftp://host", "no repository path"},
+		{"sftp://host/", "no repository path"},
+		{"sftp://host:99999/x", "bad port"},
+		{"sftp://host:abc/x", ""},
+		{"sftp://u:secret@host/x", "passwords"},
+		{"sftp://host/x?opt=1", "query"},
+		{"user@host:/srv/repo", "sftp://"},
+		{"host:repo", "sftp://"},
+	} {
+		l, err := location.Parse(tc.in)
+		if tc.in == "file:///" && err == nil {
+			// The root directory is a legal, if odd, repository.
+			if l.Path != "/" {
+				t.Errorf("Parse(%q) = %+v", tc.in, l)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("Parse(%q) = %+v, want an error", tc.in, l)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("Parse(%q) error is not one line: %q", tc.in, err)
+		}
+		if !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("Parse(%q) = %v, want it to mention %q", tc.in, err, tc.mention)
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("Parse(%q) error leaks the password: %v", tc.in, err)
+		}
+	}
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func roundTrip(t *testing.T, url string, opts location.Options) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := location.Open(ctx, url, opts); !errors.Is(err, remote.ErrNotFound) {
+		t.Fatalf("open before create: %v, want ErrNotFound", err)
+	}
+	s, err := location.Create(ctx, url, opts)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	cfg := remote.Handle{Type: remote.Config}
+	if err := s.Save(ctx, cfg, []byte("config")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := location.Create(ctx, url, opts); !errors.Is(err, remote.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	s, err = location.Open(ctx, url, opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer s.Close()
+	got, err := remote.LoadAll(ctx, s, cfg)
+	if err != nil || string(got) != "config" {
+		t.Fatalf("load after reopen: %q, %v", got, err)
+	}
+}
+
+func TestFileRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	roundTrip(t, "file://"+dir, location.Options{Logger: quiet})
+	s, err := location.Open(context.Background(), dir, location.Options{Logger: quiet})
+	if err != nil {
+		t.Fatalf("open as a plain path: %v", err)
+	}
+	if s.Location() != "file://"+dir {
+		t.Errorf("Location() = %q", s.Location())
+	}
+	s.Close()
+}
+
+func TestSFTPRoundTrip(t *testing.T) {
+	os.Unsetenv("SSH_AUTH_SOCK")
+	sshd := remotetest.StartSSHD(t)
+	opts := location.Options{KnownHostsFile: sshd.KnownHosts, IdentityFile: sshd.Identity, Logger: quiet}
+	url := sshd.URL(filepath.Join(t.TempDir(), "repo"))
+	roundTrip(t, url, opts)
+
+	s, err := location.Open(context.Background(), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Location() != url {
+		t.Errorf("Location() = %q, want %q", s.Location(), url)
+	}
+}
