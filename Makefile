@@ -1,0 +1,114 @@
+# keepfs — build, test, demo and benchmark entry points.
+#
+#   make deps    install what a fresh Debian machine lacks (apt, as root or via sudo) + go mod download
+#   make build   bin/keepfs
+#   make test    gofmt check, go vet, staticcheck, go test -race (what .ci/run calls)
+#   make run     build and run the demo (integration/demo.sh)
+#   make bench   benchmark against restic on the ~1 GiB workload (integration/bench/bench.sh)
+#   make fmt     gofmt -w
+#   make clean   remove bin/, demo/, mnt/
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+# Go lives in /usr/local/go on our machines; tools installed by `go install` in GOPATH/bin.
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+
+GO        ?= go
+BIN       := bin/keepfs
+PB        ?= /tmp/keepfs-bench
+# Sections of integration/bench/bench.sh that `make bench` runs (see `bench.sh help`).
+BENCH     ?= all
+
+# staticcheck: v0.8.2 builds with and understands go1.26 (checked with `go list -m -versions`).
+# It is installed into bin/tools once; if it cannot be fetched, `make test` says so and skips it.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK         := bin/tools/staticcheck
+
+# Every Go file we own: not .git, not build output or demo state, not testdata fixtures.
+GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*' \
+	-not -path './demo/*' -not -path './mnt/*' -not -path '*/testdata/*' -not -path '*/vendor/*')
+
+# "command-or-absolute-path:debian-package" pairs that must be present.
+# gcc + libc6-dev: `go test -race` needs cgo. sftp-server: the sftp backend's tests run it.
+DEPS := fusermount3:fuse3 \
+	/usr/sbin/sshd:openssh-server \
+	/usr/lib/openssh/sftp-server:openssh-sftp-server \
+	ssh-keygen:openssh-client \
+	git:git rsync:rsync sqlite3:sqlite3 python3:python3 \
+	gcc:gcc /usr/include/stdio.h:libc6-dev
+# Baselines and measuring tools for `make bench`.
+BENCH_DEPS := restic:restic gocryptfs:gocryptfs rclone:rclone fio:fio /usr/bin/time:time
+
+# $(call apt_ensure,PAIRS): install the packages whose command or file is missing.
+# apt-get update runs once, and only when something is missing. Root runs apt directly,
+# others go through sudo if there is one; otherwise fail saying what to install.
+define apt_ensure
+missing=""; \
+for pair in $(1); do \
+	c=$${pair%%:*}; pkg=$${pair#*:}; \
+	case "$$c" in /*) [ -e "$$c" ] ;; *) command -v "$$c" >/dev/null 2>&1 ;; esac \
+		|| missing="$$missing $$pkg"; \
+done; \
+if [ -n "$$missing" ]; then \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "deps: missing Debian packages:$$missing; run 'make deps' as root or 'apt-get install$$missing'" >&2; exit 1; fi; \
+	echo "deps: installing$$missing"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
+
+.PHONY: deps bench-deps build test lint staticcheck run bench fmt clean go-check
+
+go-check:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (https://go.dev/dl, unpack to /usr/local/go)" >&2; exit 1; }
+
+deps: go-check
+	@$(call apt_ensure,$(DEPS))
+	@$(GO) mod download
+
+bench-deps: go-check
+	@$(call apt_ensure,$(DEPS) $(BENCH_DEPS))
+	@$(GO) mod download
+
+build: go-check
+	$(GO) build -o $(BIN) ./cmd/keepfs
+
+# Lint: gofmt, go vet, staticcheck. Fails fast, before the tests.
+lint: deps
+	@echo "== gofmt -l"
+	@bad=$$(gofmt -l $(GOFILES) </dev/null); if [ -n "$$bad" ]; then echo "gofmt: these files need 'make fmt':"; echo "$$bad"; exit 1; fi
+	@echo "== go vet ./..."
+	@$(GO) vet ./...
+	@$(MAKE) --no-print-directory staticcheck
+
+staticcheck:
+	@if [ ! -x $(STATICCHECK) ] || ! $(STATICCHECK) -version 2>/dev/null | grep -qF '($(patsubst v%,%,$(STATICCHECK_VERSION)))'; then \
+		echo "== installing staticcheck $(STATICCHECK_VERSION)"; \
+		GOBIN=$(CURDIR)/bin/tools $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) >/dev/null 2>&1 \
+			|| echo "note: staticcheck $(STATICCHECK_VERSION) could not be fetched (offline?); skipping it"; \
+	fi
+	@if [ -x $(STATICCHECK) ]; then echo "== staticcheck ./..."; $(STATICCHECK) ./...; fi
+
+# KEEPFS_REQUIRE_SSHD=1: sftp tests fail instead of skipping when sshd cannot start.
+# KEEPFS_REQUIRE_FUSE is passed through from the caller (.ci/run sets it).
+# The last lines of output are go test's own summary: CI reads them.
+test: export KEEPFS_REQUIRE_SSHD ?= 1
+test: lint
+	@echo "== go test -race ./...  (KEEPFS_REQUIRE_SSHD=$$KEEPFS_REQUIRE_SSHD KEEPFS_REQUIRE_FUSE=$${KEEPFS_REQUIRE_FUSE:-})"
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+run: build
+	KEEPFS=$(CURDIR)/$(BIN) bash integration/demo.sh
+
+bench: bench-deps build
+	PB=$(PB) KEEPFS=$(CURDIR)/$(BIN) bash integration/bench/bench.sh $(BENCH)
+
+fmt:
+	@gofmt -l -w $(GOFILES) </dev/null
+
+clean:
+	rm -rf bin demo mnt
