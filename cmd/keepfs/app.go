@@ -1,0 +1,81 @@
+package main
+
+import (
+	"io"
+
+	"github.com/urfave/cli/v2"
+)
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"KEEPFS_REPO"}, Usage: "repository `URL`: file:///path or sftp://user@host:port/path"},
+		&cli.StringFlag{Name: "state", EnvVars: []string{"KEEPFS_STATE"}, Usage: "local state `DIR` (default $XDG_STATE_HOME/keepfs/<repo-id>)"},
+		&cli.StringFlag{Name: "password-file", EnvVars: []string{"KEEPFS_PASSWORD_FILE"}, Usage: "read the passphrase from `FILE` (first line)"},
+		&cli.StringFlag{Name: "password-command", EnvVars: []string{"KEEPFS_PASSWORD_COMMAND"}, Usage: "run `CMD` (via sh -c) and read the passphrase from its output"},
+		&cli.StringFlag{Name: "known-hosts", EnvVars: []string{"KEEPFS_KNOWN_HOSTS"}, Usage: "sftp: known_hosts `FILE` (default ~/.ssh/known_hosts)"},
+		&cli.StringFlag{Name: "identity", EnvVars: []string{"KEEPFS_IDENTITY"}, Usage: "sftp: private key `FILE` (default: ssh-agent and ~/.ssh/id_*)"},
+		&cli.BoolFlag{Name: "insecure-ignore-host-key", Usage: "sftp: do not verify the server's host key (dangerous)"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug detail to stderr"},
+	}
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:  "keepfs",
+		Usage: "versioned, encrypted backup filesystem",
+		Description: `keepfs keeps a folder in an encrypted, deduplicated, versioned repository on a
+local directory or an SFTP server. The passphrase comes from KEEPFS_PASSWORD,
+--password-file, --password-command or a prompt on the terminal, never from
+the command line.
+
+Exit codes: 0 success, 1 failure, 2 usage error, 3 integrity problem found.
+
+Examples:
+   export KEEPFS_REPO=file:///srv/backup KEEPFS_PASSWORD_FILE=~/.keepfs-pass
+   keepfs init
+   keepfs import ~/Documents
+   keepfs snapshots
+   keepfs restore /reports --at 2026-11-28T13 --to /tmp/restored
+   keepfs check --read-data`,
+		Flags:                  globalFlags(),
+		Reader:                 stdin,
+		Writer:                 stdout,
+		ErrWriter:              stderr,
+		HideHelpCommand:        true,
+		UseShortOptionHandling: false,
+		Before: func(c *cli.Context) error {
+			setupLogging(c)
+			return nil
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
+		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
+			return usageError("%v", err)
+		},
+		Commands: []*cli.Command{
+			cmdInit(),
+			cmdKey(),
+			cmdImport(),
+			cmdSnapshots(),
+			cmdRestore(),
+			cmdCheck(),
+			cmdIgnore(),
+			cmdRetention(),
+			cmdPrune(),
+		},
+	}
+	setUsageErrors(app.Commands)
+	return app
+}
+
+func setUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = func(c *cli.Context, err error, isSubcommand bool) error {
+			return usageError("%v", err)
+		}
+		setUsageErrors(c.Subcommands)
+	}
+}
+
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"}
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keepfs/keepfs/repo"
+)
+
+func cmdCheck() *cli.Command {
+	return &cli.Command{
+		Name:  "check",
+		Usage: "verify repository integrity",
+		Description: `Checks that every pack the index names exists with the right size and that
+every snapshot's trees and data are present. --read-data also downloads every
+pack and authenticates every blob. Exits 3 naming each missing or corrupt
+object.
+
+Examples:
+   keepfs check
+   keepfs check --read-data --json`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "read-data", Usage: "read and verify all data"},
+			jsonFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError("check takes no arguments")
+			}
+			r, err := openRepo(c, repo.Options{NoIndex: true})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			opts := repo.CheckOptions{ReadData: c.Bool("read-data")}
+			if p := newProgress(c.App.ErrWriter); p != nil {
+				opts.Progress = p
+			}
+			res, err := r.Check(c.Context, opts)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if err := printJSON(c.App.Writer, res); err != nil {
+					return err
+				}
+			} else {
+				for _, p := range res.Problems {
+					level := "error"
+					if p.Warning {
+						level = "warning"
+					}
+					fmt.Fprintf(c.App.Writer, "%s: %s\n", level, p)
+				}
+				fmt.Fprintf(c.App.Writer, "checked %d snapshots, %d trees, %d packs, %d blobs", res.Snapshots, res.Trees, res.Packs, res.Blobs)
+				if opts.ReadData {
+					fmt.Fprintf(c.App.Writer, ", read %s", humanBytes(res.ReadBytes))
+				}
+				fmt.Fprintln(c.App.Writer)
+			}
+			if n := res.Errors(); n > 0 {
+				return integrityError("%d integrity problems found", n)
+			}
+			if !c.Bool("json") {
+				fmt.Fprintln(c.App.Writer, "no errors found")
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keepfs/keepfs/remote/location"
+	"github.com/keepfs/keepfs/repo"
+)
+
+func cmdInit() *cli.Command {
+	return &cli.Command{
+		Name:  "init",
+		Usage: "create a new repository",
+		Description: `Creates an encrypted repository at --repo with a random master key, wrapped
+by a key slot for the passphrase.
+
+Examples:
+   KEEPFS_PASSWORD_FILE=~/.keepfs-pass keepfs --repo file:///srv/backup init
+   keepfs --repo sftp://backup@nas.example:22/srv/keepfs init`,
+		Flags: []cli.Flag{jsonFlag()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError("init takes no arguments")
+			}
+			u, err := repoURL(c)
+			if err != nil {
+				return err
+			}
+			pw, err := passphrase(c, true)
+			if err != nil {
+				return err
+			}
+			defer clear(pw)
+			be, err := location.Create(c.Context, u, locationOptions(c))
+			if err != nil {
+				return err
+			}
+			r, err := repo.Create(c.Context, be, pw, repo.Options{})
+			if err != nil {
+				be.Close()
+				return err
+			}
+			defer r.Close()
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, map[string]string{"id": r.Config().ID, "location": be.Location()})
+			}
+			fmt.Fprintf(c.App.Writer, "created repository %s at %s\n", r.Config().ID[:8], be.Location())
+			return nil
+		},
+	}
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keepfs/keepfs/repo"
+)
+
+func cmdKey() *cli.Command {
+	newPw := &cli.StringFlag{Name: "new-password-file", Usage: "read the new passphrase from `FILE` (or set KEEPFS_NEW_PASSWORD)"}
+	return &cli.Command{
+		Name:  "key",
+		Usage: "manage key slots (passphrases that open the repository)",
+		Description: `Each key slot wraps the repository's master key under one passphrase.
+
+Examples:
+   keepfs key add --new-password-file /root/second-pass
+   keepfs key list
+   keepfs key remove 3fa2c1
+   keepfs key passwd --new-password-file /root/new-pass`,
+		Subcommands: []*cli.Command{
+			{
+				Name: "add", Usage: "add a key slot for a new passphrase", Flags: []cli.Flag{newPw},
+				Action: func(c *cli.Context) error {
+					r, err := openRepo(c, repo.Options{NoIndex: true})
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					np, err := newPassphrase(c)
+					if err != nil {
+						return err
+					}
+					defer clear(np)
+					id, err := r.AddKey(c.Context, np)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "added key slot %s\n", id[:12])
+					return nil
+				},
+			},
+			{
+				Name: "list", Usage: "list key slots", Flags: []cli.Flag{jsonFlag()},
+				Action: func(c *cli.Context) error {
+					r, err := openRepo(c, repo.Options{NoIndex: true})
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					pw, err := passphrase(c, false)
+					if err != nil {
+						return err
+					}
+					defer clear(pw)
+					keys, err := r.Keys(c.Context, pw)
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, keys)
+					}
+					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "ID\tCREATED\tHOST\tUSER\tCURRENT")
+					for _, k := range keys {
+						cur := ""
+						if k.Current {
+							cur = "*"
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID[:12], k.Created.Format("2006-01-02 15:04:05"), k.Hostname, k.Username, cur)
+					}
+					return tw.Flush()
+				},
+			},
+			{
+				Name: "remove", Usage: "remove a key slot", ArgsUsage: "ID",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return usageError("key remove takes one key slot ID (see `keepfs key list`)")
+					}
+					r, err := openRepo(c, repo.Options{NoIndex: true})
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					id, err := r.FindKey(c.Context, c.Args().First())
+					if err != nil {
+						return err
+					}
+					if err := r.RemoveKey(c.Context, id); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "removed key slot %s\n", id[:12])
+					return nil
+				},
+			},
+			{
+				Name: "passwd", Usage: "change the passphrase of the current key slot", Flags: []cli.Flag{newPw},
+				Action: func(c *cli.Context) error {
+					r, err := openRepo(c, repo.Options{NoIndex: true})
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					pw, err := passphrase(c, false)
+					if err != nil {
+						return err
+					}
+					defer clear(pw)
+					keys, err := r.Keys(c.Context, pw)
+					if err != nil {
+						return err
+					}
+					np, err := newPassphrase(c)
+					if err != nil {
+						return err
+					}
+					defer clear(np)
+					// Add first, then remove: a crash in between leaves two
+					// working slots, never none.
+					id, err := r.AddKey(c.Context, np)
+					if err != nil {
+						return err
+					}
+					for _, k := range keys {
+						if k.Current && k.ID != id {
+							if err := r.RemoveKey(c.Context, k.ID); err != nil {
+								return err
+							}
+						}
+					}
+					fmt.Fprintf(c.App.Writer, "passphrase changed (key slot %s)\n", id[:12])
+					return nil
+				},
+			},
+		},
+	}
+}

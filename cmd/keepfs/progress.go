@@ -1,0 +1,93 @@
+package main
+
+import (
+	"io"
+	"sync"
+
+	"github.com/schollz/progressbar/v3"
+)
+
+// barProgress renders repo/restorer progress on a terminal; elsewhere
+// (scripts, CI) it stays silent.
+type barProgress struct {
+	w   io.Writer
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+}
+
+func newProgress(w io.Writer) *barProgress {
+	if !isTerminal(w) {
+		return nil
+	}
+	return &barProgress{w: w}
+}
+
+func (p *barProgress) Start(what string, total int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bar = progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(p.w),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionThrottle(100e6),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+func (p *barProgress) Add(n int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		_ = p.bar.Add64(n)
+	}
+}
+
+func (p *barProgress) Done() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		_ = p.bar.Finish()
+	}
+}
+
+// importProgress shows running file and byte counts (the total is not known
+// until the walk ends).
+type importProgress struct {
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+}
+
+func newImportProgress(w io.Writer) *importProgress {
+	if !isTerminal(w) {
+		return nil
+	}
+	return &importProgress{bar: progressbar.NewOptions64(-1,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription("import"),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionThrottle(100e6),
+		progressbar.OptionSpinnerType(14),
+		progressbar.OptionClearOnFinish(),
+	)}
+}
+
+func (p *importProgress) Update(files, bytes int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.bar.Set64(bytes)
+}
+
+func (p *importProgress) finish() {
+	if p != nil {
+		_ = p.bar.Finish()
+	}
+}
