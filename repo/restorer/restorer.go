@@ -63,7 +63,9 @@ type dirMeta struct {
 type restorer struct {
 	r    *repo.Repository
 	opts Options
-	root bool // running as root: restore ownership
+	root     bool // running as root: restore ownership
+	uid, gid uint32
+	umask    uint32
 
 	files []fileJob
 	dirs  []dirMeta
@@ -80,7 +82,9 @@ type restorer struct {
 func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths []string, target string, opts Options) (*Summary, error) {
 	start := time.Now()
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0) * 2
+		// Restores of many small files wait on the file system more than on
+		// the CPU, so run more workers than cores.
+		opts.Workers = runtime.GOMAXPROCS(0) * 4
 	}
 	if opts.Progress == nil {
 		opts.Progress = repo.NoProgress{}
@@ -92,7 +96,11 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths [
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target: %w", err)
 	}
-	rs := &restorer{r: r, opts: opts, root: os.Geteuid() == 0, inode: map[uint64]string{}}
+	rs := &restorer{r: r, opts: opts, root: os.Geteuid() == 0, uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), inode: map[uint64]string{}}
+	// Learn the umask (there is no way to read it without setting it) so
+	// that files can be created with their final mode when it survives.
+	rs.umask = uint32(unix.Umask(0o022))
+	unix.Umask(int(rs.umask))
 	for _, p := range paths {
 		node, err := r.Lookup(ctx, sn.Tree, p)
 		if err != nil {
@@ -225,7 +233,7 @@ func (rs *restorer) writeFile(ctx context.Context, j fileJob) (int64, error) {
 	var f *os.File
 	err := replaceWith(j.dst, func() error {
 		var err error
-		f, err = os.OpenFile(j.dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		f, err = os.OpenFile(j.dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, os.FileMode(j.node.Mode&0o777))
 		return err
 	})
 	if err != nil {
@@ -256,10 +264,16 @@ func (rs *restorer) writeFile(ctx context.Context, j fileJob) (int64, error) {
 // not fatal: the content is what matters and a non-root restore cannot
 // chown anyway.
 func (rs *restorer) applyMeta(dst string, n *tree.Node) {
-	if rs.root {
+	// Skip the calls that would change nothing: restores of many small
+	// files are dominated by system calls.
+	owned := n.UID == rs.uid && n.GID == rs.gid
+	if rs.root && !owned {
 		_ = os.Lchown(dst, int(n.UID), int(n.GID))
 	}
-	if n.Type != tree.Symlink {
+	// chown clears setuid/setgid, so chmod comes after it; a regular file
+	// was created with its mode, which only the umask may have cut.
+	createdWithMode := n.Type == tree.File && n.Mode&0o7000 == 0 && n.Mode&rs.umask == 0 && owned
+	if n.Type != tree.Symlink && !createdWithMode {
 		_ = unix.Chmod(dst, n.Mode&0o7777)
 	}
 	for _, x := range n.Xattrs {
