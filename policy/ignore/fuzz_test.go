@@ -49,9 +49,12 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Format lacks the tab: %q", d.Format(p))
 			}
 		}
-		// The raw bytes as one glob against the path: no panic, stable.
-		if wildmatch(string(content), p, true) != wildmatch(string(content), p, true) {
-			t.Fatal("wildmatch not deterministic")
+		// The raw bytes as one glob against the path, both modes: no panic,
+		// and a glob always matches itself once its specials are escaped.
+		wildmatch(string(content), p, true)
+		wildmatch(string(content), p, false)
+		if lit := patternEscape(p); !wildmatch(lit, p, true) || !wildmatch(lit, p, false) {
+			t.Fatalf("escaped %q does not match itself", p)
 		}
 	})
 }
