@@ -61,8 +61,8 @@ type dirMeta struct {
 }
 
 type restorer struct {
-	r    *repo.Repository
-	opts Options
+	r        *repo.Repository
+	opts     Options
 	root     bool // running as root: restore ownership
 	uid, gid uint32
 	umask    uint32
