@@ -146,7 +146,7 @@ func TestPruneRemovesDeadDataAndIsCrashSafe(t *testing.T) {
 				t.Fatalf("check after prune (fail at %d): %v %v", failAt, chk.Problems, err)
 			}
 			if failAt >= 0 {
-				if res, err = reopen(t, mem).Prune(ctx, repo.PruneOptions{Now: day(11)}); err != nil {
+				if _, err = reopen(t, mem).Prune(ctx, repo.PruneOptions{Now: day(11)}); err != nil {
 					t.Fatal(err)
 				}
 			} else if len(res.SnapshotsRemoved) != 1 || res.PacksRewritten+res.PacksDeleted == 0 || res.BlobsRemoved == 0 {

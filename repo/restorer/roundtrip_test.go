@@ -110,7 +110,6 @@ type entry struct {
 	content string
 	link    string
 	xattr   string
-	ino     uint64 // only for comparing hard link groups
 }
 
 func scan(t *testing.T, root string) (map[string]entry, map[string][]string) {
