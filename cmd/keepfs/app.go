@@ -61,6 +61,10 @@ Examples:
 			cmdIgnore(),
 			cmdRetention(),
 			cmdPrune(),
+			cmdMount(),
+			cmdUnmount(),
+			cmdStatus(),
+			cmdSync(),
 		},
 	}
 	setUsageErrors(app.Commands)

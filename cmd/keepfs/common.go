@@ -41,16 +41,20 @@ func openBackend(c *cli.Context) (remote.Storage, error) {
 
 // openRepo opens and unlocks the repository named by the global flags.
 func openRepo(c *cli.Context, opts repo.Options) (*repo.Repository, error) {
+	pw, err := passphrase(c, false)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pw)
+	return openRepoWith(c, pw, opts)
+}
+
+// openRepoWith is openRepo with a passphrase already read.
+func openRepoWith(c *cli.Context, pw []byte, opts repo.Options) (*repo.Repository, error) {
 	be, err := openBackend(c)
 	if err != nil {
 		return nil, err
 	}
-	pw, err := passphrase(c, false)
-	if err != nil {
-		be.Close()
-		return nil, err
-	}
-	defer clear(pw)
 	if opts.UploadConcurrency == 0 {
 		// A local disk takes a pack in milliseconds, so one upload in flight
 		// keeps up and saves 16 MiB of memory; a network link wants more.

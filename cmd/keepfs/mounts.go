@@ -24,13 +24,28 @@ func findMount(path string) (keepfsMount, bool, error) {
 	if err != nil {
 		return keepfsMount{}, false, err
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := listMounts()
 	if err != nil {
-		return keepfsMount{}, false, fmt.Errorf("read mount table: %w", err)
+		return keepfsMount{}, false, err
 	}
-	defer f.Close()
 	var best keepfsMount
 	found := false
+	for _, m := range all {
+		if within(abs, m.Point) && (!found || len(m.Point) > len(best.Point)) {
+			best, found = m, true
+		}
+	}
+	return best, found, nil
+}
+
+// listMounts returns every keepfs mount in this mount namespace.
+func listMounts() ([]keepfsMount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	var out []keepfsMount
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -49,16 +64,9 @@ func findMount(path string) (keepfsMount, bool, error) {
 		if fields[sep+1] != mountFSType {
 			continue
 		}
-		point := unescapeMount(fields[4])
-		if !within(abs, point) {
-			continue
-		}
-		if !found || len(point) > len(best.Point) {
-			best = keepfsMount{Point: point, Source: unescapeMount(fields[sep+2])}
-			found = true
-		}
+		out = append(out, keepfsMount{Point: unescapeMount(fields[4]), Source: unescapeMount(fields[sep+2])})
 	}
-	return best, found, sc.Err()
+	return out, sc.Err()
 }
 
 // within reports whether p is root or below it.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,6 +18,16 @@ import (
 // --password-file, --password-command, or a prompt on the terminal. Never
 // from argv, so it does not show up in ps or shell history.
 func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
+	if fd := c.Int("passphrase-fd"); fd > 0 {
+		// A parent `keepfs mount` hands the daemon its passphrase this way.
+		f := os.NewFile(uintptr(fd), "passphrase")
+		b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read passphrase pipe: %w", err)
+		}
+		return firstLine(b, "passphrase pipe")
+	}
 	if p, ok := os.LookupEnv("KEEPFS_PASSWORD"); ok && p != "" {
 		return []byte(p), nil
 	}

@@ -1,0 +1,58 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// BenchmarkSmallFile is the cache's share of writing one small file:
+// create, write, commit on close, set times.
+func BenchmarkSmallFile(b *testing.B) {
+	ctx := context.Background()
+	c := openCache(b, newRepo(b, remote.NewMem()), b.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(1, 3000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		a, err := c.Create(ctx, c.Root(), fmt.Sprintf("f%d", i), NewNode{Type: tree.File, Mode: 0o644})
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_WRONLY))
+		if err != nil {
+			b.Fatal(err)
+		}
+		data[0] = byte(i)
+		data[1] = byte(i >> 8)
+		h.WriteAt(ctx, data, 0)
+		if err := h.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		h.Release(ctx)
+		mt := time.Now().UnixNano()
+		c.SetAttr(ctx, a.Ino, SetAttrIn{Mtime: &mt})
+	}
+}
+
+// BenchmarkCommitOneByte: a 1-byte change in a 64 MiB file, committed.
+func BenchmarkCommitOneByte(b *testing.B) {
+	ctx := context.Background()
+	c := openCache(b, newRepo(b, remote.NewMem()), b.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(2, 64<<20)
+	ino := writeFile(b, c, c.Root(), "big", data)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h, _ := c.OpenFile(ctx, ino, uint32(os.O_RDWR))
+		h.WriteAt(ctx, []byte{byte(i)}, int64(i*7919)%int64(len(data)))
+		if err := h.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,515 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/chunker"
+	"github.com/keepfs/keepfs/repo/crypto"
+)
+
+// Options configure a Cache; zero values pick the defaults noted.
+type Options struct {
+	// StateDir is absolute; created 0700 if missing.
+	StateDir string
+	// CacheSize bounds clean cached chunk bytes (default 1 GiB).
+	CacheSize int64
+	// SnapshotInterval is how often a snapshot is taken when something
+	// changed (default 1m).
+	SnapshotInterval time.Duration
+	// Now is the one clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Status is what `keepfs status` shows.
+type Status struct {
+	DirtyBytes      int64  `json:"dirty_bytes"`
+	QueueBlobs      int    `json:"queue_blobs"`
+	QueueBytes      int64  `json:"queue_bytes"`
+	LastSnapshot    string `json:"last_snapshot"`
+	LastSnapshotID  string `json:"last_snapshot_id"`
+	RemoteReachable bool   `json:"remote_reachable"`
+	LastError       string `json:"last_error"`
+	CacheBytes      int64  `json:"cache_bytes"`
+}
+
+// Cache is the local state of one mounted repository.
+type Cache struct {
+	r        *repo.Repository
+	db       *badger.DB
+	opts     Options
+	log      *slog.Logger
+	lockFile *os.File
+	staging  string // directory for staging files
+	stateID  []byte
+
+	snapMu sync.Mutex // one snapshot at a time
+	nsMu   sync.Mutex // serialises namespace mutations
+	upMu   sync.Mutex // SaveBlob batches vs Flush (repo forbids overlap)
+
+	mu         sync.Mutex // guards the fields below
+	open       map[uint64]*openFile
+	nextIno    uint64 // next inode number to hand out
+	inoLimit   uint64 // persisted high-water mark; nextIno < inoLimit
+	changeSeq  uint64 // bumped by every change a snapshot would see
+	snapSeq    uint64 // changeSeq the last snapshot covered
+	lastSnap   *repo.Snapshot
+	remoteOK   bool
+	lastErr    string
+	queue      map[crypto.ID]int64 // chunks waiting for upload → plaintext size
+	queueBytes int64
+	trees      map[uint64]treeEntry // dir ino → tree of the last snapshot, if unchanged since
+	invalid    map[uint64]bool      // dirs invalidated while a snapshot runs
+	onSnap     []func(*repo.Snapshot)
+	ignoreGen  uint64 // bumped when any .gdprignore changes
+	ignore     *ignoreCache
+
+	unchecked    atomic.Int64 // bytes written since the last free-space check
+	chunksStored atomic.Int64 // chunks new to the state directory, for tests
+	treesBuilt   atomic.Int64 // directory trees encoded by snapshots, for tests
+
+	lru      *chunkLRU
+	mem      *memCache
+	chunkers chan *chunker.Chunker
+
+	kick   chan struct{} // wakes the uploader
+	bg     context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed bool
+	rlock  *remoteLock
+
+	stopSnaps context.CancelFunc
+	snapsDone chan struct{}
+}
+
+// memCacheSize bounds decoded chunks kept in memory. With Badger's caches,
+// two chunkers (16 MiB each) and the repository's pack buffers it keeps the
+// daemon under its 300 MiB budget.
+const memCacheSize = 32 << 20
+
+type treeEntry struct {
+	id    crypto.ID
+	stats repo.SnapshotStats
+}
+
+// Open opens (or creates) the state directory for r. With an empty state
+// directory it rebuilds the namespace from the remote's latest snapshot;
+// file data is then fetched lazily on read.
+func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error) {
+	if opts.StateDir == "" || !filepath.IsAbs(opts.StateDir) {
+		return nil, fmt.Errorf("cache: state directory %q must be an absolute path", opts.StateDir)
+	}
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 1 << 30
+	}
+	if opts.SnapshotInterval <= 0 {
+		opts.SnapshotInterval = time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	lf, err := os.OpenFile(filepath.Join(opts.StateDir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open state lock: %w", err)
+	}
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lf.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", opts.StateDir, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock state directory: %w", err)
+	}
+	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
+		open: map[uint64]*openFile{}, queue: map[crypto.ID]int64{}, trees: map[uint64]treeEntry{}, remoteOK: true,
+		kick: make(chan struct{}, 1), chunkers: make(chan *chunker.Chunker, 2),
+		lru: newChunkLRU(), mem: newMemCache(memCacheSize)}
+	c.ignore = newIgnoreCache(c)
+	ok := false
+	defer func() {
+		if !ok {
+			if c.db != nil {
+				c.db.Close()
+			}
+			lf.Close()
+		}
+	}()
+	c.staging = filepath.Join(opts.StateDir, "staging")
+	// Staging files are unlinked at creation; anything left is debris of
+	// an older layout and holds nothing committed.
+	_ = os.RemoveAll(c.staging)
+	if err := os.MkdirAll(c.staging, 0o700); err != nil {
+		return nil, fmt.Errorf("create staging directory: %w", err)
+	}
+	if err := c.openDB(); err != nil {
+		return nil, err
+	}
+	if err := c.loadState(ctx); err != nil {
+		return nil, err
+	}
+	for i := 0; i < cap(c.chunkers); i++ {
+		c.chunkers <- r.NewChunker()
+	}
+	c.bg, c.cancel = context.WithCancel(context.Background())
+	rl, err := c.acquireRemoteLock(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.rlock = rl
+	// The snapshot loop stops first in Close, before the final snapshot.
+	var sctx context.Context
+	sctx, c.stopSnaps = context.WithCancel(c.bg)
+	c.snapsDone = make(chan struct{})
+	go c.snapshotLoop(sctx, c.snapsDone)
+	c.wg.Add(3)
+	go c.uploader()
+	go c.gcLoop()
+	go c.lockLoop()
+	c.wake()
+	ok = true
+	return c, nil
+}
+
+func (c *Cache) openDB() error {
+	// Badger keeps the key for data-key rotation: it must not be cleared.
+	key := c.r.Key().StateKey()
+	bo := badger.DefaultOptions(filepath.Join(c.opts.StateDir, "db")).
+		WithEncryptionKey(key).
+		WithLogger(badgerLogger{c.log}).
+		// Chunks (≥ 512 KiB) go to the value log, metadata stays in the LSM.
+		WithValueThreshold(4 << 10).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(8).
+		WithValueLogFileSize(128 << 20).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		// Keep the default data-key rotation: a rotation period longer than
+		// the time since 1970 makes Badger v4 write tables unencrypted.
+		WithNumCompactors(2)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return fmt.Errorf("open local state %s: %w", c.opts.StateDir, err)
+	}
+	c.db = db
+	return nil
+}
+
+// loadState reads counters, cleans orphans and, on a fresh state
+// directory, rebuilds the namespace from the remote.
+func (c *Cache) loadState(ctx context.Context) error {
+	err := c.update(func(txn *badger.Txn) error {
+		v, err := getValue(txn, meta.StateKey("stateid"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			v = make([]byte, 16)
+			if _, err := rand.Read(v); err != nil {
+				return err
+			}
+			return txn.Set(meta.StateKey("stateid"), v)
+		}
+		c.stateID = v
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("state id: %w", err)
+	}
+	if c.stateID == nil {
+		if err := c.view(func(txn *badger.Txn) error {
+			v, err := getValue(txn, meta.StateKey("stateid"))
+			c.stateID = v
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if err := c.view(func(txn *badger.Txn) error {
+		v, err := getValue(txn, meta.StateKey("nextino"))
+		if err == nil && len(v) == 8 {
+			c.inoLimit = binary.BigEndian.Uint64(v)
+		} else if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read inode counter: %w", err)
+	}
+	if c.inoLimit <= meta.RootIno {
+		c.inoLimit = meta.RootIno + 1
+	}
+	c.nextIno = c.inoLimit
+	if _, err := c.getInode(meta.RootIno); errors.Is(err, ErrNotFound) {
+		if err := c.bootstrap(ctx); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if err := c.removeOrphans(); err != nil {
+		return err
+	}
+	// Commits may have happened after the last snapshot, before a crash:
+	// the first snapshot compares the tree with the last one instead.
+	c.changeSeq = 1
+	if err := c.view(func(txn *badger.Txn) error {
+		v, err := getValue(txn, meta.StateKey("lastsnap"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var id crypto.ID
+		copy(id[:], v)
+		sn, err := c.r.LoadSnapshot(ctx, id)
+		if err != nil {
+			// Only Status and the parent link need it.
+			c.log.Warn("cannot load the last snapshot", "id", id.Short(), "err", err)
+			return nil
+		}
+		c.lastSnap = sn
+		return nil
+	}); err != nil {
+		return err
+	}
+	return c.scanChunks()
+}
+
+// removeOrphans deletes inodes with no links left: files unlinked while
+// open when the process died.
+func (c *Cache) removeOrphans() error {
+	var orphans []uint64
+	err := c.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.InodePrefix(), PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			n, err := meta.DecodeInode(v)
+			if err != nil {
+				return err
+			}
+			ino := meta.InoFromInodeKey(it.Item().Key())
+			if n.Nlink == 0 && ino != meta.RootIno {
+				orphans = append(orphans, ino)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan inodes: %w", err)
+	}
+	for _, ino := range orphans {
+		if err := c.update(func(txn *badger.Txn) error { return txn.Delete(meta.InodeKey(ino)) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allocIno hands out an inode number, persisting the high-water mark in
+// steps so that numbers are never reused after a crash.
+func (c *Cache) allocIno(txn *badger.Txn) (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nextIno >= c.inoLimit {
+		lim := c.nextIno + 1024
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], lim)
+		if err := c.update(func(t *badger.Txn) error { return t.Set(meta.StateKey("nextino"), v[:]) }); err != nil {
+			return 0, err
+		}
+		c.inoLimit = lim
+	}
+	ino := c.nextIno
+	c.nextIno++
+	return ino, nil
+}
+
+// Repository returns the repository the cache writes to.
+func (c *Cache) Repository() *repo.Repository { return c.r }
+
+// OnSnapshot registers fn to be called after each new snapshot is stored.
+func (c *Cache) OnSnapshot(fn func(*repo.Snapshot)) {
+	c.mu.Lock()
+	c.onSnap = append(c.onSnap, fn)
+	c.mu.Unlock()
+}
+
+// Status reports the state for `keepfs status`.
+func (c *Cache) Status() Status {
+	var dirty int64
+	c.mu.Lock()
+	files := make([]*openFile, 0, len(c.open))
+	for _, f := range c.open {
+		files = append(files, f)
+	}
+	st := Status{QueueBlobs: len(c.queue), QueueBytes: c.queueBytes, RemoteReachable: c.remoteOK, LastError: c.lastErr}
+	if c.lastSnap != nil {
+		st.LastSnapshot = c.lastSnap.Name()
+		st.LastSnapshotID = c.lastSnap.ID.String()
+	}
+	c.mu.Unlock()
+	for _, f := range files {
+		dirty += f.dirtyBytes.Load()
+	}
+	st.DirtyBytes = dirty
+	st.CacheBytes = c.lru.bytes()
+	return st
+}
+
+// noteChange records that something a snapshot would show changed.
+func (c *Cache) noteChange() {
+	c.mu.Lock()
+	c.changeSeq++
+	c.mu.Unlock()
+}
+
+// setRemoteHealth records the outcome of a remote operation.
+func (c *Cache) setRemoteHealth(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.remoteOK = true
+		c.lastErr = ""
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	c.remoteOK = false
+	c.lastErr = err.Error()
+}
+
+// Close commits, takes a final snapshot if anything changed, waits for the
+// upload queue to drain (bounded by ctx) and closes the local state.
+func (c *Cache) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	files := make([]*openFile, 0, len(c.open))
+	for _, f := range c.open {
+		files = append(files, f)
+	}
+	c.mu.Unlock()
+	c.stopSnaps()
+	<-c.snapsDone
+	var errs []error
+	for _, f := range files {
+		if err := c.commit(ctx, f, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := c.snapshotIfChanged(ctx, false); err != nil {
+		errs = append(errs, fmt.Errorf("final snapshot: %w", err))
+	}
+	if err := c.drain(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("upload queue not drained: %w", err))
+	}
+	c.cancel()
+	c.wg.Wait()
+	if c.rlock != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		c.rlock.release(rctx)
+		cancel()
+	}
+	c.mu.Lock()
+	for _, f := range c.open {
+		f.closeStaging()
+	}
+	c.mu.Unlock()
+	if err := c.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close local state: %w", err))
+	}
+	c.lockFile.Close()
+	return errors.Join(errs...)
+}
+
+// gcLoop runs Badger's value-log GC periodically; it stops with Close.
+func (c *Cache) gcLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.bg.Done():
+			return
+		case <-t.C:
+			for c.db.RunValueLogGC(0.5) == nil {
+				if c.bg.Err() != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// view runs a read-only transaction.
+func (c *Cache) view(fn func(*badger.Txn) error) error { return c.db.View(fn) }
+
+// update runs fn in a read-write transaction, retrying a bounded number of
+// times with jittered backoff when Badger reports a conflict.
+func (c *Cache) update(fn func(*badger.Txn) error) error {
+	var err error
+	for attempt := 0; attempt < 8; attempt++ {
+		err = c.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+		time.Sleep(time.Duration(mrand.IntN(1000*(attempt+1))) * time.Microsecond)
+	}
+	return fmt.Errorf("local state: %w (gave up after retries)", err)
+}
+
+// getValue returns a copy of key's value; badger.ErrKeyNotFound if absent.
+func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
+	it, err := txn.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	return it.ValueCopy(nil)
+}
+
+// sync makes everything written so far durable in the state directory.
+func (c *Cache) sync() error {
+	if err := c.db.Sync(); err != nil {
+		return fmt.Errorf("sync local state: %w", err)
+	}
+	return nil
+}
+
+// badgerLogger routes Badger's logging into slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug("badger: " + fmt.Sprintf(f, a...)) }

@@ -1,0 +1,587 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+var pw = []byte("test password")
+
+func newRepo(t testing.TB, be remote.Storage) *repo.Repository {
+	t.Helper()
+	r, err := repo.Create(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func reopenRepo(t testing.TB, be remote.Storage) *repo.Repository {
+	t.Helper()
+	r, err := repo.Open(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("KEEPFS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func openCache(t testing.TB, r *repo.Repository, dir string) *Cache {
+	t.Helper()
+	c, err := Open(context.Background(), r, Options{StateDir: dir, SnapshotInterval: time.Hour, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func randBytes(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+// writeFile creates (or replaces the content of) name in dir and closes it.
+func writeFile(t testing.TB, c *Cache, dir uint64, name string, data []byte) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	a, err := c.Lookup(ctx, dir, name)
+	if errors.Is(err, ErrNotFound) {
+		a, err = c.Create(ctx, dir, name, NewNode{Type: tree.File, Mode: 0o644})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_WRONLY|os.O_TRUNC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return a.Ino
+}
+
+func readFile(t testing.TB, c *Cache, ino uint64) []byte {
+	t.Helper()
+	ctx := context.Background()
+	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	var out []byte
+	buf := make([]byte, 128<<10)
+	for off := int64(0); ; {
+		n, err := h.ReadAt(ctx, buf, off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+		off += int64(n)
+	}
+}
+
+func lookupPath(t testing.TB, c *Cache, p string) Attr {
+	t.Helper()
+	a, err := c.GetAttr(context.Background(), c.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
+		if a, err = c.Lookup(context.Background(), a.Ino, part); err != nil {
+			t.Fatalf("lookup %s: %v", p, err)
+		}
+	}
+	return a
+}
+
+func TestNamespace(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	c := openCache(t, newRepo(t, be), t.TempDir())
+	defer c.Close(ctx)
+	root := c.Root()
+	d, err := c.Create(ctx, root, "dir", NewNode{Type: tree.Dir, Mode: 0o2775, GID: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, root, "dir", NewNode{Type: tree.Dir, Mode: 0o755}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second mkdir: %v, want ErrExists", err)
+	}
+	// setgid directory: group and setgid bit inherited.
+	sub, err := c.Create(ctx, d.Ino, "sub", NewNode{Type: tree.Dir, Mode: 0o755, GID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.GID != 42 || sub.Mode&0o2000 == 0 {
+		t.Fatalf("subdir of setgid dir: gid %d mode %o", sub.GID, sub.Mode)
+	}
+	f := writeFile(t, c, d.Ino, "a", []byte("hello"))
+	if _, err := c.Link(ctx, f, root, "hard"); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := c.GetAttr(ctx, f); a.Nlink != 2 {
+		t.Fatalf("nlink %d after link", a.Nlink)
+	}
+	if err := c.Rmdir(ctx, root, "dir"); !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("rmdir non-empty: %v", err)
+	}
+	if err := c.Rename(ctx, d.Ino, "a", root, "b", RenameNoReplace); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rename(ctx, root, "b", root, "hard", RenameNoReplace); !errors.Is(err, ErrExists) {
+		t.Fatalf("rename noreplace onto existing: %v", err)
+	}
+	if _, err := c.Create(ctx, root, "ln", NewNode{Type: tree.Symlink, Target: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rename(ctx, root, "b", root, "ln", RenameExchange); err != nil {
+		t.Fatal(err)
+	}
+	if a := lookupPath(t, c, "ln"); a.Type != tree.File {
+		t.Fatalf("after exchange ln is %v", a.Type)
+	}
+	if a := lookupPath(t, c, "b"); a.Type != tree.Symlink {
+		t.Fatalf("after exchange b is %v", a.Type)
+	}
+	long := strings.Repeat("x", 255)
+	if _, err := c.Create(ctx, root, long, NewNode{Type: tree.File, Mode: 0}); err != nil {
+		t.Fatalf("255-byte name: %v", err)
+	}
+	if a := lookupPath(t, c, long); a.Mode != 0 {
+		t.Fatalf("mode 0000 became %o", a.Mode)
+	}
+	if _, err := c.Create(ctx, root, long+"y", NewNode{Type: tree.File}); !errors.Is(err, ErrNameTooLong) {
+		t.Fatalf("256-byte name: %v", err)
+	}
+	odd := "\xff\x01name\twith\nbytes"
+	writeFile(t, c, root, odd, []byte("x"))
+	if err := c.SetXattr(ctx, f, "user.k", []byte("v"), XattrCreate); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetXattr(ctx, f, "user.k", []byte("v"), XattrCreate); !errors.Is(err, ErrExists) {
+		t.Fatalf("xattr create twice: %v", err)
+	}
+	if v, err := c.GetXattr(ctx, f, "user.k"); err != nil || string(v) != "v" {
+		t.Fatalf("getxattr: %q %v", v, err)
+	}
+	ents, err := c.ReadDir(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 6 {
+		t.Fatalf("root has %d entries: %v", len(ents), ents)
+	}
+	// Unlink of an open file: content stays readable through the handle.
+	h, err := c.OpenFile(ctx, f, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"ln", "hard"} {
+		if err := c.Unlink(ctx, root, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 10)
+	if n, err := h.ReadAt(ctx, buf, 0); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read of unlinked open file: %q %v", buf[:n], err)
+	}
+	h.Release(ctx)
+	if _, err := c.GetAttr(ctx, f); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("inode after last close of unlinked file: %v", err)
+	}
+}
+
+func TestSparseAndTruncate(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	a, _ := c.Create(ctx, c.Root(), "s", NewNode{Type: tree.File, Mode: 0o644})
+	h, _ := c.OpenFile(ctx, a.Ino, uint32(os.O_RDWR))
+	h.WriteAt(ctx, []byte("end"), 3<<20)
+	h.Flush(ctx)
+	want := make([]byte, 3<<20+3)
+	copy(want[3<<20:], "end")
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, want) {
+		t.Fatalf("sparse file: %d bytes, want %d", len(got), len(want))
+	}
+	// shrink, then grow: the gap reads as zeros, not old data.
+	base := randBytes(1, 2<<20)
+	h.WriteAt(ctx, base, 0)
+	h.f.truncate(ctx, 100)
+	h.f.truncate(ctx, 200)
+	h.Flush(ctx)
+	want = append(append([]byte{}, base[:100]...), make([]byte, 100)...)
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, want) {
+		t.Fatalf("shrink+grow: got %d bytes", len(got))
+	}
+	h.Release(ctx)
+}
+
+// TestCommitCost pins that commit cost grows with changed bytes: a 1-byte
+// change in a 64 MiB file stores a few new chunks, not the file.
+func TestCommitCost(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(2, 64<<20)
+	ino := writeFile(t, c, c.Root(), "big", data)
+	n, _ := c.getInode(ino)
+	if len(n.Chunks) < 20 {
+		t.Fatalf("64 MiB in only %d chunks", len(n.Chunks))
+	}
+	c.mu.Lock()
+	q0 := int(c.chunksStored.Load())
+	c.mu.Unlock()
+	for i, off := range []int64{40 << 20, 5, int64(len(data) - 1)} {
+		h, _ := c.OpenFile(ctx, ino, uint32(os.O_RDWR))
+		if _, err := h.WriteAt(ctx, []byte{byte(i+1) ^ data[off]}, off); err != nil {
+			t.Fatal(err)
+		}
+		data[off] ^= byte(i + 1)
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		added := int(c.chunksStored.Load()) - q0
+		q0 = int(c.chunksStored.Load())
+		if added < 1 || added > 3 {
+			t.Fatalf("1-byte change at %d queued %d new chunks, want 1..3", off, added)
+		}
+	}
+	// Appends re-chunk only the tail.
+	h, _ := c.OpenFile(ctx, ino, uint32(os.O_WRONLY|os.O_APPEND))
+	h.WriteAt(ctx, []byte("tail"), 0)
+	h.Release(ctx)
+	data = append(data, "tail"...)
+	added := int(c.chunksStored.Load()) - q0
+	if added > 3 {
+		t.Fatalf("append queued %d chunks", added)
+	}
+	if got := readFile(t, c, ino); !bytes.Equal(got, data) {
+		t.Fatal("content differs after partial re-chunking")
+	}
+	// The partial re-chunk cuts the same chunks as a full one.
+	n, _ = c.getInode(ino)
+	full := writeFile(t, c, c.Root(), "copy", data)
+	m, _ := c.getInode(full)
+	if len(n.Chunks) != len(m.Chunks) {
+		t.Fatalf("partial re-chunk gave %d chunks, full %d", len(n.Chunks), len(m.Chunks))
+	}
+	for i := range n.Chunks {
+		if n.Chunks[i] != m.Chunks[i] {
+			t.Fatalf("chunk %d differs between partial and full chunking", i)
+		}
+	}
+}
+
+// TestDurableAndRecovery: committed data survives a restart (queue
+// included), syncs reach the remote, and a fresh state directory rebuilds
+// the tree from the remote alone.
+func TestDurableAndRecovery(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r := newRepo(t, be)
+	dir := t.TempDir()
+	c := openCache(t, r, dir)
+	big := randBytes(3, 3<<20)
+	d, _ := c.Create(ctx, c.Root(), "docs", NewNode{Type: tree.Dir, Mode: 0o755})
+	writeFile(t, c, d.Ino, "big", big)
+	writeFile(t, c, c.Root(), "small", []byte("small"))
+	// Simulate a crash: close Badger without the final snapshot/drain.
+	c.cancel()
+	c.wg.Wait()
+	c.db.Close()
+	c.lockFile.Close()
+
+	c = openCache(t, reopenRepo(t, be), dir)
+	if got := readFile(t, c, lookupPath(t, c, "docs/big").Ino); !bytes.Equal(got, big) {
+		t.Fatal("big file differs after restart")
+	}
+	var notified []*repo.Snapshot
+	c.OnSnapshot(func(sn *repo.Snapshot) {
+		notified = append(notified, sn)
+		c.Sync(ctx) // callbacks may call back in
+	})
+	sn, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(notified) != 1 || notified[0] != sn {
+		t.Fatalf("OnSnapshot saw %v, want the one new snapshot", notified)
+	}
+	if _, err := c.Sync(ctx); err != nil || len(notified) != 1 {
+		t.Fatalf("a sync with nothing changed made a snapshot: %v", err)
+	}
+	if st := c.Status(); st.QueueBlobs != 0 || st.LastSnapshotID != sn.ID.String() || !st.RemoteReachable {
+		t.Fatalf("status after sync: %+v", st)
+	}
+	if sn.Stats.Files != 2 {
+		t.Fatalf("snapshot has %d files", sn.Stats.Files)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	fresh := openCache(t, reopenRepo(t, be), t.TempDir())
+	defer fresh.Close(ctx)
+	if got := readFile(t, fresh, lookupPath(t, fresh, "docs/big").Ino); !bytes.Equal(got, big) {
+		t.Fatal("big file differs after recovery from the remote")
+	}
+	if got := readFile(t, fresh, lookupPath(t, fresh, "small").Ino); string(got) != "small" {
+		t.Fatalf("small: %q", got)
+	}
+	// Nothing changed: sync returns the recovered snapshot.
+	sn2, err := fresh.Sync(ctx)
+	if err != nil || sn2.ID != sn.ID {
+		t.Fatalf("sync after recovery: %v, %v", sn2, err)
+	}
+}
+
+func TestLocks(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r := newRepo(t, be)
+	dir := t.TempDir()
+	c := openCache(t, r, dir)
+	defer c.Close(ctx)
+	if _, err := Open(ctx, reopenRepo(t, be), Options{StateDir: dir, Logger: quietLogger()}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open of a state dir: %v", err)
+	}
+	if _, err := Open(ctx, reopenRepo(t, be), Options{StateDir: t.TempDir(), Logger: quietLogger()}); !errors.Is(err, ErrRepoLocked) {
+		t.Fatalf("second mount of a repository: %v", err)
+	}
+}
+
+func TestIgnoreAndPlaintext(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	dir := t.TempDir()
+	c := openCache(t, newRepo(t, be), dir)
+	writeFile(t, c, c.Root(), ".gdprignore", []byte("secret/\n*.tmp\n"))
+	s, _ := c.Create(ctx, c.Root(), "secret", NewNode{Type: tree.Dir, Mode: 0o755})
+	writeFile(t, c, s.Ino, "passport.txt", []byte("passport MARKER-55e1d0"))
+	writeFile(t, c, c.Root(), "x.tmp", []byte("scratch MARKER-55e1d0"))
+	writeFile(t, c, c.Root(), "jane-doe-contract.txt", []byte("contract MARKER-7f3a9c"))
+	sn, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Repository()
+	for _, p := range []string{"/secret", "/x.tmp"} {
+		if _, err := r.Lookup(ctx, sn.Tree, p); !errors.Is(err, repo.ErrPathNotFound) {
+			t.Fatalf("%s in snapshot: %v", p, err)
+		}
+	}
+	if _, err := r.Lookup(ctx, sn.Tree, "/jane-doe-contract.txt"); err != nil {
+		t.Fatal(err)
+	}
+	// Ignored files still work locally.
+	if got := readFile(t, c, lookupPath(t, c, "secret/passport.txt").Ino); !bytes.Contains(got, []byte("passport")) {
+		t.Fatal("ignored file unreadable")
+	}
+	// Un-ignoring takes effect at the next snapshot.
+	writeFile(t, c, c.Root(), ".gdprignore", []byte("secret/\n"))
+	sn, err = c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Lookup(ctx, sn.Tree, "/x.tmp"); err != nil {
+		t.Fatalf("x.tmp after un-ignoring: %v", err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, marker := range []string{"MARKER-55e1d0", "MARKER-7f3a9c", "jane-doe-contract", "passport.txt"} {
+		if where := grepDir(t, dir, marker); where != "" {
+			t.Errorf("plaintext %q in state dir: %s", marker, where)
+		}
+	}
+	for _, obj := range allObjects(t, be) {
+		if bytes.Contains(obj, []byte("MARKER-55e1d0")) || bytes.Contains(obj, []byte("passport")) {
+			t.Error("ignored content reached the remote")
+		}
+	}
+}
+
+func grepDir(t *testing.T, dir, s string) string {
+	var found string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			found = p
+		}
+		return nil
+	})
+	return found
+}
+
+// TestFailingRemote: with the remote down the cache keeps working, Status
+// says so, and the queue drains once it returns.
+func TestFailingRemote(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	c := openCache(t, reopenRepo(t, f), t.TempDir())
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c.Close(cctx)
+	}()
+	f.Break()
+	data := randBytes(4, 1<<20)
+	ino := writeFile(t, c, c.Root(), "f", data)
+	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := c.Sync(sctx)
+	cancel()
+	if err == nil {
+		t.Fatal("sync succeeded with the remote down")
+	}
+	st := c.Status()
+	if st.RemoteReachable || st.QueueBlobs == 0 || st.LastError == "" {
+		t.Fatalf("status with the remote down: %+v", st)
+	}
+	if got := readFile(t, c, ino); !bytes.Equal(got, data) {
+		t.Fatal("read with the remote down")
+	}
+	f.Heal()
+	hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := c.Sync(hctx); err != nil {
+		t.Fatalf("sync after the remote came back: %v", err)
+	}
+	if st := c.Status(); !st.RemoteReachable || st.QueueBlobs != 0 {
+		t.Fatalf("status after heal: %+v", st)
+	}
+}
+
+func allObjects(t *testing.T, be remote.Storage) [][]byte {
+	var out [][]byte
+	for _, typ := range remote.Types {
+		be.List(context.Background(), typ, func(fi remote.Info) error {
+			b, err := remote.LoadAll(context.Background(), be, fi.Handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+			return nil
+		})
+	}
+	return out
+}
+
+// TestEviction: the cache keeps clean chunks within CacheSize, never drops
+// what is not uploaded, and refetches evicted data from the remote.
+func TestEviction(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	c, err := Open(ctx, newRepo(t, be), Options{StateDir: t.TempDir(), CacheSize: 2 << 20, SnapshotInterval: time.Hour, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	files := map[uint64][]byte{}
+	for i := 0; i < 4; i++ {
+		data := randBytes(uint64(10+i), 3<<20)
+		files[writeFile(t, c, c.Root(), fmt.Sprintf("f%d", i), data)] = data
+	}
+	if st := c.Status(); st.QueueBlobs == 0 {
+		t.Fatalf("nothing queued: %+v", st)
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Status(); st.CacheBytes > 2<<20 || st.QueueBlobs != 0 {
+		t.Fatalf("after sync: %+v", st)
+	}
+	for ino, data := range files {
+		if !bytes.Equal(readFile(t, c, ino), data) {
+			t.Fatal("evicted data not refetched correctly")
+		}
+	}
+	if st := c.Status(); st.CacheBytes > 2<<20+8<<20 {
+		t.Fatalf("cache grew to %d bytes", st.CacheBytes)
+	}
+}
+
+// TestSnapshotReusesTrees: after a change deep in one branch, the next
+// snapshot encodes only the directories on the changed path.
+func TestSnapshotReusesTrees(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	dir := c.Root()
+	for _, n := range []string{"a", "b", "c"} {
+		a, _ := c.Create(ctx, dir, n, NewNode{Type: tree.Dir, Mode: 0o755})
+		dir = a.Ino
+	}
+	deep := writeFile(t, c, dir, "f", []byte("v1"))
+	for _, n := range []string{"x", "y", "z"} {
+		a, _ := c.Create(ctx, c.Root(), n, NewNode{Type: tree.Dir, Mode: 0o755})
+		writeFile(t, c, a.Ino, "g", []byte(n))
+	}
+	first, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := c.treesBuilt.Load()
+	h, _ := c.OpenFile(ctx, deep, uint32(os.O_WRONLY))
+	h.WriteAt(ctx, []byte("v2"), 0)
+	h.Release(ctx)
+	second, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if built := c.treesBuilt.Load() - before; built != 4 {
+		t.Fatalf("encoded %d trees after a change under /a/b/c, want 4 (root, a, b, c)", built)
+	}
+	if second.Name() <= first.Name() {
+		t.Fatalf("snapshot names %s then %s: not increasing", first.Name(), second.Name())
+	}
+	if second.Parent == nil || *second.Parent != first.ID {
+		t.Fatal("second snapshot does not name the first as parent")
+	}
+	r := c.Repository()
+	n1, _ := r.Lookup(ctx, first.Tree, "/x")
+	n2, _ := r.Lookup(ctx, second.Tree, "/x")
+	if n1.Subtree != n2.Subtree {
+		t.Fatal("unchanged subtree not shared between snapshots")
+	}
+}

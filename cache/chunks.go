@@ -1,0 +1,521 @@
+package cache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+)
+
+// newChunk is a chunk to keep in the state directory.
+type newChunk struct {
+	id   crypto.ID
+	data []byte
+}
+
+// storeChunk keeps data under its id in the state directory and, when
+// enqueue is set and the repository does not hold it yet, queues it for
+// upload, in one transaction.
+func (c *Cache) storeChunk(id crypto.ID, data []byte, enqueue bool) error {
+	return c.storeChunks([]newChunk{{id, data}}, enqueue, nil)
+}
+
+// storeChunks is storeChunk for several chunks, and runs also (if set) in
+// the same transaction: a small file's commit is one write to Badger.
+func (c *Cache) storeChunks(chunks []newChunk, enqueue bool, also func(*badger.Txn) error) error {
+	indexed := make([]bool, len(chunks))
+	for i, ch := range chunks {
+		indexed[i] = c.r.Index().Has(pack.Data, ch.id)
+	}
+	var queued []int
+	fresh := 0
+	err := c.update(func(txn *badger.Txn) error {
+		queued, fresh = queued[:0], 0
+		for i, ch := range chunks {
+			_, err := txn.Get(meta.ChunkKey(ch.id))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				if err := txn.Set(meta.ChunkKey(ch.id), ch.data); err != nil {
+					return err
+				}
+				fresh++
+			case err != nil:
+				return err
+			}
+			if !enqueue || indexed[i] {
+				continue
+			}
+			if _, err := txn.Get(meta.QueueKey(ch.id)); errors.Is(err, badger.ErrKeyNotFound) {
+				queued = append(queued, i)
+				if err := txn.Set(meta.QueueKey(ch.id), nil); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		}
+		if also != nil {
+			return also(txn)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
+	c.chunksStored.Add(int64(fresh))
+	if len(queued) > 0 {
+		c.mu.Lock()
+		for _, i := range queued {
+			if _, ok := c.queue[chunks[i].id]; !ok {
+				c.queue[chunks[i].id] = int64(len(chunks[i].data))
+				c.queueBytes += int64(len(chunks[i].data))
+			}
+		}
+		c.mu.Unlock()
+	}
+	for i, ch := range chunks {
+		if indexed[i] {
+			c.lru.add(ch.id, int64(len(ch.data)))
+		}
+	}
+	c.evict()
+	return nil
+}
+
+// getChunk returns a chunk's plaintext from memory, the state directory or
+// the remote, in that order. The caller must not modify it.
+func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
+	if b := c.mem.get(id); b != nil {
+		c.lru.touch(id)
+		return b, nil
+	}
+	var data []byte
+	err := c.view(func(txn *badger.Txn) error {
+		var err error
+		data, err = getValue(txn, meta.ChunkKey(id))
+		return err
+	})
+	if err == nil {
+		c.lru.touch(id)
+		c.mem.add(id, data)
+		return data, nil
+	}
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
+	}
+	data, err = c.r.LoadBlob(ctx, pack.Data, id)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			c.setRemoteHealth(err)
+		}
+		return nil, fmt.Errorf("fetch chunk: %w", err)
+	}
+	if err := c.update(func(txn *badger.Txn) error { return txn.Set(meta.ChunkKey(id), data) }); err != nil {
+		c.log.Warn("cannot cache a fetched chunk", "err", err)
+	} else {
+		c.lru.add(id, int64(len(data)))
+		c.evict()
+	}
+	c.mem.add(id, data)
+	return data, nil
+}
+
+// prefetch loads a chunk in the background for a sequential reader.
+func (c *Cache) prefetch(id crypto.ID) {
+	if c.mem.has(id) || !c.mem.startFetch(id) {
+		return
+	}
+	go func() {
+		defer c.mem.endFetch(id)
+		ctx, cancel := context.WithTimeout(c.bg, time.Minute)
+		defer cancel()
+		_, _ = c.getChunk(ctx, id)
+	}()
+}
+
+// evict drops least-recently-used clean chunks beyond CacheSize. Only
+// chunks the repository index holds are ever in the LRU, so dirty and
+// not-yet-uploaded data is never evicted.
+func (c *Cache) evict() {
+	for c.lru.bytes() > c.opts.CacheSize {
+		id, ok := c.lru.oldest()
+		if !ok {
+			return
+		}
+		if !c.r.Index().Has(pack.Data, id) {
+			continue // pruned meanwhile: keep it, it may be the only copy
+		}
+		if err := c.update(func(txn *badger.Txn) error { return txn.Delete(meta.ChunkKey(id)) }); err != nil {
+			c.log.Warn("cannot evict a chunk", "err", err)
+			return
+		}
+		c.mem.drop(id)
+	}
+}
+
+// scanChunks builds the LRU and the queue counters from the state directory.
+func (c *Cache) scanChunks() error {
+	return c.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.ChunkPrefix()})
+		defer it.Close()
+		queued := map[crypto.ID]bool{}
+		qit := txn.NewIterator(badger.IteratorOptions{Prefix: meta.QueuePrefix()})
+		for qit.Rewind(); qit.Valid(); qit.Next() {
+			queued[meta.IDFromKey(qit.Item().Key())] = true
+		}
+		qit.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := meta.IDFromKey(it.Item().Key())
+			size := it.Item().ValueSize()
+			if queued[id] {
+				c.queue[id] = size
+				c.queueBytes += size
+				continue
+			}
+			if c.r.Index().Has(pack.Data, id) {
+				c.lru.add(id, size)
+			}
+		}
+		return nil
+	})
+}
+
+// wake nudges the uploader.
+func (c *Cache) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// uploader drains the queue in the background, backing off while the
+// remote fails.
+func (c *Cache) uploader() {
+	defer c.wg.Done()
+	backoff := time.Duration(0)
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-c.bg.Done():
+			return
+		case <-c.kick:
+			// Let small commits gather into fuller packs; Sync and Close
+			// drain at once without waiting here.
+			deadline := time.After(uploadDelay)
+		gather:
+			for c.queuedBytes() < uploadEager {
+				select {
+				case <-c.bg.Done():
+					return
+				case <-c.kick:
+				case <-deadline:
+					break gather
+				}
+			}
+		case <-retry:
+		}
+		retry = nil
+		more, err := c.uploadPass(c.bg)
+		if c.bg.Err() != nil {
+			return
+		}
+		if err != nil {
+			c.setRemoteHealth(err)
+			c.log.Warn("upload failed; will retry", "err", err, "in", backoff)
+			backoff = min(max(2*backoff, 200*time.Millisecond), 30*time.Second)
+			retry = time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff))))
+			continue
+		}
+		backoff = 0
+		if more {
+			c.wake()
+		}
+	}
+}
+
+// The uploader starts a pass once uploadEager bytes are queued, or
+// uploadDelay after the first commit that queued something.
+const (
+	uploadEager = 8 << 20
+	uploadDelay = 2 * time.Second
+)
+
+func (c *Cache) queuedBytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queueBytes
+}
+
+// uploadBatch bounds the plaintext one pass uploads before its Flush, so
+// queue entries are retired as the upload goes.
+const uploadBatch = 256 << 20
+
+// uploadPass uploads queued chunks, flushes, and retires the queue entries
+// the index now holds. more reports that entries are left.
+func (c *Cache) uploadPass(ctx context.Context) (more bool, err error) {
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	// The in-memory copy of the queue saves iterating over Badger's
+	// tombstones of retired entries on every pass.
+	var ids []crypto.ID
+	var total int64
+	c.mu.Lock()
+	for id, size := range c.queue {
+		if total >= uploadBatch {
+			more = true
+			break
+		}
+		ids = append(ids, id)
+		total += size
+	}
+	c.mu.Unlock()
+	if len(ids) == 0 {
+		return false, nil
+	}
+	if err := c.uploadLocked(ctx, ids); err != nil {
+		return more, err
+	}
+	c.setRemoteHealth(nil)
+	return more, nil
+}
+
+// uploadLocked saves ids, flushes, and retires their queue entries. The
+// caller holds upMu.
+func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
+	// Not errgroup.WithContext: SaveBlob hands its ctx to the background
+	// pack upload, which must outlive this group.
+	var g errgroup.Group
+	g.SetLimit(2)
+	sizes := make([]int, len(ids))
+	lost := make([]bool, len(ids))
+	for i, id := range ids {
+		g.Go(func() error {
+			var data []byte
+			err := c.view(func(txn *badger.Txn) error {
+				var err error
+				data, err = getValue(txn, meta.ChunkKey(id))
+				return err
+			})
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				// Nothing to upload, ever: keeping the entry would wedge
+				// the queue. A snapshot needing it reports the loss.
+				c.log.Error("queued chunk missing from the local state; dropping its queue entry", "chunk", id.Short())
+				lost[i] = true
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("queued chunk %s: %w", id.Short(), err)
+			}
+			sizes[i] = len(data)
+			_, err = c.r.SaveBlobWithID(ctx, pack.Data, id, data)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := c.r.Flush(ctx); err != nil {
+		return err
+	}
+	var retired []crypto.ID
+	err := c.update(func(txn *badger.Txn) error {
+		retired = retired[:0]
+		for i, id := range ids {
+			if !lost[i] && !c.r.Index().Has(pack.Data, id) {
+				continue
+			}
+			if err := txn.Delete(meta.QueueKey(id)); err != nil {
+				return err
+			}
+			retired = append(retired, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("retire upload queue entries: %w", err)
+	}
+	done := len(retired)
+	c.mu.Lock()
+	for _, id := range retired {
+		c.queueBytes -= c.queue[id]
+		delete(c.queue, id)
+	}
+	c.mu.Unlock()
+	for i, id := range ids {
+		if !lost[i] && c.r.Index().Has(pack.Data, id) {
+			c.lru.add(id, int64(sizes[i]))
+		}
+	}
+	c.evict()
+	if done < len(ids) {
+		return fmt.Errorf("%d queued chunks are still not in the repository after a flush", len(ids)-done)
+	}
+	return nil
+}
+
+// drain uploads until the queue is empty, retrying failures until ctx ends.
+func (c *Cache) drain(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		more, err := c.uploadPass(ctx)
+		if err == nil && !more {
+			return nil
+		}
+		if err != nil {
+			c.setRemoteHealth(err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// chunkLRU tracks clean cached chunks by recency.
+type chunkLRU struct {
+	mu    sync.Mutex
+	ll    *list.List
+	items map[crypto.ID]*list.Element
+	total int64
+}
+
+type lruItem struct {
+	id   crypto.ID
+	size int64
+}
+
+func newChunkLRU() *chunkLRU {
+	return &chunkLRU{ll: list.New(), items: map[crypto.ID]*list.Element{}}
+}
+
+func (l *chunkLRU) add(id crypto.ID, size int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.items[id]; ok {
+		l.ll.MoveToFront(e)
+		return
+	}
+	l.items[id] = l.ll.PushFront(&lruItem{id, size})
+	l.total += size
+}
+
+func (l *chunkLRU) touch(id crypto.ID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.items[id]; ok {
+		l.ll.MoveToFront(e)
+	}
+}
+
+func (l *chunkLRU) oldest() (crypto.ID, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.ll.Back()
+	if e == nil {
+		return crypto.ID{}, false
+	}
+	it := e.Value.(*lruItem)
+	l.ll.Remove(e)
+	delete(l.items, it.id)
+	l.total -= it.size
+	return it.id, true
+}
+
+func (l *chunkLRU) bytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// memCache keeps recently used chunk plaintexts in memory, bounded in
+// bytes: a 4 KiB read should not decrypt a 1 MiB value from Badger.
+type memCache struct {
+	mu       sync.Mutex
+	max      int64
+	total    int64
+	ll       *list.List
+	items    map[crypto.ID]*list.Element
+	fetching map[crypto.ID]bool
+}
+
+type memItem struct {
+	id   crypto.ID
+	data []byte
+}
+
+func newMemCache(max int64) *memCache {
+	return &memCache{max: max, ll: list.New(), items: map[crypto.ID]*list.Element{}, fetching: map[crypto.ID]bool{}}
+}
+
+func (m *memCache) get(id crypto.ID) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.items[id]; ok {
+		m.ll.MoveToFront(e)
+		return e.Value.(*memItem).data
+	}
+	return nil
+}
+
+func (m *memCache) has(id crypto.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.items[id]
+	return ok
+}
+
+func (m *memCache) add(id crypto.ID, data []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.items[id]; ok {
+		return
+	}
+	m.items[id] = m.ll.PushFront(&memItem{id, data})
+	m.total += int64(len(data))
+	for m.total > m.max && m.ll.Len() > 1 {
+		e := m.ll.Back()
+		it := e.Value.(*memItem)
+		m.ll.Remove(e)
+		delete(m.items, it.id)
+		m.total -= int64(len(it.data))
+	}
+}
+
+func (m *memCache) drop(id crypto.ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.items[id]; ok {
+		m.ll.Remove(e)
+		delete(m.items, id)
+		m.total -= int64(len(e.Value.(*memItem).data))
+	}
+}
+
+// startFetch claims a background fetch of id; false if one is running.
+func (m *memCache) startFetch(id crypto.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fetching[id] || len(m.fetching) >= 4 {
+		return false
+	}
+	m.fetching[id] = true
+	return true
+}
+
+func (m *memCache) endFetch(id crypto.ID) {
+	m.mu.Lock()
+	delete(m.fetching, id)
+	m.mu.Unlock()
+}

@@ -1,0 +1,38 @@
+// Package cache is the local state of a mounted repository: the namespace
+// (inodes, directory entries, chunk lists, xattrs) in Badger, encrypted
+// staging of dirty file data, the size-bounded chunk cache, the durable
+// upload queue and the snapshotter. It has no FUSE import: package fs maps
+// kernel requests onto the methods here.
+//
+// Nouns:
+//   - inode: one file, directory, symlink or special file (meta.Inode).
+//   - dirent: a name in a directory pointing at an inode.
+//   - chunk: a content-defined piece of a file, identified by its blob id.
+//     Its plaintext lives under a c key until evicted; clean chunks (those
+//     the repository index already holds) may be evicted, others never.
+//   - queue: q keys naming chunks that still have to reach the remote. A key
+//     is removed only after repo.Flush stored the pack and index holding it.
+//   - staging: an unlinked, encrypted temporary file per open file holding
+//     the bytes written since the last commit, plus the dirty extents.
+//   - commit: turning a file's staging into chunks (on flush/close/fsync):
+//     only the span from the chunk boundary before the first dirty byte to
+//     where the chunker re-synchronises with an old boundary is re-chunked.
+//   - snapshot: repo trees built from the metadata; unchanged directories
+//     reuse their cached tree id.
+//
+// Lock order (outer first): Cache.snapMu → openFile.mu → Cache.nsMu →
+// Cache.upMu → Cache.mu (small state) → chunkLRU.mu, memCache.mu,
+// remoteLock.mu (leaves). Badger transactions are taken under any of them.
+// Nothing waits for the remote while holding nsMu or Cache.mu; a read or a
+// commit may fetch a chunk from the remote while holding its file's mu.
+//
+// Durability: Badger's logs are memory-mapped, so a committed transaction
+// survives kill -9 of the process once Commit returns; fsync additionally
+// syncs Badger for power loss. Chunks are stored before the inode that
+// names them, and a queue entry is removed only after repo.Flush put its
+// blob in the remote's index.
+//
+// Unlinked inodes stay (with no links) while a handle is open or the
+// kernel may still stat them; Forget, the last release, or the next Open
+// removes them.
+package cache

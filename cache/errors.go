@@ -1,0 +1,25 @@
+package cache
+
+import "errors"
+
+// Sentinel errors of namespace and file operations. Package fs maps each to
+// one errno; everything else becomes EIO.
+var (
+	ErrNotFound    = errors.New("no such file or directory")
+	ErrExists      = errors.New("file exists")
+	ErrNotEmpty    = errors.New("directory not empty")
+	ErrNotDir      = errors.New("not a directory")
+	ErrIsDir       = errors.New("is a directory")
+	ErrInvalid     = errors.New("invalid argument")
+	ErrNameTooLong = errors.New("file name too long")
+	ErrNoAttr      = errors.New("no such attribute")
+	ErrRange       = errors.New("attribute value too large")
+	ErrReadOnly    = errors.New("read-only entry")
+	ErrNoSpace     = errors.New("no space left on device")
+	ErrTooManyLink = errors.New("too many links")
+
+	// ErrLocked means another process uses the same state directory.
+	ErrLocked = errors.New("repository already mounted from this state directory")
+	// ErrRepoLocked means another live mount holds the repository's lock.
+	ErrRepoLocked = errors.New("repository is mounted elsewhere (another live mount holds its lock); unmount it first, or wait for its lock to go stale")
+)

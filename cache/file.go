@@ -1,0 +1,771 @@
+package cache
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// openFile is the in-memory state of a file with open handles: its
+// committed chunk list and the writes since the last commit.
+type openFile struct {
+	c   *Cache
+	ino uint64
+
+	refs int // guarded by Cache.mu
+
+	mu      sync.Mutex // guards the fields below
+	chunks  []meta.Chunk
+	offs    []uint64 // start offset of each chunk
+	size    uint64   // current size, including uncommitted changes
+	mtime   int64
+	ctime   int64
+	changed bool    // size/times differ from the inode record
+	dirty   extents // bytes that differ from the committed chunks
+	written extents // bytes held by staging; dirty but not written reads as zero
+	points  []uint64
+	stage   *staging
+	lastEnd uint64 // end of the last read, to detect sequential reads
+
+	dirtyBytes atomic.Int64
+}
+
+// Handle is one open file description.
+type Handle struct {
+	c      *Cache
+	f      *openFile
+	append bool
+	write  bool
+}
+
+// Ino returns the inode number the handle is open on.
+func (h *Handle) Ino() uint64 { return h.f.ino }
+
+// OpenFile opens a regular file. O_TRUNC truncates; O_APPEND writes at the end.
+func (c *Cache) OpenFile(ctx context.Context, ino uint64, flags uint32) (*Handle, error) {
+	f, err := c.acquire(ctx, ino)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handle{c: c, f: f, append: flags&unix.O_APPEND != 0, write: flags&unix.O_ACCMODE != unix.O_RDONLY}
+	if flags&unix.O_TRUNC != 0 && h.write {
+		if err := f.truncate(ctx, 0); err != nil {
+			c.release(ctx, f)
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// acquire returns the open state of ino, loading it on first use.
+func (c *Cache) acquire(ctx context.Context, ino uint64) (*openFile, error) {
+	c.mu.Lock()
+	if f := c.open[ino]; f != nil {
+		f.refs++
+		c.mu.Unlock()
+		return f, nil
+	}
+	c.mu.Unlock()
+	// nsMu orders the open against unlink and rename: either they see
+	// the file open and keep its inode, or the open sees it gone.
+	c.nsMu.Lock()
+	defer c.nsMu.Unlock()
+	n, err := c.getInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if n.Type == tree.Dir {
+		return nil, ErrIsDir
+	}
+	if n.Type != tree.File {
+		return nil, ErrInvalid
+	}
+	f := &openFile{c: c, ino: ino, size: n.Size, mtime: n.Mtime, ctime: n.Ctime}
+	f.setChunks(n.Chunks)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.open[ino]; g != nil { // lost a race with another opener
+		g.refs++
+		return g, nil
+	}
+	f.refs = 1
+	c.open[ino] = f
+	return f, nil
+}
+
+// isSingleUse reports whether f has no handle but the caller's.
+func (c *Cache) isSingleUse(f *openFile) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return f.refs == 1
+}
+
+// release drops one reference; the last one commits and forgets f.
+func (c *Cache) release(ctx context.Context, f *openFile) error {
+	c.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	c.mu.Unlock()
+	if !last {
+		return nil
+	}
+	err := c.commit(ctx, f, false)
+	c.mu.Lock()
+	if f.refs > 0 { // reopened while we committed
+		c.mu.Unlock()
+		return err
+	}
+	delete(c.open, f.ino)
+	c.mu.Unlock()
+	f.mu.Lock()
+	f.closeStagingLocked()
+	f.mu.Unlock()
+	// An inode unlinked while open goes with its last handle.
+	if n, gerr := c.getInode(f.ino); errors.Is(gerr, ErrNotFound) || gerr == nil && n.Nlink > 0 {
+		return err
+	}
+	c.nsMu.Lock()
+	derr := c.update(func(txn *badger.Txn) error {
+		n, err := getInodeTxn(txn, f.ino)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil || n.Nlink > 0 || c.isOpen(f.ino) {
+			return err
+		}
+		return txn.Delete(meta.InodeKey(f.ino))
+	})
+	c.nsMu.Unlock()
+	return errors.Join(err, derr)
+}
+
+func (f *openFile) setChunks(chunks []meta.Chunk) {
+	f.chunks = chunks
+	f.offs = make([]uint64, len(chunks))
+	var off uint64
+	for i, ch := range chunks {
+		f.offs[i] = off
+		off += uint64(ch.Len)
+	}
+}
+
+func (f *openFile) committedSize() uint64 {
+	if len(f.chunks) == 0 {
+		return 0
+	}
+	return f.offs[len(f.offs)-1] + uint64(f.chunks[len(f.chunks)-1].Len)
+}
+
+func (f *openFile) dirtyLocked() bool {
+	return len(f.dirty) > 0 || len(f.points) > 0 || f.changed
+}
+
+func (f *openFile) overlayAttr(a *Attr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dirtyLocked() {
+		a.Size, a.Mtime, a.Ctime = f.size, f.mtime, f.ctime
+	}
+}
+
+func (f *openFile) setMtime(t int64) {
+	f.mu.Lock()
+	f.mtime = t
+	f.mu.Unlock()
+}
+
+func (f *openFile) closeStaging() {
+	f.mu.Lock()
+	f.closeStagingLocked()
+	f.mu.Unlock()
+}
+
+func (f *openFile) closeStagingLocked() {
+	if f.stage != nil {
+		f.stage.close()
+		f.stage = nil
+	}
+}
+
+// ReadAt reads from the file as it is now, committed or not.
+func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	f := h.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	if uint64(off) >= f.size {
+		return 0, nil
+	}
+	n := min(uint64(len(p)), f.size-uint64(off))
+	seq := uint64(off) == f.lastEnd
+	if err := f.readAtLocked(ctx, p[:n], uint64(off), seq); err != nil {
+		return 0, err
+	}
+	f.lastEnd = uint64(off) + n
+	return int(n), nil
+}
+
+// readAtLocked fills p from offset off (within size): dirty bytes from
+// staging (or zeros), the rest from the committed chunks.
+func (f *openFile) readAtLocked(ctx context.Context, p []byte, off uint64, seq bool) error {
+	end := off + uint64(len(p))
+	pos := off
+	for pos < end {
+		i := f.dirty.find(pos)
+		if i < len(f.dirty) && f.dirty[i].Start <= pos {
+			e := min(f.dirty[i].End, end)
+			if err := f.readDirtyLocked(p[pos-off:e-off], pos); err != nil {
+				return err
+			}
+			pos = e
+			continue
+		}
+		e := end
+		if i < len(f.dirty) {
+			e = min(e, f.dirty[i].Start)
+		}
+		if err := f.readBaseLocked(ctx, p[pos-off:e-off], pos, seq); err != nil {
+			return err
+		}
+		pos = e
+	}
+	return nil
+}
+
+func (f *openFile) readDirtyLocked(p []byte, off uint64) error {
+	end := off + uint64(len(p))
+	pos := off
+	for pos < end {
+		i := f.written.find(pos)
+		if i < len(f.written) && f.written[i].Start <= pos {
+			e := min(f.written[i].End, end)
+			if err := f.stage.readAt(p[pos-off:e-off], pos); err != nil {
+				return err
+			}
+			pos = e
+			continue
+		}
+		e := end
+		if i < len(f.written) {
+			e = min(e, f.written[i].Start)
+		}
+		clear(p[pos-off : e-off])
+		pos = e
+	}
+	return nil
+}
+
+// readBaseLocked reads committed content; bytes past it read as zeros.
+func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq bool) error {
+	end := off + uint64(len(p))
+	pos := off
+	for pos < end {
+		i := sort.Search(len(f.offs), func(i int) bool { return f.offs[i] > pos }) - 1
+		if i < 0 || pos >= f.offs[i]+uint64(f.chunks[i].Len) {
+			clear(p[pos-off:])
+			return nil
+		}
+		data, err := f.c.getChunk(ctx, f.chunks[i].ID)
+		if err != nil {
+			return err
+		}
+		if len(data) != int(f.chunks[i].Len) {
+			return fmt.Errorf("chunk %s: %d bytes, want %d: %w", f.chunks[i].ID.Short(), len(data), f.chunks[i].Len, errCorruptState)
+		}
+		n := copy(p[pos-off:], data[pos-f.offs[i]:])
+		pos += uint64(n)
+		if seq && i+1 < len(f.chunks) {
+			f.c.prefetch(f.chunks[i+1].ID)
+		}
+	}
+	return nil
+}
+
+var errCorruptState = errors.New("local state is inconsistent")
+
+// WriteAt writes p at off (at the end for O_APPEND handles) and returns the
+// offset written at.
+func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	f := h.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if h.append {
+		off = int64(f.size)
+	}
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := f.ensureStagingLocked(); err != nil {
+		return 0, err
+	}
+	if f.c.unchecked.Add(int64(len(p))) > spaceCheckEvery {
+		f.c.unchecked.Store(0)
+		if err := f.c.checkSpace(f.dirty.total() + int64(len(p))); err != nil {
+			return 0, err
+		}
+	}
+	o := uint64(off)
+	if err := f.stage.writeAt(p, o); err != nil {
+		return 0, fmt.Errorf("stage write: %w", err)
+	}
+	if o > f.size {
+		f.dirty = f.dirty.add(f.size, o) // the hole reads as zeros
+	}
+	e := o + uint64(len(p))
+	f.dirty = f.dirty.add(o, e)
+	f.written = f.written.add(o, e)
+	if e > f.size {
+		f.size = e
+	}
+	now := f.c.now()
+	f.mtime, f.ctime, f.changed = now, now, true
+	f.dirtyBytes.Store(f.dirty.total())
+	return len(p), nil
+}
+
+// truncate sets the size; committed on the next commit.
+func (f *openFile) truncate(ctx context.Context, size uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if size == f.size {
+		return nil // POSIX: times change only when the size does
+	}
+	if size < f.size {
+		f.dirty = f.dirty.clip(size)
+		f.written = f.written.clip(size)
+		if f.stage != nil {
+			if err := f.stage.truncate(size); err != nil {
+				return err
+			}
+		}
+		if size < f.committedSize() {
+			f.points = append(f.points, size)
+		}
+	} else if size > f.size {
+		f.dirty = f.dirty.add(f.size, size)
+	}
+	f.size = size
+	now := f.c.now()
+	f.mtime, f.ctime, f.changed = now, now, true
+	f.dirtyBytes.Store(f.dirty.total())
+	return nil
+}
+
+func (f *openFile) ensureStagingLocked() error {
+	if f.stage != nil {
+		return nil
+	}
+	s, err := newStaging(f.c.staging)
+	if err != nil {
+		return err
+	}
+	f.stage = s
+	return nil
+}
+
+// Flush commits the file (close(2) calls it).
+func (h *Handle) Flush(ctx context.Context) error { return h.c.commit(ctx, h.f, false) }
+
+// Fsync commits the file and makes the commit durable.
+func (h *Handle) Fsync(ctx context.Context) error { return h.c.commit(ctx, h.f, true) }
+
+// Release closes the handle; the last one commits.
+func (h *Handle) Release(ctx context.Context) error { return h.c.release(ctx, h.f) }
+
+// commit turns f's changes into chunks and records them in the inode. The
+// chunks are durable in the state directory before the inode names them,
+// and both before commit returns.
+func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.dirtyLocked() {
+		if durable {
+			return c.sync()
+		}
+		return nil
+	}
+	n, err := c.getInode(f.ino)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if n.Nlink == 0 {
+		return nil // unlinked: nobody will ever see the content again
+	}
+	if err := c.checkSpace(f.dirty.total()); err != nil {
+		return fmt.Errorf("commit inode %d: %w", f.ino, err)
+	}
+	enqueue := !c.isIgnored(ctx, f.ino)
+	chunks := f.chunks
+	var small []newChunk
+	if len(f.dirty) > 0 || len(f.points) > 0 || f.size != f.committedSize() {
+		chunks, small, err = c.rechunkLocked(ctx, f, enqueue)
+		if err != nil {
+			return fmt.Errorf("commit inode %d: %w", f.ino, err)
+		}
+	}
+	c.nsMu.Lock()
+	err = c.storeChunks(small, enqueue, func(txn *badger.Txn) error {
+		n, err := getInodeTxn(txn, f.ino)
+		if err != nil {
+			return err
+		}
+		n.Chunks, n.Size, n.Mtime, n.Ctime = chunks, f.size, f.mtime, f.ctime
+		return putInode(txn, f.ino, n)
+	})
+	c.nsMu.Unlock()
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("commit inode %d: %w", f.ino, err)
+	}
+	// Badger's log files are memory-mapped: a committed transaction is in
+	// the kernel's page cache and survives kill -9 of this process. Only
+	// fsync has to reach the disk, for power loss.
+	if durable {
+		if err := c.sync(); err != nil {
+			return err
+		}
+	}
+	f.setChunks(chunks)
+	f.dirty, f.written, f.points, f.changed = nil, nil, nil, false
+	f.dirtyBytes.Store(0)
+	if f.stage != nil {
+		if err := f.stage.truncate(0); err != nil {
+			c.log.Warn("cannot shrink a staging file", "err", err)
+		}
+	}
+	c.inodeChanged(f.ino)
+	c.wake()
+	return nil
+}
+
+// rechunkLocked computes the new chunk list of f, storing new chunks. Only
+// the spans around dirty bytes are re-chunked: from the old chunk boundary
+// before a dirty byte until the chunker cuts at an old boundary past every
+// dirty byte seen so far; the old chunks in between are reused as they are.
+// That works because a content-defined cut depends only on the bytes since
+// the previous cut.
+//
+// Chunks smaller than smallChunk are returned in small rather than stored,
+// for the caller to store together with the inode.
+func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue bool) (out []meta.Chunk, small []newChunk, err error) {
+	oldEnd := f.committedSize()
+	size := f.size
+	// Dirty spans, plus points where the old chunking must be redone: a
+	// shrink point, and the old end when the file grew (the old last chunk
+	// was cut by EOF, not by content).
+	type span struct{ s, e uint64 }
+	var spans []span
+	for _, d := range f.dirty {
+		spans = append(spans, span{d.Start, d.End})
+	}
+	for _, p := range f.points {
+		if p < size {
+			spans = append(spans, span{p, p})
+		}
+	}
+	if size != oldEnd {
+		spans = append(spans, span{min(size, oldEnd), min(size, oldEnd)})
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].s < spans[j].s })
+	boundary := make(map[uint64]int, len(f.offs))
+	for i, o := range f.offs {
+		boundary[o] = i
+	}
+	// chunkStart returns the start of the old chunk holding x (the last
+	// chunk for x at or past the old end).
+	chunkStart := func(x uint64) uint64 {
+		i := sort.Search(len(f.offs), func(i int) bool { return f.offs[i] > x }) - 1
+		if i < 0 {
+			return 0
+		}
+		return f.offs[i]
+	}
+	ch := <-c.chunkers
+	defer func() { c.chunkers <- ch }()
+
+	pos := uint64(0) // always an old boundary (or 0) below the rechunked part
+	si := 0
+	copyOld := func(to uint64) {
+		for i := boundary[pos]; i < len(f.chunks) && f.offs[i] < to; i++ {
+			out = append(out, f.chunks[i])
+		}
+		pos = to
+	}
+	for pos < size {
+		for si < len(spans) && spans[si].e < pos || si < len(spans) && spans[si].e == pos && spans[si].s < pos {
+			si++
+		}
+		if si == len(spans) {
+			copyOld(size)
+			break
+		}
+		start := max(chunkStart(spans[si].s), pos)
+		if start > size {
+			start = chunkStart(size)
+		}
+		copyOld(start)
+		rd := &contentReader{ctx: ctx, f: f, pos: start, end: size}
+		ch.Reset(rd)
+		at := start
+		reached := false
+		for {
+			data, err := ch.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				if rd.err != nil {
+					return nil, nil, rd.err
+				}
+				return nil, nil, err
+			}
+			id := c.r.Key().BlobID(data)
+			if len(data) < smallChunk {
+				small = append(small, newChunk{id, append([]byte(nil), data...)})
+			} else if err := c.storeChunk(id, data, enqueue); err != nil {
+				return nil, nil, err
+			}
+			out = append(out, meta.Chunk{ID: id, Len: uint32(len(data))})
+			at += uint64(len(data))
+			// Re-synchronised: an old, content-defined boundary with no
+			// dirty byte or redo point between the run's start and here
+			// left unvisited.
+			for si < len(spans) && (spans[si].e < at || spans[si].e == at && spans[si].s < at) {
+				si++
+			}
+			_, old := boundary[at]
+			inSpan := si < len(spans) && spans[si].s <= at
+			if old && at < oldEnd && !inSpan {
+				reached = true
+				break
+			}
+		}
+		if rd.err != nil {
+			return nil, nil, rd.err
+		}
+		pos = at
+		if !reached {
+			break
+		}
+	}
+	return out, small, nil
+}
+
+// smallChunk is the size below which a chunk is stored with its inode.
+const smallChunk = 256 << 10
+
+// contentReader reads f's current content sequentially; the caller holds f.mu.
+type contentReader struct {
+	ctx      context.Context
+	f        *openFile
+	pos, end uint64
+	err      error
+}
+
+func (r *contentReader) Read(p []byte) (int, error) {
+	if r.pos >= r.end {
+		return 0, io.EOF
+	}
+	n := min(uint64(len(p)), r.end-r.pos)
+	if err := r.f.readAtLocked(r.ctx, p[:n], r.pos, false); err != nil {
+		r.err = err
+		return 0, err
+	}
+	r.pos += n
+	return int(n), nil
+}
+
+// staging holds a file's uncommitted bytes. Small ones stay in memory;
+// past memStagingMax they move to an unlinked temporary file, encrypted
+// with AES-CTR under a random key that lives only in memory: the bytes are
+// unreadable on disk, and gone for good after a crash (uncommitted data is
+// not promised to survive one).
+type staging struct {
+	dir   string
+	mem   []byte   // plaintext by file offset while f is nil
+	f     *os.File // nil until the data outgrows memory
+	buf   []byte   // scratch for ciphertext, reused across writes
+	block cipher.Block
+	iv    [aes.BlockSize]byte
+}
+
+// memStagingMax bounds the bytes one file stages in memory. Creating a
+// temporary file costs more than writing a small file through the mount.
+const memStagingMax = 256 << 10
+
+func newStaging(dir string) (*staging, error) { return &staging{dir: dir}, nil }
+
+// spill moves the staged bytes from memory to an encrypted file.
+func (s *staging) spill() error {
+	fd, err := unix.Open(s.dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	var f *os.File
+	if err == nil {
+		f = os.NewFile(uintptr(fd), "staging")
+	} else {
+		// No O_TMPFILE on this file system: create and unlink at once.
+		f, err = os.CreateTemp(s.dir, "s")
+		if err != nil {
+			return fmt.Errorf("create staging file: %w", err)
+		}
+		os.Remove(f.Name())
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		f.Close()
+		return err
+	}
+	b, err := aes.NewCipher(key)
+	clear(key)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := rand.Read(s.iv[:8]); err != nil {
+		f.Close()
+		return err
+	}
+	s.block = b
+	s.f = f
+	mem := s.mem
+	s.mem = nil
+	if len(mem) > 0 {
+		if err := s.writeAt(mem, 0); err != nil {
+			s.f, s.mem = nil, mem
+			f.Close()
+			return err
+		}
+	}
+	return nil
+}
+
+// xorAt applies the key stream for file offset off.
+func (s *staging) xorAt(dst, src []byte, off uint64) {
+	iv := s.iv
+	binary.BigEndian.PutUint64(iv[8:], off/aes.BlockSize)
+	st := cipher.NewCTR(s.block, iv[:])
+	if skip := off % aes.BlockSize; skip > 0 {
+		var junk [aes.BlockSize]byte
+		st.XORKeyStream(junk[:skip], junk[:skip])
+	}
+	st.XORKeyStream(dst, src)
+}
+
+func (s *staging) writeAt(p []byte, off uint64) error {
+	if s.f == nil {
+		end := off + uint64(len(p))
+		if end <= memStagingMax {
+			if end > uint64(len(s.mem)) {
+				s.mem = append(s.mem, make([]byte, end-uint64(len(s.mem)))...)
+			}
+			copy(s.mem[off:], p)
+			return nil
+		}
+		if err := s.spill(); err != nil {
+			return err
+		}
+	}
+	if cap(s.buf) < len(p) {
+		s.buf = make([]byte, len(p))
+	}
+	buf := s.buf[:len(p)]
+	s.xorAt(buf, p, off)
+	_, err := s.f.WriteAt(buf, int64(off))
+	return err
+}
+
+func (s *staging) readAt(p []byte, off uint64) error {
+	if s.f == nil {
+		n := 0
+		if off < uint64(len(s.mem)) {
+			n = copy(p, s.mem[off:])
+		}
+		clear(p[n:])
+		return nil
+	}
+	n, err := s.f.ReadAt(p, int64(off))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read staging: %w", err)
+	}
+	s.xorAt(p[:n], p[:n], off)
+	clear(p[n:]) // past the end of the file: a hole
+	return nil
+}
+
+func (s *staging) truncate(size uint64) error {
+	if s.f == nil {
+		if size < uint64(len(s.mem)) {
+			clear(s.mem[size:])
+			s.mem = s.mem[:size]
+		}
+		return nil
+	}
+	if err := s.f.Truncate(int64(size)); err != nil {
+		return fmt.Errorf("truncate staging: %w", err)
+	}
+	return nil
+}
+
+func (s *staging) close() {
+	if s.f != nil {
+		s.f.Close()
+	}
+	clear(s.mem)
+	s.mem = nil
+}
+
+// chunkIDs lists the ids of chunks, for tests and the snapshotter.
+func chunkIDs(chunks []meta.Chunk) []crypto.ID {
+	out := make([]crypto.ID, len(chunks))
+	for i, ch := range chunks {
+		out[i] = ch.ID
+	}
+	return out
+}
+
+// spaceMargin is free space the state directory must keep beyond what a
+// commit writes. Badger's logs are memory-mapped and sparse: filling the
+// disk under them would kill the process with SIGBUS instead of returning
+// an error, so writers get ENOSPC before that can happen.
+const (
+	spaceMargin     = 16 << 20
+	spaceCheckEvery = 4 << 20
+)
+
+// checkSpace fails with ErrNoSpace unless need bytes plus the margin are
+// free in the state directory.
+func (c *Cache) checkSpace(need int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(c.opts.StateDir, &st); err != nil {
+		return fmt.Errorf("statfs state directory: %w", err)
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < need+spaceMargin {
+		return fmt.Errorf("state directory has %d bytes free, a commit needs %d more: %w", free, need+spaceMargin-free, ErrNoSpace)
+	}
+	return nil
+}

@@ -1,0 +1,16 @@
+// Package meta is the Badger key schema of the local state directory and
+// the binary encoding of its records. It is the one place that knows how a
+// key is laid out; everything else calls the builders below.
+//
+// Key schema (all integers big-endian, so prefix scans come out ordered):
+//
+//	i <ino:8>            → Inode (EncodeInode)
+//	d <parent:8> <name>  → child ino:8 || type:1          one per directory entry
+//	c <blob id:32>       → chunk plaintext                clean cache or not yet uploaded
+//	q <blob id:32>       → empty                          upload queue: c holds the data
+//	s <name>             → state values: "nextino" (uint64), "stateid" (16 random
+//	                       bytes), "lastsnap" (snapshot id:32)
+//
+// Names appear in d keys, but Badger encrypts keys and values at rest with
+// the repository's local-state subkey, so nothing here is plaintext on disk.
+package meta

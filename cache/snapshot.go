@@ -1,0 +1,491 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/policy/ignore"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// Sync takes a snapshot of everything committed (every file closed or
+// fsynced before the call) and returns once the remote holds it. With
+// nothing changed since the last snapshot, it returns that one.
+func (c *Cache) Sync(ctx context.Context) (*repo.Snapshot, error) {
+	return c.snapshotIfChanged(ctx, true)
+}
+
+// snapshotLoop takes the periodic snapshots until ctx (Close) ends it. One
+// attempt may take at most a few intervals, so that a remote that is down
+// does not hold snapMu forever.
+func (c *Cache) snapshotLoop(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(c.opts.SnapshotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			sctx, cancel := context.WithTimeout(ctx, max(3*c.opts.SnapshotInterval, 30*time.Second))
+			if _, err := c.snapshotIfChanged(sctx, false); err != nil && ctx.Err() == nil {
+				c.log.Warn("periodic snapshot failed; will retry", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// snapshotIfChanged stores a snapshot if anything changed since the last
+// one (or, with always, if there is no snapshot at all yet).
+//
+// OnSnapshot callbacks run after snapMu is released, so that they may call
+// back into the cache (even Sync) without deadlocking.
+func (c *Cache) snapshotIfChanged(ctx context.Context, always bool) (*repo.Snapshot, error) {
+	sn, fns, err := c.snapshotLocked(ctx, always)
+	for _, fn := range fns {
+		fn(sn)
+	}
+	return sn, err
+}
+
+func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot, []func(*repo.Snapshot), error) {
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	c.mu.Lock()
+	seq := c.changeSeq
+	last := c.lastSnap
+	if seq == c.snapSeq && (last != nil || !always) {
+		c.mu.Unlock()
+		return last, nil, nil
+	}
+	c.invalid = map[uint64]bool{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.invalid = nil
+		c.mu.Unlock()
+	}()
+	sn, built, err := c.takeSnapshot(ctx, last)
+	if err != nil {
+		c.setRemoteHealth(err)
+		return nil, nil, fmt.Errorf("snapshot: %w", err)
+	}
+	if sn == last {
+		// The tree is what the last snapshot already holds.
+		c.mu.Lock()
+		if !c.invalid[0] {
+			for ino, te := range built {
+				if !c.invalid[ino] {
+					c.trees[ino] = te
+				}
+			}
+		}
+		c.snapSeq = seq
+		c.mu.Unlock()
+		return last, nil, nil
+	}
+	c.mu.Lock()
+	if !c.invalid[0] {
+		for ino, te := range built {
+			if !c.invalid[ino] {
+				c.trees[ino] = te
+			}
+		}
+	}
+	c.snapSeq = seq
+	c.lastSnap = sn
+	fns := append([]func(*repo.Snapshot){}, c.onSnap...)
+	c.mu.Unlock()
+	if err := c.update(func(txn *badger.Txn) error { return txn.Set(meta.StateKey("lastsnap"), sn.ID[:]) }); err != nil {
+		c.log.Warn("cannot record the last snapshot", "err", err)
+	}
+	c.setRemoteHealth(nil)
+	c.log.Info("snapshot stored", "name", sn.Name(), "id", sn.ID.Short(), "blobs_new", sn.Stats.BlobsNew)
+	return sn, fns, nil
+}
+
+// walker builds trees from one consistent view of the metadata.
+type walker struct {
+	c      *Cache
+	ctx    context.Context
+	txn    *badger.Txn
+	m      *ignore.Matcher
+	trees  [][]byte             // encoded trees to store, children first
+	need   []crypto.ID          // chunks the repository must hold first
+	built  map[uint64]treeEntry // trees to cache once stored
+	cached map[uint64]treeEntry // trees of the last snapshot still valid
+	seen   map[crypto.ID]bool
+}
+
+func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.Snapshot, map[uint64]treeEntry, error) {
+	c.mu.Lock()
+	cached := make(map[uint64]treeEntry, len(c.trees))
+	for k, v := range c.trees {
+		cached[k] = v
+	}
+	c.mu.Unlock()
+	txn := c.db.NewTransaction(false)
+	w := &walker{c: c, ctx: ctx, txn: txn, m: ignore.New("/"), built: map[uint64]treeEntry{}, cached: cached, seen: map[crypto.ID]bool{}}
+	root, err := w.dir(meta.RootIno, nil)
+	txn.Discard()
+	if err != nil {
+		return nil, nil, err
+	}
+	// Chunks first: queue what the repository lacks, then drain.
+	if len(w.need) > 0 {
+		if err := c.update(func(txn *badger.Txn) error {
+			for _, id := range w.need {
+				if _, err := txn.Get(meta.QueueKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
+					item, err := txn.Get(meta.ChunkKey(id))
+					if err != nil {
+						return fmt.Errorf("chunk %s is neither local nor in the repository: %w", id.Short(), errCorruptState)
+					}
+					if err := txn.Set(meta.QueueKey(id), nil); err != nil {
+						return err
+					}
+					c.mu.Lock()
+					c.queue[id] = item.ValueSize()
+					c.queueBytes += item.ValueSize()
+					c.mu.Unlock()
+				} else if err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return nil, nil, err
+		}
+	}
+	if parent != nil && root.id == parent.Tree && len(w.need) == 0 {
+		return parent, w.built, nil
+	}
+	if err := c.drain(ctx); err != nil {
+		return nil, nil, err
+	}
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	before := c.r.Stats()
+	for _, b := range w.trees {
+		if _, _, err := c.r.SaveBlob(ctx, pack.Tree, b); err != nil {
+			return nil, nil, err
+		}
+	}
+	sn := &repo.Snapshot{Time: c.opts.Now().UTC(), Tree: root.id, Source: "keepfs mount", Stats: root.stats}
+	sn.Hostname, _ = os.Hostname()
+	if u, err := user.Current(); err == nil {
+		sn.Username = u.Username
+	}
+	if parent != nil {
+		p := parent.ID
+		sn.Parent = &p
+		// .versions names snapshots by the second: keep the names of a
+		// mount's snapshots distinct and increasing.
+		if p := parent.Time.Truncate(time.Second); !sn.Time.Truncate(time.Second).After(p) {
+			sn.Time = p.Add(time.Second)
+		}
+	}
+	if err := c.r.SaveSnapshot(ctx, sn); err != nil {
+		return nil, nil, err
+	}
+	after := c.r.Stats()
+	sn.Stats.BlobsNew = after.BlobsNew - before.BlobsNew
+	sn.Stats.BytesAdded = after.BytesStored - before.BytesStored
+	return sn, w.built, nil
+}
+
+// dir returns the tree of directory ino at path, from the cache when the
+// directory has not changed since the last snapshot.
+func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
+	if err := w.ctx.Err(); err != nil {
+		return treeEntry{}, err
+	}
+	// Patterns only matter below this directory, so a cached one
+	// needs neither its entries nor its ignore file.
+	if te, ok := w.cached[ino]; ok {
+		return te, nil
+	}
+	ents, err := readDirTxn(w.txn, ino)
+	if err != nil {
+		return treeEntry{}, err
+	}
+	// The ignore file must be known before any entry is decided, and
+	// deeper files come after shallower ones (the walk is depth-first).
+	for _, e := range ents {
+		if e.Name == ignore.FileName && e.Type == tree.File {
+			n, err := getInodeTxn(w.txn, e.Ino)
+			if err != nil {
+				return treeEntry{}, err
+			}
+			content, err := w.c.readAll(w.ctx, n)
+			if err != nil {
+				return treeEntry{}, fmt.Errorf("read %s: %w", ignore.FileName, err)
+			}
+			w.m.AddPatterns(path, "/"+strings.Join(append(append([]string{}, path...), ignore.FileName), "/"), content)
+		}
+	}
+	t := &tree.Tree{}
+	st := repo.SnapshotStats{Dirs: 1}
+	for _, e := range ents {
+		crel := append(append([]string(nil), path...), e.Name)
+		if w.m.Match(crel, e.Type == tree.Dir).Ignored {
+			continue
+		}
+		n, err := getInodeTxn(w.txn, e.Ino)
+		if err != nil {
+			return treeEntry{}, err
+		}
+		node := &tree.Node{Name: e.Name, Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, Size: n.Size,
+			MTime: n.Mtime, ATime: n.Atime, CTime: n.Ctime, Rdev: n.Rdev, LinkTarget: n.Target, Xattrs: n.Xattrs,
+			Links: uint64(n.Nlink)}
+		switch n.Type {
+		case tree.Dir:
+			sub, err := w.dir(e.Ino, crel)
+			if err != nil {
+				return treeEntry{}, err
+			}
+			node.Subtree = sub.id
+			node.Size = 0
+			st.Dirs += sub.stats.Dirs
+			st.Files += sub.stats.Files
+			st.Bytes += sub.stats.Bytes
+		case tree.File:
+			node.Content = chunkIDs(n.Chunks)
+			if n.Nlink > 1 {
+				node.Inode = e.Ino
+			}
+			for _, id := range node.Content {
+				if !w.seen[id] && !w.c.r.Index().Has(pack.Data, id) {
+					w.need = append(w.need, id)
+				}
+				w.seen[id] = true
+			}
+			st.Files++
+			st.Bytes += int64(n.Size)
+		}
+		t.Nodes = append(t.Nodes, node)
+	}
+	b, err := t.Encode()
+	if err != nil {
+		return treeEntry{}, err
+	}
+	w.c.treesBuilt.Add(1)
+	id := w.c.r.Key().BlobID(b)
+	if !w.c.r.Index().Has(pack.Tree, id) {
+		w.trees = append(w.trees, b)
+	}
+	te := treeEntry{id: id, stats: st}
+	w.built[ino] = te
+	return te, nil
+}
+
+// readAll returns a small file's committed content.
+func (c *Cache) readAll(ctx context.Context, n *meta.Inode) ([]byte, error) {
+	var out []byte
+	for _, ch := range n.Chunks {
+		b, err := c.getChunk(ctx, ch.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// bootstrap fills an empty state directory: an empty root, or the latest
+// snapshot of the repository (metadata only; data comes on read).
+func (c *Cache) bootstrap(ctx context.Context) error {
+	snaps, err := c.r.Snapshots(ctx)
+	if err != nil {
+		return fmt.Errorf("list snapshots to rebuild the local state: %w", err)
+	}
+	now := c.now()
+	root := &meta.Inode{Type: tree.Dir, Mode: 0o755, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
+		Nlink: 2, Atime: now, Mtime: now, Ctime: now}
+	if len(snaps) == 0 {
+		return c.update(func(txn *badger.Txn) error { return putInode(txn, meta.RootIno, root) })
+	}
+	latest := snaps[len(snaps)-1]
+	wb := c.db.NewWriteBatch()
+	defer wb.Cancel()
+	links := map[uint64]uint64{} // snapshot inode → local inode, for hard links
+	var walk func(id crypto.ID, dir uint64, dn *meta.Inode) (repo.SnapshotStats, error)
+	walk = func(id crypto.ID, dir uint64, dn *meta.Inode) (repo.SnapshotStats, error) {
+		t, err := c.r.LoadTree(ctx, id)
+		if err != nil {
+			return repo.SnapshotStats{}, err
+		}
+		st := repo.SnapshotStats{Dirs: 1}
+		for _, nd := range t.Nodes {
+			if nd.Type == tree.File && nd.Links > 1 && nd.Inode != 0 {
+				if ino, ok := links[nd.Inode]; ok {
+					if err := wb.Set(meta.DirentKey(dir, nd.Name), meta.EncodeDirent(ino, nd.Type)); err != nil {
+						return st, err
+					}
+					st.Files++
+					st.Bytes += int64(nd.Size)
+					continue
+				}
+			}
+			ino, err := c.allocIno(nil)
+			if err != nil {
+				return st, err
+			}
+			n := &meta.Inode{Type: nd.Type, Mode: nd.Mode, UID: nd.UID, GID: nd.GID, Nlink: 1, Size: nd.Size,
+				Rdev: nd.Rdev, Atime: nd.ATime, Mtime: nd.MTime, Ctime: nd.CTime, Parent: dir, Name: nd.Name,
+				Target: nd.LinkTarget, Xattrs: nd.Xattrs}
+			switch nd.Type {
+			case tree.Dir:
+				n.Nlink = 2
+				dn.Nlink++
+				sub, err := walk(nd.Subtree, ino, n)
+				if err != nil {
+					return st, err
+				}
+				c.trees[ino] = treeEntry{id: nd.Subtree, stats: sub}
+				st.Dirs += sub.Dirs
+				st.Files += sub.Files
+				st.Bytes += sub.Bytes
+			case tree.File:
+				for _, cid := range nd.Content {
+					loc, ok := c.r.Index().Lookup(pack.Data, cid)
+					if !ok {
+						return st, fmt.Errorf("snapshot %s names chunk %s which the index lacks: %w", latest.ID.Short(), cid.Short(), repo.ErrBlobNotFound)
+					}
+					n.Chunks = append(n.Chunks, meta.Chunk{ID: cid, Len: loc.RawLength})
+				}
+				if nd.Links > 1 && nd.Inode != 0 {
+					links[nd.Inode] = ino
+					n.Nlink = uint32(nd.Links)
+				}
+				st.Files++
+				st.Bytes += int64(nd.Size)
+			}
+			if err := wb.Set(meta.InodeKey(ino), meta.EncodeInode(n)); err != nil {
+				return st, err
+			}
+			if err := wb.Set(meta.DirentKey(dir, nd.Name), meta.EncodeDirent(ino, nd.Type)); err != nil {
+				return st, err
+			}
+		}
+		return st, nil
+	}
+	st, err := walk(latest.Tree, meta.RootIno, root)
+	if err != nil {
+		return fmt.Errorf("rebuild from snapshot %s: %w", latest.Name(), err)
+	}
+	c.trees[meta.RootIno] = treeEntry{id: latest.Tree, stats: st}
+	if err := wb.Set(meta.InodeKey(meta.RootIno), meta.EncodeInode(root)); err != nil {
+		return err
+	}
+	if err := wb.Set(meta.StateKey("lastsnap"), latest.ID[:]); err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("rebuild from snapshot %s: %w", latest.Name(), err)
+	}
+	c.log.Info("local state rebuilt from the remote", "snapshot", latest.Name(), "files", st.Files)
+	return c.sync()
+}
+
+// ignoreCache holds the content of each directory's .gdprignore for commit
+// time decisions; any change to an ignore file resets it.
+type ignoreCache struct {
+	c       *Cache
+	content map[uint64][]byte // dir → content (nil: none)
+}
+
+func newIgnoreCache(c *Cache) *ignoreCache {
+	return &ignoreCache{c: c, content: map[uint64][]byte{}}
+}
+
+func (ic *ignoreCache) reset() {
+	ic.c.mu.Lock()
+	ic.content = map[uint64][]byte{}
+	ic.c.mu.Unlock()
+}
+
+// isIgnored reports whether ino's current path is excluded by .gdprignore
+// files, so that its chunks stay local. The snapshot walk decides again
+// (and queues what it keeps), so a wrong answer here costs only an upload.
+func (c *Cache) isIgnored(ctx context.Context, ino uint64) bool {
+	var path []string
+	var dirs []uint64
+	cur := ino
+	for i := 0; cur != meta.RootIno; i++ {
+		if i > 4096 {
+			return false
+		}
+		n, err := c.getInode(cur)
+		if err != nil {
+			return false
+		}
+		path = append(path, n.Name)
+		cur = n.Parent
+		dirs = append(dirs, cur)
+	}
+	if len(path) == 0 {
+		return false
+	}
+	// Reverse into root-first order.
+	for i, j := 0, len(path)-1; i < j; i, j = i+1, j-1 {
+		path[i], path[j] = path[j], path[i]
+		dirs[i], dirs[j] = dirs[j], dirs[i]
+	}
+	m := ignore.New("/")
+	for depth, d := range dirs {
+		content, err := c.ignoreContent(ctx, d)
+		if err != nil {
+			c.log.Warn("cannot read an ignore file", "err", err)
+			continue
+		}
+		if content != nil {
+			m.AddPatterns(path[:depth], "/"+strings.Join(append(append([]string{}, path[:depth]...), ignore.FileName), "/"), content)
+		}
+	}
+	return m.Explain(path, false).Ignored
+}
+
+func (c *Cache) ignoreContent(ctx context.Context, dir uint64) ([]byte, error) {
+	c.mu.Lock()
+	b, ok := c.ignore.content[dir]
+	c.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	var n *meta.Inode
+	err := c.view(func(txn *badger.Txn) error {
+		ino, t, err := lookupTxn(txn, dir, ignore.FileName)
+		if err != nil || t != tree.File {
+			return err
+		}
+		n, err = getInodeTxn(txn, ino)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if n != nil {
+		if b, err = c.readAll(ctx, n); err != nil {
+			return nil, err
+		}
+		if b == nil {
+			b = []byte{}
+		}
+	}
+	c.mu.Lock()
+	c.ignore.content[dir] = b
+	c.mu.Unlock()
+	return b, nil
+}

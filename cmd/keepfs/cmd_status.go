@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+)
+
+func cmdStatus() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show a mount's dirty data, upload queue, last snapshot and remote health",
+		ArgsUsage: "[MNT]",
+		Description: `Without MNT: the mount of --state, or the only keepfs mount.
+
+Examples:
+   keepfs status ~/safe
+   keepfs status --json`,
+		Flags: []cli.Flag{jsonFlag()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return usageError("status takes at most one mount point")
+			}
+			sock, err := daemonSocket(c, c.Args().First())
+			if err != nil {
+				return err
+			}
+			resp, err := callDaemon(c.Context, sock, "status")
+			if err != nil {
+				return err
+			}
+			st := resp.Status
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, map[string]any{"mount": resp.Mount, "pid": resp.PID, "status": st})
+			}
+			remote := "reachable"
+			if !st.RemoteReachable {
+				remote = "UNREACHABLE"
+				if st.LastError != "" {
+					remote += " (" + st.LastError + ")"
+				}
+			}
+			last := st.LastSnapshot
+			if last == "" {
+				last = "none yet"
+			}
+			fmt.Fprintf(c.App.Writer, "mount:         %s (pid %d)\ndirty:         %s\nupload queue:  %d chunks, %s\nlast snapshot: %s\nremote:        %s\ncache:         %s\n",
+				resp.Mount, resp.PID, humanBytes(st.DirtyBytes), st.QueueBlobs, humanBytes(st.QueueBytes), last, remote, humanBytes(st.CacheBytes))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,261 @@
+// Package daemon runs one mount: the cache, the FUSE server and the control
+// socket through which the CLI asks for status, sync and unmount.
+//
+// The control socket lives in the state directory (mode 0600) and only
+// answers peers with the daemon's uid or root (SO_PEERCRED). Its protocol
+// is one JSON request and one JSON response per connection.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/cache"
+	"github.com/keepfs/keepfs/fs"
+	"github.com/keepfs/keepfs/repo"
+)
+
+// SocketName is the control socket's name inside the state directory.
+const SocketName = "control.sock"
+
+// Config describes one mount.
+type Config struct {
+	Mountpoint string
+	Cache      cache.Options // StateDir must be set
+	FS         fs.Options
+	Logger     *slog.Logger
+	// Ready is called once the mount serves requests.
+	Ready func()
+}
+
+// Request is what a client sends.
+type Request struct {
+	Op string `json:"op"` // "status", "sync", "unmount"
+}
+
+// Response is what the daemon answers.
+type Response struct {
+	OK       bool          `json:"ok"`
+	Error    string        `json:"error,omitempty"`
+	Status   *cache.Status `json:"status,omitempty"`
+	Snapshot string        `json:"snapshot,omitempty"`
+	Mount    string        `json:"mount,omitempty"`
+	PID      int           `json:"pid,omitempty"`
+}
+
+type daemon struct {
+	cfg  Config
+	c    *cache.Cache
+	srv  *fuse.Server
+	log  *slog.Logger
+	stop chan struct{} // closed when an unmount was requested
+	once sync.Once
+}
+
+// Run mounts and serves until ctx is cancelled (SIGINT/SIGTERM), an
+// unmount is requested, or the file system is unmounted from outside.
+// Shutdown commits, takes a final snapshot and waits until the remote holds
+// it before unmounting.
+func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg.Cache.Logger = log
+	sock := filepath.Join(cfg.Cache.StateDir, SocketName)
+	c, err := cache.Open(ctx, r, cfg.Cache)
+	if err != nil {
+		return err
+	}
+	d := &daemon{cfg: cfg, c: c, log: log, stop: make(chan struct{})}
+
+	// A socket left by a killed daemon is stale: the state lock we now hold
+	// proves nobody serves it.
+	_ = os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		c.Close(ctx)
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer ln.Close()
+	if err := os.Chmod(sock, 0o600); err != nil {
+		c.Close(ctx)
+		return fmt.Errorf("control socket: %w", err)
+	}
+	cfg.FS.FsName = sock
+	cfg.FS.Logger = log
+	srv, err := fs.Mount(cfg.Mountpoint, c, cfg.FS)
+	if err != nil {
+		c.Close(context.WithoutCancel(ctx))
+		return err
+	}
+	d.srv = srv
+	go d.serve(ln)
+	log.Info("mounted", "mountpoint", cfg.Mountpoint, "state", cfg.Cache.StateDir)
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+
+	external := make(chan struct{})
+	go func() { srv.Wait(); close(external) }()
+	select {
+	case <-ctx.Done():
+		log.Info("signal: unmounting")
+	case <-d.stop:
+	case <-external:
+		log.Warn("unmounted from outside; committing what is left")
+		return d.closeCache()
+	}
+	return d.shutdown()
+}
+
+// shutdown takes the final snapshot while the mount still answers, then
+// unmounts and closes the cache (which commits anything written since).
+func (d *daemon) shutdown() error {
+	ctx := context.Background()
+	if _, err := d.c.Sync(ctx); err != nil {
+		d.log.Error("final sync", "err", err)
+	}
+	if err := d.unmount(); err != nil {
+		d.log.Error("unmount", "err", err)
+	}
+	return d.closeCache()
+}
+
+func (d *daemon) closeCache() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := d.c.Close(ctx); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// unmount retries while the mount is busy, then detaches it lazily: the
+// data is already committed, and a stuck process must not keep the daemon.
+func (d *daemon) unmount() error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = d.srv.Unmount(); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.log.Warn("mount busy; detaching lazily", "err", err)
+	if lerr := unix.Unmount(d.cfg.Mountpoint, unix.MNT_DETACH); lerr != nil {
+		return errors.Join(err, lerr)
+	}
+	return nil
+}
+
+func (d *daemon) serve(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go d.handle(conn.(*net.UnixConn))
+	}
+}
+
+func peerAllowed(conn *net.UnixConn) bool {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return false
+	}
+	return cred.Uid == 0 || int(cred.Uid) == os.Getuid()
+}
+
+func (d *daemon) handle(conn *net.UnixConn) {
+	defer conn.Close()
+	enc := json.NewEncoder(conn)
+	if !peerAllowed(conn) {
+		_ = enc.Encode(Response{Error: "permission denied: the control socket answers only its owner"})
+		return
+	}
+	var req Request
+	if err := json.NewDecoder(conn).Decode(&req); err != nil {
+		_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	resp := Response{OK: true, Mount: d.cfg.Mountpoint, PID: os.Getpid()}
+	ctx := context.Background()
+	switch req.Op {
+	case "status":
+		st := d.c.Status()
+		resp.Status = &st
+	case "sync":
+		sn, err := d.c.Sync(ctx)
+		if err != nil {
+			resp = Response{Error: err.Error()}
+			break
+		}
+		if sn != nil {
+			resp.Snapshot = sn.Name()
+		}
+		st := d.c.Status()
+		resp.Status = &st
+	case "unmount":
+		// Snapshot before answering, so the client returns only when the
+		// remote holds it; the unmount itself follows.
+		sn, err := d.c.Sync(ctx)
+		if err != nil {
+			resp = Response{Error: err.Error()}
+			break
+		}
+		if sn != nil {
+			resp.Snapshot = sn.Name()
+		}
+		d.once.Do(func() { close(d.stop) })
+	default:
+		resp = Response{Error: fmt.Sprintf("unknown request %q", req.Op)}
+	}
+	_ = enc.Encode(resp)
+}
+
+// Call sends one request to the daemon behind sock.
+func Call(ctx context.Context, sock string, op string) (*Response, error) {
+	var dl net.Dialer
+	conn, err := dl.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("no keepfs daemon answers at %s: %w", sock, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if err := json.NewEncoder(conn).Encode(Request{Op: op}); err != nil {
+		return nil, fmt.Errorf("send %s: %w", op, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%s: no answer from the daemon: %w", op, err)
+	}
+	if !resp.OK {
+		return &resp, errors.New(resp.Error)
+	}
+	return &resp, nil
+}

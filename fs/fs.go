@@ -1,0 +1,548 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/cache"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// Options tune a mount.
+type Options struct {
+	AllowOther   bool
+	HideVersions bool // leave .versions out of the root listing (lookups still work)
+	Debug        bool
+	FsName       string // shown as the mount source; the daemon passes its control socket path
+	Logger       *slog.Logger
+}
+
+// VersionsName is the read-only history directory at the root.
+const VersionsName = ".versions"
+
+// liveTimeout is how long the kernel may cache entries and attributes of
+// the live tree. All changes come through the kernel, so caching is safe;
+// the bound only matters for metadata recovered or changed behind its back.
+const liveTimeout = time.Second
+
+// Mount serves c at mountpoint. The file system type shows as fuse.keepfs;
+// the kernel checks permissions (default_permissions), and other users get
+// in only with AllowOther.
+func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	fsys := &filesystem{c: c, opts: opts, log: log}
+	root := &dirNode{node{fs: fsys, ino: c.Root()}}
+	fsys.root = root
+	timeout := liveTimeout
+	name := opts.FsName
+	if name == "" {
+		name = "keepfs"
+	}
+	mo := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			Name:         "keepfs",
+			FsName:       name,
+			AllowOther:   opts.AllowOther,
+			Debug:        opts.Debug,
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+			Options:      []string{"default_permissions"},
+			DirectMount:  true,
+			// Locks stay with the kernel: it handles flock and fcntl
+			// locks locally when the file system does not.
+			EnableLocks: false,
+		},
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		// Mode 0000 is a real mode here, not "unset".
+		NullPermissions: true,
+		RootStableAttr:  &gofs.StableAttr{Ino: c.Root(), Mode: syscall.S_IFDIR},
+		OnAdd: func(ctx context.Context) {
+			if v := newVersionsRoot(c); v != nil {
+				fsys.versions = root.NewPersistentInode(ctx, v, gofs.StableAttr{Mode: syscall.S_IFDIR})
+				root.AddChild(VersionsName, fsys.versions, false)
+			}
+		},
+	}
+	srv, err := gofs.Mount(mountpoint, root, mo)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return srv, nil
+}
+
+type filesystem struct {
+	c        *cache.Cache
+	opts     Options
+	log      *slog.Logger
+	root     *dirNode
+	versions *gofs.Inode // nil until fs/versions is wired in
+}
+
+func (f *filesystem) errno(err error) syscall.Errno { return toErrno(f.log, err) }
+
+// node is what every live-tree node type shares.
+type node struct {
+	gofs.Inode
+	fs  *filesystem
+	ino uint64
+}
+
+type dirNode struct{ node }
+type fileNode struct{ node }
+type symlinkNode struct{ node }
+type specialNode struct{ node }
+
+// fileHandle is one open file description.
+type fileHandle struct{ h *cache.Handle }
+
+func fillAttr(a cache.Attr, out *fuse.Attr) {
+	out.Ino = a.Ino
+	out.Mode = a.UnixMode()
+	out.Nlink = a.Nlink
+	out.Uid, out.Gid = a.UID, a.GID
+	out.Size = a.Size
+	out.Blocks = (a.Size + 511) / 512
+	out.Blksize = 1 << 20
+	out.Rdev = uint32(a.Rdev)
+	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)
+	out.Mtime, out.Mtimensec = uint64(a.Mtime/1e9), uint32(a.Mtime%1e9)
+	out.Ctime, out.Ctimensec = uint64(a.Ctime/1e9), uint32(a.Ctime%1e9)
+}
+
+// newChild makes the inode for a as a child of n.
+func (n *node) newChild(ctx context.Context, a cache.Attr, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(a, &out.Attr)
+	var emb gofs.InodeEmbedder
+	switch a.Type {
+	case tree.Dir:
+		emb = &dirNode{node{fs: n.fs, ino: a.Ino}}
+	case tree.File:
+		emb = &fileNode{node{fs: n.fs, ino: a.Ino}}
+	case tree.Symlink:
+		emb = &symlinkNode{node{fs: n.fs, ino: a.Ino}}
+	default:
+		emb = &specialNode{node{fs: n.fs, ino: a.Ino}}
+	}
+	return n.NewInode(ctx, emb, gofs.StableAttr{Mode: a.UnixMode() & syscall.S_IFMT, Ino: a.Ino})
+}
+
+func caller(ctx context.Context) (uint32, uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return uint32(syscall.Getuid()), uint32(syscall.Getgid())
+}
+
+var _ = (gofs.NodeGetattrer)((*node)(nil))
+
+func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	a, err := n.fs.c.GetAttr(ctx, n.ino)
+	if err != nil {
+		return n.fs.errno(err)
+	}
+	fillAttr(a, &out.Attr)
+	return 0
+}
+
+var _ = (gofs.NodeSetattrer)((*node)(nil))
+
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var sa cache.SetAttrIn
+	if m, ok := in.GetMode(); ok {
+		sa.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		sa.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		sa.GID = &g
+	}
+	if s, ok := in.GetSize(); ok {
+		sa.Size = &s
+	}
+	if t, ok := in.GetATime(); ok {
+		v := t.UnixNano()
+		sa.Atime = &v
+	}
+	if t, ok := in.GetMTime(); ok {
+		v := t.UnixNano()
+		sa.Mtime = &v
+	}
+	a, err := n.fs.c.SetAttr(ctx, n.ino, sa)
+	if err != nil {
+		return n.fs.errno(err)
+	}
+	fillAttr(a, &out.Attr)
+	return 0
+}
+
+var _ = (gofs.NodeGetxattrer)((*node)(nil))
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, err := n.fs.c.GetXattr(ctx, n.ino, attr)
+	if err != nil {
+		return 0, n.fs.errno(err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+var _ = (gofs.NodeSetxattrer)((*node)(nil))
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return n.fs.errno(n.fs.c.SetXattr(ctx, n.ino, attr, data, flags))
+}
+
+var _ = (gofs.NodeRemovexattrer)((*node)(nil))
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.fs.errno(n.fs.c.RemoveXattr(ctx, n.ino, attr))
+}
+
+var _ = (gofs.NodeListxattrer)((*node)(nil))
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, err := n.fs.c.ListXattr(ctx, n.ino)
+	if err != nil {
+		return 0, n.fs.errno(err)
+	}
+	var b []byte
+	for _, s := range names {
+		b = append(append(b, s...), 0)
+	}
+	if len(dest) == 0 {
+		return uint32(len(b)), 0
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+var _ = (gofs.NodeStatfser)((*node)(nil))
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st, err := n.fs.c.StatFs(ctx)
+	if err != nil {
+		return n.fs.errno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = st.Bsize, st.Bsize
+	out.NameLen = st.NameLen
+	return 0
+}
+
+// isVersions reports whether name in this directory is the reserved
+// .versions entry of the root.
+func (d *dirNode) isVersions(name string) bool {
+	return d.ino == d.fs.c.Root() && name == VersionsName
+}
+
+var _ = (gofs.NodeLookuper)((*dirNode)(nil))
+
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if d.isVersions(name) && d.fs.versions != nil {
+		if ga, ok := d.fs.versions.Operations().(gofs.NodeGetattrer); ok {
+			var ao fuse.AttrOut
+			ga.Getattr(ctx, nil, &ao)
+			out.Attr = ao.Attr
+		} else {
+			out.Attr.Mode = syscall.S_IFDIR | 0o555
+		}
+		return d.fs.versions, 0
+	}
+	a, err := d.fs.c.Lookup(ctx, d.ino, name)
+	if err != nil {
+		return nil, d.fs.errno(err)
+	}
+	return d.newChild(ctx, a, out), 0
+}
+
+var _ = (gofs.NodeReaddirer)((*dirNode)(nil))
+
+func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ents, err := d.fs.c.ReadDir(ctx, d.ino)
+	if err != nil {
+		return nil, d.fs.errno(err)
+	}
+	out := make([]fuse.DirEntry, 0, len(ents)+1)
+	if d.ino == d.fs.c.Root() && d.fs.versions != nil && !d.fs.opts.HideVersions {
+		out = append(out, fuse.DirEntry{Name: VersionsName, Mode: syscall.S_IFDIR, Ino: d.fs.versions.StableAttr().Ino})
+	}
+	for _, e := range ents {
+		if d.isVersions(e.Name) && d.fs.versions != nil {
+			continue // shadowed by the history tree
+		}
+		out = append(out, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: cache.Attr{Type: e.Type}.UnixMode()})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+func (d *dirNode) create(ctx context.Context, name string, nn cache.NewNode, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if d.isVersions(name) {
+		return nil, syscall.EEXIST
+	}
+	nn.UID, nn.GID = caller(ctx)
+	a, err := d.fs.c.Create(ctx, d.ino, name, nn)
+	if err != nil {
+		return nil, d.fs.errno(err)
+	}
+	return d.newChild(ctx, a, out), 0
+}
+
+var _ = (gofs.NodeMkdirer)((*dirNode)(nil))
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return d.create(ctx, name, cache.NewNode{Type: tree.Dir, Mode: mode & 0o7777}, out)
+}
+
+var _ = (gofs.NodeMknoder)((*dirNode)(nil))
+
+func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return d.create(ctx, name, cache.NewNode{Type: cache.TypeFromMode(mode), Mode: mode & 0o7777, Rdev: uint64(dev)}, out)
+}
+
+var _ = (gofs.NodeSymlinker)((*dirNode)(nil))
+
+func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return d.create(ctx, name, cache.NewNode{Type: tree.Symlink, Target: target}, out)
+}
+
+var _ = (gofs.NodeCreater)((*dirNode)(nil))
+
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	in, errno := d.create(ctx, name, cache.NewNode{Type: tree.File, Mode: mode & 0o7777}, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	// The file is new: O_TRUNC has nothing to do (and must not touch
+	// the times the kernel just cached).
+	h, err := d.fs.c.OpenFile(ctx, out.Attr.Ino, flags&^syscall.O_TRUNC)
+	if err != nil {
+		return nil, nil, 0, d.fs.errno(err)
+	}
+	return in, &fileHandle{h}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (gofs.NodeLinker)((*dirNode)(nil))
+
+func (d *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if d.isVersions(name) {
+		return nil, syscall.EEXIST
+	}
+	t, ok := target.(interface{ liveIno() uint64 })
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	a, err := d.fs.c.Link(ctx, t.liveIno(), d.ino, name)
+	if err != nil {
+		return nil, d.fs.errno(err)
+	}
+	return d.newChild(ctx, a, out), 0
+}
+
+func (n *node) liveIno() uint64 { return n.ino }
+
+var _ = (gofs.NodeUnlinker)((*dirNode)(nil))
+
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if d.isVersions(name) {
+		return syscall.EROFS
+	}
+	return d.fs.errno(d.fs.c.Unlink(ctx, d.ino, name))
+}
+
+var _ = (gofs.NodeRmdirer)((*dirNode)(nil))
+
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if d.isVersions(name) {
+		return syscall.EROFS
+	}
+	return d.fs.errno(d.fs.c.Rmdir(ctx, d.ino, name))
+}
+
+var _ = (gofs.NodeRenamer)((*dirNode)(nil))
+
+func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if d.isVersions(name) || np.isVersions(newName) {
+		return syscall.EROFS
+	}
+	return d.fs.errno(d.fs.c.Rename(ctx, d.ino, name, np.ino, newName, flags))
+}
+
+var _ = (gofs.NodeFsyncer)((*dirNode)(nil))
+
+// Fsync on a directory: namespace changes are durable once Badger syncs,
+// which every file commit does; there is nothing pending per directory.
+func (d *dirNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	return 0
+}
+
+var _ = (gofs.NodeReadlinker)((*symlinkNode)(nil))
+
+func (s *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, err := s.fs.c.Readlink(ctx, s.ino)
+	if err != nil {
+		return nil, s.fs.errno(err)
+	}
+	return []byte(t), 0
+}
+
+var _ = (gofs.NodeOpener)((*fileNode)(nil))
+
+func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	h, err := f.fs.c.OpenFile(ctx, f.ino, flags)
+	if err != nil {
+		return nil, 0, f.fs.errno(err)
+	}
+	// All writes come through this mount, so the kernel's page cache
+	// stays valid across opens.
+	return &fileHandle{h}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (gofs.NodeReader)((*fileNode)(nil))
+
+func (f *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := fh.(*fileHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	n, err := h.h.ReadAt(ctx, dest, off)
+	if err != nil {
+		return nil, f.fs.errno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+var _ = (gofs.NodeWriter)((*fileNode)(nil))
+
+func (f *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	h, ok := fh.(*fileHandle)
+	if !ok {
+		return 0, syscall.EBADF
+	}
+	n, err := h.h.WriteAt(ctx, data, off)
+	if err != nil {
+		return 0, f.fs.errno(err)
+	}
+	return uint32(n), 0
+}
+
+var _ = (gofs.NodeFlusher)((*fileNode)(nil))
+
+func (f *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	h, ok := fh.(*fileHandle)
+	if !ok {
+		return 0
+	}
+	return f.fs.errno(h.h.Flush(ctx))
+}
+
+var _ = (gofs.NodeFsyncer)((*fileNode)(nil))
+
+func (f *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	h, ok := fh.(*fileHandle)
+	if !ok {
+		return 0
+	}
+	return f.fs.errno(h.h.Fsync(ctx))
+}
+
+var _ = (gofs.NodeReleaser)((*fileNode)(nil))
+
+func (f *fileNode) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	h, ok := fh.(*fileHandle)
+	if !ok {
+		return 0
+	}
+	return f.fs.errno(h.h.Release(ctx))
+}
+
+var _ = (gofs.NodeAllocater)((*fileNode)(nil))
+
+// Allocate supports plain fallocate (mode 0): the file grows to cover the
+// range; nothing is reserved, as the data lives in chunks anyway.
+func (f *fileNode) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	const keepSize = 1 // FALLOC_FL_KEEP_SIZE: reserve only, which is a no-op here
+	if mode == keepSize {
+		return 0
+	}
+	if mode != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	a, err := f.fs.c.GetAttr(ctx, f.ino)
+	if err != nil {
+		return f.fs.errno(err)
+	}
+	if end := off + size; end > a.Size {
+		if _, err := f.fs.c.SetAttr(ctx, f.ino, cache.SetAttrIn{Size: &end}); err != nil {
+			return f.fs.errno(err)
+		}
+	}
+	return 0
+}
+
+var _ = (gofs.NodeLseeker)((*fileNode)(nil))
+
+// Lseek answers SEEK_DATA and SEEK_HOLE treating the whole file as data
+// (holes are not tracked once chunked), which POSIX allows.
+func (f *fileNode) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	a, err := f.fs.c.GetAttr(ctx, f.ino)
+	if err != nil {
+		return 0, f.fs.errno(err)
+	}
+	if off >= a.Size {
+		return 0, syscall.ENXIO
+	}
+	switch whence {
+	case unix.SEEK_DATA:
+		return off, 0
+	case unix.SEEK_HOLE:
+		return a.Size, 0
+	}
+	return 0, syscall.EINVAL
+}
+
+var _ = (gofs.NodeOnForgetter)((*node)(nil))
+
+// OnForget: the kernel dropped its last reference; an unlinked inode goes.
+func (n *node) OnForget() { n.fs.c.Forget(n.ino) }
+
+var _ = (gofs.NodeTmpfiler)((*dirNode)(nil))
+
+func (d *dirNode) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	uid, gid := caller(ctx)
+	a, err := d.fs.c.CreateUnlinked(ctx, d.ino, cache.NewNode{Type: tree.File, Mode: mode & 0o7777, UID: uid, GID: gid})
+	if err != nil {
+		return nil, nil, 0, d.fs.errno(err)
+	}
+	h, err := d.fs.c.OpenFile(ctx, a.Ino, flags&^syscall.O_TRUNC)
+	if err != nil {
+		return nil, nil, 0, d.fs.errno(err)
+	}
+	fillAttr(a, &out.Attr)
+	in := d.NewInode(ctx, &fileNode{node{fs: d.fs, ino: a.Ino}}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: a.Ino})
+	return in, &fileHandle{h}, fuse.FOPEN_KEEP_CACHE, 0
+}

@@ -1,0 +1,246 @@
+package fs_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/fs/fstest"
+)
+
+func TestPosix(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	// Tests whose premise this file system does not share.
+	skip := map[string]string{
+		// It expects two descriptors of one process to conflict, which
+		// holds for OFD locks on a loopback's backing files, not for the
+		// POSIX locks the kernel keeps for this file system.
+		"FcntlFlockLocksFile": "per-descriptor lock ownership is a loopback property",
+	}
+	for name, fn := range posixtest.All {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := skip[name]; ok {
+				t.Log("not run:", why)
+				return
+			}
+			dir := filepath.Join(m.Dir, name)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			fn(t, dir)
+		})
+	}
+}
+
+func TestMountBasics(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	d := m.Dir
+	data := make([]byte, 5<<20+123)
+	rand.Read(data)
+	p := filepath.Join(d, "a", "b", "big")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v, equal=%v", err, bytes.Equal(got, data))
+	}
+	// Write in the middle at an offset, and sparse beyond the end.
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("XYZ"), 1<<20)
+	f.WriteAt([]byte("END"), int64(len(data))+4096)
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	copy(data[1<<20:], "XYZ")
+	data = append(data, make([]byte, 4096)...)
+	data = append(data, "END"...)
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, data) {
+		t.Fatal("content after offset writes differs")
+	}
+	// mode 0000 stays 0000; no umask applied on top of the caller's.
+	z := filepath.Join(d, "zero")
+	if err := os.WriteFile(z, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(z, 0)
+	if fi, _ := os.Stat(z); fi.Mode().Perm() != 0 {
+		t.Fatalf("mode 0000 shows as %v", fi.Mode())
+	}
+	old := syscall.Umask(0)
+	err = os.Mkdir(filepath.Join(d, "open"), 0o777)
+	syscall.Umask(old)
+	if fi, _ := os.Stat(filepath.Join(d, "open")); err != nil || fi.Mode().Perm() != 0o777 {
+		t.Fatalf("mkdir 0777 with umask 0: %v %v", fi.Mode(), err)
+	}
+	// setgid directories pass their group and bit on.
+	sg := filepath.Join(d, "sg")
+	for _, err := range []error{os.Mkdir(sg, 0o755), os.Chown(sg, 0, 4242), os.Chmod(sg, 0o2775|os.ModeSetgid), os.Mkdir(filepath.Join(sg, "sub"), 0o755)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st unix.Stat_t
+	unix.Stat(sg, &st)
+	t.Logf("sg: gid %d mode %o", st.Gid, st.Mode)
+	unix.Stat(filepath.Join(sg, "sub"), &st)
+	if st.Gid != 4242 || st.Mode&unix.S_ISGID == 0 {
+		t.Fatalf("subdir of setgid dir: gid %d mode %o", st.Gid, st.Mode)
+	}
+	// 255-byte names and odd bytes.
+	long := strings.Repeat("n", 255)
+	if err := os.WriteFile(filepath.Join(d, long), []byte("x"), 0o644); err != nil {
+		t.Fatalf("255-byte name: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(d, long+"x"), []byte("x"), 0o644); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Fatalf("256-byte name: %v", err)
+	}
+	odd := "\x01\xfe tab\tnl\n"
+	if err := os.WriteFile(filepath.Join(d, odd), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// rename variants
+	os.WriteFile(filepath.Join(d, "r1"), []byte("one"), 0o644)
+	os.WriteFile(filepath.Join(d, "r2"), []byte("two"), 0o644)
+	if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(d, "r1"), unix.AT_FDCWD, filepath.Join(d, "r2"), unix.RENAME_NOREPLACE); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("RENAME_NOREPLACE: %v", err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(d, "r1"), unix.AT_FDCWD, filepath.Join(d, "r2"), unix.RENAME_EXCHANGE); err != nil {
+		t.Fatalf("RENAME_EXCHANGE: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(d, "r1")); string(b) != "two" {
+		t.Fatalf("after exchange r1 = %q", b)
+	}
+	if err := os.Rename(filepath.Join(d, "r1"), filepath.Join(d, "a", "r2")); err != nil {
+		t.Fatal(err)
+	}
+	// The root's .versions name is reserved.
+	if err := os.Mkdir(filepath.Join(d, ".versions"), 0o755); err == nil {
+		t.Fatal("mkdir .versions at the root succeeded")
+	}
+	if err := os.WriteFile(filepath.Join(d, ".versions"), nil, 0o644); err == nil {
+		t.Fatal("creating a file .versions at the root succeeded")
+	}
+	if err := os.Rename(filepath.Join(d, "zero"), filepath.Join(d, ".versions")); err == nil {
+		t.Fatal("renaming onto .versions at the root succeeded")
+	}
+	// statfs works.
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(d, &sfs); err != nil || sfs.Namelen != 255 {
+		t.Fatalf("statfs: %v namelen %d", err, sfs.Namelen)
+	}
+	// fstype
+	mounts, _ := os.ReadFile("/proc/mounts")
+	if !strings.Contains(string(mounts), " "+d+" fuse.keepfs ") {
+		t.Fatalf("mount not listed as fuse.keepfs")
+	}
+}
+
+func TestSyncAndRecovery(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	want := map[string][]byte{}
+	for i := 0; i < 20; i++ {
+		b := make([]byte, i*7919)
+		rand.Read(b)
+		name := fmt.Sprintf("d%d/f%d", i%3, i)
+		os.MkdirAll(filepath.Join(m.Dir, filepath.Dir(name)), 0o755)
+		if err := os.WriteFile(filepath.Join(m.Dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = b
+	}
+	os.Symlink("d0/f0", filepath.Join(m.Dir, "link"))
+	if err := os.Link(filepath.Join(m.Dir, "d1/f1"), filepath.Join(m.Dir, "d2/hard")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(filepath.Join(m.Dir, "d0/f3"), "user.tag", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Cache.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.Close(t)
+	m2 := fstest.New(t, fstest.Config{Remote: m.Remote})
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(m2.Dir, name))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("%s after recovery: %v", name, err)
+		}
+	}
+	if tgt, err := os.Readlink(filepath.Join(m2.Dir, "link")); err != nil || tgt != "d0/f0" {
+		t.Fatalf("symlink after recovery: %q %v", tgt, err)
+	}
+	var a, b unix.Stat_t
+	unix.Stat(filepath.Join(m2.Dir, "d1/f1"), &a)
+	unix.Stat(filepath.Join(m2.Dir, "d2/hard"), &b)
+	if a.Ino != b.Ino || a.Nlink != 2 {
+		t.Fatalf("hard link after recovery: inodes %d/%d nlink %d", a.Ino, b.Ino, a.Nlink)
+	}
+	{
+		v := make([]byte, 8)
+		n, err := unix.Getxattr(filepath.Join(m2.Dir, "d0/f3"), "user.tag", v)
+		if err != nil || string(v[:n]) != "v" {
+			t.Fatalf("xattr after recovery: %q %v", v[:n], err)
+		}
+	}
+}
+
+func TestUnlinkOpenFile(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	p := filepath.Join(m.Dir, "f")
+	os.WriteFile(p, []byte("still here"), 0o644)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := f.ReadAt(buf, 0)
+	if string(buf[:n]) != "still here" {
+		t.Fatalf("read of unlinked open file: %q %v", buf[:n], err)
+	}
+}
+
+func TestMmap(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	p := filepath.Join(m.Dir, "m")
+	os.WriteFile(p, make([]byte, 8192), 0o644)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b[4096:], "mmapped")
+	if err := unix.Msync(b, unix.MS_SYNC); err != nil {
+		t.Fatal(err)
+	}
+	unix.Munmap(b)
+	f.Close()
+	got, _ := os.ReadFile(p)
+	if string(got[4096:4103]) != "mmapped" {
+		t.Fatalf("mmap write not visible: %q", got[4096:4103])
+	}
+}
