@@ -69,7 +69,7 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 		NullPermissions: true,
 		RootStableAttr:  &gofs.StableAttr{Ino: c.Root(), Mode: syscall.S_IFDIR},
 		OnAdd: func(ctx context.Context) {
-			if v := newVersionsRoot(c); v != nil {
+			if v := newVersionsRoot(c, opts); v != nil {
 				fsys.versions = root.NewPersistentInode(ctx, v, gofs.StableAttr{Mode: syscall.S_IFDIR})
 				root.AddChild(VersionsName, fsys.versions, false)
 			}

@@ -4,12 +4,14 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/keepfs/keepfs/cache"
+	"github.com/keepfs/keepfs/fs/versions"
+	"github.com/keepfs/keepfs/repo"
 )
 
-// newVersionsRoot builds the read-only .versions tree for c, or returns
-// nil to leave it out.
-//
-// TODO(versions): plug in fs/versions here once it lands:
-//
-//	return versions.NewRoot(versionsSource{c})  // with c.OnSnapshot(src.Refresh)
-func newVersionsRoot(c *cache.Cache) gofs.InodeEmbedder { return nil }
+// newVersionsRoot builds the read-only .versions tree for c; it refreshes
+// its snapshot list whenever the cache stores a new snapshot.
+func newVersionsRoot(c *cache.Cache, opts Options) gofs.InodeEmbedder {
+	root := versions.NewRoot(versions.RepoSource{Repository: c.Repository()}, versions.Options{Logger: opts.Logger})
+	c.OnSnapshot(func(*repo.Snapshot) { root.Refresh() })
+	return root
+}

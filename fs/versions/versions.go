@@ -1,0 +1,533 @@
+// Package versions is the read-only .versions tree: one directory per
+// snapshot, named by its time (2026-11-28T130500Z, UTC), plus "latest".
+// Any other name of that form, or a prefix of one (2026-11-28T13), resolves
+// to the newest snapshot at or before that time.
+//
+// Snapshots never change, so everything below a snapshot directory is
+// cached by the kernel for a long time; only the root's entries (which gain
+// snapshots and move "latest") are looked up afresh.
+package versions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// Source is what the tree reads from; *repo.Repository implements it.
+type Source interface {
+	Snapshots(ctx context.Context) ([]*repo.Snapshot, error)
+	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
+	LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID) ([]byte, error)
+	BlobSize(t pack.BlobType, id crypto.ID) (uint32, bool)
+}
+
+// RepoSource adapts a repository.
+type RepoSource struct{ *repo.Repository }
+
+// BlobSize is the plaintext length of an indexed blob.
+func (s RepoSource) BlobSize(t pack.BlobType, id crypto.ID) (uint32, bool) {
+	loc, ok := s.Index().Lookup(t, id)
+	return loc.RawLength, ok
+}
+
+// Options tune the tree.
+type Options struct {
+	Logger *slog.Logger
+	// ListTTL bounds how long the snapshot list is reused without Refresh.
+	ListTTL time.Duration
+}
+
+// snapshot timeouts: contents never change.
+const stableTimeout = time.Hour
+
+// Root is the .versions directory.
+type Root struct {
+	gofs.Inode
+	src  Source
+	opts Options
+
+	mu      sync.Mutex
+	names   []string // unique names, oldest first
+	byName  map[string]*repo.Snapshot
+	loaded  time.Time
+	blobs   *chunkCache
+	inodes  map[string]*gofs.Inode // snapshot id -> dir inode, so the kernel sees one inode per snapshot
+	version int
+}
+
+// NewRoot returns the .versions directory over src.
+func NewRoot(src Source, opts Options) *Root {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ListTTL == 0 {
+		opts.ListTTL = 10 * time.Second
+	}
+	return &Root{src: src, opts: opts, blobs: newChunkCache(32), inodes: map[string]*gofs.Inode{}}
+}
+
+// Refresh drops the cached snapshot list (called after each new snapshot).
+func (r *Root) Refresh() {
+	r.mu.Lock()
+	r.loaded = time.Time{}
+	r.mu.Unlock()
+}
+
+// Name gives snapshots unique names: their time, with "-1", "-2" … for
+// later snapshots that fall in the same second.
+func names(snaps []*repo.Snapshot) ([]string, map[string]*repo.Snapshot) {
+	out := make([]string, 0, len(snaps))
+	by := map[string]*repo.Snapshot{}
+	count := map[string]int{}
+	for _, s := range snaps {
+		n := s.Name()
+		if k := count[n]; k > 0 {
+			count[n]++
+			n = fmt.Sprintf("%s-%d", n, k)
+		} else {
+			count[n] = 1
+		}
+		out = append(out, n)
+		by[n] = s
+	}
+	return out, by
+}
+
+func (r *Root) list(ctx context.Context) ([]string, map[string]*repo.Snapshot, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.loaded.IsZero() && time.Since(r.loaded) < r.opts.ListTTL {
+		return r.names, r.byName, nil
+	}
+	snaps, err := r.src.Snapshots(ctx)
+	if err != nil {
+		if r.names != nil {
+			// Keep serving what we know while the remote is away.
+			r.opts.Logger.Warn("listing snapshots", "err", err)
+			return r.names, r.byName, nil
+		}
+		return nil, nil, err
+	}
+	r.names, r.byName = names(snaps)
+	r.loaded = time.Now()
+	return r.names, r.byName, nil
+}
+
+// resolve maps a name in .versions to a snapshot.
+func (r *Root) resolve(ctx context.Context, name string) (*repo.Snapshot, error) {
+	ns, by, err := r.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s, ok := by[name]; ok {
+		return s, nil
+	}
+	if name == "latest" {
+		if len(ns) == 0 {
+			return nil, repo.ErrNoSnapshot
+		}
+		return by[ns[len(ns)-1]], nil
+	}
+	if !strings.HasPrefix(name, "1") && !strings.HasPrefix(name, "2") {
+		return nil, repo.ErrNoSnapshot
+	}
+	at, err := repo.ParseTimePrefix(name)
+	if err != nil {
+		return nil, repo.ErrNoSnapshot
+	}
+	snaps := make([]*repo.Snapshot, 0, len(ns))
+	for _, n := range ns {
+		snaps = append(snaps, by[n])
+	}
+	return repo.FindSnapshot(snaps, at)
+}
+
+var _ = (gofs.NodeReaddirer)((*Root)(nil))
+
+// Readdir lists every snapshot and latest.
+func (r *Root) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ns, by, err := r.list(ctx)
+	if err != nil {
+		return nil, r.errno(err)
+	}
+	out := make([]fuse.DirEntry, 0, len(ns)+1)
+	for _, n := range ns {
+		out = append(out, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: snapIno(by[n])})
+	}
+	if len(ns) > 0 {
+		out = append(out, fuse.DirEntry{Name: "latest", Mode: syscall.S_IFDIR, Ino: snapIno(by[ns[len(ns)-1]])})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+var _ = (gofs.NodeLookuper)((*Root)(nil))
+
+// Lookup resolves snapshot names, latest and time prefixes.
+func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	sn, err := r.resolve(ctx, name)
+	if err != nil {
+		return nil, r.errno(err)
+	}
+	// The root changes as snapshots arrive: no kernel caching of its names.
+	out.SetEntryTimeout(0)
+	out.SetAttrTimeout(stableTimeout)
+	root := &tree.Node{Name: name, Type: tree.Dir, Mode: 0o555, Subtree: sn.Tree, MTime: sn.Time.UnixNano(), CTime: sn.Time.UnixNano()}
+	d := &dirNode{node: node{entry: entry{r: r, sn: sn, n: root}}}
+	d.fill(&out.Attr)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := sn.ID.String()
+	if ino, ok := r.inodes[key]; ok {
+		return ino, 0
+	}
+	ino := r.NewPersistentInode(ctx, d, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: snapIno(sn)})
+	r.inodes[key] = ino
+	return ino, 0
+}
+
+var _ = (gofs.NodeGetattrer)((*Root)(nil))
+
+// Getattr: a read-only directory.
+func (r *Root) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o555
+	out.Nlink = 2
+	out.SetTimeout(time.Second)
+	return 0
+}
+
+func (r *Root) errno(err error) syscall.Errno { return toErrno(r.opts.Logger, err) }
+
+// toErrno maps repository errors: missing → ENOENT, integrity failure →
+// EIO (never wrong bytes), cancellation → EINTR.
+func toErrno(log *slog.Logger, err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, repo.ErrNoSnapshot), errors.Is(err, repo.ErrPathNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	}
+	if errors.Is(err, pack.ErrCorrupt) || errors.Is(err, crypto.ErrAuth) {
+		log.Error("integrity failure reading a snapshot", "err", err)
+	} else {
+		log.Error("reading a snapshot", "err", err)
+	}
+	return syscall.EIO
+}
+
+func snapIno(sn *repo.Snapshot) uint64 { return pathIno(sn, "/") }
+
+// pathIno gives every (snapshot, path) a stable inode number, in a range
+// far from the live tree's sequential numbers.
+func pathIno(sn *repo.Snapshot, p string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(sn.ID[:])
+	_, _ = h.Write([]byte(p))
+	return h.Sum64() | 1<<63
+}
+
+// entry is what every node inside a snapshot knows about itself.
+type entry struct {
+	r    *Root
+	sn   *repo.Snapshot
+	n    *tree.Node
+	path string
+}
+
+// node is the shared part of every entry inside a snapshot.
+type node struct {
+	gofs.Inode
+	entry
+}
+
+func (n *entry) fill(a *fuse.Attr) {
+	a.Mode = n.n.Mode & 0o7777
+	switch n.n.Type {
+	case tree.Dir:
+		a.Mode |= syscall.S_IFDIR
+		a.Nlink = 2
+	case tree.Symlink:
+		a.Mode |= syscall.S_IFLNK
+		a.Size = uint64(len(n.n.LinkTarget))
+	case tree.FIFO:
+		a.Mode |= syscall.S_IFIFO
+	case tree.CharDev:
+		a.Mode |= syscall.S_IFCHR
+		a.Rdev = uint32(n.n.Rdev)
+	case tree.BlockDev:
+		a.Mode |= syscall.S_IFBLK
+		a.Rdev = uint32(n.n.Rdev)
+	case tree.Socket:
+		a.Mode |= syscall.S_IFSOCK
+	default:
+		a.Mode |= syscall.S_IFREG
+		a.Size = n.n.Size
+	}
+	if n.n.Type != tree.Dir {
+		a.Nlink = uint32(max(n.n.Links, 1))
+	}
+	a.Uid, a.Gid = n.n.UID, n.n.GID
+	a.Blocks = (a.Size + 511) / 512
+	mt := time.Unix(0, n.n.MTime)
+	ct := time.Unix(0, n.n.CTime)
+	at := mt
+	if n.n.ATime != 0 {
+		at = time.Unix(0, n.n.ATime)
+	}
+	a.SetTimes(&at, &mt, &ct)
+	a.Ino = pathIno(n.sn, n.path)
+}
+
+var _ = (gofs.NodeGetattrer)((*node)(nil))
+
+func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.fill(&out.Attr)
+	out.SetTimeout(stableTimeout)
+	return 0
+}
+
+var _ = (gofs.NodeGetxattrer)((*node)(nil))
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	for _, x := range n.n.Xattrs {
+		if x.Name == attr {
+			if len(dest) < len(x.Value) {
+				return uint32(len(x.Value)), syscall.ERANGE
+			}
+			return uint32(copy(dest, x.Value)), 0
+		}
+	}
+	return 0, syscall.ENODATA
+}
+
+var _ = (gofs.NodeListxattrer)((*node)(nil))
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var b []byte
+	for _, x := range n.n.Xattrs {
+		b = append(append(b, x.Name...), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+// Every change is refused: history is read-only.
+var (
+	_ = (gofs.NodeSetattrer)((*node)(nil))
+	_ = (gofs.NodeSetxattrer)((*node)(nil))
+	_ = (gofs.NodeRemovexattrer)((*node)(nil))
+)
+
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno { return syscall.EROFS }
+
+type dirNode struct{ node }
+
+var _ = (gofs.NodeLookuper)((*dirNode)(nil))
+
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, err := d.r.src.LoadTree(ctx, d.n.Subtree)
+	if err != nil {
+		return nil, d.r.errno(err)
+	}
+	c := t.Find(name)
+	if c == nil {
+		return nil, syscall.ENOENT
+	}
+	child := entry{r: d.r, sn: d.sn, n: c, path: d.path + "/" + name}
+	child.fill(&out.Attr)
+	out.SetEntryTimeout(stableTimeout)
+	out.SetAttrTimeout(stableTimeout)
+	var emb gofs.InodeEmbedder
+	switch c.Type {
+	case tree.Dir:
+		emb = &dirNode{node{entry: child}}
+	case tree.File:
+		emb = &fileNode{node: node{entry: child}}
+	case tree.Symlink:
+		emb = &linkNode{node{entry: child}}
+	default:
+		emb = &node{entry: child}
+	}
+	return d.NewInode(ctx, emb, gofs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: out.Attr.Ino}), 0
+}
+
+var _ = (gofs.NodeReaddirer)((*dirNode)(nil))
+
+func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	t, err := d.r.src.LoadTree(ctx, d.n.Subtree)
+	if err != nil {
+		return nil, d.r.errno(err)
+	}
+	out := make([]fuse.DirEntry, 0, len(t.Nodes))
+	for _, c := range t.Nodes {
+		tmp := entry{sn: d.sn, n: c, path: d.path + "/" + c.Name}
+		var a fuse.Attr
+		tmp.fill(&a)
+		out = append(out, fuse.DirEntry{Name: c.Name, Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+var (
+	_ = (gofs.NodeCreater)((*dirNode)(nil))
+	_ = (gofs.NodeMkdirer)((*dirNode)(nil))
+	_ = (gofs.NodeMknoder)((*dirNode)(nil))
+	_ = (gofs.NodeSymlinker)((*dirNode)(nil))
+	_ = (gofs.NodeLinker)((*dirNode)(nil))
+	_ = (gofs.NodeUnlinker)((*dirNode)(nil))
+	_ = (gofs.NodeRmdirer)((*dirNode)(nil))
+	_ = (gofs.NodeRenamer)((*dirNode)(nil))
+)
+
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EROFS
+}
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (d *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
+func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+
+type linkNode struct{ node }
+
+var _ = (gofs.NodeReadlinker)((*linkNode)(nil))
+
+func (l *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(l.n.LinkTarget), 0
+}
+
+// fileNode reads chunks on demand.
+type fileNode struct {
+	node
+	once    sync.Once
+	offsets []int64 // start of each chunk; len(Content)+1 entries
+	err     error
+}
+
+func (f *fileNode) layout() error {
+	f.once.Do(func() {
+		f.offsets = make([]int64, len(f.n.Content)+1)
+		for i, id := range f.n.Content {
+			sz, ok := f.r.src.BlobSize(pack.Data, id)
+			if !ok {
+				f.err = fmt.Errorf("data blob %s: %w", id.Short(), repo.ErrBlobNotFound)
+				return
+			}
+			f.offsets[i+1] = f.offsets[i] + int64(sz)
+		}
+	})
+	return f.err
+}
+
+var _ = (gofs.NodeOpener)((*fileNode)(nil))
+
+func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	if err := f.layout(); err != nil {
+		return nil, 0, f.r.errno(err)
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (gofs.NodeReader)((*fileNode)(nil))
+
+func (f *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if err := f.layout(); err != nil {
+		return nil, f.r.errno(err)
+	}
+	end := f.offsets[len(f.offsets)-1]
+	if off >= end {
+		return fuse.ReadResultData(nil), 0
+	}
+	want := min(int64(len(dest)), end-off)
+	i := sort.Search(len(f.offsets)-1, func(i int) bool { return f.offsets[i+1] > off })
+	n := int64(0)
+	for n < want && i < len(f.n.Content) {
+		id := f.n.Content[i]
+		b, err := f.r.blobs.get(ctx, f.r.src, id)
+		if err != nil {
+			return nil, f.r.errno(err)
+		}
+		start := off + n - f.offsets[i]
+		c := copy(dest[n:want], b[start:])
+		n += int64(c)
+		i++
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// chunkCache keeps recently read chunks: the kernel reads 128 KiB at a time
+// and a chunk is about 1 MiB.
+type chunkCache struct {
+	mu    sync.Mutex
+	max   int
+	order []crypto.ID
+	m     map[crypto.ID][]byte
+}
+
+func newChunkCache(max int) *chunkCache {
+	return &chunkCache{max: max, m: map[crypto.ID][]byte{}}
+}
+
+func (c *chunkCache) get(ctx context.Context, src Source, id crypto.ID) ([]byte, error) {
+	c.mu.Lock()
+	if b, ok := c.m[id]; ok {
+		c.mu.Unlock()
+		return b, nil
+	}
+	c.mu.Unlock()
+	b, err := src.LoadBlob(ctx, pack.Data, id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[id]; !ok {
+		c.m[id] = b
+		c.order = append(c.order, id)
+		if len(c.order) > c.max {
+			delete(c.m, c.order[0])
+			c.order = c.order[1:]
+		}
+	}
+	return b, nil
+}
