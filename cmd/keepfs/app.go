@@ -65,6 +65,8 @@ Examples:
 			cmdUnmount(),
 			cmdStatus(),
 			cmdSync(),
+			cmdLog(),
+			cmdDiff(),
 		},
 	}
 	setUsageErrors(app.Commands)
