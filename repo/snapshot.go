@@ -146,11 +146,18 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	return out, nil
 }
 
-// SortSnapshots orders by time, then id, so equal times sort stably.
+// SortSnapshots orders by time; equal times put a parent before its child,
+// then sort by id so the order is stable.
 func SortSnapshots(s []*Snapshot) {
-	sort.Slice(s, func(i, j int) bool {
+	sort.SliceStable(s, func(i, j int) bool {
 		if !s[i].Time.Equal(s[j].Time) {
 			return s[i].Time.Before(s[j].Time)
+		}
+		if s[j].Parent != nil && *s[j].Parent == s[i].ID {
+			return true
+		}
+		if s[i].Parent != nil && *s[i].Parent == s[j].ID {
+			return false
 		}
 		return string(s[i].ID[:]) < string(s[j].ID[:])
 	})

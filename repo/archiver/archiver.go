@@ -130,6 +130,11 @@ func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (
 	}
 	after := r.Stats()
 	sn := &repo.Snapshot{Time: opts.Now().UTC(), Tree: root, Source: abs}
+	if opts.Parent != nil && !sn.Time.After(opts.Parent.Time) {
+		// Snapshot order is time order: never let a clock that stood still
+		// (or went back) put a child before its parent.
+		sn.Time = opts.Parent.Time.Add(time.Nanosecond)
+	}
 	sn.Hostname, _ = os.Hostname()
 	if opts.Parent != nil {
 		p := opts.Parent.ID
