@@ -19,8 +19,9 @@ func cmdIgnore() *cli.Command {
 			Usage:     "tell whether paths are excluded from backup, and why",
 			ArgsUsage: "PATH...",
 			Description: `Like git check-ignore: prints each excluded PATH; with -v also the deciding
-FILE:LINE:PATTERN, separated from the path by a tab. For a path on disk the
-.gdprignore files from / down to the path apply. Exits 0 when at least one
+FILE:LINE:PATTERN, separated from the path by a tab. For a path in a keepfs
+mount the .gdprignore files from the mount root down apply; for any other
+path on disk those from / down. Exits 0 when at least one
 path is excluded, 1 when none is.
 
 Examples:
@@ -49,7 +50,15 @@ Examples:
 					if err != nil {
 						return err
 					}
-					d, err := ignore.CheckPath(abs)
+					// Inside a mount, the mount is the tree: its root's
+					// .gdprignore is the outermost that applies.
+					root := "/"
+					if m, ok, err := findMount(abs); err != nil {
+						return err
+					} else if ok {
+						root = m.Point
+					}
+					d, err := ignore.CheckPathIn(root, abs)
 					if err != nil {
 						return err
 					}

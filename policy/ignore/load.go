@@ -51,22 +51,31 @@ func (m *Matcher) LoadDir(fsys fs.FS, dir []string) error {
 // working directory; paths are cleaned lexically, symbolic links in them are
 // not resolved. Whether the path is a directory comes from lstat; a missing
 // path counts as a file.
-func CheckPath(p string) (Decision, error) {
+func CheckPath(p string) (Decision, error) { return CheckPathIn("/", p) }
+
+// CheckPathIn is CheckPath for a tree rooted at root (a keepfs mount point,
+// say): only the ignore files from root down apply. p must be root or
+// below it.
+func CheckPathIn(root, p string) (Decision, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return Decision{}, fmt.Errorf("ignore: check %s: %w", p, err)
 	}
-	rel := strings.TrimPrefix(filepath.ToSlash(abs), "/")
-	if rel == "" {
+	root = filepath.Clean(root)
+	rel, err := filepath.Rel(root, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return Decision{}, fmt.Errorf("ignore: %s is not below %s", p, root)
+	}
+	if rel == "." {
 		return Decision{}, nil
 	}
-	comps := strings.Split(rel, "/")
+	comps := strings.Split(filepath.ToSlash(rel), "/")
 	isDir := false
 	if fi, err := os.Lstat(abs); err == nil {
 		isDir = fi.IsDir()
 	}
-	m := New("/")
-	fsys := os.DirFS("/")
+	m := New(root)
+	fsys := os.DirFS(root)
 	if err := m.LoadDir(fsys, nil); err != nil {
 		return Decision{}, err
 	}
