@@ -131,13 +131,11 @@ func runMount(c *cli.Context) error {
 	if c.Duration("snapshot-interval") <= 0 {
 		return usageError("--snapshot-interval must be positive")
 	}
-	ready := func() {}
 	if fd := c.Int("ready-fd"); fd > 0 {
 		// Started by a parent mount: report the outcome on the pipe.
 		w := os.NewFile(uintptr(fd), "ready")
 		defer w.Close()
-		ready = func() { fmt.Fprintln(w, "ok") }
-		err := mountForeground(c, mnt, size, ready)
+		err := mountForeground(c, mnt, size, func() { fmt.Fprintln(w, "ok") })
 		if err != nil {
 			fmt.Fprintf(w, "error: %s\n", oneLine(err))
 		}

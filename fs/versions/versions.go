@@ -62,13 +62,12 @@ type Root struct {
 	src  Source
 	opts Options
 
-	mu      sync.Mutex
-	names   []string // unique names, oldest first
-	byName  map[string]*repo.Snapshot
-	loaded  time.Time
-	blobs   *chunkCache
-	inodes  map[string]*gofs.Inode // snapshot id -> dir inode, so the kernel sees one inode per snapshot
-	version int
+	mu     sync.Mutex
+	names  []string // unique names, oldest first
+	byName map[string]*repo.Snapshot
+	loaded time.Time
+	blobs  *chunkCache
+	inodes map[string]*gofs.Inode // snapshot id -> dir inode, so the kernel sees one inode per snapshot
 }
 
 // NewRoot returns the .versions directory over src.
