@@ -84,6 +84,7 @@ type Cache struct {
 	chunksStored atomic.Int64 // chunks new to the state directory, for tests
 	treesBuilt   atomic.Int64 // directory trees encoded by snapshots, for tests
 
+	files    *chunkFiles
 	lru      *chunkLRU
 	mem      *memCache
 	chunkers chan *chunker.Chunker
@@ -162,6 +163,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	_ = os.RemoveAll(c.staging)
 	if err := os.MkdirAll(c.staging, 0o700); err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
+	}
+	if c.files, err = newChunkFiles(opts.StateDir, r.Key()); err != nil {
+		return nil, err
 	}
 	if err := c.openDB(); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
@@ -26,16 +27,35 @@ type newChunk struct {
 // storeChunk keeps data under its id in the state directory and, when
 // enqueue is set and the repository does not hold it yet, queues it for
 // upload, in one transaction.
-func (c *Cache) storeChunk(id crypto.ID, data []byte, enqueue bool) error {
-	return c.storeChunks([]newChunk{{id, data}}, enqueue, nil)
+func (c *Cache) storeChunk(id crypto.ID, data []byte, enqueue, durable bool) error {
+	return c.storeChunks([]newChunk{{id, data}}, enqueue, durable, nil)
 }
 
 // storeChunks is storeChunk for several chunks, and runs also (if set) in
 // the same transaction: a small file's commit is one write to Badger.
-func (c *Cache) storeChunks(chunks []newChunk, enqueue bool, also func(*badger.Txn) error) error {
+func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(*badger.Txn) error) error {
 	indexed := make([]bool, len(chunks))
+	present := make([]bool, len(chunks))
+	if err := c.view(func(txn *badger.Txn) error {
+		for i, ch := range chunks {
+			indexed[i] = c.r.Index().Has(pack.Data, ch.id)
+			_, err := txn.Get(meta.ChunkKey(ch.id))
+			if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+			present[i] = err == nil
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
+	// Files first: a c key never names a missing file.
 	for i, ch := range chunks {
-		indexed[i] = c.r.Index().Has(pack.Data, ch.id)
+		if !present[i] && len(ch.data) > inlineMax {
+			if err := c.files.write(ch.id, ch.data, durable); err != nil {
+				return err
+			}
+		}
 	}
 	var queued []int
 	fresh := 0
@@ -45,7 +65,13 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue bool, also func(*badger.T
 			_, err := txn.Get(meta.ChunkKey(ch.id))
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
-				if err := txn.Set(meta.ChunkKey(ch.id), ch.data); err != nil {
+				if present[i] && len(ch.data) > inlineMax {
+					// Evicted since we looked: its file may be gone too.
+					if err := c.files.write(ch.id, ch.data, durable); err != nil {
+						return err
+					}
+				}
+				if err := txn.Set(meta.ChunkKey(ch.id), chunkValue(ch.data)); err != nil {
 					return err
 				}
 				fresh++
@@ -99,18 +125,13 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 		c.lru.touch(id)
 		return b, nil
 	}
-	var data []byte
-	err := c.view(func(txn *badger.Txn) error {
-		var err error
-		data, err = getValue(txn, meta.ChunkKey(id))
-		return err
-	})
+	data, err := c.loadLocal(id)
 	if err == nil {
 		c.lru.touch(id)
 		c.mem.add(id, data)
 		return data, nil
 	}
-	if !errors.Is(err, badger.ErrKeyNotFound) {
+	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
 	}
 	data, err = c.r.LoadBlob(ctx, pack.Data, id)
@@ -120,11 +141,9 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("fetch chunk: %w", err)
 	}
-	if err := c.update(func(txn *badger.Txn) error { return txn.Set(meta.ChunkKey(id), data) }); err != nil {
+	// Kept as clean cache (it is indexed, so the LRU may evict it again).
+	if err := c.storeChunks([]newChunk{{id, data}}, false, false, nil); err != nil {
 		c.log.Warn("cannot cache a fetched chunk", "err", err)
-	} else {
-		c.lru.add(id, int64(len(data)))
-		c.evict()
 	}
 	c.mem.add(id, data)
 	return data, nil
@@ -159,6 +178,9 @@ func (c *Cache) evict() {
 			c.log.Warn("cannot evict a chunk", "err", err)
 			return
 		}
+		if err := c.files.remove(id); err != nil {
+			c.log.Warn("cannot remove an evicted chunk's file", "err", err)
+		}
 		c.mem.drop(id)
 	}
 }
@@ -166,7 +188,7 @@ func (c *Cache) evict() {
 // scanChunks builds the LRU and the queue counters from the state directory.
 func (c *Cache) scanChunks() error {
 	return c.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.ChunkPrefix()})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.ChunkPrefix(), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		queued := map[crypto.ID]bool{}
 		qit := txn.NewIterator(badger.IteratorOptions{Prefix: meta.QueuePrefix()})
@@ -176,7 +198,11 @@ func (c *Cache) scanChunks() error {
 		qit.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			id := meta.IDFromKey(it.Item().Key())
-			size := it.Item().ValueSize()
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			size := valueSize(v)
 			if queued[id] {
 				c.queue[id] = size
 				c.queueBytes += size
@@ -300,13 +326,8 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 	lost := make([]bool, len(ids))
 	for i, id := range ids {
 		g.Go(func() error {
-			var data []byte
-			err := c.view(func(txn *badger.Txn) error {
-				var err error
-				data, err = getValue(txn, meta.ChunkKey(id))
-				return err
-			})
-			if errors.Is(err, badger.ErrKeyNotFound) {
+			data, err := c.loadLocal(id)
+			if errors.Is(err, os.ErrNotExist) {
 				// Nothing to upload, ever: keeping the entry would wedge
 				// the queue. A snapshot needing it reports the loss.
 				c.log.Error("queued chunk missing from the local state; dropping its queue entry", "chunk", id.Short())

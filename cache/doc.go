@@ -8,8 +8,9 @@
 //   - inode: one file, directory, symlink or special file (meta.Inode).
 //   - dirent: a name in a directory pointing at an inode.
 //   - chunk: a content-defined piece of a file, identified by its blob id.
-//     Its plaintext lives under a c key until evicted; clean chunks (those
-//     the repository index already holds) may be evicted, others never.
+//     It is kept sealed in a file under chunks/ (recorded by a c key) until
+//     evicted; clean chunks (those the repository index already holds) may
+//     be evicted, others never.
 //   - queue: q keys naming chunks that still have to reach the remote. A key
 //     is removed only after repo.Flush stored the pack and index holding it.
 //   - staging: an unlinked, encrypted temporary file per open file holding

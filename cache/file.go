@@ -422,13 +422,13 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	chunks := f.chunks
 	var small []newChunk
 	if len(f.dirty) > 0 || len(f.points) > 0 || f.size != f.committedSize() {
-		chunks, small, err = c.rechunkLocked(ctx, f, enqueue)
+		chunks, small, err = c.rechunkLocked(ctx, f, enqueue, durable)
 		if err != nil {
 			return fmt.Errorf("commit inode %d: %w", f.ino, err)
 		}
 	}
 	c.nsMu.Lock()
-	err = c.storeChunks(small, enqueue, func(txn *badger.Txn) error {
+	err = c.storeChunks(small, enqueue, durable, func(txn *badger.Txn) error {
 		n, err := getInodeTxn(txn, f.ino)
 		if err != nil {
 			return err
@@ -473,7 +473,7 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 //
 // Chunks smaller than smallChunk are returned in small rather than stored,
 // for the caller to store together with the inode.
-func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue bool) (out []meta.Chunk, small []newChunk, err error) {
+func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable bool) (out []meta.Chunk, small []newChunk, err error) {
 	oldEnd := f.committedSize()
 	size := f.size
 	// Dirty spans, plus points where the old chunking must be redone: a
@@ -548,7 +548,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue bool) (o
 			id := c.r.Key().BlobID(data)
 			if len(data) < smallChunk {
 				small = append(small, newChunk{id, append([]byte(nil), data...)})
-			} else if err := c.storeChunk(id, data, enqueue); err != nil {
+			} else if err := c.storeChunk(id, data, enqueue, durable); err != nil {
 				return nil, nil, err
 			}
 			out = append(out, meta.Chunk{ID: id, Len: uint32(len(data))})

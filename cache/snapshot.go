@@ -148,7 +148,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 		if err := c.update(func(txn *badger.Txn) error {
 			for _, id := range w.need {
 				if _, err := txn.Get(meta.QueueKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
-					item, err := txn.Get(meta.ChunkKey(id))
+					v, err := getValue(txn, meta.ChunkKey(id))
 					if err != nil {
 						return fmt.Errorf("chunk %s is neither local nor in the repository: %w", id.Short(), errCorruptState)
 					}
@@ -156,8 +156,8 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 						return err
 					}
 					c.mu.Lock()
-					c.queue[id] = item.ValueSize()
-					c.queueBytes += item.ValueSize()
+					c.queue[id] = valueSize(v)
+					c.queueBytes += valueSize(v)
 					c.mu.Unlock()
 				} else if err != nil {
 					return err

@@ -63,6 +63,13 @@ func TestFirstHour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	run("cmp", src, filepath.Join(M, ".versions/latest/media/big.bin"))
+	if _, err := os.Stat(filepath.Join(M, ".versions/latest/secret")); err == nil {
+		t.Error("ignored directory visible in .versions/latest")
+	}
+	if err := os.WriteFile(filepath.Join(M, ".versions/latest/new"), nil, 0o644); err == nil {
+		t.Error(".versions accepted a write")
+	}
 	if _, err := m.Repo.Lookup(ctx, sn.Tree, "/secret"); err == nil {
 		t.Error("ignored directory in the snapshot")
 	}

@@ -69,10 +69,8 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 		NullPermissions: true,
 		RootStableAttr:  &gofs.StableAttr{Ino: c.Root(), Mode: syscall.S_IFDIR},
 		OnAdd: func(ctx context.Context) {
-			if v := newVersionsRoot(c, opts); v != nil {
-				fsys.versions = root.NewPersistentInode(ctx, v, gofs.StableAttr{Mode: syscall.S_IFDIR})
-				root.AddChild(VersionsName, fsys.versions, false)
-			}
+			fsys.versions = root.NewPersistentInode(ctx, newVersionsRoot(c, opts), gofs.StableAttr{Mode: syscall.S_IFDIR})
+			root.AddChild(VersionsName, fsys.versions, false)
 		},
 	}
 	srv, err := gofs.Mount(mountpoint, root, mo)
@@ -87,7 +85,7 @@ type filesystem struct {
 	opts     Options
 	log      *slog.Logger
 	root     *dirNode
-	versions *gofs.Inode // nil until fs/versions is wired in
+	versions *gofs.Inode // the .versions tree
 }
 
 func (f *filesystem) errno(err error) syscall.Errno { return toErrno(f.log, err) }

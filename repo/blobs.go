@@ -207,6 +207,13 @@ func (w *writer) upload(ctx context.Context, data []byte, blobs []pack.Blob) err
 	id := crypto.Hash(data)
 	err := w.r.be.Save(ctx, remote.Handle{Type: remote.Pack, Name: id.String()}, data)
 	if err != nil && !errors.Is(err, remote.ErrExists) {
+		// Forget these blobs were on their way, or a later SaveBlob would
+		// take them as known and they would never be uploaded.
+		w.mu.Lock()
+		for _, b := range blobs {
+			delete(w.pending, blobKey{b.Type, b.ID})
+		}
+		w.mu.Unlock()
 		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
 	}
 	pe := index.PackEntry{ID: id, Size: int64(len(data)), Blobs: blobs}

@@ -340,3 +340,37 @@ func TestCheckBadIndexSegment(t *testing.T) {
 		t.Fatalf("corrupt index not reported: %+v %v", res, err)
 	}
 }
+
+// A failed pack upload must not leave its blobs looking stored: saving them
+// again after the remote returns uploads them.
+func TestFailedUploadIsRetried(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	if _, err := repo.Create(ctx, mem, pw, repo.Options{KDF: &crypto.TestKDF}); err != nil {
+		t.Fatal(err)
+	}
+	faulty := remote.NewFaulty(mem)
+	r, err := repo.Open(ctx, faulty, pw, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(1000)
+	faulty.Break()
+	if _, _, err := r.SaveBlob(ctx, pack.Data, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err == nil {
+		t.Fatal("flush to a broken remote succeeded")
+	}
+	faulty.Heal()
+	id, stored, err := r.SaveBlob(ctx, pack.Data, data)
+	if err != nil || !stored {
+		t.Fatalf("resave after failure: stored=%v err=%v", stored, err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := reopen(t, mem).LoadBlob(ctx, pack.Data, id); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("blob after retry: %v", err)
+	}
+}

@@ -6,8 +6,9 @@
 //
 //	i <ino:8>            → Inode (EncodeInode)
 //	d <parent:8> <name>  → child ino:8 || type:1          one per directory entry
-//	c <blob id:32>       → chunk plaintext                clean cache or not yet uploaded
-//	q <blob id:32>       → empty                          upload queue: c holds the data
+//	c <blob id:32>       → plaintext size:8               the chunk is kept locally, sealed in a
+//	                                                      file beside Badger (cache/chunkfiles.go)
+//	q <blob id:32>       → empty                          upload queue: the chunk's c entry holds the data
 //	s <name>             → state values: "nextino" (uint64), "stateid" (16 random
 //	                       bytes), "lastsnap" (snapshot id:32)
 //
