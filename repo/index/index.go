@@ -73,7 +73,8 @@ func (r *reader) uvarint(max uint64) uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
+	// Only the shortest encoding is accepted: one segment, one encoding.
+	if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
 		r.err = errors.New("index: bad varint")
 		return 0
 	}

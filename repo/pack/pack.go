@@ -225,7 +225,7 @@ func DecodeHeader(hdr []byte, dataLen int64) ([]Blob, error) {
 		return nil, errors.New("pack header: bad magic")
 	}
 	r := hdr[len(headerMagic):]
-	n, k := binary.Uvarint(r)
+	n, k := uvarint(r)
 	if k <= 0 {
 		return nil, errors.New("pack header: bad count")
 	}
@@ -245,12 +245,12 @@ func DecodeHeader(hdr []byte, dataLen int64) ([]Blob, error) {
 		}
 		copy(b.ID[:], r[1:33])
 		r = r[33:]
-		l, k1 := binary.Uvarint(r)
+		l, k1 := uvarint(r)
 		if k1 <= 0 {
 			return nil, errors.New("pack header: bad length")
 		}
 		r = r[k1:]
-		raw, k2 := binary.Uvarint(r)
+		raw, k2 := uvarint(r)
 		if k2 <= 0 {
 			return nil, errors.New("pack header: bad raw length")
 		}
@@ -272,6 +272,15 @@ func DecodeHeader(hdr []byte, dataLen int64) ([]Blob, error) {
 		return nil, fmt.Errorf("pack header: entries cover %d of %d data bytes", off, dataLen)
 	}
 	return blobs, nil
+}
+
+// uvarint decodes only the shortest encoding, so a header has exactly one.
+func uvarint(b []byte) (uint64, int) {
+	v, n := binary.Uvarint(b)
+	if n > 0 && n != len(binary.AppendUvarint(nil, v)) {
+		return 0, -1
+	}
+	return v, n
 }
 
 // TrailerSize is the size of the fixed trailer holding the header length.

@@ -187,7 +187,8 @@ func (r *reader) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
+	// Only the shortest encoding is accepted, so a tree has one encoding.
+	if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
 		r.fail("bad varint")
 		return 0
 	}
@@ -200,7 +201,7 @@ func (r *reader) varint() int64 {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
-	if n <= 0 {
+	if n <= 0 || n != len(binary.AppendVarint(nil, v)) {
 		r.fail("bad varint")
 		return 0
 	}
