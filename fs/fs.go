@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"syscall"
 	"time"
 
@@ -205,6 +206,12 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 var _ = (gofs.NodeSetxattrer)((*node)(nil))
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	// POSIX ACLs are not supported. Storing them as plain xattrs would be
+	// wrong: cp -a sets a file's mode through system.posix_acl_access and
+	// only falls back to chmod when told ACLs are unsupported.
+	if strings.HasPrefix(attr, "system.posix_acl_") {
+		return syscall.EOPNOTSUPP
+	}
 	return n.fs.errno(n.fs.c.SetXattr(ctx, n.ino, attr, data, flags))
 }
 

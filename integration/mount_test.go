@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,6 +179,15 @@ func TestToolsOnTheMount(t *testing.T) {
 	t.Run("cp -a", func(t *testing.T) {
 		run(t, "", "cp", "-a", src, filepath.Join(w.mnt, "cp"))
 		run(t, "", "diff", "-r", "--no-dereference", src, filepath.Join(w.mnt, "cp"))
+		// diff does not look at modes and times; cp -a must keep them.
+		list := func(dir string) string {
+			lines := strings.Split(run(t, dir, "find", ".", "-printf", "%y %m %T@ %p\n"), "\n")
+			sort.Strings(lines)
+			return strings.Join(lines, "\n")
+		}
+		if a, b := list(src), list(filepath.Join(w.mnt, "cp")); a != b {
+			t.Fatalf("cp -a lost metadata:\n%s\nvs\n%s", a, b)
+		}
 	})
 	t.Run("rsync -a", func(t *testing.T) {
 		run(t, "", "rsync", "-a", src+"/", filepath.Join(w.mnt, "rsync")+"/")
@@ -542,4 +552,73 @@ func simpleHash(b []byte) uint64 {
 		h = (h ^ uint64(c)) * 1099511628211
 	}
 	return h
+}
+
+// restore --in-place brings an old version back as a new one; the version
+// it replaced stays in history.
+func TestRestoreInPlace(t *testing.T) {
+	w := newWorld(t)
+	w.mount("--snapshot-interval", "1h")
+	f := filepath.Join(w.mnt, "docs", "contract.txt")
+	if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, []byte("v1\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	w.kf("sync", w.mnt)
+	ents, _ := os.ReadDir(filepath.Join(w.mnt, ".versions"))
+	var first string
+	for _, e := range ents {
+		if e.Name() != "latest" {
+			first = e.Name()
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := os.WriteFile(f, []byte("v2\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	// Flags after the path, as users of GNU tools type them.
+	out := w.kf("restore", "--in-place", f, "--at", first)
+	if !strings.Contains(out, "restored") {
+		t.Fatalf("restore said %q", out)
+	}
+	if b, _ := os.ReadFile(f); string(b) != "v1\n" {
+		t.Fatalf("after restore: %q", b)
+	}
+	if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode after restore: %v %v", fi.Mode(), err)
+	}
+	log := w.kf("log", f)
+	if n := strings.Count(strings.TrimSpace(log), "\n") + 1; n < 3 {
+		t.Fatalf("log after restore shows %d versions:\n%s", n, log)
+	}
+	found := false
+	for _, e := range mustReadDir(t, filepath.Join(w.mnt, ".versions")) {
+		if b, err := os.ReadFile(filepath.Join(w.mnt, ".versions", e, "docs", "contract.txt")); err == nil && string(b) == "v2\n" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the replaced version v2 is in no snapshot")
+	}
+	if left, _ := filepath.Glob(filepath.Join(w.mnt, "docs", ".keepfs-restore-*")); len(left) > 0 {
+		t.Fatalf("leftovers: %v", left)
+	}
+	if c := w.cmd("restore", "--in-place", filepath.Join(w.dir, "elsewhere"), "--at", first); c.Run() == nil {
+		t.Fatal("--in-place outside a mount succeeded")
+	}
+}
+
+func mustReadDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
 }

@@ -273,8 +273,8 @@ func mountDaemon(c *cli.Context, mnt string) error {
 	line = strings.TrimSpace(line)
 	switch {
 	case line == "ok":
-		_ = cmd.Process.Release()
 		fmt.Fprintf(c.App.ErrWriter, "mounted at %s (daemon pid %d, log %s)\n", mnt, cmd.Process.Pid, logPath)
+		_ = cmd.Process.Release()
 		return nil
 	case strings.HasPrefix(line, "error: "):
 		_ = cmd.Wait()

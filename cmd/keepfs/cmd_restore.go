@@ -3,6 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -25,17 +29,30 @@ when run as root). Nothing is written outside --to.
 (2026-11-28T13 means the end of that hour), RFC 3339, or "latest" (default):
 the newest snapshot at or before that time is used.
 
+With --in-place, PATH is a path inside a keepfs mount: the mount is synced
+first (so the current version is kept in a snapshot), then PATH is replaced
+by its version at --at, read from the mount's .versions tree, and synced
+again. The restored state is a new version; nothing is lost.
+
 Examples:
    keepfs restore / --to /tmp/everything
-   keepfs restore /docs/report.odt --at 2026-11-28 --to ~/restored`,
+   keepfs restore /docs/report.odt --at 2026-11-28 --to ~/restored
+   keepfs restore --in-place ~/safe/docs/report.odt --at 2026-11-28T13`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "at", Value: "latest", Usage: "point in `TIME` to restore"},
 			&cli.StringFlag{Name: "to", Usage: "target `DIR` (created if missing)"},
+			&cli.BoolFlag{Name: "in-place", Usage: "inside a mount: bring PATH back as it was at --at, as a new version (the current one stays in history)"},
 			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
 				return usageError("restore needs at least one PATH (use / for everything)")
+			}
+			if c.Bool("in-place") {
+				if c.String("to") != "" {
+					return usageError("--in-place and --to exclude each other")
+				}
+				return restoreInPlace(c)
 			}
 			if c.String("to") == "" {
 				return usageError("restore needs --to DIR")
@@ -76,4 +93,102 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// restoreInPlace brings mounted paths back to an earlier version through
+// the mount itself: copy out of .versions into a temporary sibling, then
+// swap it in. The daemon syncs before (keeping the current version) and
+// after (recording the restored one).
+func restoreInPlace(c *cli.Context) error {
+	at := c.String("at")
+	t, err := repo.ParseTime(at)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	name := "latest"
+	if !t.IsZero() {
+		if _, perr := repo.ParseTimePrefix(at); perr == nil {
+			name = at // .versions resolves names and prefixes itself
+		} else {
+			name = t.UTC().Format(repo.TimeFormat)
+		}
+	}
+	type done struct {
+		Path string `json:"path"`
+		From string `json:"from"`
+	}
+	var results []done
+	synced := map[string]bool{}
+	for _, arg := range c.Args().Slice() {
+		abs, err := filepath.Abs(arg)
+		if err != nil {
+			return err
+		}
+		m, ok, err := findMount(abs)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return usageError("--in-place needs a path inside a keepfs mount; %s is not", arg)
+		}
+		rel := m.repoPath(abs)
+		if rel == "/" {
+			return usageError("--in-place restores files and directories, not a whole mount")
+		}
+		if !synced[m.Source] {
+			if _, err := callDaemon(c.Context, m.Source, "sync"); err != nil {
+				return fmt.Errorf("sync before restoring: %w", err)
+			}
+			synced[m.Source] = true
+		}
+		src := filepath.Join(m.Point, ".versions", name, rel)
+		snapDir, err := filepath.EvalSymlinks(filepath.Join(m.Point, ".versions", name))
+		if err != nil {
+			return fmt.Errorf("no snapshot at or before %s: %w", at, err)
+		}
+		if _, err := os.Lstat(src); err != nil {
+			return fmt.Errorf("%s did not exist at %s", rel, at)
+		}
+		dir := filepath.Dir(abs)
+		tmp, err := os.MkdirTemp(dir, ".keepfs-restore-")
+		if err != nil {
+			return err
+		}
+		staged := filepath.Join(tmp, filepath.Base(abs))
+		if out, err := exec.CommandContext(c.Context, "cp", "-a", "--", src, staged).CombinedOutput(); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("copy %s out of %s: %v: %s", rel, name, err, strings.TrimSpace(string(out)))
+		}
+		var old string
+		if _, err := os.Lstat(abs); err == nil {
+			old = filepath.Join(tmp, ".replaced")
+			if err := os.Rename(abs, old); err != nil {
+				os.RemoveAll(tmp)
+				return fmt.Errorf("move the current %s aside: %w", rel, err)
+			}
+		}
+		if err := os.Rename(staged, abs); err != nil {
+			if old != "" {
+				_ = os.Rename(old, abs)
+			}
+			os.RemoveAll(tmp)
+			return fmt.Errorf("put the restored %s in place: %w", rel, err)
+		}
+		if err := os.RemoveAll(tmp); err != nil {
+			return fmt.Errorf("clean up %s: %w", tmp, err)
+		}
+		results = append(results, done{Path: abs, From: filepath.Base(snapDir)})
+	}
+	for src := range synced {
+		if _, err := callDaemon(c.Context, src, "sync"); err != nil {
+			return fmt.Errorf("sync after restoring: %w", err)
+		}
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, results)
+	}
+	for _, r := range results {
+		fmt.Fprintf(c.App.Writer, "restored %s as of %s (the replaced version stays in earlier snapshots)\n", r.Path, r.From)
+	}
+	return nil
 }
