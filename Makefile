@@ -3,8 +3,8 @@
 #   make deps    install what a fresh Debian machine lacks (apt, as root or via sudo) + go mod download
 #   make build   bin/keepfs
 #   make test    gofmt check, go vet, staticcheck, go test -race (what .ci/run calls)
-#   make run     build and run the demo (integration/demo.sh)
-#   make bench   benchmark against restic on the ~1 GiB workload (integration/bench/bench.sh)
+#   make run     build and mount a demo repository at ./mnt in the foreground (integration/demo.sh)
+#   make bench   benchmark vs restic, gocryptfs, rclone on the ~1 GiB workload (integration/bench/bench.sh)
 #   make fmt     gofmt -w
 #   make clean   remove bin/, demo/, mnt/
 
@@ -101,7 +101,7 @@ test: lint
 	@echo "== go test -race ./...  (KEEPFS_REQUIRE_SSHD=$$KEEPFS_REQUIRE_SSHD KEEPFS_REQUIRE_FUSE=$${KEEPFS_REQUIRE_FUSE:-})"
 	$(GO) test -race -count=1 -timeout 25m ./...
 
-run: build
+run: deps build
 	KEEPFS=$(CURDIR)/$(BIN) bash integration/demo.sh
 
 bench: bench-deps build

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The `make run` demo: a repository round trip without a mount.
-#   ./demo/src       a small generated tree (text, a duplicated binary, a symlink, a .gdprignore)
-#   ./demo/remote    the encrypted repository (file://)
-#   ./demo/state     keepfs's local state
-#   ./demo/restored  what `keepfs restore` gives back
-# init, import, change a file, import again, list snapshots, restore, compare, check.
+# `make run`: mount a demo repository at ./mnt in the foreground; Ctrl-C unmounts
+# cleanly (final snapshot first).
+#   ./demo/remote   the encrypted repository (file://), created on first run
+#   ./demo/state    keepfs's local state (encrypted too)
+#   ./mnt           the mount point
 # KEEPFS=/path/to/keepfs picks the binary (default bin/keepfs); the passphrase comes from
 # KEEPFS_PASSWORD (default "demo"), never from the command line.
 set -euo pipefail
@@ -12,42 +11,29 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BIN=${KEEPFS:-$ROOT/bin/keepfs}
 D=$ROOT/demo
+MNT=$ROOT/mnt
 export KEEPFS_PASSWORD=${KEEPFS_PASSWORD:-demo}
 [ -x "$BIN" ] || { echo "demo: no keepfs binary at $BIN: run 'make build' first" >&2; exit 1; }
 
-kf() {
-	printf '\n$ keepfs --repo file://demo/remote --state demo/state %s\n' "$*"
-	"$BIN" --repo "file://$D/remote" --state "$D/state" "$@"
-}
-
-rm -rf "$D"
-mkdir -p "$D/src/notes" "$D/src/data" "$D/src/build"
-S=$D/src
-# A tree with the usual things in it: the project's docs, text, a duplicated binary file
-# (stored once), a symlink, and a .gdprignore that keeps build output out of the backup.
-if [ -n "$(ls -A docs 2>/dev/null)" ]; then cp -a docs "$S/docs"; fi
-for i in $(seq 1 50); do printf 'note %d: keepfs keeps every version of this file\n' "$i" >"$S/notes/note-$i.txt"; done
-head -c 4194304 /dev/urandom >"$S/data/photo.raw"
-cp "$S/data/photo.raw" "$S/data/photo-copy.raw"
-ln -s notes/note-1.txt "$S/first-note"
-printf 'compiled object\n' >"$S/build/main.o"
-printf 'build/\n*.tmp\n' >"$S/.gdprignore"
-printf 'scratch\n' >"$S/notes/scratch.tmp"
-echo "demo: source tree $S ($(du -sh "$S" | cut -f1), $(find "$S" -type f | wc -l) files)"
-
-kf init
-kf import "$S"
-echo "note 1, second version" >>"$S/notes/note-1.txt"
-kf import "$S"
-kf snapshots
-kf restore / --to "$D/restored"
-
-printf '\n$ diff -r demo/src demo/restored   (without the ignored build/ and *.tmp)\n'
-diff -r --no-dereference -x build -x '*.tmp' "$S" "$D/restored"
-[ ! -e "$D/restored/build" ] && [ ! -e "$D/restored/notes/scratch.tmp" ] \
-	|| { echo "demo: files excluded by .gdprignore were restored" >&2; exit 1; }
-echo "restored tree is identical; ignored files stayed out"
-
-kf check
-echo
-echo "demo: OK — repository $(du -sh "$D/remote" | cut -f1) for a $(du -sh --exclude build "$S" | cut -f1) tree (the 4 MiB file is stored once); see ./demo"
+# A mount left behind by a killed run answers "transport endpoint is not connected".
+if grep -qs " $MNT " /proc/self/mountinfo; then
+	if "$BIN" status "$MNT" >/dev/null 2>&1; then
+		echo "demo: $MNT is already mounted by a running keepfs (keepfs unmount $MNT)" >&2
+		exit 1
+	fi
+	fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT"
+fi
+mkdir -p "$D" "$MNT"
+kf() { "$BIN" --repo "file://$D/remote" --state "$D/state" "$@"; }
+if [ ! -e "$D/remote/config" ]; then
+	kf init
+fi
+cat <<MSG
+Mounting the demo repository at ./mnt (passphrase "$KEEPFS_PASSWORD"). In another terminal, try:
+  cp -a docs mnt/ && bin/keepfs sync mnt      # commit, snapshot, upload
+  ls mnt/.versions/                           # every snapshot, and latest
+  bin/keepfs status mnt
+  KEEPFS_PASSWORD=$KEEPFS_PASSWORD bin/keepfs --repo file://$D/remote snapshots
+Ctrl-C here unmounts (after a final snapshot).
+MSG
+exec "$BIN" --repo "file://$D/remote" --state "$D/state" mount --foreground --snapshot-interval 30s "$MNT"
