@@ -69,6 +69,7 @@ type Cache struct {
 	inoLimit   uint64 // persisted high-water mark; nextIno < inoLimit
 	changeSeq  uint64 // bumped by every change a snapshot would see
 	snapSeq    uint64 // changeSeq the last snapshot covered
+	forceSnap  bool   // store the next snapshot even if the tree is unchanged (before a prune)
 	lastSnap   *repo.Snapshot
 	remoteOK   bool
 	lastErr    string

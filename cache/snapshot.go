@@ -168,7 +168,11 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 			return nil, nil, err
 		}
 	}
-	if parent != nil && root.id == parent.Tree && len(w.need) == 0 {
+	c.mu.Lock()
+	force := c.forceSnap
+	c.forceSnap = false
+	c.mu.Unlock()
+	if parent != nil && root.id == parent.Tree && len(w.need) == 0 && !force {
 		return parent, w.built, nil
 	}
 	if err := c.drain(ctx); err != nil {

@@ -622,3 +622,57 @@ func mustReadDir(t *testing.T, dir string) []string {
 	}
 	return out
 }
+
+// Retention and prune on a mounted repository go through the daemon: old
+// snapshots and their data go, the live tree stays whole.
+func TestPruneWhileMounted(t *testing.T) {
+	w := newWorld(t)
+	w.mount("--snapshot-interval", "1h")
+	old := bytes.Repeat([]byte("OLD-PERSONAL-DATA "), 200000)
+	keep := bytes.Repeat([]byte("kept "), 100000)
+	if err := os.WriteFile(filepath.Join(w.mnt, "old.txt"), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(w.mnt, "keep.txt"), keep, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.kf("sync", w.mnt)
+	if err := os.Remove(filepath.Join(w.mnt, "old.txt")); err != nil {
+		t.Fatal(err)
+	}
+	w.kf("sync", w.mnt)
+	time.Sleep(2100 * time.Millisecond)
+	w.kf("retention", "set", "--keep-within", "2s")
+	if out := w.kf("retention", "show"); !strings.Contains(out, "keep-within") {
+		t.Fatalf("retention show: %s", out)
+	}
+	dry := w.kf("prune", "--dry-run", "--json")
+	if !strings.Contains(dry, `"dry_run": true`) {
+		t.Fatalf("dry run: %s", dry)
+	}
+	out := w.kf("prune", "--json")
+	if !strings.Contains(out, `"snapshots_removed"`) || strings.Contains(out, `"blobs_removed": 0,`) {
+		t.Fatalf("prune: %s", out)
+	}
+	snaps := mustReadDir(t, filepath.Join(w.mnt, ".versions"))
+	for _, s := range snaps {
+		if _, err := os.Stat(filepath.Join(w.mnt, ".versions", s, "old.txt")); err == nil {
+			t.Fatalf("snapshot %s still has the pruned file", s)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(w.mnt, "keep.txt")); err != nil || !bytes.Equal(b, keep) {
+		t.Fatalf("live file after prune: %v", err)
+	}
+	w.unmount()
+	w.kf("check", "--read-data")
+	// The data of the deleted file is gone from the remote: restoring the
+	// old version is impossible and a fresh mount sees only keep.txt.
+	fresh := &world{t: t, dir: w.dir, remote: w.remote, state: filepath.Join(w.dir, "state-fresh"), mnt: w.mnt}
+	fresh.mount()
+	if names := mustReadDir(t, fresh.mnt); strings.Join(names, ",") != ".versions,keep.txt" && strings.Join(names, ",") != "keep.txt" {
+		t.Fatalf("after prune and recovery: %v", names)
+	}
+	if b, err := os.ReadFile(filepath.Join(fresh.mnt, "keep.txt")); err != nil || !bytes.Equal(b, keep) {
+		t.Fatalf("recovered live file: %v", err)
+	}
+}

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/cache"
+	"github.com/keepfs/keepfs/cmd/keepfs/daemon"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -33,13 +37,29 @@ Examples:
 				return err
 			}
 			defer r.Close()
-			opts := repo.PruneOptions{DryRun: c.Bool("dry-run")}
-			if p := newProgress(c.App.ErrWriter); p != nil {
-				opts.Progress = p
-			}
-			res, err := r.Prune(c.Context, opts)
-			if err != nil {
-				return err
+			var res *repo.PruneResult
+			// A mounted repository is pruned by its daemon, which pauses
+			// uploads meanwhile; pruning under a running mount from outside
+			// could delete data the mount has just deduplicated against.
+			if sock, ok := localDaemonFor(c, r.Config().ID); ok {
+				resp, err := daemon.Send(c.Context, sock, daemon.Request{Op: "prune", DryRun: c.Bool("dry-run")})
+				if err != nil {
+					return fmt.Errorf("prune through the mount's daemon: %w", err)
+				}
+				res = resp.Prune
+			} else {
+				if n, err := cache.ActiveLocks(c.Context, r, time.Now()); err != nil {
+					return err
+				} else if n > 0 && !c.Bool("dry-run") {
+					return errors.New("the repository is mounted elsewhere: unmount it, or run prune on the machine that mounts it")
+				}
+				opts := repo.PruneOptions{DryRun: c.Bool("dry-run")}
+				if p := newProgress(c.App.ErrWriter); p != nil {
+					opts.Progress = p
+				}
+				if res, err = r.Prune(c.Context, opts); err != nil {
+					return err
+				}
 			}
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, res)
@@ -57,4 +77,19 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// localDaemonFor finds a keepfs mount on this machine serving repository id.
+func localDaemonFor(c *cli.Context, id string) (string, bool) {
+	all, err := listMounts()
+	if err != nil {
+		return "", false
+	}
+	for _, m := range all {
+		resp, err := callDaemon(c.Context, m.Source, "status")
+		if err == nil && resp.RepoID == id {
+			return m.Source, true
+		}
+	}
+	return "", false
 }

@@ -4,8 +4,13 @@
 # Usage: integration/bench/bench.sh [SECTION...]        default: all
 #   workload  generate the ~1 GiB workload into $PB, unless it is there and verifies
 #   repo      keepfs init/import/restore vs restic init/backup/restore on that workload
+#   mount     cp -a, untar, warm ls -lR/find, fio, through a keepfs mount vs native disk,
+#             gocryptfs and rclone mount (crypt, --vfs-cache-mode full); keepfs: 1-byte change
+#             in a 1 GiB file + sync, daemon peak RSS (issue 3)
+#   versions  ls -lR/find of .versions/latest vs the live tree vs restic mount; keepfs restore
+#             vs restic restore; prune after deleting half the files, sizes before/after (issue 4)
 #   go        go test -bench (one iteration each) over $BENCH_GO_PKGS
-#   all       workload repo go   (go is left out with BENCH_GO=0)
+#   all       workload repo mount versions go   (go is left out with BENCH_GO=0)
 #
 # Environment:
 #   PB           workload and results directory          (default /tmp/keepfs-bench)
@@ -16,6 +21,15 @@
 #   BENCH_STRICT=1  exit non-zero when a target is missed (default: only on errors)
 #   BENCH_GO=0   skip the go section in "all";  BENCH_GO_PKGS (default "./repo/... ./remote/...")
 #   BENCH_SHARED directory holding make-workload.sh      (default <repo>/../shared/bench)
+#   BENCH_MOUNT_TOOLS  tools of the mount section        (default "native gocryptfs rclone keepfs")
+#   BENCH_FIO_SIZE fio file size (default 512M); BENCH_FIO_TIME random jobs' seconds (default 10)
+#   BENCH_FIO_RCLONE=1 run fio on the rclone mount too (slow; off by default)
+#   BENCH_STEP_TIMEOUT deadline in seconds of each timed step of mount/versions (default 900)
+#
+# The mount and versions sections work in $BENCH_WORK/mount and $BENCH_WORK/versions; every
+# mount they create is unmounted (lazily, if need be) and every process they start is stopped
+# on exit, whatever happens. A keepfs that cannot mount leaves n/a cells and an error, and the
+# baselines are still measured.
 #
 # Each section writes $PB/results-<section>.md and .json and prints its table.
 # Every timed command runs under GNU time (/usr/bin/time -f '%e %U %S %M'): wall seconds,
@@ -34,7 +48,7 @@ KEEPFS=${KEEPFS:-$ROOT/bin/keepfs}
 W=${BENCH_WORK:-$PB/run}
 SHARED=${BENCH_SHARED:-$ROOT/../shared/bench}
 GO=${GO:-go}
-ALL_SECTIONS="workload repo"
+ALL_SECTIONS="workload repo mount versions"
 [ "${BENCH_GO:-1}" = 0 ] || ALL_SECTIONS="$ALL_SECTIONS go"
 # manifest hash printed by make-workload.sh for the current generator; a different one means
 # the figures are not comparable with earlier runs (warned, not fatal).
@@ -54,7 +68,7 @@ die() { warn "$*"; exit 1; }
 measure() {
 	local key=$1; shift
 	local tf="$W/logs/$key.time" log="$W/logs/$key.log" u s
-	sync
+	[ "${NOSYNC:-0}" = 1 ] || sync
 	if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" </dev/null >"$log" 2>&1; then
 		warn "$key failed: $*"
 		sed 's/^/    | /' "$log" | tail -n 15 >&2
@@ -66,7 +80,8 @@ measure() {
 		"$(awk -v k="$T_rss" 'BEGIN { print k / 1024 }')"
 }
 
-sizeof() { du -sb "$1" | cut -f1; }
+# sizeof DIR: bytes under DIR (du -sb); files vanishing meanwhile are not an error.
+sizeof() { { du -sb "$1" 2>/dev/null || true; } | cut -f1; }
 add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
@@ -246,7 +261,7 @@ section_repo() {
 	local free; free=$(df -Pk "$PB" | awk 'NR == 2 { print $4 }')
 	[ "$free" -gt $((5 * 1024 * 1024)) ] || warn "less than 5 GiB free in $PB: the repo section may run out of space"
 
-	rm -rf "$W"; mkdir -p "$W/logs"
+	wipe "$W"; mkdir -p "$W/logs"
 	ROWS=$W/rows-repo.tsv VALS=$W/values-repo.tsv VERIFY=$W/verify-repo.tsv
 	: >"$ROWS"; : >"$VALS"; : >"$VERIFY"
 	export KEEPFS_PASSWORD=bench-keepfs RESTIC_PASSWORD=bench-restic
@@ -315,8 +330,520 @@ section_repo() {
 	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}${OK[restic]}" != 11 ]; then
 		say "scratch kept in $W"
 	else
-		rm -rf "$W"
+		wipe "$W"
 	fi
+}
+
+# ---------------------------------------------------------------- mounts: helpers
+
+MOUNTS=()   # mount points this run created: lazily unmounted on exit
+BGPIDS=()   # background processes this run started (rclone mount, restic mount, keepfs daemons)
+
+is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; }
+
+# cleanup: on exit, whatever happened: stop what we started, lazily unmount what we mounted.
+cleanup() {
+	local p m
+	for m in ${MOUNTS[@]+"${MOUNTS[@]}"}; do
+		is_mounted "$m" && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
+	done
+	for p in ${BGPIDS[@]+"${BGPIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wipe DIR: rm -rf DIR, after lazily unmounting any mount below it (never delete through one).
+wipe() {
+	local m
+	[ -e "$1" ] || return 0
+	while read -r m; do fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done < <(
+		awk -v d="$(realpath "$1")/" 'index($2 "/", d) == 1 { print $2 }' /proc/mounts)
+	rm -rf "$1"
+}
+
+# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; fails after SECONDS.
+wait_for() {
+	local end=$((SECONDS + $1)); shift
+	until "$@" 2>/dev/null; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.1
+	done
+}
+
+# unmount_fuse MNT [PID]: unmount MNT and wait (up to 120 s) for PID, the daemon, to exit.
+unmount_fuse() {
+	is_mounted "$1" && fusermount3 -u "$1" 2>/dev/null || { is_mounted "$1" && fusermount3 -u -z "$1" 2>/dev/null; } || true
+	[ -z "${2:-}" ] || wait_for 120 bash -c "! kill -0 $2" || warn "daemon $2 of $1 still running after unmount"
+}
+
+# daemon_pid NAME MNT: the pid of the process called NAME serving MNT (its command line names
+# MNT; else the only NAME process holding /dev/fuse open).
+daemon_pid() {
+	local p cand=()
+	for p in $(pgrep -x "$1" 2>/dev/null); do
+		if tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -qxF -- "$2"; then echo "$p"; return 0; fi
+		ls -l "/proc/$p/fd" 2>/dev/null | grep -q ' /dev/fuse$' && cand+=("$p")
+	done
+	[ "${#cand[@]}" -eq 1 ] && { echo "${cand[0]}"; return 0; }
+	return 1
+}
+
+# peak_rss_kib PID: VmHWM of a live process, in KiB.
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# time_fn KEY CMD...: like measure, for shell functions (wall time only; T_cpu T_rss empty).
+time_fn() {
+	local key=$1 t0 t1; shift
+	[ "${NOSYNC:-0}" = 1 ] || sync
+	t0=$(date +%s.%N)
+	if ! "$@" >"$W/logs/$key.log" 2>&1; then
+		warn "$key failed: $*"; sed 's/^/    | /' "$W/logs/$key.log" | tail -n 15 >&2
+		return 1
+	fi
+	t1=$(date +%s.%N)
+	T_wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') T_cpu="" T_rss=""
+	printf '  %-22s %9.2f s wall\n' "$key" "$T_wall"
+}
+
+# fio_job KEY DIR FIO-ARGS...: one fio job on DIR/fio.dat (psync, buffered). Sets F_mbs (MB/s,
+# 10^6 bytes) and F_iops, from fio's JSON output.
+fio_job() {
+	local key=$1 dir=$2; shift 2
+	local out=$W/logs/$key.json
+	sync
+	if ! fio --name="$key" --directory="$dir" --filename=fio.dat --ioengine=psync --direct=0 \
+		--fallocate=none --output-format=json --output="$out" "$@" >"$W/logs/$key.log" 2>&1; then
+		warn "$key failed: fio $*"; sed 's/^/    | /' "$W/logs/$key.log" | tail -n 15 >&2
+		return 1
+	fi
+	read -r F_mbs F_iops < <(python3 - "$out" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+job = json.loads(text[text.index("{"):])["jobs"][0]
+bw = sum(job[d]["bw_bytes"] for d in ("read", "write"))
+iops = sum(job[d]["iops"] for d in ("read", "write"))
+print(f"{bw / 1e6:.1f} {iops:.0f}")
+PY
+	)
+	printf '  %-22s %9s MB/s %9s IOPS\n' "$key" "$F_mbs" "$F_iops"
+}
+
+# ---------------------------------------------------------------- section: mount
+
+# mstep TOOL METRIC CMD...: measure CMD unless TOOL already failed; V[TOOL:METRIC] = wall s,
+# V[TOOL:METRIC_rss] = peak RSS of the command. A failure marks the tool failed (OK[TOOL]=0:
+# n/a from then on) and counts as an error; mstep itself always returns 0 (set -e), so test
+# `ok TOOL` afterwards.
+mstep() {
+	local t=$1 m=$2; shift 2
+	ok "$t" || return 0
+	# a hung mount must not hang the benchmark: every step has a deadline
+	if measure "$t.$m" timeout -k 10 "${BENCH_STEP_TIMEOUT:-900}" "$@"; then
+		V[$t:$m]=$T_wall; V[$t:${m}_rss]=$T_rss
+	else
+		OK[$t]=0; errors=$((errors + 1))
+	fi
+}
+# fstep TOOL METRIC FUNC ARGS...: the same for a shell function (wall time only).
+fstep() {
+	local t=$1 m=$2; shift 2
+	ok "$t" || return 0
+	if time_fn "$t.$m" "$@"; then V[$t:$m]=$T_wall; else OK[$t]=0; errors=$((errors + 1)); fi
+}
+ok() { [ "${OK[$1]}" = 1 ]; }
+
+# file_bytes DIR: total size of the regular files below DIR.
+file_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+
+# rclone_drain MIN_BYTES: wait until the rclone VFS has no upload queued or in progress and
+# the remote's files hold at least MIN_BYTES (crypt only adds bytes). The byte check matters:
+# FUSE sends RELEASE after close(2) returns, so right after cp the last files may not be
+# queued yet and vfs/stats can already say 0. Gives up after 600 s.
+rclone_drain() {
+	local n end=$((SECONDS + 600))
+	while [ "$SECONDS" -lt "$end" ]; do
+		n=$(rclone rc --url "http://127.0.0.1:$RC_PORT/" vfs/stats \
+			| awk -F: '/"uploadsInProgress"|"uploadsQueued"/ { gsub(/[ ,]/, "", $2); s += $2 } END { print s + 0 }') \
+			|| return 1
+		[ "$n" -eq 0 ] && [ "$(file_bytes "$STORE")" -ge "$1" ] && return 0
+		sleep 0.2
+	done
+	echo "rclone: uploads not finished after 600 s" >&2; return 1
+}
+
+# flush_to_disk DIR: sync(1) of the file system holding DIR (native and gocryptfs "sync").
+flush_to_disk() { sync -f "$1"; }
+
+keepfs_daemon_pid() { daemon_pid keepfs "$1"; }
+
+# mount_setup TOOL: creates and mounts TOOL's file system; sets MNT (where the benchmark
+# writes) and STORE (what holds the data at rest: cipher dir, remote dir, repository).
+mount_setup() {
+	local t=$1 p
+	case $t in
+	native)
+		MNT=$MW/native STORE=$MW/native; mkdir -p "$MNT" ;;
+	gocryptfs)
+		STORE=$MW/gc-cipher MNT=$MW/gc-mnt; mkdir -p "$STORE" "$MNT"
+		printf 'bench-gocryptfs\n' >"$MW/gc-pass"
+		mstep "$t" init gocryptfs -q -init -passfile "$MW/gc-pass" "$STORE"; ok "$t" || return 1
+		MOUNTS+=("$MNT")
+		mstep "$t" mount gocryptfs -q -passfile "$MW/gc-pass" "$STORE" "$MNT"; ok "$t" || return 1
+		DPID[$t]=$(daemon_pid gocryptfs "$MNT") || DPID[$t]="" ;;
+	rclone)
+		STORE=$MW/rc-remote MNT=$MW/rc-mnt; mkdir -p "$STORE" "$MNT" "$MW/rc-cache"
+		RC_PORT=$((20000 + RANDOM % 20000))
+		cat >"$MW/rclone.conf" <<-CONF
+			[bench-local]
+			type = local
+
+			[bench-crypt]
+			type = crypt
+			remote = bench-local:$STORE
+			password = $(rclone obscure bench-rclone-1)
+			password2 = $(rclone obscure bench-rclone-2)
+		CONF
+		MOUNTS+=("$MNT")
+		rclone --config "$MW/rclone.conf" mount bench-crypt: "$MNT" --vfs-cache-mode full \
+			--vfs-write-back 0s --cache-dir "$MW/rc-cache" --rc --rc-addr "127.0.0.1:$RC_PORT" \
+			--rc-no-auth --log-file "$W/logs/rclone.log" --log-level NOTICE </dev/null &
+		p=$!; BGPIDS+=("$p"); DPID[$t]=$p
+		if ! wait_for 60 is_mounted "$MNT" || ! wait_for 30 rclone rc --url "http://127.0.0.1:$RC_PORT/" vfs/stats >/dev/null; then
+			warn "rclone mount did not come up (see $W/logs/rclone.log)"; OK[$t]=0; errors=$((errors + 1)); return 1
+		fi ;;
+	keepfs)
+		STORE=$MW/kf-remote MNT=$MW/kf-mnt; mkdir -p "$MNT"
+		KF=("$KEEPFS" --repo "file://$STORE" --state "$MW/kf-state")
+		if [ ! -x "$KEEPFS" ]; then
+			warn "keepfs binary not found at $KEEPFS: run 'make build' first (or set KEEPFS)"
+			OK[$t]=0; errors=$((errors + 1)); return 1
+		fi
+		mstep "$t" init "${KF[@]}" init; ok "$t" || return 1
+		MOUNTS+=("$MNT")
+		mstep "$t" mount timeout 120 "${KF[@]}" mount "$MNT"
+		if ! ok "$t" || ! is_mounted "$MNT"; then
+			warn "keepfs mount failed or did not mount $MNT: the keepfs column is n/a (see $W/logs/keepfs.mount.log)"
+			ok "$t" && errors=$((errors + 1)); OK[$t]=0; return 1
+		fi
+		DPID[$t]=$(keepfs_daemon_pid "$MNT") || { DPID[$t]=""; warn "keepfs daemon pid not found: no RSS figure"; }
+		[ -z "${DPID[$t]}" ] || BGPIDS+=("${DPID[$t]}") ;;
+	esac
+}
+
+# mount_sync TOOL METRIC: make what was written durable: keepfs sync (the remote holds the
+# snapshot), rclone: until the VFS has uploaded everything, native/gocryptfs: sync -f.
+mount_sync() {
+	local t=$1 m=$2
+	# no sync(1) before these: what is still dirty belongs to the copy being made durable
+	case $t in
+	native | gocryptfs) NOSYNC=1 fstep "$t" "$m" flush_to_disk "$STORE" ;;
+	rclone) NOSYNC=1 fstep "$t" "$m" rclone_drain "$RC_EXPECT" ;;
+	keepfs) NOSYNC=1 mstep "$t" "$m" timeout 600 "${KF[@]}" sync "$MNT" ;;
+	esac
+}
+
+mount_teardown() {
+	local t=$1
+	case $t in
+	native) ;;
+	gocryptfs) [ "${OK[$t]}" = 0 ] || fstep "$t" unmount unmount_fuse "$MNT" "${DPID[$t]:-}"; unmount_fuse "$MNT" ;;
+	rclone) [ "${OK[$t]}" = 0 ] || fstep "$t" unmount unmount_fuse "$MNT" "${DPID[$t]}"; unmount_fuse "$MNT" "${DPID[$t]}" ;;
+	keepfs)
+		if is_mounted "$MNT"; then
+			[ "${OK[$t]}" = 0 ] || mstep "$t" unmount timeout 600 "${KF[@]}" unmount "$MNT" || true
+			unmount_fuse "$MNT" "${DPID[$t]:-}"
+		fi ;;
+	esac
+}
+
+# mount_phase TOOL: every measurement of the mount section on one tool.
+mount_phase() {
+	local t=$1 d
+	say "== mount: $t"
+	mount_setup "$t" || { mount_teardown "$t"; return 0; }
+	d=$MNT
+	# rclone cannot chmod or chown (EIO): copy and untar keep what it can hold (timestamps)
+	local cp=(cp -a) untar=(tar -xf)
+	[ "$t" != rclone ] || cp=(cp -R --preserve=timestamps) untar=(tar --no-same-owner --no-same-permissions -xf)
+
+	# cp -a of the workload, then until durable
+	RC_EXPECT=$WL_BYTES
+	mstep "$t" cp "${cp[@]}" "$PB/workload" "$d/workload"
+	mount_sync "$t" sync
+	if [ "${OK[$t]}" = 1 ]; then
+		V[$t:cpsync]=$(add "${V[$t:cp]}" "${V[$t:sync]}")
+		V[$t:store]=$(sizeof "$STORE") || true
+		[ "$t" != keepfs ] || V[$t:state]=$(sizeof "$MW/kf-state") || true
+	fi
+
+	# warm listings: once to warm, the second is timed
+	if [ "${OK[$t]}" = 1 ]; then
+		timeout -k 10 300 ls -lR "$d/workload" >/dev/null 2>&1 || true; mstep "$t" lslr bash -c 'ls -lR "$1" >/dev/null' _ "$d/workload"
+		timeout -k 10 300 find "$d/workload" >/dev/null 2>&1 || true; mstep "$t" find bash -c 'find "$1" >/dev/null' _ "$d/workload"
+	fi
+
+	# untar of the 20,000 small files
+	[ "${OK[$t]}" = 0 ] || mkdir -p "$d/untar"
+	RC_EXPECT=$((WL_BYTES + TAR_BYTES))
+	mstep "$t" untar "${untar[@]}" "$PB/small.tar" -C "$d/untar"
+	mount_sync "$t" untarsync
+
+	# fio: sequential 1 MiB write/read, random 4 KiB read/write
+	if [ "${OK[$t]}" = 1 ] && { [ "$t" != rclone ] || [ "${BENCH_FIO_RCLONE:-0}" = 1 ]; }; then
+		local fs=${BENCH_FIO_SIZE:-512M} ft=${BENCH_FIO_TIME:-10}
+		if fio_job "$t.fio-seqwrite" "$d" --rw=write --bs=1M --size="$fs" --end_fsync=1 &&
+			V[$t:seqw]=$F_mbs &&
+			fio_job "$t.fio-seqread" "$d" --rw=read --bs=1M --size="$fs" && V[$t:seqr]=$F_mbs &&
+			fio_job "$t.fio-randread" "$d" --rw=randread --bs=4k --size="$fs" --time_based --runtime="$ft" &&
+			V[$t:randr]=$F_iops &&
+			fio_job "$t.fio-randwrite" "$d" --rw=randwrite --bs=4k --size="$fs" --time_based --runtime="$ft" --end_fsync=1 &&
+			V[$t:randw]=$F_iops; then
+			rm -f "$d/fio.dat"
+		else
+			errors=$((errors + 1)); [ "$t" != keepfs ] || OK[$t]=0
+		fi
+	fi
+
+	# keepfs: a 1-byte change in a 1 GiB file, then sync
+	if [ "$t" = keepfs ] && [ "${OK[$t]}" = 1 ]; then
+		mstep "$t" write1g dd if=/dev/urandom of="$d/one-gib.bin" bs=1M count=1024 status=none
+		NOSYNC=1 mstep "$t" sync1g timeout 600 "${KF[@]}" sync "$d"
+		local before; before=$(sizeof "$STORE")
+		mstep "$t" byte1 bash -c 'printf x | dd of="$1" bs=1 seek=500000000 conv=notrunc status=none && shift && "$@"' \
+			_ "$d/one-gib.bin" timeout 600 "${KF[@]}" sync "$d"
+		local after; after=$(sizeof "$STORE")
+		! ok "$t" || [ -z "$before" ] || [ -z "$after" ] || V[$t:byte1_added]=$((after - before))
+	fi
+
+	# daemon peak RSS, before unmount
+	if [ -n "${DPID[$t]:-}" ] && [ -r "/proc/${DPID[$t]}/status" ]; then
+		V[$t:drss]=$(peak_rss_kib "${DPID[$t]}")
+	fi
+	mount_teardown "$t"
+	# free the space for the next tool; a failed keepfs keeps its repository and state to look at
+	if [ "${BENCH_KEEP:-0}" != 1 ] && { [ "$t" != keepfs ] || ok "$t"; }; then
+		wipe "$MNT"; wipe "$STORE"; rm -rf "$MW/rc-cache" "$MW/kf-state"
+	fi
+}
+
+section_mount() {
+	need_workload
+	local c
+	for c in gocryptfs rclone fio fusermount3; do command -v "$c" >/dev/null || die "$c not installed (make bench installs it)"; done
+	[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) not installed (make bench installs it)"
+	[ -e /dev/fuse ] || die "/dev/fuse missing: the mount section needs FUSE"
+	MW=$W/mount
+	wipe "$MW"; mkdir -p "$MW" "$W/logs"
+	MW=$(cd "$MW" && pwd -P)   # the mount table holds resolved paths
+	ROWS=$W/rows-mount.tsv; : >"$ROWS"
+	WL_BYTES=$(file_bytes "$PB/workload") TAR_BYTES=$(tar -tvf "$PB/small.tar" | awk '{ s += $3 } END { printf "%.0f\n", s }')
+	export KEEPFS_PASSWORD=bench-keepfs
+	local tools=${BENCH_MOUNT_TOOLS:-native gocryptfs rclone keepfs} t
+	declare -A OK=([native]=0 [gocryptfs]=0 [rclone]=0 [keepfs]=0) V=() DPID=()
+	for t in $tools; do OK[$t]=1; done
+	for t in $tools; do mount_phase "$t"; done
+
+	machine_meta
+	meta gocryptfs "$(gocryptfs -version | head -n 1)"
+	meta rclone "$(rclone version | head -n 1)"
+	meta fio "$(fio --version)"
+	meta method "one tool after another, each on a fresh directory or mount in $MW; cp -a of the workload; sync = keepfs sync MNT (returns when the remote holds the snapshot), rclone: until rc vfs/stats shows no upload queued or in progress (--vfs-cache-mode full --vfs-write-back 0s, crypt over a local remote), native and gocryptfs: sync -f; warm = the second of two runs; fio: psync, buffered (--direct=0, fio invalidates the file's page cache before each job), ${BENCH_FIO_SIZE:-512M} file, random jobs ${BENCH_FIO_TIME:-10} s time-based, writes end with fsync"
+	put_row "metric" "unit" "target" "keepfs" "native" "gocryptfs" "rclone"
+	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[native:$4]:-}" "${V[gocryptfs:$4]:-}" "${V[rclone:$4]:-}"; }
+	row "cp -a workload: wall" s "" cp
+	row "sync after cp (until durable / uploaded)" s "" sync
+	put_row "cp -a + sync (native: cp -a alone)" s "<=2.0" "${V[keepfs:cpsync]:-}" "${V[native:cp]:-}" "${V[gocryptfs:cpsync]:-}" "${V[rclone:cpsync]:-}"
+	row "cp -a + sync, every tool" s "" cpsync
+	row "data at rest after cp (repo / cipher dir / remote)" bytes "" store
+	row "untar 20,000 small files" s "<=3.0" untar
+	row "sync after untar" s "" untarsync
+	row "ls -lR workload, warm" s "<=3.0" lslr
+	row "find workload, warm" s "" find
+	row "fio seq write 1 MiB" MB/s ">=0.7" seqw
+	row "fio seq read 1 MiB" MB/s "" seqr
+	row "fio rand read 4 KiB" IOPS "" randr
+	row "fio rand write 4 KiB (+ fsync)" IOPS "" randw
+	row "write a 1 GiB file" s "" write1g
+	row "sync of the new 1 GiB file" s "" sync1g
+	row "1-byte change in the 1 GiB file + sync" s "abs<1" byte1
+	row "bytes the 1-byte change added to the repo" bytes "" byte1_added
+	row "daemon peak RSS (VmHWM before unmount)" KiB "abs<300" drss
+	row "unmount (keepfs: final snapshot + upload)" s "" unmount
+	row "mount (returns when ready)" s "" mount
+	row "local state after cp + sync" bytes "" state
+	unset -f row
+	note "fio seq read: fio drops the file's page cache first (--invalidate=1), so native reads the disk while a FUSE file system may still be served from its backing files' page cache"
+	note "rclone cannot chmod/chown: its copy is cp -R --preserve=timestamps, its untar tar --no-same-owner --no-same-permissions"
+	[ "${BENCH_FIO_RCLONE:-0}" = 1 ] || note "rclone: fio not run (BENCH_FIO_RCLONE=1 adds it)"
+	for t in $tools; do [ "${OK[$t]}" = 1 ] || note "$t failed or is unavailable: its n/a cells; see $W/logs/$t.*"; done
+	render mount
+	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}" = 0 ]; then say "scratch kept in $MW"; else wipe "$MW"; fi
+}
+
+# ---------------------------------------------------------------- section: versions
+
+# json_len: the length of the JSON array on stdin.
+json_len() { python3 -c 'import json, sys; print(len(json.load(sys.stdin)))'; }
+
+# list_step COLUMN KEY DIR: ls -lR and find over DIR, first (cold for the tool) and second (warm).
+list_step() {
+	local c=$1 k=$2 dir=$3
+	[ "${OK[$c]}" = 1 ] || return 0
+	[ -d "$dir" ] || { warn "$dir missing"; OK[$c]=0; errors=$((errors + 1)); return 0; }
+	mstep "$c" "${k}lslr1" bash -c 'ls -lR "$1" >/dev/null' _ "$dir"
+	mstep "$c" "${k}lslr" bash -c 'ls -lR "$1" >/dev/null' _ "$dir"
+	mstep "$c" "${k}find1" bash -c 'find "$1" >/dev/null' _ "$dir"
+	mstep "$c" "${k}find" bash -c 'find "$1" >/dev/null' _ "$dir"
+	ok "$c" || return 0
+	V[$c:${k}count]=$(find "$dir" 2>/dev/null | wc -l) || true
+}
+
+section_versions() {
+	need_workload
+	command -v restic >/dev/null || die "restic not installed (make bench installs it)"
+	[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) not installed (make bench installs it)"
+	local VW=$W/versions
+	wipe "$VW"; mkdir -p "$VW" "$W/logs"
+	VW=$(cd "$VW" && pwd -P)   # the mount table holds resolved paths
+	ROWS=$W/rows-versions.tsv; : >"$ROWS"
+	export KEEPFS_PASSWORD=bench-keepfs RESTIC_PASSWORD=bench-restic
+	local D=$VW/data KM=$VW/kf-mnt RM=$VW/restic-mnt KR=$VW/kf-remote RR=$VW/restic-repo
+	local KF=("$KEEPFS" --repo "file://$KR" --state "$VW/kf-state") RS=(restic --repo "$RR" --cache-dir "$VW/restic-cache")
+	# columns: versions = keepfs .versions/latest, live = keepfs live tree, restic, native;
+	# keepfs = the keepfs CLI (import/restore/prune)
+	declare -A OK=([versions]=1 [live]=1 [restic]=1 [native]=1 [keepfs]=1) V=() DPID=()
+	local mode=mount p
+
+	say "== versions: data"
+	cp -a "$PB/workload" "$D"
+	mkdir -p "$KM" "$RM"
+	if [ ! -x "$KEEPFS" ]; then
+		warn "keepfs binary not found at $KEEPFS: run 'make build' first (or set KEEPFS)"
+		OK[keepfs]=0 OK[versions]=0 OK[live]=0; errors=$((errors + 1))
+	fi
+	mstep keepfs init "${KF[@]}" init
+	if [ "${OK[keepfs]}" = 1 ]; then
+		MOUNTS+=("$KM")
+		mstep keepfs mount timeout 120 "${KF[@]}" mount "$KM"
+		if ok keepfs && is_mounted "$KM"; then
+			DPID[keepfs]=$(keepfs_daemon_pid "$KM") && BGPIDS+=("${DPID[keepfs]}") || DPID[keepfs]=""
+			mstep keepfs fill cp -a "$D/." "$KM/"
+			NOSYNC=1 mstep keepfs fillsync timeout 600 "${KF[@]}" sync "$KM"
+			ok keepfs || OK[versions]=0 OK[live]=0
+		else
+			warn "keepfs mount failed: .versions and live-tree columns are n/a; the keepfs repository is filled by import instead"
+			OK[keepfs]=1 OK[versions]=0 OK[live]=0 mode=import
+			mstep keepfs fill "${KF[@]}" import "$D"
+		fi
+	fi
+	mstep restic init "${RS[@]}" init
+	mstep restic fill "${RS[@]}" backup "$D"
+	[ "${OK[restic]}" = 0 ] || V[restic:size1]=$(sizeof "$RR")
+	[ "${OK[keepfs]}" = 0 ] || V[keepfs:size1]=$(sizeof "$KR")
+
+	say "== versions: listings of small/"
+	list_step native "" "$D/small"
+	if [ "$mode" = mount ]; then
+		list_step live "" "$KM/small"
+		list_step versions "" "$KM/.versions/latest/small"
+	fi
+	if ok restic; then
+		MOUNTS+=("$RM")
+		"${RS[@]}" mount "$RM" >"$W/logs/restic.mount.log" 2>&1 </dev/null &
+		p=$!; BGPIDS+=("$p")
+		if wait_for 120 test -d "$RM/snapshots/latest$D/small"; then
+			list_step restic "" "$RM/snapshots/latest$D/small"
+		else
+			warn "restic mount did not show snapshots/latest (see $W/logs/restic.mount.log)"; OK[restic]=0; errors=$((errors + 1))
+		fi
+		unmount_fuse "$RM" "$p"
+		OK[restic]=1   # only the listing can have failed here; restore and prune still run
+	fi
+
+	say "== versions: restore of the workload"
+	[ "$mode" != mount ] || ! is_mounted "$KM" || mstep keepfs unmount timeout 600 "${KF[@]}" unmount "$KM" || unmount_fuse "$KM"
+	unmount_fuse "$KM" "${DPID[keepfs]:-}"
+	mstep keepfs restore "${KF[@]}" restore / --to "$VW/restore-keepfs"
+	mstep restic restore "${RS[@]}" restore latest --target "$VW/restore-restic"
+	if [ "${OK[keepfs]}" = 1 ]; then
+		verify_restore versions.keepfs-restore "$D" "$VW/restore-keepfs"; V[keepfs:verify]=$VERIFY_MSG
+	fi
+	if [ "${OK[restic]}" = 1 ]; then
+		verify_restore versions.restic-restore "$D" "$VW/restore-restic$D"; V[restic:verify]=$VERIFY_MSG
+	fi
+	rm -rf "$VW/restore-keepfs" "$VW/restore-restic"
+
+	say "== versions: delete half of the files, snapshot, forget the old snapshot, prune"
+	(cd "$D" && find . -type f | LC_ALL=C sort | awk 'NR % 2' | sed 's|^\./||') >"$VW/half.txt"
+	V[keepfs:delbytes]=$(cd "$D" && tr '\n' '\0' <"$VW/half.txt" | du -cb --files0-from=- | tail -n 1 | cut -f1)
+	V[restic:delbytes]=${V[keepfs:delbytes]}
+	if [ "$mode" = mount ] && [ "${OK[keepfs]}" = 1 ]; then
+		mstep keepfs remount timeout 120 "${KF[@]}" mount "$KM"
+		if ok keepfs && is_mounted "$KM"; then
+			DPID[keepfs]=$(keepfs_daemon_pid "$KM") && BGPIDS+=("${DPID[keepfs]}") || DPID[keepfs]=""
+			mstep keepfs delete bash -c 'cd "$1" && xargs -d "\n" rm -f <"$2"' _ "$KM" "$VW/half.txt"
+			NOSYNC=1 mstep keepfs delsync timeout 600 "${KF[@]}" sync "$KM"
+			mstep keepfs unmount2 timeout 600 "${KF[@]}" unmount "$KM"
+			unmount_fuse "$KM" "${DPID[keepfs]:-}"
+		fi
+	fi
+	(cd "$D" && xargs -d '\n' rm -f <"$VW/half.txt")
+	[ "$mode" != import ] || mstep keepfs delsync "${KF[@]}" import "$D"
+	mstep restic delsync "${RS[@]}" backup "$D"
+	[ "${OK[keepfs]}" = 0 ] || V[keepfs:size2]=$(sizeof "$KR")
+	[ "${OK[restic]}" = 0 ] || V[restic:size2]=$(sizeof "$RR")
+	# keep only the newest snapshot: --hourly 1 keeps the newest of the current hour (like restic's
+	# --keep-last 1); "--keep-within 1s" would keep no snapshot at all once a second has passed
+	mstep keepfs retention "${KF[@]}" retention set --hourly 1
+	ok keepfs && V[keepfs:snaps2]=$("${KF[@]}" snapshots --json 2>/dev/null | json_len) || true
+	ok restic && V[restic:snaps2]=$("${RS[@]}" snapshots --json 2>/dev/null | json_len) || true
+	mstep keepfs prune "${KF[@]}" prune
+	mstep restic prune "${RS[@]}" forget --keep-last 1 --prune
+	[ "${OK[keepfs]}" = 0 ] || V[keepfs:size3]=$(sizeof "$KR")
+	[ "${OK[restic]}" = 0 ] || V[restic:size3]=$(sizeof "$RR")
+	ok keepfs && V[keepfs:snaps3]=$("${KF[@]}" snapshots --json 2>/dev/null | json_len) || true
+	ok restic && V[restic:snaps3]=$("${RS[@]}" snapshots --json 2>/dev/null | json_len) || true
+	if [ "${OK[keepfs]}" = 1 ]; then mstep keepfs check "${KF[@]}" check; fi
+
+	machine_meta
+	meta restic "$(restic version | head -n 1)"
+	meta method "the workload copied to $D; keepfs: init, mount, cp -a into the mount, sync (or import when the mount is unavailable); restic: init, backup. Listings of small/ (20,000 files): first run, then second (warm); restic through 'restic mount' (snapshots/latest). Restore: keepfs restore / --to DIR (unmounted) vs restic restore latest. Prune: delete every second file (sorted) through the mount, sync, unmount; retention set --hourly 1 (keeps the newest), prune; restic: backup, forget --keep-last 1 --prune"
+	meta mode "$mode"
+	printf '#table\t%s\n' "listing small/ (20,000 files): keepfs .versions/latest vs the live tree" >>"$ROWS"
+	put_row "metric" "unit" "target" ".versions/latest" "live tree" "restic mount" "native"
+	row() { put_row "$1" "$2" "$3" "${V[versions:$4]:-}" "${V[live:$4]:-}" "${V[restic:$4]:-}" "${V[native:$4]:-}"; }
+	row "ls -lR, first run" s "" lslr1
+	row "ls -lR, warm" s "<=3.0" lslr
+	row "find, first run" s "" find1
+	row "find, warm" s "" find
+	row "entries seen" "" "" count
+	unset -f row
+	[ "$mode" = mount ] || note "keepfs mount unavailable: .versions and live-tree figures are n/a"
+	printf '#table\t%s\n' "restore and prune: keepfs vs restic" >>"$ROWS"
+	put_row "metric" "unit" "target" "keepfs" "restic"
+	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[restic:$4]:-}"; }
+	if [ "$mode" = mount ]; then row "fill: cp -a into the mount (keepfs) / backup (restic)" s "" fill
+	else row "fill: import (keepfs, no mount) / backup (restic)" s "" fill; fi
+	row "sync after cp" s "" fillsync
+	row "repository size" bytes "" size1
+	row "restore latest of the workload" s "" restore
+	row "restore: peak RSS" KiB "" restore_rss
+	put_row "restored tree equals source" "" "" "${V[keepfs:verify]:-}" "${V[restic:verify]:-}"
+	row "bytes of the deleted half of the files" bytes "" delbytes
+	row "delete the half through the mount" s "" delete
+	row "snapshot after the delete (sync / backup)" s "" delsync
+	row "snapshots before prune" "" "" snaps2
+	row "repository size before prune" bytes "" size2
+	row "prune (keepfs prune / restic forget --prune)" s "" prune
+	row "prune: peak RSS" KiB "" prune_rss
+	row "repository size after prune" bytes "" size3
+	row "snapshots after prune (keeping the newest)" "" "" snaps3
+	row "check after prune" s "" check
+	unset -f row
+	note "workload: $(sizeof "$PB/workload") bytes in $(wc -l <"$PB/workload-manifest.sha256") files"
+	for p in versions live keepfs restic; do [ "${OK[$p]}" = 1 ] || note "$p: failed or unavailable (n/a cells); see $W/logs"; done
+	render versions
+	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}${OK[versions]}" != 11 ]; then say "scratch kept in $VW"; else wipe "$VW"; fi
 }
 
 # ---------------------------------------------------------------- section: go
@@ -341,9 +868,9 @@ main() {
 	for s in "${sections[@]}"; do
 		case $s in
 		all) read -ra more <<<"$ALL_SECTIONS"; expanded+=("${more[@]}") ;;
-		workload | repo | go) expanded+=("$s") ;;
+		workload | repo | mount | versions | go) expanded+=("$s") ;;
 		help | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; return 0 ;;
-		*) die "unknown section '$s' (sections: workload repo go all)" ;;
+		*) die "unknown section '$s' (sections: workload repo mount versions go all)" ;;
 		esac
 	done
 	local start=$SECONDS

@@ -41,17 +41,20 @@ type Config struct {
 
 // Request is what a client sends.
 type Request struct {
-	Op string `json:"op"` // "status", "sync", "unmount"
+	Op     string `json:"op"` // "status", "sync", "unmount", "prune"
+	DryRun bool   `json:"dry_run,omitempty"`
 }
 
 // Response is what the daemon answers.
 type Response struct {
-	OK       bool          `json:"ok"`
-	Error    string        `json:"error,omitempty"`
-	Status   *cache.Status `json:"status,omitempty"`
-	Snapshot string        `json:"snapshot,omitempty"`
-	Mount    string        `json:"mount,omitempty"`
-	PID      int           `json:"pid,omitempty"`
+	OK       bool              `json:"ok"`
+	Error    string            `json:"error,omitempty"`
+	Status   *cache.Status     `json:"status,omitempty"`
+	Snapshot string            `json:"snapshot,omitempty"`
+	Mount    string            `json:"mount,omitempty"`
+	PID      int               `json:"pid,omitempty"`
+	RepoID   string            `json:"repo_id,omitempty"`
+	Prune    *repo.PruneResult `json:"prune,omitempty"`
 }
 
 type daemon struct {
@@ -61,7 +64,14 @@ type daemon struct {
 	log  *slog.Logger
 	stop chan struct{} // closed when an unmount was requested
 	once sync.Once
+
+	pruneMu   sync.Mutex // one prune at a time
+	lastPrune time.Time  // guarded by pruneMu
 }
+
+// retentionEvery bounds how often the daemon applies retention after
+// snapshots: a prune reads every snapshot's trees.
+const retentionEvery = time.Hour
 
 // Run mounts and serves until ctx is cancelled (SIGINT/SIGTERM), an
 // unmount is requested, or the file system is unmounted from outside.
@@ -79,6 +89,7 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		return err
 	}
 	d := &daemon{cfg: cfg, c: c, log: log, stop: make(chan struct{})}
+	c.OnSnapshot(func(*repo.Snapshot) { go d.applyRetention() })
 
 	// A socket left by a killed daemon is stale: the state lock we now hold
 	// proves nobody serves it.
@@ -196,7 +207,7 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
 		return
 	}
-	resp := Response{OK: true, Mount: d.cfg.Mountpoint, PID: os.Getpid()}
+	resp := Response{OK: true, Mount: d.cfg.Mountpoint, PID: os.Getpid(), RepoID: d.c.Repository().Config().ID}
 	ctx := context.Background()
 	switch req.Op {
 	case "status":
@@ -225,14 +236,64 @@ func (d *daemon) handle(conn *net.UnixConn) {
 			resp.Snapshot = sn.Name()
 		}
 		d.once.Do(func() { close(d.stop) })
+	case "prune":
+		res, err := d.prune(ctx, req.DryRun)
+		if err != nil {
+			resp = Response{Error: err.Error()}
+			break
+		}
+		resp.Prune = res
 	default:
 		resp = Response{Error: fmt.Sprintf("unknown request %q", req.Op)}
 	}
 	_ = enc.Encode(resp)
 }
 
+func (d *daemon) prune(ctx context.Context, dryRun bool) (*repo.PruneResult, error) {
+	d.pruneMu.Lock()
+	defer d.pruneMu.Unlock()
+	res, err := d.c.Prune(ctx, repo.PruneOptions{DryRun: dryRun})
+	if err == nil && !dryRun {
+		d.lastPrune = time.Now()
+	}
+	return res, err
+}
+
+// applyRetention runs after snapshots: with a retention policy stored in
+// the repository, it prunes at most once per retentionEvery.
+func (d *daemon) applyRetention() {
+	d.pruneMu.Lock()
+	due := time.Since(d.lastPrune) >= retentionEvery
+	d.pruneMu.Unlock()
+	if !due {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	p, err := d.c.Repository().Retention(ctx)
+	if err != nil {
+		d.log.Warn("cannot read the retention policy", "err", err)
+		return
+	}
+	if p.IsZero() {
+		d.pruneMu.Lock()
+		d.lastPrune = time.Now()
+		d.pruneMu.Unlock()
+		return
+	}
+	if _, err := d.prune(ctx, false); err != nil {
+		d.log.Warn("applying retention failed; will retry after the next snapshot", "err", err)
+	}
+}
+
 // Call sends one request to the daemon behind sock.
 func Call(ctx context.Context, sock string, op string) (*Response, error) {
+	return Send(ctx, sock, Request{Op: op})
+}
+
+// Send sends req to the daemon behind sock.
+func Send(ctx context.Context, sock string, req Request) (*Response, error) {
+	op := req.Op
 	var dl net.Dialer
 	conn, err := dl.DialContext(ctx, "unix", sock)
 	if err != nil {
@@ -244,7 +305,7 @@ func Call(ctx context.Context, sock string, op string) (*Response, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	if err := json.NewEncoder(conn).Encode(Request{Op: op}); err != nil {
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
 		return nil, fmt.Errorf("send %s: %w", op, err)
 	}
 	var resp Response

@@ -1,0 +1,85 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+)
+
+// Prune applies the repository's retention policy and removes the data no
+// kept snapshot references, while the mount runs. A snapshot first makes
+// the latest snapshot match the live tree; then snapshots and uploads wait
+// until prune is done, so the uploader cannot deduplicate against a pack
+// that prune is deleting. Chunks committed meanwhile stay queued locally
+// and are uploaded afterwards against the rewritten index.
+func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneResult, error) {
+	// A fresh snapshot, even of an unchanged tree: retention judges
+	// snapshots by age, and the live tree's data must be in one it keeps.
+	c.mu.Lock()
+	c.changeSeq++
+	c.forceSnap = true
+	c.mu.Unlock()
+	if _, err := c.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("snapshot before prune: %w", err)
+	}
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	if opts.Now.IsZero() {
+		opts.Now = c.opts.Now()
+	}
+	res, err := c.r.Prune(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.DryRun {
+		c.mu.Lock()
+		last := c.lastSnap
+		c.mu.Unlock()
+		// The last snapshot may have been forgotten by a max-age rule; the
+		// next one must not name it as its parent.
+		if last != nil {
+			if _, err := c.r.Backend().Stat(ctx, remote.Handle{Type: remote.Snapshot, Name: last.ID.String()}); errors.Is(err, remote.ErrNotFound) {
+				c.mu.Lock()
+				c.lastSnap = nil
+				c.changeSeq++ // take a new snapshot at the next chance
+				c.mu.Unlock()
+			}
+		}
+		c.log.Info("pruned", "snapshots_removed", len(res.SnapshotsRemoved), "blobs_removed", res.BlobsRemoved,
+			"bytes_removed", res.BytesRemoved, "packs_rewritten", res.PacksRewritten)
+	}
+	return res, nil
+}
+
+// ActiveLocks counts the live (not stale) mount locks of r, so that a
+// prune outside any daemon can refuse to run under a mount.
+func ActiveLocks(ctx context.Context, r *repo.Repository, now time.Time) (int, error) {
+	be := r.Backend()
+	n := 0
+	err := be.List(ctx, remote.Lock, func(fi remote.Info) error {
+		b, err := remote.LoadAll(ctx, be, fi.Handle)
+		if errors.Is(err, remote.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		plain, err := r.Key().Open(nil, b, []byte(lockAD))
+		if err != nil {
+			return nil
+		}
+		var li lockInfo
+		if json.Unmarshal(plain, &li) == nil && now.Sub(li.Time) <= lockStale {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
