@@ -42,7 +42,8 @@ func TestSealOpen(t *testing.T) {
 func TestKeyedIDsAndSubkeys(t *testing.T) {
 	k, _ := NewMasterKey()
 	k2, _ := NewMasterKey()
-	if k.BlobID([]byte("x")) != k.BlobID([]byte("x")) || k.BlobID([]byte("x")) == k2.BlobID([]byte("x")) {
+	a, b := k.BlobID([]byte("x")), k.BlobID([]byte("x"))
+	if a != b || a == k2.BlobID([]byte("x")) {
 		t.Fatal("blob ids must be stable per key and differ across keys")
 	}
 	subs := [][]byte{k.StateKey(), k.ChunkerKey(), k.mac[:], k.audit[:]}
