@@ -50,9 +50,11 @@ func New(rd io.Reader, p Params, key []byte) (*Chunker, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	c, err := chunkers.NewChunker(p.Algorithm, rd, &chunkers.ChunkerOpts{
+	// A scan window of 1.5x the largest chunk rather than the library's 2x:
+	// each worker holds one, and the extra sliding costs little.
+	c, err := chunkers.NewChunkerBuffer(p.Algorithm, rd, &chunkers.ChunkerOpts{
 		MinSize: p.Min, NormalSize: p.Avg, MaxSize: p.Max, Key: key,
-	})
+	}, make([]byte, p.Max+p.Max/2))
 	if err != nil {
 		return nil, fmt.Errorf("chunker: %w", err)
 	}
