@@ -395,7 +395,7 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 	if err != nil {
 		return nil, fmt.Errorf("load %s blob %s from pack %s: %w", t, id.Short(), loc.Pack.Short(), err)
 	}
-	return pack.OpenBlob(r.key, t, id, sealed)
+	return pack.OpenBlobInPlace(r.key, t, id, sealed)
 }
 
 // ErrBlobNotFound means the index does not know the blob.

@@ -138,6 +138,10 @@ func (k *Key) Zero() {
 	k.macs = sync.Pool{}
 }
 
+// NonceSize is the length of the nonce that starts every sealed message;
+// decrypting into sealed[NonceSize():NonceSize()] works in place.
+func (k *Key) NonceSize() int { return k.data.NonceSize() }
+
 // Overhead is the number of bytes Seal adds.
 func (k *Key) Overhead() int { return k.data.NonceSize() + k.data.Overhead() }
 

@@ -137,7 +137,21 @@ func AppendSealed(dst []byte, k *crypto.Key, t BlobType, id crypto.ID, encoded [
 
 // OpenBlob reverses SealBlob and verifies that the plaintext hashes to id.
 func OpenBlob(k *crypto.Key, t BlobType, id crypto.ID, sealed []byte) ([]byte, error) {
-	inner, err := k.Open(nil, sealed, blobAD(t, id))
+	return openBlob(k, t, id, sealed, false)
+}
+
+// OpenBlobInPlace is OpenBlob decrypting over sealed itself, which must
+// not be used afterwards: one copy of every blob read less.
+func OpenBlobInPlace(k *crypto.Key, t BlobType, id crypto.ID, sealed []byte) ([]byte, error) {
+	return openBlob(k, t, id, sealed, true)
+}
+
+func openBlob(k *crypto.Key, t BlobType, id crypto.ID, sealed []byte, inPlace bool) ([]byte, error) {
+	var dst []byte
+	if inPlace && len(sealed) >= k.NonceSize() {
+		dst = sealed[k.NonceSize():k.NonceSize()]
+	}
+	inner, err := k.Open(dst, sealed, blobAD(t, id))
 	if err != nil {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrCorrupt)
 	}
