@@ -139,16 +139,8 @@ func Diff(ctx context.Context, r *repo.Repository, a, b *repo.Snapshot) ([]Chang
 			return err
 		}
 		for _, n := range t.Nodes {
-			p := path.Join(dir, n.Name)
-			changes = append(changes, Change{Kind: kind, Path: p, Type: n.Type.String()})
-			if kind == Removed && n.Type == tree.File {
-				cid := ContentID(r.Key(), n)
-				removed[cid] = append(removed[cid], len(changes)-1)
-			}
-			if n.Type == tree.Dir {
-				if err := collect(n.Subtree, p, kind); err != nil {
-					return err
-				}
+			if err := one(r, &changes, removed, collect, n, dir, kind); err != nil {
+				return err
 			}
 		}
 		return nil

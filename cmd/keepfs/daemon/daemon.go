@@ -213,7 +213,9 @@ func (d *daemon) handle(conn *net.UnixConn) {
 	case "status":
 		st := d.c.Status()
 		resp.Status = &st
-	case "sync":
+	case "sync", "unmount":
+		// Unmount snapshots before answering too, so the client returns
+		// only when the remote holds it; the unmount itself follows.
 		sn, err := d.c.Sync(ctx)
 		if err != nil {
 			resp = Response{Error: err.Error()}
@@ -224,18 +226,9 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		}
 		st := d.c.Status()
 		resp.Status = &st
-	case "unmount":
-		// Snapshot before answering, so the client returns only when the
-		// remote holds it; the unmount itself follows.
-		sn, err := d.c.Sync(ctx)
-		if err != nil {
-			resp = Response{Error: err.Error()}
-			break
+		if req.Op == "unmount" {
+			d.once.Do(func() { close(d.stop) })
 		}
-		if sn != nil {
-			resp.Snapshot = sn.Name()
-		}
-		d.once.Do(func() { close(d.stop) })
 	case "prune":
 		res, err := d.prune(ctx, req.DryRun)
 		if err != nil {
