@@ -676,3 +676,43 @@ func TestPruneWhileMounted(t *testing.T) {
 		t.Fatalf("recovered live file: %v", err)
 	}
 }
+
+// With --allow-other, other users see the mount, and the kernel checks
+// their permissions (default_permissions); without it they see nothing.
+func TestAllowOtherPermissions(t *testing.T) {
+	requireTool(t, "setpriv")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as another user") // CI runs as root
+	}
+	w := newWorld(t)
+	// Other users must be able to reach the mount point at all.
+	for _, d := range []string{filepath.Dir(w.dir), w.dir, w.mnt} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.mount("--allow-other")
+	if err := os.WriteFile(filepath.Join(w.mnt, "private"), []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(w.mnt, "public"), []byte("everyone"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	asNobody := func(args ...string) error {
+		return exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...).Run()
+	}
+	if err := asNobody("cat", filepath.Join(w.mnt, "public")); err != nil {
+		t.Fatalf("another user cannot read a 0644 file: %v", err)
+	}
+	if err := asNobody("cat", filepath.Join(w.mnt, "private")); err == nil {
+		t.Fatal("another user read a 0600 file")
+	}
+	if err := asNobody("touch", filepath.Join(w.mnt, "new")); err == nil {
+		t.Fatal("another user created a file in a 0755 root-owned directory")
+	}
+	w.unmount()
+	w.mount()
+	if err := asNobody("ls", w.mnt); err == nil {
+		t.Fatal("without --allow-other another user could list the mount")
+	}
+}
