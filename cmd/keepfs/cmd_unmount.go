@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -42,6 +43,14 @@ Examples:
 				}
 				if i == 600 {
 					return fmt.Errorf("%s is still mounted after 60 s (busy? see the daemon log)", m.Point)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			// And for the daemon to finish closing its state, so that a
+			// remount or a copy of the state directory finds it at rest.
+			for i := 0; resp.PID > 0 && syscall.Kill(resp.PID, 0) == nil; i++ {
+				if i == 600 {
+					return fmt.Errorf("%s unmounted, but its daemon (pid %d) is still closing; see its log", m.Point, resp.PID)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}

@@ -67,6 +67,11 @@ type daemon struct {
 
 	pruneMu   sync.Mutex // one prune at a time
 	lastPrune time.Time  // guarded by pruneMu
+
+	// bg bounds background work (retention); cancelled when shutdown starts.
+	bg       context.Context
+	cancelBg context.CancelFunc
+	bgWG     sync.WaitGroup
 }
 
 // retentionEvery bounds how often the daemon applies retention after
@@ -89,7 +94,14 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		return err
 	}
 	d := &daemon{cfg: cfg, c: c, log: log, stop: make(chan struct{})}
-	c.OnSnapshot(func(*repo.Snapshot) { go d.applyRetention() })
+	d.bg, d.cancelBg = context.WithCancel(context.Background())
+	c.OnSnapshot(func(*repo.Snapshot) {
+		if d.bg.Err() != nil {
+			return
+		}
+		d.bgWG.Add(1)
+		go func() { defer d.bgWG.Done(); d.applyRetention() }()
+	})
 
 	// A socket left by a killed daemon is stale: the state lock we now hold
 	// proves nobody serves it.
@@ -126,9 +138,17 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	case <-d.stop:
 	case <-external:
 		log.Warn("unmounted from outside; committing what is left")
+		d.stopBackground()
 		return d.closeCache()
 	}
+	d.stopBackground()
 	return d.shutdown()
+}
+
+// stopBackground cancels a running retention prune and waits for it.
+func (d *daemon) stopBackground() {
+	d.cancelBg()
+	d.bgWG.Wait()
 }
 
 // shutdown takes the final snapshot while the mount still answers, then
@@ -261,7 +281,7 @@ func (d *daemon) applyRetention() {
 	if !due {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := context.WithTimeout(d.bg, 30*time.Minute)
 	defer cancel()
 	p, err := d.c.Repository().Retention(ctx)
 	if err != nil {
