@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
-	"syscall"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/keepfs/keepfs/cmd/keepfs/daemon"
 )
 
 func cmdUnmount() *cli.Command {
@@ -31,11 +35,16 @@ Examples:
 			if !ok {
 				return fmt.Errorf("%s is not a keepfs mount", c.Args().First())
 			}
-			resp, err := callDaemon(c.Context, m.Source, "unmount")
+			cl, err := daemon.Dial(c.Context, m.Source)
 			if err != nil {
 				return fmt.Errorf("unmount %s: %w (if the daemon is gone, run fusermount3 -u %s)", m.Point, err, m.Point)
 			}
-			// The daemon unmounts after answering; wait for the mount to go.
+			// Returns once the daemon has taken the final snapshot, the
+			// remote holds it, and the cache is closed.
+			resp, err := cl.Unmount(c.Context)
+			if err != nil {
+				return fmt.Errorf("unmount %s: %w", m.Point, err)
+			}
 			for i := 0; ; i++ {
 				mounted, err := isMountpoint(m.Point)
 				if err != nil || !mounted {
@@ -46,13 +55,13 @@ Examples:
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			// And for the daemon to finish closing its state, so that a
-			// remount or a copy of the state directory finds it at rest.
-			for i := 0; resp.PID > 0 && syscall.Kill(resp.PID, 0) == nil; i++ {
+			// And for the process to go, so that a remount or a copy of the
+			// state directory finds it at rest.
+			for i := 0; resp.PID > 0 && processRunning(resp.PID); i++ {
 				if i == 600 {
-					return fmt.Errorf("%s unmounted, but its daemon (pid %d) is still closing; see its log", m.Point, resp.PID)
+					return fmt.Errorf("%s unmounted, but its daemon (pid %d) is still running; see its log", m.Point, resp.PID)
 				}
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond)
 			}
 			if resp.Snapshot != "" {
 				fmt.Fprintf(c.App.Writer, "unmounted %s (final snapshot %s)\n", m.Point, resp.Snapshot)
@@ -62,4 +71,20 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// processRunning reports whether pid is alive and not a zombie: the daemon
+// is nobody's child once its starter exited, and a parent that reaps late
+// must not make unmount wait.
+func processRunning(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] != 'Z' && b[i+2] != 'X'
 }

@@ -1,11 +1,3 @@
-// Package versions is the read-only .versions tree: one directory per
-// snapshot, named by its time (2026-11-28T130500Z, UTC), plus "latest".
-// Any other name of that form, or a prefix of one (2026-11-28T13), resolves
-// to the newest snapshot at or before that time.
-//
-// Snapshots never change, so everything below a snapshot directory is
-// cached by the kernel for a long time; only the root's entries (which gain
-// snapshots and move "latest") are looked up afresh.
 package versions
 
 import (
@@ -14,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,6 +42,8 @@ type Options struct {
 	Logger *slog.Logger
 	// ListTTL bounds how long the snapshot list is reused without Refresh.
 	ListTTL time.Duration
+	// CacheBytes bounds the decoded chunks kept in memory (default 64 MiB).
+	CacheBytes int64
 }
 
 // snapshot timeouts: contents never change.
@@ -68,6 +61,11 @@ type Root struct {
 	loaded time.Time
 	blobs  *chunkCache
 	inodes map[string]*gofs.Inode // snapshot id -> dir inode, so the kernel sees one inode per snapshot
+	// handed is every name the kernel holds a dentry for, with the
+	// snapshot it was given: Refresh invalidates those that now resolve
+	// elsewhere (latest, prefixes) or nowhere (a pruned snapshot). It
+	// grows only with the names people type, so it is not bounded.
+	handed map[string]crypto.ID
 }
 
 // NewRoot returns the .versions directory over src.
@@ -75,17 +73,55 @@ func NewRoot(src Source, opts Options) *Root {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 64 << 20
+	}
 	if opts.ListTTL == 0 {
 		opts.ListTTL = 10 * time.Second
 	}
-	return &Root{src: src, opts: opts, blobs: newChunkCache(32), inodes: map[string]*gofs.Inode{}}
+	return &Root{src: src, opts: opts, blobs: newChunkCache(opts.CacheBytes), inodes: map[string]*gofs.Inode{}, handed: map[string]crypto.ID{}}
 }
 
-// Refresh drops the cached snapshot list (called after each new snapshot).
+// Refresh drops the cached snapshot list; call it after each new snapshot
+// and after a prune.
+//
+// Names the kernel has cached that now mean another snapshot (latest, a
+// prefix) or none are invalidated, so the change shows at once rather than
+// after the entry timeout. That happens in the background: Refresh may be
+// called while a FUSE request holds the kernel's lock on this directory,
+// and an invalidation waits for that lock.
 func (r *Root) Refresh() {
 	r.mu.Lock()
 	r.loaded = time.Time{}
+	stale := len(r.handed) > 0
 	r.mu.Unlock()
+	if stale {
+		go r.invalidate()
+	}
+}
+
+// invalidate drops kernel entries whose name resolves differently now.
+func (r *Root) invalidate() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := r.list(ctx); err != nil {
+		return
+	}
+	r.mu.Lock()
+	handed := make(map[string]crypto.ID, len(r.handed))
+	for n, id := range r.handed {
+		handed[n] = id
+	}
+	r.mu.Unlock()
+	for name, id := range handed {
+		if sn, err := r.resolve(ctx, name); err == nil && sn.ID == id {
+			continue
+		}
+		r.mu.Lock()
+		delete(r.handed, name)
+		r.mu.Unlock()
+		r.NotifyEntry(name)
+	}
 }
 
 // Name gives snapshots unique names: their time, with "-1", "-2" … for
@@ -183,14 +219,20 @@ func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if err != nil {
 		return nil, r.errno(err)
 	}
-	// The root changes as snapshots arrive: no kernel caching of its names.
-	out.SetEntryTimeout(0)
+	// Root names can change meaning: latest and prefixes move as snapshots
+	// arrive, and prune removes snapshots. Refresh invalidates changed
+	// names at once; the timeout bounds staleness when nobody calls it
+	// (snapshots taken or pruned elsewhere). Without any entry caching
+	// every path walk through .versions would ask about its first
+	// component again.
+	out.SetEntryTimeout(r.opts.ListTTL)
 	out.SetAttrTimeout(stableTimeout)
 	root := &tree.Node{Name: name, Type: tree.Dir, Mode: 0o555, Subtree: sn.Tree, MTime: sn.Time.UnixNano(), CTime: sn.Time.UnixNano()}
 	d := &dirNode{node: node{entry: entry{r: r, sn: sn, n: root}}}
 	d.fill(&out.Attr)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.handed[name] = sn.ID
 	key := sn.ID.String()
 	if ino, ok := r.inodes[key]; ok {
 		return ino, 0
@@ -375,9 +417,8 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return d.NewInode(ctx, emb, gofs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: out.Attr.Ino}), 0
 }
 
-var _ = (gofs.NodeReaddirer)((*dirNode)(nil))
-
-func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+// entries lists the directory's children in tree (name) order.
+func (d *dirNode) entries(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 	t, err := d.r.src.LoadTree(ctx, d.n.Subtree)
 	if err != nil {
 		return nil, d.r.errno(err)
@@ -389,7 +430,71 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		tmp.fill(&a)
 		out = append(out, fuse.DirEntry{Name: c.Name, Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
 	}
-	return gofs.NewListDirStream(out), 0
+	return out, 0
+}
+
+var _ = (gofs.NodeReaddirer)((*dirNode)(nil))
+
+func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ents, errno := d.entries(ctx)
+	if errno != 0 {
+		return nil, errno
+	}
+	return gofs.NewListDirStream(ents), 0
+}
+
+var _ = (gofs.NodeOpendirHandler)((*dirNode)(nil))
+
+// OpendirHandle asks the kernel to cache the listing (FOPEN_CACHE_DIR):
+// a snapshot directory never changes, so a second `ls -lR` is served
+// without a READDIRPLUS and its per-entry lookups.
+func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{d: d}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// dirHandle streams a snapshot directory; offsets are entry positions
+// (1-based, 0 = start), so seeking back is exact.
+type dirHandle struct {
+	d *dirNode
+
+	mu   sync.Mutex // guards the fields below
+	ents []fuse.DirEntry
+	read bool
+	pos  int
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+)
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.read {
+		ents, errno := h.d.entries(ctx)
+		if errno != 0 {
+			return nil, errno
+		}
+		h.ents, h.read = ents, true
+	}
+	if h.pos >= len(h.ents) {
+		return nil, 0
+	}
+	de := h.ents[h.pos]
+	h.pos++
+	de.Off = uint64(h.pos)
+	return &de, 0
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pos = int(min(off, uint64(len(h.ents))))
+	if !h.read {
+		h.pos = int(off) // checked against the listing once it is read
+	}
+	return 0
 }
 
 var (
@@ -430,103 +535,4 @@ var _ = (gofs.NodeReadlinker)((*linkNode)(nil))
 
 func (l *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(l.n.LinkTarget), 0
-}
-
-// fileNode reads chunks on demand.
-type fileNode struct {
-	node
-	once    sync.Once
-	offsets []int64 // start of each chunk; len(Content)+1 entries
-	err     error
-}
-
-func (f *fileNode) layout() error {
-	f.once.Do(func() {
-		f.offsets = make([]int64, len(f.n.Content)+1)
-		for i, id := range f.n.Content {
-			sz, ok := f.r.src.BlobSize(pack.Data, id)
-			if !ok {
-				f.err = fmt.Errorf("data blob %s: %w", id.Short(), repo.ErrBlobNotFound)
-				return
-			}
-			f.offsets[i+1] = f.offsets[i] + int64(sz)
-		}
-	})
-	return f.err
-}
-
-var _ = (gofs.NodeOpener)((*fileNode)(nil))
-
-func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
-		return nil, 0, syscall.EROFS
-	}
-	if err := f.layout(); err != nil {
-		return nil, 0, f.r.errno(err)
-	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
-}
-
-var _ = (gofs.NodeReader)((*fileNode)(nil))
-
-func (f *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if err := f.layout(); err != nil {
-		return nil, f.r.errno(err)
-	}
-	end := f.offsets[len(f.offsets)-1]
-	if off >= end {
-		return fuse.ReadResultData(nil), 0
-	}
-	want := min(int64(len(dest)), end-off)
-	i := sort.Search(len(f.offsets)-1, func(i int) bool { return f.offsets[i+1] > off })
-	n := int64(0)
-	for n < want && i < len(f.n.Content) {
-		id := f.n.Content[i]
-		b, err := f.r.blobs.get(ctx, f.r.src, id)
-		if err != nil {
-			return nil, f.r.errno(err)
-		}
-		start := off + n - f.offsets[i]
-		c := copy(dest[n:want], b[start:])
-		n += int64(c)
-		i++
-	}
-	return fuse.ReadResultData(dest[:n]), 0
-}
-
-// chunkCache keeps recently read chunks: the kernel reads 128 KiB at a time
-// and a chunk is about 1 MiB.
-type chunkCache struct {
-	mu    sync.Mutex
-	max   int
-	order []crypto.ID
-	m     map[crypto.ID][]byte
-}
-
-func newChunkCache(max int) *chunkCache {
-	return &chunkCache{max: max, m: map[crypto.ID][]byte{}}
-}
-
-func (c *chunkCache) get(ctx context.Context, src Source, id crypto.ID) ([]byte, error) {
-	c.mu.Lock()
-	if b, ok := c.m[id]; ok {
-		c.mu.Unlock()
-		return b, nil
-	}
-	c.mu.Unlock()
-	b, err := src.LoadBlob(ctx, pack.Data, id)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[id]; !ok {
-		c.m[id] = b
-		c.order = append(c.order, id)
-		if len(c.order) > c.max {
-			delete(c.m, c.order[0])
-			c.order = c.order[1:]
-		}
-	}
-	return b, nil
 }

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,10 +27,11 @@ import (
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/archiver"
 	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
 )
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	be   *remote.Mem
 	r    *repo.Repository
 	src  string
@@ -36,7 +41,13 @@ type env struct {
 	last *repo.Snapshot
 }
 
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
+	return setupWith(t, func(r *repo.Repository) versions.Source { return versions.RepoSource{Repository: r} })
+}
+
+// setupWith mounts a Root over the Source that wrap makes of a fresh
+// repository.
+func setupWith(t testing.TB, wrap func(*repo.Repository) versions.Source) *env {
 	fstest.RequireFUSE(t)
 	be := remote.NewMem()
 	r, err := repo.Create(context.Background(), be, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
@@ -44,7 +55,7 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, be: be, r: r, src: t.TempDir(), mnt: t.TempDir(), when: time.Date(2026, 11, 28, 13, 5, 0, 0, time.UTC)}
-	e.root = versions.NewRoot(versions.RepoSource{Repository: r}, versions.Options{})
+	e.root = versions.NewRoot(wrap(r), versions.Options{})
 	srv, err := gofs.Mount(e.mnt, e.root, &gofs.Options{MountOptions: fuse.MountOptions{Name: "keepfs-versions-test"}, NullPermissions: true})
 	if err != nil {
 		t.Fatal(err)
@@ -207,5 +218,208 @@ func TestVersionsTamperedPackIsEIO(t *testing.T) {
 	_, err := os.ReadFile(filepath.Join(e.mnt, "latest/f.bin"))
 	if !errors.Is(err, syscall.EIO) {
 		t.Fatalf("tampered read: %v", err)
+	}
+}
+
+// Hard links keep their link count, inode numbers stay put for a path, and
+// a multi-chunk file read sequentially (which triggers read-ahead) and at
+// random offsets gives the original bytes.
+func TestVersionsLinksInodesAndReads(t *testing.T) {
+	e := setup(t)
+	big := make([]byte, 9<<20+7)
+	rand.New(rand.NewSource(3)).Read(big)
+	e.write("a/big.bin", big, 0o600)
+	if err := os.Link(filepath.Join(e.src, "a/big.bin"), filepath.Join(e.src, "a/twin.bin")); err != nil {
+		t.Fatal(err)
+	}
+	sn := e.snapshot(0)
+	var st1, st2 unix.Stat_t
+	if err := unix.Lstat(filepath.Join(e.mnt, sn.Name(), "a/twin.bin"), &st1); err != nil {
+		t.Fatal(err)
+	}
+	if st1.Nlink != 2 || st1.Size != int64(len(big)) || st1.Mode&0o7777 != 0o600 {
+		t.Errorf("hard link: nlink %d size %d mode %o", st1.Nlink, st1.Size, st1.Mode)
+	}
+	if err := unix.Lstat(filepath.Join(e.mnt, "latest/a/twin.bin"), &st2); err != nil {
+		t.Fatal(err)
+	}
+	if st1.Ino != st2.Ino {
+		t.Errorf("one snapshot path, two inode numbers: %d %d", st1.Ino, st2.Ino)
+	}
+	f, err := os.Open(filepath.Join(e.mnt, "latest/a/big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("sequential read: %d bytes, equal %v, %v", len(got), bytes.Equal(got, big), err)
+	}
+	rng := rand.New(rand.NewSource(4))
+	buf := make([]byte, 300<<10)
+	for range 20 {
+		off := rng.Int63n(int64(len(big)))
+		n, err := f.ReadAt(buf, off)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf[:n], big[off:min(off+int64(len(buf)), int64(len(big)))]) {
+			t.Fatalf("random read at %d differs", off)
+		}
+	}
+}
+
+// lyingSource reports chunk sizes one byte too large, as a tampered or
+// stale index would.
+type lyingSource struct{ versions.RepoSource }
+
+func (s lyingSource) BlobSize(t pack.BlobType, id crypto.ID) (uint32, bool) {
+	n, ok := s.RepoSource.BlobSize(t, id)
+	return n + 1, ok
+}
+
+// When the index and the tree disagree on a file's size, reads fail with
+// EIO rather than returning padded or short data.
+func TestVersionsSizeMismatchIsEIO(t *testing.T) {
+	e := setupWith(t, func(r *repo.Repository) versions.Source {
+		return lyingSource{versions.RepoSource{Repository: r}}
+	})
+	e.write("f.txt", []byte("hello\n"), 0o644)
+	e.snapshot(0)
+	if _, err := os.ReadFile(filepath.Join(e.mnt, "latest/f.txt")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read with a wrong index size: %v", err)
+	}
+}
+
+// BenchmarkWalk20k is an `ls -lR` of 20,000 files: readdir plus lstat of
+// every entry, in a snapshot under .versions and in the source directory
+// it was taken from. The first .versions walk loads the trees; later ones
+// run from the kernel's caches, as a user browsing history would.
+func BenchmarkWalk20k(b *testing.B) {
+	e := setup(b)
+	for d := range 100 {
+		dir := filepath.Join(e.src, fmt.Sprintf("d%03d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for f := range 200 {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", f)), []byte{byte(f)}, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	e.snapshot(0)
+	walk := func(b *testing.B, root string) {
+		n := 0
+		err := filepath.WalkDir(root, func(p string, d iofs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			var st unix.Stat_t
+			n++
+			return unix.Lstat(p, &st)
+		})
+		if err != nil || n != 20101 {
+			b.Fatalf("walk %s: %d entries, %v", root, n, err)
+		}
+	}
+	b.Run("source", func(b *testing.B) {
+		for b.Loop() {
+			walk(b, e.src)
+		}
+	})
+	b.Run("versions-cold", func(b *testing.B) {
+		// A fresh snapshot name each round defeats the kernel caches:
+		// the prefix lookup gives a new dentry, the trees come from the
+		// repository's tree cache.
+		for b.Loop() {
+			walk(b, filepath.Join(e.mnt, e.last.Name()))
+			b.StopTimer()
+			e.snapshot(time.Second)
+			b.StartTimer()
+		}
+	})
+	b.Run("versions-warm", func(b *testing.B) {
+		for b.Loop() {
+			walk(b, filepath.Join(e.mnt, "latest"))
+		}
+	})
+}
+
+// latest and prefixes the kernel has already cached move to a new snapshot
+// as soon as Refresh is called, not after their entry timeout.
+func TestVersionsLatestMovesOnRefresh(t *testing.T) {
+	e := setup(t)
+	e.write("f.txt", []byte("one"), 0o644)
+	first := e.snapshot(0)
+	for _, name := range []string{"latest", "2026-11-28"} {
+		if b, err := os.ReadFile(filepath.Join(e.mnt, name, "f.txt")); err != nil || string(b) != "one" {
+			t.Fatalf("%s before: %q %v", name, b, err)
+		}
+	}
+	e.write("f.txt", []byte("two"), 0o644)
+	e.snapshot(time.Minute) // calls Refresh
+	deadline := time.Now().Add(5 * time.Second)
+	for _, name := range []string{"latest", "2026-11-28"} {
+		for {
+			b, err := os.ReadFile(filepath.Join(e.mnt, name, "f.txt"))
+			if err == nil && string(b) == "two" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s after a new snapshot: %q %v", name, b, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(e.mnt, first.Name(), "f.txt")); err != nil || string(b) != "one" {
+		t.Fatalf("first snapshot by name: %q %v", b, err)
+	}
+}
+
+// hidingSource lists every snapshot except the one named by hide, as the
+// repository would after a prune removed it.
+type hidingSource struct {
+	versions.RepoSource
+	hide *atomic.Pointer[crypto.ID]
+}
+
+func (s hidingSource) Snapshots(ctx context.Context) ([]*repo.Snapshot, error) {
+	all, err := s.RepoSource.Snapshots(ctx)
+	var out []*repo.Snapshot
+	for _, sn := range all {
+		if h := s.hide.Load(); h == nil || *h != sn.ID {
+			out = append(out, sn)
+		}
+	}
+	return out, err
+}
+
+// A snapshot that goes away (prune) disappears from a mount that had it
+// cached as soon as Refresh is called.
+func TestVersionsPrunedNameVanishesOnRefresh(t *testing.T) {
+	var hide atomic.Pointer[crypto.ID]
+	e := setupWith(t, func(r *repo.Repository) versions.Source {
+		return hidingSource{versions.RepoSource{Repository: r}, &hide}
+	})
+	e.write("f.txt", []byte("one"), 0o644)
+	first := e.snapshot(0)
+	e.snapshot(time.Hour)
+	p := filepath.Join(e.mnt, first.Name(), "f.txt")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	hide.Store(&first.ID)
+	e.root.Refresh()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := os.Stat(filepath.Join(e.mnt, first.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pruned snapshot still visible: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

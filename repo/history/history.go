@@ -1,5 +1,3 @@
-// Package history answers questions across snapshots: the versions of one
-// file (following renames) and the changes between two snapshots.
 package history
 
 import (
@@ -22,6 +20,7 @@ type Version struct {
 	Content  string    `json:"content"` // keyed hash of the chunk list, short hex
 	MTime    int64     `json:"mtime_ns"`
 	content  crypto.ID // full content id, for comparisons
+	inode    uint64    // source inode number, when the snapshot recorded one
 }
 
 // ContentID identifies a file's content without revealing it: the keyed
@@ -37,7 +36,9 @@ func ContentID(k *crypto.Key, n *tree.Node) crypto.ID {
 // Log lists the versions of the file at p in the newest snapshot that has
 // it, oldest first. Where the path is missing in an older snapshot, a file
 // with the same content elsewhere in that snapshot is taken as its former
-// name (a rename), and the search goes on under that name.
+// name (a rename), and the search goes on under that name; failing that, a
+// file with the same inode number (a rename and an edit between two
+// snapshots of a tree that records inode numbers).
 func Log(ctx context.Context, r *repo.Repository, p string) ([]Version, error) {
 	p = path.Clean("/" + p)
 	snaps, err := r.Snapshots(ctx)
@@ -54,10 +55,15 @@ func Log(ctx context.Context, r *repo.Repository, p string) ([]Version, error) {
 		}
 		if (n == nil || n.Type != tree.File) && len(found) > 0 {
 			// Renamed? Look for the last known content under another name.
-			prev := found[len(found)-1].content
-			if np, nn, err := findContent(ctx, r, sn.Tree, prev); err != nil {
+			prev := found[len(found)-1]
+			np, nn, err := find(ctx, r, sn.Tree, func(n *tree.Node) bool { return ContentID(r.Key(), n) == prev.content })
+			if err == nil && nn == nil && prev.inode != 0 {
+				np, nn, err = findInChain(ctx, r, sn.Tree, cur, prev.inode)
+			}
+			if err != nil {
 				return nil, err
-			} else if nn != nil {
+			}
+			if nn != nil {
 				cur, n = np, nn
 			}
 		}
@@ -65,7 +71,7 @@ func Log(ctx context.Context, r *repo.Repository, p string) ([]Version, error) {
 			continue
 		}
 		found = append(found, Version{Snapshot: sn.Name(), ID: sn.ID.String(), Path: cur, Size: n.Size,
-			MTime: n.MTime, content: ContentID(r.Key(), n)})
+			MTime: n.MTime, content: ContentID(r.Key(), n), inode: n.Inode})
 	}
 	if len(found) == 0 {
 		return nil, repo.ErrPathNotFound
@@ -83,8 +89,36 @@ func Log(ctx context.Context, r *repo.Repository, p string) ([]Version, error) {
 	return out, nil
 }
 
-// findContent searches a whole snapshot for a file with content id want.
-func findContent(ctx context.Context, r *repo.Repository, root crypto.ID, want crypto.ID) (string, *tree.Node, error) {
+// findInChain looks for a file with inode number ino in the directories
+// on p's parent chain (its own directory first, then up to the root), not
+// below them: inode numbers are reused once a file is gone, so a match far
+// away is more likely a stranger than the same file renamed.
+func findInChain(ctx context.Context, r *repo.Repository, root crypto.ID, p string, ino uint64) (string, *tree.Node, error) {
+	for dir := path.Dir(p); ; dir = path.Dir(dir) {
+		d, err := r.Lookup(ctx, root, dir)
+		if err != nil && !errors.Is(err, repo.ErrPathNotFound) {
+			return "", nil, err
+		}
+		if err == nil && d.Type == tree.Dir {
+			t, err := r.LoadTree(ctx, d.Subtree)
+			if err != nil {
+				return "", nil, err
+			}
+			for _, n := range t.Nodes {
+				if n.Type == tree.File && n.Inode == ino {
+					return path.Join(dir, n.Name), n, nil
+				}
+			}
+		}
+		if dir == "/" {
+			return "", nil, nil
+		}
+	}
+}
+
+// find searches a whole snapshot for the first file (in path order) that
+// match accepts.
+func find(ctx context.Context, r *repo.Repository, root crypto.ID, match func(*tree.Node) bool) (string, *tree.Node, error) {
 	var walk func(id crypto.ID, dir string) (string, *tree.Node, error)
 	walk = func(id crypto.ID, dir string) (string, *tree.Node, error) {
 		t, err := r.LoadTree(ctx, id)
@@ -94,7 +128,7 @@ func findContent(ctx context.Context, r *repo.Repository, root crypto.ID, want c
 		for _, n := range t.Nodes {
 			switch n.Type {
 			case tree.File:
-				if ContentID(r.Key(), n) == want {
+				if match(n) {
 					return path.Join(dir, n.Name), n, nil
 				}
 			case tree.Dir:

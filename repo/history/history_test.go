@@ -2,6 +2,7 @@ package history_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -132,5 +133,74 @@ func TestDiff(t *testing.T) {
 	}
 	if same, err := history.Diff(ctx, f.r, b, b); err != nil || len(same) != 0 {
 		t.Fatalf("diff of a snapshot with itself: %v %v", same, err)
+	}
+}
+
+func TestLogTable(t *testing.T) {
+	type step func(f *fixture)
+	write := func(p, c string) step { return func(f *fixture) { f.write(p, c) } }
+	rename := func(a, b string) step {
+		return func(f *fixture) {
+			if err := os.Rename(filepath.Join(f.src, a), filepath.Join(f.src, b)); err != nil {
+				f.t.Fatal(err)
+			}
+		}
+	}
+	remove := func(p string) step {
+		return func(f *fixture) {
+			if err := os.Remove(filepath.Join(f.src, p)); err != nil {
+				f.t.Fatal(err)
+			}
+		}
+	}
+	// Each case is a list of snapshots, each taken after its steps ran.
+	for _, tc := range []struct {
+		name  string
+		snaps [][]step
+		path  string
+		want  []string // "HH path size" per version
+	}{
+		{"unchanged file is one version",
+			[][]step{{write("a", "x")}, nil, nil}, "/a",
+			[]string{"11 /a 1"}},
+		{"revert is a new version",
+			[][]step{{write("a", "1")}, {write("a", "22")}, {write("a", "1")}}, "/a",
+			[]string{"11 /a 1", "12 /a 2", "13 /a 1"}},
+		{"rename and edit together follow the inode",
+			[][]step{{write("d/a", "1"), write("other", "o")}, {rename("d/a", "d/e"), write("d/e", "22")}}, "/d/e",
+			[]string{"11 /d/a 1", "12 /d/e 2"}},
+		{"rename and edit from a subdirectory up follow the inode",
+			[][]step{{write("a", "1")}, {write("d/x", "x"), rename("a", "d/e"), write("d/e", "22")}}, "/d/e",
+			[]string{"11 /a 1", "12 /d/e 2"}},
+		{"rename into another directory follows content",
+			[][]step{{write("d/a", "same")}, {rename("d/a", "b")}}, "/b",
+			[]string{"11 /d/a 4", "12 /b 4"}},
+		{"deleted then recreated keeps both eras",
+			[][]step{{write("a", "1")}, {remove("a")}, {write("a", "333")}}, "/a",
+			[]string{"11 /a 1", "13 /a 3"}},
+		{"file deleted since shows its past",
+			[][]step{{write("a", "1"), write("z", "z")}, {remove("a")}}, "/a",
+			[]string{"11 /a 1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			for _, steps := range tc.snaps {
+				for _, s := range steps {
+					s(f)
+				}
+				f.snapshot()
+			}
+			vs, err := history.Log(context.Background(), f.r, tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, v := range vs {
+				got = append(got, fmt.Sprintf("%s %s %d", v.Snapshot[11:13], v.Path, v.Size))
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("log %s:\n got  %q\n want %q", tc.path, got, tc.want)
+			}
+		})
 	}
 }

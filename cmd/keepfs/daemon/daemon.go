@@ -3,7 +3,13 @@
 //
 // The control socket lives in the state directory (mode 0600) and only
 // answers peers with the daemon's uid or root (SO_PEERCRED). Its protocol
-// is one JSON request and one JSON response per connection.
+// is one JSON request and one JSON response per connection; "unmount"
+// answers twice: once the final snapshot is in the remote, and again with
+// the outcome of the shutdown (cache closed, queue drained), so that the
+// client returns only when the state directory is at rest.
+//
+// SIGINT/SIGTERM (a cancelled Run context) unmount the same way; a second
+// signal exits at once, which is as safe as kill -9.
 package daemon
 
 import (
@@ -11,11 +17,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -64,6 +75,13 @@ type daemon struct {
 	log  *slog.Logger
 	stop chan struct{} // closed when an unmount was requested
 	once sync.Once
+	// done is closed when Run returns: unmount requests hold their
+	// connection open until then, so the client knows the daemon finished.
+	done chan struct{}
+	// final is Run's result, set before done is closed; waiters counts
+	// unmount requests still to be told it.
+	final   error
+	waiters sync.WaitGroup
 
 	pruneMu   sync.Mutex // one prune at a time
 	lastPrune time.Time  // guarded by pruneMu
@@ -93,7 +111,12 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	d := &daemon{cfg: cfg, c: c, log: log, stop: make(chan struct{})}
+	d := &daemon{cfg: cfg, c: c, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	defer func() {
+		close(d.done)
+		// Let unmount clients read the outcome before the process exits.
+		waitTimeout(&d.waiters, 5*time.Second)
+	}()
 	d.bg, d.cancelBg = context.WithCancel(context.Background())
 	c.OnSnapshot(func(*repo.Snapshot) {
 		if d.bg.Err() != nil {
@@ -134,15 +157,48 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	go func() { srv.Wait(); close(external) }()
 	select {
 	case <-ctx.Done():
-		log.Info("signal: unmounting")
+		log.Info("signal: unmounting (a second signal stops at once)")
+		d.forceOnSecondSignal()
 	case <-d.stop:
 	case <-external:
 		log.Warn("unmounted from outside; committing what is left")
 		d.stopBackground()
-		return d.closeCache()
+		d.final = d.closeCache()
+		return d.final
 	}
 	d.stopBackground()
-	return d.shutdown()
+	d.final = d.shutdown()
+	return d.final
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-time.After(d):
+	}
+}
+
+// forceOnSecondSignal lets an impatient user (Ctrl-C twice) stop a
+// shutdown that waits on a slow or unreachable remote. Exiting then is as
+// safe as kill -9: everything closed or fsynced is committed in the state
+// directory, and its upload resumes at the next mount.
+func (d *daemon) forceOnSecondSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		var s os.Signal
+		select {
+		case s = <-sig:
+		case <-d.done:
+			signal.Stop(sig)
+			return
+		}
+		d.log.Warn("second signal: exiting without waiting for the upload; it resumes at the next mount", "signal", s.String())
+		_ = lazyUnmount(d.cfg.Mountpoint)
+		os.Exit(1)
+	}()
 }
 
 // stopBackground cancels a running retention prune and waits for it.
@@ -177,15 +233,33 @@ func (d *daemon) closeCache() error {
 // data is already committed, and a stuck process must not keep the daemon.
 func (d *daemon) unmount() error {
 	var err error
-	for i := 0; i < 20; i++ {
+	// Each try runs fusermount3 (a few hundred ms): bound the time, not
+	// the count, so a busy mount costs about two seconds.
+	for deadline := time.Now().Add(2 * time.Second); ; {
 		if err = d.srv.Unmount(); err == nil {
 			return nil
+		}
+		if time.Now().After(deadline) {
+			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	d.log.Warn("mount busy; detaching lazily", "err", err)
-	if lerr := unix.Unmount(d.cfg.Mountpoint, unix.MNT_DETACH); lerr != nil {
+	if lerr := lazyUnmount(d.cfg.Mountpoint); lerr != nil {
 		return errors.Join(err, lerr)
+	}
+	return nil
+}
+
+// lazyUnmount detaches mnt now and lets the kernel finish when it is no
+// longer busy. umount2 needs CAP_SYS_ADMIN; fusermount3 (setuid) does it
+// for ordinary users.
+func lazyUnmount(mnt string) error {
+	if err := unix.Unmount(mnt, unix.MNT_DETACH); err == nil {
+		return nil
+	}
+	if out, err := exec.Command("fusermount3", "-u", "-z", mnt).CombinedOutput(); err != nil {
+		return fmt.Errorf("fusermount3 -u -z %s: %w: %s", mnt, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -215,16 +289,25 @@ func peerAllowed(conn *net.UnixConn) bool {
 	return cred.Uid == 0 || int(cred.Uid) == os.Getuid()
 }
 
+// maxRequest bounds what the daemon reads of one request.
+const maxRequest = 64 << 10
+
 func (d *daemon) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	enc := json.NewEncoder(conn)
+	// Read the (small, bounded) request before judging the peer: answering
+	// and closing first would make the client's write fail with EPIPE and
+	// hide the reason from it.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var req Request
+	derr := json.NewDecoder(io.LimitReader(conn, maxRequest)).Decode(&req)
+	_ = conn.SetReadDeadline(time.Time{})
 	if !peerAllowed(conn) {
 		_ = enc.Encode(Response{Error: "permission denied: the control socket answers only its owner"})
 		return
 	}
-	var req Request
-	if err := json.NewDecoder(conn).Decode(&req); err != nil {
-		_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
+	if derr != nil {
+		_ = enc.Encode(Response{Error: "bad request: " + derr.Error()})
 		return
 	}
 	resp := Response{OK: true, Mount: d.cfg.Mountpoint, PID: os.Getpid(), RepoID: d.c.Repository().Config().ID}
@@ -247,7 +330,20 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		st := d.c.Status()
 		resp.Status = &st
 		if req.Op == "unmount" {
+			// Answer now, then keep the connection until shutdown is over
+			// and send its outcome: the client returns only when the cache
+			// is closed, so a remount finds the state directory at rest.
+			d.waiters.Add(1)
+			defer d.waiters.Done()
 			d.once.Do(func() { close(d.stop) })
+			_ = enc.Encode(resp)
+			<-d.done
+			fin := Response{OK: d.final == nil, Mount: d.cfg.Mountpoint, PID: os.Getpid()}
+			if d.final != nil {
+				fin.Error = "shutdown: " + d.final.Error()
+			}
+			_ = enc.Encode(fin)
+			return
 		}
 	case "prune":
 		res, err := d.prune(ctx, req.DryRun)
@@ -306,30 +402,94 @@ func Call(ctx context.Context, sock string, op string) (*Response, error) {
 
 // Send sends req to the daemon behind sock.
 func Send(ctx context.Context, sock string, req Request) (*Response, error) {
+	conn, _, resp, err := exchange(ctx, sock, req)
+	if conn != nil {
+		conn.Close()
+	}
+	return resp, err
+}
+
+// exchange sends req and reads the first response, leaving the connection
+// open (when non-nil) for a request that answers twice.
+func exchange(ctx context.Context, sock string, req Request) (net.Conn, *json.Decoder, *Response, error) {
 	op := req.Op
 	var dl net.Dialer
 	conn, err := dl.DialContext(ctx, "unix", sock)
 	if err != nil {
-		return nil, fmt.Errorf("no keepfs daemon answers at %s: %w", sock, err)
+		return nil, nil, nil, fmt.Errorf("no keepfs daemon answers at %s: %w", sock, err)
 	}
-	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, fmt.Errorf("send %s: %w", op, err)
+		return conn, nil, nil, fmt.Errorf("send %s: %w", op, err)
 	}
+	dec := json.NewDecoder(conn)
 	var resp Response
-	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+	if err := dec.Decode(&resp); err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return conn, nil, nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%s: no answer from the daemon: %w", op, err)
+		return conn, nil, nil, fmt.Errorf("%s: no answer from the daemon: %w", op, err)
 	}
 	if !resp.OK {
-		return &resp, errors.New(resp.Error)
+		return conn, dec, &resp, errors.New(resp.Error)
 	}
-	return &resp, nil
+	return conn, dec, &resp, nil
+}
+
+// Client talks to one daemon's control socket; each call is one connection.
+type Client struct {
+	sock string
+}
+
+// Dial returns a client for the daemon behind sock. It fails when nothing
+// listens there, so callers can say so before sending anything.
+func Dial(ctx context.Context, sock string) (*Client, error) {
+	var dl net.Dialer
+	conn, err := dl.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("no keepfs daemon answers at %s: %w", sock, err)
+	}
+	conn.Close()
+	return &Client{sock: sock}, nil
+}
+
+// Status returns the daemon's cache status.
+func (c *Client) Status(ctx context.Context) (*Response, error) {
+	return Send(ctx, c.sock, Request{Op: "status"})
+}
+
+// Sync returns once the remote holds a snapshot of everything closed or
+// fsynced before the call.
+func (c *Client) Sync(ctx context.Context) (*Response, error) {
+	return Send(ctx, c.sock, Request{Op: "sync"})
+}
+
+// Unmount asks for a final snapshot and an unmount, and returns once the
+// daemon has finished shutting down (cache closed, queue drained). The
+// response names the final snapshot; the daemon process exits right after.
+func (c *Client) Unmount(ctx context.Context) (*Response, error) {
+	conn, dec, resp, err := exchange(ctx, c.sock, Request{Op: "unmount"})
+	if conn != nil {
+		defer conn.Close()
+	}
+	if err != nil {
+		return resp, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	var fin Response
+	if err := dec.Decode(&fin); err != nil {
+		if ctx.Err() != nil {
+			return resp, ctx.Err()
+		}
+		return resp, fmt.Errorf("the daemon (pid %d) exited without confirming a clean shutdown: %w; see its log", resp.PID, err)
+	}
+	if !fin.OK {
+		return resp, errors.New(fin.Error)
+	}
+	return resp, nil
 }
