@@ -359,7 +359,8 @@ func (c *Cache) allocIno(txn *badger.Txn) (uint64, error) {
 // Repository returns the repository the cache writes to.
 func (c *Cache) Repository() *repo.Repository { return c.r }
 
-// OnSnapshot registers fn to be called after each new snapshot is stored.
+// OnSnapshot registers fn to be called after each new snapshot is stored,
+// and after a prune removed snapshots (with the latest, possibly nil).
 func (c *Cache) OnSnapshot(fn func(*repo.Snapshot)) {
 	c.mu.Lock()
 	c.onSnap = append(c.onSnap, fn)

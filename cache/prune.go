@@ -54,6 +54,18 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 		}
 		c.log.Info("pruned", "snapshots_removed", len(res.SnapshotsRemoved), "blobs_removed", res.BlobsRemoved,
 			"bytes_removed", res.BytesRemoved, "packs_rewritten", res.PacksRewritten)
+		if len(res.SnapshotsRemoved) > 0 {
+			// The set of snapshots changed: let .versions drop the forgotten.
+			c.mu.Lock()
+			fns := append([]func(*repo.Snapshot){}, c.onSnap...)
+			last := c.lastSnap
+			c.mu.Unlock()
+			go func() {
+				for _, fn := range fns {
+					fn(last)
+				}
+			}()
+		}
 	}
 	return res, nil
 }
