@@ -49,6 +49,9 @@ func NewSlot(k *Key, passphrase []byte, p KDFParams) (*Slot, error) {
 	if len(passphrase) == 0 {
 		return nil, errors.New("empty passphrase")
 	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
 	s := &Slot{Version: 1, KDF: "argon2id", Params: p, Salt: make([]byte, 32), Created: time.Now().UTC()}
 	if _, err := io.ReadFull(rand.Reader, s.Salt); err != nil {
 		return nil, fmt.Errorf("salt: %w", err)
@@ -65,12 +68,19 @@ func NewSlot(k *Key, passphrase []byte, p KDFParams) (*Slot, error) {
 
 // Unlock opens the slot with passphrase.
 func (s *Slot) Unlock(passphrase []byte) (*Key, error) {
+	// An unknown version or kdf is a slot from a newer keepfs, not a wrong
+	// passphrase, and the error says so.
+	if s.Version != 1 {
+		return nil, fmt.Errorf("key slot: unsupported version %d", s.Version)
+	}
 	if s.KDF != "argon2id" {
 		return nil, fmt.Errorf("key slot: unsupported kdf %q", s.KDF)
 	}
-	// Refuse absurd parameters from a tampered slot rather than exhaust memory.
-	if s.Params.Memory > 4<<20 || s.Params.Time > 100 || s.Params.Threads == 0 || len(s.Salt) < 16 {
-		return nil, fmt.Errorf("key slot: implausible kdf parameters")
+	if err := s.Params.check(); err != nil {
+		return nil, err
+	}
+	if len(s.Salt) < 16 {
+		return nil, fmt.Errorf("key slot: salt of %d bytes is too short", len(s.Salt))
 	}
 	wk := argon2.IDKey(passphrase, s.Salt, s.Params.Time, s.Params.Memory, s.Params.Threads, KeySize)
 	defer clear(wk)
@@ -84,6 +94,16 @@ func (s *Slot) Unlock(passphrase []byte) (*Key, error) {
 	}
 	defer clear(m)
 	return keyFromMaster(m)
+}
+
+// check refuses parameters argon2 would panic on (time or threads of 0) and
+// absurd ones from a tampered slot, which would otherwise exhaust memory or
+// time before the passphrase could even be tried.
+func (p KDFParams) check() error {
+	if p.Time == 0 || p.Time > 100 || p.Threads == 0 || p.Memory > 4<<20 {
+		return fmt.Errorf("key slot: implausible kdf parameters (time %d, memory %d KiB, threads %d)", p.Time, p.Memory, p.Threads)
+	}
+	return nil
 }
 
 // Marshal encodes the slot for storage.

@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 
@@ -128,8 +129,9 @@ func Decode(b []byte) (*Segment, error) {
 			t := r.uvarint(255)
 			bl.Type = pack.BlobType(t)
 			bl.ID = r.id()
-			off := r.uvarint(1 << 32)
-			l := r.uvarint(1 << 32)
+			// Offsets and lengths are uint32 in pack.Blob: 1<<32 would wrap to 0.
+			off := r.uvarint(math.MaxUint32)
+			l := r.uvarint(math.MaxUint32)
 			raw := r.uvarint(pack.MaxBlobSize)
 			if r.err != nil {
 				break

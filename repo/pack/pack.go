@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/klauspost/compress/zstd"
@@ -235,6 +236,11 @@ func EncodeHeader(blobs []Blob) []byte {
 // DecodeHeader parses a plaintext header; dataLen is the number of bytes of
 // blobs before the header, which the entries must exactly cover.
 func DecodeHeader(hdr []byte, dataLen int64) ([]Blob, error) {
+	// Blob offsets are uint32: past 4 GiB they would wrap and name the
+	// wrong bytes, so such a pack cannot be valid.
+	if dataLen < 0 || dataLen > math.MaxUint32 {
+		return nil, fmt.Errorf("pack header: data length %d out of range", dataLen)
+	}
 	if len(hdr) < len(headerMagic) || string(hdr[:len(headerMagic)]) != headerMagic {
 		return nil, errors.New("pack header: bad magic")
 	}

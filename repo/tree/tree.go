@@ -106,7 +106,7 @@ func (t *Tree) Find(name string) *Node {
 // ValidName reports whether name can be a directory entry: it must not be
 // able to climb out of the directory it is restored into.
 func ValidName(name string) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > maxNameLen {
 		return fmt.Errorf("invalid entry name %q", name)
 	}
 	return nil
@@ -116,10 +116,38 @@ const magic = "KPT1"
 
 // Limits that bound what a decoder allocates for hostile input.
 const (
-	maxXattrs    = 1 << 12
-	maxXattrSize = 64 << 10
-	maxChunks    = 1 << 24
+	maxNameLen    = 255
+	maxLinkTarget = 4096
+	maxXattrs     = 1 << 12
+	maxXattrSize  = 64 << 10
+	maxChunks     = 1 << 24
 )
+
+// check applies Decode's rules to a node before it is encoded: a tree that
+// Encode accepts but Decode refuses would be a snapshot nobody can read.
+func (n *Node) check() error {
+	if n.Type < File || n.Type > Socket {
+		return fmt.Errorf("tree: entry %q: unknown type %d", n.Name, n.Type)
+	}
+	if n.Type != File && len(n.Content) > 0 {
+		return fmt.Errorf("tree: entry %q: %s with content", n.Name, n.Type)
+	}
+	if len(n.Content) > maxChunks {
+		return fmt.Errorf("tree: entry %q: %d chunks", n.Name, len(n.Content))
+	}
+	if len(n.LinkTarget) > maxLinkTarget {
+		return fmt.Errorf("tree: entry %q: link target of %d bytes", n.Name, len(n.LinkTarget))
+	}
+	if len(n.Xattrs) > maxXattrs {
+		return fmt.Errorf("tree: entry %q: %d xattrs", n.Name, len(n.Xattrs))
+	}
+	for _, x := range n.Xattrs {
+		if len(x.Name) > maxNameLen || len(x.Value) > maxXattrSize {
+			return fmt.Errorf("tree: entry %q: xattr %q too large", n.Name, x.Name)
+		}
+	}
+	return nil
+}
 
 // Encode serialises t; nodes must be sorted with unique, valid names.
 func (t *Tree) Encode() ([]byte, error) {
@@ -130,6 +158,9 @@ func (t *Tree) Encode() ([]byte, error) {
 	buf.Write(tmp)
 	for i, n := range t.Nodes {
 		if err := ValidName(n.Name); err != nil {
+			return nil, err
+		}
+		if err := n.check(); err != nil {
 			return nil, err
 		}
 		if i > 0 && t.Nodes[i-1].Name >= n.Name {
@@ -259,7 +290,7 @@ func Decode(b []byte) (*Tree, error) {
 	t := &Tree{Nodes: make([]*Node, 0, n)}
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		nd := &Node{}
-		nd.Name = string(r.bytes(255))
+		nd.Name = string(r.bytes(maxNameLen))
 		if len(r.b) == 0 {
 			r.fail("truncated node")
 			break
@@ -278,13 +309,13 @@ func Decode(b []byte) (*Tree, error) {
 		nd.Inode = r.uvarint()
 		nd.Links = r.uvarint()
 		nd.Rdev = r.uvarint()
-		nd.LinkTarget = string(r.bytes(4096))
+		nd.LinkTarget = string(r.bytes(maxLinkTarget))
 		nx := r.uvarint()
 		if nx > maxXattrs {
 			r.fail("too many xattrs")
 		}
 		for j := uint64(0); j < nx && r.err == nil; j++ {
-			name := string(r.bytes(255))
+			name := string(r.bytes(maxNameLen))
 			val := r.bytes(maxXattrSize)
 			nd.Xattrs = append(nd.Xattrs, Xattr{Name: name, Value: append([]byte(nil), val...)})
 		}
