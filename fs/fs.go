@@ -31,7 +31,7 @@ const VersionsName = ".versions"
 // liveTimeout is how long the kernel may cache entries and attributes of
 // the live tree. All changes come through the kernel, so caching is safe;
 // the bound only matters for metadata recovered or changed behind its back.
-const liveTimeout = time.Second
+const liveTimeout = time.Minute
 
 // Mount serves c at mountpoint. The file system type shows as fuse.keepfs;
 // the kernel checks permissions (default_permissions), and other users get
@@ -190,6 +190,11 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 var _ = (gofs.NodeGetxattrer)((*node)(nil))
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	// No POSIX ACLs (see Setxattr): answer without a metadata read, since
+	// ls -l asks for them on every file.
+	if strings.HasPrefix(attr, "system.posix_acl_") {
+		return 0, syscall.EOPNOTSUPP
+	}
 	v, err := n.fs.c.GetXattr(ctx, n.ino, attr)
 	if err != nil {
 		return 0, n.fs.errno(err)

@@ -474,7 +474,8 @@ rclone_drain() {
 # flush_to_disk DIR: sync(1) of the file system holding DIR (native and gocryptfs "sync").
 flush_to_disk() { sync -f "$1"; }
 
-keepfs_daemon_pid() { daemon_pid keepfs "$1"; }
+# the daemon re-executes the keepfs binary: its process name is the binary's (15 chars at most)
+keepfs_daemon_pid() { local n; n=$(basename "$KEEPFS"); daemon_pid "${n:0:15}" "$1"; }
 
 # mount_setup TOOL: creates and mounts TOOL's file system; sets MNT (where the benchmark
 # writes) and STORE (what holds the data at rest: cipher dir, remote dir, repository).
