@@ -46,15 +46,11 @@ Examples:
 			{
 				Name: "list", Usage: "list key slots", Flags: []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
-					r, err := openRepo(c, repo.Options{NoIndex: true})
+					r, pw, err := openRepoKeepPassphrase(c)
 					if err != nil {
 						return err
 					}
 					defer r.Close()
-					pw, err := passphrase(c, false)
-					if err != nil {
-						return err
-					}
 					defer clear(pw)
 					keys, err := r.Keys(c.Context, pw)
 					if err != nil {
@@ -100,15 +96,11 @@ Examples:
 			{
 				Name: "passwd", Usage: "change the passphrase of the current key slot", Flags: []cli.Flag{newPw},
 				Action: func(c *cli.Context) error {
-					r, err := openRepo(c, repo.Options{NoIndex: true})
+					r, pw, err := openRepoKeepPassphrase(c)
 					if err != nil {
 						return err
 					}
 					defer r.Close()
-					pw, err := passphrase(c, false)
-					if err != nil {
-						return err
-					}
 					defer clear(pw)
 					keys, err := r.Keys(c.Context, pw)
 					if err != nil {
@@ -138,4 +130,19 @@ Examples:
 			},
 		},
 	}
+}
+
+// openRepoKeepPassphrase opens the repository and also returns the
+// passphrase, read once: on a terminal, asking twice would be a second prompt.
+func openRepoKeepPassphrase(c *cli.Context) (*repo.Repository, []byte, error) {
+	pw, err := passphrase(c, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := openRepoWith(c, pw, repo.Options{NoIndex: true})
+	if err != nil {
+		clear(pw)
+		return nil, nil, err
+	}
+	return r, pw, nil
 }
