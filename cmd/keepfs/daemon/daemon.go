@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,6 +107,9 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		log = slog.Default()
 	}
 	cfg.Cache.Logger = log
+	if stop := startProfile(log); stop != nil {
+		defer stop()
+	}
 	sock := filepath.Join(cfg.Cache.StateDir, SocketName)
 	c, err := cache.Open(ctx, r, cfg.Cache)
 	if err != nil {
@@ -492,4 +496,24 @@ func (c *Client) Unmount(ctx context.Context) (*Response, error) {
 		return resp, errors.New(fin.Error)
 	}
 	return resp, nil
+}
+
+// startProfile writes a CPU profile of the daemon to $KEEPFS_CPUPROFILE
+// until it exits: the mount's cost is in this process, not the client's.
+func startProfile(log *slog.Logger) (stop func()) {
+	path := os.Getenv("KEEPFS_CPUPROFILE")
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		log.Warn("cannot write a CPU profile", "err", err)
+		return nil
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		log.Warn("cannot start the CPU profile", "err", err)
+		return nil
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
