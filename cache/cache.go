@@ -88,6 +88,7 @@ type Cache struct {
 	files    *chunkFiles
 	lru      *chunkLRU
 	mem      *memCache
+	meta     *metaCache
 	chunkers chan *chunker.Chunker
 
 	kick   chan struct{} // wakes the uploader
@@ -147,7 +148,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
 		open: map[uint64]*openFile{}, queue: map[crypto.ID]int64{}, trees: map[uint64]treeEntry{}, remoteOK: true,
 		kick: make(chan struct{}, 1), chunkers: make(chan *chunker.Chunker, 2),
-		lru: newChunkLRU(), mem: newMemCache(memCacheSize)}
+		lru: newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
 	c.ignore = newIgnoreCache(c)
 	ok := false
 	defer func() {
@@ -227,7 +228,7 @@ func (c *Cache) openDB() error {
 // loadState reads counters, cleans orphans and, on a fresh state
 // directory, rebuilds the namespace from the remote.
 func (c *Cache) loadState(ctx context.Context) error {
-	err := c.update(func(txn *badger.Txn) error {
+	err := c.update(func(txn *wtxn) error {
 		v, err := getValue(txn, meta.StateKey("stateid"))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			v = make([]byte, 16)
@@ -330,7 +331,7 @@ func (c *Cache) removeOrphans() error {
 		return fmt.Errorf("scan inodes: %w", err)
 	}
 	for _, ino := range orphans {
-		if err := c.update(func(txn *badger.Txn) error { return txn.Delete(meta.InodeKey(ino)) }); err != nil {
+		if err := c.update(func(txn *wtxn) error { return txn.delInode(ino) }); err != nil {
 			return err
 		}
 	}
@@ -339,14 +340,14 @@ func (c *Cache) removeOrphans() error {
 
 // allocIno hands out an inode number, persisting the high-water mark in
 // steps so that numbers are never reused after a crash.
-func (c *Cache) allocIno(txn *badger.Txn) (uint64, error) {
+func (c *Cache) allocIno() (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nextIno >= c.inoLimit {
 		lim := c.nextIno + 1024
 		var v [8]byte
 		binary.BigEndian.PutUint64(v[:], lim)
-		if err := c.update(func(t *badger.Txn) error { return t.Set(meta.StateKey("nextino"), v[:]) }); err != nil {
+		if err := c.update(func(t *wtxn) error { return t.Set(meta.StateKey("nextino"), v[:]) }); err != nil {
 			return 0, err
 		}
 		c.inoLimit = lim
@@ -483,10 +484,17 @@ func (c *Cache) view(fn func(*badger.Txn) error) error { return c.db.View(fn) }
 
 // update runs fn in a read-write transaction, retrying a bounded number of
 // times with jittered backoff when Badger reports a conflict.
-func (c *Cache) update(fn func(*badger.Txn) error) error {
+func (c *Cache) update(fn func(*wtxn) error) error {
 	var err error
 	for attempt := 0; attempt < 8; attempt++ {
-		err = c.db.Update(fn)
+		var t *wtxn
+		err = c.db.Update(func(txn *badger.Txn) error {
+			t = &wtxn{Txn: txn, c: c}
+			return fn(t)
+		})
+		if err == nil {
+			c.meta.apply(t.ops)
+		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}
@@ -495,8 +503,13 @@ func (c *Cache) update(fn func(*badger.Txn) error) error {
 	return fmt.Errorf("local state: %w (gave up after retries)", err)
 }
 
+// getter is what reads need of a Badger transaction.
+type getter interface {
+	Get(key []byte) (*badger.Item, error)
+}
+
 // getValue returns a copy of key's value; badger.ErrKeyNotFound if absent.
-func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
+func getValue(txn getter, key []byte) ([]byte, error) {
 	it, err := txn.Get(key)
 	if err != nil {
 		return nil, err
@@ -515,7 +528,16 @@ func (c *Cache) sync() error {
 // badgerLogger routes Badger's logging into slog.
 type badgerLogger struct{ l *slog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug("badger: " + fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a) }
+
+// log formats only what will be written: Badger logs a debug line for
+// every memtable flush and compaction step.
+func (b badgerLogger) log(level slog.Level, f string, a []any) {
+	if !b.l.Enabled(context.Background(), level) {
+		return
+	}
+	b.l.Log(context.Background(), level, "badger: "+fmt.Sprintf(f, a...))
+}

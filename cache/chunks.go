@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -33,7 +34,7 @@ func (c *Cache) storeChunk(id crypto.ID, data []byte, enqueue, durable bool) err
 
 // storeChunks is storeChunk for several chunks, and runs also (if set) in
 // the same transaction: a small file's commit is one write to Badger.
-func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(*badger.Txn) error) error {
+func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(*wtxn) error) error {
 	indexed := make([]bool, len(chunks))
 	present := make([]bool, len(chunks))
 	if err := c.view(func(txn *badger.Txn) error {
@@ -59,7 +60,7 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 	}
 	var queued []int
 	fresh := 0
-	err := c.update(func(txn *badger.Txn) error {
+	err := c.update(func(txn *wtxn) error {
 		queued, fresh = queued[:0], 0
 		for i, ch := range chunks {
 			_, err := txn.Get(meta.ChunkKey(ch.id))
@@ -100,6 +101,10 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 	}
 	c.chunksStored.Add(int64(fresh))
 	if len(queued) > 0 {
+		// The uploader will want them soon: spare it reading them back.
+		for _, i := range queued {
+			c.mem.add(chunks[i].id, bytes.Clone(chunks[i].data))
+		}
 		c.mu.Lock()
 		for _, i := range queued {
 			if _, ok := c.queue[chunks[i].id]; !ok {
@@ -174,7 +179,7 @@ func (c *Cache) evict() {
 		if !c.r.Index().Has(pack.Data, id) {
 			continue // pruned meanwhile: keep it, it may be the only copy
 		}
-		if err := c.update(func(txn *badger.Txn) error { return txn.Delete(meta.ChunkKey(id)) }); err != nil {
+		if err := c.update(func(txn *wtxn) error { return txn.Delete(meta.ChunkKey(id)) }); err != nil {
 			c.log.Warn("cannot evict a chunk", "err", err)
 			return
 		}
@@ -326,7 +331,12 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 	lost := make([]bool, len(ids))
 	for i, id := range ids {
 		g.Go(func() error {
-			data, err := c.loadLocal(id)
+			// Usually just committed and still in memory.
+			data := c.mem.get(id)
+			var err error
+			if data == nil {
+				data, err = c.loadLocal(id)
+			}
 			if errors.Is(err, os.ErrNotExist) {
 				// Nothing to upload, ever: keeping the entry would wedge
 				// the queue. A snapshot needing it reports the loss.
@@ -349,7 +359,7 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 		return err
 	}
 	var retired []crypto.ID
-	err := c.update(func(txn *badger.Txn) error {
+	err := c.update(func(txn *wtxn) error {
 		retired = retired[:0]
 		for i, id := range ids {
 			if !lost[i] && !c.r.Index().Has(pack.Data, id) {

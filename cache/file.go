@@ -14,7 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	badger "github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
@@ -36,7 +35,8 @@ type openFile struct {
 	size    uint64   // current size, including uncommitted changes
 	mtime   int64
 	ctime   int64
-	changed bool    // size/times differ from the inode record
+	changed bool // size/times/attrs differ from the inode record
+	attrs   pendingAttrs
 	dirty   extents // bytes that differ from the committed chunks
 	written extents // bytes held by staging; dirty but not written reads as zero
 	points  []uint64
@@ -44,6 +44,29 @@ type openFile struct {
 	lastEnd uint64 // end of the last read, to detect sequential reads
 
 	dirtyBytes atomic.Int64
+}
+
+// pendingAttrs are attribute changes to an open file that its next
+// commit writes, in the same transaction as its content: tar, cp -a and
+// rsync set times, owner and mode on every file just before closing it.
+type pendingAttrs struct {
+	mode, uid, gid *uint32
+	atime          *int64
+}
+
+func (p *pendingAttrs) apply(n *meta.Inode) {
+	if p.mode != nil {
+		n.Mode = *p.mode
+	}
+	if p.uid != nil {
+		n.UID = *p.uid
+	}
+	if p.gid != nil {
+		n.GID = *p.gid
+	}
+	if p.atime != nil {
+		n.Atime = *p.atime
+	}
 }
 
 // Handle is one open file description.
@@ -141,15 +164,15 @@ func (c *Cache) release(ctx context.Context, f *openFile) error {
 		return err
 	}
 	c.nsMu.Lock()
-	derr := c.update(func(txn *badger.Txn) error {
-		n, err := getInodeTxn(txn, f.ino)
+	derr := c.update(func(txn *wtxn) error {
+		n, err := txn.inode(f.ino)
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
 		if err != nil || n.Nlink > 0 || c.isOpen(f.ino) {
 			return err
 		}
-		return txn.Delete(meta.InodeKey(f.ino))
+		return txn.delInode(f.ino)
 	})
 	c.nsMu.Unlock()
 	return errors.Join(err, derr)
@@ -179,8 +202,92 @@ func (f *openFile) dirtyLocked() bool {
 func (f *openFile) overlayAttr(a *Attr) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.dirtyLocked() {
-		a.Size, a.Mtime, a.Ctime = f.size, f.mtime, f.ctime
+	f.overlayLocked(a)
+}
+
+func (f *openFile) overlayLocked(a *Attr) {
+	if !f.dirtyLocked() {
+		return
+	}
+	a.Size, a.Mtime, a.Ctime = f.size, f.mtime, f.ctime
+	if p := f.attrs; p.mode != nil || p.uid != nil || p.gid != nil || p.atime != nil {
+		n := meta.Inode{Mode: a.Mode, UID: a.UID, GID: a.GID, Atime: a.Atime}
+		p.apply(&n)
+		a.Mode, a.UID, a.GID, a.Atime = n.Mode, n.UID, n.GID, n.Atime
+	}
+}
+
+// openRef returns ino's open state with a reference taken, or nil if the
+// file is not open.
+func (c *Cache) openRef(ino uint64) *openFile {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.open[ino]
+	if f != nil {
+		f.refs++
+	}
+	return f
+}
+
+// setAttrOpen changes the attributes of an open file in memory; its next
+// commit (close, fsync, or the last release) writes them.
+func (c *Cache) setAttrOpen(ctx context.Context, f *openFile, in SetAttrIn) (Attr, error) {
+	if in.Size != nil {
+		if err := f.truncate(ctx, *in.Size); err != nil {
+			return Attr{}, err
+		}
+	}
+	n, err := c.getInode(f.ino)
+	if err != nil {
+		return Attr{}, err
+	}
+	f.mu.Lock()
+	p := &f.attrs
+	if in.Mode != nil {
+		m := *in.Mode & 0o7777
+		p.mode = &m
+	}
+	if in.UID != nil {
+		u := *in.UID
+		p.uid = &u
+	}
+	if in.GID != nil {
+		g := *in.GID
+		p.gid = &g
+	}
+	if in.Atime != nil {
+		t := *in.Atime
+		p.atime = &t
+	}
+	if in.Mtime != nil {
+		f.mtime = *in.Mtime
+	}
+	a := attrOf(f.ino, n)
+	if in.KillPriv {
+		f.killSuidLocked(a.Mode)
+	}
+	f.ctime, f.changed = c.now(), true
+	f.overlayLocked(&a)
+	f.mu.Unlock()
+	if in.KillPriv {
+		if err := c.dropCapability(f.ino, n); err != nil {
+			return Attr{}, err
+		}
+	}
+	return a, nil
+}
+
+// killSuidLocked drops setuid, and setgid of a group-executable file, from
+// the pending mode (base is the recorded mode).
+func (f *openFile) killSuidLocked(base uint32) {
+	m := base
+	if f.attrs.mode != nil {
+		m = *f.attrs.mode
+	}
+	n := meta.Inode{Type: tree.File, Mode: m}
+	if killPriv(&n, true) {
+		f.attrs.mode = &n.Mode
+		f.ctime, f.changed = f.c.now(), true
 	}
 }
 
@@ -428,13 +535,14 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 		}
 	}
 	c.nsMu.Lock()
-	err = c.storeChunks(small, enqueue, durable, func(txn *badger.Txn) error {
-		n, err := getInodeTxn(txn, f.ino)
+	err = c.storeChunks(small, enqueue, durable, func(txn *wtxn) error {
+		n, err := txn.inode(f.ino)
 		if err != nil {
 			return err
 		}
 		n.Chunks, n.Size, n.Mtime, n.Ctime = chunks, f.size, f.mtime, f.ctime
-		return putInode(txn, f.ino, n)
+		f.attrs.apply(n)
+		return txn.putInode(f.ino, n)
 	})
 	c.nsMu.Unlock()
 	if errors.Is(err, ErrNotFound) {
@@ -453,6 +561,7 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	}
 	f.setChunks(chunks)
 	f.dirty, f.written, f.points, f.changed = nil, nil, nil, false
+	f.attrs = pendingAttrs{}
 	f.dirtyBytes.Store(0)
 	if f.stage != nil {
 		if err := f.stage.truncate(0); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -101,18 +102,7 @@ func checkName(name string) error {
 
 func (c *Cache) now() int64 { return c.opts.Now().UnixNano() }
 
-// getInode loads inode ino; ErrNotFound if it does not exist.
-func (c *Cache) getInode(ino uint64) (*meta.Inode, error) {
-	var n *meta.Inode
-	err := c.view(func(txn *badger.Txn) error {
-		var err error
-		n, err = getInodeTxn(txn, ino)
-		return err
-	})
-	return n, err
-}
-
-func getInodeTxn(txn *badger.Txn, ino uint64) (*meta.Inode, error) {
+func getInodeTxn(txn getter, ino uint64) (*meta.Inode, error) {
 	v, err := getValue(txn, meta.InodeKey(ino))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, fmt.Errorf("inode %d: %w", ino, ErrNotFound)
@@ -127,11 +117,7 @@ func getInodeTxn(txn *badger.Txn, ino uint64) (*meta.Inode, error) {
 	return n, nil
 }
 
-func putInode(txn *badger.Txn, ino uint64, n *meta.Inode) error {
-	return txn.Set(meta.InodeKey(ino), meta.EncodeInode(n))
-}
-
-func lookupTxn(txn *badger.Txn, parent uint64, name string) (uint64, tree.Type, error) {
+func lookupTxn(txn getter, parent uint64, name string) (uint64, tree.Type, error) {
 	v, err := getValue(txn, meta.DirentKey(parent, name))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, 0, ErrNotFound
@@ -172,22 +158,11 @@ func (c *Cache) Lookup(ctx context.Context, parent uint64, name string) (Attr, e
 	if len(name) > 255 {
 		return Attr{}, ErrNameTooLong
 	}
-	var a Attr
-	err := c.view(func(txn *badger.Txn) error {
-		ino, _, err := lookupTxn(txn, parent, name)
-		if err != nil {
-			return err
-		}
-		n, err := getInodeTxn(txn, ino)
-		if err != nil {
-			return err
-		}
-		a = attrOf(ino, n)
-		return nil
-	})
+	ino, n, err := c.lookupInode(parent, name)
 	if err != nil {
 		return Attr{}, err
 	}
+	a := attrOf(ino, n)
 	c.overlayOpen(&a)
 	return a, nil
 }
@@ -200,20 +175,20 @@ func (c *Cache) Create(ctx context.Context, parent uint64, name string, nn NewNo
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	var a Attr
-	err := c.update(func(txn *badger.Txn) error {
-		p, err := getInodeTxn(txn, parent)
+	err := c.update(func(txn *wtxn) error {
+		p, err := txn.inode(parent)
 		if err != nil {
 			return err
 		}
 		if p.Type != tree.Dir {
 			return ErrNotDir
 		}
-		if _, _, err := lookupTxn(txn, parent, name); err == nil {
+		if _, _, err := txn.lookup(parent, name); err == nil {
 			return ErrExists
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		ino, err := c.allocIno(txn)
+		ino, err := c.allocIno()
 		if err != nil {
 			return err
 		}
@@ -237,14 +212,14 @@ func (c *Cache) Create(ctx context.Context, parent uint64, name string, nn NewNo
 			p.Nlink++
 		}
 		p.Mtime, p.Ctime = now, now
-		if err := putInode(txn, ino, n); err != nil {
+		if err := txn.putInode(ino, n); err != nil {
 			return err
 		}
-		if err := putInode(txn, parent, p); err != nil {
+		if err := txn.putInode(parent, p); err != nil {
 			return err
 		}
 		a = attrOf(ino, n)
-		return txn.Set(meta.DirentKey(parent, name), meta.EncodeDirent(ino, nn.Type))
+		return txn.setDirent(parent, name, ino, nn.Type)
 	})
 	if err != nil {
 		return Attr{}, fmt.Errorf("create %q: %w", name, err)
@@ -273,8 +248,8 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	var a Attr
-	err := c.update(func(txn *badger.Txn) error {
-		n, err := getInodeTxn(txn, ino)
+	err := c.update(func(txn *wtxn) error {
+		n, err := txn.inode(ino)
 		if err != nil {
 			return err
 		}
@@ -284,11 +259,11 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 		if n.Nlink >= 65000 {
 			return ErrTooManyLink
 		}
-		p, err := getInodeTxn(txn, newParent)
+		p, err := txn.inode(newParent)
 		if err != nil {
 			return err
 		}
-		if _, _, err := lookupTxn(txn, newParent, newName); err == nil {
+		if _, _, err := txn.lookup(newParent, newName); err == nil {
 			return ErrExists
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
@@ -300,14 +275,14 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 		n.Nlink++
 		n.Ctime = now
 		p.Mtime, p.Ctime = now, now
-		if err := putInode(txn, ino, n); err != nil {
+		if err := txn.putInode(ino, n); err != nil {
 			return err
 		}
-		if err := putInode(txn, newParent, p); err != nil {
+		if err := txn.putInode(newParent, p); err != nil {
 			return err
 		}
 		a = attrOf(ino, n)
-		return txn.Set(meta.DirentKey(newParent, newName), meta.EncodeDirent(ino, n.Type))
+		return txn.setDirent(newParent, newName, ino, n.Type)
 	})
 	if err != nil {
 		return Attr{}, fmt.Errorf("link %q: %w", newName, err)
@@ -323,8 +298,8 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
-	err := c.update(func(txn *badger.Txn) error {
-		ino, t, err := lookupTxn(txn, parent, name)
+	err := c.update(func(txn *wtxn) error {
+		ino, t, err := txn.lookup(parent, name)
 		if err != nil {
 			return err
 		}
@@ -341,17 +316,17 @@ func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
 }
 
 // dropEntryTxn removes dirent parent/name of ino and one link of ino.
-func (c *Cache) dropEntryTxn(txn *badger.Txn, parent uint64, name string, ino uint64) error {
-	n, err := getInodeTxn(txn, ino)
+func (c *Cache) dropEntryTxn(txn *wtxn, parent uint64, name string, ino uint64) error {
+	n, err := txn.inode(ino)
 	if err != nil {
 		return err
 	}
-	p, err := getInodeTxn(txn, parent)
+	p, err := txn.inode(parent)
 	if err != nil {
 		return err
 	}
 	now := c.now()
-	if err := txn.Delete(meta.DirentKey(parent, name)); err != nil {
+	if err := txn.delDirent(parent, name); err != nil {
 		return err
 	}
 	p.Mtime, p.Ctime = now, now
@@ -362,13 +337,13 @@ func (c *Cache) dropEntryTxn(txn *badger.Txn, parent uint64, name string, ino ui
 		n.Nlink--
 	}
 	n.Ctime = now
-	if err := putInode(txn, parent, p); err != nil {
+	if err := txn.putInode(parent, p); err != nil {
 		return err
 	}
 	// An inode without links stays until nothing refers to it: the last
 	// handle's release, the kernel's forget (Forget), or the next Open,
 	// whichever comes first. fstat on an open descriptor must still work.
-	return putInode(txn, ino, n)
+	return txn.putInode(ino, n)
 }
 
 // Forget tells the cache that the kernel holds no reference to ino any
@@ -383,12 +358,12 @@ func (c *Cache) Forget(ino uint64) {
 	}
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
-	err = c.update(func(txn *badger.Txn) error {
-		n, err := getInodeTxn(txn, ino)
+	err = c.update(func(txn *wtxn) error {
+		n, err := txn.inode(ino)
 		if err != nil || n.Nlink > 0 || c.isOpen(ino) {
 			return err
 		}
-		return txn.Delete(meta.InodeKey(ino))
+		return txn.delInode(ino)
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		c.log.Warn("cannot drop an unlinked inode", "ino", ino, "err", err)
@@ -401,15 +376,15 @@ func (c *Cache) CreateUnlinked(ctx context.Context, parent uint64, nn NewNode) (
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	var a Attr
-	err := c.update(func(txn *badger.Txn) error {
-		p, err := getInodeTxn(txn, parent)
+	err := c.update(func(txn *wtxn) error {
+		p, err := txn.inode(parent)
 		if err != nil {
 			return err
 		}
 		if p.Type != tree.Dir {
 			return ErrNotDir
 		}
-		ino, err := c.allocIno(txn)
+		ino, err := c.allocIno()
 		if err != nil {
 			return err
 		}
@@ -420,7 +395,7 @@ func (c *Cache) CreateUnlinked(ctx context.Context, parent uint64, nn NewNode) (
 			n.GID = p.GID
 		}
 		a = attrOf(ino, n)
-		return putInode(txn, ino, n)
+		return txn.putInode(ino, n)
 	})
 	if err != nil {
 		return Attr{}, fmt.Errorf("create unnamed file: %w", err)
@@ -445,15 +420,15 @@ func dirEmptyTxn(txn *badger.Txn, ino uint64) bool {
 func (c *Cache) Rmdir(ctx context.Context, parent uint64, name string) error {
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
-	err := c.update(func(txn *badger.Txn) error {
-		ino, t, err := lookupTxn(txn, parent, name)
+	err := c.update(func(txn *wtxn) error {
+		ino, t, err := txn.lookup(parent, name)
 		if err != nil {
 			return err
 		}
 		if t != tree.Dir {
 			return ErrNotDir
 		}
-		if !dirEmptyTxn(txn, ino) {
+		if !dirEmptyTxn(txn.Txn, ino) {
 			return ErrNotEmpty
 		}
 		return c.dropEntryTxn(txn, parent, name, ino)
@@ -478,12 +453,12 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 	}
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
-	err := c.update(func(txn *badger.Txn) error {
-		sino, st, err := lookupTxn(txn, oldParent, oldName)
+	err := c.update(func(txn *wtxn) error {
+		sino, st, err := txn.lookup(oldParent, oldName)
 		if err != nil {
 			return err
 		}
-		dino, dt, derr := lookupTxn(txn, newParent, newName)
+		dino, dt, derr := txn.lookup(newParent, newName)
 		if derr != nil && !errors.Is(derr, ErrNotFound) {
 			return derr
 		}
@@ -493,10 +468,10 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 			if !exists {
 				return ErrNotFound
 			}
-			if err := txn.Set(meta.DirentKey(oldParent, oldName), meta.EncodeDirent(dino, dt)); err != nil {
+			if err := txn.setDirent(oldParent, oldName, dino, dt); err != nil {
 				return err
 			}
-			if err := txn.Set(meta.DirentKey(newParent, newName), meta.EncodeDirent(sino, st)); err != nil {
+			if err := txn.setDirent(newParent, newName, sino, st); err != nil {
 				return err
 			}
 			if err := c.reparentTxn(txn, sino, st, oldParent, newParent, newName, now); err != nil {
@@ -516,17 +491,17 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 				return ErrNotDir
 			case st != tree.Dir && dt == tree.Dir:
 				return ErrIsDir
-			case dt == tree.Dir && !dirEmptyTxn(txn, dino):
+			case dt == tree.Dir && !dirEmptyTxn(txn.Txn, dino):
 				return ErrNotEmpty
 			}
 			if err := c.dropEntryTxn(txn, newParent, newName, dino); err != nil {
 				return err
 			}
 		}
-		if err := txn.Delete(meta.DirentKey(oldParent, oldName)); err != nil {
+		if err := txn.delDirent(oldParent, oldName); err != nil {
 			return err
 		}
-		if err := txn.Set(meta.DirentKey(newParent, newName), meta.EncodeDirent(sino, st)); err != nil {
+		if err := txn.setDirent(newParent, newName, sino, st); err != nil {
 			return err
 		}
 		return c.reparentTxn(txn, sino, st, oldParent, newParent, newName, now)
@@ -543,13 +518,13 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 
 // reparentTxn records that ino (of type t) moved from oldParent to
 // newParent as name, fixing directory link counts and times.
-func (c *Cache) reparentTxn(txn *badger.Txn, ino uint64, t tree.Type, oldParent, newParent uint64, name string, now int64) error {
-	n, err := getInodeTxn(txn, ino)
+func (c *Cache) reparentTxn(txn *wtxn, ino uint64, t tree.Type, oldParent, newParent uint64, name string, now int64) error {
+	n, err := txn.inode(ino)
 	if err != nil {
 		return err
 	}
 	n.Parent, n.Name, n.Ctime = newParent, name, now
-	if err := putInode(txn, ino, n); err != nil {
+	if err := txn.putInode(ino, n); err != nil {
 		return err
 	}
 	parents := []uint64{oldParent}
@@ -557,7 +532,7 @@ func (c *Cache) reparentTxn(txn *badger.Txn, ino uint64, t tree.Type, oldParent,
 		parents = append(parents, newParent)
 	}
 	for _, pi := range parents {
-		p, err := getInodeTxn(txn, pi)
+		p, err := txn.inode(pi)
 		if err != nil {
 			return err
 		}
@@ -569,7 +544,7 @@ func (c *Cache) reparentTxn(txn *badger.Txn, ino uint64, t tree.Type, oldParent,
 				p.Nlink++
 			}
 		}
-		if err := putInode(txn, pi, p); err != nil {
+		if err := txn.putInode(pi, p); err != nil {
 			return err
 		}
 	}
@@ -579,14 +554,15 @@ func (c *Cache) reparentTxn(txn *badger.Txn, ino uint64, t tree.Type, oldParent,
 // ReadDir lists a directory, sorted by name.
 func (c *Cache) ReadDir(ctx context.Context, ino uint64) ([]DirEntry, error) {
 	var out []DirEntry
-	err := c.view(func(txn *badger.Txn) error {
-		n, err := getInodeTxn(txn, ino)
-		if err != nil {
-			return err
-		}
-		if n.Type != tree.Dir {
-			return ErrNotDir
-		}
+	n, err := c.getInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if n.Type != tree.Dir {
+		return nil, ErrNotDir
+	}
+	err = c.view(func(txn *badger.Txn) error {
+		var err error
 		out, err = readDirTxn(txn, ino)
 		return err
 	})
@@ -618,10 +594,83 @@ type SetAttrIn struct {
 	UID, GID     *uint32
 	Size         *uint64
 	Atime, Mtime *int64
+	// KillPriv drops what a chown or an unprivileged truncate must drop:
+	// setuid, setgid on a group-executable file, and security.capability.
+	KillPriv bool
+}
+
+// capabilityXattr holds file capabilities, which writes and chowns drop.
+const capabilityXattr = "security.capability"
+
+// killPriv drops n's file capabilities and, with suid, its setuid and
+// setgid bits; it reports whether anything changed.
+func killPriv(n *meta.Inode, suid bool) bool {
+	changed := false
+	if suid && n.Type != tree.Dir {
+		if n.Mode&unix.S_ISUID != 0 {
+			n.Mode &^= unix.S_ISUID
+			changed = true
+		}
+		if n.Mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+			n.Mode &^= unix.S_ISGID
+			changed = true
+		}
+	}
+	if i := slices.IndexFunc(n.Xattrs, func(x tree.Xattr) bool { return x.Name == capabilityXattr }); i >= 0 {
+		n.Xattrs = slices.Delete(slices.Clone(n.Xattrs), i, i+1)
+		changed = true
+	}
+	return changed
+}
+
+// KillPriv does for a write what the kernel leaves to the file system
+// (FUSE_HANDLE_KILLPRIV_V2): a write drops file capabilities, and, when
+// the writer lacks CAP_FSETID (suid), the setuid and setgid bits. The
+// common case, nothing to drop, reads only the cached inode.
+func (c *Cache) KillPriv(ctx context.Context, ino uint64, suid bool) error {
+	n, err := c.getInode(ino)
+	if err != nil {
+		return err
+	}
+	if suid {
+		// Writes come through open handles: the mode change joins the
+		// file's pending attributes.
+		if f := c.openRef(ino); f != nil {
+			f.mu.Lock()
+			f.killSuidLocked(n.Mode)
+			f.mu.Unlock()
+			if err := c.release(ctx, f); err != nil {
+				return err
+			}
+		}
+	}
+	return c.dropCapability(ino, n)
+}
+
+// dropCapability removes security.capability from ino (n is its inode).
+func (c *Cache) dropCapability(ino uint64, n *meta.Inode) error {
+	if !slices.ContainsFunc(n.Xattrs, func(x tree.Xattr) bool { return x.Name == capabilityXattr }) {
+		return nil
+	}
+	err := c.changeXattr(ino, func(n *meta.Inode) error {
+		killPriv(n, false)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drop file capabilities: %w", err)
+	}
+	return nil
 }
 
 // SetAttr changes attributes; a size change truncates or extends the file.
 func (c *Cache) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (Attr, error) {
+	if f := c.openRef(ino); f != nil {
+		a, err := c.setAttrOpen(ctx, f, in)
+		if rerr := c.release(ctx, f); err == nil && rerr != nil {
+			return Attr{}, rerr
+		}
+		return a, err
+	}
 	if in.Size != nil {
 		f, err := c.acquire(ctx, ino)
 		if err != nil {
@@ -639,8 +688,8 @@ func (c *Cache) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (Attr, er
 	}
 	c.nsMu.Lock()
 	var a Attr
-	err := c.update(func(txn *badger.Txn) error {
-		n, err := getInodeTxn(txn, ino)
+	err := c.update(func(txn *wtxn) error {
+		n, err := txn.inode(ino)
 		if err != nil {
 			return err
 		}
@@ -660,9 +709,12 @@ func (c *Cache) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (Attr, er
 		if in.Mtime != nil {
 			n.Mtime = *in.Mtime
 		}
+		if in.KillPriv {
+			killPriv(n, true)
+		}
 		n.Ctime = now
 		a = attrOf(ino, n)
-		return putInode(txn, ino, n)
+		return txn.putInode(ino, n)
 	})
 	c.nsMu.Unlock()
 	if err != nil {
@@ -759,16 +811,18 @@ func (c *Cache) RemoveXattr(ctx context.Context, ino uint64, name string) error 
 
 func (c *Cache) changeXattr(ino uint64, fn func(*meta.Inode) error) error {
 	c.nsMu.Lock()
-	err := c.update(func(txn *badger.Txn) error {
-		n, err := getInodeTxn(txn, ino)
+	err := c.update(func(txn *wtxn) error {
+		n, err := txn.inode(ino)
 		if err != nil {
 			return err
 		}
+		// fn edits the list in place; the cached inode shares it.
+		n.Xattrs = slices.Clone(n.Xattrs)
 		if err := fn(n); err != nil {
 			return err
 		}
 		n.Ctime = c.now()
-		return putInode(txn, ino, n)
+		return txn.putInode(ino, n)
 	})
 	c.nsMu.Unlock()
 	if err != nil {

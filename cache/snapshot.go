@@ -108,7 +108,7 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 	c.lastSnap = sn
 	fns := append([]func(*repo.Snapshot){}, c.onSnap...)
 	c.mu.Unlock()
-	if err := c.update(func(txn *badger.Txn) error { return txn.Set(meta.StateKey("lastsnap"), sn.ID[:]) }); err != nil {
+	if err := c.update(func(txn *wtxn) error { return txn.Set(meta.StateKey("lastsnap"), sn.ID[:]) }); err != nil {
 		c.log.Warn("cannot record the last snapshot", "err", err)
 	}
 	c.setRemoteHealth(nil)
@@ -145,7 +145,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 	}
 	// Chunks first: queue what the repository lacks, then drain.
 	if len(w.need) > 0 {
-		if err := c.update(func(txn *badger.Txn) error {
+		if err := c.update(func(txn *wtxn) error {
 			for _, id := range w.need {
 				if _, err := txn.Get(meta.QueueKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
 					v, err := getValue(txn, meta.ChunkKey(id))
@@ -318,7 +318,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 	root := &meta.Inode{Type: tree.Dir, Mode: 0o755, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
 		Nlink: 2, Atime: now, Mtime: now, Ctime: now}
 	if len(snaps) == 0 {
-		return c.update(func(txn *badger.Txn) error { return putInode(txn, meta.RootIno, root) })
+		return c.update(func(txn *wtxn) error { return txn.putInode(meta.RootIno, root) })
 	}
 	latest := snaps[len(snaps)-1]
 	wb := c.db.NewWriteBatch()
@@ -342,7 +342,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 					continue
 				}
 			}
-			ino, err := c.allocIno(nil)
+			ino, err := c.allocIno()
 			if err != nil {
 				return st, err
 			}

@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"fmt"
+	stdlog "log"
 	"log/slog"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +29,13 @@ type Options struct {
 
 // VersionsName is the read-only history directory at the root.
 const VersionsName = ".versions"
+
+// capHandleKillPrivV2 is FUSE_HANDLE_KILLPRIV_V2 (go-fuse has no name for it).
+const capHandleKillPrivV2 = 1 << 28
+
+// fattrKillSuidgid is FATTR_KILL_SUIDGID of a SETATTR: a chown, or a
+// truncate by a caller without CAP_FSETID.
+const fattrKillSuidgid = 1 << 11
 
 // liveTimeout is how long the kernel may cache entries and attributes of
 // the live tree. All changes come through the kernel, so caching is safe;
@@ -62,6 +71,10 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 			// Locks stay with the kernel: it handles flock and fcntl
 			// locks locally when the file system does not.
 			EnableLocks: false,
+			// The kernel leaves dropping setuid/setgid and capabilities
+			// on write, truncate and chown to us, instead of asking for
+			// security.capability before every write.
+			ExtraCapabilities: capHandleKillPrivV2,
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -73,6 +86,11 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 			fsys.versions = root.NewPersistentInode(ctx, newVersionsRoot(c, opts), gofs.StableAttr{Mode: syscall.S_IFDIR})
 			root.AddChild(VersionsName, fsys.versions, false)
 		},
+	}
+	if opts.Debug {
+		// One line per request and reply, straight to stderr: slog's
+		// default handler would wrap each in a record.
+		mo.MountOptions.Logger = stdlog.New(os.Stderr, "fuse: ", stdlog.Lmicroseconds)
 	}
 	srv, err := gofs.Mount(mountpoint, root, mo)
 	if err != nil {
@@ -179,11 +197,15 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		v := t.UnixNano()
 		sa.Mtime = &v
 	}
+	sa.KillPriv = in.Valid&fattrKillSuidgid != 0
 	a, err := n.fs.c.SetAttr(ctx, n.ino, sa)
 	if err != nil {
 		return n.fs.errno(err)
 	}
 	fillAttr(a, &out.Attr)
+	// go-fuse leaves a SETATTR reply's timeout at zero, which would make
+	// the kernel ask for the attributes again at once.
+	out.SetTimeout(liveTimeout)
 	return 0
 }
 
@@ -455,6 +477,13 @@ func (f *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	}
 	n, err := h.h.WriteAt(ctx, data, off)
 	if err != nil {
+		return 0, f.fs.errno(err)
+	}
+	// The kernel would flag a writer without CAP_FSETID
+	// (FUSE_WRITE_KILL_SUIDGID), but go-fuse does not pass the flag on;
+	// root is the caller that has it.
+	uid, _ := caller(ctx)
+	if err := f.fs.c.KillPriv(ctx, f.ino, uid != 0); err != nil {
 		return 0, f.fs.errno(err)
 	}
 	return uint32(n), 0

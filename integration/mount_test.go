@@ -710,6 +710,53 @@ func TestAllowOtherPermissions(t *testing.T) {
 	if err := asNobody("touch", filepath.Join(w.mnt, "new")); err == nil {
 		t.Fatal("another user created a file in a 0755 root-owned directory")
 	}
+	// The mount drops setuid/setgid on writes itself (FUSE_HANDLE_KILLPRIV_V2):
+	// a write by another user drops them, one by root keeps them, and a
+	// chown drops them whoever does it.
+	suid := filepath.Join(w.mnt, "suid")
+	modeOf := func() os.FileMode {
+		t.Helper()
+		fi, err := os.Stat(suid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode()
+	}
+	if err := os.WriteFile(suid, []byte("x"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(suid, 0o777|os.ModeSetuid|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(suid, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("root"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if m := modeOf(); m&(os.ModeSetuid|os.ModeSetgid) != os.ModeSetuid|os.ModeSetgid {
+		t.Fatalf("a write by root dropped setuid/setgid: %v", m)
+	}
+	if err := asNobody("sh", "-c", "echo nobody >> "+suid); err != nil {
+		t.Fatalf("another user cannot append to a 0777 file: %v", err)
+	}
+	if m := modeOf(); m&(os.ModeSetuid|os.ModeSetgid) != 0 || m.Perm() != 0o777 {
+		t.Fatalf("after another user's write: %v, want -rwxrwxrwx", m)
+	}
+	if b, err := os.ReadFile(suid); err != nil || string(b) != "xrootnobody\n" {
+		t.Fatalf("content after both writes: %q, %v", b, err)
+	}
+	if err := os.Chmod(suid, 0o755|os.ModeSetuid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(suid, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if m := modeOf(); m != 0o755 {
+		t.Fatalf("after chown: %v, want -rwxr-xr-x", m)
+	}
 	w.unmount()
 	w.mount()
 	if err := asNobody("ls", w.mnt); err == nil {
