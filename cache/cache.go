@@ -199,14 +199,21 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	return c, nil
 }
 
+// valueThreshold is Badger's: larger values go to the value log.
+const valueThreshold = 4 << 10
+
+// An inline chunk's value (size prefix + data) must stay below it.
+const _ = uint(valueThreshold - (8 + inlineMax) - 1)
+
 func (c *Cache) openDB() error {
 	// Badger keeps the key for data-key rotation: it must not be cleared.
 	key := c.r.Key().StateKey()
 	bo := badger.DefaultOptions(filepath.Join(c.opts.StateDir, "db")).
 		WithEncryptionKey(key).
 		WithLogger(badgerLogger{c.log}).
-		// Chunks (≥ 512 KiB) go to the value log, metadata stays in the LSM.
-		WithValueThreshold(4 << 10).
+		// Metadata and inline chunks stay in the LSM tree; only long
+		// chunk lists of big files go to the value log.
+		WithValueThreshold(valueThreshold).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).

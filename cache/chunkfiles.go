@@ -42,6 +42,13 @@ func newChunkFiles(stateDir string, k *crypto.Key) (*chunkFiles, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create chunk directory: %w", err)
 	}
+	// All 256 fan-out directories up front: a small file's commit then
+	// costs no directory check.
+	for i := range 256 {
+		if err := os.MkdirAll(filepath.Join(dir, fmt.Sprintf("%02x", i)), 0o700); err != nil {
+			return nil, fmt.Errorf("create chunk directory: %w", err)
+		}
+	}
 	// Temporary files of writes a crash interrupted hold nothing a c key
 	// names.
 	if tmps, err := filepath.Glob(filepath.Join(dir, "*", "*.tmp*")); err == nil {
@@ -65,11 +72,14 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 		return err
 	}
 	buf = cf.aead.Seal(buf, buf, data, id[:])
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return fmt.Errorf("store chunk: %w", err)
-	}
 	tmp := p + ".tmp" + hex.EncodeToString(buf[:4])
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrNotExist) {
+		// The fan-out directories are made at open; one went missing.
+		if err = os.MkdirAll(filepath.Dir(p), 0o700); err == nil {
+			f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("store chunk: %w", err)
 	}
@@ -121,10 +131,13 @@ func (cf *chunkFiles) remove(id crypto.ID) error {
 	return err
 }
 
-// inlineMax is the largest chunk kept inside its c value (in Badger's
-// encrypted LSM tree) instead of a file: for small files a file per chunk
-// costs more system calls than the data is worth.
-const inlineMax = 16 << 10
+// inlineMax is the largest chunk kept inside its c value instead of a
+// file: for tiny files a file per chunk costs more system calls than the
+// data is worth. It stays below Badger's value threshold, so inline chunks
+// live in the LSM tree, not in the memory-mapped value log, whose written
+// pages count as the daemon's memory (a tree of small files would
+// otherwise add its whole size to the daemon's RSS).
+const inlineMax = 3 << 10
 
 // chunkValue encodes the value of a c key: the plaintext size, then the
 // plaintext itself for inline chunks.

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -107,6 +108,7 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		log = slog.Default()
 	}
 	cfg.Cache.Logger = log
+	limitMemory()
 	if stop := startProfile(log); stop != nil {
 		defer stop()
 	}
@@ -516,4 +518,17 @@ func startProfile(log *slog.Logger) (stop func()) {
 		return nil
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// memoryLimit is the Go heap size past which the daemon's garbage collector
+// works harder. Live data is bounded (caches, two chunkers, pack buffers) at
+// well under it; without a limit the collector lets the heap grow to twice
+// the live data before collecting, which is what set the daemon's peak RSS.
+const memoryLimit = 200 << 20
+
+// limitMemory sets memoryLimit unless GOMEMLIMIT says otherwise.
+func limitMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 }
