@@ -98,7 +98,11 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 
 	scratch := scratchPool.Get().(*[]byte)
 	defer scratchPool.Put(scratch)
-	encoded := pack.Encode(scratch, plaintext)
+	encode := pack.Encode
+	if r.opts.FastCompression {
+		encode = pack.EncodeFast
+	}
+	encoded := encode(scratch, plaintext)
 	return true, w.add(ctx, t, id, len(encoded)+r.key.Overhead(), len(plaintext), func(dst []byte) []byte {
 		return pack.AppendSealed(dst, r.key, t, id, encoded)
 	})

@@ -56,6 +56,9 @@ type Options struct {
 	// NoIndex skips loading the index at Open (check loads it itself, so
 	// that a damaged segment is a finding, not a failure to start).
 	NoIndex bool
+	// FastCompression compresses data blobs at zstd's fastest level (the
+	// mount: its uploads compete with the user's work for the CPU).
+	FastCompression bool
 }
 
 // Repository is an unlocked repository.

@@ -161,7 +161,7 @@ func oneLine(err error) string {
 }
 
 func mountForeground(c *cli.Context, mnt string, size int64, ready func()) error {
-	r, err := openRepo(c, repo.Options{})
+	r, err := openRepo(c, repo.Options{FastCompression: true})
 	if err != nil {
 		return err
 	}

@@ -402,3 +402,26 @@ func BenchmarkOpenBlobText1MiB(b *testing.B) {
 		}
 	}
 }
+
+// The fast level writes blobs any reader opens, compresses what pays and
+// stores the rest raw, like the default level.
+func TestEncodeFast(t *testing.T) {
+	text := bytes.Repeat([]byte("compressible text "), 10000)
+	random := randBytes(200<<10, 4)
+	for name, plain := range map[string][]byte{"text": text, "random": random, "empty": nil} {
+		var scratch []byte
+		id := testKey.BlobID(plain)
+		sealed := AppendSealed(nil, testKey, Data, id, EncodeFast(&scratch, plain))
+		got, err := OpenBlob(testKey, Data, id, sealed)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	var scratch []byte
+	if enc := EncodeFast(&scratch, text); enc[0] != flagZstd || len(enc) > len(text)/10 {
+		t.Fatalf("text at the fast level: flag %d, %d bytes", enc[0], len(enc))
+	}
+	if enc := EncodeFast(&scratch, random); enc[0] != flagRaw {
+		t.Fatal("random data not stored raw at the fast level")
+	}
+}
