@@ -102,10 +102,12 @@ type Cache struct {
 	snapsDone chan struct{}
 }
 
-// memCacheSize bounds decoded chunks kept in memory. With Badger's caches,
-// two chunkers (16 MiB each) and the repository's pack buffers it keeps the
-// daemon under its 300 MiB budget.
-const memCacheSize = 32 << 20
+// memCacheSize bounds chunk plaintexts kept in memory (just committed ones
+// for the uploader, just read ones for readers). The daemon's live heap is
+// this, Badger's memtables and caches, two chunkers (12 MiB each) and the
+// repository's two pack buffers (16 MiB each): about 120 MiB, which the
+// daemon's memory limit keeps the heap near.
+const memCacheSize = 16 << 20
 
 type treeEntry struct {
 	id    crypto.ID
@@ -214,7 +216,7 @@ func (c *Cache) openDB() error {
 		// Metadata and inline chunks stay in the LSM tree; only long
 		// chunk lists of big files go to the value log.
 		WithValueThreshold(valueThreshold).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(8 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
