@@ -86,6 +86,7 @@ type Cache struct {
 	treesBuilt   atomic.Int64 // directory trees encoded by snapshots, for tests
 
 	files    *chunkFiles
+	segs     *segments
 	lru      *chunkLRU
 	mem      *memCache
 	meta     *metaCache
@@ -158,6 +159,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 			if c.db != nil {
 				c.db.Close()
 			}
+			if c.segs != nil {
+				c.segs.close()
+			}
 			lf.Close()
 		}
 	}()
@@ -169,6 +173,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
 	if c.files, err = newChunkFiles(opts.StateDir, r.Key()); err != nil {
+		return nil, err
+	}
+	if c.segs, err = newSegments(opts.StateDir, r.Key()); err != nil {
 		return nil, err
 	}
 	if err := c.openDB(); err != nil {
@@ -310,7 +317,11 @@ func (c *Cache) loadState(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return c.scanChunks()
+	if err := c.scanChunks(); err != nil {
+		return err
+	}
+	c.segs.dropDead()
+	return nil
 }
 
 // removeOrphans deletes inodes with no links left: files unlinked while
@@ -465,6 +476,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	if err := c.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local state: %w", err))
 	}
+	c.segs.close()
 	c.lockFile.Close()
 	return errors.Join(errs...)
 }
@@ -479,6 +491,9 @@ func (c *Cache) gcLoop() {
 		case <-c.bg.Done():
 			return
 		case <-t.C:
+			if err := c.compactSegments(); err != nil {
+				c.log.Warn("cannot compact chunk segments", "err", err)
+			}
 			for c.db.RunValueLogGC(0.5) == nil {
 				if c.bg.Err() != nil {
 					return

@@ -167,22 +167,34 @@ func inlineData(v []byte) []byte {
 // loadLocal returns a chunk kept in the state directory; an error wrapping
 // os.ErrNotExist if it is not.
 func (c *Cache) loadLocal(id crypto.ID) ([]byte, error) {
-	var v []byte
-	err := c.view(func(txn *badger.Txn) error {
-		var err error
-		v, err = getValue(txn, meta.ChunkKey(id))
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("chunk %s: %w", id.Short(), os.ErrNotExist)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
-	}
-	if valueSize(v) <= inlineMax {
-		if d := inlineData(v); d != nil || valueSize(v) == 0 {
-			return append([]byte{}, d...), nil
+	for attempt := 0; ; attempt++ {
+		var v []byte
+		err := c.view(func(txn *badger.Txn) error {
+			var err error
+			v, err = getValue(txn, meta.ChunkKey(id))
+			return err
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, fmt.Errorf("chunk %s: %w", id.Short(), os.ErrNotExist)
 		}
+		if err != nil {
+			return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
+		}
+		if valueSize(v) <= inlineMax {
+			if d := inlineData(v); d != nil || valueSize(v) == 0 {
+				return append([]byte{}, d...), nil
+			}
+		}
+		l, ok := segLocOf(v)
+		if !ok {
+			return c.files.read(id)
+		}
+		data, err := c.segs.read(id, l)
+		// Compaction may have moved the record, and its old segment gone,
+		// since we read the value: look again once.
+		if err != nil && attempt == 0 {
+			continue
+		}
+		return data, err
 	}
-	return c.files.read(id)
 }

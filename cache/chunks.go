@@ -50,31 +50,64 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 	}); err != nil {
 		return fmt.Errorf("store chunks: %w", err)
 	}
-	// Files first: a c key never names a missing file.
+	// Records and files first: a c key never names missing data. vals[i]
+	// is chunk i's c value when it has to be set.
+	vals := make([][]byte, len(chunks))
+	var appended []segLoc // every segment record written, used or not
+	used := map[segLoc]bool{}
+	defer func() {
+		for _, l := range appended {
+			if !used[l] {
+				c.segs.dropLive(l)
+			}
+		}
+	}()
+	place := func(ch newChunk) ([]byte, error) {
+		switch {
+		case len(ch.data) <= inlineMax:
+			return chunkValue(ch.data), nil
+		case len(ch.data) <= segmentMax:
+			l, err := c.segs.append(ch.id, ch.data, durable)
+			if err != nil {
+				return nil, err
+			}
+			appended = append(appended, l)
+			return segValue(len(ch.data), l), nil
+		}
+		if err := c.files.write(ch.id, ch.data, durable); err != nil {
+			return nil, err
+		}
+		return chunkValue(ch.data), nil
+	}
 	for i, ch := range chunks {
-		if !present[i] && len(ch.data) > inlineMax {
-			if err := c.files.write(ch.id, ch.data, durable); err != nil {
+		if !present[i] {
+			v, err := place(ch)
+			if err != nil {
 				return err
 			}
+			vals[i] = v
 		}
 	}
 	var queued []int
+	var set [][]byte
 	fresh := 0
 	err := c.update(func(txn *wtxn) error {
-		queued, fresh = queued[:0], 0
+		queued, set, fresh = queued[:0], set[:0], 0
 		for i, ch := range chunks {
 			_, err := txn.Get(meta.ChunkKey(ch.id))
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
-				if present[i] && len(ch.data) > inlineMax {
-					// Evicted since we looked: its file may be gone too.
-					if err := c.files.write(ch.id, ch.data, durable); err != nil {
+				v := vals[i]
+				if v == nil {
+					// Evicted since we looked: its data may be gone too.
+					if v, err = place(ch); err != nil {
 						return err
 					}
 				}
-				if err := txn.Set(meta.ChunkKey(ch.id), chunkValue(ch.data)); err != nil {
+				if err := txn.Set(meta.ChunkKey(ch.id), v); err != nil {
 					return err
 				}
+				set = append(set, v)
 				fresh++
 			case err != nil:
 				return err
@@ -98,6 +131,11 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 	})
 	if err != nil {
 		return fmt.Errorf("store chunks: %w", err)
+	}
+	for _, v := range set {
+		if l, ok := segLocOf(v); ok {
+			used[l] = true
+		}
 	}
 	c.chunksStored.Add(int64(fresh))
 	if len(queued) > 0 {
@@ -179,11 +217,24 @@ func (c *Cache) evict() {
 		if !c.r.Index().Has(pack.Data, id) {
 			continue // pruned meanwhile: keep it, it may be the only copy
 		}
-		if err := c.update(func(txn *wtxn) error { return txn.Delete(meta.ChunkKey(id)) }); err != nil {
+		var v []byte
+		err := c.update(func(txn *wtxn) error {
+			var err error
+			if v, err = getValue(txn, meta.ChunkKey(id)); err != nil {
+				return err
+			}
+			return txn.Delete(meta.ChunkKey(id))
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
 			c.log.Warn("cannot evict a chunk", "err", err)
 			return
 		}
-		if err := c.files.remove(id); err != nil {
+		if l, ok := segLocOf(v); ok {
+			c.segs.dropLive(l)
+		} else if err := c.files.remove(id); err != nil {
 			c.log.Warn("cannot remove an evicted chunk's file", "err", err)
 		}
 		c.mem.drop(id)
@@ -208,6 +259,9 @@ func (c *Cache) scanChunks() error {
 				return err
 			}
 			size := valueSize(v)
+			if l, ok := segLocOf(v); ok {
+				c.segs.addLive(l)
+			}
 			if queued[id] {
 				c.queue[id] = size
 				c.queueBytes += size
@@ -549,4 +603,76 @@ func (m *memCache) endFetch(id crypto.ID) {
 	m.mu.Lock()
 	delete(m.fetching, id)
 	m.mu.Unlock()
+}
+
+// compactSegments moves the live records of mostly dead segments to the
+// current one, so that evicted small chunks give their space back.
+func (c *Cache) compactSegments() error {
+	sparse := c.segs.sparse()
+	if len(sparse) == 0 {
+		return nil
+	}
+	from := map[uint32]bool{}
+	for _, n := range sparse {
+		from[n] = true
+	}
+	type rec struct {
+		id crypto.ID
+		v  []byte
+	}
+	var recs []rec
+	err := c.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.ChunkPrefix(), PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if l, ok := segLocOf(v); ok && from[l.seg] {
+				recs = append(recs, rec{meta.IDFromKey(it.Item().Key()), v})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if c.bg.Err() != nil {
+			return nil
+		}
+		old, _ := segLocOf(r.v)
+		data, err := c.segs.read(r.id, old)
+		if err != nil {
+			return err
+		}
+		nl, err := c.segs.append(r.id, data, false)
+		if err != nil {
+			return err
+		}
+		moved := false
+		err = c.update(func(txn *wtxn) error {
+			moved = false
+			v, err := getValue(txn, meta.ChunkKey(r.id))
+			if errors.Is(err, badger.ErrKeyNotFound) || err == nil && !bytes.Equal(v, r.v) {
+				return nil // evicted or rewritten meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			moved = true
+			return txn.Set(meta.ChunkKey(r.id), segValue(len(data), nl))
+		})
+		if err != nil || !moved {
+			c.segs.dropLive(nl)
+		}
+		if err != nil {
+			return err
+		}
+		if moved {
+			c.segs.dropLive(old)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,124 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+)
+
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Small files' chunks go to segments, survive a crash, give their space
+// back when evicted, and compaction empties mostly dead segments.
+func TestSegments(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r := newRepo(t, be)
+	dir := t.TempDir()
+	open := func(size int64) *Cache {
+		c, err := Open(ctx, r, Options{StateDir: dir, CacheSize: size, SnapshotInterval: time.Hour, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.segs.size = 256 << 10
+		return c
+	}
+	c := open(1 << 30)
+	files := map[string][]byte{}
+	for i := range 40 {
+		name := fmt.Sprintf("f%02d", i)
+		files[name] = randBytes(uint64(100+i), 20<<10)
+		writeFile(t, c, c.Root(), name, files[name])
+	}
+	if n := countFiles(t, filepath.Join(dir, "chunks")); n != 0 {
+		t.Fatalf("%d chunk files for small chunks", n)
+	}
+	segDir := filepath.Join(dir, "segments")
+	if n := countFiles(t, segDir); n < 3 {
+		t.Fatalf("%d segments for 800 KiB in 256 KiB segments", n)
+	}
+	if got := grepDir(t, dir, string(files["f07"][:64])); got != "" {
+		t.Fatalf("plaintext in %s", got)
+	}
+	// Crash: no final snapshot, no upload, nothing closed.
+	c.cancel()
+	c.wg.Wait()
+	c.db.Close()
+	c.lockFile.Close()
+
+	c = open(1 << 30)
+	check := func(when string) {
+		t.Helper()
+		for name, data := range files {
+			if got := readFile(t, c, lookupPath(t, c, name).Ino); !bytes.Equal(got, data) {
+				t.Fatalf("%s: %s differs", when, name)
+			}
+		}
+	}
+	check("after the crash")
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := countFiles(t, segDir)
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Uploaded, the chunks are clean: evicted down to 200 KiB, segments
+	// with nothing live go, and compaction empties the mostly dead ones.
+	c = open(200 << 10)
+	c.evict()
+	after := countFiles(t, segDir)
+	t.Logf("segments: %d before eviction, %d after, sparse %v", before, after, c.segs.sparse())
+	if sp := c.segs.sparse(); after >= before && len(sp) == 0 {
+		t.Fatalf("%d segments before eviction, %d after, none sparse", before, after)
+	}
+	if err := c.compactSegments(); err != nil {
+		t.Fatal(err)
+	}
+	if sp := c.segs.sparse(); len(sp) != 0 {
+		t.Fatalf("sparse segments left after compaction: %v", sp)
+	}
+	check("after eviction and compaction")
+	c.segs.mu.Lock()
+	for n, live := range c.segs.live {
+		if live < 0 {
+			t.Errorf("segment %d: %d live bytes", n, live)
+		}
+		if c.segs.files[n] == nil {
+			t.Errorf("segment %d counted but not open", n)
+		}
+	}
+	c.segs.mu.Unlock()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Evicting everything leaves at most the segment being appended to.
+	c = open(1)
+	defer c.Close(ctx)
+	c.evict()
+	if n := countFiles(t, segDir); n > 1 {
+		t.Fatalf("%d segments with nothing live", n)
+	}
+	check("with everything evicted")
+}
