@@ -5,6 +5,8 @@
 #   workload  generate the ~1 GiB workload into $PB, unless it is there and verifies
 #   repo      keepfs init/import/restore vs restic init/backup/restore on that workload
 #   mount     cp -a, untar, warm ls -lR/find, fio, through a keepfs mount vs native disk,
+#             go-fuse's example loopback file system (the FUSE floor: a Go FUSE server doing
+#             no work of its own, built from the module cache at go.mod's go-fuse version),
 #             gocryptfs and rclone mount (crypt, --vfs-cache-mode full); keepfs: 1-byte change
 #             in a 1 GiB file + sync, daemon peak RSS (issue 3)
 #   versions  ls -lR/find of .versions/latest vs the live tree vs restic mount; keepfs restore
@@ -21,7 +23,7 @@
 #   BENCH_STRICT=1  exit non-zero when a target is missed (default: only on errors)
 #   BENCH_GO=0   skip the go section in "all";  BENCH_GO_PKGS (default "./repo/... ./remote/...")
 #   BENCH_SHARED directory holding make-workload.sh      (default <repo>/../shared/bench)
-#   BENCH_MOUNT_TOOLS  tools of the mount section        (default "native gocryptfs rclone keepfs")
+#   BENCH_MOUNT_TOOLS  tools of the mount section        (default "native loopback gocryptfs rclone keepfs")
 #   BENCH_FIO_SIZE fio file size (default 512M); BENCH_FIO_TIME random jobs' seconds (default 10)
 #   BENCH_FIO_RCLONE=1 run fio on the rclone mount too (slow; off by default)
 #   BENCH_STEP_TIMEOUT deadline in seconds of each timed step of mount/versions (default 900)
@@ -477,6 +479,19 @@ flush_to_disk() { sync -f "$1"; }
 # the daemon re-executes the keepfs binary: its process name is the binary's (15 chars at most)
 keepfs_daemon_pid() { local n; n=$(basename "$KEEPFS"); daemon_pid "${n:0:15}" "$1"; }
 
+# build_loopback: $W/bin/loopback from go-fuse's example/loopback, at the go-fuse version
+# go.mod requires, built in a scratch module (the example is not part of the library's API).
+build_loopback() {
+	[ -x "$W/bin/loopback" ] && return 0
+	local dir ver b=$W/loopback-build
+	dir=$(cd "$ROOT" && "$GO" list -m -f '{{.Dir}}' github.com/hanwen/go-fuse/v2) || return 1
+	ver=$(cd "$ROOT" && "$GO" list -m -f '{{.Version}}' github.com/hanwen/go-fuse/v2) || return 1
+	rm -rf "$b"; mkdir -p "$b" "$W/bin"
+	cp "$dir/example/loopback/main.go" "$b/"
+	(cd "$b" && "$GO" mod init keepfs-bench/loopback && "$GO" mod edit -require "github.com/hanwen/go-fuse/v2@$ver" &&
+		GOFLAGS=-mod=mod "$GO" build -o "$W/bin/loopback" .)
+}
+
 # mount_setup TOOL: creates and mounts TOOL's file system; sets MNT (where the benchmark
 # writes) and STORE (what holds the data at rest: cipher dir, remote dir, repository).
 mount_setup() {
@@ -512,6 +527,18 @@ mount_setup() {
 		if ! wait_for 60 is_mounted "$MNT" || ! wait_for 30 rclone rc --url "http://127.0.0.1:$RC_PORT/" vfs/stats >/dev/null; then
 			warn "rclone mount did not come up (see $W/logs/rclone.log)"; OK[$t]=0; errors=$((errors + 1)); return 1
 		fi ;;
+	loopback)
+		STORE=$MW/lb-src MNT=$MW/lb-mnt; mkdir -p "$STORE" "$MNT"
+		if ! build_loopback >"$W/logs/loopback.build.log" 2>&1; then
+			warn "cannot build go-fuse's loopback example (see $W/logs/loopback.build.log)"
+			OK[$t]=0; errors=$((errors + 1)); return 1
+		fi
+		MOUNTS+=("$MNT")
+		"$W/bin/loopback" -q -directmount "$MNT" "$STORE" >"$W/logs/loopback.log" 2>&1 </dev/null &
+		p=$!; BGPIDS+=("$p"); DPID[$t]=$p
+		if ! wait_for 60 is_mounted "$MNT"; then
+			warn "loopback mount did not come up (see $W/logs/loopback.log)"; OK[$t]=0; errors=$((errors + 1)); return 1
+		fi ;;
 	keepfs)
 		STORE=$MW/kf-remote MNT=$MW/kf-mnt; mkdir -p "$MNT"
 		KF=("$KEEPFS" --repo "file://$STORE" --state "$MW/kf-state")
@@ -537,7 +564,7 @@ mount_sync() {
 	local t=$1 m=$2
 	# no sync(1) before these: what is still dirty belongs to the copy being made durable
 	case $t in
-	native | gocryptfs) NOSYNC=1 fstep "$t" "$m" flush_to_disk "$STORE" ;;
+	native | gocryptfs | loopback) NOSYNC=1 fstep "$t" "$m" flush_to_disk "$STORE" ;;
 	rclone) NOSYNC=1 fstep "$t" "$m" rclone_drain "$RC_EXPECT" ;;
 	keepfs) NOSYNC=1 mstep "$t" "$m" timeout 600 "${KF[@]}" sync "$MNT" ;;
 	esac
@@ -548,7 +575,7 @@ mount_teardown() {
 	case $t in
 	native) ;;
 	gocryptfs) [ "${OK[$t]}" = 0 ] || fstep "$t" unmount unmount_fuse "$MNT" "${DPID[$t]:-}"; unmount_fuse "$MNT" ;;
-	rclone) [ "${OK[$t]}" = 0 ] || fstep "$t" unmount unmount_fuse "$MNT" "${DPID[$t]}"; unmount_fuse "$MNT" "${DPID[$t]}" ;;
+	rclone | loopback) [ "${OK[$t]}" = 0 ] || fstep "$t" unmount unmount_fuse "$MNT" "${DPID[$t]}"; unmount_fuse "$MNT" "${DPID[$t]}" ;;
 	keepfs)
 		if is_mounted "$MNT"; then
 			[ "${OK[$t]}" = 0 ] || mstep "$t" unmount timeout 600 "${KF[@]}" unmount "$MNT" || true
@@ -639,21 +666,22 @@ section_mount() {
 	ROWS=$W/rows-mount.tsv; : >"$ROWS"
 	WL_BYTES=$(file_bytes "$PB/workload") TAR_BYTES=$(tar -tvf "$PB/small.tar" | awk '{ s += $3 } END { printf "%.0f\n", s }')
 	export KEEPFS_PASSWORD=bench-keepfs
-	local tools=${BENCH_MOUNT_TOOLS:-native gocryptfs rclone keepfs} t
-	declare -A OK=([native]=0 [gocryptfs]=0 [rclone]=0 [keepfs]=0) V=() DPID=()
+	local tools=${BENCH_MOUNT_TOOLS:-native loopback gocryptfs rclone keepfs} t
+	declare -A OK=([native]=0 [loopback]=0 [gocryptfs]=0 [rclone]=0 [keepfs]=0) V=() DPID=()
 	for t in $tools; do OK[$t]=1; done
 	for t in $tools; do mount_phase "$t"; done
 
 	machine_meta
+	meta loopback "go-fuse $(cd "$ROOT" && "$GO" list -m -f '{{.Version}}' github.com/hanwen/go-fuse/v2 2>/dev/null) example/loopback (-directmount)"
 	meta gocryptfs "$(gocryptfs -version | head -n 1)"
 	meta rclone "$(rclone version | head -n 1)"
 	meta fio "$(fio --version)"
 	meta method "one tool after another, each on a fresh directory or mount in $MW; cp -a of the workload; sync = keepfs sync MNT (returns when the remote holds the snapshot), rclone: until rc vfs/stats shows no upload queued or in progress (--vfs-cache-mode full --vfs-write-back 0s, crypt over a local remote), native and gocryptfs: sync -f; warm = the second of two runs; fio: psync, buffered (--direct=0, fio invalidates the file's page cache before each job), ${BENCH_FIO_SIZE:-512M} file, random jobs ${BENCH_FIO_TIME:-10} s time-based, writes end with fsync"
-	put_row "metric" "unit" "target" "keepfs" "native" "gocryptfs" "rclone"
-	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[native:$4]:-}" "${V[gocryptfs:$4]:-}" "${V[rclone:$4]:-}"; }
+	put_row "metric" "unit" "target" "keepfs" "native" "loopback" "gocryptfs" "rclone"
+	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[native:$4]:-}" "${V[loopback:$4]:-}" "${V[gocryptfs:$4]:-}" "${V[rclone:$4]:-}"; }
 	row "cp -a workload: wall" s "" cp
 	row "sync after cp (until durable / uploaded)" s "" sync
-	put_row "cp -a + sync (native: cp -a alone)" s "<=2.0" "${V[keepfs:cpsync]:-}" "${V[native:cp]:-}" "${V[gocryptfs:cpsync]:-}" "${V[rclone:cpsync]:-}"
+	put_row "cp -a + sync (native: cp -a alone)" s "<=2.0" "${V[keepfs:cpsync]:-}" "${V[native:cp]:-}" "${V[loopback:cpsync]:-}" "${V[gocryptfs:cpsync]:-}" "${V[rclone:cpsync]:-}"
 	row "cp -a + sync, every tool" s "" cpsync
 	row "data at rest after cp (repo / cipher dir / remote)" bytes "" store
 	row "untar 20,000 small files" s "<=3.0" untar
@@ -672,7 +700,21 @@ section_mount() {
 	row "unmount (keepfs: final snapshot + upload)" s "" unmount
 	row "mount (returns when ready)" s "" mount
 	row "local state after cp + sync" bytes "" state
-	unset -f row
+	# keepfs against the FUSE floor, in the keepfs column (x = keepfs / loopback)
+	# floor LABEL METRIC [inv]: keepfs / loopback (inv: loopback / keepfs, for throughputs)
+	floor() {
+		local r="" a=${V[keepfs:$2]:-} b=${V[loopback:$2]:-}
+		[ "${3:-}" != inv ] || { a=${V[loopback:$2]:-}; b=${V[keepfs:$2]:-}; }
+		[ -z "$a" ] || [ -z "$b" ] || r=$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
+		put_row "$1" x "" "$r" "" "" "" ""
+	}
+	floor "keepfs / loopback: cp -a + sync" cpsync
+	floor "keepfs / loopback: untar" untar
+	floor "keepfs / loopback: ls -lR warm" lslr
+	floor "keepfs / loopback: find warm" find
+	floor "loopback / keepfs: fio seq write" seqw inv
+	unset -f row floor
+	note "loopback: go-fuse's example loopback file system, the FUSE floor (a Go FUSE server passing every call to a directory, no caching beyond go-fuse's 1 s defaults, no crypto, no chunking); 'keepfs / loopback' rows: how far keepfs is above that floor"
 	note "fio seq read: fio drops the file's page cache first (--invalidate=1), so native reads the disk while a FUSE file system may still be served from its backing files' page cache"
 	note "rclone cannot chmod/chown: its copy is cp -R --preserve=timestamps, its untar tar --no-same-owner --no-same-permissions"
 	[ "${BENCH_FIO_RCLONE:-0}" = 1 ] || note "rclone: fio not run (BENCH_FIO_RCLONE=1 adds it)"
