@@ -30,6 +30,13 @@ type Options struct {
 // VersionsName is the read-only history directory at the root.
 const VersionsName = ".versions"
 
+// With the kernel's writeback cache (CAP_WRITEBACK_CACHE) writes land in
+// the page cache and reach the mount in large batches, and the kernel keeps
+// size and mtime itself while pages are dirty. It also works out O_APPEND
+// offsets itself and may write back a page through any handle open for
+// writing, so handles here never apply O_APPEND.
+func openFlags(flags uint32) uint32 { return flags &^ syscall.O_APPEND }
+
 // capHandleKillPrivV2 is FUSE_HANDLE_KILLPRIV_V2 (go-fuse has no name for it).
 const capHandleKillPrivV2 = 1 << 28
 
@@ -74,7 +81,7 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 			// The kernel leaves dropping setuid/setgid and capabilities
 			// on write, truncate and chown to us, instead of asking for
 			// security.capability before every write.
-			ExtraCapabilities: capHandleKillPrivV2,
+			ExtraCapabilities: capHandleKillPrivV2 | fuse.CAP_WRITEBACK_CACHE,
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -367,7 +374,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	// The file is new: O_TRUNC has nothing to do (and must not touch
 	// the times the kernel just cached).
-	h, err := d.fs.c.OpenFile(ctx, out.Attr.Ino, flags&^syscall.O_TRUNC)
+	h, err := d.fs.c.OpenFile(ctx, out.Attr.Ino, openFlags(flags)&^syscall.O_TRUNC)
 	if err != nil {
 		return nil, nil, 0, d.fs.errno(err)
 	}
@@ -445,7 +452,7 @@ func (s *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 var _ = (gofs.NodeOpener)((*fileNode)(nil))
 
 func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	h, err := f.fs.c.OpenFile(ctx, f.ino, flags)
+	h, err := f.fs.c.OpenFile(ctx, f.ino, openFlags(flags))
 	if err != nil {
 		return nil, 0, f.fs.errno(err)
 	}
@@ -577,7 +584,7 @@ func (d *dirNode) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *f
 	if err != nil {
 		return nil, nil, 0, d.fs.errno(err)
 	}
-	h, err := d.fs.c.OpenFile(ctx, a.Ino, flags&^syscall.O_TRUNC)
+	h, err := d.fs.c.OpenFile(ctx, a.Ino, openFlags(flags)&^syscall.O_TRUNC)
 	if err != nil {
 		return nil, nil, 0, d.fs.errno(err)
 	}
