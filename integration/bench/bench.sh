@@ -21,7 +21,7 @@
 #   BENCH_ROUNDS repo rounds; the table shows medians      (default 3)
 #   BENCH_KEEP=1 keep the scratch directory afterwards (last round's repositories, logs)
 #   BENCH_STRICT=1  exit non-zero when a target is missed (default: only on errors)
-#   BENCH_GO=0   skip the go section in "all";  BENCH_GO_PKGS (default "./repo/... ./remote/...")
+#   BENCH_GO=0   skip the go section in "all";  BENCH_GO_PKGS (default "./repo/... ./remote/... ./cache/...")
 #   BENCH_SHARED directory holding make-workload.sh      (default <repo>/../shared/bench)
 #   BENCH_MOUNT_TOOLS  tools of the mount section        (default "native loopback gocryptfs rclone keepfs")
 #   BENCH_FIO_SIZE fio file size (default 512M); BENCH_FIO_TIME random jobs' seconds (default 10)
@@ -892,7 +892,7 @@ section_versions() {
 # ---------------------------------------------------------------- section: go
 
 section_go() {
-	local pkgs=${BENCH_GO_PKGS:-./repo/... ./remote/...} rc=0
+	local pkgs=${BENCH_GO_PKGS:-./repo/... ./remote/... ./cache/...} rc=0
 	say "== go: go test -run '^\$' -bench . -benchtime 1x -benchmem $pkgs"
 	mkdir -p "$PB"
 	# shellcheck disable=SC2086 # pkgs is a list of patterns
