@@ -64,14 +64,42 @@ func (cf *chunkFiles) path(id crypto.ID) string {
 	return filepath.Join(cf.dir, name[:2], name)
 }
 
-// write stores a chunk; with durable it also reaches the disk.
+// Chunk files are sealed in blocks (format 2) so that a small random read
+// opens one block, not a whole chunk of up to 8 MiB:
+//
+//	block i   nonce:12 || AES-256-GCM(plaintext[i*64K : (i+1)*64K], ad = blob id || i:4)
+//
+// The chunk's c value says which format its file has (fileValue); files of
+// format 1, one AEAD over the whole chunk, are still read.
+const (
+	blockSize   = 64 << 10
+	blockFormat = 2
+)
+
+func (cf *chunkFiles) blockAD(id crypto.ID, i int) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte(nil), id[:]...), uint32(i))
+}
+
+// sealedBlock is the stored size of a full block.
+func (cf *chunkFiles) sealedBlock() int64 {
+	return int64(cf.aead.NonceSize() + blockSize + cf.aead.Overhead())
+}
+
+// write stores a chunk (format 2); with durable it also reaches the disk.
 func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 	p := cf.path(id)
-	buf := make([]byte, cf.aead.NonceSize(), cf.aead.NonceSize()+len(data)+cf.aead.Overhead())
-	if _, err := rand.Read(buf); err != nil {
-		return err
+	ns := cf.aead.NonceSize()
+	nblocks := max(1, (len(data)+blockSize-1)/blockSize)
+	buf := make([]byte, 0, len(data)+nblocks*(ns+cf.aead.Overhead()))
+	for i := 0; i < nblocks; i++ {
+		blk := data[min(i*blockSize, len(data)):min((i+1)*blockSize, len(data))]
+		start := len(buf)
+		buf = buf[:start+ns]
+		if _, err := rand.Read(buf[start:]); err != nil {
+			return err
+		}
+		buf = cf.aead.Seal(buf, buf[start:start+ns], blk, cf.blockAD(id, i))
 	}
-	buf = cf.aead.Seal(buf, buf, data, id[:])
 	tmp := p + ".tmp" + hex.EncodeToString(buf[:4])
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrNotExist) {
@@ -106,8 +134,42 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 	return nil
 }
 
-// read returns a chunk's plaintext; os.ErrNotExist if there is no file.
-func (cf *chunkFiles) read(id crypto.ID) ([]byte, error) {
+// readBlocks returns the plaintext of the chunk's bytes [off, off+n) from a
+// format 2 file of a size-byte chunk; os.ErrNotExist if there is no file.
+func (cf *chunkFiles) readBlocks(id crypto.ID, size, off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || off+n > size {
+		return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+	}
+	f, err := os.Open(cf.path(id))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ns, sb := cf.aead.NonceSize(), cf.sealedBlock()
+	first, last := int(off/blockSize), int(max(off+n-1, off)/blockSize)
+	end := min(int64(last+1)*blockSize, size) // plaintext end of the last block
+	sealedEnd := int64(last)*sb + int64(ns) + (end - int64(last)*blockSize) + int64(cf.aead.Overhead())
+	b := make([]byte, sealedEnd-int64(first)*sb)
+	if _, err := f.ReadAt(b, int64(first)*sb); err != nil {
+		return nil, fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
+	}
+	out := make([]byte, 0, end-int64(first)*blockSize)
+	for i := first; i <= last; i++ {
+		rec := b[int64(i-first)*sb : min(int64(i-first+1)*sb, int64(len(b)))]
+		if len(rec) < ns+cf.aead.Overhead() {
+			return nil, fmt.Errorf("chunk %s: truncated file: %w", id.Short(), errCorruptState)
+		}
+		if out, err = cf.aead.Open(out, rec[:ns], rec[ns:], cf.blockAD(id, i)); err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
+		}
+	}
+	lo := off - int64(first)*blockSize
+	return out[lo : lo+n], nil
+}
+
+// readV1 returns the plaintext of a format 1 chunk file; os.ErrNotExist if
+// there is no file.
+func (cf *chunkFiles) readV1(id crypto.ID) ([]byte, error) {
 	b, err := os.ReadFile(cf.path(id))
 	if err != nil {
 		return nil, err
@@ -139,14 +201,30 @@ func (cf *chunkFiles) remove(id crypto.ID) error {
 // otherwise add its whole size to the daemon's RSS).
 const inlineMax = 3 << 10
 
-// chunkValue encodes the value of a c key: the plaintext size, then the
-// plaintext itself for inline chunks.
+// chunkValue encodes the value of a c key for an inline chunk (the
+// plaintext size, then the plaintext) or a chunk file (the size, then the
+// file's format).
 func chunkValue(data []byte) []byte {
 	v := binary.BigEndian.AppendUint64(nil, uint64(len(data)))
 	if len(data) <= inlineMax {
-		v = append(v, data...)
+		return append(v, data...)
 	}
-	return v
+	return append(v, blockFormat)
+}
+
+// fileFormat is the format of the chunk file a c value names: 1 or
+// blockFormat; 0 if it names none (inline or segment chunks).
+func fileFormat(v []byte) int {
+	if valueSize(v) <= inlineMax || inlineData(v) != nil {
+		return 0
+	}
+	switch {
+	case len(v) == 8:
+		return 1
+	case len(v) == 9:
+		return int(v[8])
+	}
+	return 0
 }
 
 func valueSize(v []byte) int64 {
@@ -158,15 +236,26 @@ func valueSize(v []byte) int64 {
 
 // inlineData returns the plaintext of an inline chunk's value, or nil.
 func inlineData(v []byte) []byte {
-	if len(v) < 8 || valueSize(v) > inlineMax || int64(len(v)-8) != valueSize(v) {
+	if len(v) < 8 || valueSize(v) > legacyInlineMax || int64(len(v)-8) != valueSize(v) {
 		return nil
 	}
 	return v[8:]
 }
 
+// legacyInlineMax is the largest inline chunk any version wrote (state
+// directories outlive upgrades).
+const legacyInlineMax = 16 << 10
+
 // loadLocal returns a chunk kept in the state directory; an error wrapping
 // os.ErrNotExist if it is not.
 func (c *Cache) loadLocal(id crypto.ID) ([]byte, error) {
+	return c.loadLocalRange(id, 0, -1)
+}
+
+// loadLocalRange is loadLocal for the chunk's bytes [off, off+n) (n < 0:
+// to the end). Only block-sealed files are read in part; other chunks are
+// small or old and read whole.
+func (c *Cache) loadLocalRange(id crypto.ID, off, n int64) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
 		var v []byte
 		err := c.view(func(txn *badger.Txn) error {
@@ -180,21 +269,42 @@ func (c *Cache) loadLocal(id crypto.ID) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
 		}
-		if valueSize(v) <= inlineMax {
-			if d := inlineData(v); d != nil || valueSize(v) == 0 {
-				return append([]byte{}, d...), nil
+		size := valueSize(v)
+		if n < 0 {
+			n = size - off
+		}
+		if off < 0 || n < 0 || off+n > size {
+			return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+		}
+		var data []byte
+		switch format := fileFormat(v); {
+		case size == 0:
+		case inlineData(v) != nil:
+			data = append([]byte{}, inlineData(v)...)
+		case format == blockFormat:
+			return c.files.readBlocks(id, size, off, n)
+		case format == 1:
+			data, err = c.files.readV1(id)
+		case format != 0:
+			return nil, fmt.Errorf("chunk %s: unknown file format %d: %w", id.Short(), format, errCorruptState)
+		default:
+			l, ok := segLocOf(v)
+			if !ok {
+				return nil, fmt.Errorf("chunk %s: bad value: %w", id.Short(), errCorruptState)
+			}
+			data, err = c.segs.read(id, l)
+			// Compaction may have moved the record, and its old segment
+			// gone, since we read the value: look again once.
+			if err != nil && attempt == 0 {
+				continue
 			}
 		}
-		l, ok := segLocOf(v)
-		if !ok {
-			return c.files.read(id)
+		if err != nil {
+			return nil, err
 		}
-		data, err := c.segs.read(id, l)
-		// Compaction may have moved the record, and its old segment gone,
-		// since we read the value: look again once.
-		if err != nil && attempt == 0 {
-			continue
+		if int64(len(data)) != size {
+			return nil, fmt.Errorf("chunk %s: %d bytes, want %d: %w", id.Short(), len(data), size, errCorruptState)
 		}
-		return data, err
+		return data[off : off+n], nil
 	}
 }

@@ -192,6 +192,28 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 	return data, nil
 }
 
+// readChunkRange returns n bytes of a chunk from offset off, from memory or
+// the state directory, reading as little as the chunk's storage allows;
+// nil if the chunk is not kept locally (the caller fetches it whole).
+func (c *Cache) readChunkRange(id crypto.ID, off, n uint64) ([]byte, error) {
+	if b := c.mem.get(id); b != nil {
+		c.lru.touch(id)
+		if off+n > uint64(len(b)) {
+			return nil, fmt.Errorf("chunk %s: %d bytes, read to %d: %w", id.Short(), len(b), off+n, errCorruptState)
+		}
+		return b[off : off+n], nil
+	}
+	data, err := c.loadLocalRange(id, int64(off), int64(n))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
+	}
+	c.lru.touch(id)
+	return data, nil
+}
+
 // prefetch loads a chunk in the background for a sequential reader.
 func (c *Cache) prefetch(id crypto.ID) {
 	if c.mem.has(id) || !c.mem.startFetch(id) {

@@ -390,14 +390,27 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 			clear(p[pos-off:])
 			return nil
 		}
-		data, err := f.c.getChunk(ctx, f.chunks[i].ID)
-		if err != nil {
-			return err
+		ch, in := f.chunks[i], pos-f.offs[i]
+		want := min(end-pos, uint64(ch.Len)-in)
+		var part []byte
+		if !seq {
+			// A random read opens the blocks it needs, not the chunk.
+			var err error
+			if part, err = f.c.readChunkRange(ch.ID, in, want); err != nil {
+				return err
+			}
 		}
-		if len(data) != int(f.chunks[i].Len) {
-			return fmt.Errorf("chunk %s: %d bytes, want %d: %w", f.chunks[i].ID.Short(), len(data), f.chunks[i].Len, errCorruptState)
+		if part == nil {
+			data, err := f.c.getChunk(ctx, ch.ID)
+			if err != nil {
+				return err
+			}
+			if len(data) != int(ch.Len) {
+				return fmt.Errorf("chunk %s: %d bytes, want %d: %w", ch.ID.Short(), len(data), ch.Len, errCorruptState)
+			}
+			part = data[in : in+want]
 		}
-		n := copy(p[pos-off:], data[pos-f.offs[i]:])
+		n := copy(p[pos-off:], part)
 		pos += uint64(n)
 		if seq && i+1 < len(f.chunks) {
 			f.c.prefetch(f.chunks[i+1].ID)

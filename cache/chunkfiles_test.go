@@ -1,0 +1,124 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// Block-sealed chunk files read any range by opening only its blocks, and
+// a damaged block spoils only reads that touch it.
+func TestChunkFileRanges(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(7, 5*blockSize+1234)
+	id := c.r.Key().BlobID(data)
+	if err := c.storeChunk(id, data, false, false); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len(data))
+	for _, r := range [][2]int64{{0, size}, {0, 1}, {blockSize - 1, 2}, {3 * blockSize, blockSize}, {size - 1, 1},
+		{5 * blockSize, 1234}, {100, 4 * blockSize}, {size, 0}} {
+		got, err := c.loadLocalRange(id, r[0], r[1])
+		if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
+			t.Fatalf("range %v: %v", r, err)
+		}
+	}
+	if _, err := c.loadLocalRange(id, size-1, 2); !errors.Is(err, errCorruptState) {
+		t.Fatalf("read past the end: %v", err)
+	}
+	// Flip a byte in block 2.
+	p := c.files.path(id)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := 2*c.files.sealedBlock() + 100
+	b := make([]byte, 1)
+	f.ReadAt(b, at)
+	b[0] ^= 1
+	f.WriteAt(b, at)
+	f.Close()
+	if got, err := c.loadLocalRange(id, 0, blockSize); err != nil || !bytes.Equal(got, data[:blockSize]) {
+		t.Fatalf("block 0 after damage to block 2: %v", err)
+	}
+	if _, err := c.loadLocalRange(id, 2*blockSize+5, 10); !errors.Is(err, errCorruptState) {
+		t.Fatalf("damaged block read: %v, want a corruption error", err)
+	}
+	if _, err := c.loadLocal(id); !errors.Is(err, errCorruptState) {
+		t.Fatalf("whole chunk with a damaged block: %v", err)
+	}
+}
+
+// State directories written before block sealing (whole-chunk files, 16 KiB
+// inline values) still read, through the mount's read path too.
+func TestLegacyChunkValues(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	big := randBytes(8, 300<<10)
+	small := randBytes(9, 12<<10)
+	bigID, smallID := c.r.Key().BlobID(big), c.r.Key().BlobID(small)
+	// Format 1: nonce || AEAD(whole chunk, ad = id); c value = size only.
+	sealed := make([]byte, c.files.aead.NonceSize())
+	rand.Read(sealed)
+	sealed = c.files.aead.Seal(sealed, sealed, big, bigID[:])
+	if err := os.WriteFile(c.files.path(bigID), sealed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := c.update(func(txn *wtxn) error {
+		if err := txn.Set(meta.ChunkKey(bigID), binary.BigEndian.AppendUint64(nil, uint64(len(big)))); err != nil {
+			return err
+		}
+		return txn.Set(meta.ChunkKey(smallID), append(binary.BigEndian.AppendUint64(nil, uint64(len(small))), small...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[crypto.ID][]byte{bigID: big, smallID: small} {
+		got, err := c.loadLocalRange(name, 1000, 5000)
+		if err != nil || !bytes.Equal(got, want[1000:6000]) {
+			t.Fatalf("legacy chunk %s: %v", name.Short(), err)
+		}
+	}
+	// A file made of both, read at random offsets through a handle.
+	a, err := c.Create(ctx, c.Root(), "f", NewNode{Type: tree.File, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.update(func(txn *wtxn) error {
+		n, err := txn.inode(a.Ino)
+		if err != nil {
+			return err
+		}
+		n.Chunks = []meta.Chunk{{ID: bigID, Len: uint32(len(big))}, {ID: smallID, Len: uint32(len(small))}}
+		n.Size = uint64(len(big) + len(small))
+		return txn.putInode(a.Ino, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte(nil), big...), small...)
+	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	for _, off := range []int64{int64(len(want)) - 100, 5, 200 << 10, int64(len(big)) - 10} {
+		buf := make([]byte, 4096)
+		n, err := h.ReadAt(ctx, buf, off)
+		if err != nil || !bytes.Equal(buf[:n], want[off:min(off+4096, int64(len(want)))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+}
