@@ -83,12 +83,12 @@ func TestSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Uploaded, the chunks are clean: evicted down to 200 KiB, segments
-	// with nothing live go, and compaction empties the mostly dead ones.
-	c = open(200 << 10)
+	// Uploaded, the chunks are clean: evicted down to 60 KiB (three of the
+	// forty records), segments with nothing live go and the others are
+	// under a quarter live, which compaction empties.
+	c = open(60 << 10)
 	c.evict()
 	after := countFiles(t, segDir)
-	t.Logf("segments: %d before eviction, %d after, sparse %v", before, after, c.segs.sparse())
 	if sp := c.segs.sparse(); after >= before && len(sp) == 0 {
 		t.Fatalf("%d segments before eviction, %d after, none sparse", before, after)
 	}
