@@ -524,7 +524,7 @@ func startProfile(log *slog.Logger) (stop func()) {
 // works harder. Live data is bounded (caches, two chunkers, pack buffers) at
 // well under it; without a limit the collector lets the heap grow to twice
 // the live data before collecting, which is what set the daemon's peak RSS.
-const memoryLimit = 240 << 20
+const memoryLimit = 208 << 20
 
 // limitMemory sets memoryLimit unless GOMEMLIMIT says otherwise.
 func limitMemory() {
