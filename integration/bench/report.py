@@ -7,6 +7,8 @@ IN.tsv (tab-separated, written by bench.sh):
   #meta  <TAB> key <TAB> value         facts about the run (versions, machine, workload)
   #note  <TAB> text                    a line printed under the table it follows
   #table <TAB> title                   starts a new table (optional before the first one)
+  #ratio <TAB> A <TAB> B               an extra ratio column A/B in the table (A and B are columns
+                                       of its header), shown right after A/BASELINE; informational
   metric <TAB> unit <TAB> target <TAB> SUBJECT <TAB> BASELINE [<TAB> OTHER...]   header, once per table
   label  <TAB> unit <TAB> target <TAB> value   <TAB> value    [<TAB> value...]    one per metric
 
@@ -87,6 +89,7 @@ def judge(target, unit, subject_value, r):
 class Table:
     def __init__(self, title):
         self.title, self.header, self.rows, self.notes = title, None, [], []
+        self.extra = []  # (A, B) of the #ratio lines: extra A/B ratio columns
 
 
 def parse(src):
@@ -99,6 +102,8 @@ def parse(src):
                 meta[cells[1]] = cells[2] if len(cells) > 2 else ""
             elif cells[0] == "#note":
                 cur.notes.append(cells[1] if len(cells) > 1 else "")
+            elif cells[0] == "#ratio":
+                cur.extra.append((cells[1], cells[2]))
             elif cells[0] == "#table":
                 title = cells[1] if len(cells) > 1 else ""
                 if cur.header is None and not cur.rows:
@@ -122,21 +127,34 @@ def build(t):
     tools = t.header[3:]
     subject, baseline = tools[0], tools[1]
     others = [x for x in tools if x != baseline]
+    extra = [(a, b) for a, b in t.extra if a in tools and b in tools]
     out, missed = [], False
     for r in t.rows:
         label, unit, target = r[0], r[1], r[2]
         vals = {x: num(v) for x, v in zip(tools, r[3:])}
         ratios = {x: ratio(vals[x], vals[baseline]) for x in others}
+        extra_ratios = {f"{a}/{b}": ratio(vals[a], vals[b]) for a, b in extra}
         result, target_shown = judge(target, unit, vals[subject], ratios[subject])
         missed = missed or (target != "" and result != "PASS")
         out.append({"metric": label, "unit": shown_unit(unit), "raw_unit": unit, "values": vals,
-                    "ratio": ratios[subject], "ratios": ratios, "target": target,
+                    "ratio": ratios[subject], "ratios": ratios,
+                    "extra_ratios": extra_ratios, "target": target,
                     "target_shown": target_shown, "result": result})
-    cols = ["metric", "unit"] + tools + [f"{x}/{baseline}" for x in others] + ["target", "result"]
+    # ratio columns: x/BASELINE for every other column x, each followed by its #ratio x/B columns
+    rcols = []  # (column name, key in "ratios" or None, key in "extra_ratios" or None)
+    for x in others:
+        rcols.append((f"{x}/{baseline}", x, None))
+        rcols += [(f"{a}/{b}", None, f"{a}/{b}") for a, b in extra if a == x]
+    rcols += [(f"{a}/{b}", None, f"{a}/{b}") for a, b in extra if a not in others]
+
+    def rcell(o, k, e):
+        r = o["ratios"][k] if k is not None else o["extra_ratios"][e]
+        return "" if r is None else f"{r:.3f}"
+    cols = ["metric", "unit"] + tools + [c for c, _, _ in rcols] + ["target", "result"]
     table = []
     for o in out:
         table.append([o["metric"], o["unit"]] + [shown(o["values"][x], o["raw_unit"]) for x in tools]
-                     + ["" if o["ratios"][x] is None else f"{o['ratios'][x]:.3f}" for x in others]
+                     + [rcell(o, k, e) for _, k, e in rcols]
                      + [o["target_shown"], o["result"]])
     return cols, table, out, missed
 
