@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	stdlog "log"
 	"log/slog"
@@ -225,6 +226,13 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, syscall.EOPNOTSUPP
 	}
 	v, err := n.fs.c.GetXattr(ctx, n.ino, attr)
+	if errors.Is(err, cache.ErrNoAttr) && attr == selinuxXattr {
+		// ls -l asks for every file's SELinux label, and stops asking
+		// on a file system that answers "unsupported" once. Labels that
+		// were set are kept and returned; a missing one is reported
+		// that way, which saves a round trip per file in a listing.
+		return 0, syscall.EOPNOTSUPP
+	}
 	if err != nil {
 		return 0, n.fs.errno(err)
 	}
@@ -236,6 +244,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	return uint32(copy(dest, v)), 0
 }
+
+// selinuxXattr holds a file's SELinux label.
+const selinuxXattr = "security.selinux"
 
 var _ = (gofs.NodeSetxattrer)((*node)(nil))
 
@@ -313,6 +324,69 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, d.fs.errno(err)
 	}
 	return d.newChild(ctx, a, out), 0
+}
+
+var _ = (gofs.NodeOpendirHandler)((*dirNode)(nil))
+
+// OpendirHandle lets the kernel keep the listing in its page cache
+// (FOPEN_CACHE_DIR): a warm ls -R or find then reads no directory from
+// here. The kernel drops the cached listing when the directory changes
+// through it, and every change to the live tree does.
+func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{d: d}, fuse.FOPEN_CACHE_DIR, 0
+}
+
+// dirHandle is an open live directory. Its listing is read at the first
+// READDIR and again after a seek to the start (rewinddir), so a reader
+// that rewinds sees what changed meanwhile.
+type dirHandle struct {
+	d  *dirNode
+	ds gofs.DirStream
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileReleasedirer)((*dirHandle)(nil))
+)
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.ds == nil {
+		ds, errno := h.d.Readdir(ctx)
+		if errno != 0 {
+			return nil, errno
+		}
+		h.ds = ds
+	}
+	if !h.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := h.ds.Next()
+	return &e, errno
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 || h.ds == nil {
+		ds, errno := h.d.Readdir(ctx)
+		if errno != 0 {
+			return errno
+		}
+		h.ds = ds
+	}
+	if off == 0 {
+		return 0
+	}
+	sd, ok := h.ds.(gofs.FileSeekdirer)
+	if !ok {
+		return syscall.ENOTSUP
+	}
+	return sd.Seekdir(ctx, off)
+}
+
+func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {
+	if h.ds != nil {
+		h.ds.Close()
+	}
 }
 
 var _ = (gofs.NodeReaddirer)((*dirNode)(nil))

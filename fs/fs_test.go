@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -288,5 +290,127 @@ func TestAppendBesidePositionedWrites(t *testing.T) {
 	want, got := run(t.TempDir()), run(m.Dir)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("mount: %d bytes, local disk: %d bytes, contents differ", len(got), len(want))
+	}
+}
+
+// The kernel keeps listings of live directories (FOPEN_CACHE_DIR). Every
+// change made through the mount shows in the next listing, warm or not, and
+// an open directory that is rewound sees what changed since it was opened.
+func TestDirListingFollowsChanges(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	d, o := filepath.Join(m.Dir, "d"), filepath.Join(m.Dir, "o")
+	for _, p := range []string{d, o} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]bool{}
+	check := func(step string) {
+		t.Helper()
+		for round := 0; round < 2; round++ { // the second is served from the kernel's cache
+			ents, err := os.ReadDir(d)
+			if err != nil {
+				t.Fatalf("%s: %v", step, err)
+			}
+			got := map[string]bool{}
+			for _, e := range ents {
+				got[e.Name()] = true
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%s (listing %d): got %v, want %v", step, round+1, got, want)
+			}
+		}
+	}
+	check("empty")
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("f%d", i)
+		if err := os.WriteFile(filepath.Join(d, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = true
+		check("create " + name)
+	}
+	steps := []struct {
+		name string
+		do   func() error
+		add  []string
+		del  []string
+	}{
+		{"mkdir", func() error { return os.Mkdir(filepath.Join(d, "sub"), 0o755) }, []string{"sub"}, nil},
+		{"symlink", func() error { return os.Symlink("f0", filepath.Join(d, "ln")) }, []string{"ln"}, nil},
+		{"link in", func() error {
+			os.WriteFile(filepath.Join(o, "x"), nil, 0o644)
+			return os.Link(filepath.Join(o, "x"), filepath.Join(d, "hard"))
+		}, []string{"hard"}, nil},
+		{"rename within", func() error { return os.Rename(filepath.Join(d, "f1"), filepath.Join(d, "g1")) }, []string{"g1"}, []string{"f1"}},
+		{"rename over", func() error { return os.Rename(filepath.Join(d, "g1"), filepath.Join(d, "f2")) }, nil, []string{"g1"}},
+		{"rename out", func() error { return os.Rename(filepath.Join(d, "f0"), filepath.Join(o, "f0")) }, nil, []string{"f0"}},
+		{"rename in", func() error { return os.Rename(filepath.Join(o, "x"), filepath.Join(d, "x")) }, []string{"x"}, nil},
+		{"exchange", func() error {
+			os.WriteFile(filepath.Join(o, "y"), nil, 0o644)
+			return unix.Renameat2(unix.AT_FDCWD, filepath.Join(o, "y"), unix.AT_FDCWD, filepath.Join(d, "x"), unix.RENAME_EXCHANGE)
+		}, nil, nil},
+		{"unlink", func() error { return os.Remove(filepath.Join(d, "hard")) }, nil, []string{"hard"}},
+		{"rmdir", func() error { return os.Remove(filepath.Join(d, "sub")) }, nil, []string{"sub"}},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		for _, n := range s.add {
+			want[n] = true
+		}
+		for _, n := range s.del {
+			delete(want, n)
+		}
+		check(s.name)
+	}
+
+	f, err := os.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(-1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "late"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	names, err := f.Readdirnames(-1)
+	if err != nil || !slices.Contains(names, "late") {
+		t.Fatalf("listing after rewind: %v %v, want it to hold \"late\"", names, err)
+	}
+}
+
+// A missing SELinux label reads as unsupported (ls -l then stops asking
+// for one per file); a label that was set is kept like any other xattr.
+func TestSELinuxLabel(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	p := filepath.Join(m.Dir, "f")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := unix.Lgetxattr(p, "security.selinux", buf); err != unix.EOPNOTSUPP {
+		t.Fatalf("getxattr of a missing label: %v, want EOPNOTSUPP", err)
+	}
+	if _, err := unix.Lgetxattr(p, "user.none", buf); err != unix.ENODATA {
+		t.Fatalf("getxattr of another missing xattr: %v, want ENODATA", err)
+	}
+	label := "system_u:object_r:user_home_t:s0"
+	if err := unix.Lsetxattr(p, "security.selinux", []byte(label), 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.Lgetxattr(p, "security.selinux", buf)
+	if err != nil || string(buf[:n]) != label {
+		t.Fatalf("label read back: %q %v", buf[:n], err)
+	}
+	n, err = unix.Llistxattr(p, buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "security.selinux") {
+		t.Fatalf("listxattr: %q %v", buf[:n], err)
 	}
 }
