@@ -23,7 +23,7 @@ func TestRetentionApply(t *testing.T) {
 		s.ID[0], s.ID[1] = byte(i), byte(i>>8)
 		snaps = append(snaps, s)
 	}
-	kept := func(p repo.Retention) []string {
+	kept := func(p repo.Retention, snaps []*repo.Snapshot) []string {
 		var out []string
 		for _, d := range p.Apply(snaps, now) {
 			if d.Keep {
@@ -47,7 +47,7 @@ func TestRetentionApply(t *testing.T) {
 		{"max-age overrides", repo.Retention{Monthly: 12, MaxAge: 45 * 24 * time.Hour}, 2, []string{"11-28T12", "10-31T18"}},
 		{"max-age alone", repo.Retention{MaxAge: 24 * time.Hour}, 5, nil},
 	} {
-		got := kept(tc.p)
+		got := kept(tc.p, snaps)
 		if len(got) != tc.want {
 			t.Errorf("%s: kept %d (%v), want %d", tc.name, len(got), got, tc.want)
 		}
@@ -60,6 +60,32 @@ func TestRetentionApply(t *testing.T) {
 				t.Errorf("%s: %s not kept (%v)", tc.name, h, got)
 			}
 		}
+	}
+}
+
+// A repository left alone for longer than keep-within keeps its newest
+// snapshot; only max-age may take that one.
+func TestRetentionKeepsNewest(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	var snaps []*repo.Snapshot
+	for i := 0; i < 10; i++ { // daily, the newest a week old
+		s := &repo.Snapshot{Time: now.Add(-time.Duration(7+i) * 24 * time.Hour)}
+		s.ID[0] = byte(i)
+		snaps = append(snaps, s)
+	}
+	keep := func(p repo.Retention) (kept []time.Time) {
+		for _, d := range p.Apply(snaps, now) {
+			if d.Keep {
+				kept = append(kept, d.Snapshot.Time)
+			}
+		}
+		return kept
+	}
+	if got := keep(repo.Retention{KeepWithin: 24 * time.Hour}); len(got) != 1 || !got[0].Equal(snaps[0].Time) {
+		t.Errorf("keep-within 24h over week-old snapshots kept %v, want only the newest %v", got, snaps[0].Time)
+	}
+	if got := keep(repo.Retention{KeepWithin: 24 * time.Hour, MaxAge: 3 * 24 * time.Hour}); len(got) != 0 {
+		t.Errorf("max-age 3d kept %v, want none", got)
 	}
 }
 

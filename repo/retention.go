@@ -118,7 +118,8 @@ type Decision struct {
 
 // Apply decides for each snapshot (any order) at time now. Bucket rules
 // keep the newest snapshot of each of the last N hours/days/weeks/months
-// that have one, as restic's forget does.
+// that have one, as restic's forget does. The newest snapshot is always
+// kept unless it is older than max-age.
 func (p Retention) Apply(snaps []*Snapshot, now time.Time) []Decision {
 	sorted := append([]*Snapshot(nil), snaps...)
 	SortSnapshots(sorted)
@@ -171,6 +172,13 @@ func (p Retention) Apply(snaps []*Snapshot, now time.Time) []Decision {
 		if p.KeepWithin > 0 && now.Sub(s.Time) <= p.KeepWithin {
 			out[i].Keep = true
 			out[i].Reasons = append(out[i].Reasons, "within "+FormatDuration(p.KeepWithin))
+		}
+		if i == 0 && !out[i].Keep {
+			// A repository not backed up for longer than keep-within
+			// would otherwise lose every snapshot at the next prune.
+			// Only max-age, the hard limit, may remove the newest.
+			out[i].Keep = true
+			out[i].Reasons = append(out[i].Reasons, "newest")
 		}
 		if p.MaxAge > 0 && now.Sub(s.Time) > p.MaxAge {
 			out[i].Keep = false
