@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/keepfs/keepfs/cache/meta"
@@ -120,5 +121,48 @@ func TestLegacyChunkValues(t *testing.T) {
 		if err != nil || !bytes.Equal(buf[:n], want[off:min(off+4096, int64(len(want)))]) {
 			t.Fatalf("read at %d: %v", off, err)
 		}
+	}
+}
+
+// A large chunk that cannot be stored fails the commit (the chunks of a big
+// file are stored on a goroutine of their own); the file keeps its old
+// content and commits once storing works again.
+func TestCommitFailsWhenAChunkCannotBeStored(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	old := randBytes(7, 3<<20)
+	ino := writeFile(t, c, c.Root(), "f", old)
+
+	blocked := filepath.Join(t.TempDir(), "not-a-directory")
+	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := c.files.dir
+	c.files.dir = blocked
+	data := randBytes(8, 12<<20) // a dozen large chunks
+	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDWR|os.O_TRUNC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Flush(ctx); err == nil {
+		t.Fatal("commit succeeded with no place to store chunks")
+	}
+	if n, _ := c.getInode(ino); n.Size != uint64(len(old)) {
+		t.Fatalf("failed commit changed the committed size to %d", n.Size)
+	}
+
+	c.files.dir = dir
+	if err := h.Flush(ctx); err != nil {
+		t.Fatalf("commit after the failure cleared: %v", err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, c, ino); !bytes.Equal(got, data) {
+		t.Fatal("content differs after the retried commit")
 	}
 }

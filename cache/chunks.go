@@ -705,3 +705,95 @@ func (c *Cache) compactSegments() error {
 	}
 	return nil
 }
+
+// chunkStorer stores the large chunks of one commit on a goroutine of its
+// own, so that hashing, sealing and writing them overlap with reading and
+// cutting the next: a big file's commit then uses two cores, not one. At
+// most two chunks wait in copies of their own (the chunker reuses its
+// buffer), which bounds the memory to twice the largest chunk.
+type chunkStorer struct {
+	c                *Cache
+	enqueue, durable bool
+	work             chan storeJob
+	free             chan []byte
+	done             chan struct{}
+	ids              map[int]crypto.ID // chunk index in the commit's list → id
+	err              error             // the first failure; set before done closes
+	failed           chan struct{}     // closed at the first failure
+}
+
+type storeJob struct {
+	idx  int
+	data []byte
+}
+
+func (c *Cache) newChunkStorer(enqueue, durable bool) *chunkStorer {
+	s := &chunkStorer{
+		c: c, enqueue: enqueue, durable: durable,
+		work: make(chan storeJob, 1), free: make(chan []byte, 2),
+		done: make(chan struct{}), failed: make(chan struct{}),
+		ids: map[int]crypto.ID{},
+	}
+	s.free <- nil
+	s.free <- nil
+	go s.run()
+	return s
+}
+
+func (s *chunkStorer) run() {
+	defer close(s.done)
+	for j := range s.work {
+		if s.err == nil {
+			id := s.c.r.Key().BlobID(j.data)
+			if err := s.c.storeChunk(id, j.data, s.enqueue, s.durable); err != nil {
+				s.err = err
+				close(s.failed)
+			} else {
+				s.ids[j.idx] = id
+			}
+		}
+		s.free <- j.data
+	}
+}
+
+// put hands over a copy of data, chunk idx of the commit's list. It fails
+// once an earlier chunk could not be stored.
+func (s *chunkStorer) put(idx int, data []byte) error {
+	var buf []byte
+	select {
+	case buf = <-s.free:
+	case <-s.failed:
+		return s.wait()
+	}
+	buf = append(buf[:0], data...)
+	select {
+	case s.work <- storeJob{idx, buf}:
+		return nil
+	case <-s.failed:
+		s.free <- buf
+		return s.wait()
+	}
+}
+
+// finish waits until what was handed over is stored and fills in the ids
+// of those chunks in out; the storer is done after it.
+func (s *chunkStorer) finish(out []meta.Chunk) error {
+	if err := s.wait(); err != nil {
+		return err
+	}
+	for i, id := range s.ids {
+		out[i].ID = id
+	}
+	return nil
+}
+
+// wait lets the storer finish and returns its first failure.
+func (s *chunkStorer) wait() error {
+	select {
+	case <-s.done:
+	default:
+		close(s.work)
+		<-s.done
+	}
+	return s.err
+}

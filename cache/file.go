@@ -630,6 +630,20 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 	}
 	ch := <-c.chunkers
 	defer func() { c.chunkers <- ch }()
+	// Large chunks are stored by st while the next is cut; every return
+	// waits for it first, and a successful one takes the ids from it.
+	var st *chunkStorer
+	defer func() {
+		switch {
+		case st == nil:
+		case err != nil:
+			st.wait()
+		default:
+			if err = st.finish(out); err != nil {
+				out, small = nil, nil
+			}
+		}
+	}()
 
 	pos := uint64(0) // always an old boundary (or 0) below the rechunked part
 	si := 0
@@ -667,13 +681,19 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 				}
 				return nil, nil, err
 			}
-			id := c.r.Key().BlobID(data)
 			if len(data) < smallChunk {
+				id := c.r.Key().BlobID(data)
 				small = append(small, newChunk{id, append([]byte(nil), data...)})
-			} else if err := c.storeChunk(id, data, enqueue, durable); err != nil {
-				return nil, nil, err
+				out = append(out, meta.Chunk{ID: id, Len: uint32(len(data))})
+			} else {
+				if st == nil {
+					st = c.newChunkStorer(enqueue, durable)
+				}
+				out = append(out, meta.Chunk{Len: uint32(len(data))}) // id filled in by st
+				if err := st.put(len(out)-1, data); err != nil {
+					return nil, nil, err
+				}
 			}
-			out = append(out, meta.Chunk{ID: id, Len: uint32(len(data))})
 			at += uint64(len(data))
 			// Re-synchronised: an old, content-defined boundary with no
 			// dirty byte or redo point between the run's start and here
