@@ -228,7 +228,7 @@ func (c *Cache) openDB() error {
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
 		WithValueLogFileSize(128 << 20).
-		WithBlockCacheSize(32 << 20).
+		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(16 << 20).
 		// Keep the default data-key rotation: a rotation period longer than
 		// the time since 1970 makes Badger v4 write tables unencrypted.

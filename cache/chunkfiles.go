@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -85,12 +87,19 @@ func (cf *chunkFiles) sealedBlock() int64 {
 	return int64(cf.aead.NonceSize() + blockSize + cf.aead.Overhead())
 }
 
+// sealBufs recycles write's buffers for sealed chunks (up to 8 MiB each):
+// allocating one per chunk made the collector run all through a big write.
+var sealBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // write stores a chunk (format 2); with durable it also reaches the disk.
 func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 	p := cf.path(id)
 	ns := cf.aead.NonceSize()
 	nblocks := max(1, (len(data)+blockSize-1)/blockSize)
-	buf := make([]byte, 0, len(data)+nblocks*(ns+cf.aead.Overhead()))
+	bp := sealBufs.Get().(*[]byte)
+	defer sealBufs.Put(bp)
+	buf := slices.Grow((*bp)[:0], len(data)+nblocks*(ns+cf.aead.Overhead()))
+	defer func() { *bp = buf[:0] }()
 	for i := 0; i < nblocks; i++ {
 		blk := data[min(i*blockSize, len(data)):min((i+1)*blockSize, len(data))]
 		start := len(buf)
@@ -136,7 +145,9 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 
 // readBlocks returns the plaintext of the chunk's bytes [off, off+n) from a
 // format 2 file of a size-byte chunk; os.ErrNotExist if there is no file.
-func (cf *chunkFiles) readBlocks(id crypto.ID, size, off, n int64) ([]byte, error) {
+// The result lives in buf's storage when buf has room for the sealed
+// blocks (buf may be nil), with buf's spare capacity after it.
+func (cf *chunkFiles) readBlocks(id crypto.ID, size, off, n int64, buf []byte) ([]byte, error) {
 	if off < 0 || n < 0 || off+n > size {
 		return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
 	}
@@ -149,22 +160,32 @@ func (cf *chunkFiles) readBlocks(id crypto.ID, size, off, n int64) ([]byte, erro
 	first, last := int(off/blockSize), int(max(off+n-1, off)/blockSize)
 	end := min(int64(last+1)*blockSize, size) // plaintext end of the last block
 	sealedEnd := int64(last)*sb + int64(ns) + (end - int64(last)*blockSize) + int64(cf.aead.Overhead())
-	b := make([]byte, sealedEnd-int64(first)*sb)
+	b := buf
+	if need := sealedEnd - int64(first)*sb; int64(cap(b)) >= need {
+		b = b[:need]
+	} else {
+		b = make([]byte, need)
+	}
 	if _, err := f.ReadAt(b, int64(first)*sb); err != nil {
 		return nil, fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
 	}
-	out := make([]byte, 0, end-int64(first)*blockSize)
+	// Each block is opened in place and its plaintext moved down to follow
+	// the previous one's: the read buffer becomes the result, and a read
+	// allocates once, not twice.
+	w := 0
 	for i := first; i <= last; i++ {
 		rec := b[int64(i-first)*sb : min(int64(i-first+1)*sb, int64(len(b)))]
 		if len(rec) < ns+cf.aead.Overhead() {
 			return nil, fmt.Errorf("chunk %s: truncated file: %w", id.Short(), errCorruptState)
 		}
-		if out, err = cf.aead.Open(out, rec[:ns], rec[ns:], cf.blockAD(id, i)); err != nil {
+		pt, err := cf.aead.Open(rec[ns:ns], rec[:ns], rec[ns:], cf.blockAD(id, i))
+		if err != nil {
 			return nil, fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
 		}
+		w += copy(b[w:], pt)
 	}
 	lo := off - int64(first)*blockSize
-	return out[lo : lo+n], nil
+	return b[lo : lo+n], nil
 }
 
 // readV1 returns the plaintext of a format 1 chunk file; os.ErrNotExist if
@@ -252,10 +273,21 @@ func (c *Cache) loadLocal(id crypto.ID) ([]byte, error) {
 	return c.loadLocalRange(id, 0, -1)
 }
 
+// loadLocalInto is loadLocal reading a chunk kept in a file into buf's
+// storage when it has room (see readBlocks); other chunks are returned as
+// loadLocal returns them.
+func (c *Cache) loadLocalInto(id crypto.ID, buf []byte) ([]byte, error) {
+	return c.loadLocalRangeBuf(id, 0, -1, buf)
+}
+
 // loadLocalRange is loadLocal for the chunk's bytes [off, off+n) (n < 0:
 // to the end). Only block-sealed files are read in part; other chunks are
 // small or old and read whole.
 func (c *Cache) loadLocalRange(id crypto.ID, off, n int64) ([]byte, error) {
+	return c.loadLocalRangeBuf(id, off, n, nil)
+}
+
+func (c *Cache) loadLocalRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
 		var v []byte
 		err := c.view(func(txn *badger.Txn) error {
@@ -282,7 +314,7 @@ func (c *Cache) loadLocalRange(id crypto.ID, off, n int64) ([]byte, error) {
 		case inlineData(v) != nil:
 			data = append([]byte{}, inlineData(v)...)
 		case format == blockFormat:
-			return c.files.readBlocks(id, size, off, n)
+			return c.files.readBlocks(id, size, off, n, buf)
 		case format == 1:
 			data, err = c.files.readV1(id)
 		case format != 0:

@@ -34,6 +34,14 @@ func TestChunkFileRanges(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
 			t.Fatalf("range %v: %v", r, err)
 		}
+		// Into a reused buffer holding other bytes, too small or big enough.
+		for _, n := range []int{16, 8 * blockSize} {
+			buf := bytes.Repeat([]byte{0xa5}, n)
+			got, err := c.loadLocalRangeBuf(id, r[0], r[1], buf)
+			if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
+				t.Fatalf("range %v into a %d-byte buffer: %v", r, n, err)
+			}
+		}
 	}
 	if _, err := c.loadLocalRange(id, size-1, 2); !errors.Is(err, errCorruptState) {
 		t.Fatalf("read past the end: %v", err)

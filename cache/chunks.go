@@ -140,9 +140,14 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 	}
 	c.chunksStored.Add(int64(fresh))
 	if len(queued) > 0 {
-		// The uploader will want them soon: spare it reading them back.
+		// The uploader will want them soon: spare it reading small ones
+		// back, one system call each. Large chunks it reads from their
+		// files in a few calls; copying them here would cost the writer
+		// and push the small ones out of memory.
 		for _, i := range queued {
-			c.mem.add(chunks[i].id, bytes.Clone(chunks[i].data))
+			if len(chunks[i].data) <= segmentMax {
+				c.mem.add(chunks[i].id, bytes.Clone(chunks[i].data))
+			}
 		}
 		c.mu.Lock()
 		for _, i := range queued {
@@ -403,6 +408,9 @@ func (c *Cache) uploadPass(ctx context.Context) (more bool, err error) {
 // its upload ran went from about 120 to 200 MB/s with one worker).
 func uploadWorkers() int { return min(max(runtime.GOMAXPROCS(0)/2, 1), 4) }
 
+// uploadBufs recycles the buffers the uploader reads large chunks into.
+var uploadBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // uploadLocked saves ids, flushes, and retires their queue entries. The
 // caller holds upMu.
 func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
@@ -414,11 +422,18 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 	lost := make([]bool, len(ids))
 	for i, id := range ids {
 		g.Go(func() error {
-			// Usually just committed and still in memory.
+			// Small ones are usually just committed and still in memory;
+			// large ones are read into a recycled buffer, which the pack
+			// has copied from once SaveBlobWithID returns.
 			data := c.mem.get(id)
 			var err error
 			if data == nil {
-				data, err = c.loadLocal(id)
+				bp := uploadBufs.Get().(*[]byte)
+				defer uploadBufs.Put(bp)
+				data, err = c.loadLocalInto(id, *bp)
+				if err == nil && cap(data) > cap(*bp) && len(data) > segmentMax {
+					*bp = data[:0]
+				}
 			}
 			if errors.Is(err, os.ErrNotExist) {
 				// Nothing to upload, ever: keeping the entry would wedge

@@ -168,10 +168,12 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	case <-d.stop:
 	case <-external:
 		log.Warn("unmounted from outside; committing what is left")
+		writeHeapProfile(log)
 		d.stopBackground()
 		d.final = d.closeCache()
 		return d.final
 	}
+	writeHeapProfile(log)
 	d.stopBackground()
 	d.final = d.shutdown()
 	return d.final
@@ -518,6 +520,25 @@ func startProfile(log *slog.Logger) (stop func()) {
 		return nil
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// writeHeapProfile writes the live heap to $KEEPFS_MEMPROFILE as shutdown
+// begins, when the caches still hold what the mount's work left there.
+func writeHeapProfile(log *slog.Logger) {
+	path := os.Getenv("KEEPFS_MEMPROFILE")
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		log.Warn("cannot write a heap profile", "err", err)
+	}
 }
 
 // memoryLimit is the Go heap size past which the daemon's garbage collector
