@@ -65,7 +65,8 @@ type Root struct {
 	// snapshot it was given: Refresh invalidates those that now resolve
 	// elsewhere (latest, prefixes) or nowhere (a pruned snapshot). It
 	// grows only with the names people type, so it is not bounded.
-	handed map[string]crypto.ID
+	handed  map[string]crypto.ID
+	created time.Time
 }
 
 // NewRoot returns the .versions directory over src.
@@ -79,7 +80,7 @@ func NewRoot(src Source, opts Options) *Root {
 	if opts.ListTTL == 0 {
 		opts.ListTTL = 10 * time.Second
 	}
-	return &Root{src: src, opts: opts, blobs: newChunkCache(opts.CacheBytes), inodes: map[string]*gofs.Inode{}, handed: map[string]crypto.ID{}}
+	return &Root{src: src, opts: opts, blobs: newChunkCache(opts.CacheBytes), inodes: map[string]*gofs.Inode{}, handed: map[string]crypto.ID{}, created: time.Now()}
 }
 
 // Refresh drops the cached snapshot list; call it after each new snapshot
@@ -244,10 +245,20 @@ func (r *Root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 var _ = (gofs.NodeGetattrer)((*Root)(nil))
 
-// Getattr: a read-only directory.
+// Getattr: a read-only directory whose times are the newest snapshot's,
+// when its listing last changed (or when it was made, before it knows of
+// any). It answers from the list it has: a stat must not wait for the
+// remote.
 func (r *Root) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o555
 	out.Nlink = 2
+	r.mu.Lock()
+	t := r.created
+	if n := len(r.names); n > 0 {
+		t = r.byName[r.names[n-1]].Time
+	}
+	r.mu.Unlock()
+	out.SetTimes(&t, &t, &t)
 	out.SetTimeout(time.Second)
 	return 0
 }

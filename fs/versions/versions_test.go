@@ -132,6 +132,22 @@ func TestVersionsTree(t *testing.T) {
 	if len(names) != 4 || names[0] != want[0] || names[3] != "latest" {
 		t.Fatalf("listing %v, want %v (s3 %s)", names, want, s3.Name())
 	}
+	// The directory's mtime is the newest snapshot's (once the kernel's
+	// one-second attribute timeout has let go of what it had before the
+	// listing), not 1970.
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		fi, err := os.Stat(e.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.ModTime().Equal(s3.Time.Truncate(time.Nanosecond)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf(".versions mtime %v, want the newest snapshot's %v", fi.ModTime(), s3.Time)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	read := func(p string) string {
 		b, err := os.ReadFile(filepath.Join(e.mnt, p))
 		if err != nil {
