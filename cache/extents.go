@@ -1,26 +1,35 @@
 package cache
 
+import (
+	"slices"
+	"sort"
+)
+
 // extents is a set of disjoint, sorted half-open byte ranges [Start, End).
 type extents []extent
 
 type extent struct{ Start, End uint64 }
 
-// add merges [s, e) into the set.
+// add merges [s, e) into the set, in place: random small writes to a big
+// file leave thousands of extents, and copying them all at every write made
+// each write cost as much as the set is long.
 func (x extents) add(s, e uint64) extents {
 	if s >= e {
 		return x
 	}
-	out := make(extents, 0, len(x)+1)
-	i := 0
-	for ; i < len(x) && x[i].End < s; i++ {
-		out = append(out, x[i])
+	// i: the first extent that ends at or after s (touching ones merge);
+	// j: the first past i that starts after e.
+	i := sort.Search(len(x), func(k int) bool { return x[k].End >= s })
+	j := i
+	for ; j < len(x) && x[j].Start <= e; j++ {
+		s = min(s, x[j].Start)
+		e = max(e, x[j].End)
 	}
-	for ; i < len(x) && x[i].Start <= e; i++ {
-		s = min(s, x[i].Start)
-		e = max(e, x[i].End)
+	if i == j {
+		return slices.Insert(x, i, extent{s, e})
 	}
-	out = append(out, extent{s, e})
-	return append(out, x[i:]...)
+	x[i] = extent{s, e}
+	return slices.Delete(x, i+1, j)
 }
 
 // clip drops everything at or beyond size.
