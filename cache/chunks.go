@@ -200,8 +200,10 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 
 // readChunkRange returns n bytes of a chunk from offset off, from memory or
 // the state directory, reading as little as the chunk's storage allows;
-// nil if the chunk is not kept locally (the caller fetches it whole).
-func (c *Cache) readChunkRange(id crypto.ID, off, n uint64) ([]byte, error) {
+// nil if the chunk is not kept locally (the caller fetches it whole). A
+// read from a chunk file lands in buf's storage when it has room for the
+// sealed blocks (see readBlocks).
+func (c *Cache) readChunkRange(id crypto.ID, off, n uint64, buf []byte) ([]byte, error) {
 	if b := c.mem.get(id); b != nil {
 		c.lru.touch(id)
 		if off+n > uint64(len(b)) {
@@ -209,7 +211,7 @@ func (c *Cache) readChunkRange(id crypto.ID, off, n uint64) ([]byte, error) {
 		}
 		return b[off : off+n], nil
 	}
-	data, err := c.loadLocalRange(id, int64(off), int64(n))
+	data, err := c.loadLocalRangeBuf(id, int64(off), int64(n), buf)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -393,10 +393,16 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 		ch, in := f.chunks[i], pos-f.offs[i]
 		want := min(end-pos, uint64(ch.Len)-in)
 		var part []byte
+		var bp *[]byte
 		if !seq {
-			// A random read opens the blocks it needs, not the chunk.
+			// A random read opens the blocks it needs, not the chunk,
+			// into a recycled buffer it copies from at once.
+			bp = readBufs.Get().(*[]byte)
+			if need := (int(want)/blockSize + 2) * int(f.c.files.sealedBlock()); cap(*bp) < need {
+				*bp = make([]byte, 0, need)
+			}
 			var err error
-			if part, err = f.c.readChunkRange(ch.ID, in, want); err != nil {
+			if part, err = f.c.readChunkRange(ch.ID, in, want, *bp); err != nil {
 				return err
 			}
 		}
@@ -412,6 +418,9 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 		}
 		n := copy(p[pos-off:], part)
 		pos += uint64(n)
+		if bp != nil {
+			readBufs.Put(bp)
+		}
 		if seq && i+1 < len(f.chunks) {
 			f.c.prefetch(f.chunks[i+1].ID)
 		}
@@ -420,6 +429,9 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 }
 
 var errCorruptState = errors.New("local state is inconsistent")
+
+// readBufs recycles the buffers random reads decrypt blocks into.
+var readBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // WriteAt writes p at off (at the end for O_APPEND handles) and returns the
 // offset written at.
