@@ -105,9 +105,10 @@ type Cache struct {
 
 // memCacheSize bounds chunk plaintexts kept in memory (just committed ones
 // for the uploader, just read ones for readers). The daemon's live heap is
-// this, Badger's memtables and caches, two chunkers (12 MiB each) and the
-// repository's two pack buffers (16 MiB each): about 120 MiB, which the
-// daemon's memory limit keeps the heap near.
+// this, Badger's memtables and caches, one chunker (12 MiB; only files past
+// the chunker's minimum size need it) and the repository's pack buffers
+// (16 MiB each): well under the daemon's memory limit, whose distance from
+// the live heap sets how often the collector runs.
 const memCacheSize = 16 << 20
 
 type treeEntry struct {
@@ -150,7 +151,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
 		open: map[uint64]*openFile{}, queue: map[crypto.ID]int64{}, trees: map[uint64]treeEntry{}, remoteOK: true,
-		kick: make(chan struct{}, 1), chunkers: make(chan *chunker.Chunker, 2),
+		kick: make(chan struct{}, 1), chunkers: make(chan *chunker.Chunker, 1),
 		lru: newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
 	c.ignore = newIgnoreCache(c)
 	ok := false
@@ -229,7 +230,7 @@ func (c *Cache) openDB() error {
 		WithNumLevelZeroTablesStall(8).
 		WithValueLogFileSize(128 << 20).
 		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
 		// Keep the default data-key rotation: a rotation period longer than
 		// the time since 1970 makes Badger v4 write tables unencrypted.
 		WithNumCompactors(2)

@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -172,5 +174,42 @@ func TestCommitFailsWhenAChunkCannotBeStored(t *testing.T) {
 	}
 	if got := readFile(t, c, ino); !bytes.Equal(got, data) {
 		t.Fatal("content differs after the retried commit")
+	}
+}
+
+// Files up to the chunker's minimum size skip the chunker; their chunk
+// lists are still what the chunker cuts (so they deduplicate against
+// imports and against themselves after growing).
+func TestSmallFilesChunkLikeTheChunker(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	min := c.r.Config().Chunker.Min
+	for i, size := range []int{1, 3000, 100 << 10, smallChunk, smallChunk + 1, min - 1, min, min + 1, 3 * min} {
+		data := randBytes(uint64(100+i), size)
+		ino := writeFile(t, c, c.Root(), fmt.Sprintf("f%d", i), data)
+		n, err := c.getInode(ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := c.r.NewChunker()
+		ch.Reset(bytes.NewReader(data))
+		var want []meta.Chunk
+		for {
+			b, err := ch.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, meta.Chunk{ID: c.r.Key().BlobID(b), Len: uint32(len(b))})
+		}
+		if fmt.Sprint(n.Chunks) != fmt.Sprint(want) {
+			t.Fatalf("%d bytes: chunks %v, the chunker cuts %v", size, n.Chunks, want)
+		}
+		if got := readFile(t, c, ino); !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: content differs", size)
+		}
 	}
 }

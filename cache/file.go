@@ -640,6 +640,27 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 		}
 		return f.offs[i]
 	}
+	// A file no bigger than the chunker's minimum is one chunk whatever its
+	// content (FastCDC never cuts before it): most files of a source tree
+	// commit without waiting for a chunker.
+	if size <= uint64(c.r.Config().Chunker.Min) {
+		if size == 0 {
+			return nil, nil, nil
+		}
+		data := make([]byte, size)
+		if err := f.readAtLocked(ctx, data, 0, false); err != nil {
+			return nil, nil, err
+		}
+		id := c.r.Key().BlobID(data)
+		out = []meta.Chunk{{ID: id, Len: uint32(size)}}
+		if size < smallChunk {
+			return out, []newChunk{{id, data}}, nil
+		}
+		if err := c.storeChunk(id, data, enqueue, durable); err != nil {
+			return nil, nil, err
+		}
+		return out, nil, nil
+	}
 	ch := <-c.chunkers
 	defer func() { c.chunkers <- ch }()
 	// Large chunks are stored by st while the next is cut; every return
