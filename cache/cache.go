@@ -482,18 +482,22 @@ func (c *Cache) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// gcLoop runs Badger's value-log GC periodically; it stops with Close.
+// gcLoop compacts chunk segments every minute (when any needs it) and runs
+// Badger's value-log GC every five; it stops with Close.
 func (c *Cache) gcLoop() {
 	defer c.wg.Done()
-	t := time.NewTicker(5 * time.Minute)
+	t := time.NewTicker(time.Minute)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-c.bg.Done():
 			return
 		case <-t.C:
 			if err := c.compactSegments(); err != nil {
 				c.log.Warn("cannot compact chunk segments", "err", err)
+			}
+			if tick%5 != 0 {
+				continue
 			}
 			for c.db.RunValueLogGC(0.5) == nil {
 				if c.bg.Err() != nil {

@@ -410,6 +410,9 @@ func (c *Cache) uploadPass(ctx context.Context) (more bool, err error) {
 // its upload ran went from about 120 to 200 MB/s with one worker).
 func uploadWorkers() int { return min(max(runtime.GOMAXPROCS(0)/2, 1), 4) }
 
+// segmentBudget is how many dead bytes segments may hold.
+func (c *Cache) segmentBudget() int64 { return c.opts.CacheSize / 4 }
+
 // uploadBufs recycles the buffers the uploader reads large chunks into.
 var uploadBufs = sync.Pool{New: func() any { return new([]byte) }}
 
@@ -652,9 +655,10 @@ func (m *memCache) endFetch(id crypto.ID) {
 }
 
 // compactSegments moves the live records of mostly dead segments to the
-// current one, so that evicted small chunks give their space back.
+// current one, so that evicted small chunks give their space back: at most
+// a quarter of the cache size stays dead in segments.
 func (c *Cache) compactSegments() error {
-	sparse := c.segs.sparse()
+	sparse := c.segs.sparse(c.segmentBudget())
 	if len(sparse) == 0 {
 		return nil
 	}

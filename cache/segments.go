@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 
@@ -217,18 +218,37 @@ func (s *segments) dropDead() {
 	}
 }
 
-// sparse lists closed segments whose live bytes are under a quarter of
-// their size: compact moves their records out.
-func (s *segments) sparse() []uint32 {
+// sparse lists closed segments for compact to move the records out of:
+// those under a quarter live, and then, while the dead bytes left in closed
+// segments exceed budget, the least live of the others. The cache's bound
+// counts chunks, not what evicted ones leave behind in segments; the
+// budget bounds that.
+func (s *segments) sparse(budget int64) []uint32 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []uint32
+	type seg struct {
+		n          uint32
+		size, live int64
+	}
+	var all []seg
+	var dead int64
 	for n, f := range s.files {
 		if n == s.cur {
 			continue
 		}
-		if fi, err := f.Stat(); err == nil && fi.Size() >= s.size/4 && s.live[n] < fi.Size()/4 {
-			out = append(out, n)
+		if fi, err := f.Stat(); err == nil {
+			all = append(all, seg{n, fi.Size(), s.live[n]})
+			dead += fi.Size() - s.live[n]
+		}
+	}
+	// Least live first: compacting those frees the most for the least
+	// copying.
+	sort.Slice(all, func(i, j int) bool { return all[i].live*all[j].size < all[j].live*all[i].size })
+	var out []uint32
+	for _, g := range all {
+		if g.size >= s.size/4 && g.live < g.size/4 || dead > budget {
+			out = append(out, g.n)
+			dead -= g.size - g.live
 		}
 	}
 	return out

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
 )
 
 func countFiles(t *testing.T, dir string) int {
@@ -89,13 +90,13 @@ func TestSegments(t *testing.T) {
 	c = open(60 << 10)
 	c.evict()
 	after := countFiles(t, segDir)
-	if sp := c.segs.sparse(); after >= before && len(sp) == 0 {
+	if sp := c.segs.sparse(c.segmentBudget()); after >= before && len(sp) == 0 {
 		t.Fatalf("%d segments before eviction, %d after, none sparse", before, after)
 	}
 	if err := c.compactSegments(); err != nil {
 		t.Fatal(err)
 	}
-	if sp := c.segs.sparse(); len(sp) != 0 {
+	if sp := c.segs.sparse(c.segmentBudget()); len(sp) != 0 {
 		t.Fatalf("sparse segments left after compaction: %v", sp)
 	}
 	check("after eviction and compaction")
@@ -121,4 +122,66 @@ func TestSegments(t *testing.T) {
 		t.Fatalf("%d segments with nothing live", n)
 	}
 	check("with everything evicted")
+}
+
+// Segments that stay more than a quarter live are compacted too once the
+// dead bytes left in segments pass a quarter of the cache size: evicted
+// small chunks must not hold several times the cache's bound on disk.
+func TestSegmentDeadBytesBounded(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c, err := Open(ctx, newRepo(t, remote.NewMem()), Options{StateDir: dir, CacheSize: 1 << 30, SnapshotInterval: time.Hour, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	c.segs.size = 256 << 10
+	files := map[uint64][]byte{}
+	var ids []crypto.ID
+	for i := range 40 {
+		data := randBytes(uint64(300+i), 20<<10)
+		ino := writeFile(t, c, c.Root(), fmt.Sprintf("f%02d", i), data)
+		files[ino] = data
+		n, err := c.getInode(ino)
+		if err != nil || len(n.Chunks) != 1 {
+			t.Fatalf("inode %d: %v, %d chunks", ino, err, len(n.Chunks))
+		}
+		ids = append(ids, n.Chunks[0].ID)
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Evict every other chunk: each segment is left about half live.
+	for i := 1; i < len(ids); i += 2 {
+		c.lru.touch(ids[i])
+	}
+	c.opts.CacheSize = 20 * (20 << 10)
+	c.evict()
+	dead := func() (d int64) {
+		c.segs.mu.Lock()
+		defer c.segs.mu.Unlock()
+		for n, f := range c.segs.files {
+			if fi, err := f.Stat(); err == nil && n != c.segs.cur {
+				d += fi.Size() - c.segs.live[n]
+			}
+		}
+		return d
+	}
+	if sp := c.segs.sparse(1 << 40); len(sp) != 0 {
+		t.Fatalf("segments under a quarter live after evicting every other chunk: %v", sp)
+	}
+	if d := dead(); d <= c.segmentBudget() {
+		t.Fatalf("only %d dead bytes against a budget of %d: the test proves nothing", d, c.segmentBudget())
+	}
+	if err := c.compactSegments(); err != nil {
+		t.Fatal(err)
+	}
+	if d := dead(); d > c.segmentBudget() {
+		t.Fatalf("%d dead bytes left in segments, budget %d", d, c.segmentBudget())
+	}
+	for ino, data := range files {
+		if got := readFile(t, c, ino); !bytes.Equal(got, data) {
+			t.Fatalf("inode %d differs after compaction", ino)
+		}
+	}
 }
