@@ -80,7 +80,7 @@ var (
 	// fuller heap makes its collector run more often.
 	fastEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(0), zstd.WithEncoderCRC(false),
 		zstd.WithWindowSize(2<<20), zstd.WithLowerEncoderMem(true))
-	decoder, _     = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecoderMaxWindow(MaxBlobSize))
+	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxBlobSize), zstd.WithDecoderMaxWindow(MaxBlobSize))
 )
 
 // ErrCorrupt means stored bytes failed authentication or decoding.
