@@ -91,6 +91,7 @@ type Cache struct {
 	mem      *memCache
 	meta     *metaCache
 	chunkers chan *chunker.Chunker
+	unsynced unsynced // chunks stored by closes, not yet on the disk
 
 	kick   chan struct{} // wakes the uploader
 	bg     context.Context
@@ -187,6 +188,11 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	}
 	for i := 0; i < cap(c.chunkers); i++ {
 		c.chunkers <- r.NewChunker()
+	}
+	// A daemon killed earlier may have left chunks in the page cache only;
+	// nothing here remembers them, so make them all durable now.
+	if err := c.syncState(); err != nil {
+		return nil, err
 	}
 	c.bg, c.cancel = context.WithCancel(context.Background())
 	rl, err := c.acquireRemoteLock(ctx)
@@ -495,6 +501,11 @@ func (c *Cache) gcLoop() {
 		case <-t.C:
 			if err := c.compactSegments(); err != nil {
 				c.log.Warn("cannot compact chunk segments", "err", err)
+			}
+			if c.unsynced.len() > 0 {
+				if err := c.syncState(); err != nil {
+					c.log.Warn("cannot sync the state directory", "err", err)
+				}
 			}
 			if tick%5 != 0 {
 				continue

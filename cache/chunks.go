@@ -73,10 +73,16 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 				return nil, err
 			}
 			appended = append(appended, l)
+			if !durable {
+				c.unsynced.add(ch.id, int64(l.seg))
+			}
 			return segValue(len(ch.data), l), nil
 		}
 		if err := c.files.write(ch.id, ch.data, durable); err != nil {
 			return nil, err
+		}
+		if !durable {
+			c.unsynced.add(ch.id, fileChunk)
 		}
 		return chunkValue(ch.data), nil
 	}
@@ -688,19 +694,47 @@ func (c *Cache) compactSegments() error {
 	if err != nil {
 		return err
 	}
+	// Copy every record first, then make the copies durable with one sync
+	// per segment written, and only then point the chunks at them: the old
+	// segments go once nothing names them, and a power loss must not take
+	// a chunk that was only ever in the state directory.
+	type move struct {
+		r      rec
+		old    segLoc
+		nl     segLoc
+		length int
+	}
+	var moves []move
+	into := map[uint32]bool{}
 	for _, r := range recs {
 		if c.bg.Err() != nil {
-			return nil
+			break
 		}
 		old, _ := segLocOf(r.v)
 		data, err := c.segs.read(r.id, old)
-		if err != nil {
+		if err == nil {
+			var nl segLoc
+			if nl, err = c.segs.append(r.id, data, false); err == nil {
+				moves = append(moves, move{r, old, nl, len(data)})
+				into[nl.seg] = true
+				continue
+			}
+		}
+		for _, m := range moves {
+			c.segs.dropLive(m.nl)
+		}
+		return err
+	}
+	for n := range into {
+		if err := c.segs.sync(n); err != nil {
+			for _, m := range moves {
+				c.segs.dropLive(m.nl)
+			}
 			return err
 		}
-		nl, err := c.segs.append(r.id, data, false)
-		if err != nil {
-			return err
-		}
+	}
+	for i, m := range moves {
+		r, old, nl := m.r, m.old, m.nl
 		moved := false
 		err = c.update(func(txn *wtxn) error {
 			moved = false
@@ -712,12 +746,15 @@ func (c *Cache) compactSegments() error {
 				return err
 			}
 			moved = true
-			return txn.Set(meta.ChunkKey(r.id), segValue(len(data), nl))
+			return txn.Set(meta.ChunkKey(r.id), segValue(m.length, nl))
 		})
 		if err != nil || !moved {
 			c.segs.dropLive(nl)
 		}
 		if err != nil {
+			for _, m := range moves[i+1:] {
+				c.segs.dropLive(m.nl)
+			}
 			return err
 		}
 		if moved {

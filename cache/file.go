@@ -533,6 +533,11 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	defer f.mu.Unlock()
 	if !f.dirtyLocked() {
 		if durable {
+			// Committed by an earlier close: its chunks may still be in
+			// the page cache only.
+			if err := c.syncChunksOf(f.chunks); err != nil {
+				return err
+			}
 			return c.sync()
 		}
 		return nil
@@ -556,6 +561,13 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	if len(f.dirty) > 0 || len(f.points) > 0 || f.size != f.committedSize() {
 		chunks, small, err = c.rechunkLocked(ctx, f, enqueue, durable)
 		if err != nil {
+			return fmt.Errorf("commit inode %d: %w", f.ino, err)
+		}
+	}
+	if durable {
+		// Chunks kept from the old content, or shared with files only
+		// closed so far, reach the disk before the inode naming them.
+		if err := c.syncChunksOf(chunks); err != nil {
 			return fmt.Errorf("commit inode %d: %w", f.ino, err)
 		}
 	}

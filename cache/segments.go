@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -252,6 +253,21 @@ func (s *segments) sparse(budget int64) []uint32 {
 		}
 	}
 	return out
+}
+
+// sync makes segment n durable; a segment deleted meanwhile holds nothing
+// live and needs nothing.
+func (s *segments) sync(n uint32) error {
+	s.mu.Lock()
+	f := s.files[n]
+	s.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 func (s *segments) close() {

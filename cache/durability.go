@@ -1,0 +1,140 @@
+package cache
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/repo/crypto"
+)
+
+// unsynced remembers chunks stored without reaching the disk (by a close,
+// not an fsync), so that an fsync of a file naming them makes them durable
+// before the inode does: a file fsynced after an earlier close, or one whose
+// chunks deduplicate against a closed file's, is otherwise only as durable
+// as the kernel's writeback. Every minute (and at open) one syncfs of the
+// state directory makes all of them durable and the list starts over.
+type unsynced struct {
+	mu     sync.Mutex
+	chunks map[crypto.ID]int64 // chunk → segment number, or fileChunk
+}
+
+// fileChunk marks a chunk kept in a file of its own.
+const fileChunk = -1
+
+func (u *unsynced) add(id crypto.ID, where int64) {
+	u.mu.Lock()
+	if u.chunks == nil {
+		u.chunks = map[crypto.ID]int64{}
+	}
+	u.chunks[id] = where
+	u.mu.Unlock()
+}
+
+// take removes and returns where those of ids that are unsynced live.
+func (u *unsynced) take(ids []meta.Chunk) map[crypto.ID]int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out map[crypto.ID]int64
+	for _, ch := range ids {
+		if w, ok := u.chunks[ch.ID]; ok {
+			if out == nil {
+				out = map[crypto.ID]int64{}
+			}
+			out[ch.ID] = w
+			delete(u.chunks, ch.ID)
+		}
+	}
+	return out
+}
+
+// reset forgets every chunk noted so far and returns them.
+func (u *unsynced) reset() map[crypto.ID]int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := u.chunks
+	u.chunks = nil
+	return old
+}
+
+func (u *unsynced) len() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.chunks)
+}
+
+// syncChunksOf makes the unsynced chunks among chunks durable: their
+// files and the directories naming them, and the segments holding them.
+// Chunks evicted meanwhile are in the repository and need nothing.
+func (c *Cache) syncChunksOf(chunks []meta.Chunk) error {
+	pending := c.unsynced.take(chunks)
+	if len(pending) == 0 {
+		return nil
+	}
+	dirs := map[string]bool{}
+	segs := map[uint32]bool{}
+	var firstErr error
+	for id, where := range pending {
+		if where != fileChunk {
+			segs[uint32(where)] = true
+			continue
+		}
+		p := c.files.path(id)
+		if err := syncPath(p); err != nil && !os.IsNotExist(err) && firstErr == nil {
+			firstErr = err
+		}
+		dirs[filepath.Dir(p)] = true
+	}
+	for n := range segs {
+		if err := c.segs.sync(n); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	for d := range dirs {
+		if err := syncPath(d); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr != nil {
+		// Keep them noted: the next fsync or the periodic sync retries.
+		for id, where := range pending {
+			c.unsynced.add(id, where)
+		}
+		return fmt.Errorf("sync chunks: %w", firstErr)
+	}
+	return nil
+}
+
+// syncState makes everything written to the state directory so far
+// durable (one syncfs) and forgets the unsynced chunks it covered.
+func (c *Cache) syncState() error {
+	old := c.unsynced.reset()
+	d, err := os.Open(c.opts.StateDir)
+	if err == nil {
+		err = unix.Syncfs(int(d.Fd()))
+		d.Close()
+	}
+	if err != nil {
+		for id, where := range old {
+			c.unsynced.add(id, where)
+		}
+		return fmt.Errorf("sync state directory: %w", err)
+	}
+	return nil
+}
+
+func syncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

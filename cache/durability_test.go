@@ -1,0 +1,93 @@
+package cache
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// Chunks a close stored are noted as not yet on the disk; an fsync of a
+// file naming them (the file itself, reopened, or another sharing them)
+// makes them durable before its inode, and the periodic sync covers the
+// rest.
+func TestFsyncMakesClosedChunksDurable(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	if n := c.unsynced.len(); n != 0 {
+		t.Fatalf("%d chunks unsynced right after open", n)
+	}
+	big := randBytes(1, 3<<20)    // chunk files
+	small := randBytes(2, 40<<10) // a segment record
+	a := writeFile(t, c, c.Root(), "a", big)
+	b := writeFile(t, c, c.Root(), "b", small)
+	chunksOf := func(ino uint64) []meta.Chunk {
+		n, err := c.getInode(ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Chunks
+	}
+	noted := func(chs []meta.Chunk) (k int) {
+		c.unsynced.mu.Lock()
+		defer c.unsynced.mu.Unlock()
+		for _, ch := range chs {
+			if _, ok := c.unsynced.chunks[ch.ID]; ok {
+				k++
+			}
+		}
+		return k
+	}
+	ca, cb := chunksOf(a), chunksOf(b)
+	if noted(ca) != len(ca) || noted(cb) != 1 {
+		t.Fatalf("after close: %d of %d chunks of a, %d of 1 of b noted unsynced", noted(ca), len(ca), noted(cb))
+	}
+
+	// An fsync of a clean, reopened file syncs its chunks and only those.
+	h, err := c.OpenFile(ctx, a, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.Release(ctx)
+	if noted(ca) != 0 || noted(cb) != 1 {
+		t.Fatalf("after fsync of a: %d chunks of a, %d of b still noted", noted(ca), noted(cb))
+	}
+
+	// A new file with b's content, fsynced, shares b's chunk: synced too.
+	nb, err := c.Create(ctx, c.Root(), "b2", NewNode{Type: tree.File, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err = c.OpenFile(ctx, nb.Ino, uint32(os.O_WRONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt(ctx, small, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.Release(ctx)
+	if noted(cb) != 0 {
+		t.Fatal("b's chunk still noted after an fsync of a file sharing it")
+	}
+
+	writeFile(t, c, c.Root(), "c", randBytes(3, 2<<20))
+	if c.unsynced.len() == 0 {
+		t.Fatal("a close noted nothing")
+	}
+	if err := c.syncState(); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.unsynced.len(); n != 0 {
+		t.Fatalf("%d chunks noted after syncing the state directory", n)
+	}
+}
