@@ -8,16 +8,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
 // unsynced remembers chunks stored without reaching the disk (by a close,
-// not an fsync), so that an fsync of a file naming them makes them durable
-// before the inode does: a file fsynced after an earlier close, or one whose
-// chunks deduplicate against a closed file's, is otherwise only as durable
-// as the kernel's writeback. Every minute (and at open) one syncfs of the
-// state directory makes all of them durable and the list starts over.
+// not an fsync). An fsync makes the inodes of every file committed so far
+// durable (Badger's sync is all or nothing), so it first makes all these
+// chunks durable: otherwise a power loss could leave a fsynced file, or one
+// committed by a close, naming chunks that never reached the disk. Every
+// minute while any are noted (and at open) one syncfs of the state
+// directory covers them and the list starts over.
 type unsynced struct {
 	mu     sync.Mutex
 	chunks map[crypto.ID]int64 // chunk → segment number, or fileChunk
@@ -35,23 +35,6 @@ func (u *unsynced) add(id crypto.ID, where int64) {
 	u.mu.Unlock()
 }
 
-// take removes and returns where those of ids that are unsynced live.
-func (u *unsynced) take(ids []meta.Chunk) map[crypto.ID]int64 {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	var out map[crypto.ID]int64
-	for _, ch := range ids {
-		if w, ok := u.chunks[ch.ID]; ok {
-			if out == nil {
-				out = map[crypto.ID]int64{}
-			}
-			out[ch.ID] = w
-			delete(u.chunks, ch.ID)
-		}
-	}
-	return out
-}
-
 // reset forgets every chunk noted so far and returns them.
 func (u *unsynced) reset() map[crypto.ID]int64 {
 	u.mu.Lock()
@@ -67,11 +50,11 @@ func (u *unsynced) len() int {
 	return len(u.chunks)
 }
 
-// syncChunksOf makes the unsynced chunks among chunks durable: their
-// files and the directories naming them, and the segments holding them.
-// Chunks evicted meanwhile are in the repository and need nothing.
-func (c *Cache) syncChunksOf(chunks []meta.Chunk) error {
-	pending := c.unsynced.take(chunks)
+// syncNoted makes every noted chunk durable: their files and the
+// directories naming them, and the segments holding them. Chunks evicted
+// meanwhile are in the repository and need nothing.
+func (c *Cache) syncNoted() error {
+	pending := c.unsynced.reset()
 	if len(pending) == 0 {
 		return nil
 	}

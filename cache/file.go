@@ -535,7 +535,7 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 		if durable {
 			// Committed by an earlier close: its chunks may still be in
 			// the page cache only.
-			if err := c.syncChunksOf(f.chunks); err != nil {
+			if err := c.syncNoted(); err != nil {
 				return err
 			}
 			return c.sync()
@@ -565,9 +565,10 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 		}
 	}
 	if durable {
-		// Chunks kept from the old content, or shared with files only
-		// closed so far, reach the disk before the inode naming them.
-		if err := c.syncChunksOf(chunks); err != nil {
+		// Chunks stored by closes (kept from the old content, shared with
+		// files only closed so far, or of other files whose inodes the
+		// sync below makes durable too) reach the disk first.
+		if err := c.syncNoted(); err != nil {
 			return fmt.Errorf("commit inode %d: %w", f.ino, err)
 		}
 	}
