@@ -54,6 +54,9 @@ func (u *unsynced) len() int {
 // directories naming them, and the segments holding them. Chunks evicted
 // meanwhile are in the repository and need nothing.
 func (c *Cache) syncNoted() error {
+	if c.unsynced.len() > syncOneByOne {
+		return c.syncState()
+	}
 	pending := c.unsynced.reset()
 	if len(pending) == 0 {
 		return nil
@@ -91,6 +94,10 @@ func (c *Cache) syncNoted() error {
 	}
 	return nil
 }
+
+// syncOneByOne is how many noted chunks an fsync syncs file by file; past
+// it, one syncfs of the state directory costs less than a sync per file.
+const syncOneByOne = 64
 
 // syncState makes everything written to the state directory so far
 // durable (one syncfs) and forgets the unsynced chunks it covered.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -82,6 +83,25 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 	h.Release(ctx)
 	if n := c.unsynced.len(); n != 0 {
 		t.Fatalf("after fsync of a new file: %d chunks still noted", n)
+	}
+
+	// Past syncOneByOne noted chunks, an fsync syncs the state directory
+	// as a whole.
+	for i := range syncOneByOne + 5 {
+		var id crypto.ID
+		id[0], id[1] = byte(i), 0xee
+		c.unsynced.add(id, fileChunk)
+	}
+	h, err = c.OpenFile(ctx, a, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.Release(ctx)
+	if n := c.unsynced.len(); n != 0 {
+		t.Fatalf("after an fsync with many noted: %d chunks still noted", n)
 	}
 
 	writeFile(t, c, c.Root(), "d", randBytes(4, 2<<20))
