@@ -135,10 +135,7 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 		return fmt.Errorf("store chunk: %w", err)
 	}
 	if durable {
-		if d, err := os.Open(filepath.Dir(p)); err == nil {
-			d.Sync()
-			d.Close()
-		}
+		syncPath(filepath.Dir(p))
 	}
 	return nil
 }

@@ -43,20 +43,35 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 		}
 		return k
 	}
+	// fsync opens ino (writing data at 0 when there is any), fsyncs and
+	// closes it.
+	fsync := func(ino uint64, data []byte) {
+		t.Helper()
+		flags := os.O_RDONLY
+		if data != nil {
+			flags = os.O_WRONLY
+		}
+		h, err := c.OpenFile(ctx, ino, uint32(flags))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data != nil {
+			if _, err := h.WriteAt(ctx, data, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.Fsync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h.Release(ctx)
+	}
 	ca, cb := chunksOf(a), chunksOf(b)
 	if noted(ca) != len(ca) || noted(cb) != 1 {
 		t.Fatalf("after close: %d of %d chunks of a, %d of 1 of b noted unsynced", noted(ca), len(ca), noted(cb))
 	}
 
 	// An fsync of a clean, reopened file syncs them all.
-	h, err := c.OpenFile(ctx, a, uint32(os.O_RDONLY))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	h.Release(ctx)
+	fsync(a, nil)
 	if n := c.unsynced.len(); n != 0 {
 		t.Fatalf("after fsync of a: %d chunks still noted", n)
 	}
@@ -70,17 +85,7 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err = c.OpenFile(ctx, nb.Ino, uint32(os.O_WRONLY))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.WriteAt(ctx, small, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	h.Release(ctx)
+	fsync(nb.Ino, small)
 	if n := c.unsynced.len(); n != 0 {
 		t.Fatalf("after fsync of a new file: %d chunks still noted", n)
 	}
@@ -92,14 +97,7 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 		id[0], id[1] = byte(i), 0xee
 		c.unsynced.add(id, fileChunk)
 	}
-	h, err = c.OpenFile(ctx, a, uint32(os.O_RDONLY))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	h.Release(ctx)
+	fsync(a, nil)
 	if n := c.unsynced.len(); n != 0 {
 		t.Fatalf("after an fsync with many noted: %d chunks still noted", n)
 	}

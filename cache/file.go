@@ -621,8 +621,29 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 // Chunks smaller than smallChunk are returned in small rather than stored,
 // for the caller to store together with the inode.
 func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable bool) (out []meta.Chunk, small []newChunk, err error) {
-	oldEnd := f.committedSize()
 	size := f.size
+	// A file no bigger than the chunker's minimum is one chunk whatever its
+	// content (FastCDC never cuts before it): most files of a source tree
+	// commit without waiting for a chunker.
+	if size <= uint64(c.r.Config().Chunker.Min) {
+		if size == 0 {
+			return nil, nil, nil
+		}
+		data := make([]byte, size)
+		if err := f.readAtLocked(ctx, data, 0, false); err != nil {
+			return nil, nil, err
+		}
+		id := c.r.Key().BlobID(data)
+		out = []meta.Chunk{{ID: id, Len: uint32(size)}}
+		if size < smallChunk {
+			return out, []newChunk{{id, data}}, nil
+		}
+		if err := c.storeChunk(id, data, enqueue, durable); err != nil {
+			return nil, nil, err
+		}
+		return out, nil, nil
+	}
+	oldEnd := f.committedSize()
 	// Dirty spans, plus points where the old chunking must be redone: a
 	// shrink point, and the old end when the file grew (the old last chunk
 	// was cut by EOF, not by content).
@@ -652,27 +673,6 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 			return 0
 		}
 		return f.offs[i]
-	}
-	// A file no bigger than the chunker's minimum is one chunk whatever its
-	// content (FastCDC never cuts before it): most files of a source tree
-	// commit without waiting for a chunker.
-	if size <= uint64(c.r.Config().Chunker.Min) {
-		if size == 0 {
-			return nil, nil, nil
-		}
-		data := make([]byte, size)
-		if err := f.readAtLocked(ctx, data, 0, false); err != nil {
-			return nil, nil, err
-		}
-		id := c.r.Key().BlobID(data)
-		out = []meta.Chunk{{ID: id, Len: uint32(size)}}
-		if size < smallChunk {
-			return out, []newChunk{{id, data}}, nil
-		}
-		if err := c.storeChunk(id, data, enqueue, durable); err != nil {
-			return nil, nil, err
-		}
-		return out, nil, nil
 	}
 	ch := <-c.chunkers
 	defer func() { c.chunkers <- ch }()
