@@ -81,9 +81,11 @@ type Cache struct {
 	ignoreGen  uint64 // bumped when any .gdprignore changes
 	ignore     *ignoreCache
 
-	unchecked    atomic.Int64 // bytes written since the last free-space check
-	chunksStored atomic.Int64 // chunks new to the state directory, for tests
-	treesBuilt   atomic.Int64 // directory trees encoded by snapshots, for tests
+	unchecked      atomic.Int64 // bytes written since the last free-space check
+	chunksStored   atomic.Int64 // chunks new to the state directory, for tests
+	chunksVerified atomic.Int64 // chunks read back after a power loss
+	chunksLost     atomic.Int64 // of those, chunks that did not survive it
+	treesBuilt     atomic.Int64 // directory trees encoded by snapshots, for tests
 
 	files    *chunkFiles
 	segs     *segments
@@ -181,6 +183,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, err
 	}
 	if err := c.openDB(); err != nil {
+		return nil, err
+	}
+	if err := c.checkPowerLoss(ctx); err != nil {
 		return nil, err
 	}
 	if err := c.loadState(ctx); err != nil {
@@ -480,6 +485,13 @@ func (c *Cache) Close(ctx context.Context) error {
 		f.closeStaging()
 	}
 	c.mu.Unlock()
+	// Closed only once everything written so far is on the disk: the next
+	// Open trusts the local chunks then, whatever happens in between.
+	if err := c.syncState(); err != nil {
+		errs = append(errs, err)
+	} else if err := c.recordSession(sessionClosed); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local state: %w", err))
 	}

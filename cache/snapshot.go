@@ -127,6 +127,47 @@ type walker struct {
 	built  map[uint64]treeEntry // trees to cache once stored
 	cached map[uint64]treeEntry // trees of the last snapshot still valid
 	seen   map[crypto.ID]bool
+	parent *repo.Snapshot // the last snapshot, for files whose content was lost
+	lost   []string       // paths of those files
+}
+
+// lostContent reports whether chunks names data that is neither in the
+// repository nor kept locally: lost in a power loss (see checkPowerLoss).
+func (w *walker) lostContent(chunks []crypto.ID) (bool, error) {
+	for _, id := range chunks {
+		if w.seen[id] || w.c.r.Index().Has(pack.Data, id) {
+			continue
+		}
+		if _, err := w.txn.Get(meta.ChunkKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
+			return true, nil
+		} else if err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// lostFile returns what a snapshot records for a file whose content was
+// lost: its version in the last snapshot, or nil (left out) if it had
+// none. The remote must never name a blob it does not hold, and one lost
+// file must not stop every backup after it.
+func (w *walker) lostFile(path []string) (*tree.Node, error) {
+	p := "/" + strings.Join(path, "/")
+	w.lost = append(w.lost, p)
+	if w.parent == nil {
+		return nil, nil
+	}
+	old, err := w.c.r.Lookup(w.ctx, w.parent.Tree, p)
+	if errors.Is(err, repo.ErrPathNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: look up the last backed-up version: %w", p, err)
+	}
+	if old.Type != tree.File {
+		return nil, nil
+	}
+	return old, nil
 }
 
 func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.Snapshot, map[uint64]treeEntry, error) {
@@ -137,11 +178,14 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 	}
 	c.mu.Unlock()
 	txn := c.db.NewTransaction(false)
-	w := &walker{c: c, ctx: ctx, txn: txn, m: ignore.New("/"), built: map[uint64]treeEntry{}, cached: cached, seen: map[crypto.ID]bool{}}
+	w := &walker{c: c, ctx: ctx, txn: txn, m: ignore.New("/"), built: map[uint64]treeEntry{}, cached: cached, seen: map[crypto.ID]bool{}, parent: parent}
 	root, err := w.dir(meta.RootIno, nil)
 	txn.Discard()
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(w.lost) > 0 {
+		c.log.Error("files whose content was lost keep their last backed-up version in the snapshot (left out if they had none); rewrite or delete them", "files", len(w.lost), "first", w.lost[0])
 	}
 	// Chunks first: queue what the repository lacks, then drain.
 	if len(w.need) > 0 {
@@ -269,6 +313,17 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 			if n.Nlink > 1 {
 				node.Inode = e.Ino
 			}
+			if lost, err := w.lostContent(node.Content); err != nil {
+				return treeEntry{}, err
+			} else if lost {
+				if node, err = w.lostFile(crel); err != nil {
+					return treeEntry{}, err
+				}
+				if node == nil {
+					continue
+				}
+				node.Name = e.Name
+			}
 			for _, id := range node.Content {
 				if !w.seen[id] && !w.c.r.Index().Has(pack.Data, id) {
 					w.need = append(w.need, id)
@@ -276,7 +331,7 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 				w.seen[id] = true
 			}
 			st.Files++
-			st.Bytes += int64(n.Size)
+			st.Bytes += int64(node.Size)
 		}
 		t.Nodes = append(t.Nodes, node)
 	}

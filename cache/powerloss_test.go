@@ -1,0 +1,198 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// crash stops c as a kill would: no commit, snapshot, upload or session
+// record; only the process's open files are closed.
+func crash(c *Cache) {
+	c.stopSnaps()
+	<-c.snapsDone
+	c.cancel()
+	c.wg.Wait()
+	c.db.Close()
+	c.segs.close()
+	c.lockFile.Close()
+}
+
+// loseUnsyncedData removes what a power loss may take from the state
+// directory: every chunk file and the contents of every segment.
+func loseUnsyncedData(t *testing.T, dir string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "chunks", "*", "*"))
+	for _, f := range files {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*"))
+	for _, s := range segs {
+		if err := os.Truncate(s, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(files)+len(segs) == 0 {
+		t.Fatal("no chunk kept outside Badger: the test would test nothing")
+	}
+}
+
+func TestPowerLoss(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	sdir := t.TempDir()
+	f := remote.NewFaulty(mem)
+	c := openCache(t, reopenRepo(t, f), sdir)
+	v1 := randBytes(1, 3<<20)
+	writeFile(t, c, c.Root(), "doc", v1)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Closed, never uploaded, and then the power goes.
+	f.Break()
+	v2 := randBytes(2, 3<<20)
+	writeFile(t, c, c.Root(), "doc", v2)
+	writeFile(t, c, c.Root(), "new", randBytes(3, 100<<10))
+	crash(c)
+	loseUnsyncedData(t, sdir)
+
+	defer func(old func() string) { bootID = old }(bootID)
+	bootID = func() string { return "after-the-reboot" }
+	c = openCache(t, reopenRepo(t, mem), sdir)
+	defer c.Close(ctx)
+	if c.chunksVerified.Load() == 0 || c.chunksLost.Load() == 0 {
+		t.Fatalf("after a reboot: %d chunks checked, %d lost; want both > 0", c.chunksVerified.Load(), c.chunksLost.Load())
+	}
+	// The lost content reads as an error, never as other bytes.
+	a, err := c.Lookup(ctx, c.Root(), "doc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ReadAt(ctx, make([]byte, 4096), 0); err == nil {
+		t.Fatal("read of lost content succeeded")
+	}
+	h.Release(ctx)
+	// Backups go on: the lost file keeps its last backed-up version, the
+	// one never backed up is left out.
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	sn, err := c.Sync(sctx)
+	if err != nil {
+		t.Fatalf("sync after the power loss: %v", err)
+	}
+	r := c.Repository()
+	if got := snapshotFile(t, r, sn, "/doc"); !bytes.Equal(got, v1) {
+		t.Fatal("the snapshot's /doc is not the last backed-up version")
+	}
+	if _, err := r.Lookup(ctx, sn.Tree, "/new"); !errors.Is(err, repo.ErrPathNotFound) {
+		t.Fatalf("/new, never backed up and lost: %v; want it left out", err)
+	}
+	// Writing the same bytes again stores them again, not deduplicated
+	// against chunk keys that outlived their data; that heals /doc too.
+	again := lookupOrCreate(t, c, "again")
+	h, err = c.OpenFile(ctx, again, uint32(os.O_WRONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt(ctx, v2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.Release(ctx)
+	if got := readFile(t, c, again); !bytes.Equal(got, v2) {
+		t.Fatal("rewritten content differs")
+	}
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, v2) {
+		t.Fatal("/doc not readable once its content was written again")
+	}
+	writeFile(t, c, c.Root(), "touch", []byte("changed")) // so the next snapshot is stored
+	if sn, err = c.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/doc", "/again"} {
+		if got := snapshotFile(t, r, sn, p); !bytes.Equal(got, v2) {
+			t.Fatalf("the last snapshot's %s differs", p)
+		}
+	}
+}
+
+func snapshotFile(t *testing.T, r *repo.Repository, sn *repo.Snapshot, p string) []byte {
+	t.Helper()
+	node, err := r.Lookup(context.Background(), sn.Tree, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return restoreNode(t, r, node.Content)
+}
+
+// TestNoCheckWithoutReboot: after kill -9 the page cache still holds
+// everything, so Open trusts the local chunks; after Close, too.
+func TestNoCheckWithoutReboot(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	sdir := t.TempDir()
+	c := openCache(t, reopenRepo(t, mem), sdir)
+	writeFile(t, c, c.Root(), "f", randBytes(4, 1<<20))
+	crash(c)
+	c = openCache(t, reopenRepo(t, mem), sdir)
+	if n := c.chunksVerified.Load(); n != 0 {
+		t.Fatalf("%d chunks checked after a crash without reboot", n)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func(old func() string) { bootID = old }(bootID)
+	bootID = func() string { return "after-the-reboot" }
+	c = openCache(t, reopenRepo(t, mem), sdir)
+	defer c.Close(ctx)
+	if n := c.chunksVerified.Load(); n != 0 {
+		t.Fatalf("%d chunks checked after a clean close and a reboot", n)
+	}
+}
+
+func lookupOrCreate(t *testing.T, c *Cache, name string) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	a, err := c.Lookup(ctx, c.Root(), name)
+	if errors.Is(err, ErrNotFound) {
+		a, err = c.Create(ctx, c.Root(), name, NewNode{Type: tree.File, Mode: 0o644})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Ino
+}
+
+// restoreNode reads a file's content from the repository alone.
+func restoreNode(t *testing.T, r *repo.Repository, content []crypto.ID) []byte {
+	t.Helper()
+	var out []byte
+	for _, id := range content {
+		b, err := r.LoadBlob(context.Background(), pack.Data, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b...)
+	}
+	return out
+}
