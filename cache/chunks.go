@@ -477,6 +477,13 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 			if err := txn.Delete(meta.QueueKey(id)); err != nil {
 				return err
 			}
+			if lost[i] {
+				// Its key names nothing: the next snapshot must see the
+				// chunk as lost, not queue it again.
+				if err := txn.Delete(meta.ChunkKey(id)); err != nil {
+					return err
+				}
+			}
 			retired = append(retired, id)
 		}
 		return nil

@@ -196,3 +196,48 @@ func restoreNode(t *testing.T, r *repo.Repository, content []crypto.ID) []byte {
 	}
 	return out
 }
+
+// TestChunkMissingBeforeUpload: a queued chunk whose data vanished from the
+// state directory (no power loss needed: a disk error, a careless admin)
+// is never named by a snapshot, and does not stop the ones after it.
+func TestChunkMissingBeforeUpload(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	sdir := t.TempDir()
+	f := remote.NewFaulty(mem)
+	c := openCache(t, reopenRepo(t, f), sdir)
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c.Close(cctx)
+	}()
+	f.Break()
+	writeFile(t, c, c.Root(), "gone", randBytes(5, 3<<20))
+	writeFile(t, c, c.Root(), "kept", []byte("small enough for Badger"))
+	files, _ := filepath.Glob(filepath.Join(sdir, "chunks", "*", "*"))
+	if len(files) == 0 {
+		t.Fatal("no chunk files")
+	}
+	for _, p := range files {
+		os.Remove(p)
+	}
+	f.Heal()
+	var sn *repo.Snapshot
+	var err error
+	for try := 0; try < 2 && sn == nil; try++ {
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		sn, err = c.Sync(sctx)
+		cancel()
+	}
+	if err != nil {
+		t.Fatalf("second sync: %v", err)
+	}
+	r := c.Repository()
+	if _, err := r.Lookup(ctx, sn.Tree, "/gone"); !errors.Is(err, repo.ErrPathNotFound) {
+		t.Fatalf("/gone, lost before any backup: %v; want it left out", err)
+	}
+	if got := snapshotFile(t, r, sn, "/kept"); string(got) != "small enough for Badger" {
+		t.Fatalf("/kept: %q", got)
+	}
+}

@@ -222,6 +222,14 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 	if err := c.drain(ctx); err != nil {
 		return nil, nil, err
 	}
+	for _, id := range w.need {
+		// Dropped by the uploader as missing locally: the remote must
+		// never name a blob it does not hold. The next snapshot sees the
+		// chunk as lost (lostContent).
+		if !c.r.Index().Has(pack.Data, id) {
+			return nil, nil, fmt.Errorf("chunk %s went missing from the local state before its upload: %w", id.Short(), errCorruptState)
+		}
+	}
 	c.upMu.Lock()
 	defer c.upMu.Unlock()
 	before := c.r.Stats()
