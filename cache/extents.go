@@ -10,26 +10,30 @@ type extents []extent
 
 type extent struct{ Start, End uint64 }
 
-// add merges [s, e) into the set, in place: random small writes to a big
-// file leave thousands of extents, and copying them all at every write made
+// add merges [s, e) into the set, in place, and returns it with the number
+// of bytes it did not cover before: random small writes to a big file leave
+// thousands of extents, and copying or summing them all at every write made
 // each write cost as much as the set is long.
-func (x extents) add(s, e uint64) extents {
+func (x extents) add(s, e uint64) (extents, int64) {
 	if s >= e {
-		return x
+		return x, 0
 	}
 	// i: the first extent that ends at or after s (touching ones merge);
 	// j: the first past i that starts after e.
 	i := sort.Search(len(x), func(k int) bool { return x[k].End >= s })
 	j := i
+	var had uint64
 	for ; j < len(x) && x[j].Start <= e; j++ {
 		s = min(s, x[j].Start)
 		e = max(e, x[j].End)
+		had += x[j].End - x[j].Start
 	}
+	added := int64(e - s - had)
 	if i == j {
-		return slices.Insert(x, i, extent{s, e})
+		return slices.Insert(x, i, extent{s, e}), added
 	}
 	x[i] = extent{s, e}
-	return slices.Delete(x, i+1, j)
+	return slices.Delete(x, i+1, j), added
 }
 
 // clip drops everything at or beyond size.

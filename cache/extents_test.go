@@ -1,8 +1,12 @@
 package cache
 
 import (
+	"context"
 	"math/rand/v2"
+	"os"
 	"testing"
+
+	"github.com/keepfs/keepfs/remote"
 )
 
 // extents against a bitmap: after every add the set is sorted, disjoint,
@@ -19,9 +23,17 @@ func TestExtentsAdd(t *testing.T) {
 			if e > space {
 				e = space
 			}
-			x = x.add(s, e)
+			var added int64
+			x, added = x.add(s, e)
+			var fresh int64
 			for i := s; i < e; i++ {
+				if !bits[i] {
+					fresh++
+				}
 				bits[i] = true
+			}
+			if added != fresh {
+				t.Fatalf("round %d step %d: add(%d, %d) reports %d new bytes, want %d", round, step, s, e, added, fresh)
 			}
 			var cover [space]bool
 			for k, r := range x {
@@ -44,6 +56,38 @@ func TestExtentsAdd(t *testing.T) {
 			if x.total() != want {
 				t.Fatalf("total %d, want %d", x.total(), want)
 			}
+		}
+	}
+}
+
+// The dirty byte count kept up by writes (status shows it, and writes
+// check free space against it) stays the size of the dirty set through
+// random writes, holes and truncates.
+func TestDirtyBytesTracksExtents(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	ino := writeFile(t, c, c.Root(), "f", randBytes(9, 100<<10))
+	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDWR))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	rng := rand.New(rand.NewPCG(3, 4))
+	buf := make([]byte, 8<<10)
+	for step := 0; step < 500; step++ {
+		if rng.IntN(20) == 0 {
+			if err := h.f.truncate(ctx, uint64(rng.IntN(300<<10))); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := h.WriteAt(ctx, buf[:1+rng.IntN(len(buf)-1)], int64(rng.IntN(400<<10))); err != nil {
+			t.Fatal(err)
+		}
+		h.f.mu.Lock()
+		got, want := h.f.dirtyBytes.Load(), h.f.dirty.total()
+		h.f.mu.Unlock()
+		if got != want {
+			t.Fatalf("step %d: %d dirty bytes counted, the dirty set holds %d", step, got, want)
 		}
 	}
 }

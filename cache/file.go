@@ -453,7 +453,7 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	}
 	if f.c.unchecked.Add(int64(len(p))) > spaceCheckEvery {
 		f.c.unchecked.Store(0)
-		if err := f.c.checkSpace(f.dirty.total() + int64(len(p))); err != nil {
+		if err := f.c.checkSpace(f.dirtyBytes.Load() + int64(len(p))); err != nil {
 			return 0, err
 		}
 	}
@@ -461,18 +461,19 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	if err := f.stage.writeAt(p, o); err != nil {
 		return 0, fmt.Errorf("stage write: %w", err)
 	}
+	var hole, added int64
 	if o > f.size {
-		f.dirty = f.dirty.add(f.size, o) // the hole reads as zeros
+		f.dirty, hole = f.dirty.add(f.size, o) // the hole reads as zeros
 	}
 	e := o + uint64(len(p))
-	f.dirty = f.dirty.add(o, e)
-	f.written = f.written.add(o, e)
+	f.dirty, added = f.dirty.add(o, e)
+	f.written, _ = f.written.add(o, e)
 	if e > f.size {
 		f.size = e
 	}
 	now := f.c.now()
 	f.mtime, f.ctime, f.changed = now, now, true
-	f.dirtyBytes.Store(f.dirty.total())
+	f.dirtyBytes.Add(hole + added)
 	return len(p), nil
 }
 
@@ -495,7 +496,7 @@ func (f *openFile) truncate(ctx context.Context, size uint64) error {
 			f.points = append(f.points, size)
 		}
 	} else if size > f.size {
-		f.dirty = f.dirty.add(f.size, size)
+		f.dirty, _ = f.dirty.add(f.size, size)
 	}
 	f.size = size
 	now := f.c.now()
