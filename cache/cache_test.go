@@ -68,6 +68,17 @@ func randBytes(seed uint64, n int) []byte {
 // writeFile creates (or replaces the content of) name in dir and closes it.
 func writeFile(t testing.TB, c *Cache, dir uint64, name string, data []byte) uint64 {
 	t.Helper()
+	return putFile(t, c, dir, name, data, false)
+}
+
+// fsyncFile is writeFile with an fsync before the close.
+func fsyncFile(t testing.TB, c *Cache, dir uint64, name string, data []byte) uint64 {
+	t.Helper()
+	return putFile(t, c, dir, name, data, true)
+}
+
+func putFile(t testing.TB, c *Cache, dir uint64, name string, data []byte, fsync bool) uint64 {
+	t.Helper()
 	ctx := context.Background()
 	a, err := c.Lookup(ctx, dir, name)
 	if errors.Is(err, ErrNotFound) {
@@ -82,6 +93,11 @@ func writeFile(t testing.TB, c *Cache, dir uint64, name string, data []byte) uin
 	}
 	if _, err := h.WriteAt(ctx, data, 0); err != nil {
 		t.Fatal(err)
+	}
+	if fsync {
+		if err := h.Fsync(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := h.Flush(ctx); err != nil {
 		t.Fatal(err)

@@ -13,8 +13,18 @@ import (
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
-	"github.com/keepfs/keepfs/repo/tree"
 )
+
+// faultyCache opens a cache on a fresh state directory over a repository
+// whose remote the test can break.
+func faultyCache(t *testing.T) (*remote.Mem, *remote.Faulty, string, *Cache) {
+	t.Helper()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	sdir := t.TempDir()
+	f := remote.NewFaulty(mem)
+	return mem, f, sdir, openCache(t, reopenRepo(t, f), sdir)
+}
 
 // crash stops c as a kill would: no commit, snapshot, upload or session
 // record; only the process's open files are closed.
@@ -28,9 +38,9 @@ func crash(c *Cache) {
 	c.lockFile.Close()
 }
 
-// loseUnsyncedData removes what a power loss may take from the state
-// directory: every chunk file and the contents of every segment.
-func loseUnsyncedData(t *testing.T, dir string) {
+// loseChunkData removes every chunk kept outside Badger from the state
+// directory, as a power loss may: the chunk files and the segments' contents.
+func loseChunkData(t *testing.T, dir string) {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(dir, "chunks", "*", "*"))
 	for _, f := range files {
@@ -51,11 +61,7 @@ func loseUnsyncedData(t *testing.T, dir string) {
 
 func TestPowerLoss(t *testing.T) {
 	ctx := context.Background()
-	mem := remote.NewMem()
-	newRepo(t, mem)
-	sdir := t.TempDir()
-	f := remote.NewFaulty(mem)
-	c := openCache(t, reopenRepo(t, f), sdir)
+	mem, f, sdir, c := faultyCache(t)
 	v1 := randBytes(1, 3<<20)
 	writeFile(t, c, c.Root(), "doc", v1)
 	if _, err := c.Sync(ctx); err != nil {
@@ -67,7 +73,7 @@ func TestPowerLoss(t *testing.T) {
 	writeFile(t, c, c.Root(), "doc", v2)
 	writeFile(t, c, c.Root(), "new", randBytes(3, 100<<10))
 	crash(c)
-	loseUnsyncedData(t, sdir)
+	loseChunkData(t, sdir)
 
 	defer func(old func() string) { bootID = old }(bootID)
 	bootID = func() string { return "after-the-reboot" }
@@ -106,18 +112,7 @@ func TestPowerLoss(t *testing.T) {
 	}
 	// Writing the same bytes again stores them again, not deduplicated
 	// against chunk keys that outlived their data; that heals /doc too.
-	again := lookupOrCreate(t, c, "again")
-	h, err = c.OpenFile(ctx, again, uint32(os.O_WRONLY))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.WriteAt(ctx, v2, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	h.Release(ctx)
+	again := fsyncFile(t, c, c.Root(), "again", v2)
 	if got := readFile(t, c, again); !bytes.Equal(got, v2) {
 		t.Fatal("rewritten content differs")
 	}
@@ -170,19 +165,6 @@ func TestNoCheckWithoutReboot(t *testing.T) {
 	}
 }
 
-func lookupOrCreate(t *testing.T, c *Cache, name string) uint64 {
-	t.Helper()
-	ctx := context.Background()
-	a, err := c.Lookup(ctx, c.Root(), name)
-	if errors.Is(err, ErrNotFound) {
-		a, err = c.Create(ctx, c.Root(), name, NewNode{Type: tree.File, Mode: 0o644})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.Ino
-}
-
 // restoreNode reads a file's content from the repository alone.
 func restoreNode(t *testing.T, r *repo.Repository, content []crypto.ID) []byte {
 	t.Helper()
@@ -202,11 +184,7 @@ func restoreNode(t *testing.T, r *repo.Repository, content []crypto.ID) []byte {
 // is never named by a snapshot, and does not stop the ones after it.
 func TestChunkMissingBeforeUpload(t *testing.T) {
 	ctx := context.Background()
-	mem := remote.NewMem()
-	newRepo(t, mem)
-	sdir := t.TempDir()
-	f := remote.NewFaulty(mem)
-	c := openCache(t, reopenRepo(t, f), sdir)
+	_, f, sdir, c := faultyCache(t)
 	defer func() {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -215,13 +193,7 @@ func TestChunkMissingBeforeUpload(t *testing.T) {
 	f.Break()
 	writeFile(t, c, c.Root(), "gone", randBytes(5, 3<<20))
 	writeFile(t, c, c.Root(), "kept", []byte("small enough for Badger"))
-	files, _ := filepath.Glob(filepath.Join(sdir, "chunks", "*", "*"))
-	if len(files) == 0 {
-		t.Fatal("no chunk files")
-	}
-	for _, p := range files {
-		os.Remove(p)
-	}
+	loseChunkData(t, sdir)
 	f.Heal()
 	var sn *repo.Snapshot
 	var err error
