@@ -65,9 +65,19 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 		}
 		h.Release(ctx)
 	}
-	ca, cb := chunksOf(a), chunksOf(b)
+	// The repository's random chunker key can cut a tail small enough to
+	// live in Badger itself: nothing to note for it.
+	outside := func(chs []meta.Chunk) (out []meta.Chunk) {
+		for _, ch := range chs {
+			if ch.Len > inlineMax {
+				out = append(out, ch)
+			}
+		}
+		return out
+	}
+	ca, cb := outside(chunksOf(a)), chunksOf(b)
 	if noted(ca) != len(ca) || noted(cb) != 1 {
-		t.Fatalf("after close: %d of %d chunks of a, %d of 1 of b noted unsynced", noted(ca), len(ca), noted(cb))
+		t.Fatalf("after close: %d of %d chunks of a kept outside Badger, %d of 1 of b noted unsynced", noted(ca), len(ca), noted(cb))
 	}
 
 	// An fsync of a clean, reopened file syncs them all.
