@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -123,6 +124,9 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 	_, err = f.Write(buf)
 	if err == nil && durable {
 		err = f.Sync()
+		if err == nil {
+			dropPages(f)
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -138,6 +142,16 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 		syncPath(filepath.Dir(p))
 	}
 	return nil
+}
+
+// dropPages asks the kernel to drop f's clean pages from its page cache.
+// A file's pages are cached once through the mount already, and on a VM
+// every page never touched before costs the host a fault: keeping a big
+// fsync's chunk files cached as well made the fsync that wrote them twice
+// as slow (fio sequential writes, 512 MiB then fsync: about 150 against
+// 300 MB/s). A later read of the chunk goes to the disk instead.
+func dropPages(f *os.File) {
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) // advice only
 }
 
 // readBlocks returns the plaintext of the chunk's bytes [off, off+n) from a

@@ -11,6 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
@@ -212,4 +215,76 @@ func TestSmallFilesChunkLikeTheChunker(t *testing.T) {
 			t.Fatalf("%d bytes: content differs", size)
 		}
 	}
+}
+
+// A chunk file written for an fsync leaves the page cache once it is on the
+// disk; one written for a close stays (the kernel writes it back later).
+func TestDurableChunkFileLeavesPageCache(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), diskTempDir(t))
+	defer c.Close(ctx)
+	for _, durable := range []bool{false, true} {
+		data := randBytes(uint64(len(fmt.Sprint(durable))), 4<<20)
+		id := c.r.Key().BlobID(data)
+		if err := c.storeChunk(id, data, false, durable); err != nil {
+			t.Fatal(err)
+		}
+		res, all := residentPages(t, c.files.path(id))
+		if durable && res != 0 {
+			t.Errorf("fsynced chunk file: %d of %d pages still cached", res, all)
+		}
+		if !durable && res != all {
+			t.Errorf("closed chunk file: %d of %d pages cached, want all (dirty pages cannot be dropped)", res, all)
+		}
+		if got, err := c.loadLocal(id); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read back (durable %v): %v", durable, err)
+		}
+	}
+}
+
+// diskTempDir is a temporary directory on a disk-backed file system: tmpfs
+// pages cannot leave the page cache.
+func diskTempDir(t *testing.T) string {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != unix.TMPFS_MAGIC {
+		return dir
+	}
+	wd, err := os.MkdirTemp(".", ".disk-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(wd) })
+	return wd
+}
+
+// residentPages counts the pages of the file at path that are in the page
+// cache.
+func residentPages(t *testing.T, path string) (res, all int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	for _, v := range vec {
+		res += int(v & 1)
+	}
+	return res, len(vec)
 }
