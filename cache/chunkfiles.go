@@ -154,6 +154,21 @@ func dropPages(f *os.File) {
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) // advice only
 }
 
+// readAhead starts the kernel reading the files of the chunks ids in the
+// background; chunks kept elsewhere (or not at all) are skipped.
+func (cf *chunkFiles) readAhead(ids []crypto.ID) {
+	go func() {
+		for _, id := range ids {
+			f, err := os.Open(cf.path(id))
+			if err != nil {
+				continue
+			}
+			_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_WILLNEED) // advice only
+			f.Close()
+		}
+	}()
+}
+
 // readBlocks returns the plaintext of the chunk's bytes [off, off+n) from a
 // format 2 file of a size-byte chunk; os.ErrNotExist if there is no file.
 // The result lives in buf's storage when buf has room for the sealed

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -287,4 +288,80 @@ func residentPages(t *testing.T, path string) (res, all int) {
 		res += int(v & 1)
 	}
 	return res, len(vec)
+}
+
+// A sequential reader has the kernel read the chunk files ahead of the
+// chunk it prefetches; a random reader does not.
+func TestSequentialReadReadsAhead(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), diskTempDir(t))
+	defer c.Close(ctx)
+	ino := writeFile(t, c, c.Root(), "f", randBytes(9, 24<<20))
+	if err := c.drain(ctx); err != nil { // the uploader reads chunk files too
+		t.Fatal(err)
+	}
+	n, err := c.getInode(ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string // of the chunks kept in files, in file order
+	for _, ch := range n.Chunks {
+		p := c.files.path(ch.ID)
+		f, err := os.Open(p)
+		if err != nil {
+			continue // a small tail chunk lives elsewhere
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		dropPages(f)
+		f.Close()
+		files = append(files, p)
+	}
+	if len(files) < 4 || len(files) < len(n.Chunks)-1 {
+		t.Fatalf("%d of %d chunks in files, want at least 4 and all but the tail", len(files), len(n.Chunks))
+	}
+	cached := func(i int) bool {
+		res, all := residentPages(t, files[i])
+		return res == all
+	}
+	read := func(off int64) {
+		h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Release(ctx)
+		if _, err := h.ReadAt(ctx, make([]byte, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cached(2) {
+		t.Fatal("chunk file cached before any read")
+	}
+	read(int64(n.Chunks[0].Len) + 100) // not where the last read ended: random
+	time.Sleep(200 * time.Millisecond)
+	if cached(2) {
+		t.Fatal("a random read read ahead")
+	}
+	read(0) // sequential: reads chunk 0, prefetches 1, reads ahead from 2
+	// The window is chunks 2.. up to readAheadBytes; files past it stay
+	// on the disk.
+	end, sum := 2, 0
+	for end < len(files) && sum+int(n.Chunks[end].Len) <= readAheadBytes {
+		sum += int(n.Chunks[end].Len)
+		end++
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 2; i < end; i++ {
+		for !cached(i) {
+			if time.Now().After(deadline) {
+				t.Fatalf("chunk %d's file was not read ahead", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if end < len(files) && cached(end) {
+		t.Fatalf("chunk %d's file read ahead, past readAheadBytes", end)
+	}
 }

@@ -42,6 +42,7 @@ type openFile struct {
 	points  []uint64
 	stage   *staging
 	lastEnd uint64 // end of the last read, to detect sequential reads
+	raNext  int    // first chunk a sequential reader has not asked the kernel to read ahead
 
 	dirtyBytes atomic.Int64
 }
@@ -180,6 +181,7 @@ func (c *Cache) release(ctx context.Context, f *openFile) error {
 
 func (f *openFile) setChunks(chunks []meta.Chunk) {
 	f.chunks = chunks
+	f.raNext = 0
 	f.offs = make([]uint64, len(chunks))
 	var off uint64
 	for i, ch := range chunks {
@@ -423,9 +425,33 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 		}
 		if seq && i+1 < len(f.chunks) {
 			f.c.prefetch(f.chunks[i+1].ID)
+			f.readAheadLocked(i + 2)
 		}
 	}
 	return nil
+}
+
+// readAheadBytes is how far past the prefetched chunk a sequential reader
+// has the kernel read chunk files. Each read of a chunk file opens it anew,
+// so the kernel's own read-ahead starts small every time: reading 512 MiB
+// of chunk files that were not cached went at about 280 MB/s.
+const readAheadBytes = 8 << 20
+
+// readAheadLocked asks the kernel to read the files of the chunks from
+// index from on, up to readAheadBytes, unless an earlier call covered
+// them; it starts again when the reader is one chunk short of the end of
+// what was asked for.
+func (f *openFile) readAheadLocked(from int) {
+	if from >= len(f.chunks) || from < f.raNext {
+		return
+	}
+	to, n := from, 0
+	for to < len(f.chunks) && (to == from || n+int(f.chunks[to].Len) <= readAheadBytes) {
+		n += int(f.chunks[to].Len)
+		to++
+	}
+	f.raNext = to
+	f.c.files.readAhead(chunkIDs(f.chunks[from:to]))
 }
 
 var errCorruptState = errors.New("local state is inconsistent")
