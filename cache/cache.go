@@ -47,6 +47,12 @@ type Status struct {
 	RemoteReachable bool   `json:"remote_reachable"`
 	LastError       string `json:"last_error"`
 	CacheBytes      int64  `json:"cache_bytes"`
+	// LostFiles are the paths of files whose content the last snapshot
+	// could not back up: their local data was lost (a power loss, a disk
+	// error) before it was uploaded. The snapshot holds each one's
+	// previous version, or leaves it out if it never had one, until the
+	// file is rewritten or deleted.
+	LostFiles []string `json:"lost_files"`
 }
 
 // Cache is the local state of one mounted repository.
@@ -71,6 +77,7 @@ type Cache struct {
 	snapSeq    uint64 // changeSeq the last snapshot covered
 	forceSnap  bool   // store the next snapshot even if the tree is unchanged (before a prune)
 	lastSnap   *repo.Snapshot
+	lost       []string // Status.LostFiles, as the last snapshot found them
 	remoteOK   bool
 	lastErr    string
 	queue      map[crypto.ID]int64 // chunks waiting for upload → plaintext size
@@ -408,7 +415,8 @@ func (c *Cache) Status() Status {
 	for _, f := range c.open {
 		files = append(files, f)
 	}
-	st := Status{QueueBlobs: len(c.queue), QueueBytes: c.queueBytes, RemoteReachable: c.remoteOK, LastError: c.lastErr}
+	st := Status{QueueBlobs: len(c.queue), QueueBytes: c.queueBytes, RemoteReachable: c.remoteOK, LastError: c.lastErr,
+		LostFiles: append([]string{}, c.lost...)}
 	if c.lastSnap != nil {
 		st.LastSnapshot = c.lastSnap.Name()
 		st.LastSnapshotID = c.lastSnap.ID.String()

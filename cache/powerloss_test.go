@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
 )
 
 // faultyCache opens a cache on a fresh state directory over a repository
@@ -182,6 +184,7 @@ func restoreNode(t *testing.T, r *repo.Repository, content []crypto.ID) []byte {
 // TestChunkMissingBeforeUpload: a queued chunk whose data vanished from the
 // state directory (no power loss needed: a disk error, a careless admin)
 // is never named by a snapshot, and does not stop the ones after it.
+// Status lists the file until it is rewritten, whatever else changes.
 func TestChunkMissingBeforeUpload(t *testing.T) {
 	ctx := context.Background()
 	_, f, sdir, c := faultyCache(t)
@@ -190,13 +193,16 @@ func TestChunkMissingBeforeUpload(t *testing.T) {
 		defer cancel()
 		c.Close(cctx)
 	}()
+	d, err := c.Create(ctx, c.Root(), "dir", NewNode{Type: tree.Dir, Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.Break()
-	writeFile(t, c, c.Root(), "gone", randBytes(5, 3<<20))
+	writeFile(t, c, d.Ino, "gone", randBytes(5, 3<<20))
 	writeFile(t, c, c.Root(), "kept", []byte("small enough for Badger"))
 	loseChunkData(t, sdir)
 	f.Heal()
 	var sn *repo.Snapshot
-	var err error
 	for try := 0; try < 2 && sn == nil; try++ {
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		sn, err = c.Sync(sctx)
@@ -206,10 +212,32 @@ func TestChunkMissingBeforeUpload(t *testing.T) {
 		t.Fatalf("second sync: %v", err)
 	}
 	r := c.Repository()
-	if _, err := r.Lookup(ctx, sn.Tree, "/gone"); !errors.Is(err, repo.ErrPathNotFound) {
-		t.Fatalf("/gone, lost before any backup: %v; want it left out", err)
+	if _, err := r.Lookup(ctx, sn.Tree, "/dir/gone"); !errors.Is(err, repo.ErrPathNotFound) {
+		t.Fatalf("/dir/gone, lost before any backup: %v; want it left out", err)
 	}
 	if got := snapshotFile(t, r, sn, "/kept"); string(got) != "small enough for Badger" {
 		t.Fatalf("/kept: %q", got)
+	}
+	lost := func(want ...string) {
+		t.Helper()
+		if got := c.Status().LostFiles; !slices.Equal(got, want) {
+			t.Fatalf("status lists lost files %q, want %q", got, want)
+		}
+	}
+	lost("/dir/gone")
+	// A snapshot of another change walks /dir again, not its tree from
+	// the last snapshot.
+	writeFile(t, c, c.Root(), "kept", []byte("changed"))
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lost("/dir/gone")
+	writeFile(t, c, d.Ino, "gone", []byte("rewritten"))
+	if sn, err = c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lost()
+	if got := snapshotFile(t, r, sn, "/dir/gone"); string(got) != "rewritten" {
+		t.Fatalf("/dir/gone after the rewrite: %q", got)
 	}
 }

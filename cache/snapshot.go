@@ -77,11 +77,15 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 		c.invalid = nil
 		c.mu.Unlock()
 	}()
-	sn, built, err := c.takeSnapshot(ctx, last)
+	sn, w, err := c.takeSnapshot(ctx, last)
 	if err != nil {
 		c.setRemoteHealth(err)
 		return nil, nil, fmt.Errorf("snapshot: %w", err)
 	}
+	built := w.built
+	c.mu.Lock()
+	c.lost = w.lost
+	c.mu.Unlock()
 	if sn == last {
 		// The tree is what the last snapshot already holds.
 		c.mu.Lock()
@@ -128,7 +132,7 @@ type walker struct {
 	cached map[uint64]treeEntry // trees of the last snapshot still valid
 	seen   map[crypto.ID]bool
 	parent *repo.Snapshot // the last snapshot, for files whose content was lost
-	lost   []string       // paths of those files
+	lost   []string       // paths of those files, as Status reports them
 }
 
 // lostContent reports whether chunks names data that is neither in the
@@ -170,7 +174,10 @@ func (w *walker) lostFile(path []string) (*tree.Node, error) {
 	return old, nil
 }
 
-func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.Snapshot, map[uint64]treeEntry, error) {
+// takeSnapshot stores a snapshot of the namespace, or returns parent if
+// nothing changed since; the walker tells which trees it built and which
+// files it found lost.
+func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.Snapshot, *walker, error) {
 	c.mu.Lock()
 	cached := make(map[uint64]treeEntry, len(c.trees))
 	for k, v := range c.trees {
@@ -217,7 +224,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 	c.forceSnap = false
 	c.mu.Unlock()
 	if parent != nil && root.id == parent.Tree && len(w.need) == 0 && !force {
-		return parent, w.built, nil
+		return parent, w, nil
 	}
 	if err := c.drain(ctx); err != nil {
 		return nil, nil, err
@@ -258,7 +265,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 	after := c.r.Stats()
 	sn.Stats.BlobsNew = after.BlobsNew - before.BlobsNew
 	sn.Stats.BytesAdded = after.BytesStored - before.BytesStored
-	return sn, w.built, nil
+	return sn, w, nil
 }
 
 // dir returns the tree of directory ino at path, from the cache when the
@@ -272,6 +279,7 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 	if te, ok := w.cached[ino]; ok {
 		return te, nil
 	}
+	lostBefore := len(w.lost)
 	ents, err := readDirTxn(w.txn, ino)
 	if err != nil {
 		return treeEntry{}, err
@@ -353,7 +361,11 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 		w.trees = append(w.trees, b)
 	}
 	te := treeEntry{id: id, stats: st}
-	w.built[ino] = te
+	if len(w.lost) == lostBefore {
+		// A tree holding a lost file is walked again by every snapshot,
+		// so Status keeps listing the file until it is rewritten or gone.
+		w.built[ino] = te
+	}
 	return te, nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -46,7 +47,24 @@ Examples:
 			}
 			fmt.Fprintf(c.App.Writer, "mount:         %s (pid %d)\ndirty:         %s\nupload queue:  %d chunks, %s\nlast snapshot: %s\nremote:        %s\ncache:         %s\n",
 				resp.Mount, resp.PID, humanBytes(st.DirtyBytes), st.QueueBlobs, humanBytes(st.QueueBytes), last, remote, humanBytes(st.CacheBytes))
+			if len(st.LostFiles) > 0 {
+				fmt.Fprintf(c.App.Writer, "NOT BACKED UP: %s\n", lostSummary(st.LostFiles))
+			}
 			return nil
 		},
 	}
+}
+
+// lostSummary says which files the last snapshot could not back up as
+// they are now, naming the first few.
+func lostSummary(paths []string) string {
+	names := strings.Join(paths[:min(len(paths), 3)], ", ")
+	if len(paths) > 3 {
+		names += ", …"
+	}
+	noun := "files"
+	if len(paths) == 1 {
+		noun = "file"
+	}
+	return fmt.Sprintf("%d %s whose local data was lost before its upload (%s); snapshots keep the last backed-up version, if any, until you rewrite or delete them", len(paths), noun, names)
 }
