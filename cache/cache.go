@@ -35,6 +35,10 @@ type Options struct {
 	// Now is the one clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Progress, if set, hears of long work Open does before the mount can
+	// serve (the check after a power loss): what, and bytes done of total,
+	// at its start, at most every 100 ms, and at its end.
+	Progress func(what string, done, total int64)
 }
 
 // Status is what `keepfs status` shows.

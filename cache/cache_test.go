@@ -49,7 +49,20 @@ func quietLogger() *slog.Logger {
 
 func openCache(t testing.TB, r *repo.Repository, dir string) *Cache {
 	t.Helper()
-	c, err := Open(context.Background(), r, Options{StateDir: dir, SnapshotInterval: time.Hour, Logger: quietLogger()})
+	return openCacheWith(t, r, Options{StateDir: dir})
+}
+
+// openCacheWith is openCache with more options; the snapshot interval and
+// logger default to openCache's.
+func openCacheWith(t testing.TB, r *repo.Repository, o Options) *Cache {
+	t.Helper()
+	if o.SnapshotInterval == 0 {
+		o.SnapshotInterval = time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = quietLogger()
+	}
+	c, err := Open(context.Background(), r, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -77,6 +78,7 @@ func (c *Cache) recordSession(state byte) error {
 // chunk and queue keys of those that are missing or do not authenticate.
 func (c *Cache) verifyChunks(ctx context.Context) error {
 	var ids []crypto.ID
+	var total int64
 	err := c.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.ChunkPrefix()})
 		defer it.Close()
@@ -84,6 +86,7 @@ func (c *Cache) verifyChunks(ctx context.Context) error {
 			err := it.Item().Value(func(v []byte) error {
 				if inlineData(v) == nil && valueSize(v) > 0 {
 					ids = append(ids, meta.IDFromKey(it.Item().Key()))
+					total += valueSize(v)
 				}
 				return nil
 			})
@@ -96,16 +99,33 @@ func (c *Cache) verifyChunks(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list local chunks: %w", err)
 	}
-	c.log.Warn("the last mount ended without unmounting before a reboot; checking the chunks kept locally", "chunks", len(ids))
+	c.log.Warn("the last mount ended without unmounting before a reboot; checking the chunks kept locally", "chunks", len(ids), "bytes", total)
+	const what = "checking local data after an unclean shutdown"
+	progress := func(done int64, last bool) {}
+	if c.opts.Progress != nil {
+		var at time.Time
+		progress = func(done int64, last bool) {
+			if now := time.Now(); last || now.Sub(at) >= 100*time.Millisecond {
+				at = now
+				c.opts.Progress(what, done, total)
+			}
+		}
+	}
 	var bad []crypto.ID
+	var done int64
+	progress(0, false)
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, err := c.loadLocal(id); err != nil {
+		data, err := c.loadLocal(id)
+		if err != nil {
 			bad = append(bad, id)
 		}
+		done += int64(len(data))
+		progress(done, false)
 	}
+	progress(total, true)
 	c.chunksVerified.Add(int64(len(ids)))
 	for len(bad) > 0 {
 		batch := bad[:min(len(bad), 1000)]

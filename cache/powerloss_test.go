@@ -79,10 +79,17 @@ func TestPowerLoss(t *testing.T) {
 
 	defer func(old func() string) { bootID = old }(bootID)
 	bootID = func() string { return "after-the-reboot" }
-	c = openCache(t, reopenRepo(t, mem), sdir)
+	var reports [][2]int64
+	c = openCacheWith(t, reopenRepo(t, mem), Options{StateDir: sdir, Progress: func(what string, done, total int64) {
+		reports = append(reports, [2]int64{done, total})
+	}})
 	defer c.Close(ctx)
 	if c.chunksVerified.Load() == 0 || c.chunksLost.Load() == 0 {
 		t.Fatalf("after a reboot: %d chunks checked, %d lost; want both > 0", c.chunksVerified.Load(), c.chunksLost.Load())
+	}
+	// The check reports its progress from nothing to everything.
+	if n := len(reports); n < 2 || reports[0][0] != 0 || reports[n-1][0] != reports[n-1][1] || reports[0][1] < 3<<20 {
+		t.Fatalf("progress of the check: %v", reports)
 	}
 	// The lost content reads as an error, never as other bytes.
 	a, err := c.Lookup(ctx, c.Root(), "doc")

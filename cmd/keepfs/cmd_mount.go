@@ -135,7 +135,8 @@ func runMount(c *cli.Context) error {
 		// Started by a parent mount: report the outcome on the pipe.
 		w := os.NewFile(uintptr(fd), "ready")
 		defer w.Close()
-		err := mountForeground(c, mnt, size, func() { fmt.Fprintln(w, "ok") })
+		progress := func(what string, done, total int64) { fmt.Fprintf(w, "progress %d %d %s\n", done, total, what) }
+		err := mountForeground(c, mnt, size, func() { fmt.Fprintln(w, "ok") }, progress)
 		if err != nil {
 			fmt.Fprintf(w, "error: %s\n", oneLine(err))
 		}
@@ -145,9 +146,11 @@ func runMount(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("foreground") {
+		sp := newStartupProgress(c.App.ErrWriter)
 		return mountForeground(c, mnt, size, func() {
+			sp.finish()
 			fmt.Fprintf(c.App.ErrWriter, "mounted at %s; Ctrl-C to unmount\n", mnt)
-		})
+		}, sp.report)
 	}
 	return mountDaemon(c, mnt)
 }
@@ -160,7 +163,7 @@ func oneLine(err error) string {
 	return s
 }
 
-func mountForeground(c *cli.Context, mnt string, size int64, ready func()) error {
+func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progress func(what string, done, total int64)) error {
 	r, err := openRepo(c, repo.Options{FastCompression: true})
 	if err != nil {
 		return err
@@ -177,7 +180,7 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func()) error
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
 	err = daemon.Run(c.Context, r, daemon.Config{
 		Mountpoint: mnt,
-		Cache:      cache.Options{StateDir: state, CacheSize: size, SnapshotInterval: c.Duration("snapshot-interval")},
+		Cache:      cache.Options{StateDir: state, CacheSize: size, SnapshotInterval: c.Duration("snapshot-interval"), Progress: progress},
 		FS:         fs.Options{AllowOther: c.Bool("allow-other"), HideVersions: c.Bool("hide-versions"), Debug: c.Bool("debug-fuse")},
 		Logger:     log,
 		Ready:      ready,
@@ -268,9 +271,10 @@ func mountDaemon(c *cli.Context, mnt string) error {
 	if werr != nil {
 		return fmt.Errorf("hand the passphrase to the daemon: %w", werr)
 	}
-	line, _ := bufio.NewReader(readyR).ReadString('\n')
+	sp := newStartupProgress(c.App.ErrWriter)
+	line := waitReady(readyR, sp.report)
+	sp.finish()
 	readyR.Close()
-	line = strings.TrimSpace(line)
 	switch {
 	case line == "ok":
 		fmt.Fprintf(c.App.ErrWriter, "mounted at %s (daemon pid %d, log %s)\n", mnt, cmd.Process.Pid, logPath)
@@ -282,6 +286,30 @@ func mountDaemon(c *cli.Context, mnt string) error {
 	}
 	_ = cmd.Wait()
 	return fmt.Errorf("the mount daemon exited before the mount was ready: %s", lastLine(logPath))
+}
+
+// waitReady reads what the daemon reports on its readiness pipe: progress
+// lines ("progress DONE TOTAL WHAT") while it starts, then "ok" or
+// "error: …", which it returns; "" if the daemon died first.
+func waitReady(r io.Reader, progress func(what string, done, total int64)) string {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		rest, ok := strings.CutPrefix(line, "progress ")
+		if !ok {
+			return line
+		}
+		f := strings.SplitN(rest, " ", 3)
+		if len(f) != 3 {
+			continue
+		}
+		done, err1 := strconv.ParseInt(f[0], 10, 64)
+		total, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 == nil && err2 == nil {
+			progress(f[2], done, total)
+		}
+	}
+	return ""
 }
 
 func lastLine(path string) string {

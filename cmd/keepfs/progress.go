@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"sync"
 
@@ -91,3 +92,32 @@ func (p *importProgress) finish() {
 		_ = p.bar.Finish()
 	}
 }
+
+// startupProgress shows the long work a mount does before it serves (see
+// cache.Options.Progress): a bar on a terminal, elsewhere one line when
+// the work starts.
+type startupProgress struct {
+	w    io.Writer
+	bar  *barProgress
+	what string
+	done int64
+}
+
+func newStartupProgress(w io.Writer) *startupProgress {
+	return &startupProgress{w: w, bar: newProgress(w)}
+}
+
+func (p *startupProgress) report(what string, done, total int64) {
+	if what != p.what {
+		p.bar.Done()
+		p.what, p.done = what, 0
+		if p.bar == nil {
+			fmt.Fprintf(p.w, "%s (%s)...\n", what, humanBytes(total))
+		}
+		p.bar.Start(what, total)
+	}
+	p.bar.Add(done - p.done)
+	p.done = done
+}
+
+func (p *startupProgress) finish() { p.bar.Done() }
