@@ -87,6 +87,12 @@ func TestPowerLoss(t *testing.T) {
 	if c.chunksVerified.Load() == 0 || c.chunksLost.Load() == 0 {
 		t.Fatalf("after a reboot: %d chunks checked, %d lost; want both > 0", c.chunksVerified.Load(), c.chunksLost.Load())
 	}
+	c.mu.Lock()
+	pending := c.changeSeq != c.snapSeq
+	c.mu.Unlock()
+	if !pending {
+		t.Fatal("no snapshot pending after the check: status would not list the lost files until something else changes")
+	}
 	// The check reports its progress from nothing to everything.
 	if n := len(reports); n < 2 || reports[0][0] != 0 || reports[n-1][0] != reports[n-1][1] || reports[0][1] < 3<<20 {
 		t.Fatalf("progress of the check: %v", reports)
