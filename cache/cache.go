@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -339,6 +340,18 @@ func (c *Cache) loadState(ctx context.Context) error {
 		return nil
 	}); err != nil {
 		return err
+	}
+	if err := c.view(func(txn *badger.Txn) error {
+		v, err := getValue(txn, lostKey)
+		if err == nil && len(v) > 0 {
+			c.lost = strings.Split(string(v), "\x00")
+		}
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("read the lost files: %w", err)
 	}
 	if err := c.scanChunks(); err != nil {
 		return err

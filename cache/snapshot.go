@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,8 +85,17 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 	}
 	built := w.built
 	c.mu.Lock()
+	lostChanged := !slices.Equal(c.lost, w.lost)
 	c.lost = w.lost
 	c.mu.Unlock()
+	if lostChanged {
+		// Kept across restarts, so that status lists them before the
+		// first snapshot of the next mount.
+		v := []byte(strings.Join(w.lost, "\x00"))
+		if err := c.update(func(txn *wtxn) error { return txn.Set(lostKey, v) }); err != nil {
+			c.log.Warn("cannot record the lost files", "err", err)
+		}
+	}
 	if sn == last {
 		// The tree is what the last snapshot already holds.
 		c.mu.Lock()
@@ -119,6 +129,9 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 	c.log.Info("snapshot stored", "name", sn.Name(), "id", sn.ID.Short(), "blobs_new", sn.Stats.BlobsNew)
 	return sn, fns, nil
 }
+
+// lostKey holds Status.LostFiles, NUL-separated (no path holds a NUL).
+var lostKey = meta.StateKey("lost")
 
 // walker builds trees from one consistent view of the metadata.
 type walker struct {

@@ -567,6 +567,15 @@ func TestLostFileReported(t *testing.T) {
 	if out, _ := exec.Command(keepfsBin, "status", w.mnt).Output(); !strings.Contains(string(out), "NOT BACKED UP: 1 file") {
 		t.Fatalf("status does not name the lost file:\n%s", out)
 	}
+	// Unmount warns; the next mount lists the file before its first
+	// snapshot.
+	if code, out := exitCode(t, exec.Command(keepfsBin, "unmount", w.mnt)); code != 0 || !strings.Contains(out, "warning: not backed up: 1 file") {
+		t.Fatalf("unmount with a lost file: exit %d\n%s", code, out)
+	}
+	w.mount()
+	if got := lost(); len(got) != 1 || got[0] != "/dir/gone" {
+		t.Fatalf("after a remount status --json lists lost files %q", got)
+	}
 	// Rewriting heals it (reads of lost data are EIO: cache.TestPowerLoss).
 	if err := os.WriteFile(filepath.Join(dir, "gone"), data, 0o644); err != nil {
 		t.Fatal(err)

@@ -68,6 +68,10 @@ Examples:
 			} else {
 				fmt.Fprintf(c.App.Writer, "unmounted %s\n", m.Point)
 			}
+			if resp.Status != nil && len(resp.Status.LostFiles) > 0 {
+				// Unmounted as asked, but the final snapshot lacks them.
+				fmt.Fprintf(c.App.ErrWriter, "keepfs: warning: not backed up: %s\n", lostSummary(resp.Status.LostFiles))
+			}
 			return nil
 		},
 	}
