@@ -66,5 +66,5 @@ func lostSummary(paths []string) string {
 	if len(paths) == 1 {
 		noun = "file"
 	}
-	return fmt.Sprintf("%d %s whose local data was lost before its upload (%s); snapshots keep the last backed-up version, if any, until you rewrite or delete them", len(paths), noun, names)
+	return fmt.Sprintf("%d %s whose local data was lost before upload (%s); snapshots keep the last backed-up version, if any, until you rewrite or delete them", len(paths), noun, names)
 }
