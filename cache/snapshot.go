@@ -55,6 +55,11 @@ func (c *Cache) snapshotLoop(ctx context.Context, done chan<- struct{}) {
 // back into the cache (even Sync) without deadlocking.
 func (c *Cache) snapshotIfChanged(ctx context.Context, always bool) (*repo.Snapshot, error) {
 	sn, fns, err := c.snapshotLocked(ctx, always)
+	if errors.Is(err, errChunkVanished) {
+		// The upload found the loss and dropped the chunk's key: a second
+		// walk sees the file as lost and backs up everything else.
+		sn, fns, err = c.snapshotLocked(ctx, always)
+	}
 	for _, fn := range fns {
 		fn(sn)
 	}
@@ -129,6 +134,10 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 	c.log.Info("snapshot stored", "name", sn.Name(), "id", sn.ID.Short(), "blobs_new", sn.Stats.BlobsNew)
 	return sn, fns, nil
 }
+
+// errChunkVanished: a chunk a snapshot needed went missing from the local
+// state before its upload, so that snapshot must not be stored.
+var errChunkVanished = fmt.Errorf("went missing from the local state before its upload: %w", errCorruptState)
 
 // lostKey holds Status.LostFiles, NUL-separated (no path holds a NUL).
 var lostKey = meta.StateKey("lost")
@@ -247,7 +256,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 		// never name a blob it does not hold. The next snapshot sees the
 		// chunk as lost (lostContent).
 		if !c.r.Index().Has(pack.Data, id) {
-			return nil, nil, fmt.Errorf("chunk %s went missing from the local state before its upload: %w", id.Short(), errCorruptState)
+			return nil, nil, fmt.Errorf("chunk %s: %w", id.Short(), errChunkVanished)
 		}
 	}
 	c.upMu.Lock()
