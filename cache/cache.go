@@ -37,9 +37,32 @@ type Options struct {
 	Now    func() time.Time
 	Logger *slog.Logger
 	// Progress, if set, hears of long work Open does before the mount can
-	// serve (the check after a power loss): what, and bytes done of total,
+	// serve (the check after a power loss, the rebuild from the remote)
 	// at its start, at most every 100 ms, and at its end.
-	Progress func(what string, done, total int64)
+	Progress func(Progress)
+}
+
+// Progress is how far a piece of long work has come.
+type Progress struct {
+	What  string
+	Done  int64
+	Total int64  // 0 if not known
+	Unit  string // "bytes" or "directories"
+}
+
+// progressReporter returns a function that passes the work's progress to
+// Options.Progress at most every 100 ms, and always when last is set.
+func (c *Cache) progressReporter(what, unit string, total int64) func(done int64, last bool) {
+	if c.opts.Progress == nil {
+		return func(int64, bool) {}
+	}
+	var at time.Time
+	return func(done int64, last bool) {
+		if now := time.Now(); last || now.Sub(at) >= 100*time.Millisecond {
+			at = now
+			c.opts.Progress(Progress{What: what, Done: done, Total: total, Unit: unit})
+		}
+	}
 }
 
 // Status is what `keepfs status` shows.

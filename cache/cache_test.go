@@ -385,8 +385,14 @@ func TestDurableAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fresh := openCache(t, reopenRepo(t, be), t.TempDir())
+	var reports []Progress
+	fresh := openCacheWith(t, reopenRepo(t, be), Options{StateDir: t.TempDir(), Progress: func(p Progress) { reports = append(reports, p) }})
 	defer fresh.Close(ctx)
+	// The rebuild reports the directories it fetched, from none to all
+	// (the root and docs).
+	if n := len(reports); n < 2 || reports[0].Done != 0 || reports[n-1].Done != 2 || reports[n-1].Total != 2 || reports[n-1].Unit != "directories" {
+		t.Fatalf("progress of the rebuild: %+v", reports)
+	}
 	if got := readFile(t, fresh, lookupPath(t, fresh, "docs/big").Ino); !bytes.Equal(got, big) {
 		t.Fatal("big file differs after recovery from the remote")
 	}

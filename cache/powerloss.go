@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -100,17 +99,7 @@ func (c *Cache) verifyChunks(ctx context.Context) error {
 		return fmt.Errorf("list local chunks: %w", err)
 	}
 	c.log.Warn("the last mount ended without unmounting before a reboot; checking the chunks kept locally", "chunks", len(ids), "bytes", total)
-	const what = "checking local data after an unclean shutdown"
-	progress := func(done int64, last bool) {}
-	if c.opts.Progress != nil {
-		var at time.Time
-		progress = func(done int64, last bool) {
-			if now := time.Now(); last || now.Sub(at) >= 100*time.Millisecond {
-				at = now
-				c.opts.Progress(what, done, total)
-			}
-		}
-	}
+	progress := c.progressReporter("checking local data after an unclean shutdown", "bytes", total)
 	var bad []crypto.ID
 	var done int64
 	progress(0, false)

@@ -80,8 +80,10 @@ func TestPowerLoss(t *testing.T) {
 	defer func(old func() string) { bootID = old }(bootID)
 	bootID = func() string { return "after-the-reboot" }
 	var reports [][2]int64
-	c = openCacheWith(t, reopenRepo(t, mem), Options{StateDir: sdir, Progress: func(what string, done, total int64) {
-		reports = append(reports, [2]int64{done, total})
+	c = openCacheWith(t, reopenRepo(t, mem), Options{StateDir: sdir, Progress: func(p Progress) {
+		if p.Unit == "bytes" {
+			reports = append(reports, [2]int64{p.Done, p.Total})
+		}
 	}})
 	defer c.Close(ctx)
 	if c.chunksVerified.Load() == 0 || c.chunksLost.Load() == 0 {

@@ -421,12 +421,19 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 	wb := c.db.NewWriteBatch()
 	defer wb.Cancel()
 	links := map[uint64]uint64{} // snapshot inode → local inode, for hard links
+	// Each directory is a tree blob fetched from the remote: over SFTP a
+	// big tree takes a while.
+	progress := c.progressReporter("rebuilding the local state from snapshot "+latest.Name(), "directories", latest.Stats.Dirs)
+	var dirs int64
+	progress(0, false)
 	var walk func(id crypto.ID, dir uint64, dn *meta.Inode) (repo.SnapshotStats, error)
 	walk = func(id crypto.ID, dir uint64, dn *meta.Inode) (repo.SnapshotStats, error) {
 		t, err := c.r.LoadTree(ctx, id)
 		if err != nil {
 			return repo.SnapshotStats{}, err
 		}
+		dirs++
+		progress(dirs, false)
 		st := repo.SnapshotStats{Dirs: 1}
 		for _, nd := range t.Nodes {
 			if nd.Type == tree.File && nd.Links > 1 && nd.Inode != 0 {
@@ -486,6 +493,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rebuild from snapshot %s: %w", latest.Name(), err)
 	}
+	progress(dirs, true)
 	c.trees[meta.RootIno] = treeEntry{id: latest.Tree, stats: st}
 	if err := wb.Set(meta.InodeKey(meta.RootIno), meta.EncodeInode(root)); err != nil {
 		return err

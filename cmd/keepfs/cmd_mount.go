@@ -135,7 +135,7 @@ func runMount(c *cli.Context) error {
 		// Started by a parent mount: report the outcome on the pipe.
 		w := os.NewFile(uintptr(fd), "ready")
 		defer w.Close()
-		progress := func(what string, done, total int64) { fmt.Fprintf(w, "progress %d %d %s\n", done, total, what) }
+		progress := func(p cache.Progress) { fmt.Fprintf(w, "progress %d %d %s %s\n", p.Done, p.Total, p.Unit, p.What) }
 		err := mountForeground(c, mnt, size, func() { fmt.Fprintln(w, "ok") }, progress)
 		if err != nil {
 			fmt.Fprintf(w, "error: %s\n", oneLine(err))
@@ -163,7 +163,7 @@ func oneLine(err error) string {
 	return s
 }
 
-func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progress func(what string, done, total int64)) error {
+func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progress func(cache.Progress)) error {
 	r, err := openRepo(c, repo.Options{FastCompression: true})
 	if err != nil {
 		return err
@@ -289,9 +289,9 @@ func mountDaemon(c *cli.Context, mnt string) error {
 }
 
 // waitReady reads what the daemon reports on its readiness pipe: progress
-// lines ("progress DONE TOTAL WHAT") while it starts, then "ok" or
+// lines ("progress DONE TOTAL UNIT WHAT") while it starts, then "ok" or
 // "error: …", which it returns; "" if the daemon died first.
-func waitReady(r io.Reader, progress func(what string, done, total int64)) string {
+func waitReady(r io.Reader, progress func(cache.Progress)) string {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -299,14 +299,14 @@ func waitReady(r io.Reader, progress func(what string, done, total int64)) strin
 		if !ok {
 			return line
 		}
-		f := strings.SplitN(rest, " ", 3)
-		if len(f) != 3 {
+		f := strings.SplitN(rest, " ", 4)
+		if len(f) != 4 {
 			continue
 		}
 		done, err1 := strconv.ParseInt(f[0], 10, 64)
 		total, err2 := strconv.ParseInt(f[1], 10, 64)
 		if err1 == nil && err2 == nil {
-			progress(f[2], done, total)
+			progress(cache.Progress{What: f[3], Done: done, Total: total, Unit: f[2]})
 		}
 	}
 	return ""

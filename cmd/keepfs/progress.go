@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/keepfs/keepfs/cache"
 )
 
 // barProgress renders repo/restorer progress on a terminal; elsewhere
@@ -98,26 +100,61 @@ func (p *importProgress) finish() {
 // the work starts.
 type startupProgress struct {
 	w    io.Writer
-	bar  *barProgress
+	tty  bool
+	bar  *progressbar.ProgressBar
 	what string
-	done int64
 }
 
 func newStartupProgress(w io.Writer) *startupProgress {
-	return &startupProgress{w: w, bar: newProgress(w)}
+	return &startupProgress{w: w, tty: isTerminal(w)}
 }
 
-func (p *startupProgress) report(what string, done, total int64) {
-	if what != p.what {
-		p.bar.Done()
-		p.what, p.done = what, 0
-		if p.bar == nil {
-			fmt.Fprintf(p.w, "%s (%s)...\n", what, humanBytes(total))
+func (p *startupProgress) report(pr cache.Progress) {
+	if pr.What != p.what {
+		p.finish()
+		p.what = pr.What
+		bytes := pr.Unit == "bytes"
+		if !p.tty {
+			unit := pr.Unit
+			if pr.Total == 1 && unit == "directories" {
+				unit = "directory"
+			}
+			size := fmt.Sprintf("%d %s", pr.Total, unit)
+			if bytes {
+				size = humanBytes(pr.Total)
+			}
+			if pr.Total > 0 {
+				fmt.Fprintf(p.w, "%s (%s)...\n", pr.What, size)
+			} else {
+				fmt.Fprintf(p.w, "%s...\n", pr.What)
+			}
+			return
 		}
-		p.bar.Start(what, total)
+		total := pr.Total
+		if total <= 0 {
+			total = -1 // a spinner
+		}
+		opts := []progressbar.Option{
+			progressbar.OptionSetWriter(p.w),
+			progressbar.OptionSetDescription(pr.What),
+			progressbar.OptionThrottle(100e6),
+			progressbar.OptionClearOnFinish(),
+		}
+		if bytes {
+			opts = append(opts, progressbar.OptionShowBytes(true))
+		} else {
+			opts = append(opts, progressbar.OptionShowCount())
+		}
+		p.bar = progressbar.NewOptions64(total, opts...)
 	}
-	p.bar.Add(done - p.done)
-	p.done = done
+	if p.bar != nil {
+		_ = p.bar.Set64(pr.Done)
+	}
 }
 
-func (p *startupProgress) finish() { p.bar.Done() }
+func (p *startupProgress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		p.bar = nil
+	}
+}
