@@ -155,11 +155,17 @@ func dropPages(f *os.File) {
 }
 
 // readAhead starts the kernel reading the files of the chunks ids in the
-// background; chunks kept elsewhere (or not at all) are skipped.
+// background; chunks kept elsewhere (or not at all) are skipped. The paths
+// are worked out before it returns: the goroutine may outlive the cache,
+// whose key is zeroed when the repository closes.
 func (cf *chunkFiles) readAhead(ids []crypto.ID) {
+	paths := make([]string, len(ids))
+	for i, id := range ids {
+		paths[i] = cf.path(id)
+	}
 	go func() {
-		for _, id := range ids {
-			f, err := os.Open(cf.path(id))
+		for _, p := range paths {
+			f, err := os.Open(p)
 			if err != nil {
 				continue
 			}
