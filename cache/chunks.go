@@ -233,7 +233,11 @@ func (c *Cache) prefetch(id crypto.ID) {
 	if c.mem.has(id) || !c.mem.startFetch(id) {
 		return
 	}
+	// Close waits for it: it reads the state directory with keys that
+	// are zeroed once the cache is closed.
+	c.wg.Add(1)
 	go func() {
+		defer c.wg.Done()
 		defer c.mem.endFetch(id)
 		ctx, cancel := context.WithTimeout(c.bg, time.Minute)
 		defer cancel()
