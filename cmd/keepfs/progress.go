@@ -31,13 +31,24 @@ func (p *barProgress) Start(what string, total int64) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.bar = progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(p.w),
+	p.bar = newBar(p.w, what, total, true)
+}
+
+// newBar is the one look of keepfs's progress bars: of bytes, or else of
+// a count; a total of -1 makes it a spinner.
+func newBar(w io.Writer, what string, total int64, bytes bool) *progressbar.ProgressBar {
+	opts := []progressbar.Option{
+		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription(what),
-		progressbar.OptionShowBytes(true),
 		progressbar.OptionThrottle(100e6),
 		progressbar.OptionClearOnFinish(),
-	)
+	}
+	if bytes {
+		opts = append(opts, progressbar.OptionShowBytes(true))
+	} else {
+		opts = append(opts, progressbar.OptionShowCount())
+	}
+	return progressbar.NewOptions64(total, opts...)
 }
 
 func (p *barProgress) Add(n int64) {
@@ -134,18 +145,7 @@ func (p *startupProgress) report(pr cache.Progress) {
 		if total <= 0 {
 			total = -1 // a spinner
 		}
-		opts := []progressbar.Option{
-			progressbar.OptionSetWriter(p.w),
-			progressbar.OptionSetDescription(pr.What),
-			progressbar.OptionThrottle(100e6),
-			progressbar.OptionClearOnFinish(),
-		}
-		if bytes {
-			opts = append(opts, progressbar.OptionShowBytes(true))
-		} else {
-			opts = append(opts, progressbar.OptionShowCount())
-		}
-		p.bar = progressbar.NewOptions64(total, opts...)
+		p.bar = newBar(p.w, pr.What, total, bytes)
 	}
 	if p.bar != nil {
 		_ = p.bar.Set64(pr.Done)
