@@ -104,14 +104,7 @@ func BenchmarkRandomWrite(b *testing.B) {
 	ctx := context.Background()
 	c := openCache(b, newRepo(b, remote.NewMem()), b.TempDir())
 	defer c.Close(ctx)
-	a, err := c.Create(ctx, c.Root(), "f", NewNode{Type: tree.File, Mode: 0o644})
-	if err != nil {
-		b.Fatal(err)
-	}
-	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDWR))
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, h := createOpen(b, c, c.Root(), "f")
 	const blocks = 256 << 20 >> 12
 	buf := randBytes(3, 4096)
 	rng := rand.New(rand.NewPCG(1, 1))

@@ -121,6 +121,21 @@ func putFile(t testing.TB, c *Cache, dir uint64, name string, data []byte, fsync
 	return a.Ino
 }
 
+// createOpen creates an empty file name in dir and opens it read-write.
+func createOpen(t testing.TB, c *Cache, dir uint64, name string) (Attr, *Handle) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := c.Create(ctx, dir, name, NewNode{Type: tree.File, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDWR))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, h
+}
+
 func readFile(t testing.TB, c *Cache, ino uint64) []byte {
 	t.Helper()
 	ctx := context.Background()

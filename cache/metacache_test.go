@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 
@@ -135,14 +134,7 @@ func TestOpenFileAttrsAndKillPriv(t *testing.T) {
 	be := remote.NewMem()
 	dir := t.TempDir()
 	c := openCache(t, newRepo(t, be), dir)
-	a, err := c.Create(ctx, c.Root(), "f", NewNode{Type: tree.File, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDWR))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, h := createOpen(t, c, c.Root(), "f")
 	if _, err := h.WriteAt(ctx, []byte("hello"), 0); err != nil {
 		t.Fatal(err)
 	}
