@@ -9,6 +9,8 @@
 //	c <blob id:32>       → plaintext size:8               the chunk is kept locally, sealed in a
 //	                                                      file beside Badger (cache/chunkfiles.go)
 //	q <blob id:32>       → empty                          upload queue: the chunk's c entry holds the data
+//	f <ino:8>            → Intent (EncodeIntent)          an fsync's changes not yet committed,
+//	                                                      held by a staging file (cache/intent.go)
 //	s <name>             → state values: "nextino" (uint64), "stateid" (16 random
 //	                       bytes), "lastsnap" (snapshot id:32)
 //

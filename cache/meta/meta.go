@@ -16,6 +16,7 @@ const (
 	prefixChunk  = 'c'
 	prefixQueue  = 'q'
 	prefixState  = 's'
+	prefixIntent = 'f'
 )
 
 // RootIno is the inode number of the live tree's root.
@@ -86,6 +87,16 @@ func IDFromKey(k []byte) crypto.ID {
 
 // StateKey names a state value.
 func StateKey(name string) []byte { return append([]byte{prefixState}, name...) }
+
+// IntentKey is the key of the fsync intent of inode ino.
+func IntentKey(ino uint64) []byte {
+	k := InodeKey(ino)
+	k[0] = prefixIntent
+	return k
+}
+
+// IntentPrefix prefixes every intent key.
+func IntentPrefix() []byte { return []byte{prefixIntent} }
 
 // Chunk is one piece of a file's content.
 type Chunk struct {
@@ -234,4 +245,137 @@ func DecodeInode(b []byte) (*Inode, error) {
 		return nil, r.err
 	}
 	return n, nil
+}
+
+// Intent is what an fsync made durable before its commit: the file's
+// uncommitted changes relative to the chunk list its inode names, with the
+// bytes themselves in an encrypted staging file.
+type Intent struct {
+	Staging      string   // file name in the staging directory
+	Key          [32]byte // AES-256 key of the staging file
+	IV           [16]byte // its CTR IV
+	Base         [32]byte // digest of the inode's chunk list the changes apply to
+	Size         uint64
+	Mtime, Ctime int64
+	// Pending attribute changes; absent ones are nil.
+	Mode, UID, GID *uint32
+	Atime          *int64
+	Dirty          []Range  // bytes that differ from the base
+	Written        []Range  // of those, bytes the staging file holds (the rest are zeros)
+	Points         []uint64 // offsets where the base's chunking must be redone
+}
+
+// Range is a half-open byte range [Start, End).
+type Range struct{ Start, End uint64 }
+
+const intentVersion = 1
+
+// EncodeIntent is the value of an intent key.
+func EncodeIntent(in *Intent) []byte {
+	b := []byte{intentVersion}
+	b = appendBytes(b, []byte(in.Staging))
+	b = append(b, in.Key[:]...)
+	b = append(b, in.IV[:]...)
+	b = append(b, in.Base[:]...)
+	b = binary.AppendUvarint(b, in.Size)
+	b = binary.AppendVarint(b, in.Mtime)
+	b = binary.AppendVarint(b, in.Ctime)
+	var has byte
+	for i, p := range []*uint32{in.Mode, in.UID, in.GID} {
+		if p != nil {
+			has |= 1 << i
+		}
+	}
+	if in.Atime != nil {
+		has |= 1 << 3
+	}
+	b = append(b, has)
+	for _, p := range []*uint32{in.Mode, in.UID, in.GID} {
+		if p != nil {
+			b = binary.AppendUvarint(b, uint64(*p))
+		}
+	}
+	if in.Atime != nil {
+		b = binary.AppendVarint(b, *in.Atime)
+	}
+	for _, rs := range [][]Range{in.Dirty, in.Written} {
+		b = binary.AppendUvarint(b, uint64(len(rs)))
+		for _, r := range rs {
+			b = binary.AppendUvarint(b, r.Start)
+			b = binary.AppendUvarint(b, r.End-r.Start)
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(in.Points)))
+	for _, p := range in.Points {
+		b = binary.AppendUvarint(b, p)
+	}
+	return b
+}
+
+// DecodeIntent parses an intent record. Ranges come out sorted, disjoint
+// and within Size, or the record is refused.
+func DecodeIntent(b []byte) (*Intent, error) {
+	if len(b) < 1 || b[0] != intentVersion {
+		return nil, errors.New("meta: unknown intent record version")
+	}
+	r := &reader{b: b[1:]}
+	in := &Intent{Staging: string(r.bytes())}
+	if r.err != nil || len(r.b) < 32+16+32 {
+		return nil, errors.New("meta: truncated intent record")
+	}
+	copy(in.Key[:], r.b)
+	copy(in.IV[:], r.b[32:])
+	copy(in.Base[:], r.b[48:])
+	r.b = r.b[80:]
+	in.Size = r.uvarint()
+	in.Mtime = r.varint()
+	in.Ctime = r.varint()
+	if r.err != nil || len(r.b) < 1 {
+		return nil, errors.New("meta: truncated intent record")
+	}
+	has := r.b[0]
+	if has > 0xf {
+		return nil, errors.New("meta: bad flags in intent record")
+	}
+	r.b = r.b[1:]
+	for i, p := range []**uint32{&in.Mode, &in.UID, &in.GID} {
+		if has&(1<<i) != 0 {
+			v := uint32(r.uvarint())
+			*p = &v
+		}
+	}
+	if has&(1<<3) != 0 {
+		v := r.varint()
+		in.Atime = &v
+	}
+	for _, rs := range []*[]Range{&in.Dirty, &in.Written} {
+		n := r.uvarint()
+		if n > uint64(len(r.b))/2 {
+			return nil, errors.New("meta: bad range count")
+		}
+		var prev uint64
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			s, l := r.uvarint(), r.uvarint()
+			e := s + l
+			if e < s || e > in.Size || l == 0 || i > 0 && s <= prev {
+				return nil, errors.New("meta: bad range in intent record")
+			}
+			*rs = append(*rs, Range{s, e})
+			prev = e
+		}
+	}
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		return nil, errors.New("meta: bad point count")
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		in.Points = append(in.Points, r.uvarint())
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.b) != 0 {
+		return nil, errors.New("meta: trailing bytes in intent record")
+	}
+	return in, nil
 }
