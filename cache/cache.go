@@ -130,6 +130,8 @@ type Cache struct {
 	chunkers chan *chunker.Chunker
 	unsynced unsynced // chunks stored by closes, not yet on the disk
 
+	beforeBgCommit func() // tests: runs as a background commit after an fsync starts
+
 	kick   chan struct{} // wakes the uploader
 	bg     context.Context
 	cancel context.CancelFunc
@@ -204,10 +206,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 			lf.Close()
 		}
 	}()
+	// Staging files are unlinked at creation, and linked only for an fsync
+	// intent: recoverIntents removes what no intent names.
 	c.staging = filepath.Join(opts.StateDir, "staging")
-	// Staging files are unlinked at creation; anything left is debris of
-	// an older layout and holds nothing committed.
-	_ = os.RemoveAll(c.staging)
 	if err := os.MkdirAll(c.staging, 0o700); err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
@@ -235,6 +236,10 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, err
 	}
 	c.bg, c.cancel = context.WithCancel(context.Background())
+	if err := c.recoverIntents(ctx); err != nil {
+		c.cancel()
+		return nil, err
+	}
 	rl, err := c.acquireRemoteLock(ctx)
 	if err != nil {
 		c.cancel()

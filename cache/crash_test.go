@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 		crashChild(spec)
 		return
 	}
+	if spec := os.Getenv("KEEPFS_INTENT_CHILD"); spec != "" {
+		intentChild(spec)
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -29,6 +29,11 @@ type openFile struct {
 
 	refs int // guarded by Cache.mu
 
+	// intent: an fsync's intent record names this file's uncommitted
+	// changes (changed with mu held, read with Cache.mu too).
+	intent   atomic.Bool
+	bgCommit bool // a background commit is on its way (guarded by mu)
+
 	mu      sync.Mutex // guards the fields below
 	chunks  []meta.Chunk
 	offs    []uint64 // start offset of each chunk
@@ -149,20 +154,25 @@ func (c *Cache) release(ctx context.Context, f *openFile) error {
 	if !last {
 		return nil
 	}
-	err := c.commit(ctx, f, false)
+	return errors.Join(c.commit(ctx, f, false), c.forgetIfIdle(f))
+}
+
+// forgetIfIdle drops f from the open files if nothing holds it: no handle,
+// and no intent whose commit has yet to succeed (the snapshotter retries
+// those). An inode unlinked while open goes with it.
+func (c *Cache) forgetIfIdle(f *openFile) error {
 	c.mu.Lock()
-	if f.refs > 0 { // reopened while we committed
+	if f.refs > 0 || f.intent.Load() || c.open[f.ino] != f {
 		c.mu.Unlock()
-		return err
+		return nil
 	}
 	delete(c.open, f.ino)
 	c.mu.Unlock()
 	f.mu.Lock()
 	f.closeStagingLocked()
 	f.mu.Unlock()
-	// An inode unlinked while open goes with its last handle.
-	if n, gerr := c.getInode(f.ino); errors.Is(gerr, ErrNotFound) || gerr == nil && n.Nlink > 0 {
-		return err
+	if n, err := c.getInode(f.ino); errors.Is(err, ErrNotFound) || err == nil && n.Nlink > 0 {
+		return nil
 	}
 	c.nsMu.Lock()
 	derr := c.update(func(txn *wtxn) error {
@@ -176,7 +186,7 @@ func (c *Cache) release(ctx context.Context, f *openFile) error {
 		return txn.delInode(f.ino)
 	})
 	c.nsMu.Unlock()
-	return errors.Join(err, derr)
+	return derr
 }
 
 func (f *openFile) setChunks(chunks []meta.Chunk) {
@@ -510,6 +520,12 @@ func (f *openFile) truncate(ctx context.Context, size uint64) error {
 	if size == f.size {
 		return nil // POSIX: times change only when the size does
 	}
+	if size < f.size && f.intent.Load() {
+		// Shrinking the staging file would take bytes the intent names.
+		if err := f.c.commitLocked(ctx, f, true, false); err != nil {
+			return err
+		}
+	}
 	if size < f.size {
 		f.dirty = f.dirty.clip(size)
 		f.written = f.written.clip(size)
@@ -544,10 +560,19 @@ func (f *openFile) ensureStagingLocked() error {
 }
 
 // Flush commits the file (close(2) calls it).
-func (h *Handle) Flush(ctx context.Context) error { return h.c.commit(ctx, h.f, false) }
+func (h *Handle) Flush(ctx context.Context) error {
+	h.f.mu.Lock()
+	defer h.f.mu.Unlock()
+	return h.c.commitLocked(ctx, h.f, false, true)
+}
 
-// Fsync commits the file and makes the commit durable.
-func (h *Handle) Fsync(ctx context.Context) error { return h.c.commit(ctx, h.f, true) }
+// Fsync makes the file's changes durable: committed, or for many bytes
+// staged durably with an intent and committed in the background.
+func (h *Handle) Fsync(ctx context.Context) error {
+	h.f.mu.Lock()
+	defer h.f.mu.Unlock()
+	return h.c.commitLocked(ctx, h.f, true, true)
+}
 
 // Release closes the handle; the last one commits.
 func (h *Handle) Release(ctx context.Context) error { return h.c.release(ctx, h.f) }
@@ -558,6 +583,13 @@ func (h *Handle) Release(ctx context.Context) error { return h.c.release(ctx, h.
 func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return c.commitLocked(ctx, f, durable, false)
+}
+
+// commitLocked is commit with f.mu held. With deferrable, a durable commit
+// of many bytes may return once an intent makes them durable instead, and
+// commit in the background (see deferCommitLocked).
+func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrable bool) error {
 	if !f.dirtyLocked() {
 		if durable {
 			// Committed by an earlier close: its chunks may still be in
@@ -571,14 +603,25 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	}
 	n, err := c.getInode(f.ino)
 	if errors.Is(err, ErrNotFound) {
+		c.dropIntentLocked(f)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	if n.Nlink == 0 {
-		return nil // unlinked: nobody will ever see the content again
+		// Unlinked: nobody will ever see the content again.
+		c.dropIntentLocked(f)
+		return nil
 	}
+	if deferrable {
+		if ok, err := c.deferCommitLocked(f, durable); ok || err != nil {
+			return err
+		}
+	}
+	// An intent's record goes in the commit's transaction, and its staging
+	// bytes once the commit is on the disk: a commit after one is durable.
+	durable = durable || f.intent.Load()
 	if err := c.checkSpace(f.dirty.total()); err != nil {
 		return fmt.Errorf("commit inode %d: %w", f.ino, err)
 	}
@@ -599,8 +642,14 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 			return fmt.Errorf("commit inode %d: %w", f.ino, err)
 		}
 	}
+	intent := f.intent.Load()
 	c.nsMu.Lock()
 	err = c.storeChunks(small, enqueue, durable, func(txn *wtxn) error {
+		if intent {
+			if err := txn.Delete(meta.IntentKey(f.ino)); err != nil {
+				return err
+			}
+		}
 		n, err := txn.inode(f.ino)
 		if err != nil {
 			return err
@@ -611,6 +660,7 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	})
 	c.nsMu.Unlock()
 	if errors.Is(err, ErrNotFound) {
+		c.dropIntentLocked(f)
 		return nil
 	}
 	if err != nil {
@@ -628,6 +678,10 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 	f.dirty, f.written, f.points, f.changed = nil, nil, nil, false
 	f.attrs = pendingAttrs{}
 	f.dirtyBytes.Store(0)
+	if intent {
+		f.intent.Store(false)
+		f.stage.unlink(c.log)
+	}
 	if f.stage != nil {
 		if err := f.stage.truncate(0); err != nil {
 			c.log.Warn("cannot shrink a staging file", "err", err)
@@ -820,14 +874,18 @@ func (r *contentReader) Read(p []byte) (int, error) {
 // past memStagingMax they move to an unlinked temporary file, encrypted
 // with AES-CTR under a random key that lives only in memory: the bytes are
 // unreadable on disk, and gone for good after a crash (uncommitted data is
-// not promised to survive one).
+// not promised to survive one). An fsync that defers its commit links the
+// file and records the key in an intent (see intent.go), inside Badger's
+// encryption.
 type staging struct {
 	dir   string
 	mem   []byte   // plaintext by file offset while f is nil
 	f     *os.File // nil until the data outgrows memory
 	buf   []byte   // scratch for ciphertext, reused across writes
 	block cipher.Block
+	key   [32]byte // kept for an fsync intent, which must name it
 	iv    [aes.BlockSize]byte
+	name  string // the file's name in dir once an fsync linked it, else ""
 }
 
 // memStagingMax bounds the bytes one file stages in memory. Creating a
@@ -850,13 +908,11 @@ func (s *staging) spill() error {
 		}
 		os.Remove(f.Name())
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	if _, err := rand.Read(s.key[:]); err != nil {
 		f.Close()
 		return err
 	}
-	b, err := aes.NewCipher(key)
-	clear(key)
+	b, err := aes.NewCipher(s.key[:])
 	if err != nil {
 		f.Close()
 		return err
@@ -946,11 +1002,14 @@ func (s *staging) truncate(size uint64) error {
 	return nil
 }
 
+// close closes the staging file. A linked one stays on the disk: an
+// intent names it until a commit has taken its bytes.
 func (s *staging) close() {
 	if s.f != nil {
 		s.f.Close()
 	}
 	clear(s.mem)
+	clear(s.key[:])
 	s.mem = nil
 }
 

@@ -67,6 +67,9 @@ func (c *Cache) snapshotIfChanged(ctx context.Context, always bool) (*repo.Snaps
 }
 
 func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot, []func(*repo.Snapshot), error) {
+	if err := c.commitIntents(ctx); err != nil {
+		return nil, nil, fmt.Errorf("commit fsynced files: %w", err)
+	}
 	c.snapMu.Lock()
 	defer c.snapMu.Unlock()
 	c.mu.Lock()

@@ -1,0 +1,345 @@
+package cache
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/cache/meta"
+)
+
+// An fsync of many changed bytes does not wait for their commit (chunk,
+// hash, compress, seal, store: several times the cost of writing them).
+// It makes the staged bytes durable instead, with an intent record in
+// Badger naming the staging file, its key and what changed, and commits
+// in the background. fsync's promise holds: after kill -9 or a power loss
+// Open commits every intent it finds before the mount serves anything.
+//
+// Until its commit, a file with an intent stays open in memory, every
+// commit of it is durable (its transaction deletes the record; only then
+// may the staging bytes go), and a snapshot commits it first, so that a
+// snapshot still shows each file as of its last close or fsync.
+
+// deferCommitMin is the fewest changed bytes an fsync defers the commit
+// of: below it a commit costs little more than the syncs of an intent.
+const deferCommitMin = 4 << 20
+
+// deferCommitLocked records an intent for f's changes instead of
+// committing them, if f qualifies: its staging is a file, and the caller
+// is an fsync of enough bytes or f has an intent already (a close then
+// refreshes it, without syncs: closed data has to survive kill -9 only).
+// It reports whether it did.
+func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
+	s := f.stage
+	if s == nil || s.f == nil {
+		return false, nil
+	}
+	if !f.intent.Load() && (!durable || f.dirty.total() < deferCommitMin) {
+		return false, nil
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed && !f.intent.Load() {
+		return false, nil // Close commits everything anyway
+	}
+	linked := s.name != ""
+	if err := s.link(); err != nil {
+		if f.intent.Load() {
+			return false, err
+		}
+		c.log.Warn("cannot keep a staging file; fsync commits at once", "err", err)
+		return false, nil
+	}
+	if durable {
+		// The chunks the record's base names, stored by closes, first.
+		if err := c.syncNoted(); err != nil {
+			return false, err
+		}
+		if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
+			return false, fmt.Errorf("sync staging file: %w", err)
+		}
+		if !linked {
+			if err := syncPath(c.staging); err != nil {
+				return false, fmt.Errorf("sync staging directory: %w", err)
+			}
+		}
+	}
+	rec := f.intentLocked()
+	err := c.update(func(txn *wtxn) error {
+		return txn.Set(meta.IntentKey(f.ino), meta.EncodeIntent(rec))
+	})
+	clear(rec.Key[:])
+	if err != nil {
+		return false, fmt.Errorf("record fsync intent: %w", err)
+	}
+	f.intent.Store(true)
+	if durable {
+		if err := c.sync(); err != nil {
+			return false, err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !f.bgCommit && !c.closed {
+		f.bgCommit = true
+		f.refs++
+		c.wg.Add(1)
+		go c.commitInBackground(f)
+	}
+	return true, nil
+}
+
+// commitInBackground commits f's intent; it holds a reference on f.
+func (c *Cache) commitInBackground(f *openFile) {
+	defer c.wg.Done()
+	if c.beforeBgCommit != nil {
+		c.beforeBgCommit()
+	}
+	f.mu.Lock()
+	f.bgCommit = false
+	var err error
+	if f.intent.Load() {
+		err = c.commitLocked(c.bg, f, true, false)
+	}
+	f.mu.Unlock()
+	if err != nil {
+		c.log.Warn("commit after an fsync failed; its changes stay staged and the next snapshot retries", "ino", f.ino, "err", err)
+	}
+	c.mu.Lock()
+	f.refs--
+	c.mu.Unlock()
+	if err := c.forgetIfIdle(f); err != nil {
+		c.log.Warn("cannot drop an unlinked file", "ino", f.ino, "err", err)
+	}
+}
+
+// commitIntents commits every open file with an intent, so that a
+// snapshot sees what was fsynced before it.
+func (c *Cache) commitIntents(ctx context.Context) error {
+	c.mu.Lock()
+	var files []*openFile
+	for _, f := range c.open {
+		if f.intent.Load() {
+			files = append(files, f)
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, f := range files {
+		f.mu.Lock()
+		var err error
+		if f.intent.Load() {
+			err = c.commitLocked(ctx, f, true, false)
+		}
+		f.mu.Unlock()
+		errs = append(errs, err, c.forgetIfIdle(f))
+	}
+	return errors.Join(errs...)
+}
+
+// dropIntentLocked forgets f's intent without committing it: the file is
+// gone. A failure leaves a record that Open drops for the same reason.
+func (c *Cache) dropIntentLocked(f *openFile) {
+	if !f.intent.Load() {
+		return
+	}
+	if err := c.update(func(txn *wtxn) error { return txn.Delete(meta.IntentKey(f.ino)) }); err != nil {
+		c.log.Warn("cannot drop an fsync intent", "ino", f.ino, "err", err)
+		return
+	}
+	f.intent.Store(false)
+	f.stage.unlink(c.log)
+}
+
+// intentLocked describes f's uncommitted changes.
+func (f *openFile) intentLocked() *meta.Intent {
+	rec := &meta.Intent{Staging: f.stage.name, Key: f.stage.key, IV: f.stage.iv,
+		Base: chunksDigest(f.chunks), Size: f.size, Mtime: f.mtime, Ctime: f.ctime,
+		Mode: f.attrs.mode, UID: f.attrs.uid, GID: f.attrs.gid, Atime: f.attrs.atime,
+		Points: f.points}
+	for _, x := range f.dirty {
+		rec.Dirty = append(rec.Dirty, meta.Range{Start: x.Start, End: x.End})
+	}
+	for _, x := range f.written {
+		rec.Written = append(rec.Written, meta.Range{Start: x.Start, End: x.End})
+	}
+	return rec
+}
+
+// chunksDigest identifies a chunk list, so that an intent is applied to
+// the content it was made against and nothing else.
+func chunksDigest(chunks []meta.Chunk) [32]byte {
+	h := sha256.New()
+	var b [4]byte
+	for _, ch := range chunks {
+		h.Write(ch.ID[:])
+		b[0], b[1], b[2], b[3] = byte(ch.Len>>24), byte(ch.Len>>16), byte(ch.Len>>8), byte(ch.Len)
+		h.Write(b[:])
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// recoverIntents commits, at Open, the intents a crash left, then removes
+// staging files no intent names.
+func (c *Cache) recoverIntents(ctx context.Context) error {
+	type item struct {
+		ino uint64
+		rec []byte
+	}
+	var items []item
+	err := c.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.IntentPrefix(), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			items = append(items, item{meta.InoFromInodeKey(it.Item().Key()), v})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read fsync intents: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, it := range items {
+		rec, err := meta.DecodeIntent(it.rec)
+		if err == nil {
+			err = c.recoverIntent(ctx, it.ino, rec)
+			if err == nil {
+				// Committed (its transaction deleted the record), or the
+				// file is gone; either way nothing is left to keep.
+				err = c.update(func(txn *wtxn) error { return txn.Delete(meta.IntentKey(it.ino)) })
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if !errors.Is(err, errIntentUnusable) {
+				// Kept for the next attempt (a full disk, say): the file
+				// stays open in memory with its changes.
+				keep[rec.Staging] = true
+				c.log.Error("cannot commit data fsynced before a crash; will retry", "ino", it.ino, "err", err)
+				continue
+			}
+		}
+		{
+			c.log.Error("data fsynced before a crash is lost", "ino", it.ino, "err", err)
+			if derr := c.update(func(txn *wtxn) error { return txn.Delete(meta.IntentKey(it.ino)) }); derr != nil {
+				return derr
+			}
+		}
+	}
+	ents, err := os.ReadDir(c.staging)
+	if err != nil {
+		return fmt.Errorf("read staging directory: %w", err)
+	}
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			os.Remove(filepath.Join(c.staging, e.Name()))
+		}
+	}
+	return nil
+}
+
+// errIntentUnusable marks an intent that can never be committed.
+var errIntentUnusable = errors.New("fsync intent unusable")
+
+func (c *Cache) recoverIntent(ctx context.Context, ino uint64, rec *meta.Intent) error {
+	f, err := c.acquire(ctx, ino)
+	if errors.Is(err, ErrNotFound) {
+		return nil // the file was deleted before the crash: nothing to keep
+	}
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	err = f.applyIntentLocked(c.staging, rec)
+	if err == nil {
+		f.intent.Store(true)
+		err = c.commitLocked(ctx, f, true, false)
+	}
+	f.mu.Unlock()
+	c.mu.Lock()
+	f.refs--
+	c.mu.Unlock()
+	return errors.Join(err, c.forgetIfIdle(f))
+}
+
+// applyIntentLocked puts rec's changes back on f, freshly loaded.
+func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
+	if chunksDigest(f.chunks) != rec.Base {
+		return fmt.Errorf("%w: the file changed after it", errIntentUnusable)
+	}
+	if rec.Staging == "" || filepath.Base(rec.Staging) != rec.Staging {
+		return fmt.Errorf("%w: bad staging file name", errIntentUnusable)
+	}
+	sf, err := os.OpenFile(filepath.Join(dir, rec.Staging), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errIntentUnusable, err)
+	}
+	b, err := aes.NewCipher(rec.Key[:])
+	if err != nil {
+		sf.Close()
+		return err
+	}
+	f.closeStagingLocked()
+	f.stage = &staging{dir: dir, f: sf, block: b, key: rec.Key, iv: rec.IV, name: rec.Staging}
+	f.size, f.mtime, f.ctime, f.changed = rec.Size, rec.Mtime, rec.Ctime, true
+	f.attrs = pendingAttrs{mode: rec.Mode, uid: rec.UID, gid: rec.GID, atime: rec.Atime}
+	f.dirty, f.written = nil, nil
+	for _, r := range rec.Dirty {
+		f.dirty, _ = f.dirty.add(r.Start, r.End)
+	}
+	for _, r := range rec.Written {
+		f.written, _ = f.written.add(r.Start, r.End)
+	}
+	f.points = rec.Points
+	f.dirtyBytes.Store(f.dirty.total())
+	return nil
+}
+
+// link gives the staging file a name, so that it outlives the process.
+func (s *staging) link() error {
+	if s.name != "" {
+		return nil
+	}
+	var r [12]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return err
+	}
+	name := hex.EncodeToString(r[:])
+	// A file made with O_TMPFILE links through /proc without privileges.
+	fd := "/proc/self/fd/" + strconv.Itoa(int(s.f.Fd()))
+	if err := unix.Linkat(unix.AT_FDCWD, fd, unix.AT_FDCWD, filepath.Join(s.dir, name), unix.AT_SYMLINK_FOLLOW); err != nil {
+		return fmt.Errorf("link staging file: %w", err)
+	}
+	s.name = name
+	return nil
+}
+
+// unlink removes the staging file's name once no intent needs it.
+func (s *staging) unlink(log *slog.Logger) {
+	if s == nil || s.name == "" {
+		return
+	}
+	if err := os.Remove(filepath.Join(s.dir, s.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Warn("cannot remove a staging file", "err", err)
+	}
+	s.name = ""
+}

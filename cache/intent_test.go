@@ -1,0 +1,319 @@
+package cache
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/remote"
+)
+
+// holdBgCommits makes c's background commits wait until the returned
+// function is called; c.Close waits for them.
+func holdBgCommits(c *Cache) (release func()) {
+	gate := make(chan struct{})
+	c.beforeBgCommit = func() { <-gate }
+	var once sync.Once
+	return func() { once.Do(func() { close(gate) }) }
+}
+
+func intentCount(t *testing.T, c *Cache) int {
+	t.Helper()
+	n := 0
+	err := c.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.IntentPrefix()})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func stagingNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, "staging"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// An fsync of many bytes returns before their commit, with an intent; a
+// snapshot commits it first, and the background commit then has nothing
+// left to do.
+func TestFsyncDefersCommit(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	dir := t.TempDir()
+	c := openCache(t, newRepo(t, be), dir)
+	defer c.Close(ctx)
+	release := holdBgCommits(c)
+	defer release()
+	data := randBytes(21, deferCommitMin+3<<20)
+	a, h := createOpen(t, c, c.Root(), "big")
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.getInode(a.Ino); err != nil || n.Size != 0 || len(n.Chunks) != 0 {
+		t.Fatalf("the fsync committed at once: %+v, %v", n, err)
+	}
+	if got := intentCount(t, c); got != 1 {
+		t.Fatalf("%d intent records after the fsync, want 1", got)
+	}
+	if names := stagingNames(t, dir); len(names) != 1 {
+		t.Fatalf("staging files after the fsync: %v", names)
+	}
+	// Closing refreshes the intent and leaves the commit to the background.
+	if err := h.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.getInode(a.Ino); n.Size != 0 {
+		t.Fatal("close committed a file with an intent at once")
+	}
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
+		t.Fatal("content before the commit differs")
+	}
+	sn, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(snapshotFile(t, c.Repository(), sn, "/big"), data) {
+		t.Fatal("the snapshot after the fsync lacks its data")
+	}
+	if n, _ := c.getInode(a.Ino); n.Size != uint64(len(data)) {
+		t.Fatalf("inode after the snapshot: size %d", n.Size)
+	}
+	if got := intentCount(t, c); got != 0 {
+		t.Fatalf("%d intent records after the commit", got)
+	}
+	if names := stagingNames(t, dir); len(names) != 0 {
+		t.Fatalf("staging files after the commit: %v", names)
+	}
+	release()
+	waitFor(t, func() bool { return !c.isOpen(a.Ino) })
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
+		t.Fatal("content after the commit differs")
+	}
+}
+
+// A small fsync still commits before it returns.
+func TestSmallFsyncCommitsAtOnce(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	defer holdBgCommits(c)()
+	data := randBytes(22, 1<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	defer h.Release(ctx)
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.getInode(a.Ino); err != nil || n.Size != uint64(len(data)) || intentCount(t, c) != 0 {
+		t.Fatalf("a 1 MiB fsync did not commit: %+v, %v", n, err)
+	}
+}
+
+// Shrinking a file with an intent commits the intent first: the staging
+// bytes it names must not go before the commit has them.
+func TestTruncateCommitsIntent(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := openCache(t, newRepo(t, remote.NewMem()), dir)
+	defer c.Close(ctx)
+	defer holdBgCommits(c)()
+	data := randBytes(23, deferCommitMin+1<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	defer h.Release(ctx)
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if intentCount(t, c) != 1 {
+		t.Fatal("no intent: the test would test nothing")
+	}
+	size := uint64(1000)
+	if _, err := c.SetAttr(ctx, a.Ino, SetAttrIn{Size: &size}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.getInode(a.Ino); n.Size != uint64(len(data)) || intentCount(t, c) != 0 || len(stagingNames(t, dir)) != 0 {
+		t.Fatalf("truncate did not commit the intent first: size %d, %d intents", n.Size, intentCount(t, c))
+	}
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data[:size]) {
+		t.Fatal("content after the truncate differs")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not reached in 5 s")
+}
+
+// intentContent is what the intent child leaves: a file fsynced whole,
+// then changed in place and closed before the kill.
+func intentContent() (fsynced, closed []byte) {
+	fsynced = randBytes(31, deferCommitMin+5<<20)
+	closed = bytes.Clone(fsynced)
+	copy(closed[1<<20:], randBytes(32, 100_000))
+	closed = append(closed, randBytes(33, 70_000)...)
+	return fsynced, closed
+}
+
+// intentChild: KEEPFS_INTENT_CHILD=<remote dir>:<state dir> writes and
+// fsyncs a big file with background commits held, then changes and closes
+// it, and waits to be killed.
+func intentChild(spec string) {
+	dirs := strings.SplitN(spec, ":", 2)
+	be, err := remote.NewFile(dirs[0])
+	if err != nil {
+		panic(err)
+	}
+	t := &testing.T{}
+	c, err := Open(context.Background(), reopenRepo(t, be), Options{StateDir: dirs[1], SnapshotInterval: time.Hour, Logger: quietLogger()})
+	if err != nil {
+		panic(err)
+	}
+	c.beforeBgCommit = func() { select {} }
+	ctx := context.Background()
+	fsynced, closed := intentContent()
+	_, h := createOpen(t, c, c.Root(), "big")
+	for off := 0; off < len(fsynced); off += 1 << 20 {
+		if _, err := h.WriteAt(ctx, fsynced[off:min(off+1<<20, len(fsynced))], int64(off)); err != nil {
+			panic(err)
+		}
+	}
+	if err := h.Fsync(ctx); err != nil {
+		panic(err)
+	}
+	os.Stdout.WriteString("fsynced\n")
+	if _, err := h.WriteAt(ctx, closed[1<<20:1<<20+100_000], 1<<20); err != nil {
+		panic(err)
+	}
+	if _, err := h.WriteAt(ctx, closed[len(fsynced):], int64(len(fsynced))); err != nil {
+		panic(err)
+	}
+	if err := h.Flush(ctx); err != nil {
+		panic(err)
+	}
+	if err := h.Release(ctx); err != nil {
+		panic(err)
+	}
+	os.Stdout.WriteString("closed\n")
+	select {}
+}
+
+// TestKill9WithIntent kills a process between an fsync that deferred its
+// commit (and a close after it) and the commit: Open commits the intent,
+// and the file reads as closed.
+func TestKill9WithIntent(t *testing.T) {
+	rdir, sdir := t.TempDir(), t.TempDir()
+	be, err := remote.NewFile(rdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newRepo(t, be)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "KEEPFS_INTENT_CHILD="+rdir+":"+sdir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if sc.Text() == "closed" {
+			break
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if strings.Join(lines, ",") != "fsynced,closed" {
+		t.Fatalf("child said %q", lines)
+	}
+	if len(stagingNames(t, sdir)) != 1 {
+		t.Fatal("no staging file kept for the intent: the test would test nothing")
+	}
+	c := openCache(t, reopenRepo(t, be), sdir)
+	defer c.Close(context.Background())
+	_, closed := intentContent()
+	if got := readFile(t, c, lookupPath(t, c, "big").Ino); !bytes.Equal(got, closed) {
+		t.Fatalf("after kill -9: %d bytes, want the %d closed", len(got), len(closed))
+	}
+	if intentCount(t, c) != 0 || len(stagingNames(t, sdir)) != 0 {
+		t.Fatalf("intent left after recovery: %d records, staging %v", intentCount(t, c), stagingNames(t, sdir))
+	}
+	sn, err := c.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(snapshotFile(t, c.Repository(), sn, "/big"), closed) {
+		t.Fatal("the snapshot after recovery differs")
+	}
+}
+
+// An intent that no longer fits its file (the base changed) is dropped,
+// not applied over other content; stray staging files go at Open.
+func TestUnusableIntentDropped(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	dir := t.TempDir()
+	c := openCache(t, newRepo(t, be), dir)
+	old := randBytes(41, 2000)
+	ino := writeFile(t, c, c.Root(), "f", old)
+	rec := &meta.Intent{Staging: "gone", Size: 10, Dirty: []meta.Range{{Start: 0, End: 10}}}
+	if err := c.update(func(txn *wtxn) error { return txn.Set(meta.IntentKey(ino), meta.EncodeIntent(rec)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "staging", "stray"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crash(c)
+	c = openCache(t, reopenRepo(t, be), dir)
+	defer c.Close(ctx)
+	if got := readFile(t, c, ino); !bytes.Equal(got, old) {
+		t.Fatal("an unusable intent changed the file")
+	}
+	if intentCount(t, c) != 0 || len(stagingNames(t, dir)) != 0 {
+		t.Fatalf("left after Open: %d intents, staging %v", intentCount(t, c), stagingNames(t, dir))
+	}
+}
