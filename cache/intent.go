@@ -265,6 +265,9 @@ func (c *Cache) recoverIntent(ctx context.Context, ino uint64, rec *meta.Intent)
 	if errors.Is(err, ErrNotFound) {
 		return nil // the file was deleted before the crash: nothing to keep
 	}
+	if errors.Is(err, ErrIsDir) || errors.Is(err, ErrInvalid) {
+		return fmt.Errorf("%w: inode %d is no longer a file", errIntentUnusable, ino)
+	}
 	if err != nil {
 		return err
 	}

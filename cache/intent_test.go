@@ -68,7 +68,8 @@ func TestFsyncDefersCommit(t *testing.T) {
 	defer c.Close(ctx)
 	release := holdBgCommits(c)
 	defer release()
-	data := randBytes(21, deferCommitMin+3<<20)
+	const marker = "PATIENT-RECORD-4711"
+	data := bytes.Repeat([]byte(marker+"\n"), (deferCommitMin+3<<20)/20)
 	a, h := createOpen(t, c, c.Root(), "big")
 	if _, err := h.WriteAt(ctx, data, 0); err != nil {
 		t.Fatal(err)
@@ -84,6 +85,10 @@ func TestFsyncDefersCommit(t *testing.T) {
 	}
 	if names := stagingNames(t, dir); len(names) != 1 {
 		t.Fatalf("staging files after the fsync: %v", names)
+	}
+	// The kept staging file and the record are no plaintext either.
+	if p := grepDir(t, dir, marker); p != "" {
+		t.Fatalf("plaintext in %s", p)
 	}
 	// Closing refreshes the intent and leaves the commit to the background.
 	if err := h.Flush(ctx); err != nil {
