@@ -309,7 +309,11 @@ func TestKill9Daemon(t *testing.T) {
 	want := map[string][]byte{}
 	rng := rand.New(rand.NewSource(3))
 	for i := 0; i < 20; i++ {
-		b := make([]byte, rng.Intn(3<<20))
+		n := rng.Intn(3 << 20)
+		if i%5 == 4 {
+			n += 8 << 20 // an fsync of this many bytes commits in the background
+		}
+		b := make([]byte, n)
 		rng.Read(b)
 		p := filepath.Join(w.mnt, fmt.Sprintf("f%d", i))
 		f, err := os.Create(p)
