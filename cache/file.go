@@ -559,7 +559,8 @@ func (f *openFile) ensureStagingLocked() error {
 	return nil
 }
 
-// Flush commits the file (close(2) calls it).
+// Flush commits the file (close(2) calls it); for a file whose fsync left
+// an intent, it brings the intent up to date instead.
 func (h *Handle) Flush(ctx context.Context) error {
 	h.f.mu.Lock()
 	defer h.f.mu.Unlock()
@@ -683,8 +684,8 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 		f.stage.unlink(c.log)
 	}
 	if f.stage != nil {
-		if err := f.stage.truncate(0); err != nil {
-			c.log.Warn("cannot shrink a staging file", "err", err)
+		if err := f.stage.reset(); err != nil {
+			c.log.Warn("cannot reset a staging file", "err", err)
 		}
 	}
 	c.inodeChanged(f.ino)
@@ -908,20 +909,10 @@ func (s *staging) spill() error {
 		}
 		os.Remove(f.Name())
 	}
-	if _, err := rand.Read(s.key[:]); err != nil {
+	if err := s.rekey(); err != nil {
 		f.Close()
 		return err
 	}
-	b, err := aes.NewCipher(s.key[:])
-	if err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := rand.Read(s.iv[:8]); err != nil {
-		f.Close()
-		return err
-	}
-	s.block = b
 	s.f = f
 	mem := s.mem
 	s.mem = nil
@@ -933,6 +924,32 @@ func (s *staging) spill() error {
 		}
 	}
 	return nil
+}
+
+// rekey picks a fresh key and IV.
+func (s *staging) rekey() error {
+	if _, err := rand.Read(s.key[:]); err != nil {
+		return err
+	}
+	b, err := aes.NewCipher(s.key[:])
+	if err != nil {
+		return err
+	}
+	if _, err := rand.Read(s.iv[:8]); err != nil {
+		return err
+	}
+	s.block = b
+	return nil
+}
+
+// reset empties the staging after a commit took its bytes. A file keeps
+// its staging file across commits, and the next bytes staged at the same
+// offsets get a fresh key: one key stream never seals two plaintexts.
+func (s *staging) reset() error {
+	if err := s.truncate(0); err != nil || s.f == nil {
+		return err
+	}
+	return s.rekey()
 }
 
 // xorAt applies the key stream for file offset off.
