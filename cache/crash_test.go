@@ -35,22 +35,45 @@ func crashContent(i int) []byte {
 	return randBytes(uint64(i)+100, 1000+i*37_111%(3<<20))
 }
 
-func crashChild(spec string) {
+// openChildCache opens the cache a child process works through; spec is
+// "<remote dir>:<state dir>".
+func openChildCache(spec string) *Cache {
 	dirs := strings.SplitN(spec, ":", 2)
 	be, err := remote.NewFile(dirs[0])
 	if err != nil {
 		panic(err)
 	}
-	t := &testing.T{}
-	r := reopenRepo(t, be)
-	c, err := Open(context.Background(), r, Options{StateDir: dirs[1], SnapshotInterval: time.Hour, Logger: quietLogger()})
+	c, err := Open(context.Background(), reopenRepo(&testing.T{}, be), Options{StateDir: dirs[1], SnapshotInterval: time.Hour, Logger: quietLogger()})
 	if err != nil {
 		panic(err)
 	}
+	return c
+}
+
+func crashChild(spec string) {
+	t := &testing.T{}
+	c := openChildCache(spec)
 	for i := 0; ; i++ {
 		writeFile(t, c, c.Root(), fmt.Sprintf("f%d", i), crashContent(i))
 		fmt.Printf("closed %d\n", i)
 	}
+}
+
+// startChild runs this test binary as a child in the mode env selects (see
+// TestMain) and returns it with a scanner of its output.
+func startChild(t *testing.T, env string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, bufio.NewScanner(out)
 }
 
 // TestKill9 kills a process that writes through the cache at an arbitrary
@@ -65,17 +88,7 @@ func TestKill9(t *testing.T) {
 	}
 	newRepo(t, be)
 	for round := 0; round < 3; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "KEEPFS_CRASH_CHILD="+rdir+":"+sdir)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(out)
+		cmd, sc := startChild(t, "KEEPFS_CRASH_CHILD="+rdir+":"+sdir)
 		last := -1
 		for sc.Scan() && last < 8+round*5 {
 			if n, err := strconv.Atoi(strings.TrimPrefix(sc.Text(), "closed ")); err == nil {

@@ -1,11 +1,9 @@
 package cache
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +23,18 @@ func holdBgCommits(c *Cache) (release func()) {
 	c.beforeBgCommit = func() { <-gate }
 	var once sync.Once
 	return func() { once.Do(func() { close(gate) }) }
+}
+
+// writeFsync writes data at the start of h's file and fsyncs it.
+func writeFsync(t *testing.T, h *Handle, data []byte) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func intentCount(t *testing.T, c *Cache) int {
@@ -71,12 +81,7 @@ func TestFsyncDefersCommit(t *testing.T) {
 	const marker = "PATIENT-RECORD-4711"
 	data := bytes.Repeat([]byte(marker+"\n"), (deferCommitMin+3<<20)/20)
 	a, h := createOpen(t, c, c.Root(), "big")
-	if _, err := h.WriteAt(ctx, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	writeFsync(t, h, data)
 	if n, err := c.getInode(a.Ino); err != nil || n.Size != 0 || len(n.Chunks) != 0 {
 		t.Fatalf("the fsync committed at once: %+v, %v", n, err)
 	}
@@ -135,12 +140,7 @@ func TestSmallFsyncCommitsAtOnce(t *testing.T) {
 	data := randBytes(22, 1<<20)
 	a, h := createOpen(t, c, c.Root(), "f")
 	defer h.Release(ctx)
-	if _, err := h.WriteAt(ctx, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	writeFsync(t, h, data)
 	if n, err := c.getInode(a.Ino); err != nil || n.Size != uint64(len(data)) || intentCount(t, c) != 0 {
 		t.Fatalf("a 1 MiB fsync did not commit: %+v, %v", n, err)
 	}
@@ -157,12 +157,7 @@ func TestTruncateCommitsIntent(t *testing.T) {
 	data := randBytes(23, deferCommitMin+1<<20)
 	a, h := createOpen(t, c, c.Root(), "f")
 	defer h.Release(ctx)
-	if _, err := h.WriteAt(ctx, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	writeFsync(t, h, data)
 	if intentCount(t, c) != 1 {
 		t.Fatal("no intent: the test would test nothing")
 	}
@@ -203,16 +198,8 @@ func intentContent() (fsynced, closed []byte) {
 // fsyncs a big file with background commits held, then changes and closes
 // it, and waits to be killed.
 func intentChild(spec string) {
-	dirs := strings.SplitN(spec, ":", 2)
-	be, err := remote.NewFile(dirs[0])
-	if err != nil {
-		panic(err)
-	}
 	t := &testing.T{}
-	c, err := Open(context.Background(), reopenRepo(t, be), Options{StateDir: dirs[1], SnapshotInterval: time.Hour, Logger: quietLogger()})
-	if err != nil {
-		panic(err)
-	}
+	c := openChildCache(spec)
 	c.beforeBgCommit = func() { select {} }
 	ctx := context.Background()
 	fsynced, closed := intentContent()
@@ -252,17 +239,7 @@ func TestKill9WithIntent(t *testing.T) {
 		t.Fatal(err)
 	}
 	newRepo(t, be)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "KEEPFS_INTENT_CHILD="+rdir+":"+sdir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
+	cmd, sc := startChild(t, "KEEPFS_INTENT_CHILD="+rdir+":"+sdir)
 	var lines []string
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
