@@ -88,7 +88,8 @@ func (cf *chunkFiles) sealedBlock() int64 {
 	return int64(cf.aead.NonceSize() + blockSize + cf.aead.Overhead())
 }
 
-// sealBufs recycles write's buffers for sealed chunks (up to 8 MiB each):
+// sealBufs recycles the buffers chunks are sealed into, by write (up to
+// 8 MiB each) and by segment appends (one per small file committed):
 // allocating one per chunk made the collector run all through a big write.
 var sealBufs = sync.Pool{New: func() any { return new([]byte) }}
 

@@ -24,13 +24,16 @@ import (
 type newChunk struct {
 	id   crypto.ID
 	data []byte
+	// owned: nobody changes data after storeChunks, which may keep it
+	// for the uploader without a copy.
+	owned bool
 }
 
 // storeChunk keeps data under its id in the state directory and, when
 // enqueue is set and the repository does not hold it yet, queues it for
 // upload, in one transaction.
 func (c *Cache) storeChunk(id crypto.ID, data []byte, enqueue, durable bool) error {
-	return c.storeChunks([]newChunk{{id, data}}, enqueue, durable, nil)
+	return c.storeChunks([]newChunk{{id: id, data: data}}, enqueue, durable, nil)
 }
 
 // storeChunks is storeChunk for several chunks, and runs also (if set) in
@@ -151,8 +154,11 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 		// files in a few calls; copying them here would cost the writer
 		// and push the small ones out of memory.
 		for _, i := range queued {
-			if len(chunks[i].data) <= segmentMax {
-				c.mem.add(chunks[i].id, bytes.Clone(chunks[i].data))
+			if ch := chunks[i]; len(ch.data) <= segmentMax {
+				if !ch.owned {
+					ch.data = bytes.Clone(ch.data)
+				}
+				c.mem.add(ch.id, ch.data)
 			}
 		}
 		c.mu.Lock()
@@ -197,7 +203,7 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 		return nil, fmt.Errorf("fetch chunk: %w", err)
 	}
 	// Kept as clean cache (it is indexed, so the LRU may evict it again).
-	if err := c.storeChunks([]newChunk{{id, data}}, false, false, nil); err != nil {
+	if err := c.storeChunks([]newChunk{{id: id, data: data}}, false, false, nil); err != nil {
 		c.log.Warn("cannot cache a fetched chunk", "err", err)
 	}
 	c.mem.add(id, data)

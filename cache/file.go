@@ -718,7 +718,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 		id := c.r.Key().BlobID(data)
 		out = []meta.Chunk{{ID: id, Len: uint32(size)}}
 		if size < smallChunk {
-			return out, []newChunk{{id, data}}, nil
+			return out, []newChunk{{id, data, true}}, nil
 		}
 		if err := c.storeChunk(id, data, enqueue, durable); err != nil {
 			return nil, nil, err
@@ -811,7 +811,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 			}
 			if len(data) < smallChunk {
 				id := c.r.Key().BlobID(data)
-				small = append(small, newChunk{id, append([]byte(nil), data...)})
+				small = append(small, newChunk{id, append([]byte(nil), data...), true})
 				out = append(out, meta.Chunk{ID: id, Len: uint32(len(data))})
 			} else {
 				if st == nil {

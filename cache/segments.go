@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -114,11 +115,14 @@ func (s *segments) path(n uint32) string {
 // the record reaches the disk before append returns.
 func (s *segments) append(id crypto.ID, data []byte, durable bool) (segLoc, error) {
 	ns := s.aead.NonceSize()
-	buf := make([]byte, ns, ns+len(data)+s.aead.Overhead())
+	bp := sealBufs.Get().(*[]byte)
+	defer sealBufs.Put(bp)
+	buf := slices.Grow((*bp)[:0], ns+len(data)+s.aead.Overhead())[:ns]
 	if _, err := rand.Read(buf); err != nil {
 		return segLoc{}, err
 	}
 	buf = s.aead.Seal(buf, buf, data, id[:])
+	*bp = buf
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur == 0 || s.curSize+int64(len(buf)) > s.size {
