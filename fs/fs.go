@@ -100,8 +100,12 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 		// default handler would wrap each in a record.
 		mo.MountOptions.Logger = stdlog.New(os.Stderr, "fuse: ", stdlog.Lmicroseconds)
 	}
-	srv, err := gofs.Mount(mountpoint, root, mo)
+	srv, err := fuse.NewServer(newDirlessFS(gofs.NewNodeFS(root, mo)), mountpoint, &mo.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	return srv, nil

@@ -13,10 +13,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 	"golang.org/x/sys/unix"
 
+	keepfs "github.com/keepfs/keepfs/fs"
 	"github.com/keepfs/keepfs/fs/fstest"
 )
 
@@ -412,5 +414,47 @@ func TestSELinuxLabel(t *testing.T) {
 	n, err = unix.Llistxattr(p, buf)
 	if err != nil || !strings.Contains(string(buf[:n]), "security.selinux") {
 		t.Fatalf("listxattr: %q %v", buf[:n], err)
+	}
+}
+
+// The kernel caches every directory listing (the mount has no OPENDIR), so
+// .versions must drop its cached listing when snapshots come or go.
+func TestVersionsListingFollowsSnapshots(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	vdir := filepath.Join(m.Dir, keepfs.VersionsName)
+	names := func() []string {
+		t.Helper()
+		ents, err := os.ReadDir(vdir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	var want []string
+	for i := 0; i < 3; i++ {
+		if err := os.WriteFile(filepath.Join(m.Dir, fmt.Sprintf("f%d", i)), []byte{byte(i)}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sn, err := m.Cache.Sync(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, sn.Name())
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := names()
+			if slices.Equal(got, append(slices.Clone(want), "latest")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after snapshot %d, .versions lists %v, want %v and latest", i+1, got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(1100 * time.Millisecond) // snapshot names have a second's resolution
 	}
 }
