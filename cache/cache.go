@@ -131,6 +131,7 @@ type Cache struct {
 	unsynced unsynced // chunks stored by closes, not yet on the disk
 
 	beforeBgCommit func() // tests: runs as a background commit after an fsync starts
+	duringBgCommit func() // tests: runs once it holds the file, before committing
 
 	kick   chan struct{} // wakes the uploader
 	bg     context.Context

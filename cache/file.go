@@ -31,8 +31,10 @@ type openFile struct {
 
 	// intent: an fsync's intent record names this file's uncommitted
 	// changes (changed with mu held, read with Cache.mu too).
-	intent   atomic.Bool
-	bgCommit bool // a background commit is on its way (guarded by mu)
+	intent     atomic.Bool
+	committing atomic.Bool                   // a background commit holds mu, its record up to date
+	bgStarted  atomic.Pointer[chan struct{}] // closed once the last background commit set committing
+	bgCommit   bool                          // a background commit is on its way (guarded by mu)
 
 	mu      sync.Mutex // guards the fields below
 	chunks  []meta.Chunk
@@ -560,11 +562,26 @@ func (f *openFile) ensureStagingLocked() error {
 }
 
 // Flush commits the file (close(2) calls it); for a file whose fsync left
-// an intent, it brings the intent up to date instead.
+// an intent, it brings the intent up to date instead, and while the
+// intent's background commit runs it has nothing to do: the kernel wrote
+// the file's dirty pages back before this call, so every write the close
+// covers came before the commit took the lock, and its record has them.
 func (h *Handle) Flush(ctx context.Context) error {
-	h.f.mu.Lock()
-	defer h.f.mu.Unlock()
-	return h.c.commitLocked(ctx, h.f, false, true)
+	f := h.f
+	if !f.mu.TryLock() {
+		// Held: by a background commit perhaps, or about to be. Waiting
+		// for its start rather than its end is what lets close(2) after
+		// fsync(2) return before the commit.
+		if p := f.bgStarted.Load(); p != nil {
+			<-*p
+			if f.committing.Load() {
+				return nil
+			}
+		}
+		f.mu.Lock()
+	}
+	defer f.mu.Unlock()
+	return h.c.commitLocked(ctx, f, false, true)
 }
 
 // Fsync makes the file's changes durable: committed, or for many bytes

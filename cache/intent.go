@@ -76,15 +76,9 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 			}
 		}
 	}
-	rec := f.intentLocked()
-	err := c.update(func(txn *wtxn) error {
-		return txn.Set(meta.IntentKey(f.ino), meta.EncodeIntent(rec))
-	})
-	clear(rec.Key[:])
-	if err != nil {
-		return false, fmt.Errorf("record fsync intent: %w", err)
+	if err := c.recordIntentLocked(f); err != nil {
+		return false, err
 	}
-	f.intent.Store(true)
 	if durable {
 		if err := c.sync(); err != nil {
 			return false, err
@@ -96,13 +90,38 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 		f.bgCommit = true
 		f.refs++
 		c.wg.Add(1)
-		go c.commitInBackground(f)
+		started := make(chan struct{})
+		f.bgStarted.Store(&started)
+		go c.commitInBackground(f, started)
 	}
 	return true, nil
 }
 
+// recordIntentLocked writes (or rewrites) f's intent record, without a
+// sync.
+func (c *Cache) recordIntentLocked(f *openFile) error {
+	rec := f.intentLocked()
+	err := c.update(func(txn *wtxn) error {
+		return txn.Set(meta.IntentKey(f.ino), meta.EncodeIntent(rec))
+	})
+	clear(rec.Key[:])
+	if err != nil {
+		return fmt.Errorf("record fsync intent: %w", err)
+	}
+	f.intent.Store(true)
+	return nil
+}
+
 // commitInBackground commits f's intent; it holds a reference on f.
-func (c *Cache) commitInBackground(f *openFile) {
+//
+// A close while it runs returns at once (see Handle.Flush): the record is
+// first brought up to date with writes made since the fsync, and none can
+// be made while the commit holds f.mu, so the record covers everything
+// the close has to keep until the commit lands.
+//
+// started is closed once the record is up to date and committing is set,
+// or once it is clear there is nothing to commit.
+func (c *Cache) commitInBackground(f *openFile, started chan struct{}) {
 	defer c.wg.Done()
 	if c.beforeBgCommit != nil {
 		c.beforeBgCommit()
@@ -111,7 +130,17 @@ func (c *Cache) commitInBackground(f *openFile) {
 	f.bgCommit = false
 	var err error
 	if f.intent.Load() {
+		if rerr := c.recordIntentLocked(f); rerr == nil {
+			f.committing.Store(true)
+		}
+		close(started)
+		if c.duringBgCommit != nil {
+			c.duringBgCommit()
+		}
 		err = c.commitLocked(c.bg, f, true, false)
+		f.committing.Store(false)
+	} else {
+		close(started)
 	}
 	f.mu.Unlock()
 	if err != nil {

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -329,5 +330,58 @@ func TestStagingRekeysAfterReset(t *testing.T) {
 	got := make([]byte, len(b))
 	if err := s.readAt(got, 0); err != nil || !bytes.Equal(got, b) {
 		t.Fatalf("read after reset: %v", err)
+	}
+}
+
+// A close while the background commit runs returns at once, and the
+// record it relies on covers the writes made between the fsync and the
+// commit.
+func TestCloseDuringBackgroundCommit(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	start := holdBgCommits(c)
+	defer start()
+	reached, finish := make(chan struct{}), make(chan struct{})
+	c.duringBgCommit = func() { close(reached); <-finish }
+	var once sync.Once
+	release := func() { once.Do(func() { close(finish) }) }
+	defer release()
+
+	data := randBytes(61, deferCommitMin+2<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	writeFsync(t, h, data[:deferCommitMin+1<<20])
+	if _, err := h.WriteAt(ctx, data[deferCommitMin+1<<20:], deferCommitMin+1<<20); err != nil {
+		t.Fatal(err)
+	}
+	start()
+	<-reached
+	var rec *meta.Intent
+	if err := c.view(func(txn *badger.Txn) error {
+		v, err := getValue(txn, meta.IntentKey(a.Ino))
+		if err == nil {
+			rec, err = meta.DecodeIntent(v)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Size != uint64(len(data)) {
+		t.Fatalf("the record covers %d bytes while the commit runs, want all %d", rec.Size, len(data))
+	}
+	done := make(chan error, 1)
+	go func() { done <- errors.Join(h.Flush(ctx), h.Release(ctx)) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("close waited for the background commit")
+	}
+	release()
+	waitFor(t, func() bool { return !c.isOpen(a.Ino) })
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
+		t.Fatal("content after the commit differs")
 	}
 }
