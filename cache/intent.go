@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -184,12 +185,16 @@ func (c *Cache) dropIntentLocked(f *openFile) {
 	if !f.intent.Load() {
 		return
 	}
-	if err := c.update(func(txn *wtxn) error { return txn.Delete(meta.IntentKey(f.ino)) }); err != nil {
+	if err := c.deleteIntent(f.ino); err != nil {
 		c.log.Warn("cannot drop an fsync intent", "ino", f.ino, "err", err)
 		return
 	}
 	f.intent.Store(false)
 	f.stage.unlink(c.log)
+}
+
+func (c *Cache) deleteIntent(ino uint64) error {
+	return c.update(func(txn *wtxn) error { return txn.Delete(meta.IntentKey(ino)) })
 }
 
 // intentLocked describes f's uncommitted changes.
@@ -211,11 +216,8 @@ func (f *openFile) intentLocked() *meta.Intent {
 // the content it was made against and nothing else.
 func chunksDigest(chunks []meta.Chunk) [32]byte {
 	h := sha256.New()
-	var b [4]byte
 	for _, ch := range chunks {
-		h.Write(ch.ID[:])
-		b[0], b[1], b[2], b[3] = byte(ch.Len>>24), byte(ch.Len>>16), byte(ch.Len>>8), byte(ch.Len)
-		h.Write(b[:])
+		h.Write(binary.BigEndian.AppendUint32(ch.ID[:], ch.Len))
 	}
 	var d [32]byte
 	h.Sum(d[:0])
@@ -248,30 +250,24 @@ func (c *Cache) recoverIntents(ctx context.Context) error {
 	keep := map[string]bool{}
 	for _, it := range items {
 		rec, err := meta.DecodeIntent(it.rec)
-		if err == nil {
+		if err != nil {
+			err = fmt.Errorf("%w: %v", errIntentUnusable, err)
+		} else {
 			err = c.recoverIntent(ctx, it.ino, rec)
-			if err == nil {
-				// Committed (its transaction deleted the record), or the
-				// file is gone; either way nothing is left to keep.
-				err = c.update(func(txn *wtxn) error { return txn.Delete(meta.IntentKey(it.ino)) })
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			if !errors.Is(err, errIntentUnusable) {
-				// Kept for the next attempt (a full disk, say): the file
-				// stays open in memory with its changes.
-				keep[rec.Staging] = true
-				c.log.Error("cannot commit data fsynced before a crash; will retry", "ino", it.ino, "err", err)
-				continue
-			}
 		}
-		{
+		switch {
+		case err == nil:
+			// Committed: its transaction deleted the record.
+		case errors.Is(err, errIntentUnusable):
 			c.log.Error("data fsynced before a crash is lost", "ino", it.ino, "err", err)
-			if derr := c.update(func(txn *wtxn) error { return txn.Delete(meta.IntentKey(it.ino)) }); derr != nil {
-				return derr
+			if err := c.deleteIntent(it.ino); err != nil {
+				return err
 			}
+		default:
+			// Kept for the next attempt (a full disk, say): the file
+			// stays open in memory with its changes.
+			keep[rec.Staging] = true
+			c.log.Error("cannot commit data fsynced before a crash; will retry", "ino", it.ino, "err", err)
 		}
 	}
 	ents, err := os.ReadDir(c.staging)
@@ -292,7 +288,8 @@ var errIntentUnusable = errors.New("fsync intent unusable")
 func (c *Cache) recoverIntent(ctx context.Context, ino uint64, rec *meta.Intent) error {
 	f, err := c.acquire(ctx, ino)
 	if errors.Is(err, ErrNotFound) {
-		return nil // the file was deleted before the crash: nothing to keep
+		// Deleted before the crash: nothing to keep.
+		return c.deleteIntent(ino)
 	}
 	if errors.Is(err, ErrIsDir) || errors.Is(err, ErrInvalid) {
 		return fmt.Errorf("%w: inode %d is no longer a file", errIntentUnusable, ino)
