@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"slices"
 	"sync"
 	"syscall"
 
@@ -22,8 +23,13 @@ type dirlessFS struct {
 	fuse.RawFileSystem
 
 	mu   sync.Mutex
-	cont map[dirPos]uint64 // where a listing stopped → the internal handle
-	fifo []dirPos          // cont's keys, oldest first
+	cont []dirCont // listings stopped short, oldest first
+}
+
+// dirCont is an internal handle kept for the read continuing at pos.
+type dirCont struct {
+	pos dirPos
+	fh  uint64
 }
 
 // dirPos is a directory and an offset in its listing.
@@ -34,7 +40,7 @@ type dirPos struct{ node, off uint64 }
 const maxDirConts = 64
 
 func newDirlessFS(raw fuse.RawFileSystem) *dirlessFS {
-	return &dirlessFS{RawFileSystem: raw, cont: map[dirPos]uint64{}}
+	return &dirlessFS{RawFileSystem: raw}
 }
 
 func (d *dirlessFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -78,46 +84,37 @@ func (d *dirlessFS) read(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 func (d *dirlessFS) take(p dirPos) (uint64, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fh, ok := d.cont[p]
-	if ok {
-		delete(d.cont, p)
+	for i, c := range d.cont {
+		if c.pos == p {
+			d.cont = slices.Delete(d.cont, i, i+1)
+			return c.fh, true
+		}
 	}
-	return fh, ok
+	return 0, false
 }
 
+// keep keeps fh for the read continuing at p. Another handle kept for the
+// same place (two readers in step) goes, and so does the oldest beyond
+// maxDirConts.
 func (d *dirlessFS) keep(p dirPos, fh uint64, h fuse.InHeader) {
-	var drop []dirPos
-	var fhs []uint64
+	var drop []dirCont
 	d.mu.Lock()
-	if old, ok := d.cont[p]; ok { // two readers at the same place
-		drop, fhs = append(drop, p), append(fhs, old)
-	}
-	d.cont[p] = fh
-	d.fifo = append(d.fifo, p)
-	for len(d.cont) > maxDirConts && len(d.fifo) > 0 {
-		q := d.fifo[0]
-		d.fifo = d.fifo[1:]
-		if q == p {
-			continue
+	d.cont = slices.DeleteFunc(d.cont, func(c dirCont) bool {
+		if c.pos == p {
+			drop = append(drop, c)
+			return true
 		}
-		if old, ok := d.cont[q]; ok {
-			delete(d.cont, q)
-			drop, fhs = append(drop, q), append(fhs, old)
-		}
-	}
-	if len(d.fifo) > 4*maxDirConts { // stale keys of taken entries
-		live := d.fifo[:0]
-		for _, q := range d.fifo {
-			if _, ok := d.cont[q]; ok {
-				live = append(live, q)
-			}
-		}
-		d.fifo = live
+		return false
+	})
+	d.cont = append(d.cont, dirCont{p, fh})
+	if n := len(d.cont) - maxDirConts; n > 0 {
+		drop = append(drop, d.cont[:n]...)
+		d.cont = slices.Delete(d.cont, 0, n)
 	}
 	d.mu.Unlock()
-	for i, q := range drop {
-		h.NodeId = q.node
-		d.release(h, fhs[i])
+	for _, c := range drop {
+		h.NodeId = c.pos.node
+		d.release(h, c.fh)
 	}
 }
 
