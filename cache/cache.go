@@ -130,8 +130,9 @@ type Cache struct {
 	chunkers chan *chunker.Chunker
 	unsynced unsynced // chunks stored by closes, not yet on the disk
 
-	beforeBgCommit func() // tests: runs as a background commit after an fsync starts
-	duringBgCommit func() // tests: runs once it holds the file, before committing
+	beforeBgCommit func()           // tests: runs as a background commit after an fsync starts
+	duringBgCommit func()           // tests: runs once it holds the file, before committing
+	inCommit       func(ino uint64) // tests: runs in a commit, before its chunking
 
 	kick   chan struct{} // wakes the uploader
 	bg     context.Context

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -633,5 +634,87 @@ func TestSnapshotReusesTrees(t *testing.T) {
 	n2, _ := r.Lookup(ctx, second.Tree, "/x")
 	if n1.Subtree != n2.Subtree {
 		t.Fatal("unchanged subtree not shared between snapshots")
+	}
+}
+
+// A commit holds its file for as long as the new bytes take to chunk and
+// store; stat and lookups of the file must not wait for it, and must show
+// what the commit is about to record.
+func TestAttrsDuringCommit(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(62, 3<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	mode := uint32(0o600)
+	if _, err := c.SetAttr(ctx, a.Ino, SetAttrIn{Mode: &mode}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := c.GetAttr(ctx, a.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.Size != uint64(len(data)) || want.Mode&0o7777 != mode {
+		t.Fatalf("before the commit: size %d mode %o, want %d and %o", want.Size, want.Mode&0o7777, len(data), mode)
+	}
+	reached, finish := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(finish) }) }
+	defer release() // a failure must not leave the commit, and Close, waiting
+	c.inCommit = func(ino uint64) {
+		if ino == a.Ino {
+			close(reached)
+			<-finish
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Flush(ctx) }()
+	<-reached
+	type result struct {
+		get, look Attr
+		err       error
+	}
+	got := make(chan result, 1)
+	go func() {
+		var r result
+		r.get, r.err = c.GetAttr(ctx, a.Ino)
+		if r.err == nil {
+			r.look, r.err = c.Lookup(ctx, c.Root(), "f")
+		}
+		got <- r
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		for _, a := range []Attr{r.get, r.look} {
+			if a.Size != want.Size || a.Mtime != want.Mtime || a.Ctime != want.Ctime || a.Mode != want.Mode {
+				t.Fatalf("during the commit: %+v, want %+v", a, want)
+			}
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stat waited for the commit")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.inCommit = nil
+	after, err := c.GetAttr(ctx, a.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size != want.Size || after.Mtime != want.Mtime || after.Mode != want.Mode {
+		t.Fatalf("after the commit: %+v, want %+v", after, want)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
+		t.Fatal("content after the commit differs")
 	}
 }

@@ -52,6 +52,20 @@ type openFile struct {
 	raNext  int    // first chunk a sequential reader has not asked the kernel to read ahead
 
 	dirtyBytes atomic.Int64
+
+	// shown is what overlayLocked applies, captured while a commit holds
+	// mu (nil otherwise): stat(2), lookups and listings read it rather
+	// than wait for the commit, which holds mu for as long as the new
+	// bytes take to chunk and store, seconds for a big file.
+	shown atomic.Pointer[attrOverlay]
+}
+
+// attrOverlay is the in-memory size, times and attribute changes of a
+// dirty open file.
+type attrOverlay struct {
+	size         uint64
+	mtime, ctime int64
+	attrs        pendingAttrs
 }
 
 // pendingAttrs are attribute changes to an open file that its next
@@ -214,17 +228,42 @@ func (f *openFile) dirtyLocked() bool {
 }
 
 func (f *openFile) overlayAttr(a *Attr) {
+	if o := f.shown.Load(); o != nil {
+		o.apply(a)
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.overlayLocked(a)
 }
 
 func (f *openFile) overlayLocked(a *Attr) {
-	if !f.dirtyLocked() {
-		return
+	if f.dirtyLocked() {
+		o := f.overlayOfLocked()
+		o.apply(a)
 	}
-	a.Size, a.Mtime, a.Ctime = f.size, f.mtime, f.ctime
-	if p := f.attrs; p.mode != nil || p.uid != nil || p.gid != nil || p.atime != nil {
+}
+
+// showLocked lets readers of f's attributes see them without waiting for
+// mu, until the returned func. Nothing changes f while a commit holds mu,
+// and the commit leaves the file showing what it showed before.
+// (pendingAttrs values are replaced, never changed in place.)
+func (f *openFile) showLocked() (hide func()) {
+	if !f.dirtyLocked() {
+		return func() {}
+	}
+	o := f.overlayOfLocked()
+	f.shown.Store(&o)
+	return func() { f.shown.Store(nil) }
+}
+
+func (f *openFile) overlayOfLocked() attrOverlay {
+	return attrOverlay{size: f.size, mtime: f.mtime, ctime: f.ctime, attrs: f.attrs}
+}
+
+func (o *attrOverlay) apply(a *Attr) {
+	a.Size, a.Mtime, a.Ctime = o.size, o.mtime, o.ctime
+	if p := o.attrs; p.mode != nil || p.uid != nil || p.gid != nil || p.atime != nil {
 		n := meta.Inode{Mode: a.Mode, UID: a.UID, GID: a.GID, Atime: a.Atime}
 		p.apply(&n)
 		a.Mode, a.UID, a.GID, a.Atime = n.Mode, n.UID, n.GID, n.Atime
@@ -636,6 +675,10 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 		if ok, err := c.deferCommitLocked(f, durable); ok || err != nil {
 			return err
 		}
+	}
+	defer f.showLocked()()
+	if c.inCommit != nil {
+		c.inCommit(f.ino)
 	}
 	// An intent's record goes in the commit's transaction, and its staging
 	// bytes once the commit is on the disk: a commit after one is durable.

@@ -128,6 +128,7 @@ func (c *Cache) commitInBackground(f *openFile, started chan struct{}) {
 		c.beforeBgCommit()
 	}
 	f.mu.Lock()
+	hide := f.showLocked() // from the start: the record is rewritten first
 	f.bgCommit = false
 	var err error
 	if f.intent.Load() {
@@ -143,6 +144,7 @@ func (c *Cache) commitInBackground(f *openFile, started chan struct{}) {
 	} else {
 		close(started)
 	}
+	hide()
 	f.mu.Unlock()
 	if err != nil {
 		c.log.Warn("commit after an fsync failed; its changes stay staged and the next snapshot retries", "ino", f.ino, "err", err)
