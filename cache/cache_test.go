@@ -718,3 +718,138 @@ func TestAttrsDuringCommit(t *testing.T) {
 		t.Fatal("content after the commit differs")
 	}
 }
+
+// A read of a file while its commit runs goes ahead rather than wait for
+// it, and reads the content the commit is recording.
+func TestReadDuringCommit(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	old := randBytes(63, 3<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	if _, err := h.WriteAt(ctx, old, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Half of it changed, and it grew: reads need the committed chunks, the
+	// staging and the hole between.
+	data := bytes.Clone(old)
+	copy(data[1<<20:], randBytes(64, 1<<20))
+	data = append(data, make([]byte, 1<<20)...)
+	copy(data[4<<20-10:], "the end...")
+	for _, w := range []struct{ off, end int }{{1 << 20, 2 << 20}, {4<<20 - 10, 4 << 20}} {
+		if _, err := h.WriteAt(ctx, data[w.off:w.end], int64(w.off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reached, finish := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(finish) }) }
+	defer release()
+	c.inCommit = func(ino uint64) {
+		if ino == a.Ino {
+			close(reached)
+			<-finish
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Flush(ctx) }()
+	<-reached
+	r, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(data)+100)
+		n, err := r.ReadAt(ctx, b, 0)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- b[:n]
+	}()
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, data) {
+			t.Fatal("a read during the commit got other content")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read waited for the commit")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.inCommit = nil
+	if err := errors.Join(r.Release(ctx), h.Release(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
+		t.Fatal("content after the commit differs")
+	}
+}
+
+// Readers racing commits that swap a file's chunks and empty its staging
+// read the same content throughout (run with -race).
+func TestReadsRaceCommits(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(65, 2<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 3 {
+		r, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Release(ctx)
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			b := make([]byte, 300<<10)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := rng.IntN(len(data))
+				n, err := r.ReadAt(ctx, b[:1+rng.IntN(len(b)-1)], int64(off))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(b[:n], data[off:off+n]) {
+					t.Errorf("read at %d: other content", off)
+					return
+				}
+			}
+		}()
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for range 30 {
+		// Same bytes again: the content never changes, its representation
+		// (staging, chunks) does at every commit.
+		off := rng.IntN(len(data))
+		end := min(len(data), off+rng.IntN(512<<10))
+		if _, err := h.WriteAt(ctx, data[off:end], int64(off)); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

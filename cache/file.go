@@ -58,6 +58,11 @@ type openFile struct {
 	// than wait for the commit, which holds mu for as long as the new
 	// bytes take to chunk and store, seconds for a big file.
 	shown atomic.Pointer[attrOverlay]
+	// readable: a commit holds mu, and reads may go ahead holding swap
+	// shared, since what the file reads as does not change until the
+	// commit takes swap to swap in its chunks and empty the staging.
+	readable atomic.Bool
+	swap     sync.RWMutex
 }
 
 // attrOverlay is the in-memory size, times and attribute changes of a
@@ -366,11 +371,16 @@ func (f *openFile) closeStagingLocked() {
 // ReadAt reads from the file as it is now, committed or not.
 func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f := h.f
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if off < 0 {
 		return 0, ErrInvalid
 	}
+	if !f.mu.TryLock() {
+		if n, ok, err := f.readDuringCommit(ctx, p, uint64(off)); ok {
+			return n, err
+		}
+		f.mu.Lock()
+	}
+	defer f.mu.Unlock()
 	if uint64(off) >= f.size {
 		return 0, nil
 	}
@@ -381,6 +391,29 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	f.lastEnd = uint64(off) + n
 	return int(n), nil
+}
+
+// readDuringCommit reads while a commit holds mu, if it lets readers in;
+// ok is false if not. A commit of many bytes takes seconds, and a reader
+// of the file, often the writer checking what it wrote, would wait for it.
+// It leaves the sequential-read state alone, which is mu's.
+func (f *openFile) readDuringCommit(ctx context.Context, p []byte, off uint64) (n int, ok bool, err error) {
+	if !f.readable.Load() {
+		return 0, false, nil
+	}
+	f.swap.RLock()
+	defer f.swap.RUnlock()
+	if !f.readable.Load() {
+		return 0, false, nil
+	}
+	if off >= f.size {
+		return 0, true, nil
+	}
+	m := min(uint64(len(p)), f.size-off)
+	if err := f.readAtLocked(ctx, p[:m], off, false); err != nil {
+		return 0, true, err
+	}
+	return int(m), true, nil
 }
 
 // readAtLocked fills p from offset off (within size): dirty bytes from
@@ -677,6 +710,9 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 		}
 	}
 	defer f.showLocked()()
+	// Until the swap below, nothing changes what the file reads as.
+	f.readable.Store(true)
+	defer f.readable.Store(false)
 	if c.inCommit != nil {
 		c.inCommit(f.ino)
 	}
@@ -735,6 +771,8 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 			return err
 		}
 	}
+	f.swap.Lock()
+	f.readable.Store(false)
 	f.setChunks(chunks)
 	f.dirty, f.written, f.points, f.changed = nil, nil, nil, false
 	f.attrs = pendingAttrs{}
@@ -748,6 +786,7 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 			c.log.Warn("cannot reset a staging file", "err", err)
 		}
 	}
+	f.swap.Unlock()
 	c.inodeChanged(f.ino)
 	c.wake()
 	return nil
