@@ -130,9 +130,10 @@ type Cache struct {
 	chunkers chan *chunker.Chunker
 	unsynced unsynced // chunks stored by closes, not yet on the disk
 
-	beforeBgCommit func()           // tests: runs as a background commit after an fsync starts
-	duringBgCommit func()           // tests: runs once it holds the file, before committing
-	inCommit       func(ino uint64) // tests: runs in a commit, before its chunking
+	beforeBgCommit     func()                 // tests: runs as a background commit after an fsync starts
+	duringBgCommit     func()                 // tests: runs once it holds the file, before committing
+	inCommit           func(ino uint64) error // tests: runs in a commit before its chunking; an error fails it
+	inReadDuringCommit func()                 // tests: runs in a read let in by a commit
 
 	kick   chan struct{} // wakes the uploader
 	bg     context.Context

@@ -664,11 +664,12 @@ func TestAttrsDuringCommit(t *testing.T) {
 	var once sync.Once
 	release := func() { once.Do(func() { close(finish) }) }
 	defer release() // a failure must not leave the commit, and Close, waiting
-	c.inCommit = func(ino uint64) {
+	c.inCommit = func(ino uint64) error {
 		if ino == a.Ino {
 			close(reached)
 			<-finish
 		}
+		return nil
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Flush(ctx) }()
@@ -748,11 +749,12 @@ func TestReadDuringCommit(t *testing.T) {
 	var once sync.Once
 	release := func() { once.Do(func() { close(finish) }) }
 	defer release()
-	c.inCommit = func(ino uint64) {
+	c.inCommit = func(ino uint64) error {
 		if ino == a.Ino {
 			close(reached)
 			<-finish
 		}
+		return nil
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Flush(ctx) }()
@@ -851,5 +853,70 @@ func TestReadsRaceCommits(t *testing.T) {
 	wg.Wait()
 	if err := h.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A commit that fails lets its caller change the file at once: a reader
+// it let in must be done before it returns.
+func TestFailedCommitWaitsForReaders(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(66, 1<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	if _, err := h.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	errInjected := errors.New("injected")
+	inCommit, failCommit := make(chan struct{}), make(chan struct{})
+	c.inCommit = func(uint64) error {
+		close(inCommit)
+		<-failCommit
+		return errInjected
+	}
+	reading, finishRead := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(finishRead) }) }
+	defer release()
+	c.inReadDuringCommit = func() {
+		close(reading)
+		<-finishRead
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- h.Flush(ctx) }()
+	<-inCommit
+	r, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	b := make([]byte, 4096)
+	go func() {
+		_, err := r.ReadAt(ctx, b, 4096)
+		read <- err
+	}()
+	<-reading
+	close(failCommit)
+	select {
+	case err := <-flushed:
+		t.Fatalf("the failed commit returned (%v) with a reader inside", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-flushed; !errors.Is(err, errInjected) {
+		t.Fatalf("commit: %v, want the injected failure", err)
+	}
+	if !bytes.Equal(b, data[4096:8192]) {
+		t.Fatal("the read during the commit got other content")
+	}
+	c.inCommit, c.inReadDuringCommit = nil, nil
+	if err := errors.Join(r.Release(ctx), h.Flush(ctx), h.Release(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
+		t.Fatal("content after the commit differs")
 	}
 }

@@ -406,6 +406,9 @@ func (f *openFile) readDuringCommit(ctx context.Context, p []byte, off uint64) (
 	if !f.readable.Load() {
 		return 0, false, nil
 	}
+	if f.c.inReadDuringCommit != nil {
+		f.c.inReadDuringCommit()
+	}
 	if off >= f.size {
 		return 0, true, nil
 	}
@@ -710,11 +713,19 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 		}
 	}
 	defer f.showLocked()()
-	// Until the swap below, nothing changes what the file reads as.
+	// Until the swap below, nothing changes what the file reads as. The
+	// readers let in must be done before the caller, on any return, may
+	// change f.
 	f.readable.Store(true)
-	defer f.readable.Store(false)
+	defer func() {
+		f.swap.Lock()
+		f.readable.Store(false)
+		f.swap.Unlock()
+	}()
 	if c.inCommit != nil {
-		c.inCommit(f.ino)
+		if err := c.inCommit(f.ino); err != nil {
+			return err
+		}
 	}
 	// An intent's record goes in the commit's transaction, and its staging
 	// bytes once the commit is on the disk: a commit after one is durable.
