@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -637,6 +638,42 @@ func TestSnapshotReusesTrees(t *testing.T) {
 	}
 }
 
+// heldFlush starts h.Flush and returns once its commit is held inside,
+// until release; fail, if set, is what the held commit then fails with.
+// done gets Flush's result. Defer release after the cache's Close, so a
+// failing test does not leave Close waiting for the commit.
+func heldFlush(c *Cache, h *Handle, fail error) (done <-chan error, release func()) {
+	reached, finish := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(finish) }) }
+	var held atomic.Bool
+	c.inCommit = func(ino uint64) error {
+		if ino != h.Ino() || held.Swap(true) {
+			return nil
+		}
+		close(reached)
+		<-finish
+		return fail
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- h.Flush(context.Background()) }()
+	<-reached
+	return ch, release
+}
+
+// within returns what ch gives, failing t if that takes 5 s: what sends it
+// must not wait for a held commit.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s waited for the commit", what)
+		panic("unreachable")
+	}
+}
+
 // A commit holds its file for as long as the new bytes take to chunk and
 // store; stat and lookups of the file must not wait for it, and must show
 // what the commit is about to record.
@@ -660,56 +697,38 @@ func TestAttrsDuringCommit(t *testing.T) {
 	if want.Size != uint64(len(data)) || want.Mode&0o7777 != mode {
 		t.Fatalf("before the commit: size %d mode %o, want %d and %o", want.Size, want.Mode&0o7777, len(data), mode)
 	}
-	reached, finish := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(finish) }) }
-	defer release() // a failure must not leave the commit, and Close, waiting
-	c.inCommit = func(ino uint64) error {
-		if ino == a.Ino {
-			close(reached)
-			<-finish
-		}
-		return nil
+	done, release := heldFlush(c, h, nil)
+	defer release()
+	same := func(a Attr) bool {
+		return a.Size == want.Size && a.Mtime == want.Mtime && a.Ctime == want.Ctime && a.Mode == want.Mode
 	}
-	done := make(chan error, 1)
-	go func() { done <- h.Flush(ctx) }()
-	<-reached
-	type result struct {
-		get, look Attr
-		err       error
-	}
-	got := make(chan result, 1)
+	got := make(chan error, 1)
 	go func() {
-		var r result
-		r.get, r.err = c.GetAttr(ctx, a.Ino)
-		if r.err == nil {
-			r.look, r.err = c.Lookup(ctx, c.Root(), "f")
-		}
-		got <- r
-	}()
-	select {
-	case r := <-got:
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		for _, a := range []Attr{r.get, r.look} {
-			if a.Size != want.Size || a.Mtime != want.Mtime || a.Ctime != want.Ctime || a.Mode != want.Mode {
-				t.Fatalf("during the commit: %+v, want %+v", a, want)
+		var err error
+		for _, op := range []func() (Attr, error){
+			func() (Attr, error) { return c.GetAttr(ctx, a.Ino) },
+			func() (Attr, error) { return c.Lookup(ctx, c.Root(), "f") },
+		} {
+			a, e := op()
+			if e == nil && !same(a) {
+				e = fmt.Errorf("during the commit: %+v, want %+v", a, want)
 			}
+			err = errors.Join(err, e)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("stat waited for the commit")
+		got <- err
+	}()
+	if err := within(t, got, "stat"); err != nil {
+		t.Fatal(err)
 	}
 	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	c.inCommit = nil
 	after, err := c.GetAttr(ctx, a.Ino)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Size != want.Size || after.Mtime != want.Mtime || after.Mode != want.Mode {
+	if !same(after) {
 		t.Fatalf("after the commit: %+v, want %+v", after, want)
 	}
 	if err := h.Release(ctx); err != nil {
@@ -745,20 +764,8 @@ func TestReadDuringCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reached, finish := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(finish) }) }
+	done, release := heldFlush(c, h, nil)
 	defer release()
-	c.inCommit = func(ino uint64) error {
-		if ino == a.Ino {
-			close(reached)
-			<-finish
-		}
-		return nil
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Flush(ctx) }()
-	<-reached
 	r, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
 	if err != nil {
 		t.Fatal(err)
@@ -772,19 +779,13 @@ func TestReadDuringCommit(t *testing.T) {
 		}
 		got <- b[:n]
 	}()
-	select {
-	case b := <-got:
-		if !bytes.Equal(b, data) {
-			t.Fatal("a read during the commit got other content")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a read waited for the commit")
+	if !bytes.Equal(within(t, got, "a read"), data) {
+		t.Fatal("a read during the commit got other content")
 	}
 	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	c.inCommit = nil
 	if err := errors.Join(r.Release(ctx), h.Release(ctx)); err != nil {
 		t.Fatal(err)
 	}
@@ -868,12 +869,8 @@ func TestFailedCommitWaitsForReaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	errInjected := errors.New("injected")
-	inCommit, failCommit := make(chan struct{}), make(chan struct{})
-	c.inCommit = func(uint64) error {
-		close(inCommit)
-		<-failCommit
-		return errInjected
-	}
+	done, failCommit := heldFlush(c, h, errInjected)
+	defer failCommit()
 	reading, finishRead := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(finishRead) }) }
@@ -882,9 +879,6 @@ func TestFailedCommitWaitsForReaders(t *testing.T) {
 		close(reading)
 		<-finishRead
 	}
-	flushed := make(chan error, 1)
-	go func() { flushed <- h.Flush(ctx) }()
-	<-inCommit
 	r, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
 	if err != nil {
 		t.Fatal(err)
@@ -895,10 +889,10 @@ func TestFailedCommitWaitsForReaders(t *testing.T) {
 		_, err := r.ReadAt(ctx, b, 4096)
 		read <- err
 	}()
-	<-reading
-	close(failCommit)
+	within(t, reading, "a read")
+	failCommit()
 	select {
-	case err := <-flushed:
+	case err := <-done:
 		t.Fatalf("the failed commit returned (%v) with a reader inside", err)
 	case <-time.After(200 * time.Millisecond):
 	}
@@ -906,13 +900,13 @@ func TestFailedCommitWaitsForReaders(t *testing.T) {
 	if err := <-read; err != nil {
 		t.Fatal(err)
 	}
-	if err := <-flushed; !errors.Is(err, errInjected) {
+	if err := <-done; !errors.Is(err, errInjected) {
 		t.Fatalf("commit: %v, want the injected failure", err)
 	}
 	if !bytes.Equal(b, data[4096:8192]) {
 		t.Fatal("the read during the commit got other content")
 	}
-	c.inCommit, c.inReadDuringCommit = nil, nil
+	c.inReadDuringCommit = nil
 	if err := errors.Join(r.Release(ctx), h.Flush(ctx), h.Release(ctx)); err != nil {
 		t.Fatal(err)
 	}
