@@ -138,6 +138,14 @@ func createOpen(t testing.TB, c *Cache, dir uint64, name string) (Attr, *Handle)
 	return a, h
 }
 
+// wantContent fails t with msg unless ino reads as want.
+func wantContent(t testing.TB, c *Cache, ino uint64, want []byte, msg string) {
+	t.Helper()
+	if got := readFile(t, c, ino); !bytes.Equal(got, want) {
+		t.Fatalf("%s (%d bytes, want %d)", msg, len(got), len(want))
+	}
+}
+
 func readFile(t testing.TB, c *Cache, ino uint64) []byte {
 	t.Helper()
 	ctx := context.Background()
@@ -337,9 +345,7 @@ func TestCommitCost(t *testing.T) {
 	if added > 3 {
 		t.Fatalf("append queued %d chunks", added)
 	}
-	if got := readFile(t, c, ino); !bytes.Equal(got, data) {
-		t.Fatal("content differs after partial re-chunking")
-	}
+	wantContent(t, c, ino, data, "content differs after partial re-chunking")
 	// The partial re-chunk cuts the same chunks as a full one.
 	n, _ = c.getInode(ino)
 	full := writeFile(t, c, c.Root(), "copy", data)
@@ -374,9 +380,7 @@ func TestDurableAndRecovery(t *testing.T) {
 	c.lockFile.Close()
 
 	c = openCache(t, reopenRepo(t, be), dir)
-	if got := readFile(t, c, lookupPath(t, c, "docs/big").Ino); !bytes.Equal(got, big) {
-		t.Fatal("big file differs after restart")
-	}
+	wantContent(t, c, lookupPath(t, c, "docs/big").Ino, big, "big file differs after restart")
 	var notified []*repo.Snapshot
 	c.OnSnapshot(func(sn *repo.Snapshot) {
 		notified = append(notified, sn)
@@ -530,9 +534,7 @@ func TestFailingRemote(t *testing.T) {
 	if st.RemoteReachable || st.QueueBlobs == 0 || st.LastError == "" {
 		t.Fatalf("status with the remote down: %+v", st)
 	}
-	if got := readFile(t, c, ino); !bytes.Equal(got, data) {
-		t.Fatal("read with the remote down")
-	}
+	wantContent(t, c, ino, data, "read with the remote down")
 	f.Heal()
 	hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -734,9 +736,7 @@ func TestAttrsDuringCommit(t *testing.T) {
 	if err := h.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
-		t.Fatal("content after the commit differs")
-	}
+	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }
 
 // A read of a file while its commit runs goes ahead rather than wait for
@@ -789,9 +789,7 @@ func TestReadDuringCommit(t *testing.T) {
 	if err := errors.Join(r.Release(ctx), h.Release(ctx)); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
-		t.Fatal("content after the commit differs")
-	}
+	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }
 
 // Readers racing commits that swap a file's chunks and empty its staging
@@ -910,7 +908,5 @@ func TestFailedCommitWaitsForReaders(t *testing.T) {
 	if err := errors.Join(r.Release(ctx), h.Flush(ctx), h.Release(ctx)); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
-		t.Fatal("content after the commit differs")
-	}
+	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }

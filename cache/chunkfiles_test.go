@@ -176,9 +176,7 @@ func TestCommitFailsWhenAChunkCannotBeStored(t *testing.T) {
 	if err := h.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, c, ino); !bytes.Equal(got, data) {
-		t.Fatal("content differs after the retried commit")
-	}
+	wantContent(t, c, ino, data, "content differs after the retried commit")
 }
 
 // Files up to the chunker's minimum size skip the chunker; their chunk

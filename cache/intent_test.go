@@ -106,9 +106,7 @@ func TestFsyncDefersCommit(t *testing.T) {
 	if n, _ := c.getInode(a.Ino); n.Size != 0 {
 		t.Fatal("close committed a file with an intent at once")
 	}
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
-		t.Fatal("content before the commit differs")
-	}
+	wantContent(t, c, a.Ino, data, "content before the commit differs")
 	sn, err := c.Sync(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -127,9 +125,7 @@ func TestFsyncDefersCommit(t *testing.T) {
 	}
 	release()
 	waitFor(t, func() bool { return !c.isOpen(a.Ino) })
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
-		t.Fatal("content after the commit differs")
-	}
+	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }
 
 // A small fsync still commits before it returns.
@@ -169,9 +165,7 @@ func TestTruncateCommitsIntent(t *testing.T) {
 	if n, _ := c.getInode(a.Ino); n.Size != uint64(len(data)) || intentCount(t, c) != 0 || len(stagingNames(t, dir)) != 0 {
 		t.Fatalf("truncate did not commit the intent first: size %d, %d intents", n.Size, intentCount(t, c))
 	}
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data[:size]) {
-		t.Fatal("content after the truncate differs")
-	}
+	wantContent(t, c, a.Ino, data[:size], "content after the truncate differs")
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -293,9 +287,7 @@ func TestUnusableIntentDropped(t *testing.T) {
 	crash(c)
 	c = openCache(t, reopenRepo(t, be), dir)
 	defer c.Close(ctx)
-	if got := readFile(t, c, ino); !bytes.Equal(got, old) {
-		t.Fatal("an unusable intent changed the file")
-	}
+	wantContent(t, c, ino, old, "an unusable intent changed the file")
 	if intentCount(t, c) != 0 || len(stagingNames(t, dir)) != 0 {
 		t.Fatalf("left after Open: %d intents, staging %v", intentCount(t, c), stagingNames(t, dir))
 	}
@@ -381,7 +373,5 @@ func TestCloseDuringBackgroundCommit(t *testing.T) {
 	}
 	release()
 	waitFor(t, func() bool { return !c.isOpen(a.Ino) })
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, data) {
-		t.Fatal("content after the commit differs")
-	}
+	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }

@@ -130,12 +130,8 @@ func TestPowerLoss(t *testing.T) {
 	// Writing the same bytes again stores them again, not deduplicated
 	// against chunk keys that outlived their data; that heals /doc too.
 	again := fsyncFile(t, c, c.Root(), "again", v2)
-	if got := readFile(t, c, again); !bytes.Equal(got, v2) {
-		t.Fatal("rewritten content differs")
-	}
-	if got := readFile(t, c, a.Ino); !bytes.Equal(got, v2) {
-		t.Fatal("/doc not readable once its content was written again")
-	}
+	wantContent(t, c, again, v2, "rewritten content differs")
+	wantContent(t, c, a.Ino, v2, "/doc not readable once its content was written again")
 	writeFile(t, c, c.Root(), "touch", []byte("changed")) // so the next snapshot is stored
 	if sn, err = c.Sync(sctx); err != nil {
 		t.Fatal(err)
