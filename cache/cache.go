@@ -134,6 +134,7 @@ type Cache struct {
 	duringBgCommit     func()                 // tests: runs once it holds the file, before committing
 	inCommit           func(ino uint64) error // tests: runs in a commit before its chunking; an error fails it
 	inReadDuringCommit func()                 // tests: runs in a read let in by a commit
+	stagingSynced      func(string, *os.File) // tests: runs with a staging file's name once its bytes reached the disk
 
 	kick   chan struct{} // wakes the uploader
 	bg     context.Context

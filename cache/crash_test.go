@@ -61,10 +61,10 @@ func crashChild(spec string) {
 
 // startChild runs this test binary as a child in the mode env selects (see
 // TestMain) and returns it with a scanner of its output.
-func startChild(t *testing.T, env string) (*exec.Cmd, *bufio.Scanner) {
+func startChild(t *testing.T, env ...string) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

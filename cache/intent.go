@@ -39,8 +39,8 @@ const deferCommitMin = 4 << 20
 // deferCommitLocked records an intent for f's changes instead of
 // committing them, if f qualifies: its staging is a file, and the caller
 // is an fsync of enough bytes or f has an intent already (a close then
-// refreshes it, without syncs: closed data has to survive kill -9 only).
-// It reports whether it did.
+// refreshes it without syncing Badger: closed data has to survive kill -9
+// only). It reports whether it did.
 func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 	s := f.stage
 	if s == nil || s.f == nil {
@@ -67,9 +67,6 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 		// The chunks the record's base names, stored by closes, first.
 		if err := c.syncNoted(); err != nil {
 			return false, err
-		}
-		if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
-			return false, fmt.Errorf("sync staging file: %w", err)
 		}
 		if !linked {
 			if err := syncPath(c.staging); err != nil {
@@ -98,9 +95,16 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 	return true, nil
 }
 
-// recordIntentLocked writes (or rewrites) f's intent record, without a
-// sync.
+// recordIntentLocked writes (or rewrites) f's intent record, without
+// syncing Badger. The staged bytes it names reach the disk first, even
+// when only kill -9 has to be survived: Badger writes the record back on
+// its own schedule, and a record that outlives a power loss must not name
+// bytes that did not. Open would commit them as whatever the disk held,
+// which under the key stream reads as other bytes, not as an error.
 func (c *Cache) recordIntentLocked(f *openFile) error {
+	if err := c.syncStagingLocked(f); err != nil {
+		return err
+	}
 	rec := f.intentLocked()
 	err := c.update(func(txn *wtxn) error {
 		return txn.Set(meta.IntentKey(f.ino), meta.EncodeIntent(rec))
@@ -110,6 +114,20 @@ func (c *Cache) recordIntentLocked(f *openFile) error {
 		return fmt.Errorf("record fsync intent: %w", err)
 	}
 	f.intent.Store(true)
+	return nil
+}
+
+func (c *Cache) syncStagingLocked(f *openFile) error {
+	s := f.stage
+	if s == nil || s.f == nil {
+		return errors.New("record fsync intent: no staging file")
+	}
+	if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
+		return fmt.Errorf("sync staging file: %w", err)
+	}
+	if c.stagingSynced != nil {
+		c.stagingSynced(s.name, s.f)
+	}
 	return nil
 }
 
