@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -99,8 +98,8 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 // syncing Badger. The staged bytes it names reach the disk first, even
 // when only kill -9 has to be survived: Badger writes the record back on
 // its own schedule, and a record that outlives a power loss must not name
-// bytes that did not. Open would commit them as whatever the disk held,
-// which under the key stream reads as other bytes, not as an error.
+// bytes that did not: Open could never commit it (such blocks do not
+// open), and the file would keep failing every snapshot.
 func (c *Cache) recordIntentLocked(f *openFile) error {
 	if err := c.syncStagingLocked(f); err != nil {
 		return err
@@ -219,7 +218,7 @@ func (c *Cache) deleteIntent(ino uint64) error {
 
 // intentLocked describes f's uncommitted changes.
 func (f *openFile) intentLocked() *meta.Intent {
-	rec := &meta.Intent{Staging: f.stage.name, Key: f.stage.key, IV: f.stage.iv,
+	rec := &meta.Intent{Staging: f.stage.name, Key: f.stage.key,
 		Base: chunksDigest(f.chunks), Size: f.size, Mtime: f.mtime, Ctime: f.ctime,
 		Mode: f.attrs.mode, UID: f.attrs.uid, GID: f.attrs.gid, Atime: f.attrs.atime,
 		Points: f.points}
@@ -342,13 +341,13 @@ func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errIntentUnusable, err)
 	}
-	b, err := aes.NewCipher(rec.Key[:])
-	if err != nil {
+	s := &staging{dir: dir, f: sf, key: rec.Key, name: rec.Staging}
+	if err := s.setKey(); err != nil {
 		sf.Close()
 		return err
 	}
 	f.closeStagingLocked()
-	f.stage = &staging{dir: dir, f: sf, block: b, key: rec.Key, iv: rec.IV, name: rec.Staging}
+	f.stage = s
 	f.size, f.mtime, f.ctime, f.changed = rec.Size, rec.Mtime, rec.Ctime, true
 	f.attrs = pendingAttrs{mode: rec.Mode, uid: rec.UID, gid: rec.GID, atime: rec.Atime}
 	f.dirty, f.written = nil, nil

@@ -348,38 +348,6 @@ func TestUnusableIntentDropped(t *testing.T) {
 	}
 }
 
-// A staging file reused after a commit stages the next bytes under a fresh
-// key: the same key stream at the same offsets would leak the XOR of two
-// plaintexts to whoever reads the disk.
-func TestStagingRekeysAfterReset(t *testing.T) {
-	s, err := newStaging(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
-	a, b := randBytes(51, memStagingMax+1), randBytes(52, memStagingMax+1)
-	if err := s.writeAt(a, 0); err != nil {
-		t.Fatal(err)
-	}
-	if s.f == nil {
-		t.Fatal("staging did not spill to a file: the test would test nothing")
-	}
-	key, iv := s.key, s.iv
-	if err := s.reset(); err != nil {
-		t.Fatal(err)
-	}
-	if s.key == key || s.iv == iv {
-		t.Fatal("reset kept the key or IV")
-	}
-	if err := s.writeAt(b, 0); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, len(b))
-	if err := s.readAt(got, 0); err != nil || !bytes.Equal(got, b) {
-		t.Fatalf("read after reset: %v", err)
-	}
-}
-
 // A close while the background commit runs returns at once, and the
 // record it relies on covers the writes made between the fsync and the
 // commit.

@@ -9,31 +9,58 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
 // staging holds a file's uncommitted bytes. Small ones stay in memory;
-// past memStagingMax they move to an unlinked temporary file, encrypted
-// with AES-CTR under a random key that lives only in memory: the bytes are
+// past memStagingMax they move to an unlinked temporary file, sealed with
+// AES-256-GCM under a random key that lives only in memory: the bytes are
 // unreadable on disk, and gone for good after a crash (uncommitted data is
 // not promised to survive one). An fsync that defers its commit links the
 // file and records the key in an intent (see intent.go), inside Badger's
 // encryption.
+//
+// The file is a row of sealed blocks, one per stageBlock bytes of the
+// file's offsets: a random nonce, the ciphertext and the tag, with the
+// block's number as additional data. Each write of a block seals it under
+// a fresh nonce, so overwriting staged bytes never reuses a key stream (a
+// stream cipher would leak the XOR of the two plaintexts to whoever sees
+// the disk twice), and a block the disk lost, tore or altered fails to
+// open: it reads as an error, never as other bytes.
 type staging struct {
 	dir   string
 	mem   []byte   // plaintext by file offset while f is nil
 	f     *os.File // nil until the data outgrows memory
-	buf   []byte   // scratch for ciphertext, reused across writes
-	block cipher.Block
+	buf   []byte   // scratch for sealed blocks, reused across writes
+	plain []byte   // scratch for one block a write changes in part
+	aead  cipher.AEAD
 	key   [32]byte // kept for an fsync intent, which must name it
-	iv    [aes.BlockSize]byte
-	name  string // the file's name in dir once an fsync linked it, else ""
+	name  string   // the file's name in dir once an fsync linked it, else ""
 }
 
 // memStagingMax bounds the bytes one file stages in memory. Creating a
 // temporary file costs more than writing a small file through the mount.
 const memStagingMax = 256 << 10
+
+const (
+	stageBlock  = 4096                         // plaintext bytes per sealed block: the page size
+	stageNonce  = 12                           // GCM's standard nonce
+	stageSealed = stageNonce + stageBlock + 16 // a block on disk: nonce, ciphertext, tag
+	stageBatch  = 64                           // blocks a read takes from the disk at a time
+)
+
+// errStagingDamaged marks staged bytes the disk did not give back as
+// written.
+var errStagingDamaged = errors.New("staged bytes lost or damaged")
+
+// stageReads holds scratch for reads, which may run at the same time as
+// each other (see Handle.ReadAt): stageBatch sealed blocks and one plain.
+var stageReads = sync.Pool{New: func() any {
+	b := make([]byte, stageBatch*stageSealed+stageBlock)
+	return &b
+}}
 
 func newStaging(dir string) (*staging, error) { return &staging{dir: dir}, nil }
 
@@ -68,25 +95,26 @@ func (s *staging) spill() error {
 	return nil
 }
 
-// rekey picks a fresh key and IV.
+// rekey picks a fresh key.
 func (s *staging) rekey() error {
 	if _, err := rand.Read(s.key[:]); err != nil {
 		return err
 	}
+	return s.setKey()
+}
+
+func (s *staging) setKey() error {
 	b, err := aes.NewCipher(s.key[:])
 	if err != nil {
 		return err
 	}
-	if _, err := rand.Read(s.iv[:8]); err != nil {
-		return err
-	}
-	s.block = b
-	return nil
+	s.aead, err = cipher.NewGCM(b)
+	return err
 }
 
 // reset empties the staging after a commit took its bytes. A file keeps
-// its staging file across commits, and the next bytes staged at the same
-// offsets get a fresh key: one key stream never seals two plaintexts.
+// its staging file across commits, and the next bytes are staged under a
+// fresh key.
 func (s *staging) reset() error {
 	if err := s.truncate(0); err != nil || s.f == nil {
 		return err
@@ -94,17 +122,7 @@ func (s *staging) reset() error {
 	return s.rekey()
 }
 
-// xorAt applies the key stream for file offset off.
-func (s *staging) xorAt(dst, src []byte, off uint64) {
-	iv := s.iv
-	binary.BigEndian.PutUint64(iv[8:], off/aes.BlockSize)
-	st := cipher.NewCTR(s.block, iv[:])
-	if skip := off % aes.BlockSize; skip > 0 {
-		var junk [aes.BlockSize]byte
-		st.XORKeyStream(junk[:skip], junk[:skip])
-	}
-	st.XORKeyStream(dst, src)
-}
+func blockAD(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 
 func (s *staging) writeAt(p []byte, off uint64) error {
 	if s.f == nil {
@@ -120,15 +138,70 @@ func (s *staging) writeAt(p []byte, off uint64) error {
 			return err
 		}
 	}
-	if cap(s.buf) < len(p) {
-		s.buf = make([]byte, len(p))
+	if len(p) == 0 {
+		return nil
 	}
-	buf := s.buf[:len(p)]
-	s.xorAt(buf, p, off)
-	_, err := s.f.WriteAt(buf, int64(off))
+	end := off + uint64(len(p))
+	first, last := off/stageBlock, (end-1)/stageBlock
+	n := int(last - first + 1)
+	if cap(s.buf) < n*stageSealed {
+		s.buf = make([]byte, n*stageSealed)
+	}
+	buf := s.buf[:n*stageSealed]
+	for i := range n {
+		if _, err := rand.Read(buf[i*stageSealed : i*stageSealed+stageNonce]); err != nil {
+			return err
+		}
+	}
+	for i := range n {
+		b := first + uint64(i)
+		lo, hi := max(b*stageBlock, off), min((b+1)*stageBlock, end)
+		plain := p[lo-off : hi-off]
+		if hi-lo < stageBlock {
+			// Part of the block: keep what was staged around the write.
+			if s.plain == nil {
+				s.plain = make([]byte, stageBlock)
+			}
+			if err := s.loadBlock(s.plain, b); err != nil {
+				return err
+			}
+			copy(s.plain[lo-b*stageBlock:], plain)
+			plain = s.plain
+		}
+		out := buf[i*stageSealed : (i+1)*stageSealed]
+		s.aead.Seal(out[stageNonce:stageNonce], out[:stageNonce], plain, blockAD(b))
+	}
+	_, err := s.f.WriteAt(buf, int64(first*stageSealed))
 	return err
 }
 
+// loadBlock opens block b into plain; a block never written (past the end
+// of the file, or in a hole) reads as zeros.
+func (s *staging) loadBlock(plain []byte, b uint64) error {
+	var sealed [stageSealed]byte
+	n, err := s.f.ReadAt(sealed[:], int64(b*stageSealed))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read staging: %w", err)
+	}
+	if n == 0 || sealed == [stageSealed]byte{} {
+		clear(plain)
+		return nil
+	}
+	return s.openBlock(plain, sealed[:n], b)
+}
+
+func (s *staging) openBlock(plain, sealed []byte, b uint64) error {
+	if len(sealed) != stageSealed {
+		return fmt.Errorf("staging block %d: %w", b, errStagingDamaged)
+	}
+	if _, err := s.aead.Open(plain[:0], sealed[:stageNonce], sealed[stageNonce:], blockAD(b)); err != nil {
+		return fmt.Errorf("staging block %d: %w", b, errStagingDamaged)
+	}
+	return nil
+}
+
+// readAt fills p with the staged bytes at off. The caller reads only
+// bytes it staged: any block it touches must open.
 func (s *staging) readAt(p []byte, off uint64) error {
 	if s.f == nil {
 		n := 0
@@ -138,15 +211,42 @@ func (s *staging) readAt(p []byte, off uint64) error {
 		clear(p[n:])
 		return nil
 	}
-	n, err := s.f.ReadAt(p, int64(off))
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read staging: %w", err)
+	if len(p) == 0 {
+		return nil
 	}
-	s.xorAt(p[:n], p[:n], off)
-	clear(p[n:]) // past the end of the file: a hole
+	scratch := stageReads.Get().(*[]byte)
+	defer stageReads.Put(scratch)
+	sealed, plain := (*scratch)[:stageBatch*stageSealed], (*scratch)[stageBatch*stageSealed:]
+	end := off + uint64(len(p))
+	last := (end - 1) / stageBlock
+	for b := off / stageBlock; b <= last; {
+		n := min(last-b+1, stageBatch)
+		got, err := s.f.ReadAt(sealed[:n*stageSealed], int64(b*stageSealed))
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read staging: %w", err)
+		}
+		for i := range n {
+			lo, hi := max(b*stageBlock, off), min((b+1)*stageBlock, end)
+			blk := sealed[min(int(i)*stageSealed, got):min(int(i+1)*stageSealed, got)]
+			if hi-lo == stageBlock {
+				// The whole block: open it in place.
+				if err := s.openBlock(p[lo-off:hi-off], blk, b); err != nil {
+					return err
+				}
+			} else {
+				if err := s.openBlock(plain, blk, b); err != nil {
+					return err
+				}
+				copy(p[lo-off:hi-off], plain[lo-b*stageBlock:])
+			}
+			b++
+		}
+	}
 	return nil
 }
 
+// truncate drops the blocks wholly past size. The rest of a block that
+// size cuts stays: no read asks for it before a write stages it again.
 func (s *staging) truncate(size uint64) error {
 	if s.f == nil {
 		if size < uint64(len(s.mem)) {
@@ -155,7 +255,8 @@ func (s *staging) truncate(size uint64) error {
 		}
 		return nil
 	}
-	if err := s.f.Truncate(int64(size)); err != nil {
+	blocks := (size + stageBlock - 1) / stageBlock
+	if err := s.f.Truncate(int64(blocks * stageSealed)); err != nil {
 		return fmt.Errorf("truncate staging: %w", err)
 	}
 	return nil
@@ -169,5 +270,6 @@ func (s *staging) close() {
 	}
 	clear(s.mem)
 	clear(s.key[:])
+	clear(s.plain)
 	s.mem = nil
 }

@@ -252,8 +252,7 @@ func DecodeInode(b []byte) (*Inode, error) {
 // bytes themselves in an encrypted staging file.
 type Intent struct {
 	Staging      string   // file name in the staging directory
-	Key          [32]byte // AES-256 key of the staging file
-	IV           [16]byte // its CTR IV
+	Key          [32]byte // AES-256-GCM key of the staging file's blocks
 	Base         [32]byte // digest of the inode's chunk list the changes apply to
 	Size         uint64
 	Mtime, Ctime int64
@@ -268,14 +267,15 @@ type Intent struct {
 // Range is a half-open byte range [Start, End).
 type Range struct{ Start, End uint64 }
 
-const intentVersion = 1
+// intentVersion 2: staging files sealed in blocks (version 1 named CTR
+// ones, with an IV).
+const intentVersion = 2
 
 // EncodeIntent is the value of an intent key.
 func EncodeIntent(in *Intent) []byte {
 	b := []byte{intentVersion}
 	b = appendBytes(b, []byte(in.Staging))
 	b = append(b, in.Key[:]...)
-	b = append(b, in.IV[:]...)
 	b = append(b, in.Base[:]...)
 	b = binary.AppendUvarint(b, in.Size)
 	b = binary.AppendVarint(b, in.Mtime)
@@ -320,13 +320,12 @@ func DecodeIntent(b []byte) (*Intent, error) {
 	}
 	r := &reader{b: b[1:]}
 	in := &Intent{Staging: string(r.bytes())}
-	if r.err != nil || len(r.b) < 32+16+32 {
+	if r.err != nil || len(r.b) < 32+32 {
 		return nil, errors.New("meta: truncated intent record")
 	}
 	copy(in.Key[:], r.b)
-	copy(in.IV[:], r.b[32:])
-	copy(in.Base[:], r.b[48:])
-	r.b = r.b[80:]
+	copy(in.Base[:], r.b[32:])
+	r.b = r.b[64:]
 	in.Size = r.uvarint()
 	in.Mtime = r.varint()
 	in.Ctime = r.varint()

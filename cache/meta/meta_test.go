@@ -52,7 +52,7 @@ func TestIntentRoundTrip(t *testing.T) {
 		Dirty:   []Range{{0, 4096}, {1 << 20, 10 << 20}},
 		Written: []Range{{0, 100}, {1 << 20, 9 << 20}},
 		Points:  []uint64{7, 3}}
-	in.Key[0], in.IV[15], in.Base[31] = 1, 2, 3
+	in.Key[0], in.Key[31], in.Base[31] = 1, 2, 3
 	got, err := DecodeIntent(EncodeIntent(in))
 	if err != nil {
 		t.Fatal(err)
