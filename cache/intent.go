@@ -346,6 +346,15 @@ func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
 		sf.Close()
 		return err
 	}
+	if err := s.verify(rec.Written); err != nil {
+		sf.Close()
+		if errors.Is(err, errStagingDamaged) {
+			// No commit could take these bytes, and retrying would fail
+			// every snapshot: the file keeps its last committed content.
+			return fmt.Errorf("%w: %v", errIntentUnusable, err)
+		}
+		return err
+	}
 	f.closeStagingLocked()
 	f.stage = s
 	f.size, f.mtime, f.ctime, f.changed = rec.Size, rec.Mtime, rec.Ctime, true

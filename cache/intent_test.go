@@ -283,6 +283,47 @@ func TestKill9WithIntent(t *testing.T) {
 	}
 }
 
+// TestDamagedIntentDropped: staged bytes an intent names that no longer
+// open (the disk altered them) drop the intent at Open: the file keeps its
+// last committed content, and snapshots go on rather than fail for good.
+func TestDamagedIntentDropped(t *testing.T) {
+	rdir, sdir := t.TempDir(), t.TempDir()
+	be, err := remote.NewFile(rdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newRepo(t, be)
+	cmd, sc := startChild(t, "KEEPFS_INTENT_CHILD="+rdir+":"+sdir)
+	for sc.Scan() && sc.Text() != "closed" {
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	names := stagingNames(t, sdir)
+	if len(names) != 1 {
+		t.Fatalf("staging files %v, want the one the intent names", names)
+	}
+	sf, err := os.OpenFile(filepath.Join(sdir, "staging", names[0]), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sf.WriteAt([]byte("damage"), 5*stageSealed+100); err != nil {
+		t.Fatal(err)
+	}
+	sf.Close()
+	c := openCache(t, reopenRepo(t, be), sdir)
+	defer c.Close(context.Background())
+	if got := readFile(t, c, lookupPath(t, c, "big").Ino); len(got) != 0 {
+		t.Fatalf("after damage: %d bytes, want the empty file last committed", len(got))
+	}
+	if intentCount(t, c) != 0 || len(stagingNames(t, sdir)) != 0 {
+		t.Fatalf("left after Open: %d intents, staging %v", intentCount(t, c), stagingNames(t, sdir))
+	}
+	writeFile(t, c, c.Root(), "other", []byte("changed")) // so that a snapshot is due
+	if _, err := c.Sync(context.Background()); err != nil {
+		t.Fatalf("sync after a damaged intent: %v", err)
+	}
+}
+
 // TestPowerLossWithIntent: a power loss after a close that followed a
 // deferred fsync. Badger may keep the record the close rewrote while the
 // staged bytes written after the fsync are lost; the file must then read

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keepfs/keepfs/cache/meta"
 )
 
 // staging holds a file's uncommitted bytes. Small ones stay in memory;
@@ -240,6 +242,20 @@ func (s *staging) readAt(p []byte, off uint64) error {
 				copy(p[lo-off:hi-off], plain[lo-b*stageBlock:])
 			}
 			b++
+		}
+	}
+	return nil
+}
+
+// verify reads the staged bytes at rs, to find damage before a commit
+// relies on them.
+func (s *staging) verify(rs []meta.Range) error {
+	buf := make([]byte, stageBatch*stageBlock)
+	for _, r := range rs {
+		for off := r.Start; off < r.End; off += uint64(len(buf)) {
+			if err := s.readAt(buf[:min(uint64(len(buf)), r.End-off)], off); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
