@@ -239,17 +239,19 @@ func intentChild(spec string) {
 	select {}
 }
 
-// TestKill9WithIntent kills a process between an fsync that deferred its
-// commit (and a close after it) and the commit: Open commits the intent,
-// and the file reads as closed.
-func TestKill9WithIntent(t *testing.T) {
+// killIntentChild runs the intent child (with env added) on a fresh
+// repository and state directory and kills it once its close returned. It
+// returns the remote, the state directory and the path of the staging file
+// the intent names.
+func killIntentChild(t *testing.T, env ...string) (remote.Storage, string, string) {
+	t.Helper()
 	rdir, sdir := t.TempDir(), t.TempDir()
 	be, err := remote.NewFile(rdir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	newRepo(t, be)
-	cmd, sc := startChild(t, "KEEPFS_INTENT_CHILD="+rdir+":"+sdir)
+	cmd, sc := startChild(t, append(env, "KEEPFS_INTENT_CHILD="+rdir+":"+sdir)...)
 	var lines []string
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
@@ -262,9 +264,18 @@ func TestKill9WithIntent(t *testing.T) {
 	if strings.Join(lines, ",") != "fsynced,closed" {
 		t.Fatalf("child said %q", lines)
 	}
-	if len(stagingNames(t, sdir)) != 1 {
-		t.Fatal("no staging file kept for the intent: the test would test nothing")
+	names := stagingNames(t, sdir)
+	if len(names) != 1 {
+		t.Fatalf("staging files %v, want the one the intent names", names)
 	}
+	return be, sdir, filepath.Join(sdir, "staging", names[0])
+}
+
+// TestKill9WithIntent kills a process between an fsync that deferred its
+// commit (and a close after it) and the commit: Open commits the intent,
+// and the file reads as closed.
+func TestKill9WithIntent(t *testing.T) {
+	be, sdir, _ := killIntentChild(t)
 	c := openCache(t, reopenRepo(t, be), sdir)
 	defer c.Close(context.Background())
 	_, closed := intentContent()
@@ -287,22 +298,8 @@ func TestKill9WithIntent(t *testing.T) {
 // open (the disk altered them) drop the intent at Open: the file keeps its
 // last committed content, and snapshots go on rather than fail for good.
 func TestDamagedIntentDropped(t *testing.T) {
-	rdir, sdir := t.TempDir(), t.TempDir()
-	be, err := remote.NewFile(rdir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newRepo(t, be)
-	cmd, sc := startChild(t, "KEEPFS_INTENT_CHILD="+rdir+":"+sdir)
-	for sc.Scan() && sc.Text() != "closed" {
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	names := stagingNames(t, sdir)
-	if len(names) != 1 {
-		t.Fatalf("staging files %v, want the one the intent names", names)
-	}
-	sf, err := os.OpenFile(filepath.Join(sdir, "staging", names[0]), os.O_RDWR, 0)
+	be, sdir, staged := killIntentChild(t)
+	sf, err := os.OpenFile(staged, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,28 +326,15 @@ func TestDamagedIntentDropped(t *testing.T) {
 // staged bytes written after the fsync are lost; the file must then read
 // as fsynced or as closed, never with other bytes where the lost ones were.
 func TestPowerLossWithIntent(t *testing.T) {
-	rdir, sdir, idir := t.TempDir(), t.TempDir(), t.TempDir()
-	be, err := remote.NewFile(rdir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newRepo(t, be)
-	cmd, sc := startChild(t, "KEEPFS_INTENT_CHILD="+rdir+":"+sdir, "KEEPFS_INTENT_IMAGES="+idir)
-	for sc.Scan() && sc.Text() != "closed" {
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	// The power goes: each staging file is left as it was at its last sync
+	idir := t.TempDir()
+	be, sdir, staged := killIntentChild(t, "KEEPFS_INTENT_IMAGES="+idir)
+	// The power goes: the staging file is left as it was at its last sync
 	// (the worst case keeps every record Badger had).
-	names := stagingNames(t, sdir)
-	if len(names) != 1 {
-		t.Fatalf("staging files %v, want the one the intent names", names)
-	}
-	img, err := os.ReadFile(filepath.Join(idir, names[0]))
+	img, err := os.ReadFile(filepath.Join(idir, filepath.Base(staged)))
 	if err != nil {
 		t.Fatalf("the staging file never reached the disk: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(sdir, "staging", names[0]), img, 0o600); err != nil {
+	if err := os.WriteFile(staged, img, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	defer func(old func() string) { bootID = old }(bootID)
