@@ -2,19 +2,14 @@ package cache
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
 )
@@ -96,13 +91,15 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 
 // recordIntentLocked writes (or rewrites) f's intent record, without
 // syncing Badger. The staged bytes it names reach the disk first, even
-// when only kill -9 has to be survived: Badger writes the record back on
-// its own schedule, and a record that outlives a power loss must not name
-// bytes that did not: Open could never commit it (such blocks do not
-// open), and the file would keep failing every snapshot.
+// when only kill -9 has to be survived: Badger may write the record back
+// before a power loss that loses bytes it names, and Open could then never
+// commit it (such blocks do not open); the file would fail every snapshot.
 func (c *Cache) recordIntentLocked(f *openFile) error {
-	if err := c.syncStagingLocked(f); err != nil {
+	if err := f.stage.sync(); err != nil {
 		return err
+	}
+	if c.stagingSynced != nil {
+		c.stagingSynced(f.stage.name, f.stage.f)
 	}
 	rec := f.intentLocked()
 	err := c.update(func(txn *wtxn) error {
@@ -113,20 +110,6 @@ func (c *Cache) recordIntentLocked(f *openFile) error {
 		return fmt.Errorf("record fsync intent: %w", err)
 	}
 	f.intent.Store(true)
-	return nil
-}
-
-func (c *Cache) syncStagingLocked(f *openFile) error {
-	s := f.stage
-	if s == nil || s.f == nil {
-		return errors.New("record fsync intent: no staging file")
-	}
-	if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
-		return fmt.Errorf("sync staging file: %w", err)
-	}
-	if c.stagingSynced != nil {
-		c.stagingSynced(s.name, s.f)
-	}
 	return nil
 }
 
@@ -369,34 +352,4 @@ func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
 	f.points = rec.Points
 	f.dirtyBytes.Store(f.dirty.total())
 	return nil
-}
-
-// link gives the staging file a name, so that it outlives the process.
-func (s *staging) link() error {
-	if s.name != "" {
-		return nil
-	}
-	var r [12]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return err
-	}
-	name := hex.EncodeToString(r[:])
-	// A file made with O_TMPFILE links through /proc without privileges.
-	fd := "/proc/self/fd/" + strconv.Itoa(int(s.f.Fd()))
-	if err := unix.Linkat(unix.AT_FDCWD, fd, unix.AT_FDCWD, filepath.Join(s.dir, name), unix.AT_SYMLINK_FOLLOW); err != nil {
-		return fmt.Errorf("link staging file: %w", err)
-	}
-	s.name = name
-	return nil
-}
-
-// unlink removes the staging file's name once no intent needs it.
-func (s *staging) unlink(log *slog.Logger) {
-	if s == nil || s.name == "" {
-		return
-	}
-	if err := os.Remove(filepath.Join(s.dir, s.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.Warn("cannot remove a staging file", "err", err)
-	}
-	s.name = ""
 }

@@ -5,10 +5,14 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -151,11 +155,10 @@ func (s *staging) writeAt(p []byte, off uint64) error {
 	}
 	buf := s.buf[:n*stageSealed]
 	for i := range n {
-		if _, err := rand.Read(buf[i*stageSealed : i*stageSealed+stageNonce]); err != nil {
+		out := buf[i*stageSealed : (i+1)*stageSealed]
+		if _, err := rand.Read(out[:stageNonce]); err != nil {
 			return err
 		}
-	}
-	for i := range n {
 		b := first + uint64(i)
 		lo, hi := max(b*stageBlock, off), min((b+1)*stageBlock, end)
 		plain := p[lo-off : hi-off]
@@ -170,7 +173,6 @@ func (s *staging) writeAt(p []byte, off uint64) error {
 			copy(s.plain[lo-b*stageBlock:], plain)
 			plain = s.plain
 		}
-		out := buf[i*stageSealed : (i+1)*stageSealed]
 		s.aead.Seal(out[stageNonce:stageNonce], out[:stageNonce], plain, blockAD(b))
 	}
 	_, err := s.f.WriteAt(buf, int64(first*stageSealed))
@@ -247,6 +249,14 @@ func (s *staging) readAt(p []byte, off uint64) error {
 	return nil
 }
 
+// sync makes the staged bytes durable (not the file's name: see link).
+func (s *staging) sync() error {
+	if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
+		return fmt.Errorf("sync staging file: %w", err)
+	}
+	return nil
+}
+
 // verify reads the staged bytes at rs, to find damage before a commit
 // relies on them.
 func (s *staging) verify(rs []meta.Range) error {
@@ -288,4 +298,34 @@ func (s *staging) close() {
 	clear(s.key[:])
 	clear(s.plain)
 	s.mem = nil
+}
+
+// link gives the staging file a name, so that it outlives the process.
+func (s *staging) link() error {
+	if s.name != "" {
+		return nil
+	}
+	var r [12]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return err
+	}
+	name := hex.EncodeToString(r[:])
+	// A file made with O_TMPFILE links through /proc without privileges.
+	fd := "/proc/self/fd/" + strconv.Itoa(int(s.f.Fd()))
+	if err := unix.Linkat(unix.AT_FDCWD, fd, unix.AT_FDCWD, filepath.Join(s.dir, name), unix.AT_SYMLINK_FOLLOW); err != nil {
+		return fmt.Errorf("link staging file: %w", err)
+	}
+	s.name = name
+	return nil
+}
+
+// unlink removes the staging file's name once no intent needs it.
+func (s *staging) unlink(log *slog.Logger) {
+	if s == nil || s.name == "" {
+		return
+	}
+	if err := os.Remove(filepath.Join(s.dir, s.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Warn("cannot remove a staging file", "err", err)
+	}
+	s.name = ""
 }
