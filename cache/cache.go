@@ -36,6 +36,9 @@ type Options struct {
 	// Now is the one clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// LockWait is how long Open waits for a conflicting repository lock
+	// (a prune or erase running) to go; 0 fails at once.
+	LockWait time.Duration
 	// Progress, if set, hears of long work Open does before the mount can
 	// serve (the check after a power loss, the rebuild from the remote)
 	// at its start, at most every 100 ms, and at its end.
@@ -81,6 +84,9 @@ type Status struct {
 	// previous version, or leaves it out if it never had one, until the
 	// file is rewritten or deleted.
 	LostFiles []string `json:"lost_files"`
+	// ReadOnly, if set, says why the mount takes no new writes: its
+	// repository lock lapsed and has not been taken again yet.
+	ReadOnly string `json:"read_only,omitempty"`
 }
 
 // Cache is the local state of one mounted repository.
@@ -136,12 +142,16 @@ type Cache struct {
 	inReadDuringCommit func()                 // tests: runs in a read let in by a commit
 	stagingSynced      func(string, *os.File) // tests: runs with a staging file's name once its bytes reached the disk
 
+	// pruneMu is held by Prune for writing while the index is rewritten,
+	// and tried for reading by eviction (see evict).
+	pruneMu sync.RWMutex
+
 	kick   chan struct{} // wakes the uploader
 	bg     context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed bool
-	rlock  *remoteLock
+	rlock  *repo.Lock
 
 	stopSnaps context.CancelFunc
 	snapsDone chan struct{}
@@ -255,10 +265,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	sctx, c.stopSnaps = context.WithCancel(c.bg)
 	c.snapsDone = make(chan struct{})
 	go c.snapshotLoop(sctx, c.snapsDone)
-	c.wg.Add(3)
+	c.wg.Add(2)
 	go c.uploader()
 	go c.gcLoop()
-	go c.lockLoop()
 	c.wake()
 	ok = true
 	return c, nil
@@ -476,6 +485,9 @@ func (c *Cache) Status() Status {
 	}
 	st.DirtyBytes = dirty
 	st.CacheBytes = c.lru.bytes()
+	if err := c.readOnly(); err != nil {
+		st.ReadOnly = err.Error()
+	}
 	return st
 }
 
@@ -534,7 +546,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	c.wg.Wait()
 	if c.rlock != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		c.rlock.release(rctx)
+		c.rlock.Release(rctx)
 		cancel()
 	}
 	c.mu.Lock()

@@ -255,6 +255,13 @@ func (c *Cache) prefetch(id crypto.ID) {
 // chunks the repository index holds are ever in the LRU, so dirty and
 // not-yet-uploaded data is never evicted.
 func (c *Cache) evict() {
+	// While a prune or erase rewrites the index, a blob the index holds
+	// now may be gone in a moment, and the local copy with it would be
+	// the only one: evict nothing then (the next commit or upload evicts).
+	if !c.pruneMu.TryRLock() {
+		return
+	}
+	defer c.pruneMu.RUnlock()
 	for c.lru.bytes() > c.opts.CacheSize {
 		id, ok := c.lru.oldest()
 		if !ok {

@@ -104,6 +104,13 @@ func (h *Handle) Ino() uint64 { return h.f.ino }
 
 // OpenFile opens a regular file. O_TRUNC truncates; O_APPEND writes at the end.
 func (c *Cache) OpenFile(ctx context.Context, ino uint64, flags uint32) (*Handle, error) {
+	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
+		// Handles open already keep writing: the kernel may still hold
+		// their dirty pages, and refusing those would lose them.
+		if err := c.readOnly(); err != nil {
+			return nil, err
+		}
+	}
 	f, err := c.acquire(ctx, ino)
 	if err != nil {
 		return nil, err

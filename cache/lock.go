@@ -2,143 +2,124 @@ package cache
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"sync"
-	"time"
 
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
 )
 
-// The remote lock: locks/<name> holds a sealed lockInfo, replaced by a
-// fresh object every lockRefresh. A lock older than lockStale belongs to a
-// mount that died; one naming our own state directory is ours from before
-// a crash (the state directory's flock proves no other process has it).
-const (
-	lockRefresh = time.Minute
-	lockStale   = 5 * time.Minute
-	lockAD      = "keepfs lock v1"
-)
+// A mount holds the repository's shared lock (repo.Lock) as a writer, with
+// the state directory's id as its owner, and refuses to start while
+// another live mount of the repository holds one: two mounts would each
+// take snapshots of their own tree. An unreachable remote at start is no
+// licence to go without a lock: Open fails, and the caller may retry.
+//
+// When the lock lapses (the remote could not be reached to refresh it for
+// most of the stale time), the repository refuses uploads and snapshots,
+// and the mount refuses new writes (ErrReadOnly) while it serves what it
+// has; once the lock is taken again, the index is reloaded and reconcile
+// runs before anything is written.
 
-type lockInfo struct {
-	Host    string    `json:"host"`
-	PID     int       `json:"pid"`
-	StateID string    `json:"state_id"`
-	Time    time.Time `json:"time"`
-}
+var generationKey = meta.StateKey("generation")
 
-type remoteLock struct {
-	c    *Cache
-	mu   sync.Mutex
-	name string // current object, "" if none
-}
-
-func (c *Cache) acquireRemoteLock(ctx context.Context) (*remoteLock, error) {
-	l := &remoteLock{c: c}
-	be := c.r.Backend()
-	var stale []string
-	err := be.List(ctx, remote.Lock, func(fi remote.Info) error {
-		b, err := remote.LoadAll(ctx, be, fi.Handle)
-		if errors.Is(err, remote.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		plain, err := c.r.Key().Open(nil, b, []byte(lockAD))
-		if err != nil {
-			return nil // not ours to judge: check reports foreign objects
-		}
-		var li lockInfo
-		if err := json.Unmarshal(plain, &li); err != nil {
-			return nil
-		}
-		switch {
-		case li.StateID == hex.EncodeToString(c.stateID):
-			stale = append(stale, fi.Handle.Name)
-		case c.opts.Now().Sub(li.Time) > lockStale:
-			stale = append(stale, fi.Handle.Name)
-		default:
-			return fmt.Errorf("%w (held by pid %d on %s since %s)", ErrRepoLocked, li.PID, li.Host, li.Time.UTC().Format(time.RFC3339))
-		}
-		return nil
-	})
-	if errors.Is(err, ErrRepoLocked) {
-		return nil, err
-	}
+func (c *Cache) acquireRemoteLock(ctx context.Context) (*repo.Lock, error) {
+	owner := hex.EncodeToString(c.stateID)
+	host, _ := os.Hostname()
+	infos, err := c.r.Locks(ctx)
 	if err != nil {
-		// An unreachable remote must not stop a mount that works from
-		// local state; the refresher takes the lock when it returns.
-		c.log.Warn("cannot check the repository lock now", "err", err)
 		c.setRemoteHealth(err)
-		return l, nil
+		return nil, fmt.Errorf("cannot take the repository lock: %w", err)
 	}
-	for _, n := range stale {
-		_ = be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: n})
+	for _, li := range infos {
+		if li.Owner == owner {
+			// Ours from before a crash: the state directory's flock
+			// proves no other process holds it.
+			_ = c.r.Backend().Remove(ctx, remote.Handle{Type: remote.Lock, Name: li.Name})
+			continue
+		}
+		if li.Purpose != "mount" || repo.LockStale(li, c.opts.Now(), host) {
+			continue
+		}
+		return nil, fmt.Errorf("%w (%s)", ErrRepoLocked, li)
 	}
-	if err := l.refresh(ctx); err != nil {
-		c.log.Warn("cannot write the repository lock now", "err", err)
+	l, err := c.r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "mount", Owner: owner,
+		Wait: c.opts.LockWait, OnRelock: c.reconcile, Log: c.log, Now: c.opts.Now})
+	if err != nil {
+		c.setRemoteHealth(err)
+		return nil, fmt.Errorf("cannot take the repository lock: %w", err)
+	}
+	if err := c.reconcile(ctx); err != nil {
+		l.Release(context.WithoutCancel(ctx))
+		return nil, err
 	}
 	return l, nil
 }
 
-// refresh writes a new lock object, then removes the previous one.
-func (l *remoteLock) refresh(ctx context.Context) error {
-	c := l.c
-	host, _ := os.Hostname()
-	b, err := json.Marshal(lockInfo{Host: host, PID: os.Getpid(), StateID: hex.EncodeToString(c.stateID), Time: c.opts.Now().UTC()})
+// reconcile brings the local state in line with a repository that another
+// client changed (its generation moved on: a prune or an erase), after the
+// index was reloaded: cached trees may name trees that are gone, and the
+// last snapshot may have been forgotten. Chunks whose blobs went stay
+// local (eviction keeps what the index lacks) and the next snapshot walk
+// queues what the tree still needs.
+func (c *Cache) reconcile(ctx context.Context) error {
+	gen, err := c.r.Generation(ctx)
 	if err != nil {
 		return err
 	}
-	var rnd [16]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return err
+	var seen uint64
+	if err := c.view(func(txn *badger.Txn) error {
+		v, err := getValue(txn, generationKey)
+		if err == nil && len(v) == 8 {
+			seen = binary.BigEndian.Uint64(v)
+		} else if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read the repository generation seen: %w", err)
 	}
-	name := hex.EncodeToString(rnd[:])
-	be := c.r.Backend()
-	if err := be.Save(ctx, remote.Handle{Type: remote.Lock, Name: name}, c.r.Key().Seal(nil, b, []byte(lockAD))); err != nil {
-		return fmt.Errorf("save lock: %w", err)
+	if gen == seen {
+		return nil
 	}
-	l.mu.Lock()
-	old := l.name
-	l.name = name
-	l.mu.Unlock()
-	if old != "" {
-		_ = be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: old})
+	c.log.Info("the repository changed since this state directory last saw it; reconciling", "generation", gen, "seen", seen)
+	c.mu.Lock()
+	c.trees = map[uint64]treeEntry{}
+	last := c.lastSnap
+	c.changeSeq++
+	c.mu.Unlock()
+	if last != nil {
+		if _, err := c.r.LoadSnapshot(ctx, last.ID); err != nil {
+			c.mu.Lock()
+			if c.lastSnap == last {
+				c.lastSnap = nil
+			}
+			c.mu.Unlock()
+		}
+	}
+	return c.recordGeneration(gen)
+}
+
+// recordGeneration notes that the local state matches generation gen.
+func (c *Cache) recordGeneration(gen uint64) error {
+	v := binary.BigEndian.AppendUint64(nil, gen)
+	return c.update(func(txn *wtxn) error { return txn.Set(generationKey, v) })
+}
+
+// readOnly reports why the mount must not take new writes now, if it must
+// not: its repository lock lapsed.
+func (c *Cache) readOnly() error {
+	if c.rlock == nil {
+		return nil
+	}
+	if err := c.rlock.Err(); err != nil {
+		return fmt.Errorf("%w: until the repository lock is taken again: %v", ErrReadOnly, err)
 	}
 	return nil
-}
-
-func (l *remoteLock) release(ctx context.Context) {
-	l.mu.Lock()
-	name := l.name
-	l.name = ""
-	l.mu.Unlock()
-	if name != "" {
-		if err := l.c.r.Backend().Remove(ctx, remote.Handle{Type: remote.Lock, Name: name}); err != nil {
-			l.c.log.Warn("cannot remove the repository lock", "err", err)
-		}
-	}
-}
-
-func (c *Cache) lockLoop() {
-	defer c.wg.Done()
-	t := time.NewTicker(lockRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.bg.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(c.bg, lockRefresh)
-			if err := c.rlock.refresh(ctx); err != nil && c.bg.Err() == nil {
-				c.log.Warn("cannot refresh the repository lock", "err", err)
-			}
-			cancel()
-		}
-	}
 }

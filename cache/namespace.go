@@ -169,6 +169,9 @@ func (c *Cache) Lookup(ctx context.Context, parent uint64, name string) (Attr, e
 
 // Create makes a new inode called name in parent.
 func (c *Cache) Create(ctx context.Context, parent uint64, name string, nn NewNode) (Attr, error) {
+	if err := c.readOnly(); err != nil {
+		return Attr{}, err
+	}
 	if err := checkName(name); err != nil {
 		return Attr{}, err
 	}
@@ -242,6 +245,9 @@ func (c *Cache) Readlink(ctx context.Context, ino uint64) (string, error) {
 
 // Link adds a hard link newName in newParent to ino.
 func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string) (Attr, error) {
+	if err := c.readOnly(); err != nil {
+		return Attr{}, err
+	}
 	if err := checkName(newName); err != nil {
 		return Attr{}, err
 	}
@@ -296,6 +302,9 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 
 // Unlink removes a non-directory entry. The inode lives on while open.
 func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
+	if err := c.readOnly(); err != nil {
+		return err
+	}
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	err := c.update(func(txn *wtxn) error {
@@ -373,6 +382,9 @@ func (c *Cache) Forget(ino uint64) {
 // CreateUnlinked makes a file with no name in parent, for O_TMPFILE: it
 // gets one if the caller links it into place.
 func (c *Cache) CreateUnlinked(ctx context.Context, parent uint64, nn NewNode) (Attr, error) {
+	if err := c.readOnly(); err != nil {
+		return Attr{}, err
+	}
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	var a Attr
@@ -418,6 +430,9 @@ func dirEmptyTxn(txn *badger.Txn, ino uint64) bool {
 
 // Rmdir removes an empty directory.
 func (c *Cache) Rmdir(ctx context.Context, parent uint64, name string) error {
+	if err := c.readOnly(); err != nil {
+		return err
+	}
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	err := c.update(func(txn *wtxn) error {
@@ -448,6 +463,9 @@ const (
 
 // Rename moves oldParent/oldName to newParent/newName.
 func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
+	if err := c.readOnly(); err != nil {
+		return err
+	}
 	if err := checkName(newName); err != nil {
 		return err
 	}
@@ -771,6 +789,9 @@ func (c *Cache) ListXattr(ctx context.Context, ino uint64) ([]string, error) {
 
 // SetXattr sets (flags XattrCreate/XattrReplace) an extended attribute.
 func (c *Cache) SetXattr(ctx context.Context, ino uint64, name string, value []byte, flags uint32) error {
+	if err := c.readOnly(); err != nil {
+		return err
+	}
 	if len(value) > maxXattrValue {
 		return ErrRange
 	}
@@ -798,6 +819,9 @@ func (c *Cache) SetXattr(ctx context.Context, ino uint64, name string, value []b
 
 // RemoveXattr deletes an extended attribute.
 func (c *Cache) RemoveXattr(ctx context.Context, ino uint64, name string) error {
+	if err := c.readOnly(); err != nil {
+		return err
+	}
 	return c.changeXattr(ino, func(n *meta.Inode) error {
 		for i, x := range n.Xattrs {
 			if x.Name == name {

@@ -2,10 +2,8 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
@@ -31,12 +29,20 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 	defer c.snapMu.Unlock()
 	c.upMu.Lock()
 	defer c.upMu.Unlock()
+	c.pruneMu.Lock()
+	defer c.pruneMu.Unlock()
 	if opts.Now.IsZero() {
 		opts.Now = c.opts.Now()
 	}
 	res, err := c.r.Prune(ctx, opts)
 	if err != nil {
 		return nil, err
+	}
+	if !opts.DryRun && res.Generation != 0 {
+		// This mount made the change: nothing to reconcile but the record.
+		if err := c.recordGeneration(res.Generation); err != nil {
+			c.log.Warn("cannot record the repository generation", "err", err)
+		}
 	}
 	if !opts.DryRun {
 		c.mu.Lock()
@@ -68,30 +74,4 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 		}
 	}
 	return res, nil
-}
-
-// ActiveLocks counts the live (not stale) mount locks of r, so that a
-// prune outside any daemon can refuse to run under a mount.
-func ActiveLocks(ctx context.Context, r *repo.Repository, now time.Time) (int, error) {
-	be := r.Backend()
-	n := 0
-	err := be.List(ctx, remote.Lock, func(fi remote.Info) error {
-		b, err := remote.LoadAll(ctx, be, fi.Handle)
-		if errors.Is(err, remote.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		plain, err := r.Key().Open(nil, b, []byte(lockAD))
-		if err != nil {
-			return nil
-		}
-		var li lockInfo
-		if json.Unmarshal(plain, &li) == nil && now.Sub(li.Time) <= lockStale {
-			n++
-		}
-		return nil
-	})
-	return n, err
 }

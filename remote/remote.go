@@ -27,10 +27,14 @@ const (
 	Audit     Type = "audit"
 	Lock      Type = "locks"
 	Retention Type = "retention"
+	// Trash holds prune's deletion marks: packs to delete after a grace period.
+	Trash Type = "trash"
+	// Generation holds one object per repository generation (see repo).
+	Generation Type = "generation"
 )
 
 // Types lists every object type, in the order a listing diff walks them.
-var Types = []Type{Config, Key, Pack, Index, Snapshot, Audit, Lock, Retention}
+var Types = []Type{Config, Key, Pack, Index, Snapshot, Audit, Lock, Retention, Trash, Generation}
 
 // Handle names one object. The Config object has an empty Name.
 type Handle struct {

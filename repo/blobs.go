@@ -209,6 +209,14 @@ func (w *writer) startUploadLocked(ctx context.Context) error {
 
 func (w *writer) upload(ctx context.Context, data []byte, blobs []pack.Blob) error {
 	id := crypto.Hash(data)
+	if err := w.r.Writable(); err != nil {
+		w.mu.Lock()
+		for _, b := range blobs {
+			delete(w.pending, blobKey{b.Type, b.ID})
+		}
+		w.mu.Unlock()
+		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
+	}
 	err := w.r.be.Save(ctx, remote.Handle{Type: remote.Pack, Name: id.String()}, data)
 	if err != nil && !errors.Is(err, remote.ErrExists) {
 		// Forget these blobs were on their way, or a later SaveBlob would
@@ -274,6 +282,9 @@ func (r *Repository) Flush(ctx context.Context) error {
 }
 
 func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) error {
+	if err := r.Writable(); err != nil {
+		return fmt.Errorf("save index: %w", err)
+	}
 	sealed := s.Seal(r.key)
 	id := crypto.Hash(sealed)
 	err := r.be.Save(ctx, remote.Handle{Type: remote.Index, Name: id.String()}, sealed)
@@ -361,10 +372,15 @@ func (r *Repository) addSegment(sealed []byte) error {
 // them, so their blobs are reused instead of uploaded again. It returns the
 // number of packs recovered.
 func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
+	// Packs a prune marked for deletion are unindexed on purpose.
+	trashed, err := r.trashedPacks(ctx)
+	if err != nil {
+		return 0, err
+	}
 	var orphans []remote.Info
 	if err := r.be.List(ctx, remote.Pack, func(fi remote.Info) error {
 		id, err := crypto.ParseID(fi.Handle.Name)
-		if err == nil && !r.idx.HasPack(id) {
+		if err == nil && !r.idx.HasPack(id) && !trashed[id] {
 			orphans = append(orphans, fi)
 		}
 		return nil

@@ -34,12 +34,14 @@ type CheckOptions struct {
 
 // CheckResult summarises a check.
 type CheckResult struct {
-	Snapshots int       `json:"snapshots"`
-	Trees     int       `json:"trees"`
-	Packs     int       `json:"packs"`
-	Blobs     int       `json:"blobs"`
-	ReadBytes int64     `json:"read_bytes"`
-	Problems  []Problem `json:"problems"`
+	Snapshots int `json:"snapshots"`
+	Trees     int `json:"trees"`
+	Packs     int `json:"packs"`
+	Blobs     int `json:"blobs"`
+	// PacksPendingDeletion are packs a prune marked, deleted by a later one.
+	PacksPendingDeletion int       `json:"packs_pending_deletion"`
+	ReadBytes            int64     `json:"read_bytes"`
+	Problems             []Problem `json:"problems"`
 }
 
 // Errors counts the problems that are not warnings.
@@ -96,7 +98,15 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckResult
 		}
 		delete(listed, p.ID)
 	}
+	trashed, err := r.trashedPacks(ctx)
+	if err != nil {
+		report(Problem{Object: "trash/", What: err.Error()})
+	}
 	for id := range listed {
+		if trashed[id] {
+			res.PacksPendingDeletion++
+			continue
+		}
 		report(Problem{Object: "packs/" + id.String(), What: "not indexed (left by an interrupted run; the next import reuses it)", Warning: true})
 	}
 

@@ -18,6 +18,12 @@ type PruneOptions struct {
 	DryRun   bool
 	Now      time.Time // the clock; zero means time.Now
 	Progress Progress
+	// Grace is how long packs found dead stay marked before a later prune
+	// deletes them; zero means DefaultGrace.
+	Grace time.Duration
+	// Lock tunes the exclusive lock Prune takes unless this handle holds
+	// one already.
+	Lock LockOptions
 }
 
 // PruneResult reports what a prune removed (or would remove, with DryRun).
@@ -30,7 +36,14 @@ type PruneResult struct {
 	BlobsRepacked    int      `json:"blobs_repacked"`
 	PacksDeleted     int      `json:"packs_deleted"`
 	PacksRewritten   int      `json:"packs_rewritten"`
-	DryRun           bool     `json:"dry_run"`
+	// PacksMarked are the packs this run found dead (PacksDeleted of them
+	// wholly, PacksRewritten in part): a later prune deletes them once
+	// DefaultGrace has passed. PacksFreed are packs of earlier runs' marks
+	// deleted now.
+	PacksMarked int    `json:"packs_marked"`
+	PacksFreed  int    `json:"packs_freed"`
+	Generation  uint64 `json:"generation,omitempty"`
+	DryRun      bool   `json:"dry_run"`
 }
 
 // Prune applies the stored retention policy and then removes every blob no
@@ -38,11 +51,15 @@ type PruneResult struct {
 // holding any dead blob are rewritten without it (no threshold: dead
 // personal data is never left behind), and the index is rewritten.
 //
+// Prune holds the exclusive lock (taking it unless the handle already
+// does) and deletes in two phases (see trash.go): the packs it finds dead
+// are marked and dropped from the index, and deleted by a prune run at
+// least Grace later, which first deletes what earlier runs marked.
+//
 // Crash safety comes from the order: forget snapshots; write repacked packs;
-// write one index segment that supersedes all others; delete the superseded
-// segments; delete the old packs. Killed anywhere, the repository passes
-// check, and the next prune finishes the work (RecoverPacks re-indexes
-// leftover packs, whose blobs are then found dead again).
+// mark the old packs; write one index segment that supersedes all others;
+// delete the superseded segments. Killed anywhere, the repository passes
+// check, and the next prune finishes the work.
 func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult, error) {
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
@@ -50,11 +67,23 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	if opts.Progress == nil {
 		opts.Progress = NoProgress{}
 	}
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	release, err := r.exclusive(ctx, "prune", opts.Lock, opts.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	policy, err := r.Retention(ctx)
 	if err != nil {
 		return nil, err
 	}
+	res := &PruneResult{Policy: policy.String(), DryRun: opts.DryRun}
 	if !opts.DryRun {
+		if res.PacksFreed, err = r.emptyTrash(ctx, opts.Now, opts.Grace, ""); err != nil {
+			return nil, err
+		}
 		if _, err := r.RecoverPacks(ctx); err != nil {
 			return nil, err
 		}
@@ -63,7 +92,6 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	if err != nil {
 		return nil, err
 	}
-	res := &PruneResult{Policy: policy.String(), DryRun: opts.DryRun}
 	var kept []*Snapshot
 	for _, d := range policy.Apply(snaps, opts.Now) {
 		if d.Keep {
@@ -78,6 +106,9 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 			if d.Keep {
 				continue
 			}
+			if err := r.Writable(); err != nil {
+				return nil, err
+			}
 			h := remote.Handle{Type: remote.Snapshot, Name: d.Snapshot.ID.String()}
 			if err := r.be.Remove(ctx, h); err != nil && !errors.Is(err, remote.ErrNotFound) {
 				return nil, fmt.Errorf("forget snapshot %s: %w", d.Snapshot.Name(), err)
@@ -88,12 +119,64 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	if err != nil {
 		return nil, err
 	}
-	return res, r.sweep(ctx, used, opts, res)
+	if err := r.sweep(ctx, used, opts, res, false); err != nil {
+		return nil, err
+	}
+	if !opts.DryRun && (len(res.SnapshotsRemoved) > 0 || res.PacksMarked > 0) {
+		if res.Generation, err = r.BumpGeneration(ctx, "prune", nil, opts.Now); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// exclusive makes sure this handle holds the exclusive lock (taking it
+// for the call unless it already does) and that its index is the one in
+// the remote now. A dry run reads only and needs no lock.
+func (r *Repository) exclusive(ctx context.Context, purpose string, lo LockOptions, dryRun bool) (release func(), err error) {
+	release = func() {}
+	if dryRun {
+		return release, nil
+	}
+	if !r.holdsExclusive() {
+		lo.Kind = ExclusiveLock
+		if lo.Purpose == "" {
+			lo.Purpose = purpose
+		}
+		l, err := r.Lock(ctx, lo)
+		if err != nil {
+			return nil, err
+		}
+		release = func() { l.Release(context.WithoutCancel(ctx)) }
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
+func (r *Repository) holdsExclusive() bool {
+	r.lockMu.Lock()
+	defer r.lockMu.Unlock()
+	for _, l := range r.locks {
+		if l.opts.Kind == ExclusiveLock {
+			return true
+		}
+	}
+	return false
 }
 
 // SweepUnused removes every blob that no remaining snapshot references,
-// without applying retention. Erasure uses it after rewriting snapshots.
+// without applying retention, and deletes the packs at once rather than
+// marking them. Erasure uses it after rewriting snapshots; it holds the
+// exclusive lock and bumps the generation.
 func (r *Repository) SweepUnused(ctx context.Context, dryRun bool) (*PruneResult, error) {
+	release, err := r.exclusive(ctx, "erase", LockOptions{}, dryRun)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if !dryRun {
 		if _, err := r.RecoverPacks(ctx); err != nil {
 			return nil, err
@@ -108,7 +191,7 @@ func (r *Repository) SweepUnused(ctx context.Context, dryRun bool) (*PruneResult
 		return nil, err
 	}
 	res := &PruneResult{SnapshotsKept: len(snaps), DryRun: dryRun}
-	return res, r.sweep(ctx, used, PruneOptions{DryRun: dryRun, Progress: NoProgress{}}, res)
+	return res, r.sweep(ctx, used, PruneOptions{DryRun: dryRun, Progress: NoProgress{}, Now: time.Now()}, res, true)
 }
 
 // usedBlobs walks the trees of snaps and collects every blob they name.
@@ -149,7 +232,7 @@ func (r *Repository) usedBlobs(ctx context.Context, snaps []*Snapshot) (map[blob
 	return used, nil
 }
 
-func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts PruneOptions, res *PruneResult) error {
+func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts PruneOptions, res *PruneResult, deleteNow bool) error {
 	type plan struct {
 		id   crypto.ID
 		live []pack.Blob
@@ -227,6 +310,20 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 	r.w.uploadedLog = nil
 	r.w.mu.Unlock()
 
+	// Mark before the index stops naming them: killed in between, the
+	// packs are still indexed and a later prune leaves them (and finds
+	// them dead again).
+	var dead []crypto.ID
+	dead = append(dead, remove...)
+	for _, p := range rewrite {
+		dead = append(dead, p.id)
+	}
+	mark, err := r.markForDeletion(ctx, dead, "prune", opts.Now)
+	if err != nil {
+		return err
+	}
+	res.PacksMarked = len(dead)
+
 	// One segment for the whole surviving index, superseding every other
 	// stored segment, including ones already superseded: deleting a
 	// superseding segment must never resurrect what it superseded.
@@ -243,6 +340,9 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 	newIdx := index.New()
 	for _, p := range seg.Packs {
 		newIdx.AddPack(p)
+	}
+	if err := r.Writable(); err != nil {
+		return err
 	}
 	sealed := seg.Seal(r.key)
 	segID := crypto.Hash(sealed)
@@ -261,14 +361,9 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 			return fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
 		}
 	}
-	for _, id := range remove {
-		if err := r.be.Remove(ctx, remote.Handle{Type: remote.Pack, Name: id.String()}); err != nil && !errors.Is(err, remote.ErrNotFound) {
-			return fmt.Errorf("remove pack %s: %w", id.Short(), err)
-		}
-	}
-	for _, p := range rewrite {
-		if err := r.be.Remove(ctx, remote.Handle{Type: remote.Pack, Name: p.id.String()}); err != nil && !errors.Is(err, remote.ErrNotFound) {
-			return fmt.Errorf("remove pack %s: %w", p.id.Short(), err)
+	if deleteNow {
+		if _, err := r.emptyTrash(ctx, opts.Now, 0, mark); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package repo_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -249,4 +250,89 @@ func (c *crashAfter) Remove(ctx context.Context, h remote.Handle) error {
 	}
 	c.removes--
 	return c.Storage.Remove(ctx, h)
+}
+
+// Prune deletes in two phases: a dead pack is marked and dropped from the
+// index, still readable during the grace period, and deleted by a prune
+// after it, unless an index segment names it again by then (a writer whose
+// lock lapsed recovered and indexed it).
+func TestPruneDeletesInTwoPhases(t *testing.T) {
+	ctx := context.Background()
+	day := func(d int) time.Time { return time.Date(2026, 1, 1+d, 12, 0, 0, 0, time.UTC) }
+	for _, resurrect := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reindexed=%v", resurrect), func(t *testing.T) {
+			mem, r := newRepo(t)
+			old := randBytes(300 << 10)
+			saveSnapshot(t, r, day(0), map[string][]byte{"old": old})
+			saveSnapshot(t, r, day(10), map[string][]byte{"new": randBytes(300 << 10)})
+			if err := r.SetRetention(ctx, repo.Retention{MaxAge: 5 * 24 * time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+			oldID := r.Key().BlobID(old)
+			loc, ok := r.Index().Lookup(pack.Data, oldID)
+			if !ok {
+				t.Fatal("old blob not indexed")
+			}
+			packsBefore := countObjects(t, mem, remote.Pack)
+			res, err := reopen(t, mem).Prune(ctx, repo.PruneOptions{Now: day(11)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.PacksMarked == 0 || res.PacksFreed != 0 || res.Generation == 0 {
+				t.Fatalf("first prune: %+v", res)
+			}
+			r2 := reopen(t, mem)
+			if r2.Index().Has(pack.Data, oldID) {
+				t.Fatal("a marked blob is still indexed")
+			}
+			if n := countObjects(t, mem, remote.Pack); n != packsBefore {
+				t.Fatalf("packs went from %d to %d in the marking run", packsBefore, n)
+			}
+			// Still readable where the old index put it, and not an
+			// unindexed-pack warning for check.
+			if _, err := mem.Load(ctx, remote.Handle{Type: remote.Pack, Name: loc.Pack.String()}, int64(loc.Offset), int64(loc.Length)); err != nil {
+				t.Fatalf("marked pack unreadable during the grace period: %v", err)
+			}
+			chk, err := r2.Check(ctx, repo.CheckOptions{})
+			if err != nil || len(chk.Problems) != 0 || chk.PacksPendingDeletion == 0 {
+				t.Fatalf("check during the grace period: %+v %v", chk, err)
+			}
+			if resurrect {
+				if err := repo.IndexPackAgain(ctx, r2, loc.Pack); err != nil {
+					t.Fatal(err)
+				}
+				// ...and names the old content in a snapshot of its own.
+				w := reopen(t, mem)
+				saveSnapshot(t, w, day(11), map[string][]byte{"old-again": old})
+				if st := w.Stats(); st.BlobsNew != 1 { // the tree only
+					t.Fatalf("the writer uploaded the old content again: %+v", st)
+				}
+			}
+			// Too early: nothing is deleted.
+			early, err := reopen(t, mem).Prune(ctx, repo.PruneOptions{Now: day(11).Add(repo.DefaultGrace / 2)})
+			if err != nil || early.PacksFreed != 0 {
+				t.Fatalf("prune within the grace period: %+v %v", early, err)
+			}
+			late, err := reopen(t, mem).Prune(ctx, repo.PruneOptions{Now: day(11).Add(2 * repo.DefaultGrace)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, statErr := mem.Stat(ctx, remote.Handle{Type: remote.Pack, Name: loc.Pack.String()})
+			if resurrect {
+				// Kept, or copied into a new pack if it held dead blobs too.
+				if _, err := reopen(t, mem).LoadBlob(ctx, pack.Data, oldID); err != nil {
+					t.Fatalf("content a writer indexed again was lost: %v", err)
+				}
+			} else if late.PacksFreed == 0 || !errors.Is(statErr, remote.ErrNotFound) {
+				t.Fatalf("prune after the grace period: %+v, pack: %v", late, statErr)
+			}
+			if n := countObjects(t, mem, remote.Trash); n != 0 {
+				t.Fatalf("%d deletion marks left", n)
+			}
+			chk, err = reopen(t, mem).Check(ctx, repo.CheckOptions{ReadData: true})
+			if err != nil || chk.Errors() != 0 {
+				t.Fatalf("final check: %v %v", chk.Problems, err)
+			}
+		})
+	}
 }

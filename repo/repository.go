@@ -76,6 +76,10 @@ type Repository struct {
 	w *writer // blob writer state, see blobs.go
 
 	treeCache *lru
+
+	// locks held through this handle; writes stop while one has lapsed.
+	lockMu sync.Mutex
+	locks  []*Lock
 }
 
 // Create initialises a new repository on be, protected by passphrase.

@@ -92,6 +92,9 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	}
 	sealed := r.key.Seal(nil, b, []byte(snapshotAD))
 	sn.ID = crypto.Hash(sealed)
+	if err := r.Writable(); err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
+	}
 	if err := r.be.Save(ctx, remote.Handle{Type: remote.Snapshot, Name: sn.ID.String()}, sealed); err != nil {
 		return fmt.Errorf("save snapshot: %w", err)
 	}

@@ -33,6 +33,12 @@ Examples:
 				return err
 			}
 			defer r.Close()
+			// Shared: what a prune is halfway through is not a finding.
+			unlock, err := lockRepo(c, r, repo.SharedLock, "check")
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			opts := repo.CheckOptions{ReadData: c.Bool("read-data")}
 			if p := newProgress(c.App.ErrWriter); p != nil {
 				opts.Progress = p

@@ -178,17 +178,23 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progr
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	// A prune or erase holds the exclusive lock for a while: wait for it.
+	lockWait := c.Duration("retry-lock")
+	if !c.IsSet("retry-lock") {
+		lockWait = time.Minute
+	}
 	err = daemon.Run(c.Context, r, daemon.Config{
 		Mountpoint: mnt,
-		Cache:      cache.Options{StateDir: state, CacheSize: size, SnapshotInterval: c.Duration("snapshot-interval"), Progress: progress},
-		FS:         fs.Options{AllowOther: c.Bool("allow-other"), HideVersions: c.Bool("hide-versions"), Debug: c.Bool("debug-fuse")},
-		Logger:     log,
-		Ready:      ready,
+		Cache: cache.Options{StateDir: state, CacheSize: size, SnapshotInterval: c.Duration("snapshot-interval"), Progress: progress,
+			LockWait: lockWait},
+		FS:     fs.Options{AllowOther: c.Bool("allow-other"), HideVersions: c.Bool("hide-versions"), Debug: c.Bool("debug-fuse")},
+		Logger: log,
+		Ready:  ready,
 	})
 	if errors.Is(err, cache.ErrLocked) || errors.Is(err, cache.ErrRepoLocked) {
 		return fmt.Errorf("refusing a second mount: %w", err)
 	}
-	return err
+	return lockError(err)
 }
 
 // mountDaemon starts `keepfs mount --foreground` detached, hands it the

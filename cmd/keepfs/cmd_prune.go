@@ -1,13 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/keepfs/keepfs/cache"
 	"github.com/keepfs/keepfs/cmd/keepfs/daemon"
 	"github.com/keepfs/keepfs/repo"
 )
@@ -18,8 +16,12 @@ func cmdPrune() *cli.Command {
 		Usage: "apply retention and delete data no kept snapshot references",
 		Description: `Forgets the snapshots the retention policy does not keep, then deletes every
 blob that no remaining snapshot references: packs holding only such blobs are
-deleted, packs holding any are rewritten without them, and the index is
-rewritten. Safe to interrupt: run it again to finish.
+emptied, packs holding any are rewritten without them, and the index is
+rewritten. Prune holds the repository's exclusive lock: it waits for, or
+refuses to run beside, any import, restore or mount (--retry-lock waits).
+Deletion is in two phases: the old packs are marked now and deleted by a
+prune run at least 6 minutes later, so that a writer whose lock lapsed
+never names a deleted blob. Safe to interrupt: run it again to finish.
 
 Examples:
    keepfs prune --dry-run
@@ -48,17 +50,12 @@ Examples:
 				}
 				res = resp.Prune
 			} else {
-				if n, err := cache.ActiveLocks(c.Context, r, time.Now()); err != nil {
-					return err
-				} else if n > 0 && !c.Bool("dry-run") {
-					return errors.New("the repository is mounted elsewhere: unmount it, or run prune on the machine that mounts it")
-				}
-				opts := repo.PruneOptions{DryRun: c.Bool("dry-run")}
+				opts := repo.PruneOptions{DryRun: c.Bool("dry-run"), Lock: lockOptions(c, repo.ExclusiveLock, "prune")}
 				if p := newProgress(c.App.ErrWriter); p != nil {
 					opts.Progress = p
 				}
 				if res, err = r.Prune(c.Context, opts); err != nil {
-					return err
+					return lockError(err)
 				}
 			}
 			if c.Bool("json") {
@@ -72,8 +69,15 @@ Examples:
 			for _, s := range res.SnapshotsRemoved {
 				fmt.Fprintf(c.App.Writer, "%s snapshot %s\n", verb, s)
 			}
-			fmt.Fprintf(c.App.Writer, "%s %d blobs (%s): %d packs deleted, %d rewritten (%d blobs moved); %d snapshots kept\n",
+			fmt.Fprintf(c.App.Writer, "%s %d blobs (%s): %d packs emptied, %d rewritten (%d blobs moved); %d snapshots kept\n",
 				verb, res.BlobsRemoved, humanBytes(res.BytesRemoved), res.PacksDeleted, res.PacksRewritten, res.BlobsRepacked, res.SnapshotsKept)
+			if !res.DryRun && res.PacksMarked > 0 {
+				fmt.Fprintf(c.App.Writer, "%d old packs marked for deletion: a prune after %s deletes them\n",
+					res.PacksMarked, time.Now().Add(repo.DefaultGrace).Format("15:04"))
+			}
+			if res.PacksFreed > 0 {
+				fmt.Fprintf(c.App.Writer, "deleted %d packs marked by earlier prunes\n", res.PacksFreed)
+			}
 			return nil
 		},
 	}

@@ -50,6 +50,9 @@ Examples:
 			if len(st.LostFiles) > 0 {
 				fmt.Fprintf(c.App.Writer, "NOT BACKED UP: %s\n", lostSummary(st.LostFiles))
 			}
+			if st.ReadOnly != "" {
+				fmt.Fprintf(c.App.Writer, "READ-ONLY:     %s\n", st.ReadOnly)
+			}
 			return nil
 		},
 	}

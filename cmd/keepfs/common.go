@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -72,6 +74,30 @@ func openRepoWith(c *cli.Context, pw []byte, opts repo.Options) (*repo.Repositor
 		return nil, err
 	}
 	return r, nil
+}
+
+// lockRepo takes the repository lock for this command (shared for
+// writers and readers, exclusive for prune and erase) and returns how to
+// let it go.
+func lockRepo(c *cli.Context, r *repo.Repository, kind repo.LockKind, purpose string) (func(), error) {
+	l, err := r.Lock(c.Context, lockOptions(c, kind, purpose))
+	if err != nil {
+		return nil, lockError(err)
+	}
+	return func() { l.Release(context.WithoutCancel(c.Context)) }, nil
+}
+
+func lockOptions(c *cli.Context, kind repo.LockKind, purpose string) repo.LockOptions {
+	return repo.LockOptions{Kind: kind, Purpose: purpose, Wait: c.Duration("retry-lock"),
+		ForceUnlock: c.Bool("force-unlock"), Log: slog.Default()}
+}
+
+// lockError says what to do about a lock held by someone else.
+func lockError(err error) error {
+	if errors.Is(err, repo.ErrLocked) {
+		return fmt.Errorf("%w; try again when it is done, wait with --retry-lock 10m, or --force-unlock if its owner is gone", err)
+	}
+	return err
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -1,0 +1,35 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/index"
+)
+
+// WriteLockObject stores a lock object as another client (another host or
+// process) would, for tests of conflicts and staleness.
+func WriteLockObject(ctx context.Context, r *Repository, li LockInfo) (string, error) {
+	b, err := json.Marshal(li)
+	if err != nil {
+		return "", err
+	}
+	name := randomName()
+	return name, r.be.Save(ctx, remote.Handle{Type: remote.Lock, Name: name}, r.key.Seal(nil, b, []byte(lockAD)))
+}
+
+// IndexPackAgain stores an index segment naming pack id again, from its
+// header, as a writer that recovered it would.
+func IndexPackAgain(ctx context.Context, r *Repository, id crypto.ID) error {
+	fi, err := r.be.Stat(ctx, remote.Handle{Type: remote.Pack, Name: id.String()})
+	if err != nil {
+		return err
+	}
+	blobs, err := r.loadPackHeader(ctx, id, fi.Size)
+	if err != nil {
+		return err
+	}
+	return r.saveIndex(ctx, &index.Segment{Packs: []index.PackEntry{{ID: id, Size: fi.Size, Blobs: blobs}}})
+}

@@ -1,0 +1,227 @@
+package repo_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/pack"
+)
+
+// otherClient writes a lock as a live client elsewhere would.
+func otherClient(t *testing.T, r *repo.Repository, kind repo.LockKind, host string, pid int, at time.Time) string {
+	t.Helper()
+	name, err := repo.WriteLockObject(context.Background(), r, repo.LockInfo{Kind: kind, Purpose: "test", Owner: "other",
+		Host: host, PID: pid, Created: at, Time: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func TestLockConflicts(t *testing.T) {
+	ctx := context.Background()
+	host, _ := os.Hostname()
+	for _, tc := range []struct {
+		name       string
+		held, want repo.LockKind
+		ok         bool
+	}{
+		{"shared beside shared", repo.SharedLock, repo.SharedLock, true},
+		{"exclusive beside shared", repo.SharedLock, repo.ExclusiveLock, false},
+		{"shared beside exclusive", repo.ExclusiveLock, repo.SharedLock, false},
+		{"exclusive beside exclusive", repo.ExclusiveLock, repo.ExclusiveLock, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, r := newRepo(t)
+			// A live process on this host: the test's parent.
+			otherClient(t, r, tc.held, host, os.Getppid(), time.Now())
+			l, err := r.Lock(ctx, repo.LockOptions{Kind: tc.want, Purpose: "test", NoRefresh: true})
+			if tc.ok != (err == nil) {
+				t.Fatalf("lock: %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil {
+				if !errors.Is(err, repo.ErrLocked) {
+					t.Fatalf("not ErrLocked: %v", err)
+				}
+				// A refused lock leaves no object behind.
+				if infos, _ := r.Locks(ctx); len(infos) != 1 {
+					t.Fatalf("%d lock objects after a refusal", len(infos))
+				}
+				return
+			}
+			l.Release(ctx)
+		})
+	}
+}
+
+func TestStaleLocks(t *testing.T) {
+	ctx := context.Background()
+	host, _ := os.Hostname()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		host  string
+		pid   int
+		age   time.Duration
+		stale bool
+	}{
+		{"this host, process gone", host, dead.Process.Pid, 0, true},
+		{"this host, process alive, old", host, os.Getppid(), time.Hour, false},
+		{"other host, fresh", "elsewhere", 1, time.Minute, false},
+		{"other host, not refreshed for the stale time", "elsewhere", 1, repo.DefaultLockStale + time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, r := newRepo(t)
+			otherClient(t, r, repo.SharedLock, tc.host, tc.pid, time.Now().Add(-tc.age))
+			l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.ExclusiveLock, Purpose: "prune", NoRefresh: true})
+			if tc.stale != (err == nil) {
+				t.Fatalf("exclusive lock over it: %v, want stale=%v", err, tc.stale)
+			}
+			if err == nil {
+				if infos, _ := r.Locks(ctx); len(infos) != 1 {
+					t.Fatalf("the stale lock was not removed: %d locks", len(infos))
+				}
+				l.Release(ctx)
+			}
+		})
+	}
+	t.Run("force-unlock", func(t *testing.T) {
+		_, r := newRepo(t)
+		otherClient(t, r, repo.ExclusiveLock, "elsewhere", 1, time.Now())
+		l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.ExclusiveLock, ForceUnlock: true, NoRefresh: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release(ctx)
+	})
+}
+
+func TestLockWaitsForRelease(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	host, _ := os.Hostname()
+	name := otherClient(t, r, repo.SharedLock, host, os.Getppid(), time.Now())
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		_ = be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: name})
+	}()
+	start := time.Now()
+	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.ExclusiveLock, Wait: 10 * time.Second, NoRefresh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("took the lock after %v, before it was released", d)
+	}
+}
+
+// A writer whose lock could not be refreshed for most of the stale time
+// stops writing, and writes again only after taking the lock anew and
+// reloading the index.
+func TestLapsedLockStopsWrites(t *testing.T) {
+	ctx := context.Background()
+	mem, _ := newRepo(t)
+	faulty := remote.NewFaulty(mem)
+	r, err := repo.Open(ctx, faulty, pw, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	relocked := 0
+	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "import", NoRefresh: true, Now: clock,
+		OnRelock: func(context.Context) error { relocked++; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	if _, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	faulty.Break()
+	for i := 0; i < 4; i++ {
+		advance(repo.DefaultLockRefresh)
+		if err := l.Refresh(ctx); err == nil {
+			t.Fatal("refresh against a broken remote succeeded")
+		}
+	}
+	advance(time.Second) // past Stale-Refresh since the last refresh
+	faulty.Heal()
+	if err := r.Writable(); !errors.Is(err, repo.ErrLockLapsed) {
+		t.Fatalf("writable after the lock lapsed: %v", err)
+	}
+	packsBefore := countObjects(t, mem, remote.Pack)
+	if _, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1000)); err == nil {
+		if err := r.Flush(ctx); !errors.Is(err, repo.ErrLockLapsed) {
+			t.Fatalf("flush with a lapsed lock: %v", err)
+		}
+	}
+	if n := countObjects(t, mem, remote.Pack); n != packsBefore {
+		t.Fatal("a pack was uploaded under a lapsed lock")
+	}
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if relocked != 1 {
+		t.Fatalf("OnRelock ran %d times", relocked)
+	}
+	if err := r.Writable(); err != nil {
+		t.Fatalf("still not writable after re-taking the lock: %v", err)
+	}
+	if _, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A lock object removed by another client (it took it for stale) means
+// the lock lapsed, whatever the clock says.
+func TestRemovedLockLapses(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	relocked := 0
+	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, NoRefresh: true,
+		OnRelock: func(context.Context) error { relocked++; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: l.Info().Name})
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatalf("refresh should re-take the lock: %v", err)
+	}
+	if relocked != 1 {
+		t.Fatal("the index was not reloaded after the lock object vanished")
+	}
+	if err := r.Writable(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func countObjects(t *testing.T, be remote.Storage, typ remote.Type) int {
+	t.Helper()
+	n := 0
+	if err := be.List(context.Background(), typ, func(remote.Info) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
