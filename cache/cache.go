@@ -141,6 +141,7 @@ type Cache struct {
 	inCommit           func(ino uint64) error // tests: runs in a commit before its chunking; an error fails it
 	inReadDuringCommit func()                 // tests: runs in a read let in by a commit
 	stagingSynced      func(string, *os.File) // tests: runs with a staging file's name once its bytes reached the disk
+	inPrune            func()                 // tests: runs in Prune once it holds uploads, before the repository prunes
 
 	// pruneMu is held by Prune for writing while the index is rewritten,
 	// and tried for reading by eviction (see evict).

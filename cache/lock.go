@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -44,13 +45,13 @@ func (c *Cache) acquireRemoteLock(ctx context.Context) (*repo.Lock, error) {
 			_ = c.r.Backend().Remove(ctx, remote.Handle{Type: remote.Lock, Name: li.Name})
 			continue
 		}
-		if li.Purpose != "mount" || repo.LockStale(li, c.opts.Now(), host) {
+		if li.Purpose != "mount" || repo.LockStale(li, time.Now(), host) {
 			continue
 		}
 		return nil, fmt.Errorf("%w (%s)", ErrRepoLocked, li)
 	}
 	l, err := c.r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "mount", Owner: owner,
-		Wait: c.opts.LockWait, OnRelock: c.reconcile, Log: c.log, Now: c.opts.Now})
+		Wait: c.opts.LockWait, OnRelock: c.reconcile, Log: c.log})
 	if err != nil {
 		c.setRemoteHealth(err)
 		return nil, fmt.Errorf("cannot take the repository lock: %w", err)

@@ -34,6 +34,9 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 	if opts.Now.IsZero() {
 		opts.Now = c.opts.Now()
 	}
+	if c.inPrune != nil {
+		c.inPrune()
+	}
 	res, err := c.r.Prune(ctx, opts)
 	if err != nil {
 		return nil, err

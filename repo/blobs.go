@@ -319,6 +319,9 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("load index %s: %w", n, err)
 			}
+			if crypto.Hash(b).String() != n {
+				return fmt.Errorf("index %s: %w", n, ErrNameMismatch)
+			}
 			s, err := index.Open(r.key, b)
 			if err != nil {
 				return fmt.Errorf("index %s: %w", n, err)

@@ -225,3 +225,37 @@ func countObjects(t *testing.T, be remote.Storage, typ remote.Type) int {
 	}
 	return n
 }
+
+// A hostile store that replays an old snapshot or index segment under a
+// new name is caught: names are the hashes of what they hold.
+func TestReplayUnderNewNameDetected(t *testing.T) {
+	ctx := context.Background()
+	for _, typ := range []remote.Type{remote.Snapshot, remote.Index} {
+		t.Run(string(typ), func(t *testing.T) {
+			mem, r := newRepo(t)
+			saveSnapshot(t, r, time.Now(), map[string][]byte{"a": randBytes(1000)})
+			var name string
+			_ = mem.List(ctx, typ, func(fi remote.Info) error { name = fi.Handle.Name; return nil })
+			b, err := remote.LoadAll(ctx, mem, remote.Handle{Type: typ, Name: name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake := []byte(name)
+			if fake[0] = '0'; name[0] == '0' { // another valid-looking id
+				fake[0] = '1'
+			}
+			if err := mem.Save(ctx, remote.Handle{Type: typ, Name: string(fake)}, b); err != nil {
+				t.Fatal(err)
+			}
+			var gotErr error
+			if typ == remote.Index {
+				_, gotErr = repo.Open(ctx, mem, pw, repo.Options{})
+			} else {
+				_, gotErr = reopen(t, mem).Snapshots(ctx)
+			}
+			if !errors.Is(gotErr, repo.ErrNameMismatch) {
+				t.Fatalf("replayed %s under a new name: %v", typ, gotErr)
+			}
+		})
+	}
+}

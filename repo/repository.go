@@ -30,6 +30,10 @@ import (
 // ErrNotRepository means the remote holds no keepfs config.
 var ErrNotRepository = errors.New("no keepfs repository at this location (run `keepfs init` first)")
 
+// ErrNameMismatch means an object's name is not the hash of its content:
+// a copy of another object (a replay) or damage.
+var ErrNameMismatch = errors.New("object name does not match its content (replayed or damaged)")
+
 // ErrWrongPassword is returned when no key slot opens.
 var ErrWrongPassword = crypto.ErrWrongPassword
 

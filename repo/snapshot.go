@@ -107,6 +107,11 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id crypto.ID) (*Snapshot,
 	if err != nil {
 		return nil, fmt.Errorf("load snapshot %s: %w", id.Short(), err)
 	}
+	// The name is the hash of the sealed bytes: an old snapshot replayed
+	// under a new name opens fine, but does not hash to it.
+	if crypto.Hash(b) != id {
+		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), ErrNameMismatch)
+	}
 	plain, err := r.key.Open(nil, b, []byte(snapshotAD))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)

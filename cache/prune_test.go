@@ -1,0 +1,88 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+)
+
+// Commits that run while the mount prunes write content whose only blobs
+// the prune is removing (deduplication would count them as stored), with
+// a cache small enough that every commit evicts. Nothing may be lost:
+// the local copies stay until the next snapshot uploads them again, and a
+// fresh machine restores every file.
+func TestCommitsDuringPrune(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r := newRepo(t, be)
+	var mu sync.Mutex
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := openCacheWith(t, r, Options{StateDir: t.TempDir(), CacheSize: 1 << 20, Now: clock})
+	defer c.Close(ctx)
+
+	x := randBytes(7, 3<<20)
+	writeFile(t, c, c.Root(), "a", x)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unlink(ctx, c.Root(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	// Push a's chunks out of the local cache: only the remote has them.
+	for i := 0; i < 3; i++ {
+		writeFile(t, c, c.Root(), fmt.Sprint("filler", i), randBytes(uint64(100+i), 1<<20))
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetRetention(ctx, repo.Retention{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The commits run inside the prune's window, after its snapshot and
+	// before the index loses the blobs they deduplicate against.
+	const copies = 12
+	c.inPrune = func() {
+		for i := 0; i < copies; i++ {
+			writeFile(t, c, c.Root(), fmt.Sprint("b", i), x)
+		}
+	}
+	res, err := c.Prune(ctx, repo.PruneOptions{Now: clock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.SnapshotsRemoved) == 0 {
+		t.Fatalf("prune forgot nothing: %+v", res)
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Status(); len(st.LostFiles) > 0 {
+		t.Fatalf("files lost: %v", st.LostFiles)
+	}
+
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	chk, err := reopenRepo(t, be).Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || chk.Errors() != 0 {
+		t.Fatalf("check: %v %v", chk.Problems, err)
+	}
+	fresh := openCacheWith(t, reopenRepo(t, be), Options{StateDir: t.TempDir()})
+	defer fresh.Close(ctx)
+	for i := 0; i < copies; i++ {
+		if got := readFile(t, fresh, lookupPath(t, fresh, fmt.Sprint("b", i)).Ino); !bytes.Equal(got, x) {
+			t.Fatalf("b%d differs on a fresh machine", i)
+		}
+	}
+}

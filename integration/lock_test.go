@@ -1,0 +1,135 @@
+package integration
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bigTree writes n files of size random bytes each under dir.
+func bigTree(t *testing.T, dir string, n, size int) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, size)
+	for i := 0; i < n; i++ {
+		if _, err := rand.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d.bin", i)), buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Found in issue 14: `prune` started a second after `import` deleted the
+// import's fresh packs, and the import then stored a snapshot naming them.
+// Now the import holds a shared lock and prune an exclusive one: prune
+// refuses (or, with --retry-lock, waits), and the repository stays sound.
+func TestPruneBesideRunningImport(t *testing.T) {
+	w := &world{t: t, dir: t.TempDir()}
+	w.remote = filepath.Join(w.dir, "remote")
+	w.state = filepath.Join(w.dir, "state")
+	w.kf("init")
+	// A prune that ran under the import would find all of its fresh packs
+	// unreferenced: no snapshot names them yet.
+	var src string
+	for _, wait := range []bool{false, true} {
+		t.Run(fmt.Sprintf("retry-lock=%v", wait), func(t *testing.T) {
+			// New content each time, so that the import has work to do.
+			src = filepath.Join(w.dir, fmt.Sprint("src-", wait))
+			bigTree(t, src, 24, 4<<20)
+			imp := w.cmd("import", src)
+			var impOut strings.Builder
+			imp.Stdout, imp.Stderr = &impOut, &impOut
+			if err := imp.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitForLock(t, w.remote)
+			args := []string{"prune"}
+			if wait {
+				args = append(args, "--retry-lock", "2m")
+			}
+			code, out := exitCode(t, w.cmd(args...))
+			if err := imp.Wait(); err != nil {
+				t.Fatalf("import: %v\n%s", err, impOut.String())
+			}
+			switch {
+			case wait && code != 0:
+				t.Fatalf("prune --retry-lock: exit %d: %s", code, out)
+			case !wait && (code != 1 || !strings.Contains(out, "locked") || strings.Count(strings.TrimSpace(out), "\n") > 0):
+				t.Fatalf("prune beside an import: exit %d, want 1 and one line naming the lock: %s", code, out)
+			}
+			if code, out := exitCode(t, w.cmd("check", "--read-data")); code != 0 {
+				t.Fatalf("check after prune beside import: exit %d\n%s", code, out)
+			}
+			dst := filepath.Join(w.dir, "restored-"+fmt.Sprint(wait))
+			w.kf("restore", "/", "--to", dst)
+			run(t, w.dir, "diff", "-r", src, dst)
+		})
+	}
+
+	// And the other way round: an import started while a prune holds the
+	// exclusive lock waits for it with --retry-lock, or refuses.
+	t.Run("import beside prune", func(t *testing.T) {
+		prune := holdExclusive(t, w)
+		code, out := exitCode(t, w.cmd("import", src))
+		if code != 1 || !strings.Contains(out, "exclusive lock for prune") {
+			t.Fatalf("import beside a prune: exit %d: %s", code, out)
+		}
+		// The prune dies holding its lock: on the same host, a lock whose
+		// process is gone is stale at once, so the waiting import goes on.
+		go func() {
+			time.Sleep(time.Second)
+			_ = prune.Process.Kill()
+			_ = prune.Wait() // reaped: a zombie still answers kill(pid, 0)
+		}()
+		w := *w
+		w.t = t
+		w.kf("import", "--retry-lock", "1m", src)
+		if code, out := exitCode(t, w.cmd("check")); code != 0 {
+			t.Fatalf("check: exit %d\n%s", code, out)
+		}
+	})
+}
+
+// waitForLock returns once the remote holds a lock object.
+func waitForLock(t *testing.T, remote string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if ents, _ := os.ReadDir(filepath.Join(remote, "locks")); len(ents) > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no lock appeared in the remote")
+}
+
+// holdExclusive starts a prune that holds its exclusive lock for 30 s
+// (KEEPFS_TEST_HOLD_LOCK) and returns once the lock is in the remote.
+func holdExclusive(t *testing.T, w *world) *exec.Cmd {
+	t.Helper()
+	before, _ := os.ReadDir(filepath.Join(w.remote, "locks"))
+	c := w.cmd("prune")
+	c.Env = append(c.Env, "KEEPFS_TEST_HOLD_LOCK=30s")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Process.Kill(); _, _ = c.Process.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if ents, _ := os.ReadDir(filepath.Join(w.remote, "locks")); len(ents) > len(before) {
+			return c
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("prune took no lock")
+	return nil
+}
