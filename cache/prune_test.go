@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/tree"
 )
 
 // Commits that run while the mount prunes write content whose only blobs
@@ -84,5 +86,43 @@ func TestCommitsDuringPrune(t *testing.T) {
 		if got := readFile(t, fresh, lookupPath(t, fresh, fmt.Sprint("b", i)).Ino); !bytes.Equal(got, x) {
 			t.Fatalf("b%d differs on a fresh machine", i)
 		}
+	}
+}
+
+// A mount whose repository lock lapsed (the remote was unreachable for
+// most of the stale time) takes no new writes and says why, serves what it
+// has, and takes writes again once it has the lock back.
+func TestLapsedLockMakesMountReadOnly(t *testing.T) {
+	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
+	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	c := openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir()})
+	defer c.Close(ctx)
+	ino := writeFile(t, c, c.Root(), "before", []byte("written before"))
+
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
+			}
+		}
+	}
+	f.Break()
+	waitFor("read-only", func() bool { return c.Status().ReadOnly != "" })
+	if _, err := c.Create(ctx, c.Root(), "new", NewNode{Type: tree.File, Mode: 0o644}); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("create with a lapsed lock: %v", err)
+	}
+	if got := readFile(t, c, ino); string(got) != "written before" {
+		t.Fatalf("read with a lapsed lock: %q", got)
+	}
+	f.Heal()
+	waitFor("writable again", func() bool { return c.Status().ReadOnly == "" })
+	writeFile(t, c, c.Root(), "after", []byte("written after"))
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
