@@ -88,7 +88,7 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		w.mu.Unlock()
 		return false, err
 	}
-	if w.pending[k] || r.idx.Has(t, id) {
+	if w.pending[k] || r.idx.Load().Has(t, id) {
 		w.stats.BlobsKnown++
 		w.mu.Unlock()
 		return false, nil
@@ -229,7 +229,7 @@ func (w *writer) upload(ctx context.Context, data []byte, blobs []pack.Blob) err
 		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
 	}
 	pe := index.PackEntry{ID: id, Size: int64(len(data)), Blobs: blobs}
-	w.r.idx.AddPack(pe)
+	w.r.idx.Load().AddPack(pe)
 	w.mu.Lock()
 	for _, b := range blobs {
 		delete(w.pending, blobKey{b.Type, b.ID})
@@ -351,7 +351,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 			idx.AddPack(p)
 		}
 	}
-	r.idx = idx
+	r.idx.Store(idx)
 	r.segMu.Lock()
 	r.indexSegments = loaded
 	r.segMu.Unlock()
@@ -365,7 +365,7 @@ func (r *Repository) addSegment(sealed []byte) error {
 		return err
 	}
 	for _, p := range s.Packs {
-		r.idx.AddPack(p)
+		r.idx.Load().AddPack(p)
 	}
 	return nil
 }
@@ -383,7 +383,7 @@ func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
 	var orphans []remote.Info
 	if err := r.be.List(ctx, remote.Pack, func(fi remote.Info) error {
 		id, err := crypto.ParseID(fi.Handle.Name)
-		if err == nil && !r.idx.HasPack(id) && !trashed[id] {
+		if err == nil && !r.idx.Load().HasPack(id) && !trashed[id] {
 			orphans = append(orphans, fi)
 		}
 		return nil
@@ -399,7 +399,7 @@ func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
 			continue
 		}
 		pe := index.PackEntry{ID: id, Size: fi.Size, Blobs: blobs}
-		r.idx.AddPack(pe)
+		r.idx.Load().AddPack(pe)
 		seg.Packs = append(seg.Packs, pe)
 	}
 	if len(seg.Packs) == 0 {
@@ -410,7 +410,7 @@ func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
 
 // LoadBlob fetches and opens one blob.
 func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID) ([]byte, error) {
-	loc, ok := r.idx.Lookup(t, id)
+	loc, ok := r.idx.Load().Lookup(t, id)
 	if !ok {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
 	}

@@ -243,12 +243,12 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 	var keep []index.PackEntry
 	var rewrite []plan
 	var remove []crypto.ID
-	for _, p := range r.idx.Packs() {
-		blobs := r.idx.PackBlobs(p.ID)
+	for _, p := range r.idx.Load().Packs() {
+		blobs := r.idx.Load().PackBlobs(p.ID)
 		var live []pack.Blob
 		for _, b := range blobs {
 			k := blobKey{b.Type, b.ID}
-			loc, ok := r.idx.Lookup(b.Type, b.ID)
+			loc, ok := r.idx.Load().Lookup(b.Type, b.ID)
 			// A blob is live in this pack only where the index points: a
 			// second copy elsewhere is dead weight.
 			if used[k] && ok && loc.Pack == p.ID && loc.Offset == b.Offset {
@@ -352,7 +352,7 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 	if err := r.be.Save(ctx, remote.Handle{Type: remote.Index, Name: segID.String()}, sealed); err != nil && !errors.Is(err, remote.ErrExists) {
 		return fmt.Errorf("save index: %w", err)
 	}
-	r.idx = newIdx
+	r.idx.Store(newIdx)
 	r.segMu.Lock()
 	r.indexSegments = []crypto.ID{segID}
 	r.segMu.Unlock()

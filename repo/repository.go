@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/user"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keepfs/keepfs/remote"
@@ -71,7 +72,9 @@ type Repository struct {
 	key  *crypto.Key
 	cfg  Config
 	opts Options
-	idx  *index.Index
+	// idx is replaced whole when the index is reloaded (a lapsed lock
+	// taken again, a prune), while readers go on with the one they got.
+	idx atomic.Pointer[index.Index]
 
 	// indexSegments are the ids of the index objects loaded, for rewrites.
 	segMu         sync.Mutex
@@ -124,7 +127,8 @@ func newRepository(be remote.Storage, key *crypto.Key, cfg Config, opts Options)
 	if opts.UploadConcurrency <= 0 {
 		opts.UploadConcurrency = 2
 	}
-	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), treeCache: newLRU(2048)}
+	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, treeCache: newLRU(2048)}
+	r.idx.Store(index.New())
 	r.w = newWriter(r)
 	return r
 }
@@ -208,7 +212,7 @@ func (r *Repository) Key() *crypto.Key { return r.key }
 func (r *Repository) Backend() remote.Storage { return r.be }
 
 // Index returns the in-memory index.
-func (r *Repository) Index() *index.Index { return r.idx }
+func (r *Repository) Index() *index.Index { return r.idx.Load() }
 
 // NewChunker returns a chunker over nothing yet; Reset it with a reader.
 func (r *Repository) NewChunker() *chunker.Chunker {

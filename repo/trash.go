@@ -124,7 +124,7 @@ func (r *Repository) emptyTrash(ctx context.Context, now time.Time, grace time.D
 			return deleted, err
 		}
 		for _, id := range m.Packs {
-			if r.idx.HasPack(id) {
+			if r.idx.Load().HasPack(id) {
 				continue // indexed again since: in use
 			}
 			err := r.be.Remove(ctx, remote.Handle{Type: remote.Pack, Name: id.String()})
