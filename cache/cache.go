@@ -43,6 +43,9 @@ type Options struct {
 	// serve (the check after a power loss, the rebuild from the remote)
 	// at its start, at most every 100 ms, and at its end.
 	Progress func(Progress)
+	// Health, if set, is where remote contact is recorded; the daemon
+	// shares it with the retry decorator. Nil means a fresh one.
+	Health *Health
 }
 
 // Progress is how far a piece of long work has come.
@@ -70,14 +73,25 @@ func (c *Cache) progressReporter(what, unit string, total int64) func(done int64
 
 // Status is what `keepfs status` shows.
 type Status struct {
-	DirtyBytes      int64  `json:"dirty_bytes"`
-	QueueBlobs      int    `json:"queue_blobs"`
-	QueueBytes      int64  `json:"queue_bytes"`
-	LastSnapshot    string `json:"last_snapshot"`
-	LastSnapshotID  string `json:"last_snapshot_id"`
-	RemoteReachable bool   `json:"remote_reachable"`
-	LastError       string `json:"last_error"`
-	CacheBytes      int64  `json:"cache_bytes"`
+	DirtyBytes     int64  `json:"dirty_bytes"`
+	QueueBlobs     int    `json:"queue_blobs"`
+	QueueBytes     int64  `json:"queue_bytes"`
+	LastSnapshot   string `json:"last_snapshot"`
+	LastSnapshotID string `json:"last_snapshot_id"`
+	// RemoteReachable is true only if the last contact with the remote
+	// succeeded. LastContactOK and LastContactFailed say when contact last
+	// succeeded and failed (nil: not since the mount started), LastError
+	// why it last failed.
+	RemoteReachable   bool       `json:"remote_reachable"`
+	LastContactOK     *time.Time `json:"last_contact_ok"`
+	LastContactFailed *time.Time `json:"last_contact_failed"`
+	LastError         string     `json:"last_error"`
+	// QueueSince is when the upload queue last went from empty to not
+	// empty (for a queue left by an earlier run: when this mount found
+	// it), nil when it is empty; QueueAgeSeconds is the time since.
+	QueueSince      *time.Time `json:"queue_since"`
+	QueueAgeSeconds float64    `json:"queue_age_seconds"`
+	CacheBytes      int64      `json:"cache_bytes"`
 	// LostFiles are the paths of files whose content the last snapshot
 	// could not back up: their local data was lost (a power loss, a disk
 	// error) before it was uploaded. The snapshot holds each one's
@@ -112,8 +126,8 @@ type Cache struct {
 	forceSnap  bool   // store the next snapshot even if the tree is unchanged (before a prune)
 	lastSnap   *repo.Snapshot
 	lost       []string // Status.LostFiles, as the last snapshot found them
-	remoteOK   bool
-	lastErr    string
+	health     *Health
+	queueSince time.Time           // when queue last became non-empty; zero while empty
 	queue      map[crypto.ID]int64 // chunks waiting for upload → plaintext size
 	queueBytes int64
 	trees      map[uint64]treeEntry // dir ino → tree of the last snapshot, if unchanged since
@@ -187,6 +201,12 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Health == nil {
+		opts.Health = NewHealth()
+	}
+	// The caller has just opened the repository, index and all, through
+	// the remote: that was a successful contact.
+	opts.Health.recordOpened()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -205,7 +225,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
-		open: map[uint64]*openFile{}, queue: map[crypto.ID]int64{}, trees: map[uint64]treeEntry{}, remoteOK: true,
+		open: map[uint64]*openFile{}, queue: map[crypto.ID]int64{}, trees: map[uint64]treeEntry{}, health: opts.Health,
 		kick: make(chan struct{}, 1), chunkers: make(chan *chunker.Chunker, 1),
 		lru: newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
 	c.ignore = newIgnoreCache(c)
@@ -474,8 +494,13 @@ func (c *Cache) Status() Status {
 	for _, f := range c.open {
 		files = append(files, f)
 	}
-	st := Status{QueueBlobs: len(c.queue), QueueBytes: c.queueBytes, RemoteReachable: c.remoteOK, LastError: c.lastErr,
-		LostFiles: append([]string{}, c.lost...)}
+	c.noteQueueLocked()
+	st := Status{QueueBlobs: len(c.queue), QueueBytes: c.queueBytes, LostFiles: append([]string{}, c.lost...)}
+	if !c.queueSince.IsZero() {
+		since := c.queueSince
+		st.QueueSince = &since
+		st.QueueAgeSeconds = c.opts.Now().Sub(since).Seconds()
+	}
 	if c.lastSnap != nil {
 		st.LastSnapshot = c.lastSnap.Name()
 		st.LastSnapshotID = c.lastSnap.ID.String()
@@ -486,10 +511,37 @@ func (c *Cache) Status() Status {
 	}
 	st.DirtyBytes = dirty
 	st.CacheBytes = c.lru.bytes()
+	h := c.health.state()
+	st.RemoteReachable, st.LastError = h.Reachable, h.LastError
+	if !h.LastOK.IsZero() {
+		st.LastContactOK = &h.LastOK
+	}
+	if !h.LastFail.IsZero() {
+		st.LastContactFailed = &h.LastFail
+	}
 	if err := c.readOnly(); err != nil {
 		st.ReadOnly = err.Error()
 	}
 	return st
+}
+
+// noteQueueLocked keeps queueSince true to the queue: set when it has
+// entries and was not, cleared when it is empty. The uploader calls it
+// whenever it is woken (every commit that queues wakes it) and after each
+// pass, Status before reporting. The caller holds mu.
+func (c *Cache) noteQueueLocked() {
+	switch {
+	case len(c.queue) == 0:
+		c.queueSince = time.Time{}
+	case c.queueSince.IsZero():
+		c.queueSince = c.opts.Now()
+	}
+}
+
+func (c *Cache) noteQueue() {
+	c.mu.Lock()
+	c.noteQueueLocked()
+	c.mu.Unlock()
 }
 
 // noteChange records that something a snapshot would show changed.
@@ -499,21 +551,8 @@ func (c *Cache) noteChange() {
 	c.mu.Unlock()
 }
 
-// setRemoteHealth records the outcome of a remote operation.
-func (c *Cache) setRemoteHealth(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err == nil {
-		c.remoteOK = true
-		c.lastErr = ""
-		return
-	}
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	c.remoteOK = false
-	c.lastErr = err.Error()
-}
+// setRemoteHealth records the outcome of a remote operation (see Health).
+func (c *Cache) setRemoteHealth(err error) { c.health.Record(err) }
 
 // Close commits, takes a final snapshot if anything changed, waits for the
 // upload queue to drain (bounded by ctx) and closes the local state.

@@ -347,6 +347,7 @@ func (c *Cache) uploader() {
 		case <-c.bg.Done():
 			return
 		case <-c.kick:
+			c.noteQueue()
 			// Let small commits gather into fuller packs; Sync and Close
 			// drain at once without waiting here.
 			deadline := time.After(uploadDelay)
@@ -363,6 +364,7 @@ func (c *Cache) uploader() {
 		case <-retry:
 		}
 		retry = nil
+		c.noteQueue()
 		more, err := c.uploadPass(c.bg)
 		if c.bg.Err() != nil {
 			return
@@ -370,7 +372,7 @@ func (c *Cache) uploader() {
 		if err != nil {
 			c.setRemoteHealth(err)
 			c.log.Warn("upload failed; will retry", "err", err, "in", backoff)
-			backoff = min(max(2*backoff, 200*time.Millisecond), 30*time.Second)
+			backoff = min(max(2*backoff, 200*time.Millisecond), maxUploadBackoff)
 			retry = time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff))))
 			continue
 		}
@@ -380,6 +382,11 @@ func (c *Cache) uploader() {
 		}
 	}
 }
+
+// maxUploadBackoff bounds the uploader's wait between failed passes (it is
+// jittered to between half and one and a half times this): the queue
+// starts moving within seconds of the remote's return.
+const maxUploadBackoff = 10 * time.Second
 
 // The uploader starts a pass once uploadEager bytes are queued, or
 // uploadDelay after the first commit that queued something.
@@ -478,10 +485,10 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if err := c.r.Flush(ctx); err != nil {
+	// Flush even after a failed save: it indexes the packs that did
+	// arrive and clears the writer's upload error, without which every
+	// later SaveBlob would fail and the queue would never drain again.
+	if err := errors.Join(g.Wait(), c.r.Flush(ctx)); err != nil {
 		return err
 	}
 	var retired []crypto.ID
@@ -514,6 +521,7 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 		c.queueBytes -= c.queue[id]
 		delete(c.queue, id)
 	}
+	c.noteQueueLocked()
 	c.mu.Unlock()
 	for i, id := range ids {
 		if !lost[i] && c.r.Index().Has(pack.Data, id) {

@@ -63,6 +63,10 @@ type world struct {
 	remote string
 	state  string
 	mnt    string
+	// url, when set, names the repository instead of file://remote, and
+	// flags are passed before every command's own (sftp's host key, say).
+	url   string
+	flags []string
 }
 
 func newWorld(t *testing.T) *world {
@@ -79,7 +83,12 @@ func newWorld(t *testing.T) *world {
 }
 
 func (w *world) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(keepfsBin, append([]string{"--repo", "file://" + w.remote, "--state", w.state}, args...)...)
+	url := "file://" + w.remote
+	if w.url != "" {
+		url = w.url
+	}
+	global := append([]string{"--repo", url, "--state", w.state}, w.flags...)
+	c := exec.Command(keepfsBin, append(global, args...)...)
 	c.Env = append(os.Environ(), "KEEPFS_PASSWORD=integration words")
 	return c
 }

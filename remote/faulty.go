@@ -31,6 +31,7 @@ type Faulty struct {
 
 	mu          sync.Mutex
 	failNext    map[Op]int    // guarded by mu
+	failSaves   map[Type]int  // guarded by mu
 	unreachable bool          // guarded by mu
 	corrupt     bool          // guarded by mu
 	truncate    int           // guarded by mu
@@ -43,7 +44,7 @@ var _ Storage = (*Faulty)(nil)
 
 // NewFaulty wraps s with no faults set.
 func NewFaulty(s Storage) *Faulty {
-	return &Faulty{s: s, failNext: make(map[Op]int), calls: make(map[Op]int)}
+	return &Faulty{s: s, failNext: make(map[Op]int), failSaves: make(map[Type]int), calls: make(map[Op]int)}
 }
 
 // FailNext makes the next n calls of op fail with an error wrapping
@@ -52,6 +53,14 @@ func (f *Faulty) FailNext(op Op, n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failNext[op] += n
+}
+
+// FailNextSaves makes the next n saves of objects of type t (packs, say)
+// fail as FailNext does, leaving saves of other types alone.
+func (f *Faulty) FailNextSaves(t Type, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failSaves[t] += n
 }
 
 // Break makes every call fail as if the remote were unreachable until Heal.
@@ -119,6 +128,9 @@ func (f *Faulty) enter(ctx context.Context, op Op, h Handle) error {
 		err = fmt.Errorf("%s %s: %w: %w (broken)", op, h, ErrUnreachable, ErrInjected)
 	case f.failNext[op] > 0:
 		f.failNext[op]--
+		err = fmt.Errorf("%s %s: %w: %w", op, h, ErrUnreachable, ErrInjected)
+	case op == OpSave && f.failSaves[h.Type] > 0:
+		f.failSaves[h.Type]--
 		err = fmt.Errorf("%s %s: %w: %w", op, h, ErrUnreachable, ErrInjected)
 	case op == OpSave && f.truncate > 0:
 		f.truncate--

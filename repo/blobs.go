@@ -228,40 +228,65 @@ func (w *writer) upload(ctx context.Context, data []byte, blobs []pack.Blob) err
 		w.mu.Unlock()
 		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
 	}
+	// The pack's blobs stay pending (known to SaveBlob, so not uploaded
+	// again, but not in the index) until a stored segment names the pack:
+	// the index must never list a pack that the remote's index lacks.
 	pe := index.PackEntry{ID: id, Size: int64(len(data)), Blobs: blobs}
-	w.r.idx.Load().AddPack(pe)
 	w.mu.Lock()
-	for _, b := range blobs {
-		delete(w.pending, blobKey{b.Type, b.ID})
-	}
 	w.unindexed = append(w.unindexed, pe)
 	if w.uploadedLog != nil {
 		w.uploadedLog = append(w.uploadedLog, pe)
 	}
 	w.stats.PacksWritten++
-	flushIndex := len(w.unindexed) >= indexEvery
 	var batch []index.PackEntry
-	if flushIndex {
+	if len(w.unindexed) >= indexEvery {
 		batch, w.unindexed = w.unindexed, nil
 	}
 	w.mu.Unlock()
-	if flushIndex {
-		return w.r.saveIndex(ctx, &index.Segment{Packs: batch})
+	if batch != nil {
+		return w.indexPacks(ctx, batch)
 	}
+	return nil
+}
+
+// indexPacks stores a segment naming batch and then adds the packs to the
+// in-memory index. If the segment cannot be stored, the packs go back to
+// the unindexed list (their blobs stay pending), so that the next Flush
+// names them without uploading them again.
+func (w *writer) indexPacks(ctx context.Context, batch []index.PackEntry) error {
+	if err := w.r.saveIndex(ctx, &index.Segment{Packs: batch}); err != nil {
+		w.mu.Lock()
+		w.unindexed = append(batch, w.unindexed...)
+		w.mu.Unlock()
+		return err
+	}
+	for _, pe := range batch {
+		w.r.idx.Load().AddPack(pe)
+	}
+	w.mu.Lock()
+	for _, pe := range batch {
+		for _, b := range pe.Blobs {
+			delete(w.pending, blobKey{b.Type, b.ID})
+		}
+	}
+	w.mu.Unlock()
 	return nil
 }
 
 // Flush uploads the partly filled pack, waits for every upload, and stores
 // an index segment naming all uploaded packs. After Flush returns nil, every
 // blob saved before it is in the remote and indexed there.
+//
+// A failed Flush forgets nothing that arrived: packs uploaded but not yet
+// named by a stored segment are kept and named by the next Flush. Blobs of
+// packs whose upload failed are forgotten, so saving them again uploads
+// them again. Flush also clears the upload error that makes SaveBlob fail
+// fast after a failed upload, so a writer recovers once the remote does.
 func (r *Repository) Flush(ctx context.Context) error {
 	w := r.w
 	w.mu.Lock()
 	err := w.startUploadLocked(ctx)
 	w.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	uerr := w.uploads.Wait()
 	w.mu.Lock()
 	w.uploads = &errgroup.Group{}
@@ -272,9 +297,12 @@ func (r *Repository) Flush(ctx context.Context) error {
 	}
 	w.upErr = nil
 	w.mu.Unlock()
+	if err != nil {
+		uerr = errors.Join(err, uerr)
+	}
 	if len(batch) > 0 {
 		// Even after an upload failure, index what did arrive.
-		if err := r.saveIndex(ctx, &index.Segment{Packs: batch}); err != nil && uerr == nil {
+		if err := w.indexPacks(ctx, batch); err != nil && uerr == nil {
 			uerr = err
 		}
 	}
@@ -398,14 +426,19 @@ func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
 			// A pack we cannot read is left for check to report.
 			continue
 		}
-		pe := index.PackEntry{ID: id, Size: fi.Size, Blobs: blobs}
-		r.idx.Load().AddPack(pe)
-		seg.Packs = append(seg.Packs, pe)
+		seg.Packs = append(seg.Packs, index.PackEntry{ID: id, Size: fi.Size, Blobs: blobs})
 	}
 	if len(seg.Packs) == 0 {
 		return 0, nil
 	}
-	return len(seg.Packs), r.saveIndex(ctx, &seg)
+	// Into the index only once the segment naming them is stored.
+	if err := r.saveIndex(ctx, &seg); err != nil {
+		return 0, err
+	}
+	for _, pe := range seg.Packs {
+		r.idx.Load().AddPack(pe)
+	}
+	return len(seg.Packs), nil
 }
 
 // LoadBlob fetches and opens one blob.

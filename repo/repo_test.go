@@ -374,3 +374,103 @@ func TestFailedUploadIsRetried(t *testing.T) {
 		t.Fatalf("blob after retry: %v", err)
 	}
 }
+
+// packsOf lists the packs an index holds, as a set of ids.
+func packsOf(r *repo.Repository) map[crypto.ID]bool {
+	m := map[crypto.ID]bool{}
+	for _, p := range r.Index().Packs() {
+		m[p.ID] = true
+	}
+	return m
+}
+
+// Uploads heal: three pack saves fail in a row, each Flush reports it, and
+// the fourth attempt stores everything. An index segment that cannot be
+// stored leaves its packs out of the index (a fresh Open agrees about which
+// packs exist) and the next Flush names them without uploading them again.
+func TestUploadsHealAfterFailures(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	if _, err := repo.Create(ctx, mem, pw, repo.Options{KDF: &crypto.TestKDF}); err != nil {
+		t.Fatal(err)
+	}
+	faulty := remote.NewFaulty(mem)
+	r, err := repo.Open(ctx, faulty, pw, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blobs [][]byte
+	for range 3 {
+		blobs = append(blobs, randBytes(5000))
+	}
+	// Three pack saves fail in a row; the caller retries as the mount's
+	// uploader does: save everything again, flush again.
+	faulty.FailNextSaves(remote.Pack, 3)
+	for attempt := 1; ; attempt++ {
+		var serr error
+		for _, b := range blobs {
+			if _, _, err := r.SaveBlob(ctx, pack.Data, b); err != nil {
+				serr = err
+			}
+		}
+		ferr := r.Flush(ctx)
+		if attempt <= 3 {
+			if serr == nil && ferr == nil {
+				t.Fatalf("attempt %d succeeded although its pack save failed", attempt)
+			}
+			if len(packsOf(r)) != 0 {
+				t.Fatalf("attempt %d: the index lists packs although none was stored", attempt)
+			}
+			continue
+		}
+		if serr != nil || ferr != nil {
+			t.Fatalf("attempt %d after the remote healed: save %v, flush %v", attempt, serr, ferr)
+		}
+		break
+	}
+	fresh := reopen(t, mem)
+	for _, b := range blobs {
+		id := fresh.Key().BlobID(b)
+		if got, err := fresh.LoadBlob(ctx, pack.Data, id); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("blob %s after healing: %v", id.Short(), err)
+		}
+	}
+
+	// Now the pack arrives but its index segment does not.
+	more := randBytes(7000)
+	moreID, _, err := r.SaveBlob(ctx, pack.Data, more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty.FailNextSaves(remote.Index, 1)
+	if err := r.Flush(ctx); err == nil {
+		t.Fatal("flush succeeded although its index segment was not stored")
+	}
+	if r.Index().Has(pack.Data, moreID) {
+		t.Fatal("a blob is indexed although no stored segment names its pack")
+	}
+	if got, want := packsOf(r), packsOf(reopen(t, mem)); len(got) != len(want) {
+		t.Fatalf("after a failed flush the index has %d packs, a fresh open %d", len(got), len(want))
+	}
+	// Saving it again is no upload: the pack is there, only unnamed.
+	packSaves := faulty.Calls(remote.OpSave)
+	if _, stored, err := r.SaveBlob(ctx, pack.Data, more); err != nil || stored {
+		t.Fatalf("resave of an uploaded, unindexed blob: stored=%v err=%v", stored, err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatalf("retry flush: %v", err)
+	}
+	if n := faulty.Calls(remote.OpSave) - packSaves; n != 1 {
+		t.Fatalf("retry flush made %d saves, want 1 (the index segment only)", n)
+	}
+	if !r.Index().Has(pack.Data, moreID) {
+		t.Fatal("blob not indexed after the retry flush")
+	}
+	fresh = reopen(t, mem)
+	if got, want := packsOf(r), packsOf(fresh); len(got) != len(want) {
+		t.Fatalf("after the retry the index has %d packs, a fresh open %d", len(got), len(want))
+	}
+	if got, err := fresh.LoadBlob(ctx, pack.Data, moreID); err != nil || !bytes.Equal(got, more) {
+		t.Fatalf("blob after the retry flush: %v", err)
+	}
+}

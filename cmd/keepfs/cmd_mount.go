@@ -164,7 +164,17 @@ func oneLine(err error) string {
 }
 
 func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progress func(cache.Progress)) error {
-	r, err := openRepo(c, repo.Options{FastCompression: true})
+	// Every retried remote call reports its failure to the mount's health
+	// record at once, so status says the remote is gone within seconds.
+	health := cache.NewHealth()
+	lo := locationOptions(c)
+	lo.Retry.OnRetry = health.RecordRetry
+	pw, err := passphrase(c, false)
+	if err != nil {
+		return err
+	}
+	r, err := openRepoLoc(c, pw, repo.Options{FastCompression: true}, lo)
+	clear(pw)
 	if err != nil {
 		return err
 	}
@@ -186,7 +196,7 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progr
 	err = daemon.Run(c.Context, r, daemon.Config{
 		Mountpoint: mnt,
 		Cache: cache.Options{StateDir: state, CacheSize: size, SnapshotInterval: c.Duration("snapshot-interval"), Progress: progress,
-			LockWait: lockWait},
+			Health: health, LockWait: lockWait},
 		FS:     fs.Options{AllowOther: c.Bool("allow-other"), HideVersions: c.Bool("hide-versions"), Debug: c.Bool("debug-fuse")},
 		Logger: log,
 		Ready:  ready,

@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/keepfs/keepfs/cache"
 )
 
 func cmdStatus() *cli.Command {
@@ -34,19 +37,17 @@ Examples:
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, map[string]any{"mount": resp.Mount, "pid": resp.PID, "status": st})
 			}
-			remote := "reachable"
-			if !st.RemoteReachable {
-				remote = "UNREACHABLE"
-				if st.LastError != "" {
-					remote += " (" + st.LastError + ")"
-				}
-			}
+			remote := remoteHealth(st, time.Now())
 			last := st.LastSnapshot
 			if last == "" {
 				last = "none yet"
 			}
-			fmt.Fprintf(c.App.Writer, "mount:         %s (pid %d)\ndirty:         %s\nupload queue:  %d chunks, %s\nlast snapshot: %s\nremote:        %s\ncache:         %s\n",
-				resp.Mount, resp.PID, humanBytes(st.DirtyBytes), st.QueueBlobs, humanBytes(st.QueueBytes), last, remote, humanBytes(st.CacheBytes))
+			queue := fmt.Sprintf("%d chunks, %s", st.QueueBlobs, humanBytes(st.QueueBytes))
+			if st.QueueSince != nil {
+				queue += fmt.Sprintf(", waiting %s", time.Duration(st.QueueAgeSeconds*float64(time.Second)).Round(time.Second))
+			}
+			fmt.Fprintf(c.App.Writer, "mount:         %s (pid %d)\ndirty:         %s\nupload queue:  %s\nlast snapshot: %s\nremote:        %s\ncache:         %s\n",
+				resp.Mount, resp.PID, humanBytes(st.DirtyBytes), queue, last, remote, humanBytes(st.CacheBytes))
 			if len(st.LostFiles) > 0 {
 				fmt.Fprintf(c.App.Writer, "NOT BACKED UP: %s\n", lostSummary(st.LostFiles))
 			}
@@ -56,6 +57,28 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// remoteHealth says how contact with the remote went, as of now.
+func remoteHealth(st *cache.Status, now time.Time) string {
+	ago := func(t *time.Time) string {
+		if t == nil {
+			return "never"
+		}
+		return now.Sub(*t).Round(time.Second).String() + " ago"
+	}
+	if st.RemoteReachable {
+		s := "reachable (last contact " + ago(st.LastContactOK)
+		if st.LastContactFailed != nil {
+			s += ", last failure " + ago(st.LastContactFailed)
+		}
+		return s + ")"
+	}
+	s := "UNREACHABLE (last failure " + ago(st.LastContactFailed)
+	if st.LastError != "" {
+		s += ": " + st.LastError
+	}
+	return s + "; last success " + ago(st.LastContactOK) + ")"
 }
 
 // lostSummary says which files the last snapshot could not back up as

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/keepfs/keepfs/cmd/keepfs/daemon"
 )
 
 func cmdSync() *cli.Command {
@@ -16,20 +18,38 @@ snapshot with all its data is in the remote when sync returns. If a file's
 local data was lost before its upload (a power loss, a disk error), sync
 names it and exits 1: the snapshot keeps its last backed-up version.
 
+If the remote does not take everything within --timeout (default 2m), sync
+exits 1 saying so; nothing is lost: the data stays queued in the state
+directory and the mount uploads it when the remote returns.
+
 Examples:
    keepfs sync ~/safe
-   keepfs sync --json`,
-		Flags: []cli.Flag{jsonFlag()},
+   keepfs sync --json
+   keepfs sync --timeout 10s ~/safe`,
+		Flags: []cli.Flag{jsonFlag(), timeoutFlag()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
 				return usageError("sync takes at most one mount point")
+			}
+			timeout, err := flagTimeout(c)
+			if err != nil {
+				return err
 			}
 			sock, err := daemonSocket(c, c.Args().First())
 			if err != nil {
 				return err
 			}
-			resp, err := callDaemon(c.Context, sock, "sync")
+			ctx, cancel := daemonWait(c.Context, timeout)
+			defer cancel()
+			cl, err := daemon.Dial(ctx, sock)
 			if err != nil {
+				return fmt.Errorf("sync: %w", err)
+			}
+			resp, err := cl.SyncWithin(ctx, timeout)
+			if err != nil {
+				if resp != nil && resp.TimedOut {
+					return fmt.Errorf("sync: %s", remoteDidNotAnswer(timeout, resp.Status, "stay queued and will upload when it returns"))
+				}
 				return fmt.Errorf("sync: %w", err)
 			}
 			var lost []string

@@ -22,12 +22,27 @@ func cmdUnmount() *cli.Command {
 final snapshot, wait until the remote holds it, and unmount. Returns once
 the mount is gone.
 
+If the remote does not take everything within --timeout (default 2m),
+unmount exits 1 and leaves the mount running, so nothing is lost: its
+uploader keeps retrying and the queue drains when the remote returns. With
+--force it unmounts anyway; what is not uploaded stays queued in the state
+directory (encrypted, durable) and uploads at the next mount. It still
+exits 1 then, as the data is not in the remote yet.
+
 Examples:
-   keepfs unmount ~/safe`,
+   keepfs unmount ~/safe
+   keepfs unmount --timeout 30s --force ~/safe`,
+		Flags: []cli.Flag{timeoutFlag(), &cli.BoolFlag{Name: "force",
+			Usage: "unmount even if the remote does not answer in time; the queue stays in the state directory for the next mount"}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usageError("unmount takes one mount point")
 			}
+			timeout, err := flagTimeout(c)
+			if err != nil {
+				return err
+			}
+			force := c.Bool("force")
 			m, ok, err := findMount(c.Args().First())
 			if err != nil {
 				return err
@@ -41,7 +56,21 @@ Examples:
 			}
 			// Returns once the daemon has taken the final snapshot, the
 			// remote holds it, and the cache is closed.
-			resp, err := cl.Unmount(c.Context)
+			ctx, cancel := daemonWait(c.Context, timeout+forcedShutdownWait)
+			defer cancel()
+			resp, err := cl.UnmountWith(ctx, timeout, force)
+			if resp != nil && resp.TimedOut && !force {
+				return fmt.Errorf("unmount %s: %s", m.Point, remoteDidNotAnswer(timeout, resp.Status,
+					"stay queued and will upload when it returns; still mounted, so nothing is lost (--force unmounts now and keeps the queue in the state directory for the next mount)"))
+			}
+			var notUploaded error
+			if resp != nil && resp.OK && resp.Error != "" {
+				// Forced: the daemon unmounts although the remote did not
+				// take everything.
+				notUploaded = fmt.Errorf("unmount %s: %s", m.Point, remoteDidNotAnswer(timeout, resp.Status,
+					"stay queued in the state directory and will upload at the next mount"))
+				err = nil
+			}
 			if err != nil {
 				return fmt.Errorf("unmount %s: %w", m.Point, err)
 			}
@@ -63,6 +92,9 @@ Examples:
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
+			if notUploaded != nil {
+				return notUploaded
+			}
 			if resp.Snapshot != "" {
 				fmt.Fprintf(c.App.Writer, "unmounted %s (final snapshot %s)\n", m.Point, resp.Snapshot)
 			} else {
@@ -76,6 +108,10 @@ Examples:
 		},
 	}
 }
+
+// forcedShutdownWait is how much longer than --timeout an unmount may
+// take: a forced one gives the remote a last few seconds while closing.
+const forcedShutdownWait = 15 * time.Second
 
 // processRunning reports whether pid is alive and not a zombie: the daemon
 // is nobody's child once its starter exited, and a parent that reaps late

@@ -34,11 +34,15 @@ func locationOptions(c *cli.Context) location.Options {
 }
 
 func openBackend(c *cli.Context) (remote.Storage, error) {
+	return openBackendWith(c, locationOptions(c))
+}
+
+func openBackendWith(c *cli.Context, o location.Options) (remote.Storage, error) {
 	u, err := repoURL(c)
 	if err != nil {
 		return nil, err
 	}
-	return location.Open(c.Context, u, locationOptions(c))
+	return location.Open(c.Context, u, o)
 }
 
 // openRepo opens and unlocks the repository named by the global flags.
@@ -53,7 +57,12 @@ func openRepo(c *cli.Context, opts repo.Options) (*repo.Repository, error) {
 
 // openRepoWith is openRepo with a passphrase already read.
 func openRepoWith(c *cli.Context, pw []byte, opts repo.Options) (*repo.Repository, error) {
-	be, err := openBackend(c)
+	return openRepoLoc(c, pw, opts, locationOptions(c))
+}
+
+// openRepoLoc is openRepoWith with the backend's options given.
+func openRepoLoc(c *cli.Context, pw []byte, opts repo.Options, lo location.Options) (*repo.Repository, error) {
+	be, err := openBackendWith(c, lo)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,7 +57,16 @@ type Config struct {
 type Request struct {
 	Op     string `json:"op"` // "status", "sync", "unmount", "prune"
 	DryRun bool   `json:"dry_run,omitempty"`
+	// Timeout bounds how long sync and unmount wait for the remote
+	// (DefaultTimeout if zero). Force makes unmount go ahead when the
+	// remote did not take everything in time; what is left stays queued
+	// in the state directory for the next mount.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	Force   bool          `json:"force,omitempty"`
 }
+
+// DefaultTimeout is how long sync and unmount wait for the remote.
+const DefaultTimeout = 2 * time.Minute
 
 // Response is what the daemon answers.
 type Response struct {
@@ -68,6 +78,9 @@ type Response struct {
 	PID      int               `json:"pid,omitempty"`
 	RepoID   string            `json:"repo_id,omitempty"`
 	Prune    *repo.PruneResult `json:"prune,omitempty"`
+	// TimedOut says that sync or unmount gave up waiting for the remote
+	// after the request's timeout; Status then says what is left queued.
+	TimedOut bool `json:"timed_out,omitempty"`
 }
 
 type daemon struct {
@@ -84,6 +97,10 @@ type daemon struct {
 	// unmount requests still to be told it.
 	final   error
 	waiters sync.WaitGroup
+	// forced is set by an unmount --force whose sync did not finish:
+	// shutdown then waits for the remote only briefly, leaving the queue
+	// in the state directory.
+	forced atomic.Bool
 
 	pruneMu   sync.Mutex // one prune at a time
 	lastPrune time.Time  // guarded by pruneMu
@@ -218,9 +235,10 @@ func (d *daemon) stopBackground() {
 // shutdown takes the final snapshot while the mount still answers, then
 // unmounts and closes the cache (which commits anything written since).
 func (d *daemon) shutdown() error {
-	ctx := context.Background()
-	if _, err := d.c.Sync(ctx); err != nil {
-		d.log.Error("final sync", "err", err)
+	if !d.forced.Load() {
+		if _, _, err := d.syncWithin(DefaultTimeout); err != nil {
+			d.log.Error("final sync", "err", err)
+		}
 	}
 	if err := d.unmount(); err != nil {
 		d.log.Error("unmount", "err", err)
@@ -228,8 +246,16 @@ func (d *daemon) shutdown() error {
 	return d.closeCache()
 }
 
+// forcedCloseWait bounds the final snapshot and drain of a forced unmount:
+// the remote already failed to answer within the request's timeout.
+const forcedCloseWait = 10 * time.Second
+
 func (d *daemon) closeCache() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	wait := 10 * time.Minute
+	if d.forced.Load() {
+		wait = forcedCloseWait
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := d.c.Close(ctx); err != nil {
 		return fmt.Errorf("close: %w", err)
@@ -327,15 +353,24 @@ func (d *daemon) handle(conn *net.UnixConn) {
 	case "sync", "unmount":
 		// Unmount snapshots before answering too, so the client returns
 		// only when the remote holds it; the unmount itself follows.
-		sn, err := d.c.Sync(ctx)
-		if err != nil {
-			resp = Response{Error: err.Error()}
+		sn, timedOut, err := d.syncWithin(req.Timeout)
+		st := d.c.Status()
+		if err != nil && (req.Op != "unmount" || !req.Force) {
+			// An unmount that could not sync keeps the mount (and its
+			// uploader) running: nothing is lost, and the queue drains
+			// when the remote returns.
+			resp = Response{Error: err.Error(), Status: &st, TimedOut: timedOut, Mount: d.cfg.Mountpoint, PID: os.Getpid()}
 			break
+		}
+		if err != nil {
+			d.log.Warn("unmount --force: going ahead without the remote; the queue stays in the state directory", "err", err)
+			d.forced.Store(true)
+			resp.TimedOut = timedOut
+			resp.Error = err.Error()
 		}
 		if sn != nil {
 			resp.Snapshot = sn.Name()
 		}
-		st := d.c.Status()
 		resp.Status = &st
 		if req.Op == "unmount" {
 			// Answer now, then keep the connection until shutdown is over
@@ -364,6 +399,37 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		resp = Response{Error: fmt.Sprintf("unknown request %q", req.Op)}
 	}
 	_ = enc.Encode(resp)
+}
+
+// syncWithin runs a sync and waits for it at most limit (DefaultTimeout if
+// not positive). The sync may be stuck behind a periodic snapshot that
+// waits on the remote, so the wait is bounded here rather than only by the
+// context handed to it; a sync given up on is cancelled and ends by itself.
+// Nothing is lost either way: everything committed stays queued durably.
+func (d *daemon) syncWithin(limit time.Duration) (sn *repo.Snapshot, timedOut bool, err error) {
+	if limit <= 0 {
+		limit = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	type result struct {
+		sn  *repo.Snapshot
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sn, err := d.c.Sync(ctx)
+		done <- result{sn, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && ctx.Err() != nil {
+			return nil, true, r.err
+		}
+		return r.sn, false, r.err
+	case <-ctx.Done():
+		return nil, true, fmt.Errorf("sync did not finish within %s", limit)
+	}
 }
 
 func (d *daemon) prune(ctx context.Context, dryRun bool) (*repo.PruneResult, error) {
@@ -476,11 +542,26 @@ func (c *Client) Sync(ctx context.Context) (*Response, error) {
 	return Send(ctx, c.sock, Request{Op: "sync"})
 }
 
+// SyncWithin is Sync with the daemon's wait for the remote bounded by
+// timeout; on timeout the error response has TimedOut set and a Status.
+func (c *Client) SyncWithin(ctx context.Context, timeout time.Duration) (*Response, error) {
+	return Send(ctx, c.sock, Request{Op: "sync", Timeout: timeout})
+}
+
 // Unmount asks for a final snapshot and an unmount, and returns once the
 // daemon has finished shutting down (cache closed, queue drained). The
 // response names the final snapshot; the daemon process exits right after.
 func (c *Client) Unmount(ctx context.Context) (*Response, error) {
-	conn, dec, resp, err := exchange(ctx, c.sock, Request{Op: "unmount"})
+	return c.UnmountWith(ctx, 0, false)
+}
+
+// UnmountWith is Unmount with the daemon's wait for the remote bounded by
+// timeout (DefaultTimeout if zero). If the remote does not take everything
+// in time, the daemon keeps the mount and answers an error with TimedOut
+// set, unless force: then it unmounts anyway, the first response carries
+// the sync's error and the queue stays in the state directory.
+func (c *Client) UnmountWith(ctx context.Context, timeout time.Duration, force bool) (*Response, error) {
+	conn, dec, resp, err := exchange(ctx, c.sock, Request{Op: "unmount", Timeout: timeout, Force: force})
 	if conn != nil {
 		defer conn.Close()
 	}

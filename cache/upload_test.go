@@ -1,0 +1,75 @@
+package cache
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+)
+
+// TestUploaderHealsWithoutRestart: pack uploads fail three times in a row
+// part way through the uploader's batch (the remote went away), and once
+// they succeed again the background uploader drains the queue by itself,
+// with no sync and no restart. Status tells the truth meanwhile.
+func TestUploaderHealsWithoutRestart(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	r := reopenRepo(t, f)
+	c := openCache(t, r, t.TempDir())
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c.Close(cctx)
+	}()
+	f.FailNextSaves(remote.Pack, 3)
+	// More than two 16 MiB packs, so packs are uploaded in the background
+	// while the batch is still being saved.
+	data := randBytes(21, 40<<20)
+	ino := writeFile(t, c, c.Root(), "big", data)
+
+	sawFailure := false
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st := c.Status()
+		if !st.RemoteReachable {
+			sawFailure = true
+			if st.LastContactFailed == nil || st.LastError == "" {
+				t.Fatalf("unreachable without a failed contact: %+v", st)
+			}
+			if st.QueueBlobs > 0 && st.QueueSince == nil {
+				t.Fatalf("a queue without its age: %+v", st)
+			}
+		}
+		if st.QueueBlobs == 0 && f.Calls(remote.OpSave) > 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not drained 90 s after the remote healed: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sawFailure {
+		t.Error("status never said the remote was unreachable while pack saves failed")
+	}
+	st := c.Status()
+	if !st.RemoteReachable || st.LastContactOK == nil || st.QueueSince != nil || st.QueueAgeSeconds != 0 {
+		t.Fatalf("status after the queue drained: %+v", st)
+	}
+	if st.LastContactOK.Before(*st.LastContactFailed) {
+		t.Fatalf("last success %v before last failure %v", st.LastContactOK, st.LastContactFailed)
+	}
+	// Everything it uploaded is indexed in the remote, not just in memory.
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := c.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := reopenRepo(t, mem)
+	if got, want := fresh.Index().Count(), r.Index().Count(); got != want {
+		t.Fatalf("a fresh open indexes %d blobs, the mount %d", got, want)
+	}
+	wantContent(t, c, ino, data, "after healing")
+}
