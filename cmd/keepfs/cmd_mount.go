@@ -238,7 +238,7 @@ func mountDaemon(c *cli.Context, mnt string) error {
 			args = append(args, "--"+f, v)
 		}
 	}
-	for _, f := range []string{"insecure-ignore-host-key", "verbose"} {
+	for _, f := range []string{"insecure-ignore-host-key", "sftp-no-fsync", "verbose"} {
 		if c.Bool(f) {
 			args = append(args, "--"+f)
 		}
