@@ -117,6 +117,11 @@ func stateDir(c *cli.Context, r *repo.Repository) (string, error) {
 }
 
 func runMount(c *cli.Context) error {
+	// Before the passphrase is read: this process (and the daemon it
+	// starts, which runs this too) holds the master key.
+	if err := daemon.Harden(); err != nil {
+		return err
+	}
 	if c.NArg() != 1 {
 		return usageError("mount takes one mount point")
 	}

@@ -403,6 +403,18 @@ func (d *daemon) applyRetention() {
 	}
 }
 
+// Harden makes the calling process non-dumpable (PR_SET_DUMPABLE 0): it
+// writes no core file, and other processes of the same user can neither
+// ptrace it nor read its /proc/PID/mem, environ or fds. The mount process
+// holds the master key and the plaintext of open files for its whole life,
+// so it calls this before reading the passphrase.
+func Harden() error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("make the mount process non-dumpable: %w", err)
+	}
+	return nil
+}
+
 // Call sends one request to the daemon behind sock.
 func Call(ctx context.Context, sock string, op string) (*Response, error) {
 	return Send(ctx, sock, Request{Op: op})
