@@ -473,6 +473,33 @@ sys.stdout.write(s.makefile().readline())`, sock).CombinedOutput()
 	w.kf("status", w.mnt)
 }
 
+// A path inside a mount names a file of the mounted repository: with
+// --repo naming another one, log refuses instead of looking the path up
+// in the wrong repository.
+func TestPathInMountOfAnotherRepositoryRefused(t *testing.T) {
+	w := newWorld(t)
+	w.mount()
+	if err := os.WriteFile(filepath.Join(w.mnt, "f.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.kf("sync", w.mnt)
+	w.kf("log", filepath.Join(w.mnt, "f.txt"))
+
+	other := filepath.Join(w.dir, "other")
+	env := append(os.Environ(), "KEEPFS_PASSWORD=integration words")
+	c := exec.Command(keepfsBin, "--repo", "file://"+other, "init")
+	c.Env = env
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	c = exec.Command(keepfsBin, "--repo", "file://"+other, "log", filepath.Join(w.mnt, "f.txt"))
+	c.Env = env
+	code, out := exitCode(t, c)
+	if code != 1 || !strings.Contains(out, "serves repository") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Fatalf("log through a mount of another repository: exit %d %q", code, out)
+	}
+}
+
 // ignore check inside a mount reads .gdprignore files from the mount root
 // down and names the deciding file, line and pattern.
 func TestIgnoreCheckInMount(t *testing.T) {
