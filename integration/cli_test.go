@@ -445,13 +445,66 @@ func TestControlSocketPeerCheck(t *testing.T) {
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	c := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", keepfsBin, "--state", w.state, "status")
-	out, err := c.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "answers only its owner") {
-		t.Fatalf("another user asked the daemon: %v %s", err, out)
+	// The client refuses a world-writable socket, so make it private
+	// again before the cleanup unmounts through it.
+	t.Cleanup(func() { _ = os.Chmod(sock, 0o600) })
+	// The daemon refuses another user's request even through a socket
+	// anyone may write to (the keepfs client would not use such a socket,
+	// so speak the protocol by hand).
+	asNobody := func(args ...string) *exec.Cmd {
+		return exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...)
 	}
-	// The owner still gets answers.
+	// A system python (one under /root, like pyenv's, is out of nobody's
+	// reach).
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Log("no /usr/bin/python3: the daemon's own peer check is not exercised")
+	} else {
+		out, err := asNobody("/usr/bin/python3", "-c", `import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'{"op":"status"}\n')
+sys.stdout.write(s.makefile().readline())`, sock).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "answers only its owner") {
+			t.Fatalf("another user asked the daemon: %v %s", err, out)
+		}
+	}
+	// The client, for its part, refuses a socket others may write to.
+	out, err := asNobody(keepfsBin, "--state", w.state, "status").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "writable by others") {
+		t.Fatalf("the client used a world-writable socket: %v %s", err, out)
+	}
+	// The owner still gets answers once the socket is private again.
+	if err := os.Chmod(sock, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	w.kf("status", w.mnt)
+}
+
+// A path inside a mount names a file of the mounted repository: with
+// --repo naming another one, log refuses instead of looking the path up
+// in the wrong repository.
+func TestPathInMountOfAnotherRepositoryRefused(t *testing.T) {
+	w := newWorld(t)
+	w.mount()
+	if err := os.WriteFile(filepath.Join(w.mnt, "f.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.kf("sync", w.mnt)
+	w.kf("log", filepath.Join(w.mnt, "f.txt"))
+
+	other := filepath.Join(w.dir, "other")
+	env := append(os.Environ(), "KEEPFS_PASSWORD=integration words")
+	c := exec.Command(keepfsBin, "--repo", "file://"+other, "init")
+	c.Env = env
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	c = exec.Command(keepfsBin, "--repo", "file://"+other, "log", filepath.Join(w.mnt, "f.txt"))
+	c.Env = env
+	code, out := exitCode(t, c)
+	if code != 1 || !strings.Contains(out, "serves repository") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Fatalf("log through a mount of another repository: exit %d %q", code, out)
+	}
 }
 
 // ignore check inside a mount reads .gdprignore files from the mount root

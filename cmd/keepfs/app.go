@@ -15,6 +15,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "known-hosts", EnvVars: []string{"KEEPFS_KNOWN_HOSTS"}, Usage: "sftp: known_hosts `FILE` (default ~/.ssh/known_hosts)"},
 		&cli.StringFlag{Name: "identity", EnvVars: []string{"KEEPFS_IDENTITY"}, Usage: "sftp: private key `FILE` (default: ssh-agent and ~/.ssh/id_*)"},
 		&cli.BoolFlag{Name: "insecure-ignore-host-key", Usage: "sftp: do not verify the server's host key (dangerous)"},
+		&cli.BoolFlag{Name: "sftp-no-fsync", Usage: "sftp: accept a server without fsync@openssh.com (an upload may be lost if the server crashes)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug detail to stderr"},
 		&cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"KEEPFS_RETRY_LOCK"}, Usage: "wait up to `DURATION` for another client's conflicting repository lock (a prune, an import) to go"},
 		&cli.BoolFlag{Name: "force-unlock", Usage: "remove every repository lock first: only when you know their owners are gone"},

@@ -1,21 +1,25 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/cmd/keepfs/daemon"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/history"
 )
 
 // repoPathArg turns a PATH argument into a repository path: a path inside
-// a keepfs mount names that file in the mounted repository; otherwise a
-// path starting with / is a repository path.
-func repoPathArg(arg string) (string, error) {
+// a keepfs mount names that file in the mounted repository, which must be
+// repository repoID (the one --repo names: its daemon is asked); otherwise
+// a path starting with / is a repository path.
+func repoPathArg(ctx context.Context, arg, repoID string) (string, error) {
 	abs, err := filepath.Abs(arg)
 	if err != nil {
 		return "", err
@@ -23,6 +27,11 @@ func repoPathArg(arg string) (string, error) {
 	if m, ok, err := findMount(abs); err != nil {
 		return "", err
 	} else if ok {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := daemon.Hello(ctx, m.Source, repoID); err != nil {
+			return "", fmt.Errorf("%s: %w", arg, err)
+		}
 		return m.repoPath(abs), nil
 	}
 	if strings.HasPrefix(arg, "/") {
@@ -47,15 +56,15 @@ Examples:
 			if c.NArg() != 1 {
 				return usageError("log takes one PATH")
 			}
-			p, err := repoPathArg(c.Args().First())
-			if err != nil {
-				return err
-			}
 			r, err := openRepo(c, repo.Options{})
 			if err != nil {
 				return err
 			}
 			defer r.Close()
+			p, err := repoPathArg(c.Context, c.Args().First(), r.Config().ID)
+			if err != nil {
+				return err
+			}
 			vs, err := history.Log(c.Context, r, p)
 			if errors.Is(err, repo.ErrPathNotFound) {
 				return fmt.Errorf("%s: in no snapshot", p)

@@ -117,6 +117,11 @@ func stateDir(c *cli.Context, r *repo.Repository) (string, error) {
 }
 
 func runMount(c *cli.Context) error {
+	// Before the passphrase is read: this process (and the daemon it
+	// starts, which runs this too) holds the master key.
+	if err := daemon.Harden(); err != nil {
+		return err
+	}
 	if c.NArg() != 1 {
 		return usageError("mount takes one mount point")
 	}
@@ -254,7 +259,7 @@ func mountDaemon(c *cli.Context, mnt string) error {
 			args = append(args, "--"+f, v)
 		}
 	}
-	for _, f := range []string{"insecure-ignore-host-key", "verbose"} {
+	for _, f := range []string{"insecure-ignore-host-key", "sftp-no-fsync", "verbose"} {
 		if c.Bool(f) {
 			args = append(args, "--"+f)
 		}

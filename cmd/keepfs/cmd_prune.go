@@ -83,15 +83,16 @@ Examples:
 	}
 }
 
-// localDaemonFor finds a keepfs mount on this machine serving repository id.
+// localDaemonFor finds a keepfs mount on this machine serving repository
+// id. Mounts whose control socket is not ours or root's, or whose daemon
+// serves another repository, are passed over (daemon.Hello).
 func localDaemonFor(c *cli.Context, id string) (string, bool) {
 	all, err := listMounts()
 	if err != nil {
 		return "", false
 	}
 	for _, m := range all {
-		resp, err := callDaemon(c.Context, m.Source, "status")
-		if err == nil && resp.RepoID == id {
+		if _, err := daemon.Hello(c.Context, m.Source, id); err == nil {
 			return m.Source, true
 		}
 	}

@@ -30,6 +30,7 @@ func locationOptions(c *cli.Context) location.Options {
 		KnownHostsFile:        c.String("known-hosts"),
 		InsecureIgnoreHostKey: c.Bool("insecure-ignore-host-key"),
 		IdentityFile:          c.String("identity"),
+		AllowNoFsync:          c.Bool("sftp-no-fsync"),
 	}
 }
 

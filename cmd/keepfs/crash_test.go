@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestMain lets the test binary act as keepfs in a subprocess, so the
@@ -19,6 +22,14 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("KEEPFS_TEST_AS_MAIN") == "1" {
 		main()
+	}
+	if os.Getenv("KEEPFS_TEST_DUMPABLE") == "1" {
+		// Run one command in this process, then say whether it left the
+		// process dumpable (TestMountProcessNotDumpable).
+		run(os.Args, os.Stdin, io.Discard, io.Discard)
+		d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+		fmt.Printf("dumpable=%d err=%v\n", d, err)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -126,5 +137,27 @@ func TestRemoteHoldsNoPlaintext(t *testing.T) {
 	})
 	if err != nil || n < 4 {
 		t.Fatalf("walked %d objects: %v", n, err)
+	}
+}
+
+// The mount command makes its process non-dumpable before it reads the
+// passphrase (the daemon runs the same command with --foreground); other
+// commands leave it dumpable, which shows the probe itself works.
+func TestMountProcessNotDumpable(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mount", "--foreground", filepath.Join(dir, "mnt")}, "dumpable=0 err=<nil>"},
+		{[]string{"mount", filepath.Join(dir, "mnt")}, "dumpable=0 err=<nil>"},
+		{[]string{"snapshots"}, "dumpable=1 err=<nil>"},
+	} {
+		c := exec.Command(os.Args[0], tc.args...)
+		c.Env = append(os.Environ(), "KEEPFS_TEST_DUMPABLE=1", "KEEPFS_REPO=", "KEEPFS_PASSWORD=x")
+		out, err := c.Output()
+		if got := strings.TrimSpace(string(out)); err != nil || got != tc.want {
+			t.Errorf("%v: %q, %v; want %q", tc.args, got, err, tc.want)
+		}
 	}
 }

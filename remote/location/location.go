@@ -35,6 +35,9 @@ type Options struct {
 	KnownHostsFile        string
 	InsecureIgnoreHostKey bool
 	IdentityFile          string
+	// AllowNoFsync accepts an SFTP server without fsync@openssh.com; see
+	// sftp.Config.
+	AllowNoFsync bool
 	// Retry tunes the retry decorator every opened store is wrapped in.
 	Retry remote.RetryOptions
 	// Logger is handed to the backend and the retry decorator.
@@ -167,6 +170,7 @@ func (o Options) sftpConfig(l Location) sftp.Config {
 		Path:                  l.Path,
 		KnownHostsFile:        o.KnownHostsFile,
 		InsecureIgnoreHostKey: o.InsecureIgnoreHostKey,
+		AllowNoFsync:          o.AllowNoFsync,
 		Logger:                o.Logger,
 	}
 	if o.IdentityFile != "" {

@@ -68,6 +68,12 @@ type Config struct {
 	// keepalive may stay so before the connection is declared dead
 	// (default 15s).
 	KeepAlive time.Duration
+	// AllowNoFsync accepts a server without the fsync@openssh.com
+	// extension. Without it an object the server acknowledged can still be
+	// lost in the server's page cache by a crash or power cut, after the
+	// local copy was dropped; so such a server is refused unless the caller
+	// opts in (--sftp-no-fsync).
+	AllowNoFsync bool
 	// MaxConcurrentRequests is how many SFTP requests one transfer keeps in
 	// flight (default 64).
 	MaxConcurrentRequests int
@@ -82,6 +88,7 @@ type Config struct {
 var (
 	ErrHostKey = errors.New("host key verification failed")
 	ErrAuth    = errors.New("ssh authentication failed")
+	ErrNoFsync = errors.New("sftp server cannot fsync")
 )
 
 // refused is a permanent connection error with a one-line, actionable
@@ -361,6 +368,11 @@ func (b *Backend) dial(ctx context.Context) (*conn, error) {
 	c := &conn{ssh: client, sftp: sc2, dead: make(chan struct{})}
 	_, c.hardlink = sc2.HasExtension("hardlink@openssh.com")
 	_, c.fsync = sc2.HasExtension("fsync@openssh.com")
+	if err := checkFsync(b.addr, c.fsync, b.cfg.AllowNoFsync); err != nil {
+		_ = sc2.Close()
+		client.Close()
+		return nil, err
+	}
 	go func() {
 		_ = client.Wait()
 		close(c.dead)
@@ -368,6 +380,17 @@ func (b *Backend) dial(ctx context.Context) (*conn, error) {
 	go b.keepAlive(c)
 	b.log.Debug("connected", "hardlink", c.hardlink, "fsync", c.fsync)
 	return c, nil
+}
+
+// checkFsync decides whether a server with (has) or without the
+// fsync@openssh.com extension may hold the repository: without it an
+// uploaded object is durable only when the server happens to flush it, so
+// it is refused unless allow (Config.AllowNoFsync) says otherwise.
+func checkFsync(addr string, has, allow bool) error {
+	if has || allow {
+		return nil
+	}
+	return &refused{kind: ErrNoFsync, msg: fmt.Sprintf("sftp %s: the server does not offer fsync@openssh.com, so uploads could be lost in a server crash; use an OpenSSH server, or pass --sftp-no-fsync to accept the risk", addr)}
 }
 
 // keepAlive closes c when the server stops answering, so that calls

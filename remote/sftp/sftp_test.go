@@ -297,3 +297,16 @@ func BenchmarkLoad(b *testing.B) {
 		}
 	}
 }
+
+// OpenSSH offers fsync@openssh.com, so a backend that insists on it (the
+// default) connects and saves.
+func TestFsyncRequiredAgainstOpenSSH(t *testing.T) {
+	s := remotetest.StartSSHD(t)
+	cfg := config(s, filepath.Join(t.TempDir(), "repo"))
+	cfg.AllowNoFsync = false
+	b := create(t, cfg)
+	defer b.Close()
+	if err := b.Save(context.Background(), remote.Handle{Type: remote.Config}, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+}

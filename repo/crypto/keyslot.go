@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"testing"
 	"time"
 
 	"golang.org/x/crypto/argon2"
@@ -79,7 +80,7 @@ func (s *Slot) Unlock(passphrase []byte) (*Key, error) {
 	if err := s.Params.check(); err != nil {
 		return nil, err
 	}
-	if len(s.Salt) < 16 {
+	if len(s.Salt) < minSaltLen {
 		return nil, fmt.Errorf("key slot: salt of %d bytes is too short", len(s.Salt))
 	}
 	wk := argon2.IDKey(passphrase, s.Salt, s.Params.Time, s.Params.Memory, s.Params.Threads, KeySize)
@@ -96,15 +97,54 @@ func (s *Slot) Unlock(passphrase []byte) (*Key, error) {
 	return keyFromMaster(m)
 }
 
-// check refuses parameters argon2 would panic on (time or threads of 0) and
-// absurd ones from a tampered slot, which would otherwise exhaust memory or
-// time before the passphrase could even be tried.
-func (p KDFParams) check() error {
-	if p.Time == 0 || p.Time > 100 || p.Threads == 0 || p.Memory > 4<<20 {
-		return fmt.Errorf("key slot: implausible kdf parameters (time %d, memory %d KiB, threads %d)", p.Time, p.Memory, p.Threads)
+// KDFLimits bound the argon2id parameters a key slot may carry. A slot
+// comes from the remote, which is not trusted: without bounds a hostile
+// storage could make every unlock allocate terabytes or run for days, and
+// below them a slot would be too cheap to guess.
+type KDFLimits struct {
+	MinTime, MaxTime       uint32
+	MinMemory, MaxMemory   uint32 // KiB
+	MinThreads, MaxThreads uint8
+}
+
+// SlotLimits are the bounds enforced on every slot made or unlocked:
+// time 1..16 passes, memory 8 MiB..4 GiB, 1..16 threads. DefaultKDF
+// (t=3, 64 MiB, 2 threads) lies well inside.
+var SlotLimits = KDFLimits{
+	MinTime: 1, MaxTime: 16,
+	MinMemory: 8 << 10, MaxMemory: 4 << 20,
+	MinThreads: 1, MaxThreads: 16,
+}
+
+// minSaltLen is the shortest salt a slot may have.
+const minSaltLen = 16
+
+// limits returns SlotLimits, with the memory floor lowered to TestKDF's in
+// test binaries only (testing.Testing), where thousands of unlocks must stay
+// fast; the built keepfs binary always enforces SlotLimits.
+func limits() KDFLimits {
+	l := SlotLimits
+	if testing.Testing() {
+		l.MinMemory = TestKDF.Memory
+	}
+	return l
+}
+
+// Check refuses parameters outside l, before argon2 runs (it panics on a
+// time or thread count of 0).
+func (p KDFParams) Check(l KDFLimits) error {
+	switch {
+	case p.Time < l.MinTime || p.Time > l.MaxTime:
+		return fmt.Errorf("key slot: kdf time %d is outside %d..%d; the slot was tampered with or made by another program", p.Time, l.MinTime, l.MaxTime)
+	case p.Memory < l.MinMemory || p.Memory > l.MaxMemory:
+		return fmt.Errorf("key slot: kdf memory %d KiB is outside %d..%d KiB; the slot was tampered with or made by another program", p.Memory, l.MinMemory, l.MaxMemory)
+	case p.Threads < l.MinThreads || p.Threads > l.MaxThreads:
+		return fmt.Errorf("key slot: kdf parallelism %d is outside %d..%d; the slot was tampered with or made by another program", p.Threads, l.MinThreads, l.MaxThreads)
 	}
 	return nil
 }
+
+func (p KDFParams) check() error { return p.Check(limits()) }
 
 // Marshal encodes the slot for storage.
 func (s *Slot) Marshal() ([]byte, error) { return json.Marshal(s) }

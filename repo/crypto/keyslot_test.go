@@ -3,6 +3,7 @@ package crypto
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -130,5 +131,66 @@ func TestSlotImplausibleParams(t *testing.T) {
 	}
 	if err := DefaultKDF.check(); err != nil {
 		t.Fatalf("default parameters refused: %v", err)
+	}
+}
+
+// The bounds a slot from the remote must respect, checked before argon2
+// runs: a hostile storage must not make an unlock allocate terabytes, run
+// for days, or accept a slot too cheap to guess.
+func TestSlotLimits(t *testing.T) {
+	const mib = 1024
+	for _, tc := range []struct {
+		name string
+		p    KDFParams
+		ok   bool
+	}{
+		{"default", DefaultKDF, true},
+		{"floor", KDFParams{Time: 1, Memory: 8 * mib, Threads: 1}, true},
+		{"ceiling", KDFParams{Time: 16, Memory: 4 << 20, Threads: 16}, true},
+		{"time 0", KDFParams{Time: 0, Memory: 64 * mib, Threads: 2}, false},
+		{"time 17", KDFParams{Time: 17, Memory: 64 * mib, Threads: 2}, false},
+		{"time 1e9", KDFParams{Time: 1e9, Memory: 64 * mib, Threads: 2}, false},
+		{"memory 8 KiB", KDFParams{Time: 3, Memory: 8, Threads: 2}, false},
+		{"memory just under 8 MiB", KDFParams{Time: 3, Memory: 8*mib - 1, Threads: 2}, false},
+		{"memory 4 GiB + 1 KiB", KDFParams{Time: 3, Memory: 4<<20 + 1, Threads: 2}, false},
+		{"memory 4 TiB (wraps uint32)", KDFParams{Time: 3, Memory: ^uint32(0), Threads: 2}, false},
+		{"threads 0", KDFParams{Time: 3, Memory: 64 * mib, Threads: 0}, false},
+		{"threads 17", KDFParams{Time: 3, Memory: 64 * mib, Threads: 17}, false},
+		{"threads 255", KDFParams{Time: 3, Memory: 64 * mib, Threads: 255}, false},
+	} {
+		err := tc.p.Check(SlotLimits)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s %+v: ok=%v, got %v", tc.name, tc.p, tc.ok, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error spans lines: %q", tc.name, err)
+		}
+	}
+}
+
+// Unlock and NewSlot refuse out-of-bounds slots before running argon2
+// (a slot demanding 1e9 passes would otherwise hang this test).
+func TestSlotUnlockRefusesOutOfBounds(t *testing.T) {
+	k := newKey(t)
+	orig := newSlot(t, k, "pw")
+	for name, fn := range map[string]func(s *Slot){
+		"time 1e9":     func(s *Slot) { s.Params.Time = 1e9 },
+		"time 17":      func(s *Slot) { s.Params.Time = 17 },
+		"threads 17":   func(s *Slot) { s.Params.Threads = 17 },
+		"memory 8 KiB": func(s *Slot) { s.Params.Memory = 8 },
+		"memory 5 GiB": func(s *Slot) { s.Params.Memory = 5 << 20 },
+	} {
+		s := reparse(t, orig)
+		fn(s)
+		if _, err := s.Unlock([]byte("pw")); err == nil || errors.Is(err, ErrWrongPassword) || !strings.Contains(err.Error(), "outside") {
+			t.Errorf("%s: %v", name, err)
+		}
+		if _, err := NewSlot(k, []byte("pw"), s.Params); err == nil {
+			t.Errorf("%s: NewSlot accepted %+v", name, s.Params)
+		}
+	}
+	// The built binary enforces the 8 MiB floor; only test binaries relax it.
+	if SlotLimits.MinMemory != 8<<10 || limits().MinMemory != TestKDF.Memory {
+		t.Fatalf("limits: %+v / %+v", SlotLimits, limits())
 	}
 }

@@ -303,3 +303,105 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// A directory of the target swapped for a symlink to the outside after it
+// was made and before its files are written (what a local attacker racing
+// a root restore would do): nothing outside the target is created,
+// chmod'ed, chown'ed or touched, and the restore says why it stopped.
+func TestRestoreSwappedDirectoryStaysInside(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	docs := filepath.Join(src, "docs")
+	must(t, os.MkdirAll(filepath.Join(docs, "sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("restored"), 0o640))
+	must(t, os.WriteFile(filepath.Join(docs, "sub", "c.txt"), []byte("restored"), 0o755))
+	must(t, os.WriteFile(filepath.Join(docs, "h1"), []byte("linked"), 0o644))
+	must(t, os.Link(filepath.Join(docs, "h1"), filepath.Join(docs, "h2")))
+	must(t, os.Chmod(docs, 0o751))
+	if os.Geteuid() == 0 {
+		// Root restores ownership: make it differ, so chown is tried.
+		for _, p := range []string{docs, filepath.Join(docs, "a.txt"), filepath.Join(docs, "sub")} {
+			must(t, os.Lchown(p, 65534, 65534))
+		}
+	}
+	r := newRepo(t)
+	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
+	must(t, err)
+
+	outside := t.TempDir()
+	must(t, os.Chmod(outside, 0o700))
+	old := time.Unix(1_000_000_000, 0)
+	must(t, os.Chtimes(outside, old, old))
+	var before unix.Stat_t
+	must(t, unix.Lstat(outside, &before))
+
+	dst := t.TempDir()
+	swapped := false
+	defer restorer.SetAfterPlan(func() {
+		must(t, os.Rename(filepath.Join(dst, "docs"), filepath.Join(dst, "was-docs")))
+		must(t, os.Symlink(outside, filepath.Join(dst, "docs")))
+		swapped = true
+	})()
+	_, err = restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{})
+	if !swapped {
+		t.Fatal("the hook did not run")
+	}
+	if err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("restore through a swapped directory: %v", err)
+	}
+	ents, _ := os.ReadDir(outside)
+	for _, e := range ents {
+		t.Errorf("restore created %s outside the target", e.Name())
+	}
+	var after unix.Stat_t
+	must(t, unix.Lstat(outside, &after))
+	if after.Mode != before.Mode || after.Uid != before.Uid || after.Gid != before.Gid || after.Mtim != before.Mtim {
+		t.Errorf("restore changed the outside directory: mode %o→%o uid %d→%d gid %d→%d mtime %v→%v",
+			before.Mode, after.Mode, before.Uid, after.Uid, before.Gid, after.Gid, before.Mtim, after.Mtim)
+	}
+}
+
+// Metadata still lands on everything restored: modes beyond the umask
+// (setuid), times of files, directories and symlinks, hard links.
+func TestRestoreMetadataThroughFDs(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "d", "x"), []byte("x"), 0o644))
+	must(t, unix.Chmod(filepath.Join(src, "d", "x"), 0o4711))
+	must(t, os.Link(filepath.Join(src, "d", "x"), filepath.Join(src, "d", "y")))
+	must(t, os.Symlink("x", filepath.Join(src, "d", "l")))
+	must(t, unix.Mkfifo(filepath.Join(src, "d", "p"), 0o600))
+	must(t, os.Chmod(filepath.Join(src, "d", "p"), 0o666))
+	must(t, os.Chmod(filepath.Join(src, "d"), 0o701))
+	when := time.Unix(1_234_567_890, 123456789)
+	for _, p := range []string{"d/x", "d/p", "d"} {
+		must(t, os.Chtimes(filepath.Join(src, p), when, when))
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(when.UnixNano()), unix.NsecToTimespec(when.UnixNano())}
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(src, "d", "l"), ts, unix.AT_SYMLINK_NOFOLLOW))
+	r := newRepo(t)
+	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
+	must(t, err)
+	dst := t.TempDir()
+	_, err = restorer.Restore(ctx, r, sn, []string{"/d"}, dst, restorer.Options{})
+	must(t, err)
+	for p, mode := range map[string]os.FileMode{"d": os.ModeDir | 0o701, "d/x": 0o711 | os.ModeSetuid, "d/p": os.ModeNamedPipe | 0o666} {
+		fi, err := os.Lstat(filepath.Join(dst, p))
+		must(t, err)
+		if fi.Mode() != mode || !fi.ModTime().Equal(when) {
+			t.Errorf("%s: %v %v, want %v %v", p, fi.Mode(), fi.ModTime(), mode, when)
+		}
+	}
+	fi, err := os.Lstat(filepath.Join(dst, "d", "l"))
+	must(t, err)
+	if fi.Mode()&os.ModeSymlink == 0 || !fi.ModTime().Equal(when) {
+		t.Errorf("symlink: %v %v", fi.Mode(), fi.ModTime())
+	}
+	var x, y unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(dst, "d", "x"), &x))
+	must(t, unix.Lstat(filepath.Join(dst, "d", "y"), &y))
+	if x.Ino != y.Ino {
+		t.Error("hard link not restored")
+	}
+}

@@ -2,7 +2,9 @@
 // socket through which the CLI asks for status, sync and unmount.
 //
 // The control socket lives in the state directory (mode 0600) and only
-// answers peers with the daemon's uid or root (SO_PEERCRED). Its protocol
+// answers peers with the daemon's uid or root (SO_PEERCRED). Clients trust
+// it only the other way round: the socket must belong to them or root and
+// the daemon's peer uid be theirs or root's (CheckSocket, dial). Its protocol
 // is one JSON request and one JSON response per connection; "unmount"
 // answers twice: once the final snapshot is in the remote, and again with
 // the outcome of the shutdown (cache closed, queue drained), so that the
@@ -309,18 +311,27 @@ func (d *daemon) serve(ln net.Listener) {
 }
 
 func peerAllowed(conn *net.UnixConn) bool {
+	uid, err := peerUID(conn)
+	return err == nil && (uid == 0 || int(uid) == os.Getuid())
+}
+
+// peerUID returns the uid of the process at the other end of conn.
+func peerUID(conn *net.UnixConn) (uint32, error) {
 	raw, err := conn.SyscallConn()
 	if err != nil {
-		return false
+		return 0, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return false
+	}); err != nil {
+		return 0, err
 	}
-	return cred.Uid == 0 || int(cred.Uid) == os.Getuid()
+	if cerr != nil {
+		return 0, cerr
+	}
+	return cred.Uid, nil
 }
 
 // maxRequest bounds what the daemon reads of one request.
@@ -469,6 +480,18 @@ func (d *daemon) applyRetention() {
 	}
 }
 
+// Harden makes the calling process non-dumpable (PR_SET_DUMPABLE 0): it
+// writes no core file, and other processes of the same user can neither
+// ptrace it nor read its /proc/PID/mem, environ or fds. The mount process
+// holds the master key and the plaintext of open files for its whole life,
+// so it calls this before reading the passphrase.
+func Harden() error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("make the mount process non-dumpable: %w", err)
+	}
+	return nil
+}
+
 // Call sends one request to the daemon behind sock.
 func Call(ctx context.Context, sock string, op string) (*Response, error) {
 	return Send(ctx, sock, Request{Op: op})
@@ -487,10 +510,9 @@ func Send(ctx context.Context, sock string, req Request) (*Response, error) {
 // open (when non-nil) for a request that answers twice.
 func exchange(ctx context.Context, sock string, req Request) (net.Conn, *json.Decoder, *Response, error) {
 	op := req.Op
-	var dl net.Dialer
-	conn, err := dl.DialContext(ctx, "unix", sock)
+	conn, err := dial(ctx, sock)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("no keepfs daemon answers at %s: %w", sock, err)
+		return nil, nil, nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
@@ -522,13 +544,87 @@ type Client struct {
 // Dial returns a client for the daemon behind sock. It fails when nothing
 // listens there, so callers can say so before sending anything.
 func Dial(ctx context.Context, sock string) (*Client, error) {
+	conn, err := dial(ctx, sock)
+	if err != nil {
+		return nil, err
+	}
+	conn.Close()
+	return &Client{sock: sock}, nil
+}
+
+// ErrUntrusted is wrapped when a control socket, or the process behind it,
+// is not the caller's (or root's): any user can mount a fuse.keepfs file
+// system whose source names a socket of their own, so the mount table alone
+// proves nothing.
+var ErrUntrusted = errors.New("untrusted keepfs control socket")
+
+// CheckSocket refuses a control socket the caller must not trust: it must
+// be a socket, owned by the caller's effective uid or root, and writable by
+// nobody else (the daemon makes it 0600).
+func CheckSocket(sock string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(sock, &st); err != nil {
+		return fmt.Errorf("no keepfs daemon answers at %s: %w", sock, &os.PathError{Op: "lstat", Path: sock, Err: err})
+	}
+	euid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
+		return fmt.Errorf("%w: %s is not a socket", ErrUntrusted, sock)
+	case st.Uid != euid && st.Uid != 0:
+		return fmt.Errorf("%w: %s belongs to uid %d, not to you (uid %d) or root; refusing to talk to it", ErrUntrusted, sock, st.Uid, euid)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("%w: %s is writable by others (mode %04o); refusing to talk to it", ErrUntrusted, sock, st.Mode&0o7777)
+	}
+	return nil
+}
+
+// dial connects to the daemon behind sock after CheckSocket, and refuses a
+// listener (found by SO_PEERCRED) run by another user: the socket file
+// could be swapped between the check and the connect.
+func dial(ctx context.Context, sock string) (net.Conn, error) {
+	if err := CheckSocket(sock); err != nil {
+		return nil, err
+	}
 	var dl net.Dialer
 	conn, err := dl.DialContext(ctx, "unix", sock)
 	if err != nil {
 		return nil, fmt.Errorf("no keepfs daemon answers at %s: %w", sock, err)
 	}
-	conn.Close()
-	return &Client{sock: sock}, nil
+	uid, err := peerUID(conn.(*net.UnixConn))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %s: cannot tell who listens: %w", ErrUntrusted, sock, err)
+	}
+	if euid := uint32(os.Geteuid()); uid != euid && uid != 0 {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %s is served by uid %d, not by you (uid %d) or root; refusing to talk to it", ErrUntrusted, sock, uid, euid)
+	}
+	return conn, nil
+}
+
+// Hello asks the daemon behind sock for its status and checks that it is a
+// keepfs daemon serving repository wantRepo (any repository when empty),
+// so that a path resolved through its mount names a file of that
+// repository.
+func Hello(ctx context.Context, sock, wantRepo string) (*Response, error) {
+	resp, err := Send(ctx, sock, Request{Op: "status"})
+	if err != nil {
+		return nil, err
+	}
+	if resp.RepoID == "" {
+		return nil, fmt.Errorf("%w: %s did not name its repository; is it a keepfs daemon?", ErrUntrusted, sock)
+	}
+	if wantRepo != "" && resp.RepoID != wantRepo {
+		return nil, fmt.Errorf("the keepfs mount at %s serves repository %s, not %s (the one --repo names)", resp.Mount, short(resp.RepoID), short(wantRepo))
+	}
+	return resp, nil
+}
+
+func short(id string) string {
+	if len(id) > 16 {
+		return id[:16]
+	}
+	return id
 }
 
 // Status returns the daemon's cache status.
