@@ -133,6 +133,7 @@ type Cache struct {
 	trees      map[uint64]treeEntry // dir ino → tree of the last snapshot, if unchanged since
 	invalid    map[uint64]bool      // dirs invalidated while a snapshot runs
 	onSnap     []func(*repo.Snapshot)
+	onRemoved  func(path string) // the kernel must forget a path the cache removed itself
 	ignoreGen  uint64 // bumped when any .gdprignore changes
 	ignore     *ignoreCache
 
@@ -483,6 +484,15 @@ func (c *Cache) Repository() *repo.Repository { return c.r }
 func (c *Cache) OnSnapshot(fn func(*repo.Snapshot)) {
 	c.mu.Lock()
 	c.onSnap = append(c.onSnap, fn)
+	c.mu.Unlock()
+}
+
+// OnRemoved registers fn to hear of paths (from the root) that the cache
+// removed by itself, not through the kernel (an erase), so that the
+// kernel's cached entries can be dropped.
+func (c *Cache) OnRemoved(fn func(path string)) {
+	c.mu.Lock()
+	c.onRemoved = fn
 	c.mu.Unlock()
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
 )
 
 // A mount holds the repository's shared lock (repo.Lock) as a writer, with
@@ -90,6 +91,22 @@ func (c *Cache) reconcile(ctx context.Context) error {
 		return nil
 	}
 	c.log.Info("the repository changed since this state directory last saw it; reconciling", "generation", gen, "seen", seen)
+	gens, err := c.r.Generations(ctx, seen)
+	if err != nil {
+		return err
+	}
+	var erased []crypto.ID
+	for _, g := range gens {
+		erased = append(erased, g.Erased...)
+	}
+	if len(erased) > 0 {
+		// Another client erased these: the files here that hold them go,
+		// and so do the local copies, before anything is served or
+		// uploaded again.
+		if err := c.dropErased(ctx, erased); err != nil {
+			return fmt.Errorf("drop erased data: %w", err)
+		}
+	}
 	c.mu.Lock()
 	c.trees = map[uint64]treeEntry{}
 	last := c.lastSnap
@@ -123,4 +140,48 @@ func (c *Cache) readOnly() error {
 		return fmt.Errorf("%w: until the repository lock is taken again: %v", ErrReadOnly, err)
 	}
 	return nil
+}
+
+// dropErased unlinks every file whose content names one of ids, and purges
+// the local copies of ids.
+func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
+	set := make(map[crypto.ID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	type victim struct {
+		parent uint64
+		name   string
+	}
+	var victims []victim
+	if err := c.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.InodePrefix(), PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			n, err := meta.DecodeInode(v)
+			if err != nil {
+				return err
+			}
+			for _, ch := range n.Chunks {
+				if set[ch.ID] {
+					victims = append(victims, victim{n.Parent, n.Name})
+					break
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, v := range victims {
+		if err := c.Unlink(ctx, v.parent, v.name); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		c.log.Warn("removed a file another client erased from the repository", "ino_parent", v.parent)
+	}
+	return c.purgeChunks(ids)
 }

@@ -282,3 +282,18 @@ func (s *segments) close() {
 	}
 	s.files = map[uint32]*os.File{}
 }
+
+// wipe overwrites a record with zeros, so that a record of erased data is
+// gone from the file at once rather than at the next compaction.
+func (s *segments) wipe(l segLoc) error {
+	s.mu.Lock()
+	f := s.files[l.seg]
+	s.mu.Unlock()
+	if f == nil {
+		return nil // the whole segment went already
+	}
+	if _, err := f.WriteAt(make([]byte, l.n), l.off); err != nil {
+		return fmt.Errorf("wipe segment record: %w", err)
+	}
+	return f.Sync()
+}

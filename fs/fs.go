@@ -100,6 +100,7 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 		// default handler would wrap each in a record.
 		mo.MountOptions.Logger = stdlog.New(os.Stderr, "fuse: ", stdlog.Lmicroseconds)
 	}
+	c.OnRemoved(fsys.forget)
 	srv, err := fuse.NewServer(newDirlessFS(gofs.NewNodeFS(root, mo)), mountpoint, &mo.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -120,6 +121,26 @@ type filesystem struct {
 }
 
 func (f *filesystem) errno(err error) syscall.Errno { return toErrno(f.log, err) }
+
+// forget tells the kernel that the entry at p (from the root) is gone: the
+// cache removed it by itself (an erase), and the kernel may hold it for
+// liveTimeout otherwise. Only inodes the kernel has looked up are in the
+// tree, and only those need telling.
+func (f *filesystem) forget(p string) {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	dir := f.root.EmbeddedInode()
+	for _, name := range parts[:len(parts)-1] {
+		if dir = dir.GetChild(name); dir == nil {
+			return
+		}
+	}
+	name := parts[len(parts)-1]
+	if child := dir.GetChild(name); child != nil {
+		dir.NotifyDelete(name, child)
+		return
+	}
+	dir.NotifyEntry(name)
+}
 
 // node is what every live-tree node type shares.
 type node struct {

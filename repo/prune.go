@@ -159,6 +159,12 @@ func (r *Repository) exclusive(ctx context.Context, purpose string, lo LockOptio
 	return release, nil
 }
 
+// Exclusive takes the exclusive lock for purpose unless this handle holds
+// it, and reloads the index; release lets go of what it took.
+func (r *Repository) Exclusive(ctx context.Context, purpose string, lo LockOptions) (release func(), err error) {
+	return r.exclusive(ctx, purpose, lo, false)
+}
+
 func (r *Repository) holdsExclusive() bool {
 	r.lockMu.Lock()
 	defer r.lockMu.Unlock()

@@ -27,6 +27,9 @@ type Snapshot struct {
 	Username string        `json:"username,omitempty"`
 	Source   string        `json:"source,omitempty"`
 	Stats    SnapshotStats `json:"stats"`
+	// Rewrites names the snapshot this one replaced when an erase removed
+	// files from it: a rerun after a crash finds what it already did.
+	Rewrites *crypto.ID `json:"rewrites,omitempty"`
 
 	// ID is the name of the stored object; not part of the encoding.
 	ID crypto.ID `json:"-"`

@@ -61,6 +61,7 @@ Examples:
 			cmdSnapshots(),
 			cmdRestore(),
 			cmdCheck(),
+			cmdErase(),
 			cmdIgnore(),
 			cmdRetention(),
 			cmdPrune(),

@@ -21,6 +21,7 @@ type Version struct {
 	MTime    int64     `json:"mtime_ns"`
 	content  crypto.ID // full content id, for comparisons
 	inode    uint64    // source inode number, when the snapshot recorded one
+	node     *tree.Node
 }
 
 // ContentID identifies a file's content without revealing it: the keyed
@@ -40,11 +41,60 @@ func ContentID(k *crypto.Key, n *tree.Node) crypto.ID {
 // file with the same inode number (a rename and an edit between two
 // snapshots of a tree that records inode numbers).
 func Log(ctx context.Context, r *repo.Repository, p string) ([]Version, error) {
-	p = path.Clean("/" + p)
 	snaps, err := r.Snapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
+	found, err := trace(ctx, r, snaps, p)
+	if err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		return nil, repo.ErrPathNotFound
+	}
+	// Oldest first, one entry per change of content or name.
+	var out []Version
+	for i := len(found) - 1; i >= 0; i-- {
+		v := found[i]
+		if len(out) > 0 && out[len(out)-1].content == v.content && out[len(out)-1].Path == v.Path {
+			continue
+		}
+		v.Content = v.content.String()[:16]
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Occurrence is the file as one snapshot holds it.
+type Occurrence struct {
+	Snapshot *repo.Snapshot
+	Path     string
+	Node     *tree.Node
+}
+
+// Trace lists every snapshot of snaps (oldest first, as Snapshots
+// returns them) that holds the file at p in the newest snapshot that has
+// it, under the name it had there, following renames as Log does. The
+// result is newest first.
+func Trace(ctx context.Context, r *repo.Repository, snaps []*repo.Snapshot, p string) ([]Occurrence, error) {
+	found, err := trace(ctx, r, snaps, p)
+	if err != nil {
+		return nil, err
+	}
+	bySnap := map[crypto.ID]*repo.Snapshot{}
+	for _, sn := range snaps {
+		bySnap[sn.ID] = sn
+	}
+	out := make([]Occurrence, len(found))
+	for i, v := range found {
+		id, _ := crypto.ParseID(v.ID)
+		out[i] = Occurrence{Snapshot: bySnap[id], Path: v.Path, Node: v.node}
+	}
+	return out, nil
+}
+
+func trace(ctx context.Context, r *repo.Repository, snaps []*repo.Snapshot, p string) ([]Version, error) {
+	p = path.Clean("/" + p)
 	var found []Version // newest first
 	cur := p
 	for i := len(snaps) - 1; i >= 0; i-- {
@@ -71,22 +121,9 @@ func Log(ctx context.Context, r *repo.Repository, p string) ([]Version, error) {
 			continue
 		}
 		found = append(found, Version{Snapshot: sn.Name(), ID: sn.ID.String(), Path: cur, Size: n.Size,
-			MTime: n.MTime, content: ContentID(r.Key(), n), inode: n.Inode})
+			MTime: n.MTime, content: ContentID(r.Key(), n), inode: n.Inode, node: n})
 	}
-	if len(found) == 0 {
-		return nil, repo.ErrPathNotFound
-	}
-	// Oldest first, one entry per change of content or name.
-	var out []Version
-	for i := len(found) - 1; i >= 0; i-- {
-		v := found[i]
-		if len(out) > 0 && out[len(out)-1].content == v.content && out[len(out)-1].Path == v.Path {
-			continue
-		}
-		v.Content = v.content.String()[:16]
-		out = append(out, v)
-	}
-	return out, nil
+	return found, nil
 }
 
 // findInChain looks for a file with inode number ino in the directories

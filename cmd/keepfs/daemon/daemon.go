@@ -40,6 +40,7 @@ import (
 	"github.com/keepfs/keepfs/cache"
 	"github.com/keepfs/keepfs/fs"
 	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/erase"
 )
 
 // SocketName is the control socket's name inside the state directory.
@@ -65,6 +66,8 @@ type Request struct {
 	// in the state directory for the next mount.
 	Timeout time.Duration `json:"timeout,omitempty"`
 	Force   bool          `json:"force,omitempty"`
+	// Erase is an erase request (op "erase"), paths from the mount's root.
+	Erase *erase.Options `json:"erase,omitempty"`
 }
 
 // DefaultTimeout is how long sync and unmount wait for the remote.
@@ -80,6 +83,7 @@ type Response struct {
 	PID      int               `json:"pid,omitempty"`
 	RepoID   string            `json:"repo_id,omitempty"`
 	Prune    *repo.PruneResult `json:"prune,omitempty"`
+	Erase    *erase.Result     `json:"erase,omitempty"`
 	// TimedOut says that sync or unmount gave up waiting for the remote
 	// after the request's timeout; Status then says what is left queued.
 	TimedOut bool `json:"timed_out,omitempty"`
@@ -399,6 +403,19 @@ func (d *daemon) handle(conn *net.UnixConn) {
 			_ = enc.Encode(fin)
 			return
 		}
+	case "erase":
+		if req.Erase == nil {
+			resp = Response{Error: "erase: no request"}
+			break
+		}
+		d.pruneMu.Lock()
+		res, err := d.c.Erase(ctx, *req.Erase)
+		d.pruneMu.Unlock()
+		if err != nil {
+			resp = Response{Error: err.Error()}
+			break
+		}
+		resp.Erase = res
 	case "prune":
 		res, err := d.prune(ctx, req.DryRun)
 		if err != nil {

@@ -1,0 +1,189 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/erase"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// Erase erases paths from the repository while the mount runs (see
+// package erase), and from the mount: unless opts.KeepCurrent, the files
+// the newest snapshot held under an erased path or as a copy leave the
+// live tree too, and the local copies of every erased blob are purged
+// (chunk keys and queue entries, chunk files, segment records wiped).
+//
+// It first stores a snapshot, so that what was closed before is in the
+// repository and erased with the rest; then snapshots, uploads and
+// eviction wait until it is done, as for Prune.
+func (c *Cache) Erase(ctx context.Context, opts erase.Options) (*erase.Result, error) {
+	if !opts.DryRun {
+		if _, err := c.Sync(ctx); err != nil {
+			return nil, fmt.Errorf("snapshot before erase: %w", err)
+		}
+	}
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	c.pruneMu.Lock()
+	defer c.pruneMu.Unlock()
+	c.mu.Lock()
+	last := c.lastSnap
+	c.mu.Unlock()
+	res, err := erase.Erase(ctx, c.r, opts)
+	if err != nil || opts.DryRun {
+		return res, err
+	}
+	if !opts.KeepCurrent && last != nil {
+		for _, v := range append(append([]erase.Version{}, res.Versions...), res.Copies...) {
+			if v.Snapshot != last.Name() {
+				continue
+			}
+			if err := c.removePath(ctx, v.Path); err != nil && !errors.Is(err, ErrNotFound) {
+				return res, fmt.Errorf("remove %s from the live tree: %w", v.Path, err)
+			}
+		}
+		for _, p := range opts.Paths {
+			// A directory erased whole, or a file no snapshot showed yet.
+			if err := c.removePath(ctx, path.Clean("/"+p)); err != nil && !errors.Is(err, ErrNotFound) {
+				return res, fmt.Errorf("remove %s from the live tree: %w", p, err)
+			}
+		}
+	}
+	if err := c.purgeChunks(res.ErasedIDs()); err != nil {
+		return res, err
+	}
+	// The snapshots were rewritten: cached tree ids and the last snapshot
+	// are stale.
+	snaps, err := c.r.Snapshots(ctx)
+	if err != nil {
+		return res, err
+	}
+	c.mu.Lock()
+	c.trees = map[uint64]treeEntry{}
+	c.lastSnap = nil
+	if len(snaps) > 0 {
+		c.lastSnap = snaps[len(snaps)-1]
+	}
+	c.changeSeq++
+	fns := append([]func(*repo.Snapshot){}, c.onSnap...)
+	newest := c.lastSnap
+	c.mu.Unlock()
+	if newest != nil {
+		if err := c.update(func(txn *wtxn) error { return txn.Set(meta.StateKey("lastsnap"), newest.ID[:]) }); err != nil {
+			return res, err
+		}
+	}
+	if err := c.recordGeneration(res.Generation); err != nil {
+		return res, err
+	}
+	go func() {
+		for _, fn := range fns {
+			fn(newest)
+		}
+	}()
+	c.log.Info("erased", "request", opts.RequestID, "versions", len(res.Versions), "copies", len(res.Copies),
+		"blobs_removed", res.BlobsRemoved, "packs_rewritten", res.PacksRewritten)
+	return res, nil
+}
+
+// removePath unlinks the file at p (a path from the mount's root), or a
+// whole directory tree.
+func (c *Cache) removePath(ctx context.Context, p string) error {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	if len(parts) == 0 || parts[0] == "" {
+		return ErrInvalid
+	}
+	dir := c.Root()
+	for _, name := range parts[:len(parts)-1] {
+		a, err := c.Lookup(ctx, dir, name)
+		if err != nil {
+			return err
+		}
+		dir = a.Ino
+	}
+	name := parts[len(parts)-1]
+	a, err := c.Lookup(ctx, dir, name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c.mu.Lock()
+		fn := c.onRemoved
+		c.mu.Unlock()
+		if fn != nil {
+			fn(p)
+		}
+	}()
+	if a.Type != tree.Dir {
+		return c.Unlink(ctx, dir, name)
+	}
+	ents, err := c.ReadDir(ctx, a.Ino)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Name == "." || e.Name == ".." {
+			continue
+		}
+		if err := c.removePath(ctx, p+"/"+e.Name); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	return c.Rmdir(ctx, dir, name)
+}
+
+// purgeChunks drops the local copies of ids: their keys, queue entries,
+// chunk files and (wiped) segment records.
+func (c *Cache) purgeChunks(ids []crypto.ID) error {
+	for _, id := range ids {
+		var v []byte
+		err := c.update(func(txn *wtxn) error {
+			var err error
+			v, err = getValue(txn, meta.ChunkKey(id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				v = nil
+			} else if err != nil {
+				return err
+			}
+			if err := txn.Delete(meta.ChunkKey(id)); err != nil {
+				return err
+			}
+			return txn.Delete(meta.QueueKey(id))
+		})
+		if err != nil {
+			return fmt.Errorf("purge erased chunk %s: %w", id.Short(), err)
+		}
+		c.mem.drop(id)
+		c.mu.Lock()
+		if n, ok := c.queue[id]; ok {
+			c.queueBytes -= n
+			delete(c.queue, id)
+		}
+		c.mu.Unlock()
+		if v == nil {
+			continue
+		}
+		if l, ok := segLocOf(v); ok {
+			if err := c.segs.wipe(l); err != nil {
+				return err
+			}
+			c.segs.dropLive(l)
+		} else if inlineData(v) == nil {
+			if err := c.files.remove(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+package erase_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"path"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/erase"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+var pw = []byte("erase test words")
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// save stores a snapshot of files ("dir/name" → content) at when.
+func save(t *testing.T, r *repo.Repository, when time.Time, files map[string][]byte, parent *repo.Snapshot) *repo.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	dirs := map[string]*tree.Tree{"/": {}}
+	var mk func(d string) *tree.Tree
+	mk = func(d string) *tree.Tree {
+		if tr, ok := dirs[d]; ok {
+			return tr
+		}
+		tr := &tree.Tree{}
+		dirs[d] = tr
+		mk(path.Dir(d))
+		return tr
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		data := files[n]
+		id, _, err := r.SaveBlob(ctx, pack.Data, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := "/" + n
+		mk(path.Dir(p)).Nodes = append(mk(path.Dir(p)).Nodes, &tree.Node{Name: path.Base(p), Type: tree.File, Mode: 0o644,
+			Size: uint64(len(data)), Content: []crypto.ID{id}})
+	}
+	// Save children before their parents.
+	keys := make([]string, 0, len(dirs))
+	for d := range dirs {
+		keys = append(keys, d)
+	}
+	ids := map[string]crypto.ID{}
+	for len(ids) < len(dirs) {
+		for _, d := range keys {
+			if _, done := ids[d]; done {
+				continue
+			}
+			ready := true
+			for c := range dirs {
+				if c != d && c != "/" && path.Dir(c) == d {
+					if _, ok := ids[c]; !ok {
+						ready = false
+					}
+				}
+			}
+			if !ready {
+				continue
+			}
+			tr := dirs[d]
+			for c := range dirs {
+				if c != d && c != "/" && path.Dir(c) == d {
+					tr.Nodes = append(tr.Nodes, &tree.Node{Name: path.Base(c), Type: tree.Dir, Mode: 0o755, Subtree: ids[c]})
+				}
+			}
+			tr.Sort()
+			id, err := r.SaveTree(ctx, tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[d] = id
+		}
+	}
+	sn := &repo.Snapshot{Time: when, Tree: ids["/"], Hostname: "h"}
+	if parent != nil {
+		p := parent.ID
+		sn.Parent = &p
+	}
+	if err := r.SaveSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	return sn
+}
+
+func TestEraseEveryVersionRenameAndCopy(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	r, err := repo.Create(ctx, mem, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, other, shared := randBytes(300<<10), randBytes(300<<10), randBytes(1000)
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	s1 := save(t, r, t0, map[string][]byte{"hr/alice/scan.bin": victim, "hr/bob/scan.bin": other, "hr/alice/note": shared}, nil)
+	s2 := save(t, r, t0.Add(time.Hour), map[string][]byte{"hr/alice/id.bin": victim, "hr/bob/scan.bin": other, "hr/alice/note": shared}, s1)
+	save(t, r, t0.Add(2*time.Hour), map[string][]byte{"hr/alice/id.bin": victim, "shared/copy.bin": victim, "hr/bob/scan.bin": other, "hr/bob/note": shared}, s2)
+
+	dry, err := erase.Erase(ctx, r, erase.Options{Paths: []string{"/hr/alice/id.bin"}, WithCopies: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dry.Versions) != 3 || len(dry.Copies) != 1 || !strings.Contains(dry.Versions[0].Path, "scan.bin") {
+		t.Fatalf("dry run: versions %+v copies %+v", dry.Versions, dry.Copies)
+	}
+	snapsBefore, _ := r.Snapshots(ctx)
+
+	res, err := erase.Erase(ctx, r, erase.Options{Paths: []string{"/hr/alice/id.bin"}, WithCopies: true, RequestID: "R1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verification.Result != "passed" || len(res.Rewritten) != 3 || res.Generation == 0 || len(res.ErasedBlobs) != 1 {
+		t.Fatalf("result: %+v", res)
+	}
+	r2, err := repo.Open(ctx, mem, pw, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := r2.Snapshots(ctx)
+	if err != nil || len(snaps) != len(snapsBefore) {
+		t.Fatalf("snapshots after: %d (%v), before %d", len(snaps), err, len(snapsBefore))
+	}
+	for i, sn := range snaps {
+		if !sn.Time.Equal(snapsBefore[i].Time) || sn.Hostname != "h" {
+			t.Fatalf("snapshot %d lost its time or host", i)
+		}
+		for _, p := range []string{"/hr/alice/scan.bin", "/hr/alice/id.bin", "/shared/copy.bin"} {
+			if _, err := r2.Lookup(ctx, sn.Tree, p); !errors.Is(err, repo.ErrPathNotFound) {
+				t.Fatalf("%s still in %s: %v", p, sn.Name(), err)
+			}
+		}
+		n, err := r2.Lookup(ctx, sn.Tree, "/hr/bob/scan.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := r2.LoadBlob(ctx, pack.Data, n.Content[0])
+		if err != nil || !bytes.Equal(b, other) {
+			t.Fatalf("bob's file damaged: %v", err)
+		}
+	}
+	// No object in the remote decrypts to the victim's blob.
+	id := r2.Key().BlobID(victim)
+	if r2.Index().Has(pack.Data, id) {
+		t.Fatal("erased blob still indexed")
+	}
+	var found bool
+	_ = mem.List(ctx, remote.Pack, func(fi remote.Info) error {
+		b, _ := remote.LoadAll(ctx, mem, fi.Handle)
+		if ps, err := pack.ParsePack(r2.Key(), b); err == nil {
+			for _, bl := range ps {
+				if bl.ID == id {
+					found = true
+				}
+			}
+		}
+		return nil
+	})
+	if found {
+		t.Fatal("a pack still holds the erased blob")
+	}
+	chk, err := r2.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || len(chk.Problems) != 0 {
+		t.Fatalf("check after erase: %v %v", chk.Problems, err)
+	}
+	// Erasing again is a no-op error: nothing holds it any more.
+	if _, err := erase.Erase(ctx, r2, erase.Options{Paths: []string{"/hr/alice/id.bin"}}); !errors.Is(err, erase.ErrNothing) {
+		t.Fatalf("second erase: %v", err)
+	}
+}
