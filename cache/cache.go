@@ -134,7 +134,7 @@ type Cache struct {
 	invalid    map[uint64]bool      // dirs invalidated while a snapshot runs
 	onSnap     []func(*repo.Snapshot)
 	onRemoved  func(path string) // the kernel must forget a path the cache removed itself
-	ignoreGen  uint64 // bumped when any .gdprignore changes
+	ignoreGen  uint64            // bumped when any .gdprignore changes
 	ignore     *ignoreCache
 
 	unchecked      atomic.Int64 // bytes written since the last free-space check
