@@ -187,6 +187,11 @@ func (r *Repository) SweepUnused(ctx context.Context, dryRun bool) (*PruneResult
 	}
 	defer release()
 	if !dryRun {
+		// An erase killed after marking its packs: they go now, not after
+		// a grace period.
+		if _, err := r.emptyTrashOf(ctx, "erase"); err != nil {
+			return nil, err
+		}
 		if _, err := r.RecoverPacks(ctx); err != nil {
 			return nil, err
 		}
@@ -327,7 +332,11 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 	for _, p := range rewrite {
 		dead = append(dead, p.id)
 	}
-	mark, err := r.markForDeletion(ctx, dead, "prune", opts.Now)
+	reason := "prune"
+	if deleteNow {
+		reason = "erase"
+	}
+	mark, err := r.markForDeletion(ctx, dead, reason, opts.Now)
 	if err != nil {
 		return err
 	}

@@ -111,13 +111,24 @@ func (r *Repository) markForDeletion(ctx context.Context, packs []crypto.ID, rea
 // with only set, just that mark), except packs the index names again, and
 // then the marks. It returns how many packs it deleted.
 func (r *Repository) emptyTrash(ctx context.Context, now time.Time, grace time.Duration, only string) (int, error) {
+	return r.emptyTrashIf(ctx, func(m trashMark) bool {
+		return only != "" && m.name == only || only == "" && now.Sub(m.Time) >= grace
+	})
+}
+
+// emptyTrashOf empties the marks left with reason, whatever their age.
+func (r *Repository) emptyTrashOf(ctx context.Context, reason string) (int, error) {
+	return r.emptyTrashIf(ctx, func(m trashMark) bool { return m.Reason == reason })
+}
+
+func (r *Repository) emptyTrashIf(ctx context.Context, due func(trashMark) bool) (int, error) {
 	marks, err := r.trashMarks(ctx)
 	if err != nil {
 		return 0, err
 	}
 	deleted := 0
 	for _, m := range marks {
-		if only != "" && m.name != only || only == "" && now.Sub(m.Time) < grace {
+		if !due(m) {
 			continue
 		}
 		if err := r.Writable(); err != nil {

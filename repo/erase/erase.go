@@ -209,6 +209,13 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 			}
 		}
 		if !found {
+			if !opts.DryRun {
+				// Perhaps an erase of it was killed half-way: finish
+				// deleting what no snapshot names any more.
+				if _, err := r.SweepUnused(ctx, false); err != nil {
+					return nil, err
+				}
+			}
 			return nil, fmt.Errorf("%s: %w", p, ErrNothing)
 		}
 	}

@@ -188,3 +188,93 @@ func TestEraseEveryVersionRenameAndCopy(t *testing.T) {
 		t.Fatalf("second erase: %v", err)
 	}
 }
+
+// crashing fails every Save and Remove after the first n, as a process
+// killed at that point would stop writing.
+type crashing struct {
+	remote.Storage
+	n int
+}
+
+var errCrash = errors.New("crashed")
+
+func (c *crashing) Save(ctx context.Context, h remote.Handle, b []byte) error {
+	if c.n <= 0 {
+		return errCrash
+	}
+	c.n--
+	return c.Storage.Save(ctx, h, b)
+}
+
+func (c *crashing) Remove(ctx context.Context, h remote.Handle) error {
+	if c.n <= 0 {
+		return errCrash
+	}
+	c.n--
+	return c.Storage.Remove(ctx, h)
+}
+
+// Killed after any number of writes, the repository is sound (check
+// passes: no snapshot names a missing blob), and erasing again ends in the
+// same state as an erase that was never interrupted.
+func TestEraseCrashAnywhere(t *testing.T) {
+	ctx := context.Background()
+	for n := 0; n < 40; n++ {
+		mem := remote.NewMem()
+		r, err := repo.Create(ctx, mem, pw, repo.Options{KDF: &crypto.TestKDF})
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim, other := randBytes(200<<10), randBytes(200<<10)
+		t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+		s1 := save(t, r, t0, map[string][]byte{"a/victim": victim, "b/other": other}, nil)
+		s2 := save(t, r, t0.Add(time.Hour), map[string][]byte{"a/renamed": victim, "b/other": other}, s1)
+		save(t, r, t0.Add(2*time.Hour), map[string][]byte{"a/renamed": victim, "b/other": other, "c": randBytes(10)}, s2)
+
+		cr, err := repo.Open(ctx, &crashing{Storage: mem, n: n}, pw, repo.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, crashErr := erase.Erase(ctx, cr, erase.Options{Paths: []string{"/a/renamed"}})
+		r2, err := repo.Open(ctx, mem, pw, repo.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if chk, err := r2.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil || chk.Errors() != 0 {
+			t.Fatalf("crash after %d writes: check: %v %v", n, chk.Problems, err)
+		}
+		if crashErr != nil {
+			if _, err := erase.Erase(ctx, r2, erase.Options{Paths: []string{"/a/renamed"}}); err != nil && !errors.Is(err, erase.ErrNothing) {
+				t.Fatalf("crash after %d writes: erase again: %v", n, err)
+			}
+		}
+		r3, err := repo.Open(ctx, mem, pw, repo.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps, err := r3.Snapshots(ctx)
+		if err != nil || len(snaps) != 3 {
+			t.Fatalf("crash after %d writes: %d snapshots (%v), want 3", n, len(snaps), err)
+		}
+		for _, sn := range snaps {
+			for _, p := range []string{"/a/victim", "/a/renamed"} {
+				if _, err := r3.Lookup(ctx, sn.Tree, p); !errors.Is(err, repo.ErrPathNotFound) {
+					t.Fatalf("crash after %d writes: %s still in %s", n, p, sn.Name())
+				}
+			}
+			if _, err := r3.Lookup(ctx, sn.Tree, "/b/other"); err != nil {
+				t.Fatalf("crash after %d writes: other file gone from %s", n, sn.Name())
+			}
+		}
+		if r3.Index().Has(pack.Data, r3.Key().BlobID(victim)) {
+			t.Fatalf("crash after %d writes: erased blob indexed", n)
+		}
+		if chk, err := r3.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil || len(chk.Problems) != 0 {
+			t.Fatalf("crash after %d writes: final check: %v %v", n, chk.Problems, err)
+		}
+		if crashErr == nil {
+			return // past the last write: every crash point was tried
+		}
+	}
+	t.Fatal("the erase was still writing after 40 writes")
+}
