@@ -106,7 +106,6 @@ type Status struct {
 // Cache is the local state of one mounted repository.
 type Cache struct {
 	r        *repo.Repository
-	db       *badger.DB
 	opts     Options
 	log      *slog.Logger
 	lockFile *os.File
@@ -157,6 +156,12 @@ type Cache struct {
 	inReadDuringCommit func()                 // tests: runs in a read let in by a commit
 	stagingSynced      func(string, *os.File) // tests: runs with a staging file's name once its bytes reached the disk
 	inPrune            func()                 // tests: runs in Prune once it holds uploads, before the repository prunes
+
+	// dbp is the Badger store, replaced whole when an erase rebuilds it
+	// (see rebuild.go); dbWrite is held by every update for reading and
+	// by the rebuild for writing.
+	dbp     atomic.Pointer[dbRef]
+	dbWrite sync.RWMutex
 
 	// pruneMu is held by Prune for writing while the index is rewritten,
 	// and tried for reading by eviction (see evict).
@@ -233,8 +238,8 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	ok := false
 	defer func() {
 		if !ok {
-			if c.db != nil {
-				c.db.Close()
+			if d := c.dbp.Load(); d != nil {
+				d.db.Close()
 			}
 			if c.segs != nil {
 				c.segs.close()
@@ -302,9 +307,25 @@ const valueThreshold = 4 << 10
 const _ = uint(valueThreshold - (8 + inlineMax) - 1)
 
 func (c *Cache) openDB() error {
+	name, err := currentDBDir(c.opts.StateDir)
+	if err != nil {
+		return err
+	}
+	db, err := badger.Open(c.badgerOptions(filepath.Join(c.opts.StateDir, name)))
+	if err != nil {
+		return fmt.Errorf("open local state %s: %w", c.opts.StateDir, err)
+	}
+	c.dbp.Store(&dbRef{db: db, dir: name})
+	return nil
+}
+
+func (c *Cache) badgerOptions(dir string) badger.Options {
 	// Badger keeps the key for data-key rotation: it must not be cleared.
-	key := c.r.Key().StateKey()
-	bo := badger.DefaultOptions(filepath.Join(c.opts.StateDir, "db")).
+	var key []byte
+	if !plaintextStateForTests {
+		key = c.r.Key().StateKey()
+	}
+	return badger.DefaultOptions(dir).
 		WithEncryptionKey(key).
 		WithLogger(badgerLogger{c.log}).
 		// Metadata and inline chunks stay in the LSM tree; only long
@@ -320,12 +341,6 @@ func (c *Cache) openDB() error {
 		// Keep the default data-key rotation: a rotation period longer than
 		// the time since 1970 makes Badger v4 write tables unencrypted.
 		WithNumCompactors(2)
-	db, err := badger.Open(bo)
-	if err != nil {
-		return fmt.Errorf("open local state %s: %w", c.opts.StateDir, err)
-	}
-	c.db = db
-	return nil
 }
 
 // loadState reads counters, cleans orphans and, on a fresh state
@@ -611,7 +626,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	} else if err := c.recordSession(sessionClosed); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.db.Close(); err != nil {
+	if err := c.dbp.Load().db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local state: %w", err))
 	}
 	c.segs.close()
@@ -641,25 +656,35 @@ func (c *Cache) gcLoop() {
 			if tick%5 != 0 {
 				continue
 			}
-			for c.db.RunValueLogGC(0.5) == nil {
+			d := c.dbAcquire()
+			for d.db.RunValueLogGC(0.5) == nil {
 				if c.bg.Err() != nil {
-					return
+					break
 				}
 			}
+			d.release()
 		}
 	}
 }
 
 // view runs a read-only transaction.
-func (c *Cache) view(fn func(*badger.Txn) error) error { return c.db.View(fn) }
+func (c *Cache) view(fn func(*badger.Txn) error) error {
+	d := c.dbAcquire()
+	defer d.release()
+	return d.db.View(fn)
+}
 
 // update runs fn in a read-write transaction, retrying a bounded number of
 // times with jittered backoff when Badger reports a conflict.
 func (c *Cache) update(fn func(*wtxn) error) error {
+	c.dbWrite.RLock()
+	defer c.dbWrite.RUnlock()
+	d := c.dbAcquire()
+	defer d.release()
 	var err error
 	for attempt := 0; attempt < 8; attempt++ {
 		var t *wtxn
-		err = c.db.Update(func(txn *badger.Txn) error {
+		err = d.db.Update(func(txn *badger.Txn) error {
 			t = &wtxn{Txn: txn, c: c}
 			return fn(t)
 		})
@@ -690,7 +715,9 @@ func getValue(txn getter, key []byte) ([]byte, error) {
 
 // sync makes everything written so far durable in the state directory.
 func (c *Cache) sync() error {
-	if err := c.db.Sync(); err != nil {
+	d := c.dbAcquire()
+	defer d.release()
+	if err := d.db.Sync(); err != nil {
 		return fmt.Errorf("sync local state: %w", err)
 	}
 	return nil

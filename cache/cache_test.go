@@ -376,7 +376,7 @@ func TestDurableAndRecovery(t *testing.T) {
 	// Simulate a crash: close Badger without the final snapshot/drain.
 	c.cancel()
 	c.wg.Wait()
-	c.db.Close()
+	c.dbp.Load().db.Close()
 	c.lockFile.Close()
 
 	c = openCache(t, reopenRepo(t, be), dir)

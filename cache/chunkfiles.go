@@ -37,7 +37,7 @@ type chunkFiles struct {
 }
 
 func newChunkFiles(stateDir string, k *crypto.Key) (*chunkFiles, error) {
-	aead, err := crypto.NewAEAD(k.StateMAC([]byte("keepfs chunk files v1")))
+	aead, err := stateAEAD(k.StateMAC([]byte("keepfs chunk files v1")))
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,11 @@ func (c *Cache) Erase(ctx context.Context, opts erase.Options) (*erase.Result, e
 	if err := c.purgeChunks(res.ErasedIDs()); err != nil {
 		return res, err
 	}
+	// Deleted keys (names, inline chunks) stay in Badger's files until
+	// compaction: rebuild the store so that none of it stays readable.
+	if err := c.rebuildDB(); err != nil {
+		return res, err
+	}
 	// The snapshots were rewritten: cached tree ids and the last snapshot
 	// are stale.
 	snaps, err := c.r.Snapshots(ctx)
@@ -126,7 +131,10 @@ func (c *Cache) removePath(ctx context.Context, p string) error {
 		}
 	}()
 	if a.Type != tree.Dir {
-		return c.Unlink(ctx, dir, name)
+		if err := c.Unlink(ctx, dir, name); err != nil {
+			return err
+		}
+		return c.scrubUnlinked(a.Ino)
 	}
 	ents, err := c.ReadDir(ctx, a.Ino)
 	if err != nil {
@@ -186,4 +194,21 @@ func (c *Cache) purgeChunks(ids []crypto.ID) error {
 		}
 	}
 	return nil
+}
+
+// scrubUnlinked empties an erased file's inode if no name is left for it:
+// the record stays until the kernel forgets the inode, and must not keep
+// the erased name or content until then.
+func (c *Cache) scrubUnlinked(ino uint64) error {
+	return c.update(func(txn *wtxn) error {
+		n, err := getInodeTxn(txn, ino)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil || n.Nlink > 0 {
+			return err
+		}
+		n.Name, n.Chunks, n.Size, n.Xattrs = "", nil, 0, nil
+		return txn.putInode(ino, n)
+	})
 }

@@ -183,5 +183,8 @@ func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
 		}
 		c.log.Warn("removed a file another client erased from the repository", "ino_parent", v.parent)
 	}
-	return c.purgeChunks(ids)
+	if err := c.purgeChunks(ids); err != nil {
+		return err
+	}
+	return c.rebuildDB()
 }

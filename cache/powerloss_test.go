@@ -35,7 +35,7 @@ func crash(c *Cache) {
 	<-c.snapsDone
 	c.cancel()
 	c.wg.Wait()
-	c.db.Close()
+	c.dbp.Load().db.Close()
 	c.segs.close()
 	c.lockFile.Close()
 }

@@ -78,7 +78,7 @@ func segLocOf(v []byte) (segLoc, bool) {
 }
 
 func newSegments(stateDir string, k *crypto.Key) (*segments, error) {
-	aead, err := crypto.NewAEAD(k.StateMAC([]byte("keepfs chunk segments v1")))
+	aead, err := stateAEAD(k.StateMAC([]byte("keepfs chunk segments v1")))
 	if err != nil {
 		return nil, err
 	}

@@ -63,7 +63,7 @@ func TestSegments(t *testing.T) {
 	// Crash: no final snapshot, no upload, nothing closed.
 	c.cancel()
 	c.wg.Wait()
-	c.db.Close()
+	c.dbp.Load().db.Close()
 	c.lockFile.Close()
 
 	c = open(1 << 30)

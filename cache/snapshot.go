@@ -209,7 +209,9 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 		cached[k] = v
 	}
 	c.mu.Unlock()
-	txn := c.db.NewTransaction(false)
+	d := c.dbAcquire()
+	defer d.release()
+	txn := d.db.NewTransaction(false)
 	w := &walker{c: c, ctx: ctx, txn: txn, m: ignore.New("/"), built: map[uint64]treeEntry{}, cached: cached, seen: map[crypto.ID]bool{}, parent: parent}
 	root, err := w.dir(meta.RootIno, nil)
 	txn.Discard()
@@ -421,7 +423,9 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 		return c.update(func(txn *wtxn) error { return txn.putInode(meta.RootIno, root) })
 	}
 	latest := snaps[len(snaps)-1]
-	wb := c.db.NewWriteBatch()
+	d := c.dbAcquire()
+	defer d.release()
+	wb := d.db.NewWriteBatch()
 	defer wb.Cancel()
 	links := map[uint64]uint64{} // snapshot inode → local inode, for hard links
 	// Each directory is a tree blob fetched from the remote: over SFTP a

@@ -1,0 +1,173 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/erase"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// scanFor reports the files under dirs whose raw bytes contain any of pats.
+func scanFor(t *testing.T, pats [][]byte, dirs ...string) []string {
+	t.Helper()
+	var hits []string
+	for _, d := range dirs {
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			for _, pat := range pats {
+				if bytes.Contains(b, pat) {
+					hits = append(hits, p)
+					break
+				}
+			}
+			return nil
+		})
+	}
+	return hits
+}
+
+// The proof of an erase: with the local state's encryption turned off, so
+// that a raw scan can see what is there, neither the erased content (a
+// random marker in incompressible data, and a small file kept inline in
+// Badger) nor the erased names are anywhere in the state directory or the
+// remote afterwards, while other files are intact. The same scan before
+// the erase must find them, or it would prove nothing.
+func TestEraseLeavesNothingLocally(t *testing.T) {
+	plaintextStateForTests = true
+	defer func() { plaintextStateForTests = false }()
+	ctx := context.Background()
+	remoteDir := t.TempDir()
+	be, err := remote.CreateFile(remoteDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRepo(t, be)
+	state := t.TempDir()
+	c := openCacheWith(t, r, Options{StateDir: state})
+	defer c.Close(ctx)
+
+	marker := make([]byte, 24)
+	_, _ = rand.Read(marker)
+	markerHex := []byte(hex.EncodeToString(marker))
+	big := randBytes(11, 2<<20)
+	copy(big[1<<20:], markerHex) // inside the data, past the first chunk's minimum
+	small := append([]byte("note "), markerHex...)
+	name := "alice-" + string(markerHex[:12]) + ".bin"
+	note := "alice-" + string(markerHex[12:24]) + ".txt"
+	other := randBytes(12, 600<<10)
+
+	d, err := c.Create(ctx, c.Root(), "hr", NewNode{Type: tree.Dir, Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c, d.Ino, name, big)
+	writeFile(t, c, d.Ino, note, small)
+	writeFile(t, c, c.Root(), "bob.bin", other)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pats := [][]byte{markerHex, []byte(name), []byte(note)}
+	if hits := scanFor(t, pats, state); len(hits) == 0 {
+		t.Fatal("the scan finds nothing before the erase: it would prove nothing after")
+	}
+
+	res, err := c.Erase(ctx, erase.Options{Paths: []string{"/hr/" + name, "/hr/" + note}, RequestID: "T1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verification.Result != "passed" || len(res.ErasedBlobs) == 0 {
+		t.Fatalf("erase: %+v", res)
+	}
+	if hits := scanFor(t, pats, state, remoteDir); len(hits) > 0 {
+		t.Fatalf("erased data or names still in: %v", hits)
+	}
+	// Every remaining remote blob decrypts, and none is an erased one.
+	r2 := reopenRepo(t, be)
+	for _, id := range res.ErasedIDs() {
+		if r2.Index().Has(pack.Data, id) {
+			t.Fatalf("erased blob %s still indexed", id.Short())
+		}
+	}
+	chk, err := r2.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || len(chk.Problems) != 0 {
+		t.Fatalf("check: %v %v", chk.Problems, err)
+	}
+	if _, err := c.Lookup(ctx, d.Ino, name); err == nil {
+		t.Fatal("erased file still in the live tree")
+	}
+	if got := readFile(t, c, lookupPath(t, c, "bob.bin").Ino); !bytes.Equal(got, other) {
+		t.Fatal("other file damaged")
+	}
+	// The mount goes on working after its store was rebuilt.
+	writeFile(t, c, c.Root(), "after", []byte("after the erase"))
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An erase while the mount's files are being written: the writes all land,
+// nothing erased comes back.
+func TestEraseDuringWrites(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r := newRepo(t, be)
+	c := openCacheWith(t, r, Options{StateDir: t.TempDir()})
+	defer c.Close(ctx)
+	victim := randBytes(21, 1<<20)
+	writeFile(t, c, c.Root(), "victim", victim)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	written := map[string][]byte{}
+	go func() {
+		defer close(done)
+		for i := 0; i < 40; i++ {
+			n := "w" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+			b := randBytes(uint64(100+i), 20<<10)
+			writeFile(t, c, c.Root(), n, b)
+			written[n] = b
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	if _, err := c.Erase(ctx, erase.Options{Paths: []string{"/victim"}}); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range written {
+		if got := readFile(t, c, lookupPath(t, c, n).Ino); !bytes.Equal(got, b) {
+			t.Fatalf("%s differs after the erase", n)
+		}
+	}
+	if _, err := c.Lookup(ctx, c.Root(), "victim"); err == nil {
+		t.Fatal("victim back in the live tree")
+	}
+	r2 := reopenRepo(t, be)
+	if r2.Index().Has(pack.Data, r2.Key().BlobID(victim)) {
+		t.Fatal("victim's blob survived")
+	}
+	chk, err := r2.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || chk.Errors() != 0 {
+		t.Fatalf("check: %v %v", chk.Problems, err)
+	}
+}
