@@ -46,6 +46,7 @@ type Log struct {
 
 	mu   sync.Mutex // serialises appends of this process
 	head Head       // last head this process saw; guarded by mu
+	read bool       // head was read from the store or appended; guarded by mu
 }
 
 // New returns a log over store.
@@ -61,6 +62,21 @@ func (l *Log) Head() Head {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.head
+}
+
+// ReadHead returns the head this process knows, reading it from the store
+// if it knows none yet.
+func (l *Log) ReadHead(ctx context.Context) (Head, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.read {
+		return l.head, nil
+	}
+	h, err := l.readHead(ctx)
+	if err == nil {
+		l.head, l.read = h, true
+	}
+	return h, err
 }
 
 // maxAppendTries bounds retries against concurrent appenders.
@@ -137,12 +153,12 @@ func (l *Log) appendLocked(ctx context.Context, e Entry) (string, error) {
 	if e.Action == "" {
 		return "", fmt.Errorf("%w: no action", errInvalid)
 	}
-	if l.head.IsZero() {
+	if !l.read {
 		h, err := l.readHead(ctx)
 		if err != nil {
 			return "", err
 		}
-		l.head = h
+		l.head, l.read = h, true
 	}
 	for try := 0; ; try++ {
 		e.Seq, e.Prev = l.head.Seq+1, l.head.Hash
