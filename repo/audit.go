@@ -142,3 +142,25 @@ func (r *Repository) VerifyAudit(ctx context.Context) (*audit.Report, error) {
 	}
 	return r.Audit().Verify(ctx, anchors, mirror)
 }
+
+// PruneAuditEntry is the audit entry of a prune (by names who ran it:
+// "prune", "retention"): counts and snapshot names, no paths.
+func PruneAuditEntry(res *PruneResult, err error, by string) audit.Entry {
+	e := audit.Entry{Action: audit.ActionPrune, Outcome: audit.OutcomeOK, Details: map[string]string{"by": by}}
+	if err != nil {
+		e.Outcome = audit.OutcomeFailed
+	}
+	if res != nil {
+		e.Details["snapshots_removed"] = strconv.Itoa(len(res.SnapshotsRemoved))
+		e.Details["snapshots_kept"] = strconv.Itoa(res.SnapshotsKept)
+		e.Details["blobs_removed"] = strconv.Itoa(res.BlobsRemoved)
+		e.Details["bytes_removed"] = strconv.FormatInt(res.BytesRemoved, 10)
+		e.Details["packs_deleted"] = strconv.Itoa(res.PacksDeleted + res.PacksFreed)
+		e.Details["packs_rewritten"] = strconv.Itoa(res.PacksRewritten)
+		e.Details["policy"] = res.Policy
+		if res.Generation > 0 {
+			e.Details["generation"] = strconv.FormatUint(res.Generation, 10)
+		}
+	}
+	return e
+}

@@ -70,6 +70,7 @@ Examples:
 			cmdSync(),
 			cmdLog(),
 			cmdDiff(),
+			cmdAudit(),
 		},
 	}
 	setUsageErrors(app.Commands)

@@ -360,3 +360,14 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		write(name+"_spaced", []byte(strings.Replace(string(rec), ":", ": ", 1)))
 	}
 }
+
+func TestEditReportsOnlyTheEditedEntry(t *testing.T) {
+	s := newMemStore()
+	l := newLog(t, s, nil)
+	fill(t, l, 5)
+	s.objs[3][len(s.objs[3])-1] ^= 1
+	rep := verify(t, l, nil, nil)
+	if len(rep.Problems) != 1 || rep.Problems[0].Seq != 3 {
+		t.Fatalf("problems %v, want one with entry 3", rep.Problems)
+	}
+}

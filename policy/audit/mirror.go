@@ -155,6 +155,9 @@ func (m *Mirror) queue(k Keys, e Entry) error {
 
 // Queued returns how many entries wait for the remote.
 func (m *Mirror) Queued() (int, error) {
+	if _, err := os.Stat(m.queuePath); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
 	n := 0
 	err := m.locked(m.queuePath, func(f *os.File) error {
 		lines, err := readLines(f)
@@ -168,6 +171,9 @@ func (m *Mirror) Queued() (int, error) {
 // crash between a push and the rewrite of the queue pushes that entry
 // again next time (at least once, never lost).
 func (m *Mirror) drain(k Keys, push func(Entry) error) error {
+	if fi, err := os.Stat(m.queuePath); err != nil || fi.Size() == 0 {
+		return nil // nothing queued (or the queue cannot be read: pushed next time)
+	}
 	return m.locked(m.queuePath, func(f *os.File) error {
 		lines, err := readLines(f)
 		if err != nil || len(lines) == 0 {

@@ -71,6 +71,10 @@ func Check(items []Item, anchors []Anchor, mirror map[uint64]string) *Report {
 			add(it.Seq, "does not chain to entry %d (reordered, replaced or edited)", it.Seq-1)
 		}
 		prevHash = it.Hash
+		if it.Err != nil {
+			// Its hash changed with it: the next link cannot be judged.
+			prevHash = ""
+		}
 		next = it.Seq + 1
 	}
 	if n := len(items); n > 0 {
