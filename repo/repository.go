@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -87,6 +88,11 @@ type Repository struct {
 	// locks held through this handle; writes stop while one has lapsed.
 	lockMu sync.Mutex
 	locks  []*Lock
+
+	// the audit log (audit.go), made at first use.
+	auditMu     sync.Mutex
+	auditLog    *audit.Log
+	auditMirror *audit.Mirror
 }
 
 // Create initialises a new repository on be, protected by passphrase.

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
@@ -30,6 +31,10 @@ type Snapshot struct {
 	// Rewrites names the snapshot this one replaced when an erase removed
 	// files from it: a rerun after a crash finds what it already did.
 	Rewrites *crypto.ID `json:"rewrites,omitempty"`
+	// AuditHead is the newest audit entry the writer knew of: the audit
+	// log must reach it (audit --verify detects a truncated log). Older
+	// snapshots have none.
+	AuditHead *audit.Head `json:"audit_head,omitempty"`
 
 	// ID is the name of the stored object; not part of the encoding.
 	ID crypto.ID `json:"-"`
@@ -88,6 +93,11 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	}
 	if !r.idx.Load().Has(pack.Tree, sn.Tree) {
 		return fmt.Errorf("snapshot names tree %s which the repository does not hold", sn.Tree.Short())
+	}
+	if sn.AuditHead == nil {
+		if h := r.auditHead(ctx); !h.IsZero() {
+			sn.AuditHead = &h
+		}
 	}
 	b, err := json.Marshal(sn)
 	if err != nil {

@@ -71,6 +71,7 @@ Examples:
 			cmdSync(),
 			cmdLog(),
 			cmdDiff(),
+			cmdAudit(),
 		},
 	}
 	setUsageErrors(app.Commands)

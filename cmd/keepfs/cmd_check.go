@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -66,6 +68,8 @@ Examples:
 				fmt.Fprintln(c.App.Writer)
 			}
 			if n := res.Errors(); n > 0 {
+				recordAudit(c, r, audit.Entry{Action: audit.ActionIntegrity, Outcome: audit.OutcomeProblems,
+					Details: map[string]string{"by": "check", "read_data": strconv.FormatBool(opts.ReadData), "problems": strconv.Itoa(n)}})
 				return integrityError("%d integrity problems found", n)
 			}
 			if !c.Bool("json") {

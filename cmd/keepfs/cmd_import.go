@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/policy/ignore"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/archiver"
@@ -65,6 +67,12 @@ Examples:
 			}
 			sn, sum, err := archiver.Import(c.Context, r, dir, opts)
 			prog.finish()
+			ae := audit.Entry{Action: audit.ActionImport, Outcome: outcome(err), Paths: auditPaths(r, []string{dir})}
+			if err == nil {
+				ae.Details = map[string]string{"snapshot": sn.ID.String(), "files": strconv.FormatInt(sum.Files, 10),
+					"bytes_added": strconv.FormatInt(sum.BytesAdded, 10), "unreadable": strconv.Itoa(len(sum.Warnings))}
+			}
+			recordAudit(c, r, ae)
 			if err != nil {
 				return err
 			}

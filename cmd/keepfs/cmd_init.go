@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/remote/location"
 	"github.com/keepfs/keepfs/repo"
 )
@@ -43,6 +44,7 @@ Examples:
 				return err
 			}
 			defer r.Close()
+			recordAudit(c, r, audit.Entry{Action: audit.ActionInit, Details: map[string]string{"repository": r.Config().ID}})
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, map[string]string{"id": r.Config().ID, "location": be.Location()})
 			}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -39,6 +41,7 @@ Examples:
 					if err != nil {
 						return err
 					}
+					recordAudit(c, r, audit.Entry{Action: audit.ActionKeyAdd, Details: map[string]string{"slot": id}})
 					fmt.Fprintf(c.App.Writer, "added key slot %s\n", id[:12])
 					return nil
 				},
@@ -89,6 +92,7 @@ Examples:
 					if err := r.RemoveKey(c.Context, id); err != nil {
 						return err
 					}
+					recordAudit(c, r, audit.Entry{Action: audit.ActionKeyRemove, Details: map[string]string{"slot": id}})
 					fmt.Fprintf(c.App.Writer, "removed key slot %s\n", id[:12])
 					return nil
 				},
@@ -117,13 +121,17 @@ Examples:
 					if err != nil {
 						return err
 					}
+					var removed []string
 					for _, k := range keys {
 						if k.Current && k.ID != id {
 							if err := r.RemoveKey(c.Context, k.ID); err != nil {
 								return err
 							}
+							removed = append(removed, k.ID)
 						}
 					}
+					recordAudit(c, r, audit.Entry{Action: audit.ActionKeyPasswd,
+						Details: map[string]string{"slot": id, "removed": strings.Join(removed, ",")}})
 					fmt.Fprintf(c.App.Writer, "passphrase changed (key slot %s)\n", id[:12])
 					return nil
 				},

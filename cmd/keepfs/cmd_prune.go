@@ -54,7 +54,11 @@ Examples:
 				if p := newProgress(c.App.ErrWriter); p != nil {
 					opts.Progress = p
 				}
-				if res, err = r.Prune(c.Context, opts); err != nil {
+				res, err = r.Prune(c.Context, opts)
+				if !opts.DryRun {
+					recordAudit(c, r, repo.PruneAuditEntry(res, err, "prune"))
+				}
+				if err != nil {
 					return lockError(err)
 				}
 			}

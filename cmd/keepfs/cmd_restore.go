@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/restorer"
 )
@@ -88,6 +90,13 @@ Examples:
 				opts.Progress = p
 			}
 			sum, err := restorer.Restore(c.Context, r, sn, c.Args().Slice(), c.String("to"), opts)
+			ae := audit.Entry{Action: audit.ActionRestore, Outcome: outcome(err), Paths: auditPaths(r, c.Args().Slice()),
+				Details: map[string]string{"snapshot": sn.ID.String()}}
+			if sum != nil {
+				ae.Details["files"] = strconv.FormatInt(sum.Files, 10)
+				ae.Details["bytes"] = strconv.FormatInt(sum.Bytes, 10)
+			}
+			recordAudit(c, r, ae)
 			if errors.Is(err, repo.ErrPathNotFound) {
 				return fmt.Errorf("%w (snapshot %s)", err, sn.Name())
 			}

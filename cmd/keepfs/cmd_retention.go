@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -53,7 +54,10 @@ Examples:
 						return err
 					}
 					defer r.Close()
-					if err := r.SetRetention(c.Context, p); err != nil {
+					err = r.SetRetention(c.Context, p)
+					recordAudit(c, r, audit.Entry{Action: audit.ActionRetention, Outcome: outcome(err),
+						Details: map[string]string{"policy": p.String()}})
+					if err != nil {
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "retention: %s\n", p)

@@ -39,6 +39,7 @@ import (
 
 	"github.com/keepfs/keepfs/cache"
 	"github.com/keepfs/keepfs/fs"
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/erase"
 )
@@ -115,6 +116,11 @@ type daemon struct {
 	bg       context.Context
 	cancelBg context.CancelFunc
 	bgWG     sync.WaitGroup
+
+	// mountAudit is the mount's audit entry, appended in the background
+	// so a slow remote does not delay the mount; the unmount entry waits
+	// for it, so the two stay in order.
+	mountAudit sync.WaitGroup
 }
 
 // retentionEvery bounds how often the daemon applies retention after
@@ -177,6 +183,7 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	}
 	d.srv = srv
 	go d.serve(ln)
+	d.auditMount(r)
 	log.Info("mounted", "mountpoint", cfg.Mountpoint, "state", cfg.Cache.StateDir)
 	if cfg.Ready != nil {
 		cfg.Ready()
@@ -194,12 +201,57 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		writeHeapProfile(log)
 		d.stopBackground()
 		d.final = d.closeCache()
+		d.auditUnmount(r, "outside")
 		return d.final
 	}
 	writeHeapProfile(log)
 	d.stopBackground()
 	d.final = d.shutdown()
+	d.auditUnmount(r, "request")
 	return d.final
+}
+
+// auditMount records the mount in the audit log (the mount point only as
+// a keyed hash). The mount never waits for the remote here: an entry the
+// remote does not take is queued in the state directory's mirror, and the
+// unmount entry (or the next command using this state directory) pushes
+// it.
+func (d *daemon) auditMount(r *repo.Repository) {
+	if err := r.SetAuditMirror(d.cfg.Cache.StateDir); err != nil {
+		d.log.Warn("audit mirror", "err", err)
+	}
+	d.mountAudit.Add(1)
+	go func() {
+		defer d.mountAudit.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		d.appendAudit(ctx, r, audit.Entry{Action: audit.ActionMount, Paths: []string{r.AuditPathHash(d.cfg.Mountpoint)}})
+	}()
+}
+
+// auditUnmount records the end of the mount and its outcome.
+func (d *daemon) auditUnmount(r *repo.Repository, by string) {
+	d.mountAudit.Wait()
+	wait := time.Minute
+	if d.forced.Load() {
+		wait = forcedCloseWait
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	e := audit.Entry{Action: audit.ActionUnmount, Paths: []string{r.AuditPathHash(d.cfg.Mountpoint)},
+		Details: map[string]string{"by": by}}
+	if d.final != nil {
+		e.Outcome = audit.OutcomeFailed
+	}
+	d.appendAudit(ctx, r, e)
+}
+
+func (d *daemon) appendAudit(ctx context.Context, r *repo.Repository, e audit.Entry) {
+	if _, err := r.AppendAudit(ctx, e); errors.Is(err, audit.ErrQueued) {
+		d.log.Warn("audit entry queued in the state directory; it is pushed with the next one", "action", e.Action, "err", err)
+	} else if err != nil {
+		d.log.Warn("audit entry not recorded", "action", e.Action, "err", err)
+	}
 }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
@@ -417,7 +469,7 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		}
 		resp.Erase = res
 	case "prune":
-		res, err := d.prune(ctx, req.DryRun)
+		res, err := d.prune(ctx, req.DryRun, "prune")
 		if err != nil {
 			resp = Response{Error: err.Error()}
 			break
@@ -460,10 +512,15 @@ func (d *daemon) syncWithin(limit time.Duration) (sn *repo.Snapshot, timedOut bo
 	}
 }
 
-func (d *daemon) prune(ctx context.Context, dryRun bool) (*repo.PruneResult, error) {
+func (d *daemon) prune(ctx context.Context, dryRun bool, by string) (*repo.PruneResult, error) {
 	d.pruneMu.Lock()
 	defer d.pruneMu.Unlock()
 	res, err := d.c.Prune(ctx, repo.PruneOptions{DryRun: dryRun})
+	if !dryRun {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		d.appendAudit(actx, d.c.Repository(), repo.PruneAuditEntry(res, err, by))
+		cancel()
+	}
 	if err == nil && !dryRun {
 		d.lastPrune = time.Now()
 	}
@@ -492,7 +549,7 @@ func (d *daemon) applyRetention() {
 		d.pruneMu.Unlock()
 		return
 	}
-	if _, err := d.prune(ctx, false); err != nil {
+	if _, err := d.prune(ctx, false, "retention"); err != nil {
 		d.log.Warn("applying retention failed; will retry after the next snapshot", "err", err)
 	}
 }
