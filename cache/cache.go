@@ -133,8 +133,8 @@ type Cache struct {
 	invalid    map[uint64]bool      // dirs invalidated while a snapshot runs
 	onSnap     []func(*repo.Snapshot)
 	onRemoved  func(path string) // the kernel must forget a path the cache removed itself
-	ignoreGen  uint64            // bumped when any .gdprignore changes
-	ignore     *ignoreCache
+	queueSeq   uint64            // changeSeq of the walk that set the queue (0: none since Open)
+	lastChange time.Time         // of the last change a snapshot would see, for the periodic snapshot's quiet wait
 
 	unchecked      atomic.Int64 // bytes written since the last free-space check
 	chunksStored   atomic.Int64 // chunks new to the state directory, for tests
@@ -234,7 +234,6 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		open: map[uint64]*openFile{}, queue: map[crypto.ID]int64{}, trees: map[uint64]treeEntry{}, health: opts.Health,
 		kick: make(chan struct{}, 1), chunkers: make(chan *chunker.Chunker, 1),
 		lru: newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
-	c.ignore = newIgnoreCache(c)
 	ok := false
 	defer func() {
 		if !ok {
@@ -295,7 +294,8 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	c.wg.Add(2)
 	go c.uploader()
 	go c.gcLoop()
-	c.wake()
+	// The durable queue is not uploaded yet: a .gdprignore may have come
+	// since the walk that filled it. The first snapshot decides again.
 	ok = true
 	return c, nil
 }
@@ -573,14 +573,15 @@ func (c *Cache) noteQueue() {
 func (c *Cache) noteChange() {
 	c.mu.Lock()
 	c.changeSeq++
+	c.lastChange = time.Now()
 	c.mu.Unlock()
 }
 
 // setRemoteHealth records the outcome of a remote operation (see Health).
 func (c *Cache) setRemoteHealth(err error) { c.health.Record(err) }
 
-// Close commits, takes a final snapshot if anything changed, waits for the
-// upload queue to drain (bounded by ctx) and closes the local state.
+// Close commits, takes a final snapshot if anything changed, waits for its
+// upload (bounded by ctx) and closes the local state.
 func (c *Cache) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
@@ -604,8 +605,13 @@ func (c *Cache) Close(ctx context.Context) error {
 	if _, err := c.snapshotIfChanged(ctx, false); err != nil {
 		errs = append(errs, fmt.Errorf("final snapshot: %w", err))
 	}
-	if err := c.drain(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("upload queue not drained: %w", err))
+	// Only a queue the final walk decided leaves (if that walk failed, an
+	// older one may name files excluded since); else the next Open's
+	// first snapshot decides again.
+	if c.queueDecided() {
+		if err := c.drain(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("upload queue not drained: %w", err))
+		}
 	}
 	c.cancel()
 	c.wg.Wait()

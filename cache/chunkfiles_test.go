@@ -30,7 +30,7 @@ func TestChunkFileRanges(t *testing.T) {
 	defer c.Close(ctx)
 	data := randBytes(7, 5*blockSize+1234)
 	id := c.r.Key().BlobID(data)
-	if err := c.storeChunk(id, data, false, false); err != nil {
+	if err := c.storeChunk(id, data, false); err != nil {
 		t.Fatal(err)
 	}
 	size := int64(len(data))
@@ -225,7 +225,7 @@ func TestDurableChunkFileLeavesPageCache(t *testing.T) {
 	for _, durable := range []bool{false, true} {
 		data := randBytes(uint64(len(fmt.Sprint(durable))), 4<<20)
 		id := c.r.Key().BlobID(data)
-		if err := c.storeChunk(id, data, false, durable); err != nil {
+		if err := c.storeChunk(id, data, durable); err != nil {
 			t.Fatal(err)
 		}
 		res, all := residentPages(t, c.files.path(id))

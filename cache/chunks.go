@@ -29,16 +29,16 @@ type newChunk struct {
 	owned bool
 }
 
-// storeChunk keeps data under its id in the state directory and, when
-// enqueue is set and the repository does not hold it yet, queues it for
-// upload, in one transaction.
-func (c *Cache) storeChunk(id crypto.ID, data []byte, enqueue, durable bool) error {
-	return c.storeChunks([]newChunk{{id: id, data: data}}, enqueue, durable, nil)
+// storeChunk keeps data under its id in the state directory. It never
+// queues the chunk for upload: only a snapshot walk that includes a file
+// naming it does (DESIGN invariant 7).
+func (c *Cache) storeChunk(id crypto.ID, data []byte, durable bool) error {
+	return c.storeChunks([]newChunk{{id: id, data: data}}, durable, nil)
 }
 
 // storeChunks is storeChunk for several chunks, and runs also (if set) in
 // the same transaction: a small file's commit is one write to Badger.
-func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(*wtxn) error) error {
+func (c *Cache) storeChunks(chunks []newChunk, durable bool, also func(*wtxn) error) error {
 	indexed := make([]bool, len(chunks))
 	present := make([]bool, len(chunks))
 	if err := c.view(func(txn *badger.Txn) error {
@@ -98,11 +98,10 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 			vals[i] = v
 		}
 	}
-	var queued []int
 	var set [][]byte
-	fresh := 0
+	var fresh []int
 	err := c.update(func(txn *wtxn) error {
-		queued, set, fresh = queued[:0], set[:0], 0
+		set, fresh = set[:0], fresh[:0]
 		for i, ch := range chunks {
 			_, err := txn.Get(meta.ChunkKey(ch.id))
 			switch {
@@ -118,19 +117,8 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 					return err
 				}
 				set = append(set, v)
-				fresh++
+				fresh = append(fresh, i)
 			case err != nil:
-				return err
-			}
-			if !enqueue || indexed[i] {
-				continue
-			}
-			if _, err := txn.Get(meta.QueueKey(ch.id)); errors.Is(err, badger.ErrKeyNotFound) {
-				queued = append(queued, i)
-				if err := txn.Set(meta.QueueKey(ch.id), nil); err != nil {
-					return err
-				}
-			} else if err != nil {
 				return err
 			}
 		}
@@ -147,28 +135,18 @@ func (c *Cache) storeChunks(chunks []newChunk, enqueue, durable bool, also func(
 			used[l] = true
 		}
 	}
-	c.chunksStored.Add(int64(fresh))
-	if len(queued) > 0 {
-		// The uploader will want them soon: spare it reading small ones
-		// back, one system call each. Large chunks it reads from their
-		// files in a few calls; copying them here would cost the writer
-		// and push the small ones out of memory.
-		for _, i := range queued {
-			if ch := chunks[i]; len(ch.data) <= segmentMax {
-				if !ch.owned {
-					ch.data = bytes.Clone(ch.data)
-				}
-				c.mem.add(ch.id, ch.data)
+	c.chunksStored.Add(int64(len(fresh)))
+	// The next snapshot uploads new chunks of included files: spare it
+	// reading small ones back, one system call each. Large chunks it
+	// reads from their files in a few calls; copying them here would cost
+	// the writer and push the small ones out of memory.
+	for _, i := range fresh {
+		if ch := chunks[i]; !indexed[i] && len(ch.data) <= segmentMax {
+			if !ch.owned {
+				ch.data = bytes.Clone(ch.data)
 			}
+			c.mem.add(ch.id, ch.data)
 		}
-		c.mu.Lock()
-		for _, i := range queued {
-			if _, ok := c.queue[chunks[i].id]; !ok {
-				c.queue[chunks[i].id] = int64(len(chunks[i].data))
-				c.queueBytes += int64(len(chunks[i].data))
-			}
-		}
-		c.mu.Unlock()
 	}
 	for i, ch := range chunks {
 		if indexed[i] {
@@ -203,7 +181,7 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 		return nil, fmt.Errorf("fetch chunk: %w", err)
 	}
 	// Kept as clean cache (it is indexed, so the LRU may evict it again).
-	if err := c.storeChunks([]newChunk{{id: id, data: data}}, false, false, nil); err != nil {
+	if err := c.storeChunks([]newChunk{{id: id, data: data}}, false, nil); err != nil {
 		c.log.Warn("cannot cache a fetched chunk", "err", err)
 	}
 	c.mem.add(id, data)
@@ -365,6 +343,12 @@ func (c *Cache) uploader() {
 		}
 		retry = nil
 		c.noteQueue()
+		if !c.queueDecided() {
+			// Something changed since the walk that queued these: the
+			// next snapshot decides again what may leave (DESIGN
+			// invariant 7), and uploads it.
+			continue
+		}
 		more, err := c.uploadPass(c.bg)
 		if c.bg.Err() != nil {
 			return
@@ -802,14 +786,14 @@ func (c *Cache) compactSegments() error {
 // most two chunks wait in copies of their own (the chunker reuses its
 // buffer), which bounds the memory to twice the largest chunk.
 type chunkStorer struct {
-	c                *Cache
-	enqueue, durable bool
-	work             chan storeJob
-	free             chan []byte
-	done             chan struct{}
-	ids              map[int]crypto.ID // chunk index in the commit's list → id
-	err              error             // the first failure; set before done closes
-	failed           chan struct{}     // closed at the first failure
+	c       *Cache
+	durable bool
+	work    chan storeJob
+	free    chan []byte
+	done    chan struct{}
+	ids     map[int]crypto.ID // chunk index in the commit's list → id
+	err     error             // the first failure; set before done closes
+	failed  chan struct{}     // closed at the first failure
 }
 
 type storeJob struct {
@@ -817,9 +801,9 @@ type storeJob struct {
 	data []byte
 }
 
-func (c *Cache) newChunkStorer(enqueue, durable bool) *chunkStorer {
+func (c *Cache) newChunkStorer(durable bool) *chunkStorer {
 	s := &chunkStorer{
-		c: c, enqueue: enqueue, durable: durable,
+		c: c, durable: durable,
 		work: make(chan storeJob, 1), free: make(chan []byte, 2),
 		done: make(chan struct{}), failed: make(chan struct{}),
 		ids: map[int]crypto.ID{},
@@ -835,7 +819,7 @@ func (s *chunkStorer) run() {
 	for j := range s.work {
 		if s.err == nil {
 			id := s.c.r.Key().BlobID(j.data)
-			if err := s.c.storeChunk(id, j.data, s.enqueue, s.durable); err != nil {
+			if err := s.c.storeChunk(id, j.data, s.durable); err != nil {
 				s.err = err
 				close(s.failed)
 			} else {

@@ -11,8 +11,11 @@
 //     It is kept sealed in a file under chunks/ (recorded by a c key) until
 //     evicted; clean chunks (those the repository index already holds) may
 //     be evicted, others never.
-//   - queue: q keys naming chunks that still have to reach the remote. A key
-//     is removed only after repo.Flush stored the pack and index holding it.
+//   - queue: q keys naming chunks that still have to reach the remote. Only
+//     a snapshot walk sets them, to the chunks of the files it included
+//     (DESIGN invariant 7: commits never queue). A key is removed only
+//     after repo.Flush stored the pack and index holding it, or by the next
+//     walk if that no longer needs it.
 //   - staging: an unlinked, encrypted temporary file per open file holding
 //     the bytes written since the last commit, plus the dirty extents.
 //   - commit: turning a file's staging into chunks (on flush/close/fsync):

@@ -735,11 +735,10 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 	if err := c.checkSpace(f.dirty.total()); err != nil {
 		return fmt.Errorf("commit inode %d: %w", f.ino, err)
 	}
-	enqueue := !c.isIgnored(ctx, f.ino)
 	chunks := f.chunks
 	var small []newChunk
 	if len(f.dirty) > 0 || len(f.points) > 0 || f.size != f.committedSize() {
-		chunks, small, err = c.rechunkLocked(ctx, f, enqueue, durable)
+		chunks, small, err = c.rechunkLocked(ctx, f, durable)
 		if err != nil {
 			return fmt.Errorf("commit inode %d: %w", f.ino, err)
 		}
@@ -754,7 +753,7 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 	}
 	intent := f.intent.Load()
 	c.nsMu.Lock()
-	err = c.storeChunks(small, enqueue, durable, func(txn *wtxn) error {
+	err = c.storeChunks(small, durable, func(txn *wtxn) error {
 		if intent {
 			if err := txn.Delete(meta.IntentKey(f.ino)); err != nil {
 				return err
@@ -801,7 +800,6 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 	}
 	f.swap.Unlock()
 	c.inodeChanged(f.ino)
-	c.wake()
 	return nil
 }
 
@@ -814,7 +812,7 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 //
 // Chunks smaller than smallChunk are returned in small rather than stored,
 // for the caller to store together with the inode.
-func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable bool) (out []meta.Chunk, small []newChunk, err error) {
+func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, durable bool) (out []meta.Chunk, small []newChunk, err error) {
 	size := f.size
 	// A file no bigger than the chunker's minimum is one chunk whatever its
 	// content (FastCDC never cuts before it): most files of a source tree
@@ -832,7 +830,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 		if size < smallChunk {
 			return out, []newChunk{{id, data, true}}, nil
 		}
-		if err := c.storeChunk(id, data, enqueue, durable); err != nil {
+		if err := c.storeChunk(id, data, durable); err != nil {
 			return nil, nil, err
 		}
 		return out, nil, nil
@@ -927,7 +925,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, enqueue, durable
 				out = append(out, meta.Chunk{ID: id, Len: uint32(len(data))})
 			} else {
 				if st == nil {
-					st = c.newChunkStorer(enqueue, durable)
+					st = c.newChunkStorer(durable)
 				}
 				out = append(out, meta.Chunk{Len: uint32(len(data))}) // id filled in by st
 				if err := st.put(len(out)-1, data); err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
@@ -937,6 +938,7 @@ func (c *Cache) dirChanged(dir uint64) {
 func (c *Cache) invalidateAllTrees() {
 	c.mu.Lock()
 	c.changeSeq++
+	c.lastChange = time.Now()
 	c.trees = map[uint64]treeEntry{}
 	if c.invalid != nil {
 		c.invalid[0] = true // 0: everything
@@ -945,9 +947,5 @@ func (c *Cache) invalidateAllTrees() {
 }
 
 func (c *Cache) ignoreChanged() {
-	c.mu.Lock()
-	c.ignoreGen++
-	c.mu.Unlock()
-	c.ignore.reset()
 	c.invalidateAllTrees()
 }

@@ -13,8 +13,8 @@ import (
 // kept snapshot references, while the mount runs. A snapshot first makes
 // the latest snapshot match the live tree; then snapshots and uploads wait
 // until prune is done, so the uploader cannot deduplicate against a pack
-// that prune is deleting. Chunks committed meanwhile stay queued locally
-// and are uploaded afterwards against the rewritten index.
+// that prune is deleting. Chunks committed meanwhile stay local and are
+// uploaded by the next snapshot, against the rewritten index.
 func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneResult, error) {
 	// A fresh snapshot, even of an unchanged tree: retention judges
 	// snapshots by age, and the live tree's data must be in one it keeps.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/policy/ignore"
+	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
@@ -39,11 +40,43 @@ func (c *Cache) snapshotLoop(ctx context.Context, done chan<- struct{}) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if !c.waitQuiet(ctx) {
+				return
+			}
 			sctx, cancel := context.WithTimeout(ctx, max(3*c.opts.SnapshotInterval, 30*time.Second))
 			if _, err := c.snapshotIfChanged(sctx, false); err != nil && ctx.Err() == nil {
 				c.log.Warn("periodic snapshot failed; will retry", "err", err)
 			}
 			cancel()
+		}
+	}
+}
+
+// Periodic snapshots wait for snapshotQuiet without changes, so that one
+// does not catch a tree half-way through a copy (a file copied before the
+// .gdprignore that excludes it), but never for longer than twice the
+// interval or snapshotMaxDelay: a writer that never stops still gets
+// snapshots.
+const (
+	snapshotQuiet    = time.Second
+	snapshotMaxDelay = time.Minute
+)
+
+// waitQuiet waits until no change came for snapshotQuiet, or until the
+// longest postponement; false if ctx ended first.
+func (c *Cache) waitQuiet(ctx context.Context) bool {
+	deadline := time.Now().Add(min(2*c.opts.SnapshotInterval, snapshotMaxDelay))
+	for {
+		c.mu.Lock()
+		wait := snapshotQuiet - time.Since(c.lastChange)
+		c.mu.Unlock()
+		if wait <= 0 || !time.Now().Add(wait).Before(deadline) {
+			return ctx.Err() == nil
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
 		}
 	}
 }
@@ -86,7 +119,7 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 		c.invalid = nil
 		c.mu.Unlock()
 	}()
-	sn, w, err := c.takeSnapshot(ctx, last)
+	sn, w, err := c.takeSnapshot(ctx, last, seq)
 	if err != nil {
 		c.setRemoteHealth(err)
 		return nil, nil, fmt.Errorf("snapshot: %w", err)
@@ -158,6 +191,18 @@ type walker struct {
 	seen   map[crypto.ID]bool
 	parent *repo.Snapshot // the last snapshot, for files whose content was lost
 	lost   []string       // paths of those files, as Status reports them
+	// unreadable counts ignore files that could not be read, whose
+	// directories the snapshot leaves empty.
+	unreadable int
+}
+
+// ignoreFile returns the content of the ignore file at inode ino.
+func (w *walker) ignoreFile(ino uint64) ([]byte, error) {
+	n, err := getInodeTxn(w.txn, ino)
+	if err != nil {
+		return nil, err
+	}
+	return w.c.readAll(w.ctx, n)
 }
 
 // lostContent reports whether chunks names data that is neither in the
@@ -199,10 +244,76 @@ func (w *walker) lostFile(path []string) (*tree.Node, error) {
 	return old, nil
 }
 
+// setQueue makes the upload queue exactly need: chunks of files the walk of
+// the namespace at change count seq included. Entries an earlier walk left
+// (a snapshot whose upload failed) go, since their files may have been
+// excluded or removed since. Holding upMu, no upload pass overlaps.
+func (c *Cache) setQueue(need []crypto.ID, seq uint64) error {
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	want := make(map[crypto.ID]int64, len(need))
+	err := c.update(func(txn *wtxn) error {
+		clear(want)
+		for _, id := range need {
+			v, err := getValue(txn, meta.ChunkKey(id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				// The uploader dropped it as missing since the walk.
+				return fmt.Errorf("chunk %s: %w", id.Short(), errChunkVanished)
+			} else if err != nil {
+				return err
+			}
+			want[id] = valueSize(v)
+			if _, err := txn.Get(meta.QueueKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
+				if err := txn.Set(meta.QueueKey(id), nil); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		}
+		c.mu.Lock()
+		var stale []crypto.ID
+		for id := range c.queue {
+			if _, ok := want[id]; !ok {
+				stale = append(stale, id)
+			}
+		}
+		c.mu.Unlock()
+		for _, id := range stale {
+			if err := txn.Delete(meta.QueueKey(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.queue = want
+	c.queueBytes = 0
+	for _, size := range want {
+		c.queueBytes += size
+	}
+	c.queueSeq = seq
+	c.mu.Unlock()
+	return nil
+}
+
+// queueDecided reports whether the upload queue is what a snapshot walk
+// decided for the namespace as it is now: nothing changed since that walk.
+// Only then may the background uploader work on it; otherwise the next
+// snapshot decides again (after a restart, always).
+func (c *Cache) queueDecided() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queueSeq != 0 && c.queueSeq == c.changeSeq
+}
+
 // takeSnapshot stores a snapshot of the namespace, or returns parent if
 // nothing changed since; the walker tells which trees it built and which
-// files it found lost.
-func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.Snapshot, *walker, error) {
+// files it found lost. seq is the change count the walk covers at least.
+func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uint64) (*repo.Snapshot, *walker, error) {
 	c.mu.Lock()
 	cached := make(map[uint64]treeEntry, len(c.trees))
 	for k, v := range c.trees {
@@ -221,30 +332,11 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 	if len(w.lost) > 0 {
 		c.log.Error("files whose content was lost keep their last backed-up version in the snapshot (left out if they had none); rewrite or delete them", "files", len(w.lost), "first", w.lost[0])
 	}
-	// Chunks first: queue what the repository lacks, then drain.
-	if len(w.need) > 0 {
-		if err := c.update(func(txn *wtxn) error {
-			for _, id := range w.need {
-				if _, err := txn.Get(meta.QueueKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
-					v, err := getValue(txn, meta.ChunkKey(id))
-					if err != nil {
-						return fmt.Errorf("chunk %s is neither local nor in the repository: %w", id.Short(), errCorruptState)
-					}
-					if err := txn.Set(meta.QueueKey(id), nil); err != nil {
-						return err
-					}
-					c.mu.Lock()
-					c.queue[id] = valueSize(v)
-					c.queueBytes += valueSize(v)
-					c.mu.Unlock()
-				} else if err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return nil, nil, err
-		}
+	// Chunks first: the queue becomes exactly what this walk decided the
+	// repository needs, then drains. Commits never queue, so this is the
+	// only way a chunk is ever uploaded (DESIGN invariant 7).
+	if err := c.setQueue(w.need, seq); err != nil {
+		return nil, nil, err
 	}
 	c.mu.Lock()
 	force := c.forceSnap
@@ -254,6 +346,9 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot) (*repo.
 		return parent, w, nil
 	}
 	if err := c.drain(ctx); err != nil {
+		// The uploader retries in the background for as long as nothing
+		// changes; a change has the next snapshot decide again.
+		c.wake()
 		return nil, nil, err
 	}
 	for _, id := range w.need {
@@ -306,22 +401,30 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 	if te, ok := w.cached[ino]; ok {
 		return te, nil
 	}
-	lostBefore := len(w.lost)
+	lostBefore, unreadableBefore := len(w.lost), w.unreadable
 	ents, err := readDirTxn(w.txn, ino)
 	if err != nil {
 		return treeEntry{}, err
 	}
 	// The ignore file must be known before any entry is decided, and
 	// deeper files come after shallower ones (the walk is depth-first).
+	unreadable := false
 	for _, e := range ents {
 		if e.Name == ignore.FileName && e.Type == tree.File {
-			n, err := getInodeTxn(w.txn, e.Ino)
+			content, err := w.ignoreFile(e.Ino)
 			if err != nil {
-				return treeEntry{}, err
-			}
-			content, err := w.c.readAll(w.ctx, n)
-			if err != nil {
-				return treeEntry{}, fmt.Errorf("read %s: %w", ignore.FileName, err)
+				// Unreadable rules exclude: nothing of this directory
+				// goes into the snapshot (nor, so, to the remote).
+				// Only a remote that is down or a cancelled snapshot
+				// fails it instead, to be retried.
+				if w.ctx.Err() != nil || errors.Is(err, remote.ErrUnreachable) {
+					return treeEntry{}, fmt.Errorf("read %s: %w", ignore.FileName, err)
+				}
+				w.c.log.Error("cannot read a "+ignore.FileName+"; the snapshot leaves out everything in its directory",
+					"dir", "/"+strings.Join(path, "/"), "err", err)
+				unreadable = true
+				w.unreadable++
+				continue
 			}
 			w.m.AddPatterns(path, "/"+strings.Join(append(append([]string{}, path...), ignore.FileName), "/"), content)
 		}
@@ -330,7 +433,7 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 	st := repo.SnapshotStats{Dirs: 1}
 	for _, e := range ents {
 		crel := append(append([]string(nil), path...), e.Name)
-		if w.m.Match(crel, e.Type == tree.Dir).Ignored {
+		if unreadable || w.m.Match(crel, e.Type == tree.Dir).Ignored {
 			continue
 		}
 		n, err := getInodeTxn(w.txn, e.Ino)
@@ -388,9 +491,10 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 		w.trees = append(w.trees, b)
 	}
 	te := treeEntry{id: id, stats: st}
-	if len(w.lost) == lostBefore {
+	if len(w.lost) == lostBefore && w.unreadable == unreadableBefore {
 		// A tree holding a lost file is walked again by every snapshot,
-		// so Status keeps listing the file until it is rewritten or gone.
+		// so Status keeps listing the file until it is rewritten or gone;
+		// one below an unreadable ignore file too, until it reads again.
 		w.built[ino] = te
 	}
 	return te, nil
@@ -513,95 +617,4 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 	}
 	c.log.Info("local state rebuilt from the remote", "snapshot", latest.Name(), "files", st.Files)
 	return c.sync()
-}
-
-// ignoreCache holds the content of each directory's .gdprignore for commit
-// time decisions; any change to an ignore file resets it.
-type ignoreCache struct {
-	c       *Cache
-	content map[uint64][]byte // dir → content (nil: none)
-}
-
-func newIgnoreCache(c *Cache) *ignoreCache {
-	return &ignoreCache{c: c, content: map[uint64][]byte{}}
-}
-
-func (ic *ignoreCache) reset() {
-	ic.c.mu.Lock()
-	ic.content = map[uint64][]byte{}
-	ic.c.mu.Unlock()
-}
-
-// isIgnored reports whether ino's current path is excluded by .gdprignore
-// files, so that its chunks stay local. The snapshot walk decides again
-// (and queues what it keeps), so a wrong answer here costs only an upload.
-func (c *Cache) isIgnored(ctx context.Context, ino uint64) bool {
-	var path []string
-	var dirs []uint64
-	cur := ino
-	for i := 0; cur != meta.RootIno; i++ {
-		if i > 4096 {
-			return false
-		}
-		n, err := c.getInode(cur)
-		if err != nil {
-			return false
-		}
-		path = append(path, n.Name)
-		cur = n.Parent
-		dirs = append(dirs, cur)
-	}
-	if len(path) == 0 {
-		return false
-	}
-	// Reverse into root-first order.
-	for i, j := 0, len(path)-1; i < j; i, j = i+1, j-1 {
-		path[i], path[j] = path[j], path[i]
-		dirs[i], dirs[j] = dirs[j], dirs[i]
-	}
-	m := ignore.New("/")
-	for depth, d := range dirs {
-		content, err := c.ignoreContent(ctx, d)
-		if err != nil {
-			c.log.Warn("cannot read an ignore file", "err", err)
-			continue
-		}
-		if content != nil {
-			m.AddPatterns(path[:depth], "/"+strings.Join(append(append([]string{}, path[:depth]...), ignore.FileName), "/"), content)
-		}
-	}
-	return m.Explain(path, false).Ignored
-}
-
-func (c *Cache) ignoreContent(ctx context.Context, dir uint64) ([]byte, error) {
-	c.mu.Lock()
-	b, ok := c.ignore.content[dir]
-	c.mu.Unlock()
-	if ok {
-		return b, nil
-	}
-	var n *meta.Inode
-	err := c.view(func(txn *badger.Txn) error {
-		ino, t, err := lookupTxn(txn, dir, ignore.FileName)
-		if err != nil || t != tree.File {
-			return err
-		}
-		n, err = getInodeTxn(txn, ino)
-		return err
-	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, err
-	}
-	if n != nil {
-		if b, err = c.readAll(ctx, n); err != nil {
-			return nil, err
-		}
-		if b == nil {
-			b = []byte{}
-		}
-	}
-	c.mu.Lock()
-	c.ignore.content[dir] = b
-	c.mu.Unlock()
-	return b, nil
 }

@@ -11,7 +11,7 @@ import (
 // TestUploaderHealsWithoutRestart: pack uploads fail three times in a row
 // part way through the uploader's batch (the remote went away), and once
 // they succeed again the background uploader drains the queue by itself,
-// with no sync and no restart. Status tells the truth meanwhile.
+// with no further sync and no restart. Status tells the truth meanwhile.
 func TestUploaderHealsWithoutRestart(t *testing.T) {
 	ctx := context.Background()
 	mem := remote.NewMem()
@@ -29,6 +29,14 @@ func TestUploaderHealsWithoutRestart(t *testing.T) {
 	// while the batch is still being saved.
 	data := randBytes(21, 40<<20)
 	ino := writeFile(t, c, c.Root(), "big", data)
+	// Chunks are queued by a snapshot walk (never at commit); this one
+	// gives up long before its upload is done and leaves the rest to the
+	// background uploader.
+	sctx0, cancel0 := context.WithTimeout(ctx, 200*time.Millisecond)
+	if _, err := c.Sync(sctx0); err == nil {
+		t.Fatal("a sync of 40 MiB finished in 200 ms with failing uploads")
+	}
+	cancel0()
 
 	sawFailure := false
 	deadline := time.Now().Add(90 * time.Second)
