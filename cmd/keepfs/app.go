@@ -70,6 +70,7 @@ Examples:
 			cmdSync(),
 			cmdLog(),
 			cmdDiff(),
+			cmdFind(),
 		},
 	}
 	setUsageErrors(app.Commands)
