@@ -72,6 +72,7 @@ Examples:
 			cmdLog(),
 			cmdDiff(),
 			cmdAudit(),
+			cmdFind(),
 		},
 	}
 	setUsageErrors(app.Commands)

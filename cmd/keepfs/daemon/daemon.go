@@ -88,6 +88,10 @@ type Response struct {
 	// TimedOut says that sync or unmount gave up waiting for the remote
 	// after the request's timeout; Status then says what is left queued.
 	TimedOut bool `json:"timed_out,omitempty"`
+
+	// Repo is the repository's location (what --repo names), so that a
+	// command given only a path in the mount can open the repository.
+	Repo string `json:"repo,omitempty"`
 }
 
 type daemon struct {
@@ -412,6 +416,7 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		return
 	}
 	resp := Response{OK: true, Mount: d.cfg.Mountpoint, PID: os.Getpid(), RepoID: d.c.Repository().Config().ID}
+	resp.Repo = d.c.Repository().Backend().Location()
 	ctx := context.Background()
 	switch req.Op {
 	case "status":
