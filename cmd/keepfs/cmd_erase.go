@@ -120,6 +120,9 @@ func runErase(c *cli.Context, opts erase.Options) (*erase.Result, error) {
 	if p := newProgress(c.App.ErrWriter); p != nil {
 		opts.Progress = p
 	}
+	if dir, err := stateDir(c, r); err == nil {
+		_ = r.SetAuditMirror(dir)
+	}
 	res, err := erase.Erase(c.Context, r, opts)
 	if errors.Is(err, erase.ErrNothing) {
 		return nil, fmt.Errorf("erase: %w", err)

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -78,21 +79,24 @@ type Verification struct {
 
 // Result is the repository part of a receipt.
 type Result struct {
-	RequestID        string       `json:"request_id,omitempty"`
-	Repository       string       `json:"repository"`
-	Paths            []string     `json:"paths_requested"`
-	DryRun           bool         `json:"dry_run"`
-	Versions         []Version    `json:"versions_removed"`
-	Copies           []Version    `json:"copies_removed,omitempty"`
-	Rewritten        []Rewrite    `json:"snapshots_rewritten"`
-	BlobsRemoved     int          `json:"blobs_removed"`
-	BytesRemoved     int64        `json:"bytes_removed"`
-	PacksRewritten   int          `json:"packs_rewritten"`
-	PacksDeleted     int          `json:"packs_deleted"`
-	ErasedBlobs      []string     `json:"erased_blobs"`
-	KeptShared       []Kept       `json:"chunks_kept_shared,omitempty"`
-	Generation       uint64       `json:"generation,omitempty"`
-	Verification     Verification `json:"verification"`
+	RequestID      string       `json:"request_id,omitempty"`
+	Repository     string       `json:"repository"`
+	Paths          []string     `json:"paths_requested"`
+	DryRun         bool         `json:"dry_run"`
+	Versions       []Version    `json:"versions_removed"`
+	Copies         []Version    `json:"copies_removed,omitempty"`
+	Rewritten      []Rewrite    `json:"snapshots_rewritten"`
+	BlobsRemoved   int          `json:"blobs_removed"`
+	BytesRemoved   int64        `json:"bytes_removed"`
+	PacksRewritten int          `json:"packs_rewritten"`
+	PacksDeleted   int          `json:"packs_deleted"`
+	ErasedBlobs    []string     `json:"erased_blobs"`
+	KeptShared     []Kept       `json:"chunks_kept_shared,omitempty"`
+	Generation     uint64       `json:"generation,omitempty"`
+	Verification   Verification `json:"verification"`
+	// AuditEntry is the hash of the audit log entry recording the erase
+	// ("" if the remote did not take it: it is queued locally then).
+	AuditEntry       string `json:"audit_entry"`
 	erasedIDs        []crypto.ID
 	removedPathsSnap map[crypto.ID][]string
 }
@@ -341,6 +345,20 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 	if err != nil {
 		return nil, fmt.Errorf("verify the erase: %w", err)
 	}
+	e := audit.Entry{Action: audit.ActionErase, Outcome: "ok", RequestID: opts.RequestID, Details: map[string]string{
+		"versions": fmt.Sprint(len(res.Versions)), "copies": fmt.Sprint(len(res.Copies)),
+		"snapshots_rewritten": fmt.Sprint(len(res.Rewritten)), "blobs_removed": fmt.Sprint(len(res.ErasedBlobs)),
+		"packs_rewritten": fmt.Sprint(res.PacksRewritten), "packs_deleted": fmt.Sprint(res.PacksDeleted),
+		"generation": fmt.Sprint(res.Generation), "verification": res.Verification.Result}}
+	if res.Verification.Result != "passed" {
+		e.Outcome = "failed"
+	}
+	for _, p := range opts.Paths {
+		e.Paths = append(e.Paths, r.AuditPathHash(path.Clean("/"+p)))
+	}
+	// A remote that does not take the entry now gets it from the local
+	// queue later; the erase itself is done.
+	res.AuditEntry, _ = r.AppendAudit(ctx, e)
 	return res, nil
 }
 
