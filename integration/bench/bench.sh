@@ -12,6 +12,8 @@
 #             in a 1 GiB file + sync, daemon peak RSS (issue 3)
 #   versions  ls -lR/find of .versions/latest vs the live tree vs restic mount; keepfs restore
 #             vs restic restore; prune after deleting half the files, sizes before/after (issue 4)
+#   erase     erase of one 4 MiB file from 20 snapshots of the workload vs restic rewrite +
+#             prune --max-unused 0: wall time, bytes rewritten (issue 15; BENCH_ERASE_SNAPSHOTS)
 #   go        go test -bench (one iteration each) over $BENCH_GO_PKGS
 #   all       workload repo mount versions go   (go is left out with BENCH_GO=0)
 #
@@ -51,7 +53,7 @@ KEEPFS=${KEEPFS:-$ROOT/bin/keepfs}
 W=${BENCH_WORK:-$PB/run}
 SHARED=${BENCH_SHARED:-$ROOT/../shared/bench}
 GO=${GO:-go}
-ALL_SECTIONS="workload repo mount versions"
+ALL_SECTIONS="workload repo mount versions erase"
 [ "${BENCH_GO:-1}" = 0 ] || ALL_SECTIONS="$ALL_SECTIONS go"
 # manifest hash printed by make-workload.sh for the current generator; a different one means
 # the figures are not comparable with earlier runs (warned, not fatal).
@@ -884,6 +886,58 @@ section_versions() {
 	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}${OK[versions]}" != 11 ]; then say "scratch kept in $VW"; else wipe "$VW"; fi
 }
 
+# ---------------------------------------------------------------- section: erase
+
+# Erase of one 4 MiB file from a repository holding the workload and 20 snapshots of it
+# (issue 15): keepfs erase against restic rewrite --exclude + restic prune --max-unused 0.
+# Bytes rewritten: what the erase wrote into new pack objects.
+section_erase() {
+	need_workload
+	command -v restic >/dev/null || die "restic not installed (make bench installs it)"
+	local EW=$W/erase
+	wipe "$EW"; mkdir -p "$EW" "$W/logs"
+	ROWS=$W/rows-erase.tsv; : >"$ROWS"
+	export KEEPFS_PASSWORD=bench-keepfs RESTIC_PASSWORD=bench-restic
+	local D=$EW/data KR=$EW/kf-remote RR=$EW/restic-repo n=${BENCH_ERASE_SNAPSHOTS:-20} i
+	local KF=("$KEEPFS" --repo "file://$KR" --state "$EW/kf-state") RS=(restic --repo "$RR" --cache-dir "$EW/restic-cache")
+	declare -A OK=([keepfs]=1 [restic]=1) V=()
+	say "== erase: $n snapshots of the workload plus a 4 MiB file"
+	cp -a "$PB/workload" "$D"
+	head -c 4194304 /dev/urandom >"$D/victim.bin"
+	mstep keepfs init "${KF[@]}" init
+	mstep restic init "${RS[@]}" init
+	for i in $(seq 1 "$n"); do
+		printf 'snapshot %d\n' "$i" >"$D/counter.txt"
+		NOSYNC=1 mstep keepfs "import$i" "${KF[@]}" import "$D"
+		NOSYNC=1 mstep restic "backup$i" "${RS[@]}" backup --quiet "$D"
+	done
+	V[keepfs:size1]=$(sizeof "$KR"); V[restic:size1]=$(sizeof "$RR")
+	touch "$EW/marker"; sleep 1
+	mstep keepfs erase "${KF[@]}" erase /victim.bin
+	V[keepfs:rewritten]=$(find "$KR" -type f -newer "$EW/marker" -path '*/packs/*' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }')
+	V[keepfs:size2]=$(sizeof "$KR")
+	touch "$EW/marker"; sleep 1
+	mstep restic rewrite "${RS[@]}" rewrite --forget --exclude "$D/victim.bin"
+	mstep restic prune "${RS[@]}" prune --max-unused 0
+	V[restic:erase]=$(add "${V[restic:rewrite]:-0}" "${V[restic:prune]:-0}")
+	V[restic:rewritten]=$(find "$RR" -type f -newer "$EW/marker" -path '*/data/*' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }')
+	V[restic:size2]=$(sizeof "$RR")
+	machine_meta
+	meta restic "$(restic version | head -n 1)"
+	meta method "$n imports/backups of the workload plus a 4 MiB random file, then erase it: keepfs erase /victim.bin; restic rewrite --forget --exclude + prune --max-unused 0"
+	put_row "metric" "unit" "target" "keepfs" "restic"
+	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[restic:$4]:-}"; }
+	row "erase one 4 MiB file: wall" s "<=0.5" erase
+	row "erase: peak RSS" KiB "" erase_rss
+	row "bytes written into new packs" bytes "" rewritten
+	row "repository size before" bytes "" size1
+	row "repository size after" bytes "" size2
+	unset -f row
+	for i in keepfs restic; do [ "${OK[$i]}" = 1 ] || note "$i failed: see $W/logs"; done
+	render erase
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then say "scratch kept in $EW"; else wipe "$EW"; fi
+}
+
 # ---------------------------------------------------------------- section: go
 
 section_go() {
@@ -906,9 +960,9 @@ main() {
 	for s in "${sections[@]}"; do
 		case $s in
 		all) read -ra more <<<"$ALL_SECTIONS"; expanded+=("${more[@]}") ;;
-		workload | repo | mount | versions | go) expanded+=("$s") ;;
+		workload | repo | mount | versions | erase | go) expanded+=("$s") ;;
 		help | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; return 0 ;;
-		*) die "unknown section '$s' (sections: workload repo mount versions go all)" ;;
+		*) die "unknown section '$s' (sections: workload repo mount versions erase go all)" ;;
 		esac
 	done
 	local start=$SECONDS
