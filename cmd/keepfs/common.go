@@ -34,10 +34,6 @@ func locationOptions(c *cli.Context) location.Options {
 	}
 }
 
-func openBackend(c *cli.Context) (remote.Storage, error) {
-	return openBackendWith(c, locationOptions(c))
-}
-
 func openBackendWith(c *cli.Context, o location.Options) (remote.Storage, error) {
 	u, err := repoURL(c)
 	if err != nil {
