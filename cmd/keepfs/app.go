@@ -44,6 +44,8 @@ Examples:
 		Writer:                 stdout,
 		ErrWriter:              stderr,
 		HideHelpCommand:        true,
+		Version:                currentVersion().Version,
+		EnableBashCompletion:   true,
 		UseShortOptionHandling: false,
 		Before: func(c *cli.Context) error {
 			setupLogging(c)
@@ -69,6 +71,9 @@ Examples:
 			cmdSync(),
 			cmdLog(),
 			cmdDiff(),
+			cmdVersion(),
+			cmdCompletion(),
+			cmdMan(),
 		},
 	}
 	setUsageErrors(app.Commands)
