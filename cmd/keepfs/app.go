@@ -8,6 +8,8 @@ import (
 
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringFlag{Name: "config", EnvVars: []string{"KEEPFS_CONFIG"}, Usage: "read profiles from `FILE` (default $XDG_CONFIG_HOME/keepfs/config.toml, then /etc/keepfs/config.toml)"},
+		&cli.StringFlag{Name: "profile", EnvVars: []string{"KEEPFS_PROFILE"}, Usage: "use the settings of profile `NAME` from the config file; flags and environment override them"},
 		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"KEEPFS_REPO"}, Usage: "repository `URL`: file:///path or sftp://user@host:port/path"},
 		&cli.StringFlag{Name: "state", EnvVars: []string{"KEEPFS_STATE"}, Usage: "local state `DIR` (default $XDG_STATE_HOME/keepfs/<repo-id>)"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"KEEPFS_PASSWORD_FILE"}, Usage: "read the passphrase from `FILE` (first line)"},
@@ -49,7 +51,7 @@ Examples:
 		UseShortOptionHandling: false,
 		Before: func(c *cli.Context) error {
 			setupLogging(c)
-			return nil
+			return setupProfile(c)
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
@@ -77,6 +79,7 @@ Examples:
 		},
 	}
 	setUsageErrors(app.Commands)
+	applyProfileToCommands(app.Commands)
 	return app
 }
 

@@ -117,10 +117,14 @@ func stateDir(c *cli.Context, r *repo.Repository) (string, error) {
 }
 
 func runMount(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usageError("mount takes one mount point")
+	arg := c.Args().First()
+	if c.NArg() == 0 {
+		arg = profileMountpoint(c)
 	}
-	mnt, err := filepath.Abs(c.Args().First())
+	if c.NArg() > 1 || arg == "" {
+		return usageError("mount takes one mount point (or a profile's mountpoint)")
+	}
+	mnt, err := filepath.Abs(arg)
 	if err != nil {
 		return err
 	}
@@ -273,7 +277,9 @@ func mountDaemon(c *cli.Context, mnt string) error {
 	cmd.ExtraFiles = []*os.File{pwR, readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "KEEPFS_PASSWORD") {
+		// The daemon gets every setting on its command line: it reads no
+		// profile (one given by --config would not be found again).
+		if !strings.HasPrefix(e, "KEEPFS_PASSWORD") && !strings.HasPrefix(e, "KEEPFS_PROFILE=") && !strings.HasPrefix(e, "KEEPFS_CONFIG=") {
 			cmd.Env = append(cmd.Env, e)
 		}
 	}
