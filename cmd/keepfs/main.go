@@ -59,6 +59,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
+	if isMountHelperCall(app, args) {
+		return runMountHelper(args, func(a []string) int { return run(a, stdin, stdout, stderr) },
+			func(s string) { fmt.Fprint(stderr, s) })
+	}
 	err := app.RunContext(ctx, reorderForRun(app, args))
 	if err == nil {
 		return exitOK

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,15 +176,25 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
+	// Under systemd (Type=notify) the unit is started once the mount serves.
+	notifyLog(log, "READY=1\nSTATUS=serving "+cfg.Mountpoint+"\nMAINPID="+strconv.Itoa(os.Getpid()))
+	if every := watchdogInterval(); every > 0 {
+		wctx, stopWatchdog := context.WithCancel(context.Background())
+		defer stopWatchdog()
+		go d.watchdog(wctx, every)
+	}
 
 	external := make(chan struct{})
 	go func() { srv.Wait(); close(external) }()
 	select {
 	case <-ctx.Done():
+		notifyLog(log, "STOPPING=1\nSTATUS=signal: final snapshot and upload")
 		log.Info("signal: unmounting (a second signal stops at once)")
 		d.forceOnSecondSignal()
 	case <-d.stop:
+		notifyLog(log, "STOPPING=1\nSTATUS=unmount: final snapshot and upload")
 	case <-external:
+		notifyLog(log, "STOPPING=1\nSTATUS=unmounted from outside: final snapshot and upload")
 		log.Warn("unmounted from outside; committing what is left")
 		writeHeapProfile(log)
 		d.stopBackground()
