@@ -41,12 +41,14 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*'
 
 # "command-or-absolute-path:debian-package" pairs that must be present.
 # gcc + libc6-dev: `go test -race` needs cgo. sftp-server: the sftp backend's tests run it.
+# promtool (prometheus): TestMetrics validates the mount's /metrics with `promtool check metrics`.
 DEPS := fusermount3:fuse3 \
 	/usr/sbin/sshd:openssh-server \
 	/usr/lib/openssh/sftp-server:openssh-sftp-server \
 	ssh-keygen:openssh-client \
 	git:git rsync:rsync sqlite3:sqlite3 python3:python3 \
-	gcc:gcc /usr/include/stdio.h:libc6-dev
+	gcc:gcc /usr/include/stdio.h:libc6-dev \
+	promtool:prometheus
 # Baselines and measuring tools for `make bench`.
 BENCH_DEPS := restic:restic gocryptfs:gocryptfs rclone:rclone fio:fio /usr/bin/time:time
 

@@ -1,7 +1,11 @@
 package integration
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // adminWorld is a repository named by a profile of a config file, as an
@@ -252,5 +259,109 @@ func TestSystemdNotify(t *testing.T) {
 	}
 	if mounted(a.mnt) {
 		t.Fatal("still mounted after SIGTERM")
+	}
+}
+
+// --metrics-listen serves Prometheus text exposition that the Prometheus
+// parser and `promtool check metrics` accept, with the mount's numbers.
+func TestMetrics(t *testing.T) {
+	requireTool(t, "promtool")
+	a := newAdminWorld(t)
+	sock := filepath.Join(a.dir, "metrics.sock")
+	a.kf(t, "mount", "--metrics-listen", "unix:"+sock)
+	defer func() {
+		if mounted(a.mnt) {
+			a.kf(t, "unmount")
+		}
+	}()
+	if err := os.WriteFile(filepath.Join(a.mnt, "m.txt"), []byte(strings.Repeat("metrics\n", 1000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(filepath.Join(a.mnt, "m.txt")); err != nil {
+		t.Fatal(err)
+	}
+	a.kf(t, "sync")
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := client.Get("http://keepfs/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("metrics socket mode: %v %v", fi.Mode(), err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("the Prometheus parser refuses /metrics: %v\n%s", err, body)
+	}
+	value := func(name string, labels ...string) float64 {
+		t.Helper()
+		f, ok := fams[name]
+		if !ok {
+			t.Fatalf("no %s in\n%s", name, body)
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		t.Fatalf("no %s%v", name, labels)
+		return 0
+	}
+	if v := value("keepfs_fuse_requests_total", "op", "write"); v < 1 {
+		t.Errorf("fuse writes: %v", v)
+	}
+	if v := value("keepfs_fuse_request_duration_seconds", "op", "write"); v < 1 {
+		t.Errorf("fuse write latency samples: %v", v)
+	}
+	if v := value("keepfs_remote_uploaded_bytes_total"); v < 1 {
+		t.Errorf("uploaded bytes: %v", v)
+	}
+	if v := value("keepfs_remote_request_duration_seconds", "op", "save"); v < 1 {
+		t.Errorf("remote save latency samples: %v", v)
+	}
+	if v := value("keepfs_snapshots"); v < 1 {
+		t.Errorf("snapshots: %v", v)
+	}
+	if v := value("keepfs_last_snapshot_age_seconds"); v < 0 || v > 600 {
+		t.Errorf("last snapshot age: %v", v)
+	}
+	for _, n := range []string{"keepfs_dirty_bytes", "keepfs_upload_queue_bytes", "keepfs_upload_queue_age_seconds",
+		"keepfs_remote_downloaded_bytes_total", "keepfs_cache_bytes", "keepfs_cache_hit_ratio", "keepfs_remote_errors_total", "keepfs_remote_up"} {
+		if _, ok := fams[n]; !ok {
+			t.Errorf("no %s", n)
+		}
+	}
+	if v := value("keepfs_incidents_open"); v != 0 {
+		t.Errorf("incidents: %v", v)
+	}
+	check := exec.Command("promtool", "check", "metrics")
+	check.Stdin = bytes.NewReader(body)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }

@@ -52,6 +52,11 @@ type Config struct {
 	Logger     *slog.Logger
 	// Ready is called once the mount serves requests.
 	Ready func()
+	// Metrics, if set, counts FUSE requests (and whatever the caller
+	// wrapped with it, such as the remote); MetricsListen, if set, serves
+	// them at /metrics on host:port or unix:/path.
+	Metrics       *Metrics
+	MetricsListen string
 }
 
 // Request is what a client sends.
@@ -165,6 +170,23 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	}
 	cfg.FS.FsName = sock
 	cfg.FS.Logger = log
+	if cfg.MetricsListen != "" && cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+		d.cfg.Metrics = cfg.Metrics
+	}
+	if m := cfg.Metrics; m != nil {
+		cfg.FS.WrapRaw = m.wrapFUSE
+		c.OnSnapshot(func(sn *repo.Snapshot) { m.snapshotTaken(sn.Time) })
+		go d.countSnapshots(ctx)
+	}
+	if cfg.MetricsListen != "" {
+		stopMetrics, err := d.serveMetrics(cfg.MetricsListen)
+		if err != nil {
+			c.Close(context.WithoutCancel(ctx))
+			return err
+		}
+		defer stopMetrics()
+	}
 	srv, err := fs.Mount(cfg.Mountpoint, c, cfg.FS)
 	if err != nil {
 		c.Close(context.WithoutCancel(ctx))
