@@ -3,7 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"math/rand"
 	"net"
 	"net/http"
 	"os"
@@ -363,5 +365,52 @@ func TestMetrics(t *testing.T) {
 	check.Stdin = bytes.NewReader(body)
 	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// sync with a queue to drain reports it with --progress-json, and prints
+// nothing extra to a pipe without it.
+func TestSyncProgressJSON(t *testing.T) {
+	a := newAdminWorld(t)
+	a.kf(t, "mount")
+	defer func() {
+		if mounted(a.mnt) {
+			a.kf(t, "unmount")
+		}
+	}()
+	data := make([]byte, 24<<20)
+	rand.New(rand.NewSource(19)).Read(data)
+	if err := os.WriteFile(filepath.Join(a.mnt, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := a.kfCmd("--progress-json", "sync")
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		t.Fatalf("sync --progress-json: %v\n%s", err, stderr.String())
+	}
+	var last struct {
+		What        string
+		Done, Total int64
+		Unit        string
+		Final       bool
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	for _, l := range lines {
+		if err := json.Unmarshal([]byte(l), &last); err != nil || last.What != "upload" || last.Unit != "bytes" {
+			t.Fatalf("not an upload event: %q %v", l, err)
+		}
+	}
+	if !last.Final || last.Total < 20<<20 || last.Done != last.Total {
+		t.Fatalf("sync's last event: %+v (of %d)", last, len(lines))
+	}
+	if err := os.WriteFile(filepath.Join(a.mnt, "small"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c = a.kfCmd("sync")
+	stderr.Reset()
+	c.Stderr = &stderr
+	if err := c.Run(); err != nil || stderr.Len() != 0 {
+		t.Fatalf("piped sync: %v, stderr %q", err, stderr.String())
 	}
 }

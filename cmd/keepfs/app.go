@@ -17,6 +17,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "known-hosts", EnvVars: []string{"KEEPFS_KNOWN_HOSTS"}, Usage: "sftp: known_hosts `FILE` (default ~/.ssh/known_hosts)"},
 		&cli.StringFlag{Name: "identity", EnvVars: []string{"KEEPFS_IDENTITY"}, Usage: "sftp: private key `FILE` (default: ssh-agent and ~/.ssh/id_*)"},
 		&cli.BoolFlag{Name: "insecure-ignore-host-key", Usage: "sftp: do not verify the server's host key (dangerous)"},
+		&cli.BoolFlag{Name: "progress-json", EnvVars: []string{"KEEPFS_PROGRESS_JSON"}, Usage: "report progress of long work (import, restore, check, prune, sync) as one JSON object per line on stderr: {\"what\",\"done\",\"total\",\"unit\"}"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug detail to stderr"},
 		&cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"KEEPFS_RETRY_LOCK"}, Usage: "wait up to `DURATION` for another client's conflicting repository lock (a prune, an import) to go"},
 		&cli.BoolFlag{Name: "force-unlock", Usage: "remove every repository lock first: only when you know their owners are gone"},

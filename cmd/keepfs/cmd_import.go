@@ -59,12 +59,19 @@ Examples:
 					opts.Parent = s
 				}
 			}
-			prog := newImportProgress(c.App.ErrWriter)
-			if prog != nil {
+			var prog *importProgress
+			var jprog *jsonProgress
+			if progressJSON(c) {
+				jprog = newJSONProgress(c.App.ErrWriter, "bytes")
+				opts.Progress = importJSON{jprog}
+			} else if prog = newImportProgress(c.App.ErrWriter); prog != nil {
 				opts.Progress = prog
 			}
 			sn, sum, err := archiver.Import(c.Context, r, dir, opts)
 			prog.finish()
+			if jprog != nil {
+				jprog.Done()
+			}
 			if err != nil {
 				return err
 			}
