@@ -51,6 +51,17 @@ func isMountHelperCall(app *cli.App, args []string) bool {
 	if len(args) < 3 || strings.HasPrefix(args[1], "-") || findCommand(app.Commands, args[1]) != nil {
 		return false
 	}
+	// mount.fuse3 always passes options: without -o, `keepfs typo DIR` is
+	// a mistyped command, not a mount.
+	hasOpts := false
+	for _, a := range args[3:] {
+		if strings.HasPrefix(a, "-o") {
+			hasOpts = true
+		}
+	}
+	if !hasOpts {
+		return false
+	}
 	fi, err := os.Stat(args[2])
 	return err == nil && fi.IsDir()
 }

@@ -37,7 +37,8 @@ func TestMountHelperArgs(t *testing.T) {
 		t.Error("-f is not fake")
 	}
 	app := newApp(nil, nil, nil)
-	if isMountHelperCall(app, []string{"keepfs", "mount", "/tmp"}) || isMountHelperCall(app, []string{"keepfs", "--repo", "x", "snapshots"}) {
+	if isMountHelperCall(app, []string{"keepfs", "mount", "/tmp"}) || isMountHelperCall(app, []string{"keepfs", "--repo", "x", "snapshots"}) ||
+		isMountHelperCall(app, []string{"keepfs", "moutn", "/tmp"}) {
 		t.Error("a command line taken for a helper call")
 	}
 	if !isMountHelperCall(app, []string{"keepfs", "work", "/tmp", "-o", "rw"}) || !isMountHelperCall(app, []string{"/sbin/mount.fuse.keepfs", "work", "/x"}) {
