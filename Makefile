@@ -5,6 +5,8 @@
 #   make test    gofmt check, go vet, staticcheck, go test -race (what .ci/run calls)
 #   make run     build and mount a demo repository at ./mnt in the foreground (integration/demo.sh)
 #   make bench   benchmark vs restic, gocryptfs, rclone on the ~1 GiB workload (integration/bench/bench.sh)
+#   make man     regenerate docs/man from the command definitions (checked in; a test diffs them)
+#   make install binary, mount helper, systemd unit, man pages, completions under PREFIX (DESTDIR honoured)
 #   make fmt     gofmt -w
 #   make clean   remove bin/, demo/, mnt/
 
@@ -17,6 +19,13 @@ export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 
 GO        ?= go
 BIN       := bin/keepfs
+# Where `make install` puts things; DESTDIR is prepended to every path (packaging).
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+# Version and revision go into the binary (`keepfs version`); go builds here with -buildvcs=false.
+VERSION   := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION  := $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PB        ?= /tmp/keepfs-bench
 # Sections of integration/bench/bench.sh that `make bench` runs (see `bench.sh help`).
 BENCH     ?= all
@@ -32,12 +41,14 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*'
 
 # "command-or-absolute-path:debian-package" pairs that must be present.
 # gcc + libc6-dev: `go test -race` needs cgo. sftp-server: the sftp backend's tests run it.
+# promtool (prometheus): TestMetrics validates the mount's /metrics with `promtool check metrics`.
 DEPS := fusermount3:fuse3 \
 	/usr/sbin/sshd:openssh-server \
 	/usr/lib/openssh/sftp-server:openssh-sftp-server \
 	ssh-keygen:openssh-client \
 	git:git rsync:rsync sqlite3:sqlite3 python3:python3 \
-	gcc:gcc /usr/include/stdio.h:libc6-dev
+	gcc:gcc /usr/include/stdio.h:libc6-dev \
+	promtool:prometheus
 # Baselines and measuring tools for `make bench`.
 BENCH_DEPS := restic:restic gocryptfs:gocryptfs rclone:rclone fio:fio /usr/bin/time:time
 
@@ -61,7 +72,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps bench-deps build test lint staticcheck run bench fmt clean go-check
+.PHONY: deps bench-deps build test lint staticcheck run bench fmt clean go-check man install
 
 go-check:
 	@command -v $(GO) >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (https://go.dev/dl, unpack to /usr/local/go)" >&2; exit 1; }
@@ -75,7 +86,32 @@ bench-deps: go-check
 	@$(GO) mod download
 
 build: go-check
-	$(GO) build -o $(BIN) ./cmd/keepfs
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keepfs
+
+# The man pages are generated from the command definitions and checked in;
+# TestManPagesCurrent fails when they are stale.
+man: go-check
+	@rm -f docs/man/*.1
+	$(GO) run ./cmd/keepfs man --dir docs/man
+
+# mount.fuse.keepfs lets mount(8) and fstab mount a profile (type fuse.keepfs).
+# A system mount helper must live in /sbin (mount(8) looks there), whatever PREFIX is:
+# set SBINDIR=$(PREFIX)/sbin to keep it under PREFIX.
+SBINDIR ?= /sbin
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/systemd/user \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/keepfs
+	ln -sf $(PREFIX)/bin/keepfs $(DESTDIR)$(SBINDIR)/mount.fuse.keepfs
+	install -m 0644 docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	sed 's|/usr/local/bin/keepfs|$(PREFIX)/bin/keepfs|g' contrib/systemd/keepfs@.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/keepfs@.service
+	sed 's|/usr/local/bin/keepfs|$(PREFIX)/bin/keepfs|g' contrib/systemd/keepfs@.service > $(DESTDIR)$(PREFIX)/lib/systemd/user/keepfs@.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/keepfs@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/keepfs@.service
+	$(BIN) completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/keepfs
+	$(BIN) completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_keepfs
+	$(BIN) completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/keepfs.fish
 
 # Lint: gofmt, go vet, staticcheck. Fails fast, before the tests.
 lint: deps

@@ -112,6 +112,8 @@ type Cache struct {
 	staging  string // directory for staging files
 	stateID  []byte
 
+	stats counters // monitoring totals (atomic)
+
 	snapMu sync.Mutex // one snapshot at a time
 	nsMu   sync.Mutex // serialises namespace mutations
 	upMu   sync.Mutex // SaveBlob batches vs Flush (repo forbids overlap)

@@ -161,11 +161,13 @@ func (c *Cache) storeChunks(chunks []newChunk, durable bool, also func(*wtxn) er
 // the remote, in that order. The caller must not modify it.
 func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 	if b := c.mem.get(id); b != nil {
+		c.stats.chunkHits.Add(1)
 		c.lru.touch(id)
 		return b, nil
 	}
 	data, err := c.loadLocal(id)
 	if err == nil {
+		c.stats.chunkHits.Add(1)
 		c.lru.touch(id)
 		c.mem.add(id, data)
 		return data, nil
@@ -173,6 +175,7 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
 	}
+	c.stats.chunkMisses.Add(1)
 	data, err = c.r.LoadBlob(ctx, pack.Data, id)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {

@@ -496,6 +496,9 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 			if part, err = f.c.readChunkRange(ch.ID, in, want, *bp); err != nil {
 				return err
 			}
+			if part != nil {
+				f.c.stats.chunkHits.Add(1)
+			}
 		}
 		if part == nil {
 			data, err := f.c.getChunk(ctx, ch.ID)

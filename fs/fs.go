@@ -26,6 +26,9 @@ type Options struct {
 	Debug        bool
 	FsName       string // shown as the mount source; the daemon passes its control socket path
 	Logger       *slog.Logger
+	// WrapRaw, if set, wraps the file system go-fuse serves (the daemon
+	// counts and times requests by type with it).
+	WrapRaw func(fuse.RawFileSystem) fuse.RawFileSystem
 }
 
 // VersionsName is the read-only history directory at the root.
@@ -101,7 +104,11 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 		mo.MountOptions.Logger = stdlog.New(os.Stderr, "fuse: ", stdlog.Lmicroseconds)
 	}
 	c.OnRemoved(fsys.forget)
-	srv, err := fuse.NewServer(newDirlessFS(gofs.NewNodeFS(root, mo)), mountpoint, &mo.MountOptions)
+	var raw fuse.RawFileSystem = newDirlessFS(gofs.NewNodeFS(root, mo))
+	if opts.WrapRaw != nil {
+		raw = opts.WrapRaw(raw)
+	}
+	srv, err := fuse.NewServer(raw, mountpoint, &mo.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}

@@ -8,6 +8,8 @@ import (
 
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringFlag{Name: "config", EnvVars: []string{"KEEPFS_CONFIG"}, Usage: "read profiles from `FILE` (default $XDG_CONFIG_HOME/keepfs/config.toml, then /etc/keepfs/config.toml)"},
+		&cli.StringFlag{Name: "profile", EnvVars: []string{"KEEPFS_PROFILE"}, Usage: "use the settings of profile `NAME` from the config file; flags and environment override them"},
 		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"KEEPFS_REPO"}, Usage: "repository `URL`: file:///path or sftp://user@host:port/path"},
 		&cli.StringFlag{Name: "state", EnvVars: []string{"KEEPFS_STATE"}, Usage: "local state `DIR` (default $XDG_STATE_HOME/keepfs/<repo-id>)"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"KEEPFS_PASSWORD_FILE"}, Usage: "read the passphrase from `FILE` (first line)"},
@@ -16,6 +18,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "identity", EnvVars: []string{"KEEPFS_IDENTITY"}, Usage: "sftp: private key `FILE` (default: ssh-agent and ~/.ssh/id_*)"},
 		&cli.BoolFlag{Name: "insecure-ignore-host-key", Usage: "sftp: do not verify the server's host key (dangerous)"},
 		&cli.BoolFlag{Name: "sftp-no-fsync", Usage: "sftp: accept a server without fsync@openssh.com (an upload may be lost if the server crashes)"},
+		&cli.BoolFlag{Name: "progress-json", EnvVars: []string{"KEEPFS_PROGRESS_JSON"}, Usage: "report progress of long work (import, restore, check, prune, sync) as one JSON object per line on stderr: {\"what\",\"done\",\"total\",\"unit\"}"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug detail to stderr"},
 		&cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"KEEPFS_RETRY_LOCK"}, Usage: "wait up to `DURATION` for another client's conflicting repository lock (a prune, an import) to go"},
 		&cli.BoolFlag{Name: "force-unlock", Usage: "remove every repository lock first: only when you know their owners are gone"},
@@ -45,10 +48,12 @@ Examples:
 		Writer:                 stdout,
 		ErrWriter:              stderr,
 		HideHelpCommand:        true,
+		Version:                currentVersion().Version,
+		EnableBashCompletion:   true,
 		UseShortOptionHandling: false,
 		Before: func(c *cli.Context) error {
 			setupLogging(c)
-			return nil
+			return setupProfile(c)
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
@@ -73,9 +78,13 @@ Examples:
 			cmdDiff(),
 			cmdAudit(),
 			cmdFind(),
+			cmdVersion(),
+			cmdCompletion(),
+			cmdMan(),
 		},
 	}
 	setUsageErrors(app.Commands)
+	applyProfileToCommands(app.Commands)
 	return app
 }
 

@@ -42,7 +42,7 @@ Examples:
 			}
 			defer unlock()
 			opts := repo.CheckOptions{ReadData: c.Bool("read-data")}
-			if p := newProgress(c.App.ErrWriter); p != nil {
+			if p := progressFor(c); p != nil {
 				opts.Progress = p
 			}
 			res, err := r.Check(c.Context, opts)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // find in-process against a file remote, unmounted: repository paths,
@@ -21,6 +22,8 @@ func TestCLIFind(t *testing.T) {
 	writeFile(t, filepath.Join(src, "hr", "bob", "record.txt"), "Bob Example, born 1985-05-05\n")
 	writeFile(t, filepath.Join(src, "hr", "alice", "passport-scan.bin"), "scan bytes\n")
 	mustKF(t, append(g, "import", src)...)
+	// Snapshots are named by the second: --at below must tell them apart.
+	time.Sleep(1100 * time.Millisecond)
 	writeFile(t, filepath.Join(src, "hr", "alice", "record.txt"), "Alice Example,\nborn 1990-01-01, updated, MARK\n")
 	if err := os.Rename(filepath.Join(src, "hr", "alice", "passport-scan.bin"), filepath.Join(src, "hr", "alice", "id-scan.bin")); err != nil {
 		t.Fatal(err)

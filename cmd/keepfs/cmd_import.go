@@ -61,12 +61,19 @@ Examples:
 					opts.Parent = s
 				}
 			}
-			prog := newImportProgress(c.App.ErrWriter)
-			if prog != nil {
+			var prog *importProgress
+			var jprog *jsonProgress
+			if progressJSON(c) {
+				jprog = newJSONProgress(c.App.ErrWriter, "bytes")
+				opts.Progress = importJSON{jprog}
+			} else if prog = newImportProgress(c.App.ErrWriter); prog != nil {
 				opts.Progress = prog
 			}
 			sn, sum, err := archiver.Import(c.Context, r, dir, opts)
 			prog.finish()
+			if jprog != nil {
+				jprog.Done()
+			}
 			ae := audit.Entry{Action: audit.ActionImport, Outcome: outcome(err), Paths: auditPaths(r, []string{dir})}
 			if err == nil {
 				ae.Details = map[string]string{"snapshot": sn.ID.String(), "files": strconv.FormatInt(sum.Files, 10),

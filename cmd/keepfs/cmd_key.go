@@ -26,6 +26,7 @@ Examples:
 		Subcommands: []*cli.Command{
 			{
 				Name: "add", Usage: "add a key slot for a new passphrase", Flags: []cli.Flag{newPw},
+				Description: "Adds a key slot: the repository then opens with either passphrase.\n\nExamples:\n   keepfs key add --new-password-file /root/second-pass\n   KEEPFS_NEW_PASSWORD=... keepfs key add",
 				Action: func(c *cli.Context) error {
 					r, err := openRepo(c, repo.Options{NoIndex: true})
 					if err != nil {
@@ -48,6 +49,7 @@ Examples:
 			},
 			{
 				Name: "list", Usage: "list key slots", Flags: []cli.Flag{jsonFlag()},
+				Description: "Lists the key slots; CURRENT marks the one the passphrase opened.\n\nExamples:\n   keepfs key list\n   keepfs key list --json",
 				Action: func(c *cli.Context) error {
 					r, pw, err := openRepoKeepPassphrase(c)
 					if err != nil {
@@ -76,6 +78,7 @@ Examples:
 			},
 			{
 				Name: "remove", Usage: "remove a key slot", ArgsUsage: "ID",
+				Description: "Removes a key slot by (a prefix of) its ID from keepfs key list.\n\nExamples:\n   keepfs key remove 3fa2c1",
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
 						return usageError("key remove takes one key slot ID (see `keepfs key list`)")
@@ -99,6 +102,7 @@ Examples:
 			},
 			{
 				Name: "passwd", Usage: "change the passphrase of the current key slot", Flags: []cli.Flag{newPw},
+				Description: "Replaces the passphrase of the slot the current passphrase opens.\n\nExamples:\n   keepfs key passwd --new-password-file /root/new-pass",
 				Action: func(c *cli.Context) error {
 					r, pw, err := openRepoKeepPassphrase(c)
 					if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/keepfs/keepfs/cache"
 	"github.com/keepfs/keepfs/cmd/keepfs/daemon"
 	"github.com/keepfs/keepfs/fs"
+	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -45,6 +46,7 @@ Examples:
 			&cli.DurationFlag{Name: "snapshot-interval", Value: time.Minute, Usage: "take a snapshot this often when something changed"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (permissions still apply)"},
 			&cli.BoolFlag{Name: "hide-versions", Usage: "leave .versions out of the root listing"},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "serve Prometheus metrics at /metrics on `ADDR` (127.0.0.1:9464, or unix:/path)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request", Hidden: true},
 			&cli.IntFlag{Name: "passphrase-fd", Hidden: true, Usage: "internal: read the passphrase from this fd"},
 			&cli.IntFlag{Name: "ready-fd", Hidden: true, Usage: "internal: report readiness on this fd"},
@@ -122,10 +124,14 @@ func runMount(c *cli.Context) error {
 	if err := daemon.Harden(); err != nil {
 		return err
 	}
-	if c.NArg() != 1 {
-		return usageError("mount takes one mount point")
+	arg := c.Args().First()
+	if c.NArg() == 0 {
+		arg = profileMountpoint(c)
 	}
-	mnt, err := filepath.Abs(c.Args().First())
+	if c.NArg() > 1 || arg == "" {
+		return usageError("mount takes one mount point (or a profile's mountpoint)")
+	}
+	mnt, err := filepath.Abs(arg)
 	if err != nil {
 		return err
 	}
@@ -178,7 +184,13 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progr
 	if err != nil {
 		return err
 	}
-	r, err := openRepoLoc(c, pw, repo.Options{FastCompression: true}, lo)
+	var metrics *daemon.Metrics
+	var wrap func(remote.Storage) remote.Storage
+	if c.String("metrics-listen") != "" {
+		metrics = daemon.NewMetrics()
+		wrap = metrics.WrapStorage
+	}
+	r, err := openRepoWrapped(c, pw, repo.Options{FastCompression: true}, lo, wrap)
 	clear(pw)
 	if err != nil {
 		return err
@@ -202,9 +214,11 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progr
 		Mountpoint: mnt,
 		Cache: cache.Options{StateDir: state, CacheSize: size, SnapshotInterval: c.Duration("snapshot-interval"), Progress: progress,
 			Health: health, LockWait: lockWait},
-		FS:     fs.Options{AllowOther: c.Bool("allow-other"), HideVersions: c.Bool("hide-versions"), Debug: c.Bool("debug-fuse")},
-		Logger: log,
-		Ready:  ready,
+		FS:            fs.Options{AllowOther: c.Bool("allow-other"), HideVersions: c.Bool("hide-versions"), Debug: c.Bool("debug-fuse")},
+		Logger:        log,
+		Ready:         ready,
+		Metrics:       metrics,
+		MetricsListen: c.String("metrics-listen"),
 	})
 	if errors.Is(err, cache.ErrLocked) || errors.Is(err, cache.ErrRepoLocked) {
 		return fmt.Errorf("refusing a second mount: %w", err)
@@ -266,6 +280,9 @@ func mountDaemon(c *cli.Context, mnt string) error {
 	}
 	args = append(args, "mount", "--foreground", "--passphrase-fd", "3", "--ready-fd", "4",
 		"--cache-size", c.String("cache-size"), "--snapshot-interval", c.Duration("snapshot-interval").String())
+	if m := c.String("metrics-listen"); m != "" {
+		args = append(args, "--metrics-listen", m)
+	}
 	for _, f := range []string{"allow-other", "hide-versions", "debug-fuse"} {
 		if c.Bool(f) {
 			args = append(args, "--"+f)
@@ -278,7 +295,9 @@ func mountDaemon(c *cli.Context, mnt string) error {
 	cmd.ExtraFiles = []*os.File{pwR, readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "KEEPFS_PASSWORD") {
+		// The daemon gets every setting on its command line: it reads no
+		// profile (one given by --config would not be found again).
+		if !strings.HasPrefix(e, "KEEPFS_PASSWORD") && !strings.HasPrefix(e, "KEEPFS_PROFILE=") && !strings.HasPrefix(e, "KEEPFS_CONFIG=") {
 			cmd.Env = append(cmd.Env, e)
 		}
 	}

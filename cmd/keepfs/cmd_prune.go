@@ -51,7 +51,7 @@ Examples:
 				res = resp.Prune
 			} else {
 				opts := repo.PruneOptions{DryRun: c.Bool("dry-run"), Lock: lockOptions(c, repo.ExclusiveLock, "prune")}
-				if p := newProgress(c.App.ErrWriter); p != nil {
+				if p := progressFor(c); p != nil {
 					opts.Progress = p
 				}
 				res, err = r.Prune(c.Context, opts)

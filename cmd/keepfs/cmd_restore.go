@@ -86,7 +86,7 @@ Examples:
 				return err
 			}
 			opts := restorer.Options{}
-			if p := newProgress(c.App.ErrWriter); p != nil {
+			if p := progressFor(c); p != nil {
 				opts.Progress = p
 			}
 			sum, err := restorer.Restore(c.Context, r, sn, c.Args().Slice(), c.String("to"), opts)

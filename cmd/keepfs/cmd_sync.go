@@ -45,7 +45,9 @@ Examples:
 			if err != nil {
 				return fmt.Errorf("sync: %w", err)
 			}
+			stopWatch := watchSync(c, sock)
 			resp, err := cl.SyncWithin(ctx, timeout)
+			stopWatch(err == nil)
 			if err != nil {
 				if resp != nil && resp.TimedOut {
 					return fmt.Errorf("sync: %s", remoteDidNotAnswer(timeout, resp.Status, "stay queued and will upload when it returns"))

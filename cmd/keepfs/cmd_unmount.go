@@ -35,20 +35,24 @@ Examples:
 		Flags: []cli.Flag{timeoutFlag(), &cli.BoolFlag{Name: "force",
 			Usage: "unmount even if the remote does not answer in time; the queue stays in the state directory for the next mount"}},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usageError("unmount takes one mount point")
+			arg := c.Args().First()
+			if c.NArg() == 0 {
+				arg = profileMountpoint(c)
+			}
+			if c.NArg() > 1 || arg == "" {
+				return usageError("unmount takes one mount point (or a profile's mountpoint)")
 			}
 			timeout, err := flagTimeout(c)
 			if err != nil {
 				return err
 			}
 			force := c.Bool("force")
-			m, ok, err := findMount(c.Args().First())
+			m, ok, err := findMount(arg)
 			if err != nil {
 				return err
 			}
 			if !ok {
-				return fmt.Errorf("%s is not a keepfs mount", c.Args().First())
+				return fmt.Errorf("%s is not a keepfs mount", arg)
 			}
 			cl, err := daemon.Dial(c.Context, m.Source)
 			if err != nil {

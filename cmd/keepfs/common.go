@@ -59,9 +59,18 @@ func openRepoWith(c *cli.Context, pw []byte, opts repo.Options) (*repo.Repositor
 
 // openRepoLoc is openRepoWith with the backend's options given.
 func openRepoLoc(c *cli.Context, pw []byte, opts repo.Options, lo location.Options) (*repo.Repository, error) {
+	return openRepoWrapped(c, pw, opts, lo, nil)
+}
+
+// openRepoWrapped is openRepoLoc with the backend wrapped (by the mount's
+// metrics) if wrap is set.
+func openRepoWrapped(c *cli.Context, pw []byte, opts repo.Options, lo location.Options, wrap func(remote.Storage) remote.Storage) (*repo.Repository, error) {
 	be, err := openBackendWith(c, lo)
 	if err != nil {
 		return nil, err
+	}
+	if wrap != nil {
+		be = wrap(be)
 	}
 	if opts.UploadConcurrency == 0 {
 		// A local disk takes a pack in milliseconds, so one upload in flight

@@ -59,7 +59,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
-	err := app.RunContext(ctx, reorderArgs(app, args))
+	if isMountHelperCall(app, args) {
+		return runMountHelper(args, func(a []string) int { return run(a, stdin, stdout, stderr) },
+			func(s string) { fmt.Fprint(stderr, s) })
+	}
+	err := app.RunContext(ctx, reorderForRun(app, args))
 	if err == nil {
 		return exitOK
 	}
@@ -82,6 +86,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Run 'keepfs --help' or 'keepfs COMMAND --help' for usage.")
 	}
 	return code
+}
+
+// reorderForRun is reorderArgs, except that a shell's completion request
+// (--generate-bash-completion, which urfave/cli wants last) stays last.
+func reorderForRun(app *cli.App, args []string) []string {
+	const complete = "--generate-bash-completion"
+	if n := len(args); n > 1 && args[n-1] == complete {
+		return append(reorderArgs(app, args[:n-1]), complete)
+	}
+	return reorderArgs(app, args)
 }
 
 // isUsage recognises the flag package's parse errors, which urfave/cli

@@ -31,6 +31,9 @@ func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
 	if p, ok := os.LookupEnv("KEEPFS_PASSWORD"); ok && p != "" {
 		return []byte(p), nil
 	}
+	if p := profilePassword(c); p != "" {
+		return []byte(p), nil
+	}
 	if f := c.String("password-file"); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,11 @@ type Config struct {
 	Logger     *slog.Logger
 	// Ready is called once the mount serves requests.
 	Ready func()
+	// Metrics, if set, counts FUSE requests (and whatever the caller
+	// wrapped with it, such as the remote); MetricsListen, if set, serves
+	// them at /metrics on host:port or unix:/path.
+	Metrics       *Metrics
+	MetricsListen string
 }
 
 // Request is what a client sends.
@@ -180,6 +186,23 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	}
 	cfg.FS.FsName = sock
 	cfg.FS.Logger = log
+	if cfg.MetricsListen != "" && cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+		d.cfg.Metrics = cfg.Metrics
+	}
+	if m := cfg.Metrics; m != nil {
+		cfg.FS.WrapRaw = m.wrapFUSE
+		c.OnSnapshot(func(sn *repo.Snapshot) { m.snapshotTaken(sn.Time) })
+		go d.countSnapshots(ctx)
+	}
+	if cfg.MetricsListen != "" {
+		stopMetrics, err := d.serveMetrics(cfg.MetricsListen)
+		if err != nil {
+			c.Close(context.WithoutCancel(ctx))
+			return err
+		}
+		defer stopMetrics()
+	}
 	srv, err := fs.Mount(cfg.Mountpoint, c, cfg.FS)
 	if err != nil {
 		c.Close(context.WithoutCancel(ctx))
@@ -192,15 +215,25 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
+	// Under systemd (Type=notify) the unit is started once the mount serves.
+	notifyLog(log, "READY=1\nSTATUS=serving "+cfg.Mountpoint+"\nMAINPID="+strconv.Itoa(os.Getpid()))
+	if every := watchdogInterval(); every > 0 {
+		wctx, stopWatchdog := context.WithCancel(context.Background())
+		defer stopWatchdog()
+		go d.watchdog(wctx, every)
+	}
 
 	external := make(chan struct{})
 	go func() { srv.Wait(); close(external) }()
 	select {
 	case <-ctx.Done():
+		notifyLog(log, "STOPPING=1\nSTATUS=signal: final snapshot and upload")
 		log.Info("signal: unmounting (a second signal stops at once)")
 		d.forceOnSecondSignal()
 	case <-d.stop:
+		notifyLog(log, "STOPPING=1\nSTATUS=unmount: final snapshot and upload")
 	case <-external:
+		notifyLog(log, "STOPPING=1\nSTATUS=unmounted from outside: final snapshot and upload")
 		log.Warn("unmounted from outside; committing what is left")
 		writeHeapProfile(log)
 		d.stopBackground()
