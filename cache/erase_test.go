@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,5 +170,79 @@ func TestEraseDuringWrites(t *testing.T) {
 	chk, err := r2.Check(ctx, repo.CheckOptions{ReadData: true})
 	if err != nil || chk.Errors() != 0 {
 		t.Fatalf("check: %v %v", chk.Problems, err)
+	}
+}
+
+// Another state directory of the repository (a laptop that was offline)
+// drops what an erase elsewhere removed before it serves anything: the
+// repository's generation moved on, and it names the erased blobs.
+func TestOtherStateDirDropsErased(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r := newRepo(t, be)
+	stateB := t.TempDir()
+	b := openCacheWith(t, r, Options{StateDir: stateB})
+	victim := randBytes(31, 700<<10)
+	writeFile(t, b, b.Root(), "victim", victim)
+	writeFile(t, b, b.Root(), "keep", []byte("kept"))
+	if _, err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	a := openCacheWith(t, reopenRepo(t, be), Options{StateDir: t.TempDir()})
+	if _, err := a.Erase(ctx, erase.Options{Paths: []string{"/victim"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	b = openCacheWith(t, reopenRepo(t, be), Options{StateDir: stateB})
+	defer b.Close(ctx)
+	if _, err := b.Lookup(ctx, b.Root(), "victim"); err == nil {
+		t.Fatal("the erased file is back from the old state directory")
+	}
+	if got := readFile(t, b, lookupPath(t, b, "keep").Ino); string(got) != "kept" {
+		t.Fatalf("other file: %q", got)
+	}
+	id := b.r.Key().BlobID(victim)
+	if _, err := b.loadLocal(id); err == nil {
+		t.Fatal("the erased chunk is still in the old state directory")
+	}
+	// And the next snapshot does not upload it again.
+	if _, err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reopenRepo(t, be).Index().Has(pack.Data, id) {
+		t.Fatal("the old state directory uploaded the erased data again")
+	}
+}
+
+// A remote that cannot be reached when a mount starts is no licence to go
+// without a lock: Open fails, saying why.
+func TestOpenRefusesWithoutLock(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	r := reopenRepo(t, f)
+	state := t.TempDir()
+	// A state directory that needs nothing from the remote to start.
+	c := openCacheWith(t, r, Options{StateDir: state})
+	writeFile(t, c, c.Root(), "f", []byte("local"))
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.Break()
+	c, err := Open(ctx, r, Options{StateDir: state, Logger: quietLogger()})
+	if err == nil {
+		c.Close(ctx)
+		t.Fatal("a mount started without the repository lock")
+	}
+	if !strings.Contains(err.Error(), "repository lock") {
+		t.Fatalf("Open failed for another reason: %v", err)
 	}
 }
