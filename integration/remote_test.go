@@ -73,7 +73,9 @@ func TestSFTPRemoteGoesAwayAndReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.kf("init")
-	w.mount()
+	// Chunks are queued by snapshot walks (never at commit): a short
+	// interval lets a periodic snapshot queue what is written offline.
+	w.mount("--snapshot-interval", "2s")
 	before := []byte("uploaded while the remote was there\n")
 	if err := os.WriteFile(filepath.Join(w.mnt, "before.txt"), before, 0o644); err != nil {
 		t.Fatal(err)
