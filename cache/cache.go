@@ -444,7 +444,25 @@ func (c *Cache) loadState(ctx context.Context) error {
 // open when the process died.
 func (c *Cache) removeOrphans() error {
 	var orphans []uint64
-	err := c.view(func(txn *badger.Txn) error {
+	err := c.eachInode(func(ino uint64, n *meta.Inode) {
+		if n.Nlink == 0 && ino != meta.RootIno {
+			orphans = append(orphans, ino)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("scan inodes: %w", err)
+	}
+	for _, ino := range orphans {
+		if err := c.update(func(txn *wtxn) error { return txn.delInode(ino) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachInode calls fn with every inode record, in one read transaction.
+func (c *Cache) eachInode(fn func(ino uint64, n *meta.Inode)) error {
+	return c.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.InodePrefix(), PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -456,22 +474,10 @@ func (c *Cache) removeOrphans() error {
 			if err != nil {
 				return err
 			}
-			ino := meta.InoFromInodeKey(it.Item().Key())
-			if n.Nlink == 0 && ino != meta.RootIno {
-				orphans = append(orphans, ino)
-			}
+			fn(meta.InoFromInodeKey(it.Item().Key()), n)
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("scan inodes: %w", err)
-	}
-	for _, ino := range orphans {
-		if err := c.update(func(txn *wtxn) error { return txn.delInode(ino) }); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // allocIno hands out an inode number, persisting the high-water mark in

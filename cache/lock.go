@@ -154,26 +154,13 @@ func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
 		name   string
 	}
 	var victims []victim
-	if err := c.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.InodePrefix(), PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			n, err := meta.DecodeInode(v)
-			if err != nil {
-				return err
-			}
-			for _, ch := range n.Chunks {
-				if set[ch.ID] {
-					victims = append(victims, victim{n.Parent, n.Name})
-					break
-				}
+	if err := c.eachInode(func(_ uint64, n *meta.Inode) {
+		for _, ch := range n.Chunks {
+			if set[ch.ID] {
+				victims = append(victims, victim{n.Parent, n.Name})
+				break
 			}
 		}
-		return nil
 	}); err != nil {
 		return err
 	}

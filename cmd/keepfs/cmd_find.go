@@ -100,15 +100,11 @@ func runFind(c *cli.Context) error {
 			return err
 		}
 	}
-	// Shared: a prune must not delete packs under the search.
-	unlock, err := lockRepo(c, r, repo.SharedLock, "find")
+	unlock, err := lockShared(c, r, "find")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if err := r.LoadIndex(c.Context); err != nil {
-		return err
-	}
 	snaps, err := r.Snapshots(c.Context)
 	if err != nil {
 		return err

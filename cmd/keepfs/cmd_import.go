@@ -40,16 +40,11 @@ Examples:
 				return err
 			}
 			defer r.Close()
-			unlock, err := lockRepo(c, r, repo.SharedLock, "import")
+			unlock, err := lockShared(c, r, "import")
 			if err != nil {
 				return err
 			}
 			defer unlock()
-			// A prune may have run between Open and the lock: start from
-			// the index as it is now.
-			if err := r.LoadIndex(c.Context); err != nil {
-				return err
-			}
 			snaps, err := r.Snapshots(c.Context)
 			if err != nil {
 				return err

@@ -68,15 +68,11 @@ Examples:
 				return err
 			}
 			defer r.Close()
-			// Shared: a prune must not delete packs under the restore.
-			unlock, err := lockRepo(c, r, repo.SharedLock, "restore")
+			unlock, err := lockShared(c, r, "restore")
 			if err != nil {
 				return err
 			}
 			defer unlock()
-			if err := r.LoadIndex(c.Context); err != nil {
-				return err
-			}
 			snaps, err := r.Snapshots(c.Context)
 			if err != nil {
 				return err

@@ -102,6 +102,21 @@ func lockRepo(c *cli.Context, r *repo.Repository, kind repo.LockKind, purpose st
 	return func() { l.Release(context.WithoutCancel(c.Context)) }, nil
 }
 
+// lockShared takes the shared lock for a command that reads or adds to
+// the repository, and reloads the index under it: a prune may have run
+// between Open and the lock.
+func lockShared(c *cli.Context, r *repo.Repository, purpose string) (func(), error) {
+	unlock, err := lockRepo(c, r, repo.SharedLock, purpose)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.LoadIndex(c.Context); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
+
 func lockOptions(c *cli.Context, kind repo.LockKind, purpose string) repo.LockOptions {
 	return repo.LockOptions{Kind: kind, Purpose: purpose, Wait: c.Duration("retry-lock"),
 		ForceUnlock: c.Bool("force-unlock"), Log: slog.Default()}
