@@ -31,12 +31,7 @@ func (c *Cache) Erase(ctx context.Context, opts erase.Options) (*erase.Result, e
 			return nil, fmt.Errorf("snapshot before erase: %w", err)
 		}
 	}
-	c.snapMu.Lock()
-	defer c.snapMu.Unlock()
-	c.upMu.Lock()
-	defer c.upMu.Unlock()
-	c.pruneMu.Lock()
-	defer c.pruneMu.Unlock()
+	defer c.holdForRewrite()()
 	c.mu.Lock()
 	last := c.lastSnap
 	c.mu.Unlock()

@@ -25,12 +25,7 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 	if _, err := c.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("snapshot before prune: %w", err)
 	}
-	c.snapMu.Lock()
-	defer c.snapMu.Unlock()
-	c.upMu.Lock()
-	defer c.upMu.Unlock()
-	c.pruneMu.Lock()
-	defer c.pruneMu.Unlock()
+	defer c.holdForRewrite()()
 	if opts.Now.IsZero() {
 		opts.Now = c.opts.Now()
 	}
@@ -77,4 +72,19 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 		}
 	}
 	return res, nil
+}
+
+// holdForRewrite stops snapshots, uploads and eviction while the
+// repository's index and snapshots are rewritten under the mount (a prune,
+// an erase), and returns how to let them go on. Lock order: snapMu, upMu,
+// pruneMu.
+func (c *Cache) holdForRewrite() (release func()) {
+	c.snapMu.Lock()
+	c.upMu.Lock()
+	c.pruneMu.Lock()
+	return func() {
+		c.pruneMu.Unlock()
+		c.upMu.Unlock()
+		c.snapMu.Unlock()
+	}
 }
