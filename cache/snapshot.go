@@ -251,6 +251,11 @@ func (w *walker) lostFile(path []string) (*tree.Node, error) {
 func (c *Cache) setQueue(need []crypto.ID, seq uint64) error {
 	c.upMu.Lock()
 	defer c.upMu.Unlock()
+	// A failed pass may have left chunks in the repository's unfinished
+	// pack; the next Flush would ship them whatever this walk decided.
+	if n := c.r.DiscardUnflushed(); n > 0 {
+		c.log.Debug("dropped blobs a failed upload left unsent; the queue decides again", "blobs", n)
+	}
 	want := make(map[crypto.ID]int64, len(need))
 	err := c.update(func(txn *wtxn) error {
 		clear(want)

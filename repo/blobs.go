@@ -273,6 +273,22 @@ func (w *writer) indexPacks(ctx context.Context, batch []index.PackEntry) error 
 	return nil
 }
 
+// DiscardUnflushed drops the blobs waiting in the partly filled pack, not
+// uploaded yet: left there by an upload pass that failed, they would
+// otherwise leave with the next Flush, whoever calls it. A caller that
+// still wants them saves them again (the mount's next snapshot decides
+// anew what may leave: a file may have been excluded since).
+func (r *Repository) DiscardUnflushed() int {
+	w := r.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dropped := w.packer.Reset()
+	for _, b := range dropped {
+		delete(w.pending, blobKey{b.Type, b.ID})
+	}
+	return len(dropped)
+}
+
 // Flush uploads the partly filled pack, waits for every upload, and stores
 // an index segment naming all uploaded packs. After Flush returns nil, every
 // blob saved before it is in the remote and indexed there.

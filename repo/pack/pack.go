@@ -223,6 +223,14 @@ func (p *Packer) Size() int { return len(p.data) }
 // Count is the number of blobs added so far.
 func (p *Packer) Count() int { return len(p.blobs) }
 
+// Reset drops everything added, keeping the buffer, and returns the blobs
+// that were in it.
+func (p *Packer) Reset() []Blob {
+	b := p.blobs
+	p.data, p.blobs = p.data[:0], nil
+	return b
+}
+
 const headerAD = "keepfs pack header v1"
 const headerMagic = "KPH1"
 
