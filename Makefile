@@ -34,6 +34,8 @@ BENCH     ?= all
 # It is installed into bin/tools once; if it cannot be fetched, `make test` says so and skips it.
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := bin/tools/staticcheck
+# The benchmarks' restic baseline (see bench-deps).
+RESTIC_VERSION      := v0.17.3
 
 # Every Go file we own: not .git, not build output or demo state, not testdata fixtures.
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*' \
@@ -84,6 +86,12 @@ deps: go-check
 bench-deps: go-check
 	@$(call apt_ensure,$(DEPS) $(BENCH_DEPS))
 	@$(GO) mod download
+	@# Debian's restic (0.14) has no `rewrite`, which the erase baseline needs: a current
+	@# restic from the Go module proxy goes into bin/tools, first in PATH for the bench.
+	@if ! bin/tools/restic version 2>/dev/null | grep -qF 'restic $(patsubst v%,%,$(RESTIC_VERSION))'; then \
+		echo "== installing restic $(RESTIC_VERSION) into bin/tools"; \
+		GOBIN=$(CURDIR)/bin/tools $(GO) install github.com/restic/restic/cmd/restic@$(RESTIC_VERSION); \
+	fi
 
 build: go-check
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keepfs
@@ -141,7 +149,7 @@ run: deps build
 	KEEPFS=$(CURDIR)/$(BIN) bash integration/demo.sh
 
 bench: bench-deps build
-	PB=$(PB) KEEPFS=$(CURDIR)/$(BIN) bash integration/bench/bench.sh $(BENCH)
+	PATH=$(CURDIR)/bin/tools:$$PATH PB=$(PB) KEEPFS=$(CURDIR)/$(BIN) bash integration/bench/bench.sh $(BENCH)
 
 fmt:
 	@gofmt -l -w $(GOFILES) </dev/null
