@@ -254,4 +254,3 @@ func UpdateView(dir string, fn func(View) (View, error)) error {
 	}
 	return os.Rename(tmp, filepath.Join(dir, ViewFile))
 }
-

@@ -21,14 +21,14 @@ import (
 
 // Snapshot is one point-in-time state of the tree.
 type Snapshot struct {
-	Time     time.Time     `json:"time"`
-	Tree     crypto.ID     `json:"tree"`
+	Time time.Time `json:"time"`
+	Tree crypto.ID `json:"tree"`
 	// Parent is the head the writer knew when it saved this snapshot, and
 	// Seq that head's Seq + 1: under the seal, so a remote that serves an
 	// older head, or drops the newest snapshot, is noticed by a client
 	// that saw a higher Seq (head.go). Older snapshots have neither.
-	Parent *crypto.ID `json:"parent,omitempty"`
-	Seq    uint64     `json:"seq,omitempty"`
+	Parent   *crypto.ID    `json:"parent,omitempty"`
+	Seq      uint64        `json:"seq,omitempty"`
 	Hostname string        `json:"hostname,omitempty"`
 	Username string        `json:"username,omitempty"`
 	Source   string        `json:"source,omitempty"`
