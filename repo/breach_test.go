@@ -122,7 +122,7 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 	r.SetEvents(s)
 	snapshotOf(t, r, randBytes(5000))
 	snapshotOf(t, r, randBytes(5000))
-	res, err := r.Scrub(ctx, repo.ScrubOptions{Sample: -1})
+	res, err := r.Scrub(ctx, repo.ScrubOptions{All: true})
 	if err != nil || len(res.Problems) != 0 || res.PacksRead == 0 || len(s.take()) != 0 {
 		t.Fatalf("healthy scrub: %+v %v", res, err)
 	}
@@ -139,7 +139,7 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 	_ = be.Save(ctx, remote.Handle{Type: remote.Index, Name: fake}, seg)
 	junk := crypto.Hash([]byte("junk")).String()
 	_ = be.Save(ctx, remote.Handle{Type: remote.Pack, Name: junk}, randBytes(3000))
-	res, err = r.Scrub(ctx, repo.ScrubOptions{Sample: -1})
+	res, err = r.Scrub(ctx, repo.ScrubOptions{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}

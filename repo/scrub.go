@@ -3,8 +3,13 @@ package repo
 import (
 	"context"
 	"fmt"
+	"math"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
@@ -20,9 +25,11 @@ import (
 
 // ScrubOptions select one pass.
 type ScrubOptions struct {
-	// Sample is how many packs to read in full, starting after Cursor in
-	// id order and wrapping; negative: all.
-	Sample int
+	// Interval and Cycle size the sample read in full: one pass every
+	// Interval reads every pack within Cycle (ScrubSample). Packs are read
+	// starting after Cursor in id order, wrapping. All reads every pack.
+	Interval, Cycle time.Duration
+	All             bool
 	// Cursor is the last pack the previous pass read ("" to start).
 	Cursor   string
 	Progress Progress
@@ -63,21 +70,33 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	res := &ScrubResult{Cursor: opts.Cursor}
+	// Listing-diff findings are raised only at the end, if no prune or
+	// erase (which delete packs and segments in steps) ran meanwhile.
+	var pending []notify.Event
 	problem := func(typ, obj, what string) {
 		res.Problems = append(res.Problems, Problem{Object: obj, What: what})
-		r.Raise(notify.Event{Type: typ, Severity: notify.Critical, Object: obj, Message: what})
+		pending = append(pending, notify.Event{Type: typ, Severity: notify.Critical, Object: obj, Message: what})
 	}
-	// A prune or erase deletes packs and segments in steps: what it is
-	// in the middle of is not a finding.
-	if locks, err := r.Locks(ctx); err != nil {
-		return nil, err
-	} else {
+	quiet := func() (uint64, bool, error) {
+		locks, err := r.Locks(ctx)
+		if err != nil {
+			return 0, false, err
+		}
 		for _, l := range locks {
-			if l.Kind == ExclusiveLock && !r.holdsExclusive() {
-				res.Skipped = "a prune or erase holds the exclusive lock"
-				return res, nil
+			if l.Kind == ExclusiveLock {
+				return 0, false, nil
 			}
 		}
+		g, err := r.Generation(ctx)
+		return g, true, err
+	}
+	gen0, ok, err := quiet()
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		res.Skipped = "a prune or erase holds the exclusive lock"
+		return res, nil
 	}
 
 	// Index segments: new ones are loaded, verified against their name
@@ -193,6 +212,17 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 		problem(notify.TypeUnexpected, "packs/"+id.String(), "pack "+id.Short()+" is not indexed and not a valid pack of this repository: "+found[0].What)
 	}
 
+	if gen1, ok, err := quiet(); err != nil {
+		return nil, err
+	} else if !ok || gen1 != gen0 {
+		res.Skipped = "a prune or erase ran during the listing diff"
+		res.Problems = nil
+		pending = nil
+	}
+	for _, ev := range pending {
+		r.Raise(ev)
+	}
+
 	// Snapshots: new ones load (and raise on a bad seal or name).
 	snaps, err := r.snapshotsLenient(ctx, func(obj, what string) { problem(notify.TypeUnexpected, obj, what) },
 		func(obj, what string) { res.Problems = append(res.Problems, Problem{Object: obj, What: what}) })
@@ -209,8 +239,8 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 		}
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
-	k := opts.Sample
-	if k < 0 || k > len(ids) {
+	k := ScrubSample(len(ids), opts.Interval, opts.Cycle)
+	if opts.All {
 		k = len(ids)
 	}
 	start := sort.Search(len(ids), func(i int) bool { return ids[i].String() > opts.Cursor })
@@ -235,7 +265,8 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 		res.Cursor = id.String()
 		prog.Add(live[id])
 		for _, p := range found {
-			problem(notify.TypeTampered, p.Object, "pack "+id.Short()+": "+p.What)
+			res.Problems = append(res.Problems, p)
+			r.Raise(notify.Event{Type: notify.TypeTampered, Severity: notify.Critical, Object: p.Object, Message: "pack " + id.Short() + ": " + p.What})
 			break // one event per pack; the rest is in check --read-data
 		}
 	}
@@ -284,4 +315,39 @@ func (r *Repository) snapshotsLenient(ctx context.Context, bad, failed func(obj,
 		r.snapMu.Unlock()
 	}
 	return len(ids), nil
+}
+
+// ScrubSample is how many of n packs one pass reads so that, one pass
+// every interval, every pack is read within cycle (at least one).
+func ScrubSample(n int, interval, cycle time.Duration) int {
+	if n == 0 {
+		return 0
+	}
+	if cycle <= interval || interval <= 0 {
+		return n
+	}
+	k := int(math.Ceil(float64(n) * float64(interval) / float64(cycle)))
+	return max(1, min(k, n))
+}
+
+// ScrubCursorFile keeps the rotating read's position in the state
+// directory, so a restarted mount or `keepfs scrub` goes on from there.
+const ScrubCursorFile = "scrub-cursor"
+
+// LoadScrubCursor returns the cursor kept in dir ("" if none).
+func LoadScrubCursor(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, ScrubCursorFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// SaveScrubCursor keeps cursor in dir.
+func SaveScrubCursor(dir, cursor string) error {
+	tmp := filepath.Join(dir, "."+ScrubCursorFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(cursor+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, ScrubCursorFile))
 }

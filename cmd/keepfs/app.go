@@ -7,7 +7,7 @@ import (
 )
 
 func globalFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"KEEPFS_REPO"}, Usage: "repository `URL`: file:///path or sftp://user@host:port/path"},
 		&cli.StringFlag{Name: "state", EnvVars: []string{"KEEPFS_STATE"}, Usage: "local state `DIR` (default $XDG_STATE_HOME/keepfs/<repo-id>)"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"KEEPFS_PASSWORD_FILE"}, Usage: "read the passphrase from `FILE` (first line)"},
@@ -19,7 +19,7 @@ func globalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug detail to stderr"},
 		&cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"KEEPFS_RETRY_LOCK"}, Usage: "wait up to `DURATION` for another client's conflicting repository lock (a prune, an import) to go"},
 		&cli.BoolFlag{Name: "force-unlock", Usage: "remove every repository lock first: only when you know their owners are gone"},
-	}
+	}, notifyFlags()...)
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
@@ -50,6 +50,10 @@ Examples:
 			setupLogging(c)
 			return nil
 		},
+		After: func(c *cli.Context) error {
+			closeNotifier(c)
+			return nil
+		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
 			return usageError("%v", err)
@@ -73,6 +77,9 @@ Examples:
 			cmdDiff(),
 			cmdAudit(),
 			cmdFind(),
+			cmdIncidents(),
+			cmdNotify(),
+			cmdScrub(),
 		},
 	}
 	setUsageErrors(app.Commands)

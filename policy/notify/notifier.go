@@ -194,7 +194,7 @@ func (n *Notifier) Bind(dir, repoID string, audit func(Event)) error {
 			if ev.RepoID == "" {
 				ev.RepoID = repoID
 			}
-			n.goAudit(ev)
+			n.callAudit(ev)
 		}
 	}
 	for _, inc := range redeliver {
@@ -295,21 +295,22 @@ func (n *Notifier) Raise(ev Event) {
 	}
 	n.log.Error("integrity event", "id", ev.ID, "type", ev.Type, "severity", ev.Severity,
 		"object", ev.Object, "message", ev.Message)
-	if st != nil {
-		n.goAudit(ev)
-	}
 	n.deliverAll(ev, nil)
+	if st != nil {
+		n.callAudit(ev)
+	}
 }
 
-func (n *Notifier) goAudit(ev Event) {
+// callAudit hands a new incident to the audit hook, synchronously: the
+// hook uses the repository handle, which the caller closes after the
+// notifier's last Raise returns.
+func (n *Notifier) callAudit(ev Event) {
 	n.mu.Lock()
 	a := n.audit
 	n.mu.Unlock()
-	if a == nil {
-		return
+	if a != nil {
+		a(ev)
 	}
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); a(ev) }()
 }
 
 // scheduleFlushLocked writes suppressed counts within a second, and drops
@@ -336,20 +337,25 @@ func (n *Notifier) flush() {
 	err := st.Update(func(in []Incident) ([]Incident, error) {
 		n.mu.Lock()
 		defer n.mu.Unlock()
+		changed := false
 		for key, id := range n.active {
 			found := false
 			for i := range in {
 				if in[i].ID == id && in[i].Open() {
 					found = true
-					in[i].Count += dups[key]
 					if dups[key] > 0 {
+						in[i].Count += dups[key]
 						in[i].LastSeen = now
+						changed = true
 					}
 				}
 			}
 			if !found {
 				delete(n.active, key)
 			}
+		}
+		if !changed {
+			return nil, errUnchanged
 		}
 		return in, nil
 	})

@@ -140,6 +140,9 @@ func (s *Store) writeLocked(in []Incident) error {
 	return os.Rename(tmp.Name(), filepath.Join(s.dir, StoreFile))
 }
 
+// errUnchanged from an Update function means: nothing to write.
+var errUnchanged = errors.New("unchanged")
+
 // Update runs fn on the incidents under the lock and stores what it left.
 func (s *Store) Update(fn func([]Incident) ([]Incident, error)) error {
 	unlock, err := s.lock()
@@ -152,6 +155,9 @@ func (s *Store) Update(fn func([]Incident) ([]Incident, error)) error {
 		return err
 	}
 	out, err := fn(in)
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
