@@ -80,3 +80,6 @@ func (h *Health) state() HealthState {
 		LastOK:    h.lastOK, LastFail: h.lastFail, LastError: h.lastErr,
 	}
 }
+
+// State returns a copy of what h recorded.
+func (h *Health) State() HealthState { return h.state() }

@@ -364,10 +364,13 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 				return fmt.Errorf("load index %s: %w", n, err)
 			}
 			if crypto.Hash(b).String() != n {
-				return fmt.Errorf("index %s: %w", n, ErrNameMismatch)
+				err := fmt.Errorf("index %s: %w", n, ErrNameMismatch)
+				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
+				return err
 			}
 			s, err := index.Open(r.key, b)
 			if err != nil {
+				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
 				return fmt.Errorf("index %s: %w", n, err)
 			}
 			segs[i] = s
@@ -464,10 +467,16 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
 	}
 	sealed, err := r.be.Load(ctx, remote.Handle{Type: remote.Pack, Name: loc.Pack.String()}, int64(loc.Offset), int64(loc.Length))
+	obj := "packs/" + loc.Pack.String()
 	if err != nil {
+		r.raiseLoad(obj, fmt.Sprintf("pack %s (%s blob %s)", loc.Pack.Short(), t, id.Short()), "load", err)
 		return nil, fmt.Errorf("load %s blob %s from pack %s: %w", t, id.Short(), loc.Pack.Short(), err)
 	}
-	return pack.OpenBlobInPlace(r.key, t, id, sealed)
+	plain, err := pack.OpenBlobInPlace(r.key, t, id, sealed)
+	if err != nil {
+		r.raiseLoad(obj, fmt.Sprintf("%s blob %s in pack %s", t, id.Short(), loc.Pack.Short()), "open", err)
+	}
+	return plain, err
 }
 
 // ErrBlobNotFound means the index does not know the blob.

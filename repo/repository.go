@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/keepfs/keepfs/policy/audit"
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -65,6 +66,8 @@ type Options struct {
 	// FastCompression compresses data blobs at zstd's fastest level (the
 	// mount: its uploads compete with the user's work for the CPU).
 	FastCompression bool
+	// Events receives integrity events (SetEvents changes it later).
+	Events notify.Sink
 }
 
 // Repository is an unlocked repository.
@@ -84,6 +87,15 @@ type Repository struct {
 	w *writer // blob writer state, see blobs.go
 
 	treeCache *lru
+
+	// events is where integrity events go (events.go).
+	events atomic.Pointer[eventsBox]
+	// snaps caches loaded snapshot objects (immutable) by id; head.go.
+	snapMu sync.Mutex
+	snaps  map[crypto.ID]*Snapshot
+	// scrub keeps what Scrub verified, across passes (scrub.go).
+	scrubOnce sync.Once
+	scrub     *scrubState
 
 	// locks held through this handle; writes stop while one has lapsed.
 	lockMu sync.Mutex
@@ -133,7 +145,8 @@ func newRepository(be remote.Storage, key *crypto.Key, cfg Config, opts Options)
 	if opts.UploadConcurrency <= 0 {
 		opts.UploadConcurrency = 2
 	}
-	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, treeCache: newLRU(2048)}
+	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, treeCache: newLRU(2048), snaps: map[crypto.ID]*Snapshot{}}
+	r.SetEvents(opts.Events)
 	r.idx.Store(index.New())
 	r.w = newWriter(r)
 	return r
@@ -348,23 +361,28 @@ func (r *Repository) loadPackHeader(ctx context.Context, id crypto.ID, size int6
 	if tail > size {
 		tail = size
 	}
+	obj, what := "packs/"+id.String(), "the header of pack "+id.Short()
 	b, err := r.be.Load(ctx, h, size-tail, tail)
 	if err != nil {
+		r.raiseLoad(obj, what, "load", err)
 		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 	}
 	hl, err := pack.HeaderLength(b[len(b)-pack.TrailerSize:], size)
 	if err != nil {
+		r.raiseLoad(obj, what, "open", err)
 		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 	}
 	if hl+pack.TrailerSize > tail {
 		b, err = r.be.Load(ctx, h, size-hl-pack.TrailerSize, hl+pack.TrailerSize)
 		if err != nil {
+			r.raiseLoad(obj, what, "load", err)
 			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 		}
 	}
 	sealed := b[int64(len(b))-pack.TrailerSize-hl : int64(len(b))-pack.TrailerSize]
 	blobs, err := pack.OpenHeader(r.key, sealed, size)
 	if err != nil {
+		r.raiseLoad(obj, what, "open", err)
 		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 	}
 	return blobs, nil

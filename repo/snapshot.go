@@ -21,9 +21,14 @@ import (
 
 // Snapshot is one point-in-time state of the tree.
 type Snapshot struct {
-	Time     time.Time     `json:"time"`
-	Tree     crypto.ID     `json:"tree"`
+	Time time.Time `json:"time"`
+	Tree crypto.ID `json:"tree"`
+	// Parent is the head the writer knew when it saved this snapshot, and
+	// Seq that head's Seq + 1: under the seal, so a remote that serves an
+	// older head, or drops the newest snapshot, is noticed by a client
+	// that saw a higher Seq (head.go). Older snapshots have neither.
 	Parent   *crypto.ID    `json:"parent,omitempty"`
+	Seq      uint64        `json:"seq,omitempty"`
 	Hostname string        `json:"hostname,omitempty"`
 	Username string        `json:"username,omitempty"`
 	Source   string        `json:"source,omitempty"`
@@ -94,6 +99,20 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	if !r.idx.Load().Has(pack.Tree, sn.Tree) {
 		return fmt.Errorf("snapshot names tree %s which the repository does not hold", sn.Tree.Short())
 	}
+	if sn.Seq == 0 {
+		head, err := r.Head(ctx)
+		if err != nil {
+			return fmt.Errorf("save snapshot: find the head: %w", err)
+		}
+		sn.Seq = 1
+		if head != nil {
+			sn.Seq = head.Seq + 1
+			if sn.Parent == nil {
+				p := head.ID
+				sn.Parent = &p
+			}
+		}
+	}
 	if sn.AuditHead == nil {
 		if h := r.auditHead(ctx); !h.IsZero() {
 			sn.AuditHead = &h
@@ -111,6 +130,10 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	if err := r.be.Save(ctx, remote.Handle{Type: remote.Snapshot, Name: sn.ID.String()}, sealed); err != nil {
 		return fmt.Errorf("save snapshot: %w", err)
 	}
+	cp := *sn
+	r.snapMu.Lock()
+	r.snaps[sn.ID] = &cp
+	r.snapMu.Unlock()
 	return nil
 }
 
@@ -120,13 +143,17 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id crypto.ID) (*Snapshot,
 	if err != nil {
 		return nil, fmt.Errorf("load snapshot %s: %w", id.Short(), err)
 	}
+	obj, what := "snapshots/"+id.String(), "snapshot "+id.Short()
 	// The name is the hash of the sealed bytes: an old snapshot replayed
 	// under a new name opens fine, but does not hash to it.
 	if crypto.Hash(b) != id {
-		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), ErrNameMismatch)
+		err := fmt.Errorf("snapshot %s: %w", id.Short(), ErrNameMismatch)
+		r.raiseLoad(obj, what, "open", err)
+		return nil, err
 	}
 	plain, err := r.key.Open(nil, b, []byte(snapshotAD))
 	if err != nil {
+		r.raiseLoad(obj, what, "open", err)
 		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
 	}
 	var sn Snapshot
@@ -137,7 +164,9 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id crypto.ID) (*Snapshot,
 	return &sn, nil
 }
 
-// Snapshots loads every snapshot, oldest first.
+// Snapshots loads every snapshot, oldest first. Snapshot objects never
+// change, so those loaded before come from memory; each caller gets its
+// own copies.
 func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	var ids []crypto.ID
 	if err := r.be.List(ctx, remote.Snapshot, func(fi remote.Info) error {
@@ -153,11 +182,36 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	out := make([]*Snapshot, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
+	r.snapMu.Lock()
+	listed := make(map[crypto.ID]bool, len(ids))
 	for i, id := range ids {
+		listed[id] = true
+		if sn, ok := r.snaps[id]; ok {
+			cp := *sn
+			out[i] = &cp
+		}
+	}
+	for id := range r.snaps {
+		if !listed[id] {
+			delete(r.snaps, id)
+		}
+	}
+	r.snapMu.Unlock()
+	for i, id := range ids {
+		if out[i] != nil {
+			continue
+		}
 		g.Go(func() error {
 			sn, err := r.LoadSnapshot(gctx, id)
+			if err != nil {
+				return err
+			}
+			cp := *sn
+			r.snapMu.Lock()
+			r.snaps[id] = &cp
+			r.snapMu.Unlock()
 			out[i] = sn
-			return err
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {

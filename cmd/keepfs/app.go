@@ -7,7 +7,7 @@ import (
 )
 
 func globalFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", EnvVars: []string{"KEEPFS_CONFIG"}, Usage: "read profiles from `FILE` (default $XDG_CONFIG_HOME/keepfs/config.toml, then /etc/keepfs/config.toml)"},
 		&cli.StringFlag{Name: "profile", EnvVars: []string{"KEEPFS_PROFILE"}, Usage: "use the settings of profile `NAME` from the config file; flags and environment override them"},
 		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"KEEPFS_REPO"}, Usage: "repository `URL`: file:///path or sftp://user@host:port/path"},
@@ -22,7 +22,7 @@ func globalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug detail to stderr"},
 		&cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"KEEPFS_RETRY_LOCK"}, Usage: "wait up to `DURATION` for another client's conflicting repository lock (a prune, an import) to go"},
 		&cli.BoolFlag{Name: "force-unlock", Usage: "remove every repository lock first: only when you know their owners are gone"},
-	}
+	}, notifyFlags()...)
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
@@ -55,6 +55,10 @@ Examples:
 			setupLogging(c)
 			return setupProfile(c)
 		},
+		After: func(c *cli.Context) error {
+			closeNotifier(c)
+			return nil
+		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
 			return usageError("%v", err)
@@ -81,6 +85,9 @@ Examples:
 			cmdVersion(),
 			cmdCompletion(),
 			cmdMan(),
+			cmdIncidents(),
+			cmdNotify(),
+			cmdScrub(),
 		},
 	}
 	setUsageErrors(app.Commands)

@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keepfs/keepfs/policy/audit"
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -49,8 +50,23 @@ Examples:
 			if err != nil {
 				return err
 			}
+			// Open incidents (raised by the mount, scrubs, other commands,
+			// or this check's own reads) make the repository suspect too.
+			var open []notify.Incident
+			if dir, err := stateDir(c, r); err == nil {
+				if st, err := notify.OpenStore(dir); err == nil {
+					open, _ = st.OpenIncidents()
+				}
+			}
 			if c.Bool("json") {
-				if err := printJSON(c.App.Writer, res); err != nil {
+				out := struct {
+					*repo.CheckResult
+					Incidents []notify.Incident `json:"open_incidents"`
+				}{res, open}
+				if out.Incidents == nil {
+					out.Incidents = []notify.Incident{}
+				}
+				if err := printJSON(c.App.Writer, out); err != nil {
 					return err
 				}
 			} else {
@@ -67,10 +83,17 @@ Examples:
 				}
 				fmt.Fprintln(c.App.Writer)
 			}
+			if len(open) > 0 && !c.Bool("json") {
+				fmt.Fprintf(c.App.Writer, "%d open integrity incidents (acknowledge with `keepfs incidents ack ID`):\n", len(open))
+				printIncidents(c.App.Writer, open)
+			}
 			if n := res.Errors(); n > 0 {
 				recordAudit(c, r, audit.Entry{Action: audit.ActionIntegrity, Outcome: audit.OutcomeProblems,
 					Details: map[string]string{"by": "check", "read_data": strconv.FormatBool(opts.ReadData), "problems": strconv.Itoa(n)}})
 				return integrityError("%d integrity problems found", n)
+			}
+			if len(open) > 0 {
+				return integrityError("%d open integrity incidents", len(open))
 			}
 			if !c.Bool("json") {
 				fmt.Fprintln(c.App.Writer, "no errors found")

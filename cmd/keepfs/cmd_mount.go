@@ -47,6 +47,9 @@ Examples:
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (permissions still apply)"},
 			&cli.BoolFlag{Name: "hide-versions", Usage: "leave .versions out of the root listing"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "serve Prometheus metrics at /metrics on `ADDR` (127.0.0.1:9464, or unix:/path)"},
+			&cli.DurationFlag{Name: "scrub-interval", Value: time.Hour, Usage: "run an integrity scrub (listing diff, sampled full reads, rollback check) this often; 0 disables"},
+			&cli.DurationFlag{Name: "scrub-cycle", Value: 30 * 24 * time.Hour, Usage: "read every pack in full within this time"},
+			&cli.DurationFlag{Name: "alert-after", Value: 15 * time.Minute, Usage: "raise an event when the remote has not answered for this long"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request", Hidden: true},
 			&cli.IntFlag{Name: "passphrase-fd", Hidden: true, Usage: "internal: read the passphrase from this fd"},
 			&cli.IntFlag{Name: "ready-fd", Hidden: true, Usage: "internal: report readiness on this fd"},
@@ -200,6 +203,10 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progr
 	if err != nil {
 		return err
 	}
+	notifier, err := cmdNotifier(c)
+	if err != nil {
+		return err
+	}
 	level := slog.LevelInfo
 	if c.Bool("verbose") {
 		level = slog.LevelDebug
@@ -219,6 +226,8 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progr
 		Ready:         ready,
 		Metrics:       metrics,
 		MetricsListen: c.String("metrics-listen"),
+		Notifier:      notifier, ScrubInterval: c.Duration("scrub-interval"), ScrubCycle: c.Duration("scrub-cycle"),
+		AlertAfter: c.Duration("alert-after"),
 	})
 	if errors.Is(err, cache.ErrLocked) || errors.Is(err, cache.ErrRepoLocked) {
 		return fmt.Errorf("refusing a second mount: %w", err)
@@ -268,7 +277,7 @@ func mountDaemon(c *cli.Context, mnt string) error {
 		return err
 	}
 	args := []string{"--repo", c.String("repo"), "--state", state}
-	for _, f := range []string{"known-hosts", "identity"} {
+	for _, f := range []string{"known-hosts", "identity", "notify-exec", "notify-webhook", "notify-secret-file"} {
 		if v := c.String(f); v != "" {
 			args = append(args, "--"+f, v)
 		}
@@ -279,7 +288,9 @@ func mountDaemon(c *cli.Context, mnt string) error {
 		}
 	}
 	args = append(args, "mount", "--foreground", "--passphrase-fd", "3", "--ready-fd", "4",
-		"--cache-size", c.String("cache-size"), "--snapshot-interval", c.Duration("snapshot-interval").String())
+		"--cache-size", c.String("cache-size"), "--snapshot-interval", c.Duration("snapshot-interval").String(),
+		"--scrub-interval", c.Duration("scrub-interval").String(), "--scrub-cycle", c.Duration("scrub-cycle").String(),
+		"--alert-after", c.Duration("alert-after").String())
 	if m := c.String("metrics-listen"); m != "" {
 		args = append(args, "--metrics-listen", m)
 	}

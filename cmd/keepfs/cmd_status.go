@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keepfs/keepfs/cache"
+	"github.com/keepfs/keepfs/policy/notify"
 )
 
 func cmdStatus() *cli.Command {
@@ -35,7 +36,11 @@ Examples:
 			}
 			st := resp.Status
 			if c.Bool("json") {
-				return printJSON(c.App.Writer, map[string]any{"mount": resp.Mount, "pid": resp.PID, "status": st})
+				in := resp.Incidents
+				if in == nil {
+					in = []notify.Incident{}
+				}
+				return printJSON(c.App.Writer, map[string]any{"mount": resp.Mount, "pid": resp.PID, "status": st, "incidents": in})
 			}
 			remote := remoteHealth(st, time.Now())
 			last := st.LastSnapshot
@@ -53,6 +58,17 @@ Examples:
 			}
 			if st.ReadOnly != "" {
 				fmt.Fprintf(c.App.Writer, "READ-ONLY:     %s\n", st.ReadOnly)
+			}
+			if n := len(resp.Incidents); n > 0 {
+				fmt.Fprintf(c.App.Writer, "INCIDENTS:     %d open (details: keepfs incidents; acknowledge: keepfs incidents ack ID)\n", n)
+				for _, i := range resp.Incidents {
+					fmt.Fprintf(c.App.Writer, "  %s %s %s: %s\n", i.ID, i.Type, i.Object, i.Message)
+					for _, d := range i.Deliveries {
+						if !d.Delivered {
+							fmt.Fprintf(c.App.Writer, "    %s: %s\n", d.Target, deliveryState(d))
+						}
+					}
+				}
 			}
 			return nil
 		},

@@ -80,14 +80,24 @@ func openRepoWrapped(c *cli.Context, pw []byte, opts repo.Options, lo location.O
 			opts.UploadConcurrency = 4
 		}
 	}
+	n, err := cmdNotifier(c)
+	if err != nil {
+		be.Close()
+		return nil, usageError("%v", err)
+	}
+	if opts.Events == nil {
+		opts.Events = n
+	}
 	r, err := repo.Open(c.Context, be, pw, opts)
 	if err != nil {
 		be.Close()
 		if errors.Is(err, repo.ErrWrongPassword) {
+			noteUnlockFailure(c)
 			return nil, errors.New("wrong passphrase: no key slot of this repository opens with it")
 		}
 		return nil, err
 	}
+	bindNotifier(c, r)
 	return r, nil
 }
 

@@ -41,6 +41,7 @@ import (
 	"github.com/keepfs/keepfs/cache"
 	"github.com/keepfs/keepfs/fs"
 	"github.com/keepfs/keepfs/policy/audit"
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/erase"
 )
@@ -61,6 +62,13 @@ type Config struct {
 	// them at /metrics on host:port or unix:/path.
 	Metrics       *Metrics
 	MetricsListen string
+	// Notifier raises integrity events (bound to the state directory);
+	// ScrubInterval and ScrubCycle pace the scrub (0: no scrub);
+	// AlertAfter is how long the remote may not answer before an event.
+	Notifier      *notify.Notifier
+	ScrubInterval time.Duration
+	ScrubCycle    time.Duration
+	AlertAfter    time.Duration
 }
 
 // Request is what a client sends.
@@ -98,6 +106,9 @@ type Response struct {
 	// Repo is the repository's location (what --repo names), so that a
 	// command given only a path in the mount can open the repository.
 	Repo string `json:"repo,omitempty"`
+
+	// Incidents are the open integrity incidents of the state directory.
+	Incidents []notify.Incident `json:"incidents,omitempty"`
 }
 
 type daemon struct {
@@ -191,6 +202,15 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		d.cfg.Metrics = cfg.Metrics
 	}
 	if m := cfg.Metrics; m != nil {
+		state := cfg.Cache.StateDir
+		m.openIncidents = func() int {
+			store, err := notify.OpenStore(state)
+			if err != nil {
+				return 0
+			}
+			open, _ := store.OpenIncidents()
+			return len(open)
+		}
 		cfg.FS.WrapRaw = m.wrapFUSE
 		c.OnSnapshot(func(sn *repo.Snapshot) { m.snapshotTaken(sn.Time) })
 		go d.countSnapshots(ctx)
@@ -211,6 +231,8 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	d.srv = srv
 	go d.serve(ln)
 	d.auditMount(r)
+	d.bgWG.Add(1)
+	go d.watch(r)
 	log.Info("mounted", "mountpoint", cfg.Mountpoint, "state", cfg.Cache.StateDir)
 	if cfg.Ready != nil {
 		cfg.Ready()
@@ -455,6 +477,9 @@ func (d *daemon) handle(conn *net.UnixConn) {
 	case "status":
 		st := d.c.Status()
 		resp.Status = &st
+		if store, err := notify.OpenStore(d.cfg.Cache.StateDir); err == nil {
+			resp.Incidents, _ = store.OpenIncidents()
+		}
 	case "sync", "unmount":
 		// Unmount snapshots before answering too, so the client returns
 		// only when the remote holds it; the unmount itself follows.

@@ -30,6 +30,8 @@ type Metrics struct {
 	fuseOps              map[string]*opStats // by FUSE request; fixed keys
 	snapshots            atomic.Int64        // -1 until counted
 	newest               atomic.Int64        // unix nanoseconds of the newest snapshot, 0 if none
+	// openIncidents counts the state directory's open incidents; nil: 0.
+	openIncidents func() int
 }
 
 // latencyBuckets are the histogram's upper bounds in seconds.
@@ -186,7 +188,11 @@ func (m *Metrics) write(w io.Writer, st cache.Status, cn cache.Counters, now tim
 	g("keepfs_cache_hit_ratio", "Share of chunk reads served locally since the mount started.", "gauge", ratio)
 	g("keepfs_lost_files", "Files whose local data was lost before upload.", "gauge", float64(len(st.LostFiles)))
 	g("keepfs_read_only", "1 while the mount refuses writes (repository lock lapsed).", "gauge", b2f(st.ReadOnly != ""))
-	g("keepfs_incidents_open", "Open security or integrity incidents.", "gauge", 0)
+	incidents := 0
+	if m.openIncidents != nil {
+		incidents = m.openIncidents()
+	}
+	g("keepfs_incidents_open", "Open security or integrity incidents.", "gauge", float64(incidents))
 
 	writeOps(w, "keepfs_remote", "remote storage call", m.remoteOps, "errors")
 	writeOps(w, "keepfs_fuse", "FUSE request", m.fuseOps, "")

@@ -1,0 +1,169 @@
+package repo_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/keepfs/keepfs/policy/notify"
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+type sink struct {
+	mu  sync.Mutex
+	evs []notify.Event
+}
+
+func (s *sink) Raise(e notify.Event) { s.mu.Lock(); s.evs = append(s.evs, e); s.mu.Unlock() }
+func (s *sink) take() []notify.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.evs
+	s.evs = nil
+	return e
+}
+
+func hasEvent(evs []notify.Event, typ, obj string) bool {
+	for _, e := range evs {
+		if e.Type == typ && (obj == "" || e.Object == obj) {
+			return true
+		}
+	}
+	return false
+}
+
+func snapshotOf(t *testing.T, r *repo.Repository, data []byte) *repo.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	id, _, err := r.SaveBlob(ctx, pack.Data, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := r.SaveTree(ctx, &tree.Tree{Nodes: []*tree.Node{{Name: "f", Type: tree.File, Mode: 0o644, Size: uint64(len(data)), Content: []crypto.ID{id}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := &repo.Snapshot{Tree: root}
+	if err := r.SaveSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	return sn
+}
+
+func only(t *testing.T, be *remote.Mem, typ remote.Type) []remote.Info {
+	var out []remote.Info
+	_ = be.List(context.Background(), typ, func(fi remote.Info) error { out = append(out, fi); return nil })
+	return out
+}
+
+func TestBreachSnapshotsChainAndRollback(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	dir := t.TempDir()
+	a := snapshotOf(t, r, randBytes(1000))
+	if a.Seq != 1 || a.Parent != nil {
+		t.Fatalf("first snapshot: seq %d parent %v", a.Seq, a.Parent)
+	}
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	b := snapshotOf(t, r, randBytes(1000))
+	if b.Seq != 2 || b.Parent == nil || *b.Parent != a.ID {
+		t.Fatalf("second snapshot: seq %d parent %v", b.Seq, b.Parent)
+	}
+	if evs, err := r.Guard(ctx, dir); err != nil || len(evs) != 0 {
+		t.Fatalf("healthy: %+v %v", evs, err)
+	}
+	// The remote drops the newest snapshot: a fresh handle (another
+	// command) with the same state directory notices.
+	if err := be.Remove(ctx, remote.Handle{Type: remote.Snapshot, Name: b.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	r2.SetEvents(s)
+	evs, err := r2.Guard(ctx, dir)
+	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
+		t.Fatalf("rollback not reported: %+v %v", evs, err)
+	}
+	// Reported once.
+	if evs, _ := r2.Guard(ctx, dir); len(evs) != 0 {
+		t.Fatalf("reported again: %+v", evs)
+	}
+	// A key slot added by someone else.
+	other := reopen(t, be)
+	if _, err := other.AddKey(ctx, []byte("another")); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := r2.Guard(ctx, dir); !hasEvent(evs, notify.TypeKeyAdded, "") {
+		t.Fatalf("key slot not reported: %+v", evs)
+	}
+	// One this client adds and accepts is not.
+	if _, err := r2.AddKey(ctx, []byte("mine")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.AcceptView(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := r2.Guard(ctx, dir); len(evs) != 0 {
+		t.Fatalf("own key reported: %+v", evs)
+	}
+}
+
+func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	snapshotOf(t, r, randBytes(5000))
+	snapshotOf(t, r, randBytes(5000))
+	res, err := r.Scrub(ctx, repo.ScrubOptions{All: true})
+	if err != nil || len(res.Problems) != 0 || res.PacksRead == 0 || len(s.take()) != 0 {
+		t.Fatalf("healthy scrub: %+v %v", res, err)
+	}
+	packs := only(t, be, remote.Pack)
+	idx := only(t, be, remote.Index)
+	// Tamper with one pack (same size), replay an index segment under a
+	// new name, add garbage, delete the other pack.
+	p0 := packs[0].Handle
+	b, _ := remote.LoadAll(ctx, be, p0)
+	b[10] ^= 1
+	be.Replace(p0, b)
+	seg, _ := remote.LoadAll(ctx, be, idx[0].Handle)
+	fake := crypto.Hash([]byte("not this")).String()
+	_ = be.Save(ctx, remote.Handle{Type: remote.Index, Name: fake}, seg)
+	junk := crypto.Hash([]byte("junk")).String()
+	_ = be.Save(ctx, remote.Handle{Type: remote.Pack, Name: junk}, randBytes(3000))
+	if _, err = r.Scrub(ctx, repo.ScrubOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	evs := s.take()
+	for _, want := range []struct{ typ, obj string }{
+		{notify.TypeTampered, "packs/" + p0.Name},
+		{notify.TypeNameMismatch, "index/" + fake},
+		{notify.TypeUnexpected, "packs/" + junk},
+	} {
+		if !hasEvent(evs, want.typ, want.obj) {
+			t.Errorf("no %s event for %s: %+v", want.typ, want.obj, evs)
+		}
+	}
+	if len(packs) > 1 {
+		_ = be.Remove(ctx, packs[1].Handle)
+		if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if evs := s.take(); !hasEvent(evs, notify.TypeMissing, "packs/"+packs[1].Handle.Name) {
+			t.Errorf("deletion not found: %+v", evs)
+		}
+	}
+	// Opening the repository with the replayed segment fails and raises.
+	s2 := &sink{}
+	if _, err := repo.Open(ctx, be, pw, repo.Options{Events: s2}); err == nil || !hasEvent(s2.take(), notify.TypeNameMismatch, "index/"+fake) {
+		t.Fatalf("open with a replayed segment: %v", err)
+	}
+}

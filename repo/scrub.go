@@ -1,0 +1,353 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keepfs/keepfs/policy/notify"
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/index"
+)
+
+// Scrub: a listing diff of the remote against what the index segments
+// say, plus a full authenticated read of a rotating sample of packs.
+// Everything it finds is raised as an event (and returned). Segments and
+// snapshots are immutable, so each is read once per handle; what a pass
+// reads in full is bounded by ScrubOptions.Sample.
+
+// ScrubOptions select one pass.
+type ScrubOptions struct {
+	// Interval and Cycle size the sample read in full: one pass every
+	// Interval reads every pack within Cycle (ScrubSample). Packs are read
+	// starting after Cursor in id order, wrapping. All reads every pack.
+	Interval, Cycle time.Duration
+	All             bool
+	// Cursor is the last pack the previous pass read ("" to start).
+	Cursor   string
+	Progress Progress
+}
+
+// ScrubResult is what one pass found.
+type ScrubResult struct {
+	Packs     int       `json:"packs"`
+	Indexes   int       `json:"index_segments"`
+	Snapshots int       `json:"snapshots"`
+	PacksRead int       `json:"packs_read"`
+	BytesRead int64     `json:"bytes_read"`
+	Cursor    string    `json:"cursor"`
+	Skipped   string    `json:"skipped,omitempty"`
+	Problems  []Problem `json:"problems"`
+}
+
+// scrubState is what a handle keeps between passes.
+type scrubState struct {
+	mu   sync.Mutex
+	segs map[string]*index.Segment // verified segments by name
+	bad  map[string]bool           // segments that failed (reported)
+	// unindexedOK are packs outside the index that were read in full and
+	// are ours (an interrupted or in-flight upload), by name and size.
+	unindexedOK map[string]int64
+}
+
+func (r *Repository) scrubber() *scrubState {
+	r.scrubOnce.Do(func() {
+		r.scrub = &scrubState{segs: map[string]*index.Segment{}, bad: map[string]bool{}, unindexedOK: map[string]int64{}}
+	})
+	return r.scrub
+}
+
+// Scrub runs one pass.
+func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult, error) {
+	st := r.scrubber()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	res := &ScrubResult{Cursor: opts.Cursor}
+	// Listing-diff findings are raised only at the end, if no prune or
+	// erase (which delete packs and segments in steps) ran meanwhile.
+	var pending []notify.Event
+	problem := func(typ, obj, what string) {
+		res.Problems = append(res.Problems, Problem{Object: obj, What: what})
+		pending = append(pending, notify.Event{Type: typ, Severity: notify.Critical, Object: obj, Message: what})
+	}
+	quiet := func() (uint64, bool, error) {
+		locks, err := r.Locks(ctx)
+		if err != nil {
+			return 0, false, err
+		}
+		for _, l := range locks {
+			if l.Kind == ExclusiveLock {
+				return 0, false, nil
+			}
+		}
+		g, err := r.Generation(ctx)
+		return g, true, err
+	}
+	gen0, ok, err := quiet()
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		res.Skipped = "a prune or erase holds the exclusive lock"
+		return res, nil
+	}
+
+	// Index segments: new ones are loaded, verified against their name
+	// and opened (LoadIndex's checks, raising events the same way).
+	var names []string
+	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
+		names = append(names, fi.Handle.Name)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list index: %w", err)
+	}
+	listedSeg := map[string]bool{}
+	for _, n := range names {
+		listedSeg[n] = true
+		if st.segs[n] != nil {
+			continue
+		}
+		obj := "index/" + n
+		b, err := remote.LoadAll(ctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue // deleted meanwhile (a rewrite), or unreachable: next pass
+		}
+		if crypto.Hash(b).String() != n {
+			if !st.bad[n] {
+				problem(notify.TypeNameMismatch, obj, "index segment "+shortName(n)+" does not hash to its name: an old segment replayed under a new name, or damage")
+			}
+			st.bad[n] = true
+			continue
+		}
+		s, err := index.Open(r.key, b)
+		if err != nil {
+			if !st.bad[n] {
+				problem(notify.TypeUnexpected, obj, "index segment "+shortName(n)+" does not authenticate: not written by a holder of the key, or modified")
+			}
+			st.bad[n] = true
+			continue
+		}
+		st.segs[n] = s
+	}
+	for n := range st.segs {
+		if !listedSeg[n] {
+			delete(st.segs, n)
+		}
+	}
+	res.Indexes = len(st.segs)
+	superseded := map[string]bool{}
+	for _, s := range st.segs {
+		for _, id := range s.Supersedes {
+			superseded[id.String()] = true
+		}
+	}
+	live := map[crypto.ID]int64{}
+	for n, s := range st.segs {
+		if superseded[n] {
+			continue
+		}
+		for _, p := range s.Packs {
+			live[p.ID] = p.Size
+		}
+	}
+
+	// Packs: missing, resized, unexpected.
+	listed := map[crypto.ID]int64{}
+	if err := r.be.List(ctx, remote.Pack, func(fi remote.Info) error {
+		id, err := crypto.ParseID(fi.Handle.Name)
+		if err != nil {
+			problem(notify.TypeUnexpected, "packs/"+fi.Handle.Name, "unexpected object "+fi.Handle.Name+" among the packs")
+			return nil
+		}
+		listed[id] = fi.Size
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	trashed, err := r.trashedPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Packs = len(listed)
+	for id, size := range live {
+		got, ok := listed[id]
+		obj := "packs/" + id.String()
+		switch {
+		case !ok:
+			problem(notify.TypeMissing, obj, "pack "+id.Short()+" is missing (the index names it)")
+		case got != size:
+			problem(notify.TypeResized, obj, fmt.Sprintf("pack %s is %d bytes, the index says %d", id.Short(), got, size))
+		}
+	}
+	for id, size := range listed {
+		if _, ok := live[id]; ok || trashed[id] {
+			continue
+		}
+		if st.unindexedOK[id.String()] == size {
+			continue
+		}
+		// Not indexed: ours if it hashes to its name and its header opens
+		// (an upload whose segment is not written yet, or an interrupted
+		// run's); else the remote added it.
+		var found []Problem
+		n := r.scrubPack(ctx, id, func(p Problem) { found = append(found, p) })
+		res.BytesRead += n
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if len(found) == 0 {
+			st.unindexedOK[id.String()] = size
+			continue
+		}
+		problem(notify.TypeUnexpected, "packs/"+id.String(), "pack "+id.Short()+" is not indexed and not a valid pack of this repository: "+found[0].What)
+	}
+
+	if gen1, ok, err := quiet(); err != nil {
+		return nil, err
+	} else if !ok || gen1 != gen0 {
+		res.Skipped = "a prune or erase ran during the listing diff"
+		res.Problems = nil
+		pending = nil
+	}
+	for _, ev := range pending {
+		r.Raise(ev)
+	}
+
+	// Snapshots: new ones load (and raise on a bad seal or name).
+	snaps, err := r.snapshotsLenient(ctx, func(obj, what string) { problem(notify.TypeUnexpected, obj, what) },
+		func(obj, what string) { res.Problems = append(res.Problems, Problem{Object: obj, What: what}) })
+	if err != nil {
+		return nil, err
+	}
+	res.Snapshots = snaps
+
+	// Sampled full reads, rotating by id.
+	var ids []crypto.ID
+	for id := range live {
+		if _, ok := listed[id]; ok {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	k := ScrubSample(len(ids), opts.Interval, opts.Cycle)
+	if opts.All {
+		k = len(ids)
+	}
+	start := sort.Search(len(ids), func(i int) bool { return ids[i].String() > opts.Cursor })
+	prog := opts.Progress
+	if prog == nil {
+		prog = NoProgress{}
+	}
+	var total int64
+	for i := range k {
+		total += live[ids[(start+i)%len(ids)]]
+	}
+	prog.Start("scrub", total)
+	for i := range k {
+		id := ids[(start+i)%len(ids)]
+		var found []Problem
+		n := r.scrubPack(ctx, id, func(p Problem) { found = append(found, p) })
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		res.BytesRead += n
+		res.PacksRead++
+		res.Cursor = id.String()
+		prog.Add(live[id])
+		for _, p := range found {
+			res.Problems = append(res.Problems, p)
+			r.Raise(notify.Event{Type: notify.TypeTampered, Severity: notify.Critical, Object: p.Object, Message: "pack " + id.Short() + ": " + p.What})
+			break // one event per pack; the rest is in check --read-data
+		}
+	}
+	prog.Done()
+	sort.Slice(res.Problems, func(i, j int) bool { return res.Problems[i].Object < res.Problems[j].Object })
+	return res, nil
+}
+
+// scrubPack reads one pack in full (check's read) and reports problems.
+func (r *Repository) scrubPack(ctx context.Context, id crypto.ID, report func(Problem)) int64 {
+	return r.checkPackData(ctx, id, report)
+}
+
+// snapshotsLenient loads every snapshot (new ones from the remote),
+// reporting those that fail instead of stopping, and counts them.
+func (r *Repository) snapshotsLenient(ctx context.Context, bad, failed func(obj, what string)) (int, error) {
+	var ids []crypto.ID
+	if err := r.be.List(ctx, remote.Snapshot, func(fi remote.Info) error {
+		id, err := crypto.ParseID(fi.Handle.Name)
+		if err != nil {
+			bad("snapshots/"+fi.Handle.Name, "unexpected object "+fi.Handle.Name+" among the snapshots")
+			return nil
+		}
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("list snapshots: %w", err)
+	}
+	for _, id := range ids {
+		r.snapMu.Lock()
+		_, ok := r.snaps[id]
+		r.snapMu.Unlock()
+		if ok {
+			continue
+		}
+		sn, err := r.LoadSnapshot(ctx, id) // raises on a bad seal or name
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			failed("snapshots/"+id.String(), err.Error())
+			continue
+		}
+		r.snapMu.Lock()
+		r.snaps[id] = sn
+		r.snapMu.Unlock()
+	}
+	return len(ids), nil
+}
+
+// ScrubSample is how many of n packs one pass reads so that, one pass
+// every interval, every pack is read within cycle (at least one).
+func ScrubSample(n int, interval, cycle time.Duration) int {
+	if n == 0 {
+		return 0
+	}
+	if cycle <= interval || interval <= 0 {
+		return n
+	}
+	k := int(math.Ceil(float64(n) * float64(interval) / float64(cycle)))
+	return max(1, min(k, n))
+}
+
+// ScrubCursorFile keeps the rotating read's position in the state
+// directory, so a restarted mount or `keepfs scrub` goes on from there.
+const ScrubCursorFile = "scrub-cursor"
+
+// LoadScrubCursor returns the cursor kept in dir ("" if none).
+func LoadScrubCursor(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, ScrubCursorFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// SaveScrubCursor keeps cursor in dir.
+func SaveScrubCursor(dir, cursor string) error {
+	tmp := filepath.Join(dir, "."+ScrubCursorFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(cursor+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, ScrubCursorFile))
+}
