@@ -29,15 +29,28 @@ func (d *daemon) watch(r *repo.Repository) {
 		defer t.Stop()
 		scrubC = t.C
 	}
+	// The reachability check has a goroutine of its own: a scrub against a
+	// dead remote blocks in retries for up to a minute, and the alert must
+	// not wait for it.
+	d.bgWG.Add(1)
+	go func() {
+		defer d.bgWG.Done()
+		for {
+			select {
+			case <-d.bg.Done():
+				return
+			case <-tick.C:
+				n.Refresh()
+				d.checkReachable(start)
+			}
+		}
+	}()
 	for {
 		select {
 		case <-d.bg.Done():
 			return
 		case <-scrubC:
 			d.scrub(r)
-		case <-tick.C:
-			n.Refresh()
-			d.checkReachable(start)
 		}
 	}
 }
