@@ -18,7 +18,10 @@ func TestUploaderHealsWithoutRestart(t *testing.T) {
 	newRepo(t, mem)
 	f := remote.NewFaulty(mem)
 	r := reopenRepo(t, f)
-	c := openCache(t, r, t.TempDir())
+	// Periodic snapshots on, as in a mount: should anything count as a
+	// change after the walk, the uploader leaves the queue to the next
+	// snapshot walk rather than ship what that walk has not decided.
+	c := openCacheWith(t, r, Options{StateDir: t.TempDir(), SnapshotInterval: 2 * time.Second})
 	defer func() {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()

@@ -44,7 +44,7 @@ func TestPruneBesideRunningImport(t *testing.T) {
 		t.Run(fmt.Sprintf("retry-lock=%v", wait), func(t *testing.T) {
 			// New content each time, so that the import has work to do.
 			src = filepath.Join(w.dir, fmt.Sprint("src-", wait))
-			bigTree(t, src, 24, 4<<20)
+			bigTree(t, src, 40, 8<<20) // as in the issue: 40 files of 8 MB, so prune starts while the import runs
 			imp := w.cmd("import", src)
 			var impOut strings.Builder
 			imp.Stdout, imp.Stderr = &impOut, &impOut
