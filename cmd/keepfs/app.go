@@ -8,7 +8,7 @@ import (
 
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"KEEPFS_REPO"}, Usage: "repository `URL`: file:///path or sftp://user@host:port/path"},
+		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"KEEPFS_REPO"}, Usage: "repository `URL`: file:///path, sftp://user@host:port/path or s3://host[:port]/bucket[/prefix]"},
 		&cli.StringFlag{Name: "state", EnvVars: []string{"KEEPFS_STATE"}, Usage: "local state `DIR` (default $XDG_STATE_HOME/keepfs/<repo-id>)"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"KEEPFS_PASSWORD_FILE"}, Usage: "read the passphrase from `FILE` (first line)"},
 		&cli.StringFlag{Name: "password-command", EnvVars: []string{"KEEPFS_PASSWORD_COMMAND"}, Usage: "run `CMD` (via sh -c) and read the passphrase from its output"},
@@ -16,6 +16,10 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "identity", EnvVars: []string{"KEEPFS_IDENTITY"}, Usage: "sftp: private key `FILE` (default: ssh-agent and ~/.ssh/id_*)"},
 		&cli.BoolFlag{Name: "insecure-ignore-host-key", Usage: "sftp: do not verify the server's host key (dangerous)"},
 		&cli.BoolFlag{Name: "sftp-no-fsync", Usage: "sftp: accept a server without fsync@openssh.com (an upload may be lost if the server crashes)"},
+		&cli.StringFlag{Name: "s3-credentials-file", EnvVars: []string{"KEEPFS_S3_CREDENTIALS_FILE"}, Usage: "s3: AWS-style credentials `FILE` (default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, then ~/.aws/credentials)"},
+		&cli.StringFlag{Name: "s3-profile", EnvVars: []string{"AWS_PROFILE"}, Usage: "s3: `PROFILE` of the credentials file (default \"default\")"},
+		&cli.StringFlag{Name: "s3-region", EnvVars: []string{"AWS_REGION"}, Usage: "s3: the bucket's `REGION` (default: ask the store)"},
+		&cli.BoolFlag{Name: "s3-path-style", Usage: "s3: path-style requests (host/bucket/key) instead of virtual-host style"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log debug detail to stderr"},
 		&cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"KEEPFS_RETRY_LOCK"}, Usage: "wait up to `DURATION` for another client's conflicting repository lock (a prune, an import) to go"},
 		&cli.BoolFlag{Name: "force-unlock", Usage: "remove every repository lock first: only when you know their owners are gone"},
