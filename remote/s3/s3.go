@@ -20,11 +20,12 @@
 //     racing writer atomically with 412, which becomes remote.ErrExists.
 //     On a store that ignores the header, the HEAD is the only check and
 //     two writers racing for one name can both "succeed", the later one
-//     winning. keepfs tolerates that: packs, index segments and snapshots
-//     are named by the hash of their content (a race writes identical
-//     bytes), locks carry a random id, and the objects with chosen names
-//     (generation, trash marks, key slots, retention) are written under the
-//     repository's exclusive lock or by init, so no two clients race for them.
+//     winning. keepfs tolerates that: packs, index segments, snapshots, key
+//     slots, retention policies and deletion marks are named by the hash of
+//     their content (a race writes identical bytes), locks carry a random
+//     id, and the only objects with chosen names, the config and
+//     generation/<n>, are written by init and under the repository's
+//     exclusive lock, so no two clients race for them.
 //   - Deletes are idempotent in S3; Remove HEADs first to report a missing
 //     object as remote.ErrNotFound, as the interface asks.
 //
