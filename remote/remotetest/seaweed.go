@@ -1,6 +1,7 @@
 package remotetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // RequireS3Env names the variable that turns a missing or broken SeaweedFS
@@ -37,7 +41,7 @@ type SeaweedOptions struct {
 }
 
 // Seaweed is a SeaweedFS cluster on 127.0.0.1, private to one test: one
-// master, VolumeServers volume servers and a filer with the S3 gateway, in
+// master, VolumeServers volume servers, a filer and the S3 gateway, in
 // a temporary directory, on free ports. Its S3 endpoint accepts only
 // requests signed with AccessKey/SecretKey.
 type Seaweed struct {
@@ -143,7 +147,43 @@ func StartSeaweed(t testing.TB, opts SeaweedOptions) *Seaweed {
 		w.dumpLogs()
 		t.Fatalf("SeaweedFS did not start: %v", err)
 	}
+	w.WaitReady()
 	return w
+}
+
+// Client is a minio-go client of the cluster's S3 gateway, signed with
+// its credentials, for tests that set up buckets or look underneath.
+func (w *Seaweed) Client() *minio.Client {
+	w.t.Helper()
+	cl, err := minio.New(w.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(w.AccessKey, w.SecretKey, ""), Region: "us-east-1"})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return cl
+}
+
+// MakeBucket creates a bucket with a fresh random name and returns it.
+func (w *Seaweed) MakeBucket() string {
+	w.t.Helper()
+	name := "b" + randomHex(10)
+	if err := w.Client().MakeBucket(context.Background(), name, minio.MakeBucketOptions{}); err != nil {
+		w.t.Fatalf("make bucket: %v", err)
+	}
+	return name
+}
+
+// Env is the environment a keepfs process needs to reach the cluster.
+func (w *Seaweed) Env() []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + w.AccessKey, "AWS_SECRET_ACCESS_KEY=" + w.SecretKey}
+}
+
+// URL is the s3+http:// repository URL of bucket/prefix on the cluster.
+func (w *Seaweed) URL(bucket, prefix string) string {
+	u := "s3+http://" + w.Endpoint + "/" + bucket
+	if prefix != "" {
+		u += "/" + prefix
+	}
+	return u
 }
 
 func randomHex(n int) string {
@@ -210,12 +250,23 @@ func (w *Seaweed) start() error {
 	w.Endpoint = fmt.Sprintf("127.0.0.1:%d", sPort)
 	if err := w.spawn("filer", "filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-port="+strconv.Itoa(fPort), "-port.grpc="+strconv.Itoa(fGrpc), "-master="+w.master,
-		"-defaultStoreDir="+fdir, "-localSocket="+filepath.Join(w.dir, "filer.sock"),
-		"-s3", "-s3.port="+strconv.Itoa(sPort), "-s3.port.grpc="+strconv.Itoa(sGrpc),
-		"-s3.config="+cfgPath, "-s3.localSocket="+filepath.Join(w.dir, "s3.sock")); err != nil {
+		"-defaultStoreDir="+fdir, "-localSocket="+filepath.Join(w.dir, "filer.sock")); err != nil {
 		return err
 	}
-	return w.waitPort(w.Endpoint, "filer")
+	if err := w.waitPort(fmt.Sprintf("127.0.0.1:%d", fPort), "filer"); err != nil {
+		return err
+	}
+	// The gateway runs as its own process: `weed filer -s3` hands the
+	// gateway the filer's address without its gRPC port.
+	if err := w.spawn("s3", "s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-port="+strconv.Itoa(sPort), "-port.grpc="+strconv.Itoa(sGrpc),
+		fmt.Sprintf("-filer=127.0.0.1:%d.%d", fPort, fGrpc),
+		"-config="+cfgPath, "-localSocket="+filepath.Join(w.dir, "s3.sock"),
+		// It also serves Iceberg and Lance catalogs on fixed ports by default.
+		"-port.iceberg=0", "-port.lance=0"); err != nil {
+		return err
+	}
+	return w.waitPort(w.Endpoint, "s3")
 }
 
 // spawn starts `weed args...` as its own process group, logging to a file.
@@ -266,7 +317,7 @@ func (w *Seaweed) waitPort(addr, name string) error {
 }
 
 // Kill sends SIGKILL to one process of the cluster ("master", "volume0",
-// "volume1", ..., "filer") and waits until it is gone.
+// "volume1", ..., "filer", "s3") and waits until it is gone.
 func (w *Seaweed) Kill(name string) {
 	w.mu.Lock()
 	p := w.procs[name]
@@ -341,12 +392,21 @@ func (w *Seaweed) dumpLogs() {
 	}
 }
 
-// WaitReady calls probe (typically: create a bucket and put an object)
-// until it succeeds, for up to a minute: the gateway listens before the
-// filer has found the master and the master has volume servers to grow
-// volumes on.
-func (w *Seaweed) WaitReady(probe func(ctx context.Context) error) {
+// WaitReady returns once the cluster stores an object: the gateway listens
+// before the filer has found the master and the master has volume servers
+// to grow volumes on. StartSeaweed calls it; a test that restarted part of
+// the cluster may too.
+func (w *Seaweed) WaitReady() {
 	w.t.Helper()
+	cl := w.Client()
+	probe := func(ctx context.Context) error {
+		err := cl.MakeBucket(ctx, "keepfs-ready", minio.MakeBucketOptions{})
+		if code := minio.ToErrorResponse(err).Code; err != nil && code != "BucketAlreadyOwnedByYou" && code != "BucketAlreadyExists" {
+			return err
+		}
+		_, err = cl.PutObject(ctx, "keepfs-ready", "probe-"+randomHex(4), bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{})
+		return err
+	}
 	deadline := time.Now().Add(90 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/remote/remotetest"
@@ -32,26 +31,10 @@ type cluster struct {
 func startCluster(t *testing.T, opts remotetest.SeaweedOptions) *cluster {
 	t.Helper()
 	w := remotetest.StartSeaweed(t, opts)
-	c := &cluster{Seaweed: w, t: t}
-	raw := c.rawClient()
-	w.WaitReady(func(ctx context.Context) error {
-		if err := raw.MakeBucket(ctx, "keepfs-ready", minio.MakeBucketOptions{}); err != nil &&
-			minio.ToErrorResponse(err).Code != "BucketAlreadyOwnedByYou" && minio.ToErrorResponse(err).Code != "BucketAlreadyExists" {
-			return err
-		}
-		_, err := raw.PutObject(ctx, "keepfs-ready", "probe", bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{})
-		return err
-	})
-	return c
+	return &cluster{Seaweed: w, t: t}
 }
 
-func (c *cluster) rawClient() *minio.Client {
-	cl, err := minio.New(c.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(c.AccessKey, c.SecretKey, "")})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return cl
-}
+func (c *cluster) rawClient() *minio.Client { return c.Client() }
 
 func (c *cluster) config(bucket, prefix string) s3.Config {
 	return s3.Config{
@@ -61,14 +44,7 @@ func (c *cluster) config(bucket, prefix string) s3.Config {
 	}
 }
 
-func (c *cluster) bucket(t testing.TB) string {
-	t.Helper()
-	name := "b" + strings.ToLower(remotetest.RandomName()[:20])
-	if err := c.rawClient().MakeBucket(context.Background(), name, minio.MakeBucketOptions{}); err != nil {
-		t.Fatalf("make bucket: %v", err)
-	}
-	return name
-}
+func (c *cluster) bucket(testing.TB) string { return c.MakeBucket() }
 
 func TestS3Conformance(t *testing.T) {
 	c := startCluster(t, remotetest.SeaweedOptions{})
