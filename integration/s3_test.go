@@ -1,0 +1,211 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote/remotetest"
+)
+
+// s3World is a world whose repository is the prefix team/repo of bucket on
+// the SeaweedFS cluster sw, with the credentials in the environment. It
+// does not run init.
+func s3World(t *testing.T, sw *remotetest.Seaweed, bucket string) *world {
+	t.Helper()
+	w := &world{t: t, dir: t.TempDir()}
+	w.state = filepath.Join(w.dir, "state")
+	w.mnt = filepath.Join(w.dir, "mnt")
+	if err := os.Mkdir(w.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.url = sw.URL(bucket, "team/repo")
+	w.env = sw.Env()
+	return w
+}
+
+// with returns a copy of w with another state directory, as a second
+// machine holding only the passphrase and the credentials would be.
+func (w *world) with(state string) *world {
+	c := *w
+	c.state = filepath.Join(w.dir, state)
+	return &c
+}
+
+func randomFile(t *testing.T, p string, seed int64, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sameFile(t *testing.T, p string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%s: %d bytes (want %d), %v", p, len(got), len(want), err)
+	}
+}
+
+// TestS3CLIAndMount drives the whole life of a repository on S3: init
+// (refused without --s3-create-bucket for a missing bucket), import,
+// restore, mount, cp -a and sync through the mount, check --read-data,
+// prune, and a remount from the remote alone on a fresh state directory;
+// then the same repository opened with --s3-credentials-file.
+func TestS3CLIAndMount(t *testing.T) {
+	requireFUSE(t)
+	sw := remotetest.StartSeaweed(t, remotetest.SeaweedOptions{})
+	w := s3World(t, sw, "keepfs-cli")
+
+	code, out := exitCode(t, w.cmd("init"))
+	if out = strings.TrimSpace(out); code != 1 || strings.Count(out, "\n") != 0 || !strings.Contains(out, "--s3-create-bucket") {
+		t.Fatalf("init in a missing bucket: exit %d: %q", code, out)
+	}
+	w.kf("init", "--s3-create-bucket")
+	if code, out := exitCode(t, w.cmd("init")); code != 1 || !strings.Contains(out, "already") {
+		t.Fatalf("second init: exit %d: %s", code, out)
+	}
+
+	src := filepath.Join(w.dir, "src")
+	genTree(t, src, 11)
+	big := randomFile(t, filepath.Join(src, "big.bin"), 12, 40<<20) // several packs
+	w.kf("import", src)
+	restored := filepath.Join(w.dir, "restored")
+	w.with("state-restore").kf("restore", "/", "--to", restored)
+	run(t, "", "diff", "-r", "--no-dereference", src, restored)
+
+	w.mount("--snapshot-interval", "1h")
+	run(t, "", "cp", "-a", src, filepath.Join(w.mnt, "cp"))
+	live := randomFile(t, filepath.Join(w.mnt, "written.bin"), 13, 9<<20)
+	w.kf("sync", w.mnt)
+	run(t, "", "diff", "-r", "--no-dereference", src, filepath.Join(w.mnt, "cp"))
+	w.unmount()
+
+	w.kf("check", "--read-data")
+	w.kf("prune")
+	w.kf("check")
+
+	fresh := w.with("state-fresh")
+	fresh.mount()
+	run(t, "", "diff", "-r", "--no-dereference", src, filepath.Join(fresh.mnt, "cp"))
+	sameFile(t, filepath.Join(fresh.mnt, "cp", "big.bin"), big)
+	sameFile(t, filepath.Join(fresh.mnt, "written.bin"), live)
+	fresh.unmount()
+
+	// Credentials from a file, none in the environment.
+	creds := filepath.Join(w.dir, "creds")
+	content := fmt.Sprintf("[backup]\naws_access_key_id = %s\naws_secret_access_key = %s\n", sw.AccessKey, sw.SecretKey)
+	if err := os.WriteFile(creds, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	byFile := w.with("state-file")
+	byFile.env = []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_PROFILE=", "HOME=" + w.dir}
+	byFile.flags = []string{"--s3-credentials-file", creds, "--s3-profile", "backup", "--s3-path-style"}
+	if out := byFile.kf("snapshots"); strings.Count(strings.TrimSpace(out), "\n") < 1 {
+		t.Fatalf("snapshots with a credentials file:\n%s", out)
+	}
+}
+
+// TestS3WrongCredentials: a wrong secret, an unknown key or no
+// credentials at all fail with one line and exit 1, and the secret given
+// appears in no output.
+func TestS3WrongCredentials(t *testing.T) {
+	sw := remotetest.StartSeaweed(t, remotetest.SeaweedOptions{})
+	w := s3World(t, sw, sw.MakeBucket())
+	w.kf("init")
+	const wrong = "WrongSecretWrongSecretWrongSecret0123456"
+	creds := filepath.Join(w.dir, "creds")
+	if err := os.WriteFile(creds, []byte("[default]\naws_access_key_id = "+sw.AccessKey+"\naws_secret_access_key = "+wrong+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		env     []string
+		flags   []string
+		mention string
+	}{
+		{"wrong secret", []string{"AWS_ACCESS_KEY_ID=" + sw.AccessKey, "AWS_SECRET_ACCESS_KEY=" + wrong}, nil, "access denied"},
+		{"unknown key", []string{"AWS_ACCESS_KEY_ID=AKIANOSUCHKEY", "AWS_SECRET_ACCESS_KEY=" + wrong}, nil, "access denied"},
+		{"wrong secret in a file", []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY="}, []string{"--s3-credentials-file", creds}, "access denied"},
+		{"none", []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "HOME=" + w.dir, "AWS_SHARED_CREDENTIALS_FILE="}, nil, "AWS_ACCESS_KEY_ID"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := w.with("state-" + strings.ReplaceAll(tc.name, " ", "-"))
+			c.env, c.flags = tc.env, tc.flags
+			for _, args := range [][]string{{"snapshots"}, {"check"}} {
+				code, out := exitCode(t, c.cmd(args...))
+				out = strings.TrimSpace(out)
+				if code != 1 || strings.Count(out, "\n") != 0 || !strings.Contains(out, tc.mention) || strings.Contains(out, wrong) {
+					t.Fatalf("keepfs %s: exit %d: %q; want exit 1, one line mentioning %q, no secret", args[0], code, out, tc.mention)
+				}
+			}
+		})
+	}
+}
+
+// TestS3ReplicatedVolumeServerKilled: on a cluster of one master and two
+// volume servers keeping two copies of everything (-defaultReplication=001),
+// kill -9 one volume server while the mount uploads. Reads keep working
+// (restore from the remote), writes stall and are retried, nothing is
+// lost, the queue drains once the server is back, and check --read-data
+// passes.
+func TestS3ReplicatedVolumeServerKilled(t *testing.T) {
+	requireFUSE(t)
+	sw := remotetest.StartSeaweed(t, remotetest.SeaweedOptions{VolumeServers: 2, Replication: "001", VolumeSizeLimitMB: 32})
+	w := s3World(t, sw, sw.MakeBucket())
+	w.kf("init")
+	w.mount("--snapshot-interval", "1h")
+	before := randomFile(t, filepath.Join(w.mnt, "before.bin"), 21, 6<<20)
+	w.kf("sync", w.mnt)
+
+	// Mid-upload: write enough for several packs, then kill a replica
+	// holder as soon as the queue has something in flight.
+	want := map[string][]byte{}
+	for i := range 4 {
+		name := fmt.Sprintf("during%d.bin", i)
+		want[name] = randomFile(t, filepath.Join(w.mnt, name), int64(30+i), 10<<20)
+		if i == 0 {
+			w.waitStatus("the upload queue has data", 30*time.Second, func(st statusJSON) bool { return st.Status.QueueBlobs > 0 })
+			sw.Kill("volume1")
+		}
+	}
+
+	// Reads keep working: the other copy serves the first snapshot.
+	restored := filepath.Join(w.dir, "restored")
+	w.with("state-restore").kf("restore", "/before.bin", "--to", restored)
+	sameFile(t, filepath.Join(restored, "before.bin"), before)
+
+	// Writes stall: the store refuses them while a replica is missing, and
+	// the mount keeps them queued and retries.
+	st := w.waitStatus("uploads fail and stay queued", 90*time.Second, func(st statusJSON) bool {
+		return st.Status.QueueBlobs > 0 && st.Status.LastError != ""
+	})
+	t.Logf("with a volume server down: queue %d blobs, last error %q", st.Status.QueueBlobs, st.Status.LastError)
+
+	sw.RestartVolume("volume1")
+	w.waitStatus("the queue drains once the volume server is back", 3*time.Minute, func(st statusJSON) bool {
+		return st.Status.RemoteReachable && st.Status.QueueBlobs == 0
+	})
+	w.kf("sync", w.mnt)
+	w.unmount()
+	w.kf("check", "--read-data")
+
+	fresh := w.with("state-fresh")
+	fresh.mount()
+	sameFile(t, filepath.Join(fresh.mnt, "before.bin"), before)
+	for name, b := range want {
+		sameFile(t, filepath.Join(fresh.mnt, name), b)
+	}
+	fresh.unmount()
+}
