@@ -253,3 +253,76 @@ func objectSum(t *testing.T, sw *remotetest.Seaweed, bucket, key string) string 
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// s3Locks counts the lock objects of w's repository in bucket.
+func s3Locks(t *testing.T, sw *remotetest.Seaweed, bucket string) int {
+	t.Helper()
+	n := 0
+	for oi := range sw.Client().ListObjectsIter(context.Background(), bucket, minio.ListObjectsOptions{Prefix: "team/repo/locks/", Recursive: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		n++
+	}
+	return n
+}
+
+func waitS3Locks(t *testing.T, sw *remotetest.Seaweed, bucket string, more int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s3Locks(t, sw, bucket) < more {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d lock objects in the bucket after 30s", more)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestS3Locks: the repository lock works on S3 as on a directory: a prune
+// beside a running import is refused (the import holds a shared lock), an
+// import beside a prune holding the exclusive lock is refused, and waits
+// with --retry-lock until the prune's process is gone.
+func TestS3Locks(t *testing.T) {
+	sw := remotetest.StartSeaweed(t, remotetest.SeaweedOptions{})
+	bucket := sw.MakeBucket()
+	w := s3World(t, sw, bucket)
+	w.kf("init")
+	src := filepath.Join(w.dir, "src")
+	bigTree(t, src, 16, 4<<20)
+
+	imp := w.cmd("import", src)
+	var impOut strings.Builder
+	imp.Stdout, imp.Stderr = &impOut, &impOut
+	if err := imp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitS3Locks(t, sw, bucket, 1)
+	code, out := exitCode(t, w.cmd("prune"))
+	if err := imp.Wait(); err != nil {
+		t.Fatalf("import: %v\n%s", err, impOut.String())
+	}
+	if code != 1 || !strings.Contains(out, "locked") || strings.Count(strings.TrimSpace(out), "\n") > 0 {
+		t.Fatalf("prune beside an import: exit %d, want 1 and one line naming the lock: %s", code, out)
+	}
+
+	prune := w.cmd("prune")
+	prune.Env = append(prune.Env, "KEEPFS_TEST_HOLD_LOCK=30s")
+	if err := prune.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prune.Process.Kill() })
+	waitS3Locks(t, sw, bucket, 1)
+	if code, out := exitCode(t, w.cmd("import", src)); code != 1 || !strings.Contains(out, "exclusive lock for prune") {
+		t.Fatalf("import beside a prune: exit %d: %s", code, out)
+	}
+	go func() {
+		time.Sleep(time.Second)
+		_ = prune.Process.Kill()
+		_ = prune.Wait() // reaped: a zombie still answers kill(pid, 0)
+	}()
+	w.kf("import", "--retry-lock", "1m", src)
+	w.kf("check", "--read-data")
+	if n := s3Locks(t, sw, bucket); n != 0 {
+		t.Fatalf("%d lock objects left behind", n)
+	}
+}
