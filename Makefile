@@ -6,6 +6,7 @@
 #   make weed    bin/tools/weed, the SeaweedFS the s3 tests run against (built once per version)
 #   make run     build and mount a demo repository at ./mnt in the foreground (integration/demo.sh)
 #   make bench   benchmark vs restic, gocryptfs, rclone on the ~1 GiB workload (integration/bench/bench.sh)
+#                (make bench BENCH=s3: keepfs vs restic on a local SeaweedFS; needs make weed)
 #   make fmt     gofmt -w
 #   make clean   remove bin/, demo/, mnt/
 
@@ -132,7 +133,7 @@ test: lint weed
 run: deps build
 	KEEPFS=$(CURDIR)/$(BIN) bash integration/demo.sh
 
-bench: bench-deps build
+bench: bench-deps build $(if $(filter s3,$(BENCH)),weed)
 	PB=$(PB) KEEPFS=$(CURDIR)/$(BIN) bash integration/bench/bench.sh $(BENCH)
 
 fmt:
