@@ -355,6 +355,7 @@ cleanup() {
 		is_mounted "$m" && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
 	done
 	for p in ${BGPIDS[@]+"${BGPIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -897,7 +898,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_seaweed DIR: one master, one volume server, a filer and the S3 gateway on free ports
 # of 127.0.0.1, data in DIR; S3 accepts only requests signed with S3_ACCESS/S3_SECRET.
-# Sets S3_ENDPOINT. The processes are killed on exit (BGPIDS).
+# Sets S3_ENDPOINT. stop_seaweed kills them (SIGKILL: the filer lingers after SIGTERM); so
+# does the exit trap, as a fallback.
+WEED_PIDS=()
 start_seaweed() {
 	local d=$1 mp mg vp vg fp fg sp sg p
 	mkdir -p "$d/master" "$d/volume" "$d/filer"
@@ -909,20 +912,27 @@ start_seaweed() {
 	local ip=(-ip=127.0.0.1 -ip.bind=127.0.0.1)
 	(cd "$d" && exec "$WEED" master "${ip[@]}" -port="$mp" -port.grpc="$mg" -mdir="$d/master" \
 		-volumeSizeLimitMB=1024 -telemetry=false) >"$W/logs/weed-master.log" 2>&1 </dev/null &
-	BGPIDS+=("$!")
+	WEED_PIDS+=("$!")
 	wait_for 60 port_open "$mp" || { warn "weed master did not start (see $W/logs/weed-master.log)"; return 1; }
 	(cd "$d" && exec "$WEED" volume "${ip[@]}" -port="$vp" -port.grpc="$vg" -dir="$d/volume" -max=0 \
 		-master="127.0.0.1:$mp.$mg" -preStopSeconds=0) >"$W/logs/weed-volume.log" 2>&1 </dev/null &
-	BGPIDS+=("$!")
+	WEED_PIDS+=("$!")
 	(cd "$d" && exec "$WEED" filer "${ip[@]}" -port="$fp" -port.grpc="$fg" -master="127.0.0.1:$mp.$mg" \
 		-defaultStoreDir="$d/filer" -localSocket="$d/filer.sock") >"$W/logs/weed-filer.log" 2>&1 </dev/null &
-	BGPIDS+=("$!")
+	WEED_PIDS+=("$!")
 	wait_for 60 port_open "$fp" || { warn "weed filer did not start (see $W/logs/weed-filer.log)"; return 1; }
 	(cd "$d" && exec "$WEED" s3 "${ip[@]}" -port="$sp" -port.grpc="$sg" -filer="127.0.0.1:$fp.$fg" \
 		-config="$d/s3.json" -localSocket="$d/s3.sock" -port.iceberg=0 -port.lance=0) >"$W/logs/weed-s3.log" 2>&1 </dev/null &
-	BGPIDS+=("$!")
+	WEED_PIDS+=("$!")
 	wait_for 60 port_open "$sp" || { warn "weed s3 did not start (see $W/logs/weed-s3.log)"; return 1; }
 	S3_ENDPOINT=127.0.0.1:$sp
+}
+
+stop_seaweed() {
+	local p
+	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done
+	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do wait "$p" 2>/dev/null || true; done
+	WEED_PIDS=()
 }
 
 section_s3() {
@@ -997,6 +1007,7 @@ section_s3() {
 	unset -f row rec
 	note "workload: $(sizeof "$PB/workload") bytes in $(wc -l <"$PB/workload-manifest.sha256") files"
 	render s3
+	stop_seaweed
 	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}${OK[restic]}" != 11 ]; then say "scratch kept in $SW"; else wipe "$SW"; fi
 }
 
