@@ -143,9 +143,23 @@ func StartSeaweed(t testing.TB, opts SeaweedOptions) *Seaweed {
 		}
 		_ = os.RemoveAll(dir)
 	})
-	if err := w.start(); err != nil {
-		w.dumpLogs()
-		t.Fatalf("SeaweedFS did not start: %v", err)
+	// Ports are picked free and released before weed binds them; another
+	// process may take one in between, so a failed start is tried again.
+	for attempt := 1; ; attempt++ {
+		err := w.start()
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			w.dumpLogs()
+			t.Fatalf("SeaweedFS did not start: %v", err)
+		}
+		t.Logf("SeaweedFS did not start (%v); trying again on other ports", err)
+		w.StopAll()
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
 	}
 	w.WaitReady()
 	return w
@@ -192,13 +206,28 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// ports returns an HTTP port and a gRPC port, both free a moment ago.
-func ports(t testing.TB) (int, int) {
-	return freePort(t), freePort(t)
+// freePorts returns n distinct ports that were free a moment ago: all are
+// held open until the last is picked, so none is handed out twice.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 func (w *Seaweed) start() error {
-	mPort, mGrpc := ports(w.t)
+	p, err := freePorts(6 + 2*w.opts.VolumeServers)
+	if err != nil {
+		return err
+	}
+	next := func() int { n := p[0]; p = p[1:]; return n }
+	mPort, mGrpc := next(), next()
 	w.master = fmt.Sprintf("127.0.0.1:%d.%d", mPort, mGrpc)
 	mdir := filepath.Join(w.dir, "master")
 	if err := os.MkdirAll(mdir, 0o700); err != nil {
@@ -219,15 +248,15 @@ func (w *Seaweed) start() error {
 		if err := os.MkdirAll(vdir, 0o700); err != nil {
 			return err
 		}
-		p, g := ports(w.t)
+		vp, vg := next(), next()
 		args := []string{"volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-			"-port=" + strconv.Itoa(p), "-port.grpc=" + strconv.Itoa(g), "-dir=" + vdir, "-max=0",
+			"-port=" + strconv.Itoa(vp), "-port.grpc=" + strconv.Itoa(vg), "-dir=" + vdir, "-max=0",
 			"-master=" + w.master, "-preStopSeconds=0", "-minFreeSpace=1MiB"}
 		w.volArgs[name] = args
 		if err := w.spawn(name, args...); err != nil {
 			return err
 		}
-		if err := w.waitPort(fmt.Sprintf("127.0.0.1:%d", p), name); err != nil {
+		if err := w.waitPort(fmt.Sprintf("127.0.0.1:%d", vp), name); err != nil {
 			return err
 		}
 	}
@@ -245,8 +274,8 @@ func (w *Seaweed) start() error {
 	if err := os.MkdirAll(fdir, 0o700); err != nil {
 		return err
 	}
-	fPort, fGrpc := ports(w.t)
-	sPort, sGrpc := ports(w.t)
+	fPort, fGrpc := next(), next()
+	sPort, sGrpc := next(), next()
 	w.Endpoint = fmt.Sprintf("127.0.0.1:%d", sPort)
 	if err := w.spawn("filer", "filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-port="+strconv.Itoa(fPort), "-port.grpc="+strconv.Itoa(fGrpc), "-master="+w.master,
