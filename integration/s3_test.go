@@ -108,6 +108,10 @@ func TestS3CLIAndMount(t *testing.T) {
 	sameFile(t, filepath.Join(fresh.mnt, "cp", "big.bin"), big)
 	sameFile(t, filepath.Join(fresh.mnt, "written.bin"), live)
 	fresh.unmount()
+	// The secret is in no log or state file of any client.
+	for _, dir := range []string{w.state, fresh.state} {
+		noSecret(t, dir, sw.SecretKey)
+	}
 
 	// Credentials from a file, none in the environment.
 	creds := filepath.Join(w.dir, "creds")
@@ -155,6 +159,7 @@ func TestS3WrongCredentials(t *testing.T) {
 				if code != 1 || strings.Count(out, "\n") != 0 || !strings.Contains(out, tc.mention) || strings.Contains(out, wrong) {
 					t.Fatalf("keepfs %s: exit %d: %q; want exit 1, one line mentioning %q, no secret", args[0], code, out, tc.mention)
 				}
+				t.Logf("keepfs %s: %s", args[0], out)
 			}
 		})
 	}
@@ -237,6 +242,7 @@ func TestS3ReplicatedVolumeServerKilled(t *testing.T) {
 		sameFile(t, filepath.Join(fresh.mnt, name), b)
 	}
 	fresh.unmount()
+	noSecret(t, w.state, sw.SecretKey) // its daemon.log holds the retried errors
 }
 
 // objectSum GETs bucket/key directly and returns its SHA-256.
@@ -324,5 +330,28 @@ func TestS3Locks(t *testing.T) {
 	w.kf("check", "--read-data")
 	if n := s3Locks(t, sw, bucket); n != 0 {
 		t.Fatalf("%d lock objects left behind", n)
+	}
+}
+
+// noSecret fails if any file under dir contains secret.
+func noSecret(t *testing.T, dir, secret string) {
+	t.Helper()
+	files := 0
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files++
+		if bytes.Contains(b, []byte(secret)) {
+			t.Errorf("%s holds the S3 secret key", p)
+		}
+		return nil
+	})
+	if err != nil || files == 0 {
+		t.Fatalf("walk %s: %d files, %v", dir, files, err)
 	}
 }

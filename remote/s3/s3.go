@@ -437,8 +437,8 @@ func (s *Store) classify(ctx context.Context, op string, h remote.Handle, err er
 		if src == "" {
 			src = "the configured credentials"
 		}
-		return fmt.Errorf("%s on %s: access denied, %s: check the S3 credentials (from %s) and their rights on bucket %q: %w",
-			what, s.Location(), desc, src, s.cfg.Bucket, fs.ErrPermission)
+		return &deniedError{fmt.Sprintf("%s on %s: access denied, %s: check the S3 credentials (from %s) and their rights on bucket %q",
+			what, s.Location(), desc, src, s.cfg.Bucket)}
 	case status == http.StatusTooManyRequests || status >= 500 || status == http.StatusRequestTimeout ||
 		er.Code == "SlowDown" || er.Code == "RequestTimeout" || er.Code == "InternalError" ||
 		er.Code == "ServiceUnavailable" || er.Code == "ConditionalRequestConflict" || er.Code == "OperationAborted":
@@ -456,3 +456,11 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// deniedError is a refusal of the credentials: errors.Is(err,
+// fs.ErrPermission) holds (so the retry decorator does not retry it), and
+// its message is the hint alone, without "permission denied" tacked on.
+type deniedError struct{ msg string }
+
+func (e *deniedError) Error() string        { return e.msg }
+func (e *deniedError) Is(target error) bool { return target == fs.ErrPermission }
