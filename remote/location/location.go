@@ -323,6 +323,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (remote.Storage, err
 	if err != nil {
 		return nil, err
 	}
+	if l.IsS3() {
+		// Every GET is a round trip of milliseconds: read small blobs of a
+		// pack a window at a time.
+		return remote.WithReadAhead(opts.wrap(s), remote.ReadAheadOptions{}), nil
+	}
 	return opts.wrap(s), nil
 }
 
