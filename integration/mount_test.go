@@ -67,6 +67,8 @@ type world struct {
 	// flags are passed before every command's own (sftp's host key, say).
 	url   string
 	flags []string
+	// env is added to every command's environment (s3 credentials, say).
+	env []string
 }
 
 func newWorld(t *testing.T) *world {
@@ -89,7 +91,7 @@ func (w *world) cmd(args ...string) *exec.Cmd {
 	}
 	global := append([]string{"--repo", url, "--state", w.state}, w.flags...)
 	c := exec.Command(keepfsBin, append(global, args...)...)
-	c.Env = append(os.Environ(), "KEEPFS_PASSWORD=integration words")
+	c.Env = append(append(os.Environ(), "KEEPFS_PASSWORD=integration words"), w.env...)
 	return c
 }
 

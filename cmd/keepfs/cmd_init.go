@@ -19,8 +19,10 @@ by a key slot for the passphrase.
 
 Examples:
    KEEPFS_PASSWORD_FILE=~/.keepfs-pass keepfs --repo file:///srv/backup init
-   keepfs --repo sftp://backup@nas.example:22/srv/keepfs init`,
-		Flags: []cli.Flag{jsonFlag()},
+   keepfs --repo sftp://backup@nas.example:22/srv/keepfs init
+   AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... keepfs --repo s3://s3.eu-west-1.amazonaws.com/my-bucket/laptop init --s3-create-bucket`,
+		Flags: []cli.Flag{jsonFlag(),
+			&cli.BoolFlag{Name: "s3-create-bucket", Usage: "s3: create the bucket if it does not exist"}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usageError("init takes no arguments")
@@ -34,7 +36,9 @@ Examples:
 				return err
 			}
 			defer clear(pw)
-			be, err := location.Create(c.Context, u, locationOptions(c))
+			lo := locationOptions(c)
+			lo.S3CreateBucket = c.Bool("s3-create-bucket")
+			be, err := location.Create(c.Context, u, lo)
 			if err != nil {
 				return err
 			}

@@ -277,12 +277,12 @@ func mountDaemon(c *cli.Context, mnt string) error {
 		return err
 	}
 	args := []string{"--repo", c.String("repo"), "--state", state}
-	for _, f := range []string{"known-hosts", "identity", "notify-exec", "notify-webhook", "notify-secret-file"} {
+	for _, f := range []string{"known-hosts", "identity", "notify-exec", "notify-webhook", "notify-secret-file", "s3-credentials-file", "s3-profile", "s3-region"} {
 		if v := c.String(f); v != "" {
 			args = append(args, "--"+f, v)
 		}
 	}
-	for _, f := range []string{"insecure-ignore-host-key", "sftp-no-fsync", "verbose"} {
+	for _, f := range []string{"insecure-ignore-host-key", "sftp-no-fsync", "s3-path-style", "verbose"} {
 		if c.Bool(f) {
 			args = append(args, "--"+f)
 		}

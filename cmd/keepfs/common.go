@@ -31,6 +31,10 @@ func locationOptions(c *cli.Context) location.Options {
 		InsecureIgnoreHostKey: c.Bool("insecure-ignore-host-key"),
 		IdentityFile:          c.String("identity"),
 		AllowNoFsync:          c.Bool("sftp-no-fsync"),
+		S3CredentialsFile:     c.String("s3-credentials-file"),
+		S3Profile:             c.String("s3-profile"),
+		S3Region:              c.String("s3-region"),
+		S3PathStyle:           c.Bool("s3-path-style"),
 	}
 }
 
@@ -76,7 +80,12 @@ func openRepoWrapped(c *cli.Context, pw []byte, opts repo.Options, lo location.O
 		// A local disk takes a pack in milliseconds, so one upload in flight
 		// keeps up and saves 16 MiB of memory; a network link wants more.
 		opts.UploadConcurrency = 1
-		if strings.HasPrefix(c.String("repo"), "sftp:") {
+		switch u := c.String("repo"); {
+		case strings.HasPrefix(u, "sftp:"):
+			opts.UploadConcurrency = 4
+		case strings.HasPrefix(u, "s3:"), strings.HasPrefix(u, "s3+http:"):
+			// An object store takes many PUTs at once and each waits on a
+			// round trip; 4 packs in flight (64 MiB) keep a link busy.
 			opts.UploadConcurrency = 4
 		}
 	}

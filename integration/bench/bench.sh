@@ -15,6 +15,9 @@
 #   erase     erase of one 4 MiB file from 20 snapshots of the workload vs restic rewrite +
 #             prune --max-unused 0: wall time, bytes rewritten (issue 15; BENCH_ERASE_SNAPSHOTS)
 #   go        go test -bench (one iteration each) over $BENCH_GO_PKGS
+#   s3        keepfs import/restore vs restic backup/restore to the same SeaweedFS (S3 over
+#             HTTP on 127.0.0.1, bin/tools/weed from `make weed`), and cp -a + sync through a
+#             keepfs mount on it; peak RSS of each (issue 17). Not part of "all".
 #   all       workload repo mount versions go   (go is left out with BENCH_GO=0)
 #
 # Environment:
@@ -30,6 +33,7 @@
 #   BENCH_FIO_SIZE fio file size (default 512M); BENCH_FIO_TIME random jobs' seconds (default 10)
 #   BENCH_FIO_RCLONE=1 run fio on the rclone mount too (slow; off by default)
 #   BENCH_STEP_TIMEOUT deadline in seconds of each timed step of mount/versions (default 900)
+#   WEED         SeaweedFS binary of the s3 section          (default <repo>/bin/tools/weed)
 #
 # The mount and versions sections work in $BENCH_WORK/mount and $BENCH_WORK/versions; every
 # mount they create is unmounted (lazily, if need be) and every process they start is stopped
@@ -353,6 +357,7 @@ cleanup() {
 		is_mounted "$m" && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
 	done
 	for p in ${BGPIDS[@]+"${BGPIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -938,6 +943,128 @@ section_erase() {
 	if [ "${BENCH_KEEP:-0}" = 1 ]; then say "scratch kept in $EW"; else wipe "$EW"; fi
 }
 
+# ---------------------------------------------------------------- section: s3
+
+WEED=${WEED:-$ROOT/bin/tools/weed}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_seaweed DIR: one master, one volume server, a filer and the S3 gateway on free ports
+# of 127.0.0.1, data in DIR; S3 accepts only requests signed with S3_ACCESS/S3_SECRET.
+# Sets S3_ENDPOINT. stop_seaweed kills them (SIGKILL: the filer lingers after SIGTERM); so
+# does the exit trap, as a fallback.
+WEED_PIDS=()
+start_seaweed() {
+	local d=$1 mp mg vp vg fp fg sp sg p
+	mkdir -p "$d/master" "$d/volume" "$d/filer"
+	S3_ACCESS=bench$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+	S3_SECRET=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+	printf '{"identities":[{"name":"bench","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","List","Tagging","Write"]}]}\n' \
+		"$S3_ACCESS" "$S3_SECRET" >"$d/s3.json"
+	mp=$(free_port) mg=$(free_port) vp=$(free_port) vg=$(free_port) fp=$(free_port) fg=$(free_port) sp=$(free_port) sg=$(free_port)
+	local ip=(-ip=127.0.0.1 -ip.bind=127.0.0.1)
+	(cd "$d" && exec "$WEED" master "${ip[@]}" -port="$mp" -port.grpc="$mg" -mdir="$d/master" \
+		-volumeSizeLimitMB=1024 -telemetry=false) >"$W/logs/weed-master.log" 2>&1 </dev/null &
+	WEED_PIDS+=("$!")
+	wait_for 60 port_open "$mp" || { warn "weed master did not start (see $W/logs/weed-master.log)"; return 1; }
+	(cd "$d" && exec "$WEED" volume "${ip[@]}" -port="$vp" -port.grpc="$vg" -dir="$d/volume" -max=0 \
+		-master="127.0.0.1:$mp.$mg" -preStopSeconds=0) >"$W/logs/weed-volume.log" 2>&1 </dev/null &
+	WEED_PIDS+=("$!")
+	(cd "$d" && exec "$WEED" filer "${ip[@]}" -port="$fp" -port.grpc="$fg" -master="127.0.0.1:$mp.$mg" \
+		-defaultStoreDir="$d/filer" -localSocket="$d/filer.sock") >"$W/logs/weed-filer.log" 2>&1 </dev/null &
+	WEED_PIDS+=("$!")
+	wait_for 60 port_open "$fp" || { warn "weed filer did not start (see $W/logs/weed-filer.log)"; return 1; }
+	(cd "$d" && exec "$WEED" s3 "${ip[@]}" -port="$sp" -port.grpc="$sg" -filer="127.0.0.1:$fp.$fg" \
+		-config="$d/s3.json" -localSocket="$d/s3.sock" -port.iceberg=0 -port.lance=0) >"$W/logs/weed-s3.log" 2>&1 </dev/null &
+	WEED_PIDS+=("$!")
+	wait_for 60 port_open "$sp" || { warn "weed s3 did not start (see $W/logs/weed-s3.log)"; return 1; }
+	S3_ENDPOINT=127.0.0.1:$sp
+}
+
+stop_seaweed() {
+	local p
+	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done
+	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do wait "$p" 2>/dev/null || true; done
+	WEED_PIDS=()
+}
+
+section_s3() {
+	need_workload
+	command -v restic >/dev/null || die "restic not installed (make bench installs it)"
+	[ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) not installed (make bench installs it)"
+	[ -x "$WEED" ] || die "no SeaweedFS at $WEED: run 'make weed' (or set WEED)"
+	[ -x "$KEEPFS" ] || die "keepfs binary not found at $KEEPFS: run 'make build' first (or set KEEPFS)"
+	local SW=$W/s3 D KS MNT dpid rss
+	wipe "$SW"; mkdir -p "$SW" "$W/logs"
+	ROWS=$W/rows-s3.tsv; : >"$ROWS"
+	declare -A OK=([keepfs]=1 [restic]=1) V=()
+	start_seaweed "$SW/weed" || die "SeaweedFS did not start"
+	export AWS_ACCESS_KEY_ID=$S3_ACCESS AWS_SECRET_ACCESS_KEY=$S3_SECRET
+	export KEEPFS_PASSWORD=bench-keepfs RESTIC_PASSWORD=bench-restic
+	D=$SW/data KS=$SW/keepfs-state MNT=$SW/mnt
+	cp -a "$PB/workload" "$D"
+	local KF=("$KEEPFS" --repo "s3+http://$S3_ENDPOINT/keepfs/repo" --state "$KS")
+	local RS=(restic --repo "s3:http://$S3_ENDPOINT/restic/repo" --cache-dir "$SW/restic-cache")
+	# The store is up once it takes a bucket and an object: keepfs init does both.
+	wait_for 90 "${KF[@]}" init --s3-create-bucket >/dev/null || die "keepfs init on SeaweedFS failed (see $W/logs/weed-*.log)"
+	rec() { V[$1:$2_wall]=$T_wall; V[$1:$2_cpu]=$T_cpu; V[$1:$2_rss]=$T_rss; }
+	say "== s3: keepfs and restic on SeaweedFS at $S3_ENDPOINT"
+	measure s3.restic.init "${RS[@]}" init && rec restic init || OK[restic]=0
+	measure s3.keepfs.import "${KF[@]}" import "$D" && rec keepfs import || OK[keepfs]=0
+	[ "${OK[restic]}" = 0 ] || { measure s3.restic.import "${RS[@]}" backup "$D" && rec restic import || OK[restic]=0; }
+	[ "${OK[keepfs]}" = 0 ] || { measure s3.keepfs.restore "${KF[@]}" restore / --to "$SW/restore-keepfs" && rec keepfs restore || OK[keepfs]=0; }
+	[ "${OK[restic]}" = 0 ] || { measure s3.restic.restore "${RS[@]}" restore latest --target "$SW/restore-restic" && rec restic restore || OK[restic]=0; }
+	local vk="n/a" vr="n/a"
+	if [ "${OK[keepfs]}" = 1 ]; then verify_restore s3.keepfs-restore "$D" "$SW/restore-keepfs"; vk=$VERIFY_MSG; fi
+	if [ "${OK[restic]}" = 1 ]; then verify_restore s3.restic-restore "$D" "$SW/restore-restic$D"; vr=$VERIFY_MSG; fi
+	rm -rf "$SW/restore-keepfs" "$SW/restore-restic"
+
+	# cp -a + sync through a keepfs mount on the same store (a fresh repository prefix)
+	local KM=("$KEEPFS" --repo "s3+http://$S3_ENDPOINT/keepfs/mounted" --state "$SW/mount-state")
+	mkdir -p "$MNT"
+	if "${KM[@]}" init >"$W/logs/s3.mount-init.log" 2>&1 && MOUNTS+=("$MNT") &&
+		timeout 120 "${KM[@]}" mount "$MNT" >"$W/logs/s3.mount.log" 2>&1; then
+		dpid=$(keepfs_daemon_pid "$MNT") || dpid=""
+		[ -z "$dpid" ] || BGPIDS+=("$dpid")
+		if measure s3.keepfs.cp bash -c 'cp -a "$1" "$2/data" && timeout 900 "${@:3}" sync "$2"' _ "$D" "$MNT" "${KM[@]}"; then
+			V[keepfs:mount_wall]=$T_wall
+			[ -z "$dpid" ] || { rss=$(peak_rss_kib "$dpid"); V[keepfs:daemon_rss]=${rss:-}; }
+		else
+			errors=$((errors + 1))
+		fi
+		timeout 600 "${KM[@]}" unmount "$MNT" >>"$W/logs/s3.mount.log" 2>&1 || unmount_fuse "$MNT" "$dpid"
+	else
+		warn "keepfs mount on S3 failed (see $W/logs/s3.mount.log)"; errors=$((errors + 1))
+	fi
+	for t in keepfs restic; do
+		[ "${OK[$t]}" = 1 ] || { errors=$((errors + 1)); continue; }
+		V[$t:peak_rss]=$(max "${V[$t:import_rss]}" "${V[$t:restore_rss]}")
+	done
+
+	machine_meta
+	meta restic "$(restic version | head -n 1)"
+	meta seaweedfs "$("$WEED" version 2>/dev/null | head -n 1)"
+	meta method "one round on a fresh copy of the workload; one SeaweedFS (master, volume, filer, s3 gateway) on 127.0.0.1 shared by both tools, S3 over plain HTTP with signed requests; keepfs: init --s3-create-bucket, import DIR, restore / --to DIR; restic: init, backup DIR, restore latest --target DIR; then cp -a DIR + keepfs sync through a keepfs mount on a fresh repository in the same store"
+	put_row "metric" "unit" "target" "keepfs" "restic"
+	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[restic:$4]:-}"; }
+	row "import / backup to S3: wall" s "<=0.5" import_wall
+	row "import / backup: CPU user+sys" s "" import_cpu
+	row "import / backup: peak RSS" KiB "" import_rss
+	row "restore from S3: wall" s "<=0.8" restore_wall
+	row "restore: CPU user+sys" s "" restore_cpu
+	row "restore: peak RSS" KiB "" restore_rss
+	row "peak RSS of import and restore" KiB "<=1.0" peak_rss
+	row "cp -a + sync through the mount: wall" s "" mount_wall
+	row "mount daemon peak RSS" KiB "" daemon_rss
+	put_row "restored tree equals source" "" "" "$vk" "$vr"
+	unset -f row rec
+	note "workload: $(sizeof "$PB/workload") bytes in $(wc -l <"$PB/workload-manifest.sha256") files"
+	render s3
+	stop_seaweed
+	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}${OK[restic]}" != 11 ]; then say "scratch kept in $SW"; else wipe "$SW"; fi
+}
+
 # ---------------------------------------------------------------- section: go
 
 section_go() {
@@ -960,9 +1087,9 @@ main() {
 	for s in "${sections[@]}"; do
 		case $s in
 		all) read -ra more <<<"$ALL_SECTIONS"; expanded+=("${more[@]}") ;;
-		workload | repo | mount | versions | erase | go) expanded+=("$s") ;;
+		workload | repo | mount | versions | erase | go | s3) expanded+=("$s") ;;
 		help | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; return 0 ;;
-		*) die "unknown section '$s' (sections: workload repo mount versions erase go all)" ;;
+		*) die "unknown section '$s' (sections: workload repo mount versions erase go s3 all)" ;;
 		esac
 	done
 	local start=$SECONDS

@@ -7,17 +7,26 @@
 //	/abs/path, rel/path       a local directory; relative paths are made absolute
 //	sftp://user@host:port/abs/path
 //	sftp://host/~/rel/path    a path relative to the login directory
+//	s3://host[:port]/bucket[/prefix]       an S3-compatible store over HTTPS
+//	s3+http://host[:port]/bucket[/prefix]  the same over plain HTTP (a local test store)
 //
 // For sftp the user defaults to the current user and the port to 22. The
 // path after the host is absolute: sftp://root@127.0.0.1:2222/srv/repo is
 // /srv/repo on the server; start it with /~/ for one under the login
 // directory. Passwords in URLs are refused: sftp logs in with SSH keys.
+//
+// For s3 the host is the service endpoint (s3.amazonaws.com,
+// s3.eu-west-1.amazonaws.com, minio.example:9000), the first path element
+// the bucket and the rest a key prefix. Credentials are never part of the
+// URL: they come from the environment or a credentials file (see
+// s3.ResolveCredentials).
 package location
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"path"
 	"path/filepath"
@@ -25,6 +34,7 @@ import (
 	"strings"
 
 	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/remote/s3"
 	"github.com/keepfs/keepfs/remote/sftp"
 )
 
@@ -38,6 +48,14 @@ type Options struct {
 	// AllowNoFsync accepts an SFTP server without fsync@openssh.com; see
 	// sftp.Config.
 	AllowNoFsync bool
+	// S3CredentialsFile, S3Profile, S3Region and S3PathStyle configure s3;
+	// see s3.CredentialOptions and s3.Config.
+	S3CredentialsFile string
+	S3Profile         string
+	S3Region          string
+	S3PathStyle       bool
+	// S3CreateBucket makes Create create a missing bucket.
+	S3CreateBucket bool
 	// Retry tunes the retry decorator every opened store is wrapped in.
 	Retry remote.RetryOptions
 	// Logger is handed to the backend and the retry decorator.
@@ -50,6 +68,9 @@ type Scheme string
 const (
 	File Scheme = "file"
 	SFTP Scheme = "sftp"
+	S3   Scheme = "s3"
+	// S3HTTP is S3 over plain HTTP.
+	S3HTTP Scheme = "s3+http"
 )
 
 // Location is a parsed repository URL.
@@ -59,9 +80,16 @@ type Location struct {
 	// (SFTP; relative to the login directory unless absolute).
 	Path string
 	User string // SFTP only; empty means the current user
-	Host string // SFTP only
-	Port int    // SFTP only
+	Host string // SFTP and S3
+	Port int    // SFTP; S3 when given (0: the scheme's default)
+	// Bucket and Prefix (no leading or trailing slash) name the place in
+	// an S3 store.
+	Bucket string
+	Prefix string
 }
+
+// IsS3 reports whether l names an S3 store.
+func (l Location) IsS3() bool { return l.Scheme == S3 || l.Scheme == S3HTTP }
 
 // Parse parses a repository URL. Errors are one line and say what form
 // was expected.
@@ -90,8 +118,10 @@ func Parse(raw string) (Location, error) {
 		return Location{Scheme: File, Path: filepath.Clean(u.Path)}, nil
 	case SFTP:
 		return parseSFTP(raw, u)
+	case S3, S3HTTP:
+		return parseS3(raw, u)
 	default:
-		return Location{}, fmt.Errorf("bad repository URL %q: unsupported scheme %q (want file:// or sftp://)", raw, u.Scheme)
+		return Location{}, fmt.Errorf("bad repository URL %q: unsupported scheme %q (want file://, sftp:// or s3://)", raw, u.Scheme)
 	}
 }
 
@@ -140,6 +170,65 @@ func parseSFTP(raw string, u *url.URL) (Location, error) {
 	return loc, nil
 }
 
+func parseS3(raw string, u *url.URL) (Location, error) {
+	scheme := Scheme(strings.ToLower(u.Scheme))
+	form := string(scheme) + "://host[:port]/bucket[/prefix]"
+	if u.User != nil {
+		// Never echo the URL: it may hold a secret key.
+		return Location{}, fmt.Errorf("bad repository URL: credentials in s3 URLs are not supported; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or pass --s3-credentials-file")
+	}
+	loc := Location{Scheme: scheme, Host: u.Hostname()}
+	if loc.Host == "" {
+		return Location{}, fmt.Errorf("bad repository URL %q: no host, want %s", raw, form)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return Location{}, fmt.Errorf("bad repository URL %q: bad port %q", raw, p)
+		}
+		loc.Port = n
+	} else if strings.HasSuffix(u.Host, ":") {
+		return Location{}, fmt.Errorf("bad repository URL %q: empty port", raw)
+	}
+	p := strings.Trim(u.Path, "/")
+	bucket, prefix, _ := strings.Cut(p, "/")
+	if bucket == "" {
+		return Location{}, fmt.Errorf("bad repository URL %q: no bucket, want %s", raw, form)
+	}
+	if !validBucket(bucket) {
+		return Location{}, fmt.Errorf("bad repository URL %q: %q is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')", raw, bucket)
+	}
+	if prefix != "" {
+		if strings.Contains(prefix, "//") || path.Clean("/"+prefix) != "/"+prefix {
+			return Location{}, fmt.Errorf("bad repository URL %q: the key prefix %q has empty, '.' or '..' elements", raw, prefix)
+		}
+	}
+	loc.Bucket, loc.Prefix = bucket, prefix
+	return loc, nil
+}
+
+// validBucket checks the S3 bucket naming rules that matter for a URL.
+func validBucket(b string) bool {
+	if len(b) < 3 || len(b) > 63 {
+		return false
+	}
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (c == '.' || c == '-') && i > 0 && i < len(b)-1
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Endpoint is host[:port] of an S3 location.
+func (l Location) Endpoint() string {
+	if l.Port == 0 {
+		return l.Host
+	}
+	return net.JoinHostPort(l.Host, strconv.Itoa(l.Port))
+}
+
 func redact(u *url.URL) string {
 	c := *u
 	c.User = url.User(u.User.Username())
@@ -150,6 +239,13 @@ func redact(u *url.URL) string {
 func (l Location) String() string {
 	if l.Scheme == File {
 		return "file://" + filepath.ToSlash(l.Path)
+	}
+	if l.IsS3() {
+		s := string(l.Scheme) + "://" + l.Endpoint() + "/" + l.Bucket
+		if l.Prefix != "" {
+			s += "/" + l.Prefix
+		}
+		return s
 	}
 	p := l.Path
 	if !path.IsAbs(p) {
@@ -179,6 +275,24 @@ func (o Options) sftpConfig(l Location) sftp.Config {
 	return cfg
 }
 
+func (o Options) s3Config(l Location) (s3.Config, error) {
+	keys, err := s3.ResolveCredentials(s3.CredentialOptions{File: o.S3CredentialsFile, Profile: o.S3Profile})
+	if err != nil {
+		return s3.Config{}, err
+	}
+	return s3.Config{
+		Endpoint:     l.Endpoint(),
+		Insecure:     l.Scheme == S3HTTP,
+		Bucket:       l.Bucket,
+		Prefix:       l.Prefix,
+		Region:       o.S3Region,
+		PathStyle:    o.S3PathStyle,
+		Keys:         keys,
+		CreateBucket: o.S3CreateBucket,
+		Logger:       o.Logger,
+	}, nil
+}
+
 func (o Options) wrap(s remote.Storage) remote.Storage {
 	r := o.Retry
 	if r.Logger == nil {
@@ -200,9 +314,19 @@ func Open(ctx context.Context, rawURL string, opts Options) (remote.Storage, err
 		s, err = remote.NewFile(l.Path)
 	case SFTP:
 		s, err = sftp.Open(ctx, opts.sftpConfig(l))
+	case S3, S3HTTP:
+		var cfg s3.Config
+		if cfg, err = opts.s3Config(l); err == nil {
+			s, err = s3.Open(ctx, cfg)
+		}
 	}
 	if err != nil {
 		return nil, err
+	}
+	if l.IsS3() {
+		// Every GET is a round trip of milliseconds: read small blobs of a
+		// pack a window at a time.
+		return remote.WithReadAhead(opts.wrap(s), remote.ReadAheadOptions{}), nil
 	}
 	return opts.wrap(s), nil
 }
@@ -220,6 +344,11 @@ func Create(ctx context.Context, rawURL string, opts Options) (remote.Storage, e
 		s, err = remote.CreateFile(l.Path)
 	case SFTP:
 		s, err = sftp.Create(ctx, opts.sftpConfig(l))
+	case S3, S3HTTP:
+		var cfg s3.Config
+		if cfg, err = opts.s3Config(l); err == nil {
+			s, err = s3.Create(ctx, cfg)
+		}
 	}
 	if err != nil {
 		return nil, err

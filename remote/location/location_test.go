@@ -34,6 +34,10 @@ func TestParse(t *testing.T) {
 		{"sftp://u@[::1]:22/r", location.Location{Scheme: location.SFTP, User: "u", Host: "::1", Port: 22, Path: "/r"}},
 		{"sftp://u@host/~/backups/repo", location.Location{Scheme: location.SFTP, User: "u", Host: "host", Port: 22, Path: "backups/repo"}},
 		{"sftp://u@host/~", location.Location{Scheme: location.SFTP, User: "u", Host: "host", Port: 22, Path: "."}},
+		{"s3://s3.eu-west-1.amazonaws.com/my-bucket", location.Location{Scheme: location.S3, Host: "s3.eu-west-1.amazonaws.com", Bucket: "my-bucket"}},
+		{"s3://minio.example:9000/bkt/team/laptop/", location.Location{Scheme: location.S3, Host: "minio.example", Port: 9000, Bucket: "bkt", Prefix: "team/laptop"}},
+		{"s3+http://127.0.0.1:8333/keepfs/repo", location.Location{Scheme: location.S3HTTP, Host: "127.0.0.1", Port: 8333, Bucket: "keepfs", Prefix: "repo"}},
+		{"S3+HTTP://[::1]:8333/b.c-d/", location.Location{Scheme: location.S3HTTP, Host: "::1", Port: 8333, Bucket: "b.c-d"}},
 	} {
 		got, err := location.Parse(tc.in)
 		if err != nil {
@@ -55,7 +59,18 @@ func TestParseRejects(t *testing.T) {
 	for _, tc := range []struct{ in, mention string }{
 		{"", "--repo"},
 		{"   ", "--repo"},
-		{"s3://bucket/x", "unsupported scheme"},
+		{"gs://bucket/x", "unsupported scheme"},
+		{"s3://host", "no bucket"},
+		{"s3://host/", "no bucket"},
+		{"s3:///bucket", "no host"},
+		{"s3://host/Bad_Bucket", "bucket name"},
+		{"s3://host/ab", "bucket name"},
+		{"s3://host/-ab/x", "bucket name"},
+		{"s3://host/bkt/a//b", "prefix"},
+		{"s3://host/bkt/a/../b", "prefix"},
+		{"s3://host:0/bkt", "bad port"},
+		{"s3://AKIA:s3cr3t@host/bkt", "credentials"},
+		{"s3+http://host/bkt?region=x", "query"},
 		{"file://otherhost/x", "local path"},
 		{"file://relative", "local path"},
 		{"file:///", ""},
@@ -153,5 +168,12 @@ func TestSFTPRoundTrip(t *testing.T) {
 	defer s.Close()
 	if s.Location() != url {
 		t.Errorf("Location() = %q, want %q", s.Location(), url)
+	}
+}
+
+func TestParseS3NeverEchoesASecret(t *testing.T) {
+	_, err := location.Parse("s3://AKIAEXAMPLE:wJalrXUtnFEMIsecret@host/bkt")
+	if err == nil || strings.Contains(err.Error(), "wJalrXUtnFEMIsecret") {
+		t.Fatalf("Parse of a URL with a secret: %v", err)
 	}
 }

@@ -1,0 +1,466 @@
+// Package s3 is the remote.Storage backend for S3-compatible object stores
+// (AWS S3, Ceph RGW, MinIO, SeaweedFS), on github.com/minio/minio-go/v7.
+//
+// Objects live under an optional key prefix in one bucket, with the same
+// layout as the file backend (remote.ObjectPath: packs fan out over the
+// first two characters of their name), so a repository can be copied
+// between a directory and a bucket with ordinary tools.
+//
+// What the backend assumes of the store, and how it keeps the guarantees
+// of remote.Storage (see also docs/architecture.md, Backends):
+//
+//   - A PUT is atomic: an object is visible whole or not at all. Every Save
+//     is one PUT of the whole object (packs are ~16 MiB, far below the 5 GiB
+//     single-PUT limit), never a multipart upload.
+//   - Read-after-write and list-after-write are strongly consistent (AWS S3
+//     since 2020, MinIO, SeaweedFS, Ceph RGW).
+//   - Never overwrite: Save first HEADs the key and refuses an existing
+//     object, then PUTs with "If-None-Match: *", so a store that honours
+//     conditional writes (AWS S3 since 2024, MinIO, SeaweedFS) refuses a
+//     racing writer atomically with 412, which becomes remote.ErrExists.
+//     On a store that ignores the header, the HEAD is the only check and
+//     two writers racing for one name can both "succeed", the later one
+//     winning. keepfs tolerates that: packs, index segments, snapshots, key
+//     slots, retention policies and deletion marks are named by the hash of
+//     their content (a race writes identical bytes), locks carry a random
+//     id, and the only objects with chosen names, the config and
+//     generation/<n>, are written by init and under the repository's
+//     exclusive lock, so no two clients race for them.
+//   - Deletes are idempotent in S3; Remove HEADs first to report a missing
+//     object as remote.ErrNotFound, as the interface asks.
+//
+// Errors: 404 → remote.ErrNotFound, 412 → remote.ErrExists, throttling
+// (429, SlowDown), 5xx, timeouts and transport failures → remote.ErrUnreachable
+// (retried by remote.WithRetry); 401/403 wrap fs.ErrPermission and other 4xx
+// fs.ErrInvalid, which are not retried. minio-go's own retries are turned
+// off so that remote.WithRetry alone decides, and reports, retries.
+// Credentials never appear in errors, logs or Location.
+package s3
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/keepfs/keepfs/remote"
+)
+
+// Config describes one repository in a bucket.
+type Config struct {
+	// Endpoint is host[:port] of the S3 service.
+	Endpoint string
+	// Insecure talks plain HTTP (s3+http://); the default is HTTPS.
+	Insecure bool
+	Bucket   string
+	// Prefix is the key prefix of the repository inside the bucket, without
+	// leading or trailing slashes; empty means the bucket's root.
+	Prefix string
+	// Region is the bucket's region; empty lets the client ask the store.
+	Region string
+	// PathStyle forces path-style requests (http://host/bucket/key); the
+	// default picks virtual-host style where the endpoint allows it.
+	PathStyle bool
+	Keys      Keys
+	// CreateBucket makes Create create a missing bucket.
+	CreateBucket bool
+	// ListPageSize is the number of keys asked for per listing request
+	// (default and maximum 1000); tests lower it to exercise paging.
+	ListPageSize int
+	// Transport overrides the HTTP transport (tests).
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+}
+
+// Store is an S3 bucket (and prefix) holding one repository.
+type Store struct {
+	cfg    Config
+	client *minio.Client
+	core   minio.Core
+	tr     *http.Transport // nil when cfg.Transport was given
+}
+
+var _ remote.Storage = (*Store)(nil)
+
+// Open opens the repository at cfg. A missing bucket is an error wrapping
+// remote.ErrNotFound.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	s, err := newStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := s.bucketExists(ctx)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if !ok {
+		s.Close()
+		return nil, fmt.Errorf("%s: bucket %q does not exist (create it, or run init with --s3-create-bucket): %w", s.Location(), cfg.Bucket, remote.ErrNotFound)
+	}
+	return s, nil
+}
+
+// Create opens the repository at cfg for init: it creates the bucket if
+// cfg.CreateBucket asks for it, and refuses a prefix that already holds a
+// repository (a config object) with remote.ErrExists.
+func Create(ctx context.Context, cfg Config) (*Store, error) {
+	s, err := newStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := s.bucketExists(ctx)
+	if err == nil && !ok {
+		if !cfg.CreateBucket {
+			err = fmt.Errorf("%s: bucket %q does not exist (create it, or pass --s3-create-bucket): %w", s.Location(), cfg.Bucket, remote.ErrNotFound)
+		} else if merr := s.client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); merr != nil {
+			err = s.classify(ctx, "create bucket", remote.Handle{}, merr)
+		}
+	}
+	if err == nil {
+		if _, serr := s.Stat(ctx, remote.Handle{Type: remote.Config}); serr == nil {
+			err = fmt.Errorf("%s already holds a repository: %w", s.Location(), remote.ErrExists)
+		} else if !errors.Is(serr, remote.ErrNotFound) {
+			err = serr
+		}
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newStore(cfg Config) (*Store, error) {
+	if cfg.Endpoint == "" || cfg.Bucket == "" {
+		return nil, errors.New("s3: endpoint and bucket are required")
+	}
+	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	if cfg.ListPageSize <= 0 || cfg.ListPageSize > 1000 {
+		cfg.ListPageSize = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Store{cfg: cfg}
+	rt := cfg.Transport
+	if rt == nil {
+		s.tr = &http.Transport{
+			Proxy: http.ProxyFromEnvironment,
+			DialContext: (&net.Dialer{
+				Timeout:   10 * time.Second,
+				KeepAlive: 15 * time.Second,
+			}).DialContext,
+			MaxIdleConns:        64,
+			MaxIdleConnsPerHost: 32,
+			// A store that accepted a request and then went silent (a
+			// frozen server, a partition) fails the call within a minute
+			// instead of hanging it; the retry decorator takes it from there.
+			ResponseHeaderTimeout: time.Minute,
+			IdleConnTimeout:       time.Minute,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: 10 * time.Second,
+			DisableCompression:    true,
+		}
+		rt = s.tr
+	}
+	lookup := minio.BucketLookupAuto
+	if cfg.PathStyle {
+		lookup = minio.BucketLookupPath
+	}
+	client, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:        credentials.NewStaticV4(cfg.Keys.AccessKeyID, cfg.Keys.SecretAccessKey.Reveal(), cfg.Keys.SessionToken.Reveal()),
+		Secure:       !cfg.Insecure,
+		Transport:    rt,
+		Region:       cfg.Region,
+		BucketLookup: lookup,
+		// remote.WithRetry retries, with backoff and health reporting;
+		// minio-go retrying underneath would multiply the waits and hide
+		// an outage from the mount's status for minutes.
+		MaxRetries: 1,
+	})
+	if err != nil {
+		// minio.New fails only on a malformed endpoint; its message holds no secret.
+		return nil, fmt.Errorf("s3: endpoint %q: %w", cfg.Endpoint, err)
+	}
+	s.client = client
+	s.core = minio.Core{Client: client}
+	return s, nil
+}
+
+func (s *Store) bucketExists(ctx context.Context) (bool, error) {
+	ok, err := s.client.BucketExists(ctx, s.cfg.Bucket)
+	if err != nil {
+		return false, s.classify(ctx, "open bucket", remote.Handle{}, err)
+	}
+	return ok, nil
+}
+
+// Location is s3://host/bucket/prefix (s3+http:// for plain HTTP).
+func (s *Store) Location() string {
+	scheme := "s3"
+	if s.cfg.Insecure {
+		scheme = "s3+http"
+	}
+	l := scheme + "://" + s.cfg.Endpoint + "/" + s.cfg.Bucket
+	if s.cfg.Prefix != "" {
+		l += "/" + s.cfg.Prefix
+	}
+	return l
+}
+
+func (s *Store) key(h remote.Handle) string {
+	if s.cfg.Prefix == "" {
+		return remote.ObjectPath(h)
+	}
+	return s.cfg.Prefix + "/" + remote.ObjectPath(h)
+}
+
+// Save PUTs data under h unless h exists (see the package comment).
+func (s *Store) Save(ctx context.Context, h remote.Handle, data []byte) error {
+	if err := h.Valid(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("save %s: %w", h, err)
+	}
+	// The HEAD is what refuses an overwrite on a store that ignores
+	// If-None-Match; on the others it saves uploading 16 MiB for nothing.
+	switch _, err := s.Stat(ctx, h); {
+	case err == nil:
+		return fmt.Errorf("save %s: %w", h, remote.ErrExists)
+	case !errors.Is(err, remote.ErrNotFound):
+		return err
+	}
+	opts := minio.PutObjectOptions{
+		ContentType: "application/octet-stream",
+		// One PUT: atomic, and the condition below applies to it (minio-go
+		// does not carry If-None-Match to CompleteMultipartUpload).
+		DisableMultipart: true,
+		// The store checks the body against it and refuses a corrupted upload.
+		SendContentMd5: true,
+	}
+	opts.SetMatchETagExcept("*")
+	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(h), bytes.NewReader(data), int64(len(data)), opts)
+	return s.classify(ctx, "save", h, err)
+}
+
+// Load GETs a byte range of h.
+func (s *Store) Load(ctx context.Context, h remote.Handle, offset, length int64) ([]byte, error) {
+	if err := h.Valid(); err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("load %s: negative range [%d,+%d): %w", h, offset, length, fs.ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	var opts minio.GetObjectOptions
+	switch {
+	case length > 0:
+		opts.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(offset+length-1, 10))
+	case offset > 0:
+		opts.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	body, info, _, err := s.core.GetObject(ctx, s.cfg.Bucket, s.key(h), opts)
+	if err != nil {
+		if minio.ToErrorResponse(err).StatusCode == http.StatusRequestedRangeNotSatisfiable {
+			return s.unsatisfiable(ctx, h, offset, length)
+		}
+		return nil, s.classify(ctx, "load", h, err)
+	}
+	defer body.Close()
+	if length > 0 {
+		buf := make([]byte, length)
+		n, err := io.ReadFull(body, buf)
+		switch {
+		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+			// A store answers a range running past the end with what it has.
+			return nil, remote.ShortRange(h, offset, length, offset+int64(n))
+		case err != nil:
+			return nil, s.classify(ctx, "load", h, err)
+		}
+		return buf, nil
+	}
+	var buf bytes.Buffer
+	if info.Size > 0 {
+		buf.Grow(int(info.Size))
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		return nil, s.classify(ctx, "load", h, err)
+	}
+	if info.Size >= 0 && int64(buf.Len()) != info.Size {
+		return nil, fmt.Errorf("load %s: got %d bytes, the store announced %d: %w", h, buf.Len(), info.Size, remote.ErrUnreachable)
+	}
+	return buf.Bytes(), nil
+}
+
+// unsatisfiable answers a range the store refused (416): an empty read at
+// the very end is valid, anything else past the end is a short range.
+func (s *Store) unsatisfiable(ctx context.Context, h remote.Handle, offset, length int64) ([]byte, error) {
+	fi, err := s.Stat(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	n, err := remote.CheckRange(h, offset, length, fi.Size)
+	if err != nil {
+		return nil, err
+	}
+	if n != 0 {
+		return nil, fmt.Errorf("load %s [%d,+%d): the store refused a range within %d bytes: %w", h, offset, length, fi.Size, remote.ErrUnreachable)
+	}
+	return []byte{}, nil
+}
+
+// Stat HEADs h.
+func (s *Store) Stat(ctx context.Context, h remote.Handle) (remote.Info, error) {
+	if err := h.Valid(); err != nil {
+		return remote.Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return remote.Info{}, fmt.Errorf("stat %s: %w", h, err)
+	}
+	oi, err := s.client.StatObject(ctx, s.cfg.Bucket, s.key(h), minio.StatObjectOptions{})
+	if err != nil {
+		return remote.Info{}, s.classify(ctx, "stat", h, err)
+	}
+	return remote.Info{Handle: h, Size: oi.Size}, nil
+}
+
+// List pages through the keys under t's folder (ListObjectsV2, up to
+// ListPageSize keys per request) and skips any key that is not exactly the
+// place of a valid handle of type t.
+func (s *Store) List(ctx context.Context, t remote.Type, fn func(remote.Info) error) error {
+	if err := remote.ValidType(t); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list %s: %w", t, err)
+	}
+	prefix := s.key(remote.Handle{Type: t})
+	if t != remote.Config {
+		prefix += "/"
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for oi := range s.client.ListObjectsIter(ctx, s.cfg.Bucket, minio.ListObjectsOptions{
+		Prefix:    prefix,
+		Recursive: true,
+		MaxKeys:   s.cfg.ListPageSize,
+	}) {
+		if oi.Err != nil {
+			return s.classify(ctx, "list", remote.Handle{Type: t}, oi.Err)
+		}
+		h := remote.Handle{Type: t}
+		if t != remote.Config {
+			h.Name = oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+		}
+		if h.Valid() != nil || s.key(h) != oi.Key {
+			continue // a stray key, not one of ours
+		}
+		if err := fn(remote.Info{Handle: h, Size: oi.Size}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Remove deletes h, or reports remote.ErrNotFound if it is not there.
+func (s *Store) Remove(ctx context.Context, h remote.Handle) error {
+	if _, err := s.Stat(ctx, h); err != nil {
+		return err
+	}
+	err := s.client.RemoveObject(ctx, s.cfg.Bucket, s.key(h), minio.RemoveObjectOptions{})
+	return s.classify(ctx, "remove", h, err)
+}
+
+// Close drops idle connections.
+func (s *Store) Close() error {
+	if s.tr != nil {
+		s.tr.CloseIdleConnections()
+	}
+	return nil
+}
+
+// classify turns a minio-go or transport error into one the rest of keepfs
+// understands (see the package comment). The message names the operation,
+// object and the store's error code; never the credentials.
+func (s *Store) classify(ctx context.Context, op string, h remote.Handle, err error) error {
+	if err == nil {
+		return nil
+	}
+	what := op
+	if h.Type != "" {
+		what += " " + h.String()
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%s: %w", what, cerr)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// A transport deadline (not ours): the store did not answer in time.
+		return fmt.Errorf("%s on %s: %w: %v", what, s.Location(), remote.ErrUnreachable, err)
+	}
+	var er minio.ErrorResponse
+	if !errors.As(err, &er) || (er.StatusCode == 0 && er.Code == "") {
+		// No answer from the store: connection refused or reset, timeout, DNS.
+		return fmt.Errorf("%s on %s: %w: %v", what, s.Location(), remote.ErrUnreachable, err)
+	}
+	status := er.StatusCode
+	desc := er.Code
+	if desc == "" {
+		desc = http.StatusText(status)
+	}
+	desc = fmt.Sprintf("%s (HTTP %d)", desc, status)
+	switch {
+	case er.Code == "NoSuchKey" || status == http.StatusNotFound && er.Code != "NoSuchBucket":
+		return fmt.Errorf("%s: %w", what, remote.ErrNotFound)
+	case er.Code == "NoSuchBucket":
+		return fmt.Errorf("%s: bucket %q does not exist at %s: %w", what, s.cfg.Bucket, s.cfg.Endpoint, remote.ErrNotFound)
+	case status == http.StatusPreconditionFailed || er.Code == "PreconditionFailed":
+		return fmt.Errorf("%s: %w", what, remote.ErrExists)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden ||
+		er.Code == "AccessDenied" || er.Code == "InvalidAccessKeyId" || er.Code == "SignatureDoesNotMatch" ||
+		er.Code == "ExpiredToken" || er.Code == "InvalidToken":
+		src := s.cfg.Keys.Source
+		if src == "" {
+			src = "the configured credentials"
+		}
+		return &deniedError{fmt.Sprintf("%s on %s: access denied, %s: check the S3 credentials (from %s) and their rights on bucket %q",
+			what, s.Location(), desc, src, s.cfg.Bucket)}
+	case status == http.StatusTooManyRequests || status >= 500 || status == http.StatusRequestTimeout ||
+		er.Code == "SlowDown" || er.Code == "RequestTimeout" || er.Code == "InternalError" ||
+		er.Code == "ServiceUnavailable" || er.Code == "ConditionalRequestConflict" || er.Code == "OperationAborted":
+		return fmt.Errorf("%s on %s: %s: %w", what, s.Location(), desc, remote.ErrUnreachable)
+	case status >= 400:
+		return fmt.Errorf("%s on %s: %s: %s: %w", what, s.Location(), desc, firstLine(er.Message), fs.ErrInvalid)
+	}
+	return fmt.Errorf("%s on %s: %s: %w", what, s.Location(), desc, remote.ErrUnreachable)
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// deniedError is a refusal of the credentials: errors.Is(err,
+// fs.ErrPermission) holds (so the retry decorator does not retry it), and
+// its message is the hint alone, without "permission denied" tacked on.
+type deniedError struct{ msg string }
+
+func (e *deniedError) Error() string        { return e.msg }
+func (e *deniedError) Is(target error) bool { return target == fs.ErrPermission }
