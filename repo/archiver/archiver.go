@@ -243,7 +243,7 @@ func (a *archiver) saveDir(ctx context.Context, abs string, rel []string, parent
 			a.files.Add(1)
 			a.bytes.Add(int64(node.Size))
 			if old != nil && unchanged(old, node) && a.allIndexed(old.Content) {
-				node.Content = old.Content
+				node.Content, node.Holes = old.Content, old.Holes
 				a.funchanged.Add(1)
 				a.progress()
 				break
@@ -283,7 +283,7 @@ func (a *archiver) saveDir(ctx context.Context, abs string, rel []string, parent
 	// rest of the tree.
 	kept := t.Nodes[:0]
 	for _, n := range t.Nodes {
-		if n.Type != tree.File || n.Content != nil || n.Size == 0 {
+		if n.Type != tree.File || n.Content != nil || n.Holes != nil || n.Size == 0 {
 			kept = append(kept, n)
 		}
 	}

@@ -112,7 +112,7 @@ type groupKey struct {
 
 // content is what is known of one distinct content.
 type content struct {
-	chunks  []crypto.ID // for the repository read; nil once searched
+	chunks  []tree.Piece // for the repository read; nil once searched
 	size    uint64
 	want    bool // some path with it passed the name test
 	scanned bool
@@ -296,7 +296,7 @@ func (f *finder) fileEntry(n *tree.Node, p string) fileEntry {
 	if e.nameOK && !c.want {
 		c.want = true
 		if f.opts.Content != nil && !c.scanned {
-			c.chunks = n.Content
+			c.chunks = n.Pieces()
 		}
 	}
 	return e
@@ -352,11 +352,13 @@ func (f *finder) scan(c *content, rd io.Reader, what string) error {
 	return nil
 }
 
-// blobReader streams a file's chunks in order.
+// blobReader streams a file's chunks in order. A hole reads as one zero
+// byte: it holds no newline, so line numbers stay those of the file, and
+// searching a terabyte of zeros would find nothing a byte does not.
 type blobReader struct {
 	ctx      context.Context
 	src      Source
-	ids      []crypto.ID
+	ids      []tree.Piece
 	buf      []byte
 	n        int64
 	progress Progress
@@ -367,7 +369,12 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		if len(b.ids) == 0 {
 			return 0, io.EOF
 		}
-		data, err := b.src.LoadBlob(b.ctx, pack.Data, b.ids[0])
+		if b.ids[0].ID.IsNull() {
+			b.ids = b.ids[1:]
+			b.buf = []byte{0}
+			continue
+		}
+		data, err := b.src.LoadBlob(b.ctx, pack.Data, b.ids[0].ID)
 		if err != nil {
 			return 0, err
 		}
