@@ -2,8 +2,10 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,4 +148,46 @@ func dirBytes(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestIndexCompactionMount: however many upload passes a mount runs (a
+// small change and a sync each), index/ in the remote stays bounded, and
+// a check and a fresh state directory see everything.
+func TestIndexCompactionMount(t *testing.T) {
+	w := newWorld(t)
+	w.mount()
+	count := func() int {
+		ents, err := os.ReadDir(filepath.Join(w.remote, "index"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".tmp") {
+				n++
+			}
+		}
+		return n
+	}
+	most := 0
+	for i := 0; i < 40; i++ {
+		if err := os.WriteFile(filepath.Join(w.mnt, fmt.Sprintf("f%d", i)), []byte(fmt.Sprintf("pass %d\n", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		w.kf("sync", w.mnt)
+		most = max(most, count())
+	}
+	t.Logf("40 upload passes: at most %d index objects, %d at the end", most, count())
+	if most > 10 {
+		t.Fatalf("%d index objects after 40 upload passes", most)
+	}
+	w.unmount()
+	w.kf("check", "--read-data")
+	out := filepath.Join(w.dir, "restored")
+	w.kf("restore", "/", "--to", out)
+	for i := 0; i < 40; i++ {
+		if b, err := os.ReadFile(filepath.Join(out, fmt.Sprintf("f%d", i))); err != nil || string(b) != fmt.Sprintf("pass %d\n", i) {
+			t.Fatalf("f%d restored as %q, %v", i, b, err)
+		}
+	}
 }
