@@ -1076,7 +1076,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, holes extents, d
 // minHole is the smallest run of never-written bytes a commit records as a
 // hole rather than chunking its zeros; shorter runs inside data are not
 // worth a chunk boundary.
-const minHole = 1 << 20
+const minHole = tree.MinHole
 
 // newHolesLocked returns the holes the next commit records: runs of at
 // least minHole bytes that read as zeros without being stored, that is

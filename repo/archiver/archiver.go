@@ -307,7 +307,8 @@ func (a *archiver) allIndexed(ids []crypto.ID) bool {
 
 // saveFile chunks one file into node.Content. A file that cannot be opened
 // is a warning (the snapshot goes on without it); a repository error fails
-// the import.
+// the import. Holes of tree.MinHole or more (as SEEK_HOLE finds them) are
+// recorded as holes, not read: the data between them is chunked on its own.
 func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) error {
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
 	if errors.Is(err, syscall.EPERM) {
@@ -320,32 +321,128 @@ func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) erro
 	defer f.Close()
 	c := <-a.chunkers // never blocks: at most Workers files are saved at once
 	defer func() { a.chunkers <- c }()
-	c.Reset(f)
-	content := make([]crypto.ID, 0, node.Size>>20+1)
+	var pieces []tree.Piece
 	var size uint64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
+	// chunk stores what rd holds, in chunks, and reports how many bytes.
+	chunk := func(rd io.Reader) (uint64, bool, error) {
+		c.Reset(rd)
+		var n uint64
+		for {
+			if err := ctx.Err(); err != nil {
+				return n, false, err
+			}
+			data, err := c.Next()
+			if errors.Is(err, io.EOF) {
+				return n, true, nil
+			}
+			if err != nil {
+				a.warn("%s: %v", p, err)
+				return n, false, nil
+			}
+			id, _, err := a.r.SaveBlob(ctx, pack.Data, data)
+			if err != nil {
+				return n, false, err
+			}
+			pieces = append(pieces, tree.Piece{ID: id})
+			n += uint64(len(data))
 		}
-		chunk, err := c.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	}
+	regions, sparse := dataRegions(f, node.Size)
+	if sparse {
+		for _, r := range regions {
+			if r.hole {
+				pieces = append(pieces, tree.Piece{Hole: r.end - r.start})
+				size += r.end - r.start
+				continue
+			}
+			n, ok, err := chunk(io.NewSectionReader(f, int64(r.start), int64(r.end-r.start)))
+			if err != nil || !ok {
+				return err
+			}
+			size += n
+			if n != r.end-r.start {
+				sparse = false // changed while read: read it whole instead
+				break
+			}
 		}
-		if err != nil {
+		if st, err := f.Stat(); sparse && (err != nil || uint64(st.Size()) != size) {
+			sparse = false
+		}
+	}
+	if !sparse {
+		pieces, size = pieces[:0], 0
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			a.warn("%s: %v", p, err)
 			return nil
 		}
-		id, _, err := a.r.SaveBlob(ctx, pack.Data, chunk)
-		if err != nil {
+		n, ok, err := chunk(f)
+		if err != nil || !ok {
 			return err
 		}
-		content = append(content, id)
-		size += uint64(len(chunk))
+		size = n
 	}
 	// The file may have changed size while we read it; record what we stored.
 	node.Size = size
-	node.Content = content
+	node.SetPieces(pieces)
+	if node.Content == nil {
+		node.Content = []crypto.ID{} // saved, if empty (see the pass that drops unread files)
+	}
 	return nil
+}
+
+type region struct {
+	start, end uint64
+	hole       bool
+}
+
+// dataRegions splits a file of size bytes into data and holes of at least
+// tree.MinHole, with SEEK_DATA and SEEK_HOLE; sparse is false when the file
+// has no such hole or the file system cannot tell.
+func dataRegions(f *os.File, size uint64) (regions []region, sparse bool) {
+	var st unix.Stat_t
+	if size < tree.MinHole || unix.Fstat(int(f.Fd()), &st) != nil || uint64(st.Blocks)*512 >= size {
+		return nil, false // no room for a hole worth recording
+	}
+	fd := int(f.Fd())
+	pos := uint64(0)
+	for pos < size {
+		d, err := unix.Seek(fd, int64(pos), unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			d = int64(size) // only a hole to the end
+		} else if err != nil {
+			return nil, false
+		}
+		data := min(uint64(d), size)
+		if data-pos >= tree.MinHole {
+			regions = append(regions, region{pos, data, true})
+			sparse = true
+		} else if data > pos {
+			regions = appendData(regions, pos, data)
+		}
+		if data >= size {
+			break
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, false
+		}
+		end := min(uint64(h), size)
+		regions = appendData(regions, data, end)
+		pos = end
+	}
+	return regions, sparse
+}
+
+// appendData adds data [s, e), merging it with data just before.
+func appendData(regions []region, s, e uint64) []region {
+	if e <= s {
+		return regions
+	}
+	if k := len(regions); k > 0 && !regions[k-1].hole && regions[k-1].end == s {
+		regions[k-1].end = e
+		return regions
+	}
+	return append(regions, region{s, e, false})
 }
 
 func nodeFromStat(name string, st *unix.Stat_t) *tree.Node {

@@ -102,6 +102,11 @@ type Hole struct {
 	Len uint64
 }
 
+// MinHole is the smallest run of zeros that writers (the mount's commit,
+// import) record as a hole: shorter ones inside data are not worth a chunk
+// boundary and are chunked as zeros.
+const MinHole = 1 << 20
+
 // Piece is one run of a file's content in order: a chunk (ID), or a hole
 // of Hole zero bytes (ID zero).
 type Piece struct {
