@@ -44,6 +44,9 @@ func TestSparseHoles(t *testing.T) {
 	if got := c.chunksStored.Load() - stored; got != 0 {
 		t.Fatalf("a hole stored %d chunks", got)
 	}
+	if a := lookupPath(t, c, "s"); a.Holes != tib || a.Blocks() != 0 {
+		t.Fatalf("attributes of a 1 TiB hole: %d bytes of holes, %d blocks", a.Holes, a.Blocks())
+	}
 	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDWR))
 	if err != nil {
 		t.Fatal(err)

@@ -162,7 +162,7 @@ func fillAttr(a cache.Attr, out *fuse.Attr) {
 	out.Nlink = a.Nlink
 	out.Uid, out.Gid = a.UID, a.GID
 	out.Size = a.Size
-	out.Blocks = (a.Size + 511) / 512
+	out.Blocks = a.Blocks()
 	out.Blksize = 1 << 20
 	out.Rdev = uint32(a.Rdev)
 	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)

@@ -42,9 +42,9 @@ func TestVersionsSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fi, _ := f.Stat()
-	if uint64(fi.Size()) != nd.Size {
-		t.Fatalf("size %d, want %d", fi.Size(), nd.Size)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || uint64(st.Size) != nd.Size || st.Blocks != int64(len(data)+511)/512 {
+		t.Fatalf("size %d (want %d), %d blocks: %v", st.Size, nd.Size, st.Blocks, err)
 	}
 	start := time.Now()
 	got := make([]byte, len(data)+8192)
