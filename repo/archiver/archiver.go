@@ -27,6 +27,7 @@ import (
 	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	sparsefile "github.com/keepfs/keepfs/repo/sparse"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -347,20 +348,20 @@ func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) erro
 			n += uint64(len(data))
 		}
 	}
-	regions, sparse := dataRegions(f, node.Size)
+	regions, sparse := sparsefile.Regions(f, node.Size)
 	if sparse {
 		for _, r := range regions {
-			if r.hole {
-				pieces = append(pieces, tree.Piece{Hole: r.end - r.start})
-				size += r.end - r.start
+			if r.Hole {
+				pieces = append(pieces, tree.Piece{Hole: r.End - r.Start})
+				size += r.End - r.Start
 				continue
 			}
-			n, ok, err := chunk(io.NewSectionReader(f, int64(r.start), int64(r.end-r.start)))
+			n, ok, err := chunk(io.NewSectionReader(f, int64(r.Start), int64(r.End-r.Start)))
 			if err != nil || !ok {
 				return err
 			}
 			size += n
-			if n != r.end-r.start {
+			if n != r.End-r.Start {
 				sparse = false // changed while read: read it whole instead
 				break
 			}
@@ -388,61 +389,6 @@ func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) erro
 		node.Content = []crypto.ID{} // saved, if empty (see the pass that drops unread files)
 	}
 	return nil
-}
-
-type region struct {
-	start, end uint64
-	hole       bool
-}
-
-// dataRegions splits a file of size bytes into data and holes of at least
-// tree.MinHole, with SEEK_DATA and SEEK_HOLE; sparse is false when the file
-// has no such hole or the file system cannot tell.
-func dataRegions(f *os.File, size uint64) (regions []region, sparse bool) {
-	var st unix.Stat_t
-	if size < tree.MinHole || unix.Fstat(int(f.Fd()), &st) != nil || uint64(st.Blocks)*512 >= size {
-		return nil, false // no room for a hole worth recording
-	}
-	fd := int(f.Fd())
-	pos := uint64(0)
-	for pos < size {
-		d, err := unix.Seek(fd, int64(pos), unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			d = int64(size) // only a hole to the end
-		} else if err != nil {
-			return nil, false
-		}
-		data := min(uint64(d), size)
-		if data-pos >= tree.MinHole {
-			regions = append(regions, region{pos, data, true})
-			sparse = true
-		} else if data > pos {
-			regions = appendData(regions, pos, data)
-		}
-		if data >= size {
-			break
-		}
-		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, false
-		}
-		end := min(uint64(h), size)
-		regions = appendData(regions, data, end)
-		pos = end
-	}
-	return regions, sparse
-}
-
-// appendData adds data [s, e), merging it with data just before.
-func appendData(regions []region, s, e uint64) []region {
-	if e <= s {
-		return regions
-	}
-	if k := len(regions); k > 0 && !regions[k-1].hole && regions[k-1].end == s {
-		regions[k-1].end = e
-		return regions
-	}
-	return append(regions, region{s, e, false})
 }
 
 func nodeFromStat(name string, st *unix.Stat_t) *tree.Node {

@@ -383,3 +383,33 @@ func TestContentAcrossHoles(t *testing.T) {
 		t.Fatalf("searching a file with a 1 TiB hole took %v", d)
 	}
 }
+
+// A sparse live file is read around its holes, cut into chunks where the
+// writers cut them, so it costs its data only and gets the stored content
+// id (here, of the same file imported with its holes).
+func TestLiveSparseFile(t *testing.T) {
+	f := newFixture(t)
+	first := append([]byte("a\nb\nsecret-"), make([]byte, 4096-11)...)
+	second := append([]byte("-value\nc\nsecret\n"), make([]byte, 4096-16)...)
+	f.snapshot(map[string]file{"/sparse": {first, hole(1 << 40), second}})
+	dir := t.TempDir()
+	lf, err := os.Create(filepath.Join(dir, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lf.WriteAt(first, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lf.WriteAt(second, 4096+1<<40); err != nil {
+		t.Skipf("cannot make a 1 TiB sparse file here: %v", err)
+	}
+	lf.Close()
+	start := time.Now()
+	ms := f.find(f.r, find.Options{Content: regexp.MustCompile(`secret`), Live: os.DirFS(dir)})
+	if got := rows(ms); !reflect.DeepEqual(got, []row{{"/sparse", s1 + "+live", "3,5"}}) {
+		t.Fatalf("got %v", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("searching a live file with a 1 TiB hole took %v", d)
+	}
+}
