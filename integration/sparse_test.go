@@ -194,6 +194,10 @@ func TestIndexCompactionMount(t *testing.T) {
 		t.Fatalf("%d index objects after 40 upload passes", most)
 	}
 	w.unmount()
+	// Unmount merges what is left of the session's segments into one.
+	if n := count(); n != 1 {
+		t.Fatalf("%d index objects after unmount", n)
+	}
 	w.kf("check", "--read-data")
 	out := filepath.Join(w.dir, "restored")
 	w.kf("restore", "/", "--to", out)

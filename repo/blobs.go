@@ -329,7 +329,7 @@ func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) error {
 	if len(s.Supersedes) == 0 {
 		r.addOwn(id, s)
 		// A failed merge leaves the index as it was; the next one retries.
-		_ = r.compactOwn(ctx)
+		_ = r.compactOwn(ctx, ownMergeAt)
 	}
 	return nil
 }

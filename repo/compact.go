@@ -41,13 +41,13 @@ type ownSegment struct {
 	supersedes []crypto.ID
 }
 
-// compactOwn merges this handle's own segments once there are enough. A
-// failure is not the caller's (the packs are indexed either way): the
-// segments stay as they are and the next call tries again.
-func (r *Repository) compactOwn(ctx context.Context) error {
+// compactOwn merges this handle's own segments once there are more than
+// at. A failure is not the caller's (the packs are indexed either way):
+// the segments stay as they are and the next call tries again.
+func (r *Repository) compactOwn(ctx context.Context, at int) error {
 	r.compactMu.Lock()
 	defer r.compactMu.Unlock()
-	if len(r.own) <= ownMergeAt {
+	if len(r.own) <= max(at, 1) {
 		return nil
 	}
 	merged := &index.Segment{}
@@ -101,6 +101,14 @@ func (r *Repository) compactOwn(ctx context.Context) error {
 		r.own = []ownSegment{{id: id, packs: merged.Packs, supersedes: left}}
 	}
 	return rerr
+}
+
+// MergeOwnIndex merges every segment this handle wrote and may still
+// merge into one, so that a session (a mount, an import) ends leaving one
+// segment per 1,000 packs plus at most one. Callers call it when done
+// writing; a failure leaves the segments as they are, which is correct.
+func (r *Repository) MergeOwnIndex(ctx context.Context) error {
+	return r.compactOwn(ctx, 1)
 }
 
 // addOwn records a segment this handle stored.

@@ -195,3 +195,21 @@ func TestLoadIndexAfterConcurrentMerge(t *testing.T) {
 		}
 	}
 }
+
+// A session that is done merges what is left of its own segments into
+// one.
+func TestMergeOwnIndex(t *testing.T) {
+	be, r := newRepo(t)
+	ids := uploadPasses(t, r, 5, "a", nil)
+	if n, _ := r.IndexObjects(context.Background()); n != 5 {
+		t.Fatalf("%d index objects after 5 passes", n)
+	}
+	if err := r.MergeOwnIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.IndexObjects(context.Background()); n != 1 {
+		t.Fatalf("%d index objects after MergeOwnIndex", n)
+	}
+	snapshotOf(t, r, ids)
+	wantIndexed(t, be, ids, 6)
+}

@@ -146,6 +146,9 @@ func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (
 	if err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, nil, err
 	}
+	// The import's own index segments become one; failing that they stay,
+	// which is correct (prune merges them).
+	_ = r.MergeOwnIndex(ctx)
 	sum := &Summary{
 		Snapshot: sn.ID.String(), Time: sn.Name(), Files: sn.Stats.Files, Dirs: sn.Stats.Dirs, Bytes: sn.Stats.Bytes,
 		FilesNew: a.fnew.Load(), FilesChanged: a.fchanged.Load(), FilesUnchanged: a.funchanged.Load(),
