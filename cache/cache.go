@@ -619,6 +619,14 @@ func (c *Cache) Close(ctx context.Context) error {
 	if c.queueDecided() {
 		if err := c.drain(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("upload queue not drained: %w", err))
+		} else {
+			// The remote answers: the session's own index segments
+			// become one (see repo/compact.go).
+			mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := c.r.MergeOwnIndex(mctx); err != nil {
+				c.log.Warn("cannot merge this mount's index segments; prune will", "err", err)
+			}
+			cancel()
 		}
 	}
 	c.cancel()

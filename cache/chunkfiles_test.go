@@ -116,7 +116,7 @@ func TestLegacyChunkValues(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		n.Chunks = []meta.Chunk{{ID: bigID, Len: uint32(len(big))}, {ID: smallID, Len: uint32(len(small))}}
+		n.Chunks = []meta.Chunk{{ID: bigID, Len: uint64(len(big))}, {ID: smallID, Len: uint64(len(small))}}
 		n.Size = uint64(len(big) + len(small))
 		return txn.putInode(a.Ino, n)
 	})
@@ -205,7 +205,7 @@ func TestSmallFilesChunkLikeTheChunker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want = append(want, meta.Chunk{ID: c.r.Key().BlobID(b), Len: uint32(len(b))})
+			want = append(want, meta.Chunk{ID: c.r.Key().BlobID(b), Len: uint64(len(b))})
 		}
 		if fmt.Sprint(n.Chunks) != fmt.Sprint(want) {
 			t.Fatalf("%d bytes: chunks %v, the chunker cuts %v", size, n.Chunks, want)

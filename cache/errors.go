@@ -2,6 +2,11 @@ package cache
 
 import "errors"
 
+// MaxFileSize is the largest size a file may have, 2^50 bytes (1 PiB): a
+// truncate or write beyond it fails with ErrFileTooBig (EFBIG). Holes make
+// such sizes cheap; the bound keeps offsets far from overflowing int64.
+const MaxFileSize = 1 << 50
+
 // Sentinel errors of namespace and file operations. Package fs maps each to
 // one errno; everything else becomes EIO.
 var (
@@ -17,6 +22,8 @@ var (
 	ErrReadOnly    = errors.New("read-only entry")
 	ErrNoSpace     = errors.New("no space left on device")
 	ErrTooManyLink = errors.New("too many links")
+	ErrFileTooBig  = errors.New("file too large")
+	ErrNoMoreData  = errors.New("no data past the offset") // lseek: ENXIO
 
 	// ErrLocked means another process uses the same state directory.
 	ErrLocked = errors.New("repository already mounted from this state directory")

@@ -71,3 +71,25 @@ func (x extents) total() int64 {
 	}
 	return n
 }
+
+// minus returns the bytes of x not in y, as a new set.
+func (x extents) minus(y extents) extents {
+	var out extents
+	j := 0
+	for _, r := range x {
+		s := r.Start
+		for j < len(y) && y[j].End <= s {
+			j++
+		}
+		for k := j; k < len(y) && y[k].Start < r.End; k++ {
+			if y[k].Start > s {
+				out = append(out, extent{s, y[k].Start})
+			}
+			s = max(s, y[k].End)
+		}
+		if s < r.End {
+			out = append(out, extent{s, r.End})
+		}
+	}
+	return out
+}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -483,6 +484,11 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 		}
 		ch, in := f.chunks[i], pos-f.offs[i]
 		want := min(end-pos, uint64(ch.Len)-in)
+		if ch.IsHole() {
+			clear(p[pos-off : pos-off+want])
+			pos += want
+			continue
+		}
 		var part []byte
 		var bp *[]byte
 		if !seq {
@@ -515,12 +521,65 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 		if bp != nil {
 			readBufs.Put(bp)
 		}
-		if seq && i+1 < len(f.chunks) {
+		if seq && i+1 < len(f.chunks) && !f.chunks[i+1].IsHole() {
 			f.c.prefetch(f.chunks[i+1].ID)
 			f.readAheadLocked(i + 2)
 		}
 	}
 	return nil
+}
+
+// Lseek answers lseek(2)'s SEEK_DATA and SEEK_HOLE (whence) from off for
+// ino: its holes are those of the committed content not written since and
+// the gaps never written (a truncate that grew the file, a write past the
+// end), whatever their size. ErrNoMoreData (ENXIO) at or past the end, and
+// for SEEK_DATA when only holes follow.
+func (c *Cache) Lseek(ctx context.Context, ino uint64, off uint64, whence uint32) (uint64, error) {
+	var holes extents
+	var size uint64
+	if f := c.openRef(ino); f != nil {
+		f.mu.Lock()
+		for i, ch := range f.chunks {
+			if ch.IsHole() {
+				holes, _ = holes.add(f.offs[i], f.offs[i]+ch.Len)
+			}
+		}
+		holes = holes.minus(f.dirty)
+		for _, r := range f.dirty.minus(f.written) {
+			holes, _ = holes.add(r.Start, r.End)
+		}
+		size = f.size
+		f.mu.Unlock()
+		if err := c.release(ctx, f); err != nil {
+			return 0, err
+		}
+	} else {
+		n, err := c.getInode(ino)
+		if err != nil {
+			return 0, err
+		}
+		var o uint64
+		for _, ch := range n.Chunks {
+			if ch.IsHole() {
+				holes, _ = holes.add(o, o+ch.Len)
+			}
+			o += ch.Len
+		}
+		size = n.Size
+	}
+	holes = holes.clip(size)
+	hs := make([][2]uint64, len(holes))
+	for i, h := range holes {
+		hs[i] = [2]uint64{h.Start, h.End}
+	}
+	pos, errno := tree.SeekHoles(hs, size, off, whence)
+	switch errno {
+	case 0:
+		return pos, nil
+	case syscall.ENXIO:
+		return 0, ErrNoMoreData
+	}
+	return 0, ErrInvalid
 }
 
 // readAheadBytes is how far past the prefetched chunk a sequential reader
@@ -538,12 +597,14 @@ func (f *openFile) readAheadLocked(from int) {
 		return
 	}
 	to, n := from, 0
-	for to < len(f.chunks) && (to == from || n+int(f.chunks[to].Len) <= readAheadBytes) {
+	for to < len(f.chunks) && !f.chunks[to].IsHole() && (to == from || n+int(f.chunks[to].Len) <= readAheadBytes) {
 		n += int(f.chunks[to].Len)
 		to++
 	}
 	f.raNext = to
-	f.c.files.readAhead(chunkIDs(f.chunks[from:to]))
+	if to > from {
+		f.c.files.readAhead(chunkIDs(f.chunks[from:to]))
+	}
 }
 
 var errCorruptState = errors.New("local state is inconsistent")
@@ -566,6 +627,9 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if uint64(off) > MaxFileSize-uint64(len(p)) || len(p) > MaxFileSize {
+		return 0, ErrFileTooBig
+	}
 	if err := f.ensureStagingLocked(); err != nil {
 		return 0, err
 	}
@@ -579,19 +643,20 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	if err := f.stage.writeAt(p, o); err != nil {
 		return 0, fmt.Errorf("stage write: %w", err)
 	}
-	var hole, added int64
+	var added int64
 	if o > f.size {
-		f.dirty, hole = f.dirty.add(f.size, o) // the hole reads as zeros
+		f.dirty, _ = f.dirty.add(f.size, o) // the gap reads as zeros (a hole)
 	}
 	e := o + uint64(len(p))
-	f.dirty, added = f.dirty.add(o, e)
-	f.written, _ = f.written.add(o, e)
+	f.dirty, _ = f.dirty.add(o, e)
+	f.written, added = f.written.add(o, e)
 	if e > f.size {
 		f.size = e
 	}
 	now := f.c.now()
 	f.mtime, f.ctime, f.changed = now, now, true
-	f.dirtyBytes.Add(hole + added)
+	// Unwritten gaps are not counted: big ones become holes.
+	f.dirtyBytes.Add(added)
 	return len(p), nil
 }
 
@@ -599,6 +664,9 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 func (f *openFile) truncate(ctx context.Context, size uint64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if size > MaxFileSize {
+		return ErrFileTooBig
+	}
 	if size == f.size {
 		return nil // POSIX: times change only when the size does
 	}
@@ -625,7 +693,7 @@ func (f *openFile) truncate(ctx context.Context, size uint64) error {
 	f.size = size
 	now := f.c.now()
 	f.mtime, f.ctime, f.changed = now, now, true
-	f.dirtyBytes.Store(f.dirty.total())
+	f.dirtyBytes.Store(f.written.total())
 	return nil
 }
 
@@ -735,13 +803,15 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 	// An intent's record goes in the commit's transaction, and its staging
 	// bytes once the commit is on the disk: a commit after one is durable.
 	durable = durable || f.intent.Load()
-	if err := c.checkSpace(f.dirty.total()); err != nil {
+	// Holes take no space: a truncate to 1 TiB stores nothing.
+	holes := f.newHolesLocked()
+	if err := c.checkSpace(f.dirty.minus(holes).total()); err != nil {
 		return fmt.Errorf("commit inode %d: %w", f.ino, err)
 	}
 	chunks := f.chunks
 	var small []newChunk
 	if len(f.dirty) > 0 || len(f.points) > 0 || f.size != f.committedSize() {
-		chunks, small, err = c.rechunkLocked(ctx, f, durable)
+		chunks, small, err = c.rechunkLocked(ctx, f, holes, durable)
 		if err != nil {
 			return fmt.Errorf("commit inode %d: %w", f.ino, err)
 		}
@@ -813,14 +883,18 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 // That works because a content-defined cut depends only on the bytes since
 // the previous cut.
 //
+// holes (from newHolesLocked) are recorded as holes, never chunked: the
+// file is a sequence of holes and data regions, and the chunker runs in
+// the data regions only, each cut where a hole starts.
+//
 // Chunks smaller than smallChunk are returned in small rather than stored,
 // for the caller to store together with the inode.
-func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, durable bool) (out []meta.Chunk, small []newChunk, err error) {
+func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, holes extents, durable bool) (out []meta.Chunk, small []newChunk, err error) {
 	size := f.size
 	// A file no bigger than the chunker's minimum is one chunk whatever its
 	// content (FastCDC never cuts before it): most files of a source tree
 	// commit without waiting for a chunker.
-	if size <= uint64(c.r.Config().Chunker.Min) {
+	if size <= uint64(c.r.Config().Chunker.Min) && len(holes) == 0 {
 		if size == 0 {
 			return nil, nil, nil
 		}
@@ -829,7 +903,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, durable bool) (o
 			return nil, nil, err
 		}
 		id := c.r.Key().BlobID(data)
-		out = []meta.Chunk{{ID: id, Len: uint32(size)}}
+		out = []meta.Chunk{{ID: id, Len: size}}
 		if size < smallChunk {
 			return out, []newChunk{{id, data, true}}, nil
 		}
@@ -855,7 +929,17 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, durable bool) (o
 	if size != oldEnd {
 		spans = append(spans, span{min(size, oldEnd), min(size, oldEnd)})
 	}
-	sort.Slice(spans, func(i, j int) bool { return spans[i].s < spans[j].s })
+	// An old hole that is not wholly inside a new one (written into, or
+	// what is left of it too small to stay a hole) is re-chunked as data.
+	for i, ch := range f.chunks {
+		if !ch.IsHole() {
+			continue
+		}
+		s, e := f.offs[i], f.offs[i]+ch.Len
+		if k := holes.find(s); k == len(holes) || holes[k].Start > s || holes[k].End < e {
+			spans = append(spans, span{s, e})
+		}
+	}
 	boundary := make(map[uint64]int, len(f.offs))
 	for i, o := range f.offs {
 		boundary[o] = i
@@ -886,78 +970,139 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, durable bool) (o
 		}
 	}()
 
-	pos := uint64(0) // always an old boundary (or 0) below the rechunked part
-	si := 0
-	copyOld := func(to uint64) {
-		for i := boundary[pos]; i < len(f.chunks) && f.offs[i] < to; i++ {
-			out = append(out, f.chunks[i])
-		}
-		pos = to
-	}
-	for pos < size {
-		for si < len(spans) && spans[si].e < pos || si < len(spans) && spans[si].e == pos && spans[si].s < pos {
-			si++
-		}
-		if si == len(spans) {
-			copyOld(size)
-			break
-		}
-		start := max(chunkStart(spans[si].s), pos)
-		if start > size {
-			start = chunkStart(size)
-		}
-		copyOld(start)
-		rd := &contentReader{ctx: ctx, f: f, pos: start, end: size}
-		ch.Reset(rd)
-		at := start
-		reached := false
-		for {
-			data, err := ch.Next()
-			if errors.Is(err, io.EOF) {
-				break
+	// region re-chunks the data region [rs, re): no hole inside, and the
+	// chunker cuts at re.
+	region := func(rs, re uint64) error {
+		var rsp []span
+		for _, sp := range spans {
+			if sp.s <= re && sp.e >= rs {
+				rsp = append(rsp, span{max(sp.s, rs), min(sp.e, re)})
 			}
-			if err != nil {
-				if rd.err != nil {
-					return nil, nil, rd.err
-				}
-				return nil, nil, err
+		}
+		// Old chunks are reused only whole and inside the region: one
+		// that straddles either end is re-chunked.
+		if _, ok := boundary[rs]; !ok {
+			rsp = append(rsp, span{rs, rs})
+		}
+		if _, ok := boundary[re]; !ok {
+			rsp = append(rsp, span{re, re})
+		}
+		sort.Slice(rsp, func(i, j int) bool { return rsp[i].s < rsp[j].s })
+		pos := rs // an old boundary (or rs) below the rechunked part
+		si := 0
+		copyOld := func(to uint64) {
+			if to <= pos {
+				return
 			}
-			if len(data) < smallChunk {
-				id := c.r.Key().BlobID(data)
-				small = append(small, newChunk{id, append([]byte(nil), data...), true})
-				out = append(out, meta.Chunk{ID: id, Len: uint32(len(data))})
-			} else {
-				if st == nil {
-					st = c.newChunkStorer(durable)
-				}
-				out = append(out, meta.Chunk{Len: uint32(len(data))}) // id filled in by st
-				if err := st.put(len(out)-1, data); err != nil {
-					return nil, nil, err
-				}
+			for i := boundary[pos]; i < len(f.chunks) && f.offs[i] < to; i++ {
+				out = append(out, f.chunks[i])
 			}
-			at += uint64(len(data))
-			// Re-synchronised: an old, content-defined boundary with no
-			// dirty byte or redo point between the run's start and here
-			// left unvisited.
-			for si < len(spans) && (spans[si].e < at || spans[si].e == at && spans[si].s < at) {
+			pos = to
+		}
+		for pos < re {
+			for si < len(rsp) && rsp[si].e < pos || si < len(rsp) && rsp[si].e == pos && rsp[si].s < pos {
 				si++
 			}
-			_, old := boundary[at]
-			inSpan := si < len(spans) && spans[si].s <= at
-			if old && at < oldEnd && !inSpan {
-				reached = true
+			if si == len(rsp) {
+				copyOld(re)
+				break
+			}
+			start := max(chunkStart(rsp[si].s), pos)
+			copyOld(start)
+			rd := &contentReader{ctx: ctx, f: f, pos: start, end: re}
+			ch.Reset(rd)
+			at := start
+			reached := false
+			for {
+				data, err := ch.Next()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					if rd.err != nil {
+						return rd.err
+					}
+					return err
+				}
+				if len(data) < smallChunk {
+					id := c.r.Key().BlobID(data)
+					small = append(small, newChunk{id, append([]byte(nil), data...), true})
+					out = append(out, meta.Chunk{ID: id, Len: uint64(len(data))})
+				} else {
+					if st == nil {
+						st = c.newChunkStorer(durable)
+					}
+					out = append(out, meta.Chunk{Len: uint64(len(data))}) // id filled in by st
+					if err := st.put(len(out)-1, data); err != nil {
+						return err
+					}
+				}
+				at += uint64(len(data))
+				// Re-synchronised: an old, content-defined boundary with no
+				// dirty byte or redo point between the run's start and here
+				// left unvisited.
+				for si < len(rsp) && (rsp[si].e < at || rsp[si].e == at && rsp[si].s < at) {
+					si++
+				}
+				_, old := boundary[at]
+				inSpan := si < len(rsp) && rsp[si].s <= at
+				if old && at < oldEnd && at < re && !inSpan {
+					reached = true
+					break
+				}
+			}
+			if rd.err != nil {
+				return rd.err
+			}
+			pos = at
+			if !reached {
 				break
 			}
 		}
-		if rd.err != nil {
-			return nil, nil, rd.err
+		return nil
+	}
+	pos := uint64(0)
+	for _, h := range append(holes, extent{size, size}) {
+		if h.Start > pos {
+			if err := region(pos, h.Start); err != nil {
+				return nil, nil, err
+			}
 		}
-		pos = at
-		if !reached {
-			break
+		if h.End > h.Start {
+			out = append(out, meta.Chunk{Len: h.End - h.Start}) // a hole
 		}
+		pos = h.End
 	}
 	return out, small, nil
+}
+
+// minHole is the smallest run of never-written bytes a commit records as a
+// hole rather than chunking its zeros; shorter runs inside data are not
+// worth a chunk boundary.
+const minHole = tree.MinHole
+
+// newHolesLocked returns the holes the next commit records: runs of at
+// least minHole bytes that read as zeros without being stored, that is
+// dirty bytes never written (a truncate that grew the file, a write past
+// the end) and holes of the committed content that stayed clean.
+func (f *openFile) newHolesLocked() extents {
+	var z extents
+	for i, ch := range f.chunks {
+		if ch.IsHole() && f.offs[i] < f.size {
+			z, _ = z.add(f.offs[i], min(f.offs[i]+ch.Len, f.size))
+		}
+	}
+	z = z.minus(f.dirty)
+	for _, r := range f.dirty.minus(f.written) {
+		z, _ = z.add(r.Start, r.End)
+	}
+	out := z[:0]
+	for _, r := range z {
+		if r.End-r.Start >= minHole {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // smallChunk is the size below which a chunk is stored with its inode.
@@ -984,11 +1129,25 @@ func (r *contentReader) Read(p []byte) (int, error) {
 	return int(n), nil
 }
 
-// chunkIDs lists the ids of chunks, for tests and the snapshotter.
+// chunkIDs lists the ids of chunks (a hole's is zero), for tests and the
+// snapshotter.
 func chunkIDs(chunks []meta.Chunk) []crypto.ID {
 	out := make([]crypto.ID, len(chunks))
 	for i, ch := range chunks {
 		out[i] = ch.ID
+	}
+	return out
+}
+
+// pieces converts a chunk list to a tree's pieces (holes keep their length).
+func pieces(chunks []meta.Chunk) []tree.Piece {
+	out := make([]tree.Piece, len(chunks))
+	for i, ch := range chunks {
+		if ch.IsHole() {
+			out[i].Hole = ch.Len
+		} else {
+			out[i].ID = ch.ID
+		}
 	}
 	return out
 }

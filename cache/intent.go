@@ -40,7 +40,7 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 	if s == nil || s.f == nil {
 		return false, nil
 	}
-	if !f.intent.Load() && (!durable || f.dirty.total() < deferCommitMin) {
+	if !f.intent.Load() && (!durable || f.written.total() < deferCommitMin) {
 		return false, nil
 	}
 	c.mu.Lock()
@@ -219,7 +219,11 @@ func (f *openFile) intentLocked() *meta.Intent {
 func chunksDigest(chunks []meta.Chunk) [32]byte {
 	h := sha256.New()
 	for _, ch := range chunks {
-		h.Write(binary.BigEndian.AppendUint32(ch.ID[:], ch.Len))
+		if ch.IsHole() {
+			h.Write(binary.BigEndian.AppendUint64(ch.ID[:], ch.Len))
+			continue
+		}
+		h.Write(binary.BigEndian.AppendUint32(ch.ID[:], uint32(ch.Len)))
 	}
 	var d [32]byte
 	h.Sum(d[:0])
@@ -350,6 +354,6 @@ func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
 		f.written, _ = f.written.add(r.Start, r.End)
 	}
 	f.points = rec.Points
-	f.dirtyBytes.Store(f.dirty.total())
+	f.dirtyBytes.Store(f.written.total())
 	return nil
 }

@@ -27,7 +27,14 @@ type Attr struct {
 	Size                uint64
 	Rdev                uint64
 	Atime, Mtime, Ctime int64 // ns since the epoch
+	// Holes is how many bytes of a file its committed holes take, so
+	// st_blocks shows what is stored: tools (cp, tar, rsync) look for
+	// holes with SEEK_DATA only in files with fewer blocks than bytes.
+	Holes uint64
 }
+
+// Blocks is st_blocks: 512-byte units of what is not a hole.
+func (a Attr) Blocks() uint64 { return (a.Size - min(a.Holes, a.Size) + 511) / 512 }
 
 // UnixMode returns the mode with its S_IFMT type bits.
 func (a Attr) UnixMode() uint32 { return typeBits(a.Type) | a.Mode }
@@ -87,8 +94,14 @@ type NewNode struct {
 }
 
 func attrOf(ino uint64, n *meta.Inode) Attr {
-	return Attr{Ino: ino, Type: n.Type, Mode: n.Mode, Nlink: n.Nlink, UID: n.UID, GID: n.GID,
+	a := Attr{Ino: ino, Type: n.Type, Mode: n.Mode, Nlink: n.Nlink, UID: n.UID, GID: n.GID,
 		Size: n.Size, Rdev: n.Rdev, Atime: n.Atime, Mtime: n.Mtime, Ctime: n.Ctime}
+	for _, ch := range n.Chunks {
+		if ch.IsHole() {
+			a.Holes += ch.Len
+		}
+	}
+	return a
 }
 
 func checkName(name string) error {

@@ -460,7 +460,7 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 			st.Files += sub.stats.Files
 			st.Bytes += sub.stats.Bytes
 		case tree.File:
-			node.Content = chunkIDs(n.Chunks)
+			node.SetPieces(pieces(n.Chunks))
 			if n.Nlink > 1 {
 				node.Inode = e.Ino
 			}
@@ -509,6 +509,13 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 func (c *Cache) readAll(ctx context.Context, n *meta.Inode) ([]byte, error) {
 	var out []byte
 	for _, ch := range n.Chunks {
+		if ch.IsHole() {
+			if ch.Len > 1<<20 {
+				return nil, fmt.Errorf("%d-byte hole in a file read whole: %w", ch.Len, ErrInvalid)
+			}
+			out = append(out, make([]byte, ch.Len)...)
+			continue
+		}
 		b, err := c.getChunk(ctx, ch.ID)
 		if err != nil {
 			return nil, err
@@ -582,12 +589,16 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 				st.Files += sub.Files
 				st.Bytes += sub.Bytes
 			case tree.File:
-				for _, cid := range nd.Content {
-					loc, ok := c.r.Index().Lookup(pack.Data, cid)
-					if !ok {
-						return st, fmt.Errorf("snapshot %s names chunk %s which the index lacks: %w", latest.ID.Short(), cid.Short(), repo.ErrBlobNotFound)
+				for _, p := range nd.Pieces() {
+					if p.ID.IsNull() {
+						n.Chunks = append(n.Chunks, meta.Chunk{Len: p.Hole})
+						continue
 					}
-					n.Chunks = append(n.Chunks, meta.Chunk{ID: cid, Len: loc.RawLength})
+					loc, ok := c.r.Index().Lookup(pack.Data, p.ID)
+					if !ok {
+						return st, fmt.Errorf("snapshot %s names chunk %s which the index lacks: %w", latest.ID.Short(), p.ID.Short(), repo.ErrBlobNotFound)
+					}
+					n.Chunks = append(n.Chunks, meta.Chunk{ID: p.ID, Len: uint64(loc.RawLength)})
 				}
 				if nd.Links > 1 && nd.Inode != 0 {
 					links[nd.Inode] = ino

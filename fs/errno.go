@@ -28,6 +28,8 @@ var errnoTable = []struct {
 	{cache.ErrReadOnly, syscall.EROFS},
 	{cache.ErrNoSpace, syscall.ENOSPC},
 	{cache.ErrTooManyLink, syscall.EMLINK},
+	{cache.ErrFileTooBig, syscall.EFBIG},
+	{cache.ErrNoMoreData, syscall.ENXIO},
 	{context.Canceled, syscall.EINTR},
 	{context.DeadlineExceeded, syscall.EINTR},
 }

@@ -13,7 +13,6 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache"
 	"github.com/keepfs/keepfs/repo/tree"
@@ -170,7 +169,7 @@ func fillAttr(a cache.Attr, out *fuse.Attr) {
 	out.Nlink = a.Nlink
 	out.Uid, out.Gid = a.UID, a.GID
 	out.Size = a.Size
-	out.Blocks = (a.Size + 511) / 512
+	out.Blocks = a.Blocks()
 	out.Blksize = 1 << 20
 	out.Rdev = uint32(a.Rdev)
 	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)
@@ -658,23 +657,14 @@ func (f *fileNode) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64,
 
 var _ = (gofs.NodeLseeker)((*fileNode)(nil))
 
-// Lseek answers SEEK_DATA and SEEK_HOLE treating the whole file as data
-// (holes are not tracked once chunked), which POSIX allows.
+// Lseek answers SEEK_DATA and SEEK_HOLE from the file's holes (see
+// cache.Lseek).
 func (f *fileNode) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
-	a, err := f.fs.c.GetAttr(ctx, f.ino)
+	pos, err := f.fs.c.Lseek(ctx, f.ino, off, whence)
 	if err != nil {
 		return 0, f.fs.errno(err)
 	}
-	if off >= a.Size {
-		return 0, syscall.ENXIO
-	}
-	switch whence {
-	case unix.SEEK_DATA:
-		return off, 0
-	case unix.SEEK_HOLE:
-		return a.Size, 0
-	}
-	return 0, syscall.EINVAL
+	return pos, 0
 }
 
 var _ = (gofs.NodeOnForgetter)((*node)(nil))

@@ -53,6 +53,7 @@ type WriteStats struct {
 	BytesStored  int64 `json:"bytes_stored"` // sealed bytes of new blobs
 	PacksWritten int   `json:"packs_written"`
 	IndexWritten int   `json:"index_written"`
+	IndexMerged  int   `json:"index_merged"` // own segments merged into bigger ones
 }
 
 func newWriter(r *Repository) *writer {
@@ -341,12 +342,35 @@ func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) error {
 	r.w.mu.Lock()
 	r.w.stats.IndexWritten++
 	r.w.mu.Unlock()
+	if len(s.Supersedes) == 0 {
+		r.addOwn(id, s)
+		// A failed merge leaves the index as it was; the next one retries.
+		_ = r.compactOwn(ctx, ownMergeAt)
+	}
 	return nil
 }
 
 // LoadIndex reads every index segment from the remote into memory,
 // ignoring segments that a newer segment supersedes.
+//
+// A segment listed but gone when it is read was merged meanwhile (another
+// client compacting its own segments, under its shared lock): the one
+// superseding it was stored first, so listing again finds it.
 func (r *Repository) LoadIndex(ctx context.Context) error {
+	// Segments written before this load may have been merged or pruned by
+	// another client meanwhile: never merge them again from memory.
+	r.compactMu.Lock()
+	r.own = nil
+	r.compactMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		err := r.loadIndex(ctx)
+		if err == nil || !errors.Is(err, remote.ErrNotFound) || attempt >= 4 {
+			return err
+		}
+	}
+}
+
+func (r *Repository) loadIndex(ctx context.Context) error {
 	var names []string
 	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
 		names = append(names, fi.Handle.Name)

@@ -33,3 +33,21 @@ func IndexPackAgain(ctx context.Context, r *Repository, id crypto.ID) error {
 	}
 	return r.saveIndex(ctx, &index.Segment{Packs: []index.PackEntry{{ID: id, Size: fi.Size, Blobs: blobs}}})
 }
+
+// SetIndexCompaction sets when own index segments merge (more than
+// mergeAt) and how many packs make a merged segment full, until the
+// returned func restores the defaults.
+func SetIndexCompaction(mergeAt, packs int) (restore func()) {
+	a, p := ownMergeAt, mergedPacks
+	ownMergeAt, mergedPacks = mergeAt, packs
+	return func() { ownMergeAt, mergedPacks = a, p }
+}
+
+// SetAfterMerge sets a hook run after a merged index segment is stored,
+// before the segments it supersedes are deleted; an error stops the merge
+// there, as a kill would.
+func SetAfterMerge(r *Repository, f func() error) {
+	r.compactMu.Lock()
+	r.afterMerge = f
+	r.compactMu.Unlock()
+}

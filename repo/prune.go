@@ -40,8 +40,11 @@ type PruneResult struct {
 	// wholly, PacksRewritten in part): a later prune deletes them once
 	// DefaultGrace has passed. PacksFreed are packs of earlier runs' marks
 	// deleted now.
-	PacksMarked int    `json:"packs_marked"`
-	PacksFreed  int    `json:"packs_freed"`
+	PacksMarked int `json:"packs_marked"`
+	PacksFreed  int `json:"packs_freed"`
+	// IndexMerged counts the index objects merged into one because there
+	// were too many (see compactIndex).
+	IndexMerged int    `json:"index_merged,omitempty"`
 	Generation  uint64 `json:"generation,omitempty"`
 	DryRun      bool   `json:"dry_run"`
 }
@@ -122,6 +125,11 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	if err := r.sweep(ctx, used, opts, res, false); err != nil {
 		return nil, err
 	}
+	if !opts.DryRun && res.PacksMarked == 0 {
+		if err := r.compactIndex(ctx, res); err != nil {
+			return nil, err
+		}
+	}
 	if !opts.DryRun && (len(res.SnapshotsRemoved) > 0 || res.PacksMarked > 0) {
 		if res.Generation, err = r.BumpGeneration(ctx, "prune", nil, opts.Now); err != nil {
 			return nil, err
@@ -129,6 +137,80 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	}
 	return res, nil
 }
+
+// rewriteIndex stores one segment naming packs, superseding every other
+// stored segment, including ones already superseded: deleting a
+// superseding segment must never resurrect what it superseded. Then it
+// deletes them. The caller holds the exclusive lock. This handle's own
+// merges wait, and start afresh after it (its segments are among those
+// superseded).
+func (r *Repository) rewriteIndex(ctx context.Context, packs []index.PackEntry) error {
+	r.compactMu.Lock()
+	defer r.compactMu.Unlock()
+	r.own = nil
+	var old []crypto.ID
+	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
+		if id, err := crypto.ParseID(fi.Handle.Name); err == nil {
+			old = append(old, id)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	seg := &index.Segment{Supersedes: old, Packs: packs}
+	newIdx := index.New()
+	for _, p := range seg.Packs {
+		newIdx.AddPack(p)
+	}
+	if err := r.Writable(); err != nil {
+		return err
+	}
+	sealed := seg.Seal(r.key)
+	segID := crypto.Hash(sealed)
+	if err := r.be.Save(ctx, remote.Handle{Type: remote.Index, Name: segID.String()}, sealed); err != nil && !errors.Is(err, remote.ErrExists) {
+		return fmt.Errorf("save index: %w", err)
+	}
+	r.idx.Store(newIdx)
+	r.segMu.Lock()
+	r.indexSegments = []crypto.ID{segID}
+	r.segMu.Unlock()
+	for _, id := range old {
+		if id == segID {
+			continue
+		}
+		if err := r.be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()}); err != nil && !errors.Is(err, remote.ErrNotFound) {
+			return fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
+		}
+	}
+	return nil
+}
+
+// compactIndex merges every index segment into one when index/ holds more
+// than compactAt(packs) objects: writers merge only their own segments
+// (compact.go), so those of many sessions, and leftovers of merges
+// killed half-way, are merged here, under the exclusive lock.
+func (r *Repository) compactIndex(ctx context.Context, res *PruneResult) error {
+	n, err := r.IndexObjects(ctx)
+	if err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	packs := r.idx.Load().Packs()
+	if n <= compactAt(len(packs)) {
+		return nil
+	}
+	entries := make([]index.PackEntry, len(packs))
+	for i, p := range packs {
+		entries[i] = index.PackEntry{ID: p.ID, Size: p.Size, Blobs: r.idx.Load().PackBlobs(p.ID)}
+	}
+	if err := r.rewriteIndex(ctx, entries); err != nil {
+		return err
+	}
+	res.IndexMerged = n
+	return nil
+}
+
+// compactAt is how many index objects prune leaves alone.
+func compactAt(packs int) int { return 32 + packs/mergedPacks }
 
 // exclusive makes sure this handle holds the exclusive lock (taking it
 // for the call unless it already does) and that its index is the one in
@@ -342,42 +424,8 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 	}
 	res.PacksMarked = len(dead)
 
-	// One segment for the whole surviving index, superseding every other
-	// stored segment, including ones already superseded: deleting a
-	// superseding segment must never resurrect what it superseded.
-	var old []crypto.ID
-	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
-		if id, err := crypto.ParseID(fi.Handle.Name); err == nil {
-			old = append(old, id)
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list index: %w", err)
-	}
-	seg := &index.Segment{Supersedes: old, Packs: append(keep, fresh...)}
-	newIdx := index.New()
-	for _, p := range seg.Packs {
-		newIdx.AddPack(p)
-	}
-	if err := r.Writable(); err != nil {
+	if err := r.rewriteIndex(ctx, append(keep, fresh...)); err != nil {
 		return err
-	}
-	sealed := seg.Seal(r.key)
-	segID := crypto.Hash(sealed)
-	if err := r.be.Save(ctx, remote.Handle{Type: remote.Index, Name: segID.String()}, sealed); err != nil && !errors.Is(err, remote.ErrExists) {
-		return fmt.Errorf("save index: %w", err)
-	}
-	r.idx.Store(newIdx)
-	r.segMu.Lock()
-	r.indexSegments = []crypto.ID{segID}
-	r.segMu.Unlock()
-	for _, id := range old {
-		if id == segID {
-			continue
-		}
-		if err := r.be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()}); err != nil && !errors.Is(err, remote.ErrNotFound) {
-			return fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
-		}
 	}
 	if deleteNow {
 		if _, err := r.emptyTrash(ctx, opts.Now, 0, mark); err != nil {

@@ -84,6 +84,12 @@ type Repository struct {
 	segMu         sync.Mutex
 	indexSegments []crypto.ID
 
+	// compactMu orders merges of this handle's own index segments (own,
+	// see compact.go) against each other and against Prune's rewrite.
+	compactMu  sync.Mutex
+	own        []ownSegment
+	afterMerge func() error // test hook: after a merged segment is stored
+
 	w *writer // blob writer state, see blobs.go
 
 	treeCache *lru

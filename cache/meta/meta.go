@@ -98,11 +98,15 @@ func IntentKey(ino uint64) []byte {
 // IntentPrefix prefixes every intent key.
 func IntentPrefix() []byte { return []byte{prefixIntent} }
 
-// Chunk is one piece of a file's content.
+// Chunk is one piece of a file's content: a stored chunk, or with a zero
+// ID a hole, Len zero bytes that are not stored.
 type Chunk struct {
 	ID  crypto.ID
-	Len uint32
+	Len uint64
 }
+
+// IsHole reports whether c is a hole.
+func (c Chunk) IsHole() bool { return c.ID.IsNull() }
 
 // Inode is one file, directory, symlink or special file.
 type Inode struct {
@@ -144,7 +148,7 @@ func EncodeInode(n *Inode) []byte {
 	b = binary.AppendUvarint(b, uint64(len(n.Chunks)))
 	for _, c := range n.Chunks {
 		b = append(b, c.ID[:]...)
-		b = binary.AppendUvarint(b, uint64(c.Len))
+		b = binary.AppendUvarint(b, c.Len)
 	}
 	return b
 }
@@ -239,7 +243,7 @@ func DecodeInode(b []byte) (*Inode, error) {
 		}
 		copy(n.Chunks[i].ID[:], r.b)
 		r.b = r.b[32:]
-		n.Chunks[i].Len = uint32(r.uvarint())
+		n.Chunks[i].Len = r.uvarint()
 	}
 	if r.err != nil {
 		return nil, r.err

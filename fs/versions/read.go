@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -16,28 +17,39 @@ import (
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/tree"
 )
 
 // fileNode reads chunks on demand.
 type fileNode struct {
 	node
 	once    sync.Once
-	offsets []int64 // start of each chunk; len(Content)+1 entries
+	pieces  []tree.Piece // chunks and holes in file order
+	offsets []int64      // start of each piece; len(pieces)+1 entries
 	err     error
 	// next is where the last read ended: a read starting there is
 	// sequential and earns a read-ahead of the following chunk.
 	next atomic.Int64
 }
 
-// layout places every chunk in the file. Only chunk ids are in the tree, so
-// the sizes come from the index.
+// layout places every chunk and hole in the file. Only chunk ids are in
+// the tree, so the sizes of chunks come from the index.
 func (f *fileNode) layout() error {
 	f.once.Do(func() {
-		f.offsets = make([]int64, len(f.n.Content)+1)
-		for i, id := range f.n.Content {
-			sz, ok := f.r.src.BlobSize(pack.Data, id)
-			if !ok {
-				f.err = fmt.Errorf("data blob %s: %w", id.Short(), repo.ErrBlobNotFound)
+		f.pieces = f.n.Pieces()
+		f.offsets = make([]int64, len(f.pieces)+1)
+		for i, p := range f.pieces {
+			sz := p.Hole
+			if !p.ID.IsNull() {
+				s, ok := f.r.src.BlobSize(pack.Data, p.ID)
+				if !ok {
+					f.err = fmt.Errorf("data blob %s: %w", p.ID.Short(), repo.ErrBlobNotFound)
+					return
+				}
+				sz = uint64(s)
+			}
+			if sz > math.MaxInt64-uint64(f.offsets[i]) {
+				f.err = fmt.Errorf("%s: content past 2^63 bytes: %w", f.path, pack.ErrCorrupt)
 				return
 			}
 			f.offsets[i+1] = f.offsets[i] + int64(sz)
@@ -78,26 +90,54 @@ func (f *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	want := min(int64(len(dest)), end-off)
 	i := sort.Search(len(f.offsets)-1, func(i int) bool { return f.offsets[i+1] > off })
 	n := int64(0)
-	for n < want && i < len(f.n.Content) {
+	for n < want && i < len(f.pieces) {
+		start := off + n - f.offsets[i]
+		if f.pieces[i].ID.IsNull() {
+			// A hole: zeros, nothing fetched.
+			k := min(want-n, f.offsets[i+1]-f.offsets[i]-start)
+			clear(dest[n : n+k])
+			n += k
+			i++
+			continue
+		}
 		b, err := f.chunk(ctx, i)
 		if err != nil {
 			return nil, f.r.errno(err)
 		}
-		start := off + n - f.offsets[i]
 		n += int64(copy(dest[n:want], b[start:]))
 		i++
 	}
-	if f.next.Swap(off+n) == off && i < len(f.n.Content) {
+	for i < len(f.pieces) && f.pieces[i].ID.IsNull() {
+		i++
+	}
+	if f.next.Swap(off+n) == off && i < len(f.pieces) {
 		// Sequential: chunk i is the one the next read will need (or the
 		// one after, if this read ended on a boundary, which is harmless).
-		f.r.blobs.prefetch(f.r.src, f.n.Content[i], f.r.opts.Logger)
+		f.r.blobs.prefetch(f.r.src, f.pieces[i].ID, f.r.opts.Logger)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-// chunk returns chunk i, checked against the size the index promised.
+var _ = (gofs.NodeLseeker)((*fileNode)(nil))
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the holes the tree records.
+func (f *fileNode) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if err := f.layout(); err != nil {
+		return 0, f.r.errno(err)
+	}
+	holes := make([][2]uint64, 0, len(f.n.Holes))
+	for i, p := range f.pieces {
+		if p.ID.IsNull() {
+			holes = append(holes, [2]uint64{uint64(f.offsets[i]), uint64(f.offsets[i+1])})
+		}
+	}
+	return tree.SeekHoles(holes, uint64(f.offsets[len(f.offsets)-1]), off, whence)
+}
+
+// chunk returns piece i (a chunk), checked against the size the index
+// promised.
 func (f *fileNode) chunk(ctx context.Context, i int) ([]byte, error) {
-	id := f.n.Content[i]
+	id := f.pieces[i].ID
 	b, err := f.r.blobs.get(ctx, f.r.src, id)
 	if err != nil {
 		return nil, err

@@ -336,7 +336,13 @@ func (n *entry) fill(a *fuse.Attr) {
 		a.Nlink = uint32(max(n.n.Links, 1))
 	}
 	a.Uid, a.Gid = n.n.UID, n.n.GID
-	a.Blocks = (a.Size + 511) / 512
+	var holes uint64
+	for _, h := range n.n.Holes {
+		holes += h.Len
+	}
+	// st_blocks counts what is not a hole (go-fuse would count the size
+	// unless Blksize is set).
+	a.Blocks, a.Blksize = (a.Size-min(holes, a.Size)+511)/512, 4096
 	mt := time.Unix(0, n.n.MTime)
 	ct := time.Unix(0, n.n.CTime)
 	at := mt

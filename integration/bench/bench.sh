@@ -655,6 +655,17 @@ mount_phase() {
 		! ok "$t" || [ -z "$before" ] || [ -z "$after" ] || V[$t:byte1_added]=$((after - before))
 	fi
 
+	# keepfs: truncate -s 1T of an empty file, then sync: the hole is not stored
+	if [ "$t" = keepfs ] && [ "${OK[$t]}" = 1 ]; then
+		: >"$d/sparse.img"
+		local sb; sb=$(sizeof "$STORE")
+		mstep "$t" trunc1t truncate -s 1T "$d/sparse.img"
+		NOSYNC=1 mstep "$t" trunc1tsync timeout 600 "${KF[@]}" sync "$d"
+		local sa; sa=$(sizeof "$STORE")
+		! ok "$t" || [ -z "$sb" ] || [ -z "$sa" ] || V[$t:trunc1t_added]=$((sa - sb))
+		rm -f "$d/sparse.img"
+	fi
+
 	# daemon peak RSS, before unmount
 	if [ -n "${DPID[$t]:-}" ] && [ -r "/proc/${DPID[$t]}/status" ]; then
 		V[$t:drss]=$(peak_rss_kib "${DPID[$t]}")
@@ -708,6 +719,9 @@ section_mount() {
 	row "sync of the new 1 GiB file" s "" sync1g
 	row "1-byte change in the 1 GiB file + sync" s "abs<1" byte1
 	row "bytes the 1-byte change added to the repo" bytes "" byte1_added
+	row "truncate -s 1T of an empty file" s "abs<=0.1" trunc1t
+	row "sync after truncate -s 1T" s "abs<=0.1" trunc1tsync
+	row "bytes the 1 TiB hole added to the repo" bytes "" trunc1t_added
 	row "daemon peak RSS (VmHWM before unmount)" KiB "abs<300" drss
 	row "unmount (keepfs: final snapshot + upload)" s "" unmount
 	row "mount (returns when ready)" s "" mount

@@ -27,6 +27,7 @@ import (
 	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	sparsefile "github.com/keepfs/keepfs/repo/sparse"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -145,6 +146,9 @@ func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (
 	if err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, nil, err
 	}
+	// The import's own index segments become one; failing that they stay,
+	// which is correct (prune merges them).
+	_ = r.MergeOwnIndex(ctx)
 	sum := &Summary{
 		Snapshot: sn.ID.String(), Time: sn.Name(), Files: sn.Stats.Files, Dirs: sn.Stats.Dirs, Bytes: sn.Stats.Bytes,
 		FilesNew: a.fnew.Load(), FilesChanged: a.fchanged.Load(), FilesUnchanged: a.funchanged.Load(),
@@ -243,7 +247,7 @@ func (a *archiver) saveDir(ctx context.Context, abs string, rel []string, parent
 			a.files.Add(1)
 			a.bytes.Add(int64(node.Size))
 			if old != nil && unchanged(old, node) && a.allIndexed(old.Content) {
-				node.Content = old.Content
+				node.Content, node.Holes = old.Content, old.Holes
 				a.funchanged.Add(1)
 				a.progress()
 				break
@@ -283,7 +287,7 @@ func (a *archiver) saveDir(ctx context.Context, abs string, rel []string, parent
 	// rest of the tree.
 	kept := t.Nodes[:0]
 	for _, n := range t.Nodes {
-		if n.Type != tree.File || n.Content != nil || n.Size == 0 {
+		if n.Type != tree.File || n.Content != nil || n.Holes != nil || n.Size == 0 {
 			kept = append(kept, n)
 		}
 	}
@@ -307,7 +311,8 @@ func (a *archiver) allIndexed(ids []crypto.ID) bool {
 
 // saveFile chunks one file into node.Content. A file that cannot be opened
 // is a warning (the snapshot goes on without it); a repository error fails
-// the import.
+// the import. Holes of tree.MinHole or more (as SEEK_HOLE finds them) are
+// recorded as holes, not read: the data between them is chunked on its own.
 func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) error {
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
 	if errors.Is(err, syscall.EPERM) {
@@ -320,31 +325,72 @@ func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) erro
 	defer f.Close()
 	c := <-a.chunkers // never blocks: at most Workers files are saved at once
 	defer func() { a.chunkers <- c }()
-	c.Reset(f)
-	content := make([]crypto.ID, 0, node.Size>>20+1)
+	var pieces []tree.Piece
 	var size uint64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
+	// chunk stores what rd holds, in chunks, and reports how many bytes.
+	chunk := func(rd io.Reader) (uint64, bool, error) {
+		c.Reset(rd)
+		var n uint64
+		for {
+			if err := ctx.Err(); err != nil {
+				return n, false, err
+			}
+			data, err := c.Next()
+			if errors.Is(err, io.EOF) {
+				return n, true, nil
+			}
+			if err != nil {
+				a.warn("%s: %v", p, err)
+				return n, false, nil
+			}
+			id, _, err := a.r.SaveBlob(ctx, pack.Data, data)
+			if err != nil {
+				return n, false, err
+			}
+			pieces = append(pieces, tree.Piece{ID: id})
+			n += uint64(len(data))
 		}
-		chunk, err := c.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	}
+	regions, sparse := sparsefile.Regions(f, node.Size)
+	if sparse {
+		for _, r := range regions {
+			if r.Hole {
+				pieces = append(pieces, tree.Piece{Hole: r.End - r.Start})
+				size += r.End - r.Start
+				continue
+			}
+			n, ok, err := chunk(io.NewSectionReader(f, int64(r.Start), int64(r.End-r.Start)))
+			if err != nil || !ok {
+				return err
+			}
+			size += n
+			if n != r.End-r.Start {
+				sparse = false // changed while read: read it whole instead
+				break
+			}
 		}
-		if err != nil {
+		if st, err := f.Stat(); sparse && (err != nil || uint64(st.Size()) != size) {
+			sparse = false
+		}
+	}
+	if !sparse {
+		pieces, size = pieces[:0], 0
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			a.warn("%s: %v", p, err)
 			return nil
 		}
-		id, _, err := a.r.SaveBlob(ctx, pack.Data, chunk)
-		if err != nil {
+		n, ok, err := chunk(f)
+		if err != nil || !ok {
 			return err
 		}
-		content = append(content, id)
-		size += uint64(len(chunk))
+		size = n
 	}
 	// The file may have changed size while we read it; record what we stored.
 	node.Size = size
-	node.Content = content
+	node.SetPieces(pieces)
+	if node.Content == nil {
+		node.Content = []crypto.ID{} // saved, if empty (see the pass that drops unread files)
+	}
 	return nil
 }
 

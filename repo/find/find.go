@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
+	"os"
 	"path"
 	"regexp"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/history"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/sparse"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -112,7 +114,7 @@ type groupKey struct {
 
 // content is what is known of one distinct content.
 type content struct {
-	chunks  []crypto.ID // for the repository read; nil once searched
+	chunks  []tree.Piece // for the repository read; nil once searched
 	size    uint64
 	want    bool // some path with it passed the name test
 	scanned bool
@@ -296,7 +298,7 @@ func (f *finder) fileEntry(n *tree.Node, p string) fileEntry {
 	if e.nameOK && !c.want {
 		c.want = true
 		if f.opts.Content != nil && !c.scanned {
-			c.chunks = n.Content
+			c.chunks = n.Pieces()
 		}
 	}
 	return e
@@ -352,11 +354,13 @@ func (f *finder) scan(c *content, rd io.Reader, what string) error {
 	return nil
 }
 
-// blobReader streams a file's chunks in order.
+// blobReader streams a file's chunks in order. A hole reads as one zero
+// byte: it holds no newline, so line numbers stay those of the file, and
+// searching a terabyte of zeros would find nothing a byte does not.
 type blobReader struct {
 	ctx      context.Context
 	src      Source
-	ids      []crypto.ID
+	ids      []tree.Piece
 	buf      []byte
 	n        int64
 	progress Progress
@@ -367,7 +371,12 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		if len(b.ids) == 0 {
 			return 0, io.EOF
 		}
-		data, err := b.src.LoadBlob(b.ctx, pack.Data, b.ids[0])
+		if b.ids[0].ID.IsNull() {
+			b.ids = b.ids[1:]
+			b.buf = []byte{0}
+			continue
+		}
+		data, err := b.src.LoadBlob(b.ctx, pack.Data, b.ids[0].ID)
 		if err != nil {
 			return 0, err
 		}
@@ -443,8 +452,21 @@ func (f *finder) readLive(ch *chunker.Chunker, p, rp string) (fileEntry, error) 
 		return fileEntry{}, err
 	}
 	defer fh.Close()
-	ch.Reset(fh)
 	cr := &chunkReader{ch: ch, key: f.src.Key(), progress: f.opts.Progress}
+	// Holes the mount reports are not read: chunks are cut at them as the
+	// mount's commit cuts them, so the content id is the stored one.
+	if osf, ok := fh.(*os.File); ok {
+		if st, err := osf.Stat(); err == nil {
+			if regions, ok := sparse.Regions(osf, uint64(st.Size())); ok {
+				cr.regions, cr.f = regions, osf
+			}
+		}
+	}
+	if cr.regions == nil {
+		ch.Reset(fh)
+	} else {
+		cr.eof = true // start with the first region
+	}
 	var res lineResult
 	if f.opts.Content != nil {
 		res, err = scanLines(cr, f.opts.Content, f.opts.MaxLine, f.opts.MaxLineNumbers)
@@ -456,7 +478,9 @@ func (f *finder) readLive(ch *chunker.Chunker, p, rp string) (fileEntry, error) 
 	}
 	f.stats.Files++
 	f.stats.BytesRead += int64(cr.size)
-	cid := history.ContentID(f.src.Key(), &tree.Node{Content: cr.ids})
+	var node tree.Node
+	node.SetPieces(cr.pieces)
+	cid := history.ContentID(f.src.Key(), &node)
 	c := f.contents[cid]
 	if c == nil {
 		c = &content{size: cr.size}
@@ -480,16 +504,32 @@ type chunkReader struct {
 	ch       *chunker.Chunker
 	key      *crypto.Key
 	buf      []byte
-	ids      []crypto.ID
+	pieces   []tree.Piece
 	size     uint64
 	eof      bool
 	progress Progress
+	// A sparse file is read region by region: data through the chunker
+	// (reset at each), a hole as one zero byte, as blobReader reads it.
+	f       *os.File
+	regions []sparse.Region
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
 	for len(c.buf) == 0 {
 		if c.eof {
-			return 0, io.EOF
+			if len(c.regions) == 0 {
+				return 0, io.EOF
+			}
+			r := c.regions[0]
+			c.regions = c.regions[1:]
+			if r.Hole {
+				c.pieces = append(c.pieces, tree.Piece{Hole: r.End - r.Start})
+				c.size += r.End - r.Start
+				c.buf = []byte{0}
+				continue
+			}
+			c.ch.Reset(io.NewSectionReader(c.f, int64(r.Start), int64(r.End-r.Start)))
+			c.eof = false
 		}
 		data, err := c.ch.Next()
 		if errors.Is(err, io.EOF) {
@@ -499,7 +539,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		c.ids = append(c.ids, c.key.BlobID(data))
+		c.pieces = append(c.pieces, tree.Piece{ID: c.key.BlobID(data)})
 		c.size += uint64(len(data))
 		c.buf = data
 		if c.progress != nil {

@@ -58,6 +58,9 @@ func newFixture(t *testing.T) *fixture {
 
 func text(s string) file { return file{[]byte(s)} }
 
+// hole is a chunk that the fixture stores as a hole of n bytes.
+func hole(n uint64) []byte { return []byte("\x00hole:" + strconv.FormatUint(n, 10)) }
+
 // snapshot stores files (path -> chunks) as a new snapshot.
 func (f *fixture) snapshot(files map[string]file) *repo.Snapshot {
 	f.t.Helper()
@@ -84,14 +87,22 @@ func (f *fixture) snapshot(files map[string]file) *repo.Snapshot {
 		t := &tree.Tree{}
 		for name, chunks := range d.files {
 			n := &tree.Node{Name: name, Type: tree.File, Mode: 0o644}
+			var pieces []tree.Piece
 			for _, c := range chunks {
+				if hn, ok := strings.CutPrefix(string(c), "\x00hole:"); ok {
+					l, _ := strconv.ParseUint(hn, 10, 64)
+					pieces = append(pieces, tree.Piece{Hole: l})
+					n.Size += l
+					continue
+				}
 				id, _, err := f.r.SaveBlob(ctx, pack.Data, c)
 				if err != nil {
 					f.t.Fatal(err)
 				}
-				n.Content = append(n.Content, id)
+				pieces = append(pieces, tree.Piece{ID: id})
 				n.Size += uint64(len(c))
 			}
+			n.SetPieces(pieces)
 			t.Nodes = append(t.Nodes, n)
 		}
 		for name, sub := range d.dirs {
@@ -348,5 +359,57 @@ func TestLiveContentIDMatchesStored(t *testing.T) {
 	ms := f.find(f.r, find.Options{Names: []string{"f.bin"}, Live: os.DirFS(dir)})
 	if got := rows(ms); !reflect.DeepEqual(got, []row{{"/f.bin", s1 + "+live", ""}}) {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// A hole reads as zeros with no newline: line numbers after it stay those
+// of the file, a line runs across it, and a terabyte of it costs nothing.
+func TestContentAcrossHoles(t *testing.T) {
+	f := newFixture(t)
+	f.snapshot(map[string]file{"/sparse": {[]byte("a\nb\nsecret-"), hole(1 << 40), []byte("-value\nc\nsecret\n")}})
+	start := time.Now()
+	ms := f.find(f.r, find.Options{Content: regexp.MustCompile(`secret`)})
+	if got := rows(ms); !reflect.DeepEqual(got, []row{{"/sparse", s1, "3,5"}}) {
+		t.Fatalf("got %v", got)
+	}
+	if ms[0].Size != 1<<40+27 {
+		t.Fatalf("size %d", ms[0].Size)
+	}
+	ms = f.find(f.r, find.Options{Content: regexp.MustCompile(`secret-\x00+-value`)})
+	if got := rows(ms); !reflect.DeepEqual(got, []row{{"/sparse", s1, "3"}}) {
+		t.Fatalf("a line across the hole: got %v", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("searching a file with a 1 TiB hole took %v", d)
+	}
+}
+
+// A sparse live file is read around its holes, cut into chunks where the
+// writers cut them, so it costs its data only and gets the stored content
+// id (here, of the same file imported with its holes).
+func TestLiveSparseFile(t *testing.T) {
+	f := newFixture(t)
+	first := append([]byte("a\nb\nsecret-"), make([]byte, 4096-11)...)
+	second := append([]byte("-value\nc\nsecret\n"), make([]byte, 4096-16)...)
+	f.snapshot(map[string]file{"/sparse": {first, hole(1 << 40), second}})
+	dir := t.TempDir()
+	lf, err := os.Create(filepath.Join(dir, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lf.WriteAt(first, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lf.WriteAt(second, 4096+1<<40); err != nil {
+		t.Skipf("cannot make a 1 TiB sparse file here: %v", err)
+	}
+	lf.Close()
+	start := time.Now()
+	ms := f.find(f.r, find.Options{Content: regexp.MustCompile(`secret`), Live: os.DirFS(dir)})
+	if got := rows(ms); !reflect.DeepEqual(got, []row{{"/sparse", s1 + "+live", "3,5"}}) {
+		t.Fatalf("got %v", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("searching a live file with a 1 TiB hole took %v", d)
 	}
 }

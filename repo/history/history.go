@@ -2,8 +2,10 @@ package history
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"path"
+	"slices"
 	"sort"
 
 	"github.com/keepfs/keepfs/repo"
@@ -25,11 +27,16 @@ type Version struct {
 }
 
 // ContentID identifies a file's content without revealing it: the keyed
-// hash of its chunk ids.
+// hash of its chunk ids, and of its holes, each as a zero id (which no
+// chunk has) and its length as 8 bytes big-endian. A file without holes
+// keeps the id it had before holes existed.
 func ContentID(k *crypto.Key, n *tree.Node) crypto.ID {
-	b := make([]byte, 0, len(n.Content)*32)
-	for _, c := range n.Content {
-		b = append(b, c[:]...)
+	b := make([]byte, 0, len(n.Content)*32+len(n.Holes)*40)
+	for _, p := range n.Pieces() {
+		b = append(b, p.ID[:]...)
+		if p.ID.IsNull() {
+			b = binary.BigEndian.AppendUint64(b, p.Hole)
+		}
 	}
 	return k.BlobID(b)
 }
@@ -319,6 +326,9 @@ func sameNode(a, b *tree.Node) bool {
 		if a.Content[i] != b.Content[i] {
 			return false
 		}
+	}
+	if !slices.Equal(a.Holes, b.Holes) {
+		return false
 	}
 	// A change of times alone is not a modification.
 	return true

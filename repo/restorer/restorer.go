@@ -405,7 +405,15 @@ func (rs *restorer) writeFile(ctx context.Context, j fileJob) (int64, error) {
 	}
 	f := os.NewFile(uintptr(fd), dst)
 	var off int64
-	for _, id := range j.node.Content {
+	for _, p := range j.node.Pieces() {
+		if p.ID.IsNull() {
+			// A hole stays a hole: skipped, and the file's size set at
+			// the end if it ends in one.
+			off += int64(p.Hole)
+			rs.opts.Progress.Add(int64(p.Hole))
+			continue
+		}
+		id := p.ID
 		b, err := rs.r.LoadBlob(ctx, pack.Data, id)
 		if err != nil {
 			f.Close()
@@ -417,6 +425,12 @@ func (rs *restorer) writeFile(ctx context.Context, j fileJob) (int64, error) {
 		}
 		off += int64(len(b))
 		rs.opts.Progress.Add(int64(len(b)))
+	}
+	if len(j.node.Holes) > 0 {
+		if err := f.Truncate(off); err != nil {
+			f.Close()
+			return off, fmt.Errorf("restore %s: %w", dst, err)
+		}
 	}
 	// Metadata through the file's own fd, after the last write (which
 	// would change mtime), before close.

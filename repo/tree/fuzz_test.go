@@ -73,7 +73,14 @@ func TestSeedCorpus(t *testing.T) {
 			{Name: "docs", Type: Dir, Mode: 0o755, Subtree: crypto.Hash([]byte("docs"))},
 			{Name: "notes.txt", Type: File, Mode: 0o644, Size: 12, Content: []crypto.ID{crypto.Hash([]byte("c"))}},
 		}})
+		holes := encode(t, &Tree{Nodes: []*Node{
+			{Name: "sparse", Type: File, Mode: 0o644, Size: 1<<40 + 7, Content: []crypto.ID{crypto.Hash([]byte("c"))},
+				Holes: []Hole{{At: 0, Len: 4096}, {At: 1, Len: 1 << 40}}},
+			{Name: "z", Type: File, Mode: 0o600},
+		}})
 		seeds := map[string][]byte{
+			"valid-holes":     holes,
+			"trunc-holes":     holes[:len(holes)-2],
 			"valid-all-kinds": all,
 			"valid-small":     small,
 			"valid-empty":     encode(t, &Tree{}),

@@ -11,8 +11,16 @@
 //	       || uvarint(size) || varint(mtime) || varint(atime) || varint(ctime)
 //	       || uvarint(inode) || uvarint(links) || uvarint(rdev) || bytes(linktarget)
 //	       || uvarint(nx) || nx * (bytes(name) || bytes(value))
-//	       || uvarint(nc) || nc * id:32 || (type==dir ? id:32 : nothing)
+//	       || uvarint(nc) || nc * id:32 || holes || (type==dir ? id:32 : nothing)
 //	bytes(x) = uvarint(len) || x
+//
+// A file may have holes: runs of zero bytes that are not stored. A tree
+// with at least one hole starts with "KPT2" instead, and each of its nodes
+// carries holes = uvarint(nh) || nh * (uvarint(at) || uvarint(len)): a hole
+// of len > 0 bytes before chunk at (at == nc: after the last chunk), at
+// strictly increasing. A tree without holes is written as "KPT1", without
+// the field, so trees written before holes existed keep their ids, and a
+// "KPT2" tree without a hole is refused (one encoding per tree).
 package tree
 
 import (
@@ -22,6 +30,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -81,7 +90,99 @@ type Node struct {
 	LinkTarget string
 	Xattrs     []Xattr
 	Content    []crypto.ID // file chunks, in order
+	Holes      []Hole      // runs of zeros between chunks, not stored (files)
 	Subtree    crypto.ID   // for Dir
+}
+
+// Hole is a run of Len zero bytes before chunk At of a file's Content
+// (At == len(Content): after the last chunk). A file's holes have strictly
+// increasing At and Len > 0.
+type Hole struct {
+	At  int
+	Len uint64
+}
+
+// MinHole is the smallest run of zeros that writers (the mount's commit,
+// import) record as a hole: shorter ones inside data are not worth a chunk
+// boundary and are chunked as zeros.
+const MinHole = 1 << 20
+
+// Piece is one run of a file's content in order: a chunk (ID), or a hole
+// of Hole zero bytes (ID zero).
+type Piece struct {
+	ID   crypto.ID
+	Hole uint64
+}
+
+// Pieces lists n's content in file order, holes included.
+func (n *Node) Pieces() []Piece {
+	out := make([]Piece, 0, len(n.Content)+len(n.Holes))
+	h := 0
+	for i := 0; i <= len(n.Content); i++ {
+		for ; h < len(n.Holes) && n.Holes[h].At == i; h++ {
+			out = append(out, Piece{Hole: n.Holes[h].Len})
+		}
+		if i < len(n.Content) {
+			out = append(out, Piece{ID: n.Content[i]})
+		}
+	}
+	return out
+}
+
+// SeekHoles answers lseek's SEEK_DATA and SEEK_HOLE (whence) from off in
+// a file of size bytes whose holes are the sorted, disjoint ranges holes
+// (start, end); the end of the file counts as a hole. ENXIO past the end
+// or, for SEEK_DATA, when only holes follow.
+func SeekHoles(holes [][2]uint64, size, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if off >= size {
+		return 0, syscall.ENXIO
+	}
+	i := sort.Search(len(holes), func(i int) bool { return holes[i][1] > off })
+	in := i < len(holes) && holes[i][0] <= off
+	switch whence {
+	case seekData:
+		if !in {
+			return off, 0
+		}
+		if holes[i][1] >= size {
+			return 0, syscall.ENXIO
+		}
+		return holes[i][1], 0
+	case seekHole:
+		if in {
+			return off, 0
+		}
+		if i < len(holes) {
+			return holes[i][0], 0
+		}
+		return size, 0
+	}
+	return 0, syscall.EINVAL
+}
+
+const (
+	seekData = 3 // SEEK_DATA
+	seekHole = 4 // SEEK_HOLE
+)
+
+// SetPieces sets n's Content and Holes from pieces (adjacent holes merge,
+// empty ones go).
+func (n *Node) SetPieces(pieces []Piece) {
+	n.Content, n.Holes = nil, nil
+	for _, p := range pieces {
+		if !p.ID.IsNull() {
+			n.Content = append(n.Content, p.ID)
+			continue
+		}
+		if p.Hole == 0 {
+			continue
+		}
+		if k := len(n.Holes); k > 0 && n.Holes[k-1].At == len(n.Content) {
+			n.Holes[k-1].Len += p.Hole
+			continue
+		}
+		n.Holes = append(n.Holes, Hole{At: len(n.Content), Len: p.Hole})
+	}
 }
 
 // Tree is one directory's entries.
@@ -112,7 +213,10 @@ func ValidName(name string) error {
 	return nil
 }
 
-const magic = "KPT1"
+const (
+	magic      = "KPT1"
+	magicHoles = "KPT2" // at least one node has holes
+)
 
 // Limits that bound what a decoder allocates for hostile input.
 const (
@@ -121,6 +225,7 @@ const (
 	maxXattrs     = 1 << 12
 	maxXattrSize  = 64 << 10
 	maxChunks     = 1 << 24
+	maxHoles      = 1 << 24
 )
 
 // check applies Decode's rules to a node before it is encoded: a tree that
@@ -134,6 +239,17 @@ func (n *Node) check() error {
 	}
 	if len(n.Content) > maxChunks {
 		return fmt.Errorf("tree: entry %q: %d chunks", n.Name, len(n.Content))
+	}
+	if n.Type != File && len(n.Holes) > 0 {
+		return fmt.Errorf("tree: entry %q: %s with holes", n.Name, n.Type)
+	}
+	if err := checkHoles(n.Holes, len(n.Content)); err != nil {
+		return fmt.Errorf("tree: entry %q: %w", n.Name, err)
+	}
+	for _, id := range n.Content {
+		if id.IsNull() {
+			return fmt.Errorf("tree: entry %q: zero chunk id", n.Name)
+		}
 	}
 	if len(n.LinkTarget) > maxLinkTarget {
 		return fmt.Errorf("tree: entry %q: link target of %d bytes", n.Name, len(n.LinkTarget))
@@ -149,10 +265,31 @@ func (n *Node) check() error {
 	return nil
 }
 
+// checkHoles applies the rules for a file's holes.
+func checkHoles(holes []Hole, nc int) error {
+	if len(holes) > maxHoles {
+		return fmt.Errorf("%d holes", len(holes))
+	}
+	for i, h := range holes {
+		if h.Len == 0 || h.At < 0 || h.At > nc || i > 0 && holes[i-1].At >= h.At {
+			return errors.New("holes out of order, empty or past the content")
+		}
+	}
+	return nil
+}
+
 // Encode serialises t; nodes must be sorted with unique, valid names.
 func (t *Tree) Encode() ([]byte, error) {
 	var buf bytes.Buffer
-	buf.WriteString(magic)
+	holes := false
+	for _, n := range t.Nodes {
+		holes = holes || len(n.Holes) > 0
+	}
+	if holes {
+		buf.WriteString(magicHoles)
+	} else {
+		buf.WriteString(magic)
+	}
 	var tmp []byte
 	tmp = binary.AppendUvarint(tmp[:0], uint64(len(t.Nodes)))
 	buf.Write(tmp)
@@ -187,6 +324,13 @@ func (t *Tree) Encode() ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(n.Content)))
 		for _, id := range n.Content {
 			b = append(b, id[:]...)
+		}
+		if holes {
+			b = binary.AppendUvarint(b, uint64(len(n.Holes)))
+			for _, h := range n.Holes {
+				b = binary.AppendUvarint(b, uint64(h.At))
+				b = binary.AppendUvarint(b, h.Len)
+			}
 		}
 		if n.Type == Dir {
 			b = append(b, n.Subtree[:]...)
@@ -279,9 +423,10 @@ func (r *reader) id() crypto.ID {
 // Decode parses a tree blob, rejecting names that could escape a restore
 // target, unsorted or duplicate entries and unknown types.
 func Decode(b []byte) (*Tree, error) {
-	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
+	if len(b) < len(magic) || string(b[:len(magic)]) != magic && string(b[:len(magic)]) != magicHoles {
 		return nil, errors.New("tree: bad magic")
 	}
+	withHoles, anyHole := string(b[:len(magic)]) == magicHoles, false
 	r := &reader{b: b[len(magic):]}
 	n := r.uvarint()
 	if n > uint64(len(r.b)) {
@@ -326,8 +471,30 @@ func Decode(b []byte) (*Tree, error) {
 		if r.err == nil && nc > 0 {
 			nd.Content = make([]crypto.ID, nc)
 			for j := range nd.Content {
-				nd.Content[j] = r.id()
+				if nd.Content[j] = r.id(); r.err == nil && nd.Content[j].IsNull() {
+					r.fail("zero chunk id")
+				}
 			}
+		}
+		if withHoles {
+			nh := r.uvarint()
+			if nh > maxHoles || nh > uint64(len(r.b))/2 {
+				r.fail("hole count exceeds size")
+			}
+			for j := uint64(0); j < nh && r.err == nil; j++ {
+				at := r.uvarint()
+				if at > uint64(len(nd.Content)) {
+					r.fail("hole past the content")
+					break
+				}
+				nd.Holes = append(nd.Holes, Hole{At: int(at), Len: r.uvarint()})
+			}
+			if r.err == nil {
+				if err := checkHoles(nd.Holes, len(nd.Content)); err != nil {
+					r.fail(err.Error())
+				}
+			}
+			anyHole = anyHole || len(nd.Holes) > 0
 		}
 		if r.err != nil {
 			break
@@ -338,7 +505,7 @@ func Decode(b []byte) (*Tree, error) {
 		if nd.Type == Dir {
 			nd.Subtree = r.id()
 		}
-		if nd.Type != File && len(nd.Content) > 0 {
+		if nd.Type != File && (len(nd.Content) > 0 || len(nd.Holes) > 0) {
 			return nil, fmt.Errorf("tree: entry %q: %s with content", nd.Name, nd.Type)
 		}
 		if err := ValidName(nd.Name); err != nil {
@@ -354,6 +521,9 @@ func Decode(b []byte) (*Tree, error) {
 	}
 	if len(r.b) != 0 {
 		return nil, errors.New("tree: trailing bytes")
+	}
+	if withHoles && !anyHole {
+		return nil, errors.New("tree: KPT2 tree without holes")
 	}
 	return t, nil
 }

@@ -306,3 +306,80 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestHoles(t *testing.T) {
+	id1, id2 := crypto.Hash([]byte("1")), crypto.Hash([]byte("2"))
+	sparse := &Node{Name: "sparse", Type: File, Size: 1<<40 + 10, Content: []crypto.ID{id1, id2},
+		Holes: []Hole{{At: 0, Len: 5}, {At: 1, Len: 1 << 40}, {At: 2, Len: 3}}}
+	tr := &Tree{Nodes: []*Node{{Name: "plain", Type: File, Content: []crypto.ID{id1}}, sparse}}
+	b := encode(t, tr)
+	if string(b[:4]) != "KPT2" {
+		t.Fatalf("a tree with holes starts %q", b[:4])
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(normalize(got), normalize(tr)) || !bytes.Equal(encode(t, got), b) {
+		t.Fatalf("holes do not round-trip: %+v", got.Nodes[1])
+	}
+	// Without holes the encoding is the old one, byte for byte.
+	plain := &Tree{Nodes: []*Node{{Name: "plain", Type: File, Content: []crypto.ID{id1}}}}
+	if pb := encode(t, plain); string(pb[:4]) != "KPT1" {
+		t.Fatalf("a tree without holes starts %q", pb[:4])
+	}
+
+	pieces := sparse.Pieces()
+	want := []Piece{{Hole: 5}, {ID: id1}, {Hole: 1 << 40}, {ID: id2}, {Hole: 3}}
+	if !reflect.DeepEqual(pieces, want) {
+		t.Fatalf("Pieces = %+v", pieces)
+	}
+	var n Node
+	n.SetPieces([]Piece{{Hole: 2}, {Hole: 3}, {ID: id1}, {Hole: 0}, {ID: id2}})
+	if !reflect.DeepEqual(n.Holes, []Hole{{At: 0, Len: 5}}) || len(n.Content) != 2 {
+		t.Fatalf("SetPieces: %+v", n)
+	}
+
+	for name, h := range map[string][]Hole{
+		"empty hole":   {{At: 0, Len: 0}},
+		"unordered":    {{At: 1, Len: 1}, {At: 0, Len: 1}},
+		"same place":   {{At: 0, Len: 1}, {At: 0, Len: 1}},
+		"past content": {{At: 3, Len: 1}},
+	} {
+		bad := &Tree{Nodes: []*Node{{Name: "f", Type: File, Content: []crypto.ID{id1, id2}, Holes: h}}}
+		if _, err := bad.Encode(); err == nil {
+			t.Errorf("%s: encoded", name)
+		}
+		// Decode refuses the same, written by hand.
+		raw := append([]byte("KPT2"), 1)
+		raw = append(raw, rawNode("f", File, nodeOpts{chunks: []crypto.ID{id1, id2}})...)
+		raw = binary.AppendUvarint(raw, uint64(len(h)))
+		for _, x := range h {
+			raw = binary.AppendUvarint(binary.AppendUvarint(raw, uint64(x.At)), x.Len)
+		}
+		if _, err := Decode(raw); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	if _, err := (&Tree{Nodes: []*Node{{Name: "d", Type: Dir, Holes: []Hole{{Len: 1}}}}}).Encode(); err == nil {
+		t.Error("a directory with holes encoded")
+	}
+	if _, err := (&Tree{Nodes: []*Node{{Name: "f", Type: File, Content: []crypto.ID{{}}}}}).Encode(); err == nil {
+		t.Error("a zero chunk id encoded")
+	}
+	// A KPT2 tree must have a hole, or the tree would have two encodings.
+	raw := append([]byte("KPT2"), 1)
+	raw = append(append(raw, rawNode("f", File, nodeOpts{chunks: []crypto.ID{id1}})...), 0)
+	if _, err := Decode(raw); err == nil {
+		t.Error("a KPT2 tree without holes decoded")
+	}
+	raw = append([]byte("KPT2"), 1)
+	raw = append(append(raw, rawNode("f", File, nodeOpts{chunks: []crypto.ID{id1}})...), 1, 1, 7)
+	if got, err := Decode(raw); err != nil || !reflect.DeepEqual(got.Nodes[0].Holes, []Hole{{At: 1, Len: 7}}) {
+		t.Fatalf("hand-written KPT2 tree: %v", err)
+	}
+	// A zero chunk id never decodes, in either version.
+	if _, err := Decode(rawTree(rawNode("f", File, nodeOpts{chunks: []crypto.ID{{}}}))); err == nil {
+		t.Error("a zero chunk id decoded")
+	}
+}
