@@ -45,9 +45,9 @@ func uploadPasses(t *testing.T, r *repo.Repository, n int, tag string, bound fun
 	return ids
 }
 
-// snapshotOf stores a snapshot whose one file names every blob in ids,
+// snapshotNaming stores a snapshot whose one file names every blob in ids,
 // so check reads them all.
-func snapshotOf(t *testing.T, r *repo.Repository, ids []crypto.ID) {
+func snapshotNaming(t *testing.T, r *repo.Repository, ids []crypto.ID) {
 	t.Helper()
 	ctx := context.Background()
 	tid, err := r.SaveTree(ctx, &tree.Tree{Nodes: []*tree.Node{{Name: "f", Type: tree.File, Mode: 0o644, Content: ids}}})
@@ -98,7 +98,7 @@ func TestIndexCompaction(t *testing.T) {
 	if st := r.Stats(); st.IndexMerged == 0 {
 		t.Fatalf("stats count no merged segment: %+v", st)
 	}
-	snapshotOf(t, r, ids)
+	snapshotNaming(t, r, ids)
 	wantIndexed(t, be, ids, 451) // and the tree's pack
 	ctx := context.Background()
 	// A prune leaves so few objects alone...
@@ -111,7 +111,7 @@ func TestIndexCompaction(t *testing.T) {
 	defer repo.SetIndexCompaction(1<<30, 1000)()
 	other := reopen(t, be)
 	ids = append(ids, uploadPasses(t, other, 40, "c", nil)...)
-	snapshotOf(t, other, ids) // all live: the prune has nothing to delete
+	snapshotNaming(t, other, ids) // all live: the prune has nothing to delete
 	if n, _ := r.IndexObjects(ctx); n <= 32 {
 		t.Fatalf("only %d index objects before the prune", n)
 	}
@@ -144,7 +144,7 @@ func TestIndexCompactionCrash(t *testing.T) {
 	if n, _ := r2.IndexObjects(context.Background()); n > 10+9 {
 		t.Fatalf("%d index objects", n)
 	}
-	snapshotOf(t, r2, ids)
+	snapshotNaming(t, r2, ids)
 	wantIndexed(t, be, ids, 40) // and the tree's pack
 }
 
@@ -210,6 +210,6 @@ func TestMergeOwnIndex(t *testing.T) {
 	if n, _ := r.IndexObjects(context.Background()); n != 1 {
 		t.Fatalf("%d index objects after MergeOwnIndex", n)
 	}
-	snapshotOf(t, r, ids)
+	snapshotNaming(t, r, ids)
 	wantIndexed(t, be, ids, 6)
 }
