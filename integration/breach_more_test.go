@@ -59,18 +59,17 @@ func TestBreachKeyAddedAndUnknownHostLock(t *testing.T) {
 	h.expect(start, notify.TypeKeyAdded, "keys/")
 
 	// A client on a host never seen holds a lock: an import run in a UTS
-	// namespace of its own, with another host name, importing for a while.
+	// namespace of its own, with another host name.
 	src := filepath.Join(w.dir, "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 24; i++ {
-		writeRandom(t, filepath.Join(src, "f"+string(rune('a'+i))), 4<<20, int64(10+i))
-	}
+	writeRandom(t, filepath.Join(src, "f"), 1<<20, 10)
 	args := []string{"--uts", "sh", "-c", `hostname intruder-host && exec "$0" "$@"`, keepfsBin,
 		"--repo", "file://" + w.remote, "--state", filepath.Join(w.dir, "state-intruder"), "import", src}
 	imp := exec.Command("unshare", args...)
-	imp.Env = append(os.Environ(), "KEEPFS_PASSWORD=integration words")
+	// It holds its lock for 20 s before importing, whatever the load.
+	imp.Env = append(os.Environ(), "KEEPFS_PASSWORD=integration words", "KEEPFS_TEST_HOLD_LOCK=20s")
 	start = time.Now()
 	if err := imp.Start(); err != nil {
 		t.Fatal(err)

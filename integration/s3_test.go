@@ -178,7 +178,7 @@ func TestS3ReplicatedVolumeServerKilled(t *testing.T) {
 	bucket := sw.MakeBucket()
 	w := s3World(t, sw, bucket)
 	w.kf("init")
-	w.mount("--snapshot-interval", "1h")
+	w.mount("--snapshot-interval", "2s") // snapshot walks queue uploads
 	before := randomFile(t, filepath.Join(w.mnt, "before.bin"), 21, 6<<20)
 	w.kf("sync", w.mnt)
 	stored := map[string]string{}

@@ -187,6 +187,9 @@ func (r *Repository) Lock(ctx context.Context, opts LockOptions) (*Lock, error) 
 		l.done = make(chan struct{})
 		go l.loop(bg)
 	}
+	if d := envDuration("KEEPFS_TEST_HOLD_LOCK", 0); d > 0 {
+		time.Sleep(d) // integration tests: a client caught holding its lock
+	}
 	return l, nil
 }
 

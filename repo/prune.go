@@ -230,9 +230,6 @@ func (r *Repository) exclusive(ctx context.Context, purpose string, lo LockOptio
 			return nil, err
 		}
 		release = func() { l.Release(context.WithoutCancel(ctx)) }
-		if d := envDuration("KEEPFS_TEST_HOLD_LOCK", 0); d > 0 {
-			time.Sleep(d) // integration tests: a prune caught holding its lock
-		}
 	}
 	if err := r.LoadIndex(ctx); err != nil {
 		release()
