@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/keepfs/keepfs/policy/notify"
-	"github.com/keepfs/keepfs/remote/remotetest"
 )
 
 // The detections breachScenario does not cover: wrong passphrases given
@@ -79,18 +78,7 @@ func TestBreachKeyAddedAndUnknownHostLock(t *testing.T) {
 }
 
 func TestBreachUnreachableAlert(t *testing.T) {
-	requireFUSE(t)
-	s := remotetest.StartSSHD(t)
-	w := &world{t: t, dir: t.TempDir()}
-	w.remote = filepath.Join(w.dir, "remote")
-	w.state = filepath.Join(w.dir, "state")
-	w.mnt = filepath.Join(w.dir, "mnt")
-	w.url = s.URL(w.remote)
-	w.flags = []string{"--known-hosts", s.KnownHosts, "--identity", s.Identity}
-	if err := os.Mkdir(w.mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	w.kf("init")
+	w, s := newSFTPWorld(t)
 	h, flags := newHookSink(t, w.dir)
 	w.flags = append(w.flags, flags...)
 	w.mount("--scrub-interval", "1s", "--alert-after", "2s")

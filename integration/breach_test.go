@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/keepfs/keepfs/policy/notify"
-	"github.com/keepfs/keepfs/remote/remotetest"
 )
 
 // hookSink receives integrity events on both targets: a webhook on
@@ -195,18 +194,7 @@ func TestBreachDetectedWhileMounted(t *testing.T) {
 // TestBreachDetectedOverSFTP: the same tampering, of a repository served
 // by a real OpenSSH sshd on 127.0.0.1.
 func TestBreachDetectedOverSFTP(t *testing.T) {
-	requireFUSE(t)
-	s := remotetest.StartSSHD(t)
-	w := &world{t: t, dir: t.TempDir()}
-	w.remote = filepath.Join(w.dir, "remote")
-	w.state = filepath.Join(w.dir, "state")
-	w.mnt = filepath.Join(w.dir, "mnt")
-	w.url = s.URL(w.remote)
-	w.flags = []string{"--known-hosts", s.KnownHosts, "--identity", s.Identity}
-	if err := os.Mkdir(w.mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	w.kf("init")
+	w, _ := newSFTPWorld(t)
 	breachScenario(t, w)
 }
 

@@ -54,13 +54,10 @@ func (w *world) waitStatus(what string, limit time.Duration, ok func(statusJSON)
 	}
 }
 
-// TestSFTPRemoteGoesAwayAndReturns: a mount on a real sshd whose server is
-// killed reports the remote as unreachable with its last failed contact
-// and a queue; sync with a short --timeout gives up in bounded time with
-// one clear line and exit 1; once sshd is back on the same port and key,
-// the queue drains without restarting the daemon, sync succeeds and the
-// repository checks clean.
-func TestSFTPRemoteGoesAwayAndReturns(t *testing.T) {
+// newSFTPWorld starts a private OpenSSH sshd on 127.0.0.1 and initializes a
+// repository served by it, with a mount point ready.
+func newSFTPWorld(t *testing.T) (*world, *remotetest.SSHD) {
+	t.Helper()
 	requireFUSE(t)
 	s := remotetest.StartSSHD(t)
 	w := &world{t: t, dir: t.TempDir()}
@@ -73,6 +70,17 @@ func TestSFTPRemoteGoesAwayAndReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.kf("init")
+	return w, s
+}
+
+// TestSFTPRemoteGoesAwayAndReturns: a mount on a real sshd whose server is
+// killed reports the remote as unreachable with its last failed contact
+// and a queue; sync with a short --timeout gives up in bounded time with
+// one clear line and exit 1; once sshd is back on the same port and key,
+// the queue drains without restarting the daemon, sync succeeds and the
+// repository checks clean.
+func TestSFTPRemoteGoesAwayAndReturns(t *testing.T) {
+	w, s := newSFTPWorld(t)
 	// Chunks are queued by snapshot walks (never at commit): a short
 	// interval lets a periodic snapshot queue what is written offline.
 	w.mount("--snapshot-interval", "2s")
