@@ -104,9 +104,19 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		encode = pack.EncodeFast
 	}
 	encoded := encode(scratch, plaintext)
-	return true, w.add(ctx, t, id, len(encoded)+r.key.Overhead(), len(plaintext), func(dst []byte) []byte {
+	err := w.add(ctx, t, id, len(encoded)+r.key.Overhead(), len(plaintext), func(dst []byte) []byte {
 		return pack.AppendSealed(dst, r.key, t, id, encoded)
 	})
+	if err != nil {
+		// Not added (add fails only before it appends): forget it was on
+		// its way, or every later save would take it as known and it
+		// would never be uploaded.
+		w.mu.Lock()
+		delete(w.pending, k)
+		w.mu.Unlock()
+		return false, err
+	}
+	return true, nil
 }
 
 // scratchPool holds per-call compression buffers (about a chunk each).
