@@ -18,6 +18,10 @@
 #   s3        keepfs import/restore vs restic backup/restore to the same SeaweedFS (S3 over
 #             HTTP on 127.0.0.1, bin/tools/weed from `make weed`), and cp -a + sync through a
 #             keepfs mount on it; peak RSS of each (issue 17). Not part of "all".
+#   scale     growth curves at 10^4, 10^5, 10^6 ... (issue 18): scale_index (integration/bench/
+#             scale_index.sh: synthetic repositories of many blobs; daemon RSS, mount start,
+#             index objects per upload passes) and scale_tree (integration/bench/scale_tree.sh:
+#             many files in the mount; change one + sync, ls -l of a big directory). Not in "all".
 #   all       workload repo mount versions go   (go is left out with BENCH_GO=0)
 #
 # Environment:
@@ -1079,6 +1083,19 @@ section_s3() {
 	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}${OK[restic]}" != 11 ]; then say "scratch kept in $SW"; else wipe "$SW"; fi
 }
 
+# ---------------------------------------------------------------- section: scale
+
+# Each half lives in its own file and renders its own table (results-scale-index,
+# results-scale-tree); a half that fails counts as an error, the other still runs.
+section_scale() {
+	# shellcheck source=/dev/null
+	source "$HERE/scale_index.sh"
+	# shellcheck source=/dev/null
+	source "$HERE/scale_tree.sh"
+	scale_index || { warn "scale_index failed"; errors=$((errors + 1)); }
+	scale_tree || { warn "scale_tree failed"; errors=$((errors + 1)); }
+}
+
 # ---------------------------------------------------------------- section: go
 
 section_go() {
@@ -1101,9 +1118,9 @@ main() {
 	for s in "${sections[@]}"; do
 		case $s in
 		all) read -ra more <<<"$ALL_SECTIONS"; expanded+=("${more[@]}") ;;
-		workload | repo | mount | versions | erase | go | s3) expanded+=("$s") ;;
+		workload | repo | mount | versions | erase | go | s3 | scale) expanded+=("$s") ;;
 		help | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; return 0 ;;
-		*) die "unknown section '$s' (sections: workload repo mount versions erase go s3 all)" ;;
+		*) die "unknown section '$s' (sections: workload repo mount versions erase go s3 scale all)" ;;
 		esac
 	done
 	local start=$SECONDS
