@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -622,6 +623,30 @@ func TestRestoreInPlace(t *testing.T) {
 	}
 	if c := w.cmd("restore", "--in-place", filepath.Join(w.dir, "elsewhere"), "--at", first); c.Run() == nil {
 		t.Fatal("--in-place outside a mount succeeded")
+	}
+	// The daemon audits what the client restored through the mount: one
+	// restore entry, naming the snapshot, with the path only as a hash.
+	var entries []struct {
+		Action  string            `json:"action"`
+		Outcome string            `json:"outcome"`
+		Paths   []string          `json:"path_hashes"`
+		Details map[string]string `json:"details"`
+	}
+	raw := w.kf("audit", "--json")
+	if err := json.Unmarshal([]byte(raw), &entries); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Action == "restore" {
+			n++
+			if e.Details["in_place"] != "true" || e.Details["snapshots"] != first || len(e.Paths) != 1 || e.Outcome == "failed" {
+				t.Fatalf("restore entry %+v", e)
+			}
+		}
+	}
+	if n != 1 || strings.Contains(raw, "contract") {
+		t.Fatalf("%d restore entries, or a name in the log:\n%s", n, raw)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keepfs/keepfs/cmd/keepfs/daemon"
 	"github.com/keepfs/keepfs/policy/audit"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/restorer"
@@ -133,6 +135,21 @@ func restoreInPlace(c *cli.Context) error {
 	}
 	var results []done
 	synced := map[string]bool{}
+	// What each mount restored, for the audit entry its daemon writes:
+	// also when a later path fails, so that nothing done goes unrecorded.
+	restored := map[string]*daemon.Restored{}
+	var failedAt string
+	defer func() {
+		for src, rec := range restored {
+			if len(rec.Paths) == 0 {
+				continue
+			}
+			rec.Failed = src == failedAt
+			if _, err := daemon.Send(context.WithoutCancel(c.Context), src, daemon.Request{Op: "restored", Restored: rec}); err != nil {
+				fmt.Fprintf(c.App.ErrWriter, "warning: audit entry of the in-place restore: %s\n", oneLine(err))
+			}
+		}
+	}()
 	for _, arg := range c.Args().Slice() {
 		abs, err := filepath.Abs(arg)
 		if err != nil {
@@ -154,47 +171,22 @@ func restoreInPlace(c *cli.Context) error {
 				return fmt.Errorf("sync before restoring: %w", err)
 			}
 			synced[m.Source] = true
+			restored[m.Source] = &daemon.Restored{}
 		}
-		src := filepath.Join(m.Point, ".versions", name, rel)
-		snapDir, err := filepath.EvalSymlinks(filepath.Join(m.Point, ".versions", name))
-		if err != nil {
-			return fmt.Errorf("no snapshot at or before %s: %w", at, err)
-		}
-		if _, err := os.Lstat(src); err != nil {
-			return fmt.Errorf("%s did not exist at %s", rel, at)
-		}
-		dir := filepath.Dir(abs)
-		tmp, err := os.MkdirTemp(dir, ".keepfs-restore-")
-		if err != nil {
+		if err := restoreOne(c, m.Point, rel, abs, name, at); err != nil {
+			restored[m.Source].Paths = append(restored[m.Source].Paths, rel)
+			failedAt = m.Source
 			return err
 		}
-		staged := filepath.Join(tmp, filepath.Base(abs))
-		if out, err := exec.CommandContext(c.Context, "cp", "-a", "--", src, staged).CombinedOutput(); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("copy %s out of %s: %v: %s", rel, name, err, strings.TrimSpace(string(out)))
-		}
-		var old string
-		if _, err := os.Lstat(abs); err == nil {
-			old = filepath.Join(tmp, ".replaced")
-			if err := os.Rename(abs, old); err != nil {
-				os.RemoveAll(tmp)
-				return fmt.Errorf("move the current %s aside: %w", rel, err)
-			}
-		}
-		if err := os.Rename(staged, abs); err != nil {
-			if old != "" {
-				_ = os.Rename(old, abs)
-			}
-			os.RemoveAll(tmp)
-			return fmt.Errorf("put the restored %s in place: %w", rel, err)
-		}
-		if err := os.RemoveAll(tmp); err != nil {
-			return fmt.Errorf("clean up %s: %w", tmp, err)
-		}
-		results = append(results, done{Path: abs, From: filepath.Base(snapDir)})
+		snap, _ := filepath.EvalSymlinks(filepath.Join(m.Point, ".versions", name))
+		rec := restored[m.Source]
+		rec.Paths = append(rec.Paths, rel)
+		rec.Snapshots = append(rec.Snapshots, filepath.Base(snap))
+		results = append(results, done{Path: abs, From: filepath.Base(snap)})
 	}
 	for src := range synced {
 		if _, err := callDaemon(c.Context, src, "sync"); err != nil {
+			failedAt = src
 			return fmt.Errorf("sync after restoring: %w", err)
 		}
 	}
@@ -203,6 +195,47 @@ func restoreInPlace(c *cli.Context) error {
 	}
 	for _, r := range results {
 		fmt.Fprintf(c.App.Writer, "restored %s as of %s (the replaced version stays in earlier snapshots)\n", r.Path, r.From)
+	}
+	return nil
+}
+
+// restoreOne copies rel out of .versions/name into a temporary sibling of
+// abs and swaps it in, putting the current version back if the swap fails.
+func restoreOne(c *cli.Context, point, rel, abs, name, at string) error {
+	src := filepath.Join(point, ".versions", name, rel)
+	if _, err := filepath.EvalSymlinks(filepath.Join(point, ".versions", name)); err != nil {
+		return fmt.Errorf("no snapshot at or before %s: %w", at, err)
+	}
+	if _, err := os.Lstat(src); err != nil {
+		return fmt.Errorf("%s did not exist at %s", rel, at)
+	}
+	dir := filepath.Dir(abs)
+	tmp, err := os.MkdirTemp(dir, ".keepfs-restore-")
+	if err != nil {
+		return err
+	}
+	staged := filepath.Join(tmp, filepath.Base(abs))
+	if out, err := exec.CommandContext(c.Context, "cp", "-a", "--", src, staged).CombinedOutput(); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("copy %s out of %s: %v: %s", rel, name, err, strings.TrimSpace(string(out)))
+	}
+	var old string
+	if _, err := os.Lstat(abs); err == nil {
+		old = filepath.Join(tmp, ".replaced")
+		if err := os.Rename(abs, old); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("move the current %s aside: %w", rel, err)
+		}
+	}
+	if err := os.Rename(staged, abs); err != nil {
+		if old != "" {
+			_ = os.Rename(old, abs)
+		}
+		os.RemoveAll(tmp)
+		return fmt.Errorf("put the restored %s in place: %w", rel, err)
+	}
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("clean up %s: %w", tmp, err)
 	}
 	return nil
 }

@@ -83,6 +83,18 @@ type Request struct {
 	Force   bool          `json:"force,omitempty"`
 	// Erase is an erase request (op "erase"), paths from the mount's root.
 	Erase *erase.Options `json:"erase,omitempty"`
+	// Restored is what an in-place restore brought back through the mount
+	// (op "restored"): the daemon holds the keys, so it writes the audit
+	// entry the client cannot.
+	Restored *Restored `json:"restored,omitempty"`
+}
+
+// Restored describes one in-place restore: paths from the mount's root and
+// the snapshot each came from.
+type Restored struct {
+	Paths     []string `json:"paths"`
+	Snapshots []string `json:"snapshots"`
+	Failed    bool     `json:"failed,omitempty"`
 }
 
 // DefaultTimeout is how long sync and unmount wait for the remote.
@@ -531,6 +543,24 @@ func (d *daemon) handle(conn *net.UnixConn) {
 			break
 		}
 		resp.Erase = res
+	case "restored":
+		if req.Restored == nil || len(req.Restored.Paths) == 0 {
+			resp = Response{Error: "restored: no paths"}
+			break
+		}
+		r := d.c.Repository()
+		e := audit.Entry{Action: audit.ActionRestore, Details: map[string]string{
+			"in_place": "true", "snapshots": strings.Join(req.Restored.Snapshots, ","),
+		}}
+		for _, p := range req.Restored.Paths {
+			e.Paths = append(e.Paths, r.AuditPathHash(p))
+		}
+		if req.Restored.Failed {
+			e.Outcome = audit.OutcomeFailed
+		}
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		d.appendAudit(actx, r, e)
+		cancel()
 	case "prune":
 		res, err := d.prune(ctx, req.DryRun, "prune")
 		if err != nil {
