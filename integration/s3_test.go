@@ -355,3 +355,37 @@ func noSecret(t *testing.T, dir, secret string) {
 		t.Fatalf("walk %s: %d files, %v", dir, files, err)
 	}
 }
+
+// TestS3OverTLS: s3:// speaks HTTPS and verifies the server's certificate.
+// A store behind a private CA is refused (one line, exit 1) until the CA
+// is trusted through SSL_CERT_FILE; then init, import and restore work.
+func TestS3OverTLS(t *testing.T) {
+	sw := remotetest.StartSeaweed(t, remotetest.SeaweedOptions{TLS: true})
+	w := s3World(t, sw, "keepfs-tls")
+	if !strings.HasPrefix(w.url, "s3://") {
+		t.Fatalf("TLS cluster URL %s", w.url)
+	}
+	// An empty CA file: nothing is trusted, not even the system's roots.
+	none := filepath.Join(w.dir, "no-ca.pem")
+	if err := os.WriteFile(none, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	untrusted := w.with("state-untrusted")
+	untrusted.env = append(sw.Env(), "SSL_CERT_FILE="+none, "SSL_CERT_DIR="+w.dir)
+	code, out := exitCode(t, untrusted.cmd("init", "--s3-create-bucket"))
+	if out = strings.TrimSpace(out); code != 1 || strings.Count(out, "\n") != 0 || !strings.Contains(out, "certificate") {
+		t.Fatalf("init against an untrusted certificate: exit %d: %q", code, out)
+	}
+
+	w.env = append(sw.Env(), "SSL_CERT_FILE="+sw.CAFile)
+	w.kf("init", "--s3-create-bucket")
+	src := filepath.Join(w.dir, "src")
+	genTree(t, src, 21)
+	big := randomFile(t, filepath.Join(src, "big.bin"), 22, 20<<20)
+	w.kf("import", src)
+	restored := filepath.Join(w.dir, "restored")
+	w.with("state-restore").kf("restore", "/", "--to", restored)
+	run(t, "", "diff", "-r", "--no-dereference", src, restored)
+	sameFile(t, filepath.Join(restored, "big.bin"), big)
+	w.kf("check", "--read-data")
+}

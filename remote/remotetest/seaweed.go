@@ -3,11 +3,19 @@ package remotetest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +46,9 @@ type SeaweedOptions struct {
 	Replication string
 	// VolumeSizeLimitMB is the master's -volumeSizeLimitMB (default 64).
 	VolumeSizeLimitMB int
+	// TLS makes the S3 gateway speak HTTPS only, with a certificate for
+	// 127.0.0.1 that no system trusts: CAFile names it for clients.
+	TLS bool
 }
 
 // Seaweed is a SeaweedFS cluster on 127.0.0.1, private to one test: one
@@ -48,6 +59,9 @@ type Seaweed struct {
 	Endpoint  string // 127.0.0.1:port of the S3 gateway
 	AccessKey string
 	SecretKey string
+	// CAFile is the PEM certificate a client must trust (TLS only), as
+	// SSL_CERT_FILE for a keepfs process.
+	CAFile string
 
 	t      testing.TB
 	binary string
@@ -169,7 +183,18 @@ func StartSeaweed(t testing.TB, opts SeaweedOptions) *Seaweed {
 // its credentials, for tests that set up buckets or look underneath.
 func (w *Seaweed) Client() *minio.Client {
 	w.t.Helper()
-	cl, err := minio.New(w.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(w.AccessKey, w.SecretKey, ""), Region: "us-east-1"})
+	o := &minio.Options{Creds: credentials.NewStaticV4(w.AccessKey, w.SecretKey, ""), Region: "us-east-1"}
+	if w.opts.TLS {
+		pem, err := os.ReadFile(w.CAFile)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		o.Secure = true
+		o.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	cl, err := minio.New(w.Endpoint, o)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -191,13 +216,54 @@ func (w *Seaweed) Env() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + w.AccessKey, "AWS_SECRET_ACCESS_KEY=" + w.SecretKey}
 }
 
-// URL is the s3+http:// repository URL of bucket/prefix on the cluster.
+// URL is the repository URL of bucket/prefix on the cluster: s3+http://,
+// or s3:// when the gateway speaks TLS.
 func (w *Seaweed) URL(bucket, prefix string) string {
-	u := "s3+http://" + w.Endpoint + "/" + bucket
+	scheme := "s3+http://"
+	if w.opts.TLS {
+		scheme = "s3://"
+	}
+	u := scheme + w.Endpoint + "/" + bucket
 	if prefix != "" {
 		u += "/" + prefix
 	}
 	return u
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key
+// into dir, valid for a day.
+func selfSigned(dir string) (certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "keepfs test S3"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "s3-cert.pem"), filepath.Join(dir, "s3-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
 }
 
 func randomHex(n int) string {
@@ -276,6 +342,15 @@ func (w *Seaweed) start() error {
 	}
 	fPort, fGrpc := next(), next()
 	sPort, sGrpc := next(), next()
+	var tlsArgs []string
+	if w.opts.TLS {
+		cert, key, err := selfSigned(w.dir)
+		if err != nil {
+			return err
+		}
+		w.CAFile = cert
+		tlsArgs = []string{"-cert.file=" + cert, "-key.file=" + key}
+	}
 	w.Endpoint = fmt.Sprintf("127.0.0.1:%d", sPort)
 	if err := w.spawn("filer", "filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-port="+strconv.Itoa(fPort), "-port.grpc="+strconv.Itoa(fGrpc), "-master="+w.master,
@@ -287,12 +362,13 @@ func (w *Seaweed) start() error {
 	}
 	// The gateway runs as its own process: `weed filer -s3` hands the
 	// gateway the filer's address without its gRPC port.
-	if err := w.spawn("s3", "s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-		"-port="+strconv.Itoa(sPort), "-port.grpc="+strconv.Itoa(sGrpc),
+	s3args := []string{"s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-port=" + strconv.Itoa(sPort), "-port.grpc=" + strconv.Itoa(sGrpc),
 		fmt.Sprintf("-filer=127.0.0.1:%d.%d", fPort, fGrpc),
-		"-config="+cfgPath, "-localSocket="+filepath.Join(w.dir, "s3.sock"),
+		"-config=" + cfgPath, "-localSocket=" + filepath.Join(w.dir, "s3.sock"),
 		// It also serves Iceberg and Lance catalogs on fixed ports by default.
-		"-port.iceberg=0", "-port.lance=0"); err != nil {
+		"-port.iceberg=0", "-port.lance=0"}
+	if err := w.spawn("s3", append(s3args, tlsArgs...)...); err != nil {
 		return err
 	}
 	return w.waitPort(w.Endpoint, "s3")
