@@ -244,6 +244,9 @@ func (w *walker) lostFile(path []string) (*tree.Node, error) {
 	return old, nil
 }
 
+// queueBatch bounds the queue keys one transaction changes.
+const queueBatch = 4096
+
 // setQueue makes the upload queue exactly need: chunks of files the walk of
 // the namespace at change count seq included. Entries an earlier walk left
 // (a snapshot whose upload failed) go, since their files may have been
@@ -257,8 +260,7 @@ func (c *Cache) setQueue(need []crypto.ID, seq uint64) error {
 		c.log.Debug("dropped blobs a failed upload left unsent; the queue decides again", "blobs", n)
 	}
 	want := make(map[crypto.ID]int64, len(need))
-	err := c.update(func(txn *wtxn) error {
-		clear(want)
+	err := c.view(func(txn *badger.Txn) error {
 		for _, id := range need {
 			v, err := getValue(txn, meta.ChunkKey(id))
 			if errors.Is(err, badger.ErrKeyNotFound) {
@@ -268,36 +270,69 @@ func (c *Cache) setQueue(need []crypto.ID, seq uint64) error {
 				return err
 			}
 			want[id] = valueSize(v)
-			if _, err := txn.Get(meta.QueueKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
-				if err := txn.Set(meta.QueueKey(id), nil); err != nil {
-					return err
-				}
-			} else if err != nil {
-				return err
-			}
-		}
-		c.mu.Lock()
-		var stale []crypto.ID
-		for id := range c.queue {
-			if _, ok := want[id]; !ok {
-				stale = append(stale, id)
-			}
-		}
-		c.mu.Unlock()
-		for _, id := range stale {
-			if err := txn.Delete(meta.QueueKey(id)); err != nil {
-				return err
-			}
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	// The queue keys change in batches: after a cp -a of a large tree one
+	// transaction holding them all is more than Badger takes ("Txn is too
+	// big"). The in-memory queue follows each committed batch, so a
+	// failure halfway leaves the two agreeing and the next walk decides
+	// again from there.
+	type change struct {
+		id   crypto.ID
+		size int64 // -1: no longer wanted
+	}
+	var changes []change
 	c.mu.Lock()
-	c.queue = want
+	for id, size := range want {
+		if _, ok := c.queue[id]; !ok {
+			changes = append(changes, change{id, size})
+		}
+	}
+	for id := range c.queue {
+		if _, ok := want[id]; !ok {
+			changes = append(changes, change{id, -1})
+		}
+	}
+	c.mu.Unlock()
+	for len(changes) > 0 {
+		batch := changes[:min(len(changes), queueBatch)]
+		changes = changes[len(batch):]
+		err := c.update(func(txn *wtxn) error {
+			for _, ch := range batch {
+				var err error
+				if ch.size < 0 {
+					err = txn.Delete(meta.QueueKey(ch.id))
+				} else {
+					err = txn.Set(meta.QueueKey(ch.id), nil)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		for _, ch := range batch {
+			if ch.size < 0 {
+				c.queueBytes -= c.queue[ch.id]
+				delete(c.queue, ch.id)
+			} else {
+				c.queue[ch.id] = ch.size
+				c.queueBytes += ch.size
+			}
+		}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
 	c.queueBytes = 0
-	for _, size := range want {
+	for _, size := range c.queue {
 		c.queueBytes += size
 	}
 	c.queueSeq = seq

@@ -1,0 +1,75 @@
+package cache
+
+import (
+	"context"
+	"encoding/binary"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+)
+
+// A cp -a of a large tree queues more chunks than one Badger transaction
+// takes; setQueue must still record them all, and drop them again.
+func TestSetQueueBeyondOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	const n = 30000
+	ids := make([]crypto.ID, n)
+	for i := range ids {
+		ids[i] = c.r.Key().BlobID(binary.BigEndian.AppendUint64(nil, uint64(i)))
+	}
+	for i := 0; i < n; i += 2000 {
+		err := c.update(func(txn *wtxn) error {
+			for _, id := range ids[i:min(i+2000, n)] {
+				if err := txn.Set(meta.ChunkKey(id), append(binary.BigEndian.AppendUint64(nil, 3), "abc"...)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	queued := func() int {
+		var k int
+		err := c.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.QueuePrefix()})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				k++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	// A change count no walk matches keeps the background uploader off
+	// these made-up chunks.
+	seq := c.changeSeq + 1000
+	if err := c.setQueue(ids, seq); err != nil {
+		t.Fatalf("queueing %d chunks: %v", n, err)
+	}
+	c.mu.Lock()
+	inMem, bytes := len(c.queue), c.queueBytes
+	c.mu.Unlock()
+	if k := queued(); k != n || inMem != n || bytes != 3*n {
+		t.Fatalf("queued %d keys, %d in memory, %d bytes; want %d, %d, %d", k, inMem, bytes, n, n, 3*n)
+	}
+	if err := c.setQueue(ids[:10], seq); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	inMem, bytes = len(c.queue), c.queueBytes
+	c.mu.Unlock()
+	if k := queued(); k != 10 || inMem != 10 || bytes != 30 {
+		t.Fatalf("after shrinking: %d keys, %d in memory, %d bytes", k, inMem, bytes)
+	}
+}
