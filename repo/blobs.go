@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -511,6 +512,72 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 		r.raiseLoad(obj, fmt.Sprintf("%s blob %s in pack %s", t, id.Short(), loc.Pack.Short()), "open", err)
 	}
 	return plain, err
+}
+
+// LoadBlobs loads blobs of type t that lie in one pack with a single
+// ranged read, from the lowest offset among them to the highest end (the
+// bytes between them are read and dropped), and calls fn with the index
+// in ids and the authenticated plaintext of each, in the order of ids. A
+// restore of many small files costs one read per span of a pack rather
+// than one per blob: on an object store each read is a round trip. An id
+// may repeat; a blob that is not indexed, or lies in another pack than the
+// first, is an error before anything is read. plain may alias the read
+// buffer: fn must not keep it beyond the call unless it copies it.
+func (r *Repository) LoadBlobs(ctx context.Context, t pack.BlobType, ids []crypto.ID, fn func(i int, plain []byte) error) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	idx := r.idx.Load()
+	locs := make([]index.Location, len(ids))
+	var start, end uint64
+	for i, id := range ids {
+		loc, ok := idx.Lookup(t, id)
+		if !ok {
+			return fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
+		}
+		if i > 0 && loc.Pack != locs[0].Pack {
+			return fmt.Errorf("%s blob %s is in pack %s, not %s: cannot load it in one span", t, id.Short(), loc.Pack.Short(), locs[0].Pack.Short())
+		}
+		locs[i] = loc
+		s, e := uint64(loc.Offset), uint64(loc.Offset)+uint64(loc.Length)
+		if i == 0 || s < start {
+			start = s
+		}
+		if e > end {
+			end = e
+		}
+	}
+	p := locs[0].Pack
+	obj := "packs/" + p.String()
+	span, err := r.be.Load(ctx, remote.Handle{Type: remote.Pack, Name: p.String()}, int64(start), int64(end-start))
+	if err != nil {
+		r.raiseLoad(obj, fmt.Sprintf("pack %s (%d %s blobs)", p.Short(), len(ids), t), "load", err)
+		return fmt.Errorf("load %d %s blobs from pack %s: %w", len(ids), t, p.Short(), err)
+	}
+	if uint64(len(span)) != end-start {
+		return fmt.Errorf("load %d %s blobs from pack %s: got %d bytes of %d: %w", len(ids), t, p.Short(), len(span), end-start, io.ErrUnexpectedEOF)
+	}
+	// Blobs are opened in place, so a blob named twice is opened once and
+	// its plaintext handed out again.
+	opened := make(map[uint64][]byte, len(ids))
+	for i, id := range ids {
+		loc := locs[i]
+		plain, ok := opened[uint64(loc.Offset)]
+		if !ok {
+			off := uint64(loc.Offset) - start
+			sealed := span[off : off+uint64(loc.Length) : off+uint64(loc.Length)]
+			plain, err = pack.OpenBlobInPlace(r.key, t, id, sealed)
+			if err != nil {
+				r.raiseLoad(obj, fmt.Sprintf("%s blob %s in pack %s", t, id.Short(), p.Short()), "open", err)
+				return err
+			}
+			opened[uint64(loc.Offset)] = plain
+		}
+		if err := fn(i, plain); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ErrBlobNotFound means the index does not know the blob.

@@ -13,6 +13,7 @@
 package restorer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/index"
 	"github.com/keepfs/keepfs/repo/pack"
 	"github.com/keepfs/keepfs/repo/tree"
 )
@@ -147,9 +151,17 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths [
 	var bytes atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Workers)
-	for _, j := range rs.files {
+	spans, rest := rs.spans()
+	for _, sp := range spans {
 		g.Go(func() error {
-			n, err := rs.writeFile(gctx, j)
+			n, err := rs.writeSpan(gctx, sp)
+			bytes.Add(n)
+			return err
+		})
+	}
+	for _, j := range rest {
+		g.Go(func() error {
+			n, err := rs.writeFile(gctx, j, nil)
 			bytes.Add(n)
 			return err
 		})
@@ -388,7 +400,101 @@ func (rs *restorer) link(old, new string) error {
 	return unix.Linkat(opfd, oname, npfd, nname, 0)
 }
 
-func (rs *restorer) writeFile(ctx context.Context, j fileJob) (int64, error) {
+// Small files are read by spans: the blobs of files made of one small blob
+// are sorted by pack and offset, and runs of them in one pack that lie
+// close together are fetched with one ranged read (repo.LoadBlobs). The
+// bytes between blobs of a span (blobs of files not restored, trees) are
+// read and dropped: up to spanGap of them costs less than another request.
+const (
+	spanSmall = 1 << 20 // largest sealed blob a file may have to be read in a span
+	spanMax   = 4 << 20 // largest span read at once (memory: Workers × spanMax)
+	spanGap   = 256 << 10
+)
+
+// span is files whose blobs one read fetches.
+type span struct {
+	files []fileJob
+	ids   []crypto.ID // files[i]'s one blob
+}
+
+// spans groups the files of exactly one small data blob into spans; the
+// other files (several blobs, only holes, empty, blob not indexed) are
+// returned as they are, to be read blob by blob.
+func (rs *restorer) spans() ([]span, []fileJob) {
+	type small struct {
+		j   fileJob
+		id  crypto.ID
+		loc index.Location
+	}
+	var smalls []small
+	var rest []fileJob
+	idx := rs.r.Index()
+	for _, j := range rs.files {
+		var id crypto.ID
+		n := 0
+		for _, p := range j.node.Pieces() {
+			if !p.ID.IsNull() {
+				id = p.ID
+				n++
+			}
+		}
+		if n == 1 {
+			if loc, ok := idx.Lookup(pack.Data, id); ok && loc.Length <= spanSmall {
+				smalls = append(smalls, small{j, id, loc})
+				continue
+			}
+		}
+		rest = append(rest, j)
+	}
+	sort.SliceStable(smalls, func(a, b int) bool {
+		if c := bytes.Compare(smalls[a].loc.Pack[:], smalls[b].loc.Pack[:]); c != 0 {
+			return c < 0
+		}
+		return smalls[a].loc.Offset < smalls[b].loc.Offset
+	})
+	var out []span
+	var cur span
+	var pk crypto.ID
+	var start, end uint64
+	for _, s := range smalls {
+		off, e := uint64(s.loc.Offset), uint64(s.loc.Offset)+uint64(s.loc.Length)
+		if len(cur.files) > 0 && (s.loc.Pack != pk || off > end+spanGap || max(e, end)-start > spanMax) {
+			out = append(out, cur)
+			cur = span{}
+		}
+		if len(cur.files) == 0 {
+			pk, start, end = s.loc.Pack, off, e
+		}
+		end = max(end, e)
+		cur.files = append(cur.files, s.j)
+		cur.ids = append(cur.ids, s.id)
+	}
+	if len(cur.files) > 0 {
+		out = append(out, cur)
+	}
+	return out, rest
+}
+
+// writeSpan reads the blobs of sp's files with one request and writes
+// the files.
+func (rs *restorer) writeSpan(ctx context.Context, sp span) (int64, error) {
+	var total int64
+	var werr error // writeFile's errors name their file already
+	err := rs.r.LoadBlobs(ctx, pack.Data, sp.ids, func(i int, plain []byte) error {
+		n, err := rs.writeFile(ctx, sp.files[i], map[crypto.ID][]byte{sp.ids[i]: plain})
+		total += n
+		werr = err
+		return err
+	})
+	if err != nil && werr == nil {
+		err = fmt.Errorf("restore %s: %w", rs.dst(sp.files[0].rel), err)
+	}
+	return total, err
+}
+
+// writeFile writes one file; blobs in have are used as they are, the
+// others are loaded.
+func (rs *restorer) writeFile(ctx context.Context, j fileJob, have map[crypto.ID][]byte) (int64, error) {
 	dst := rs.dst(j.rel)
 	pfd, name, err := rs.parent(j.rel)
 	if err != nil {
@@ -414,10 +520,12 @@ func (rs *restorer) writeFile(ctx context.Context, j fileJob) (int64, error) {
 			continue
 		}
 		id := p.ID
-		b, err := rs.r.LoadBlob(ctx, pack.Data, id)
-		if err != nil {
-			f.Close()
-			return off, fmt.Errorf("restore %s: %w", dst, err)
+		b, ok := have[id]
+		if !ok {
+			if b, err = rs.r.LoadBlob(ctx, pack.Data, id); err != nil {
+				f.Close()
+				return off, fmt.Errorf("restore %s: %w", dst, err)
+			}
 		}
 		if _, err := f.WriteAt(b, off); err != nil {
 			f.Close()
