@@ -439,3 +439,37 @@ func TestVersionsPrunedNameVanishesOnRefresh(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// ls -l asks every file for its SELinux label and POSIX ACL. coreutils
+// stops asking on a device that answers EOPNOTSUPP once, but asks again
+// for every file after ENODATA (a FUSE round trip each): a snapshot must
+// answer as the live tree does, or ls -lR of it is several times slower.
+func TestVersionsXattrErrnos(t *testing.T) {
+	e := setup(t)
+	e.write("a.txt", []byte("a\n"), 0o644)
+	if err := unix.Lsetxattr(filepath.Join(e.src, "a.txt"), "user.tag", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	e.snapshot(0)
+	buf := make([]byte, 64)
+	for _, p := range []string{"latest/a.txt", "latest"} {
+		full := filepath.Join(e.mnt, p)
+		for attr, want := range map[string]error{
+			"security.selinux":         unix.EOPNOTSUPP,
+			"system.posix_acl_access":  unix.EOPNOTSUPP,
+			"system.posix_acl_default": unix.EOPNOTSUPP,
+			"user.missing":             unix.ENODATA,
+		} {
+			if _, err := unix.Lgetxattr(full, attr, buf); !errors.Is(err, want) {
+				t.Errorf("getxattr %s %s: %v, want %v", p, attr, err, want)
+			}
+		}
+	}
+	full := filepath.Join(e.mnt, "latest/a.txt")
+	if n, err := unix.Lgetxattr(full, "user.tag", nil); err != nil || n != 1 {
+		t.Errorf("getxattr size of user.tag: %d, %v; want 1", n, err)
+	}
+	if n, err := unix.Lgetxattr(full, "user.tag", buf); err != nil || string(buf[:n]) != "v" {
+		t.Errorf("getxattr user.tag: %q, %v; want \"v\"", buf[:n], err)
+	}
+}
