@@ -557,21 +557,31 @@ func (r *Repository) LoadBlobs(ctx context.Context, t pack.BlobType, ids []crypt
 	if uint64(len(span)) != end-start {
 		return fmt.Errorf("load %d %s blobs from pack %s: got %d bytes of %d: %w", len(ids), t, p.Short(), len(span), end-start, io.ErrUnexpectedEOF)
 	}
-	// Blobs are opened in place, so a blob named twice is opened once and
-	// its plaintext handed out again.
-	opened := make(map[uint64][]byte, len(ids))
+	// Blobs are opened in place, so a blob cannot be opened twice: one
+	// named again right after is handed out again, one named again later
+	// is loaded again on its own. Only the last plaintext is kept, so memory
+	// stays at the span and one decompressed blob.
+	var (
+		plain  []byte
+		last   = -1
+		opened = make(map[uint64]bool, len(ids))
+	)
 	for i, id := range ids {
 		loc := locs[i]
-		plain, ok := opened[uint64(loc.Offset)]
-		if !ok {
+		if last < 0 || locs[last].Offset != loc.Offset {
 			off := uint64(loc.Offset) - start
 			sealed := span[off : off+uint64(loc.Length) : off+uint64(loc.Length)]
-			plain, err = pack.OpenBlobInPlace(r.key, t, id, sealed)
-			if err != nil {
+			if opened[uint64(loc.Offset)] {
+				// Decrypted in place already: load it again on its own.
+				if plain, err = r.LoadBlob(ctx, t, id); err != nil {
+					return err
+				}
+			} else if plain, err = pack.OpenBlobInPlace(r.key, t, id, sealed); err != nil {
 				r.raiseLoad(obj, fmt.Sprintf("%s blob %s in pack %s", t, id.Short(), p.Short()), "open", err)
 				return err
 			}
-			opened[uint64(loc.Offset)] = plain
+			opened[uint64(loc.Offset)] = true
+			last = i
 		}
 		if err := fn(i, plain); err != nil {
 			return err

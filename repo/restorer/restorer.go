@@ -407,7 +407,7 @@ func (rs *restorer) link(old, new string) error {
 // read and dropped: up to spanGap of them costs less than another request.
 const (
 	spanSmall = 1 << 20 // largest sealed blob a file may have to be read in a span
-	spanMax   = 4 << 20 // largest span read at once (memory: Workers × spanMax)
+	spanMax   = 2 << 20 // largest span read at once (memory: Workers × spanMax)
 	spanGap   = 256 << 10
 )
 
