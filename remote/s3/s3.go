@@ -49,6 +49,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -75,6 +76,14 @@ type Config struct {
 	Keys      Keys
 	// CreateBucket makes Create create a missing bucket.
 	CreateBucket bool
+	// SignPayload signs the SHA-256 of every uploaded body (minio-go's
+	// streaming signature on plain HTTP). By default bodies are sent as
+	// UNSIGNED-PAYLOAD, as minio-go always does over TLS: the signed
+	// Content-MD5 header still makes the store refuse a body altered on
+	// the way, and keepfs authenticates every object it reads back
+	// anyway. A store that refuses unsigned payloads is asked again
+	// signed, and signed it stays for the Store's life.
+	SignPayload bool
 	// ListPageSize is the number of keys asked for per listing request
 	// (default and maximum 1000); tests lower it to exercise paging.
 	ListPageSize int
@@ -89,6 +98,9 @@ type Store struct {
 	client *minio.Client
 	core   minio.Core
 	tr     *http.Transport // nil when cfg.Transport was given
+	// signed is set once the store refused an unsigned payload (or
+	// cfg.SignPayload asked for signing): uploads sign their bodies.
+	signed atomic.Bool
 }
 
 var _ remote.Storage = (*Store)(nil)
@@ -154,6 +166,7 @@ func newStore(cfg Config) (*Store, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Store{cfg: cfg}
+	s.signed.Store(cfg.SignPayload)
 	rt := cfg.Transport
 	if rt == nil {
 		s.tr = &http.Transport{
@@ -252,7 +265,23 @@ func (s *Store) Save(ctx context.Context, h remote.Handle, data []byte) error {
 		SendContentMd5: true,
 	}
 	opts.SetMatchETagExcept("*")
+	// Hashing every body with SHA-256 for the signature (and sending it in
+	// signed 64 KiB chunks) costs more CPU than the rest of an upload;
+	// see Config.SignPayload.
+	unsigned := !s.signed.Load()
+	opts.DisableContentSha256 = unsigned
 	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(h), bytes.NewReader(data), int64(len(data)), opts)
+	if code := minio.ToErrorResponse(err).StatusCode; unsigned && (code == http.StatusBadRequest || code == http.StatusForbidden) {
+		// Perhaps the store wants a signed payload: ask again signed, and
+		// keep signing if that is what it takes.
+		opts.DisableContentSha256 = false
+		_, serr := s.client.PutObject(ctx, s.cfg.Bucket, s.key(h), bytes.NewReader(data), int64(len(data)), opts)
+		if serr == nil {
+			s.cfg.Logger.Warn("the S3 store refused an unsigned payload; signing uploads from now on", "store", s.Location(), "code", minio.ToErrorResponse(err).Code)
+			s.signed.Store(true)
+		}
+		err = serr
+	}
 	return s.classify(ctx, "save", h, err)
 }
 
