@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 
 	"github.com/urfave/cli/v2"
@@ -64,7 +67,9 @@ Examples:
 			} else if prog = newImportProgress(c.App.ErrWriter); prog != nil {
 				opts.Progress = prog
 			}
+			stopProfile := startCPUProfile(c.App.ErrWriter)
 			sn, sum, err := archiver.Import(c.Context, r, dir, opts)
+			stopProfile()
 			prog.finish()
 			if jprog != nil {
 				jprog.Done()
@@ -108,3 +113,24 @@ func (e excluder) AddPatterns(dir []string, source string, content []byte) {
 }
 
 func (e excluder) Excluded(path []string, isDir bool) bool { return e.m.Match(path, isDir).Ignored }
+
+// startCPUProfile writes a CPU profile of the import to $KEEPFS_CPUPROFILE
+// (go tool pprof reads it) until stop is called; unset, it does nothing.
+// The mount daemon reads the same variable for its own profile.
+func startCPUProfile(stderr io.Writer) (stop func()) {
+	path := os.Getenv("KEEPFS_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: no CPU profile: %v\n", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}

@@ -85,16 +85,26 @@ type archiver struct {
 	mu       sync.Mutex
 	warnings []string
 
-	// chunkers holds one chunker per worker: each owns a 16 MiB scan
+	// chunkers holds one chunker per core: each owns a 12 MiB scan
 	// buffer, so a sync.Pool (emptied by every GC) would reallocate them.
+	// Chunking is CPU work, so more chunkers than cores would only cost
+	// memory; the other workers read small files meanwhile.
 	chunkers chan *chunker.Chunker
+	// small is the size below which a file is one chunk (the chunker's
+	// minimum): such files are read whole, with one read, into one of
+	// smallBufs, and saved as one blob without the chunker.
+	small     int64
+	smallBufs chan []byte
 }
 
 // Import snapshots dir into r. dir becomes the root of the snapshot.
 func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (*repo.Snapshot, *Summary, error) {
 	start := time.Now()
+	procs := runtime.GOMAXPROCS(0)
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
+		// Workers wait on file reads (small files are mostly open, read
+		// and close) as much as on the CPU: two per core, at least 4.
+		opts.Workers = max(4, 2*procs)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -114,8 +124,10 @@ func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (
 	if err != nil {
 		return nil, nil, err
 	}
-	a := &archiver{r: r, opts: opts, sem: make(chan struct{}, opts.Workers), chunkers: make(chan *chunker.Chunker, opts.Workers)}
-	for i := 0; i < opts.Workers; i++ {
+	nchunkers := min(opts.Workers, procs)
+	a := &archiver{r: r, opts: opts, sem: make(chan struct{}, opts.Workers), chunkers: make(chan *chunker.Chunker, nchunkers),
+		small: int64(r.Config().Chunker.Min), smallBufs: make(chan []byte, opts.Workers)}
+	for i := 0; i < nchunkers; i++ {
 		a.chunkers <- r.NewChunker()
 	}
 	before := r.Stats()
@@ -314,6 +326,11 @@ func (a *archiver) allIndexed(ids []crypto.ID) bool {
 // the import. Holes of tree.MinHole or more (as SEEK_HOLE finds them) are
 // recorded as holes, not read: the data between them is chunked on its own.
 func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) error {
+	if int64(node.Size) < a.small {
+		if done, err := a.saveSmall(ctx, p, node); done || err != nil {
+			return err
+		}
+	}
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
 	if errors.Is(err, syscall.EPERM) {
 		f, err = os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0) // O_NOATIME needs ownership
@@ -323,7 +340,12 @@ func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) erro
 		return nil
 	}
 	defer f.Close()
-	c := <-a.chunkers // never blocks: at most Workers files are saved at once
+	var c *chunker.Chunker
+	select {
+	case c = <-a.chunkers:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	defer func() { a.chunkers <- c }()
 	var pieces []tree.Piece
 	var size uint64
@@ -392,6 +414,63 @@ func (a *archiver) saveFile(ctx context.Context, p string, node *tree.Node) erro
 		node.Content = []crypto.ID{} // saved, if empty (see the pass that drops unread files)
 	}
 	return nil
+}
+
+// saveSmall stores a file smaller than the chunker's minimum, which the
+// chunker would return as one chunk, as one blob: opened and read with
+// one read each (no chunker, no hole search: a hole is at least
+// tree.MinHole, more than such a file holds), so a small file costs
+// open, read and close. done is false when the file grew past the limit
+// while it was read (saveFile then reads it the usual way).
+func (a *archiver) saveSmall(ctx context.Context, p string, node *tree.Node) (done bool, err error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME|unix.O_CLOEXEC, 0)
+	if err == unix.EPERM {
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0) // O_NOATIME needs ownership
+	}
+	if err != nil {
+		a.warn("%s: %v", p, &os.PathError{Op: "open", Path: p, Err: err})
+		return true, nil
+	}
+	defer unix.Close(fd)
+	var buf []byte
+	select {
+	case buf = <-a.smallBufs:
+	default:
+		buf = make([]byte, a.small)
+	}
+	defer func() { a.smallBufs <- buf }()
+	// Read to the end, or until the buffer is full (the file grew past the
+	// limit). A read that returns the size lstat saw is taken as the whole
+	// file, which saves the read that would return 0.
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			a.warn("%s: %v", p, &os.PathError{Op: "read", Path: p, Err: err})
+			return true, nil
+		}
+		n += m
+		if m == 0 || (n == int(node.Size) && n > 0) {
+			break
+		}
+	}
+	if n == len(buf) {
+		return false, nil
+	}
+	node.Size = uint64(n)
+	node.Content = []crypto.ID{} // saved, if empty (see the pass that drops unread files)
+	if n == 0 {
+		return true, nil
+	}
+	id, _, err := a.r.SaveBlob(ctx, pack.Data, buf[:n])
+	if err != nil {
+		return true, err
+	}
+	node.SetPieces([]tree.Piece{{ID: id}})
+	return true, nil
 }
 
 func nodeFromStat(name string, st *unix.Stat_t) *tree.Node {
