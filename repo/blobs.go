@@ -100,14 +100,18 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 
 	scratch := scratchPool.Get().(*[]byte)
 	defer scratchPool.Put(scratch)
-	encode := pack.Encode
-	if r.opts.FastCompression {
-		encode = pack.EncodeFast
-	}
-	encoded := encode(scratch, plaintext)
-	err := w.add(ctx, t, id, len(encoded)+r.key.Overhead(), len(plaintext), func(dst []byte) []byte {
+	// Compression runs outside the writer's lock; a blob stored raw is
+	// copied once, straight into the pack buffer, and sealed there.
+	encoded, raw := pack.Compress(scratch, plaintext, r.opts.FastCompression)
+	sealedLen, seal := len(encoded)+r.key.Overhead(), func(dst []byte) []byte {
 		return pack.AppendSealed(dst, r.key, t, id, encoded)
-	})
+	}
+	if raw {
+		sealedLen, seal = pack.RawSealedLen(r.key, len(plaintext)), func(dst []byte) []byte {
+			return pack.AppendSealedRaw(dst, r.key, t, id, plaintext)
+		}
+	}
+	err := w.add(ctx, t, id, sealedLen, len(plaintext), seal)
 	if err != nil {
 		// Not added (add fails only before it appends): forget it was on
 		// its way, or every later save would take it as known and it

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/zeebo/blake3"
@@ -154,6 +155,23 @@ func (k *Key) Seal(dst, plaintext, ad []byte) []byte {
 // Open reverses Seal; any modification of ciphertext or a different ad gives ErrAuth.
 func (k *Key) Open(dst, ciphertext, ad []byte) ([]byte, error) {
 	return openWith(k.data, dst, ciphertext, ad)
+}
+
+// SealFill is Seal of an n-byte plaintext that fill writes straight into
+// its place in dst, where it is encrypted in place: the plaintext is
+// copied once, into the output, rather than into a buffer and then out.
+func (k *Key) SealFill(dst []byte, n int, fill func(plaintext []byte), ad []byte) []byte {
+	ns := k.data.NonceSize()
+	start := len(dst)
+	dst = slices.Grow(dst, ns+n+k.data.Overhead())[:start+ns+n]
+	if _, err := io.ReadFull(rand.Reader, dst[start:start+ns]); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // the kernel RNG does not fail on Linux
+	}
+	p := dst[start+ns:]
+	fill(p)
+	// The output starts exactly where the plaintext does (allowed: an
+	// exact overlap).
+	return k.data.Seal(dst[:start+ns], dst[start:start+ns], p, ad)
 }
 
 func sealWith(aead cipher.AEAD, dst, plaintext, ad []byte) []byte {

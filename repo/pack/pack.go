@@ -127,7 +127,49 @@ func EncodeFast(scratch *[]byte, plaintext []byte) []byte {
 	return encode(fastEncoder, scratch, plaintext)
 }
 
+// Compress is Encode for a caller that seals a raw blob itself with
+// AppendSealedRaw: it returns the encoded form when compression pays, and
+// raw true (nothing copied) when the blob is to be stored raw.
+func Compress(scratch *[]byte, plaintext []byte, fast bool) (encoded []byte, raw bool) {
+	enc := encoder
+	if fast {
+		enc = fastEncoder
+	}
+	buf, ok := compress(enc, scratch, plaintext)
+	if !ok {
+		return nil, true
+	}
+	return buf, false
+}
+
+// RawSealedLen is the length of AppendSealedRaw's output for n bytes.
+func RawSealedLen(k *crypto.Key, n int) int { return 1 + n + k.Overhead() }
+
+// AppendSealedRaw seals plaintext stored raw (flag byte, then the bytes),
+// appending to dst: the bytes are copied once, into their place in dst,
+// and encrypted there. The result is what AppendSealed gives for
+// Encode's raw form.
+func AppendSealedRaw(dst []byte, k *crypto.Key, t BlobType, id crypto.ID, plaintext []byte) []byte {
+	return k.SealFill(dst, 1+len(plaintext), func(p []byte) {
+		p[0] = flagRaw
+		copy(p[1:], plaintext)
+	}, blobAD(t, id))
+}
+
 func encode(encoder *zstd.Encoder, scratch *[]byte, plaintext []byte) []byte {
+	buf, ok := compress(encoder, scratch, plaintext)
+	if !ok {
+		buf = append(buf[:0], flagRaw)
+		buf = append(buf, plaintext...)
+	}
+	*scratch = buf
+	return buf
+}
+
+// compress returns the zstd form (flag byte first) in *scratch's storage
+// and whether it pays; a blob whose first sampleSize bytes do not compress
+// is not tried further.
+func compress(encoder *zstd.Encoder, scratch *[]byte, plaintext []byte) ([]byte, bool) {
 	buf := append((*scratch)[:0], flagZstd)
 	compress := len(plaintext) >= 64
 	if compress && len(plaintext) > 4*sampleSize {
@@ -139,12 +181,8 @@ func encode(encoder *zstd.Encoder, scratch *[]byte, plaintext []byte) []byte {
 		buf = encoder.EncodeAll(plaintext, buf)
 		compress = pays(len(buf)-1, len(plaintext))
 	}
-	if !compress {
-		buf = append(buf[:0], flagRaw)
-		buf = append(buf, plaintext...)
-	}
 	*scratch = buf
-	return buf
+	return buf, compress
 }
 
 // AppendSealed seals an Encode result, appending to dst.

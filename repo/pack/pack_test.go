@@ -425,3 +425,32 @@ func TestEncodeFast(t *testing.T) {
 		t.Fatal("random data not stored raw at the fast level")
 	}
 }
+
+// A raw blob sealed in place opens like one sealed from Encode's raw form,
+// and Compress decides as Encode does.
+func TestSealRawInPlace(t *testing.T) {
+	random := make([]byte, 200<<10)
+	rand.New(rand.NewSource(1)).Read(random)
+	text := bytes.Repeat([]byte("compressible text "), 10000)
+	for _, plain := range [][]byte{random, text, []byte("x"), nil} {
+		id := testKey.BlobID(plain)
+		var s1, s2 []byte
+		encoded := Encode(&s1, plain)
+		got, raw := Compress(&s2, plain, false)
+		if raw != (encoded[0] == flagRaw) || (!raw && !bytes.Equal(got, encoded)) {
+			t.Fatalf("%d bytes: Compress says raw=%v, Encode flag %d", len(plain), raw, encoded[0])
+		}
+		if !raw {
+			continue
+		}
+		prefix := []byte("pack so far")
+		sealed := AppendSealedRaw(append([]byte(nil), prefix...), testKey, Data, id, plain)
+		if !bytes.Equal(sealed[:len(prefix)], prefix) || len(sealed)-len(prefix) != RawSealedLen(testKey, len(plain)) {
+			t.Fatalf("%d bytes: sealed length %d, want %d after the prefix", len(plain), len(sealed)-len(prefix), RawSealedLen(testKey, len(plain)))
+		}
+		back, err := OpenBlob(testKey, Data, id, sealed[len(prefix):])
+		if err != nil || !bytes.Equal(back, plain) {
+			t.Fatalf("%d bytes: open: %v", len(plain), err)
+		}
+	}
+}
