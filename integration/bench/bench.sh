@@ -322,6 +322,9 @@ section_repo() {
 	row "initial backup: CPU user+sys" s "" initial_cpu
 	row "initial backup: peak RSS" KiB "" initial_rss
 	row "init alone: wall" s "" init_wall
+	row "import alone (keepfs import / restic backup): wall" s "<=0.5" import_wall
+	row "import alone: CPU user+sys" s "" import_cpu
+	row "import alone: peak RSS" KiB "" import_rss
 	row "repository size after initial backup" bytes "<=0.98" size1
 	row "incremental (1% mutated): wall" s "<=0.5" incr_wall
 	row "incremental: CPU user+sys" s "" incr_cpu
@@ -882,6 +885,13 @@ section_versions() {
 	row "entries seen" "" "" count
 	unset -f row
 	[ "$mode" = mount ] || note "keepfs mount unavailable: .versions and live-tree figures are n/a"
+	# the issue-18 targets: each keepfs tree against the native disk (warm)
+	printf '#table\t%s\n' "listing small/ (20,000 files), warm: keepfs trees vs native disk" >>"$ROWS"
+	put_row "metric" "unit" "target" "keepfs" "native"
+	put_row ".versions/latest: ls -lR" s "<=1.5" "${V[versions:lslr]:-}" "${V[native:lslr]:-}"
+	put_row ".versions/latest: find" s "<=1.5" "${V[versions:find]:-}" "${V[native:find]:-}"
+	put_row "live tree: ls -lR" s "<=1.5" "${V[live:lslr]:-}" "${V[native:lslr]:-}"
+	put_row "live tree: find" s "<=1.5" "${V[live:find]:-}" "${V[native:find]:-}"
 	printf '#table\t%s\n' "restore and prune: keepfs vs restic" >>"$ROWS"
 	put_row "metric" "unit" "target" "keepfs" "restic"
 	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[restic:$4]:-}"; }
