@@ -267,7 +267,7 @@ func TestIgnoreChangeRebuildsSubtree(t *testing.T) {
 	scaleTree(t, c, 10, 5)
 	writeFile(t, c, lookupPath(t, c, "/d07/sub").Ino, "a.secret", []byte("secret a"))
 	writeFile(t, c, lookupPath(t, c, "/d03").Ino, "b.secret", []byte("secret b"))
-	ig := writeFile(t, c, lookupPath(t, c, "/d07").Ino, ".gdprignore", []byte("*.secret\n"))
+	writeFile(t, c, lookupPath(t, c, "/d07").Ino, ".gdprignore", []byte("*.secret\n"))
 	sn := mustSync(t, c)
 	if inSnapshot(t, c, sn, "/d07/sub/a.secret") || !inSnapshot(t, c, sn, "/d03/b.secret") {
 		t.Fatal("rules not applied")
@@ -303,7 +303,6 @@ func TestIgnoreChangeRebuildsSubtree(t *testing.T) {
 	if err := c.Unlink(ctx, lookupPath(t, c, "/d07").Ino, ".gdprignore"); err != nil {
 		t.Fatal(err)
 	}
-	_ = ig
 	if trees, _ := walkCost(c, func() { sn = mustSync(t, c) }); trees != 3 {
 		t.Fatalf("a removed ignore file built %d trees, want 3", trees)
 	}
