@@ -652,12 +652,16 @@ func (c *Cache) Close(ctx context.Context) error {
 		f.closeStaging()
 	}
 	c.mu.Unlock()
+	// Without the mark, the next Open drops the tree cache: it may miss
+	// changes (see treecache.go).
+	if err := c.persistTrees(nil); err != nil {
+		c.log.Warn("cannot record the tree cache; the next mount walks everything", "err", err)
+	} else if err := c.markTreesValid(); err != nil {
+		c.log.Warn("cannot record the tree cache; the next mount walks everything", "err", err)
+	}
 	// Closed only once everything written so far is on the disk: the next
 	// Open trusts the local chunks then, whatever happens in between.
-	if err := c.persistTrees(nil); err != nil {
-		// The next Open must not trust a copy that may miss changes.
-		errs = append(errs, err)
-	} else if err := c.syncState(); err != nil {
+	if err := c.syncState(); err != nil {
 		errs = append(errs, err)
 	} else if err := c.recordSession(sessionClosed); err != nil {
 		errs = append(errs, err)

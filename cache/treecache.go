@@ -26,8 +26,22 @@ import (
 // whatever may have made the two differ (a failed write, a reset of the
 // whole cache) makes the next write replace the copy with memory's
 // (treesAllGone). Open loads the copy only if the last session ended with
-// Close; after a crash the copy may miss the invalidations of the changes
-// made since its last write, so it is dropped.
+// Close and left the mark below; after a crash the copy may miss the
+// invalidations of the changes made since its last write, so it is dropped.
+
+// treesValidKey marks Badger's copy as complete: Close sets it after the
+// last write, Open deletes it. A session of a version that does not keep
+// the copy up to date (before it existed) closes without setting it.
+var treesValidKey = meta.StateKey("trees")
+
+// markTreesValid records that Badger's copy is complete (Close).
+func (c *Cache) markTreesValid() error {
+	err := c.update(func(txn *wtxn) error { return txn.Set(treesValidKey, []byte{1}) })
+	if err != nil {
+		return fmt.Errorf("record the tree cache: %w", err)
+	}
+	return nil
+}
 
 // treeKeyBatch bounds the tree keys one transaction changes.
 const treeKeyBatch = 4096
@@ -169,11 +183,25 @@ func (c *Cache) treeKeys() ([][]byte, error) {
 }
 
 // loadTrees fills the tree cache from Badger at Open if the last session
-// closed cleanly, and drops it otherwise. Entries whose tree the
+// closed cleanly and left the copy complete, and drops it otherwise. Entries whose tree the
 // repository no longer holds (a prune or an erase since) go, and with them
 // the entries of their ancestors.
 func (c *Cache) loadTrees() error {
-	if !c.cleanStart {
+	valid := false
+	err := c.update(func(txn *wtxn) error {
+		_, err := txn.Get(treesValidKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		valid = true
+		return txn.Delete(treesValidKey)
+	})
+	if err != nil {
+		return fmt.Errorf("read the tree cache: %w", err)
+	}
+	if !c.cleanStart || !valid {
 		c.mu.Lock()
 		// Whatever the bootstrap cached is all Badger may hold.
 		c.treesAllGone = true
@@ -182,7 +210,7 @@ func (c *Cache) loadTrees() error {
 	}
 	loaded := map[uint64]treeEntry{}
 	bad := false
-	err := c.view(func(txn *badger.Txn) error {
+	err = c.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.TreePrefix(), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -191,6 +191,15 @@ func TestTreeCacheSurvivesRestart(t *testing.T) {
 	}
 	closeCache(t, c)
 
+	// A session closed by a version that did not keep the copy (the
+	// mark is missing): the cache goes.
+	editState(t, reopenRepo(t, be), dir, func(txn *badger.Txn) error { return txn.Delete(treesValidKey) })
+	c = openCache(t, reopenRepo(t, be), dir)
+	if len(c.trees) != 0 {
+		t.Fatalf("%d trees cached after a session that left no mark", len(c.trees))
+	}
+	closeCache(t, c)
+
 	// The session left open (kill -9 on this boot): the cache goes.
 	editState(t, reopenRepo(t, be), dir, func(txn *badger.Txn) error {
 		return txn.Set(sessionKey, append([]byte{sessionOpen}, bootID()...))
