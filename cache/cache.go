@@ -138,11 +138,19 @@ type Cache struct {
 	queueSeq   uint64            // changeSeq of the walk that set the queue (0: none since Open)
 	lastChange time.Time         // of the last change a snapshot would see, for the periodic snapshot's quiet wait
 
+	// treesGone and treesAllGone: what left trees since Badger's copy was
+	// last written (see treecache.go); cleanStart: the last session closed.
+	treesGone    map[uint64]bool
+	treesAllGone bool
+	cleanStart   bool
+
 	unchecked      atomic.Int64 // bytes written since the last free-space check
 	chunksStored   atomic.Int64 // chunks new to the state directory, for tests
 	chunksVerified atomic.Int64 // chunks read back after a power loss
 	chunksLost     atomic.Int64 // of those, chunks that did not survive it
 	treesBuilt     atomic.Int64 // directory trees encoded by snapshots, for tests
+	walkInodes     atomic.Int64 // inodes snapshot walks read, for tests and the bench
+	treesUploaded  atomic.Int64 // of the trees built, those new to the repository
 
 	files    *chunkFiles
 	segs     *segments
@@ -191,6 +199,9 @@ const memCacheSize = 16 << 20
 type treeEntry struct {
 	id    crypto.ID
 	stats repo.SnapshotStats
+	// rules identifies the ignore rules the tree was built under (see
+	// walker.dir): a cached tree is used only under the same ones.
+	rules crypto.ID
 }
 
 // Open opens (or creates) the state directory for r. With an empty state
@@ -437,7 +448,7 @@ func (c *Cache) loadState(ctx context.Context) error {
 		return err
 	}
 	c.segs.dropDead()
-	return nil
+	return c.loadTrees()
 }
 
 // removeOrphans deletes inodes with no links left: files unlinked while
@@ -641,6 +652,13 @@ func (c *Cache) Close(ctx context.Context) error {
 		f.closeStaging()
 	}
 	c.mu.Unlock()
+	// Without the mark, the next Open drops the tree cache: it may miss
+	// changes (see treecache.go).
+	if err := c.persistTrees(nil); err != nil {
+		c.log.Warn("cannot record the tree cache; the next mount walks everything", "err", err)
+	} else if err := c.markTreesValid(); err != nil {
+		c.log.Warn("cannot record the tree cache; the next mount walks everything", "err", err)
+	}
 	// Closed only once everything written so far is on the disk: the next
 	// Open trusts the local chunks then, whatever happens in between.
 	if err := c.syncState(); err != nil {

@@ -22,7 +22,8 @@
 //     only the span from the chunk boundary before the first dirty byte to
 //     where the chunker re-synchronises with an old boundary is re-chunked.
 //   - snapshot: repo trees built from the metadata; unchanged directories
-//     reuse their cached tree id.
+//     under unchanged ignore rules reuse their cached tree id, kept in
+//     Badger across clean restarts (treecache.go).
 //
 // Lock order (outer first): Cache.snapMu → openFile.mu → Cache.nsMu →
 // Cache.upMu → Cache.mu (small state) → chunkLRU.mu, memCache.mu,

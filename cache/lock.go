@@ -108,7 +108,7 @@ func (c *Cache) reconcile(ctx context.Context) error {
 		}
 	}
 	c.mu.Lock()
-	c.trees = map[uint64]treeEntry{}
+	c.dropAllTreesLocked()
 	last := c.lastSnap
 	c.changeSeq++
 	c.mu.Unlock()

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
-	"github.com/keepfs/keepfs/policy/ignore"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -321,7 +320,9 @@ func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
 	}
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
+	var linked bool
 	err := c.update(func(txn *wtxn) error {
+		linked = false
 		ino, t, err := txn.lookup(parent, name)
 		if err != nil {
 			return err
@@ -329,13 +330,31 @@ func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
 		if t == tree.Dir {
 			return ErrIsDir
 		}
+		if linked, err = hasOtherLinks(txn, ino); err != nil {
+			return err
+		}
 		return c.dropEntryTxn(txn, parent, name, ino)
 	})
 	if err != nil {
 		return fmt.Errorf("unlink %q: %w", name, err)
 	}
+	if linked {
+		// The other links' trees record the link count.
+		c.invalidateAllTrees()
+	}
 	c.nameChanged(parent, name)
 	return nil
+}
+
+// hasOtherLinks reports whether ino is a file with more than one link: the
+// trees of every directory holding one record the count, and no index
+// says which directories those are.
+func hasOtherLinks(txn *wtxn, ino uint64) (bool, error) {
+	n, err := txn.inode(ino)
+	if err != nil {
+		return false, err
+	}
+	return n.Type != tree.Dir && n.Nlink > 1, nil
 }
 
 // dropEntryTxn removes dirent parent/name of ino and one link of ino.
@@ -485,7 +504,9 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 	}
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
+	var linked bool
 	err := c.update(func(txn *wtxn) error {
+		linked = false
 		sino, st, err := txn.lookup(oldParent, oldName)
 		if err != nil {
 			return err
@@ -526,6 +547,9 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 			case dt == tree.Dir && !dirEmptyTxn(txn.Txn, dino):
 				return ErrNotEmpty
 			}
+			if linked, err = hasOtherLinks(txn, dino); err != nil {
+				return err
+			}
 			if err := c.dropEntryTxn(txn, newParent, newName, dino); err != nil {
 				return err
 			}
@@ -541,10 +565,14 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 	if err != nil {
 		return fmt.Errorf("rename %q to %q: %w", oldName, newName, err)
 	}
+	if linked {
+		c.invalidateAllTrees()
+	}
 	c.nameChanged(oldParent, oldName)
 	c.nameChanged(newParent, newName)
-	// A moved directory's cached trees stay right, but its old ancestors
-	// changed; nameChanged covered both paths.
+	// A moved directory's cached trees stay right if the same ignore rules
+	// reach it at its new path (walker.dir checks), and its old and new
+	// ancestors changed: nameChanged covered both paths.
 	return nil
 }
 
@@ -893,11 +921,10 @@ func (c *Cache) StatFs(ctx context.Context) (StatFs, error) {
 }
 
 // nameChanged records a change of entry name in dir: the directory's tree
-// and its ancestors' are stale, and a .gdprignore may have changed.
+// and its ancestors' are stale. A .gdprignore among them needs no more:
+// the trees below dir were built under rules that included its content,
+// so the next walk finds them stale (see walker.dir).
 func (c *Cache) nameChanged(dir uint64, name string) {
-	if name == ignore.FileName {
-		c.ignoreChanged()
-	}
 	c.dirChanged(dir)
 }
 
@@ -912,9 +939,6 @@ func (c *Cache) inodeChanged(ino uint64) {
 		c.dirChanged(ino)
 		return
 	}
-	if n.Name == ignore.FileName {
-		c.ignoreChanged()
-	}
 	if n.Nlink > 1 {
 		c.invalidateAllTrees()
 		return
@@ -928,7 +952,13 @@ func (c *Cache) dirChanged(dir uint64) {
 	for i := 0; i < 4096 && dir != 0; i++ {
 		c.mu.Lock()
 		_, cached := c.trees[dir]
-		delete(c.trees, dir)
+		if cached {
+			delete(c.trees, dir)
+			if c.treesGone == nil {
+				c.treesGone = map[uint64]bool{}
+			}
+			c.treesGone[dir] = true
+		}
 		running := c.invalid != nil
 		if running {
 			c.invalid[dir] = true
@@ -952,13 +982,9 @@ func (c *Cache) invalidateAllTrees() {
 	c.mu.Lock()
 	c.changeSeq++
 	c.lastChange = time.Now()
-	c.trees = map[uint64]treeEntry{}
+	c.dropAllTreesLocked()
 	if c.invalid != nil {
 		c.invalid[0] = true // 0: everything
 	}
 	c.mu.Unlock()
-}
-
-func (c *Cache) ignoreChanged() {
-	c.invalidateAllTrees()
 }

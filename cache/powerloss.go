@@ -56,6 +56,7 @@ func (c *Cache) checkPowerLoss(ctx context.Context) error {
 	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("read session record: %w", err)
 	}
+	c.cleanStart = len(prev) > 0 && prev[0] == sessionClosed
 	if len(prev) > 0 && prev[0] == sessionOpen && (string(prev[1:]) != boot || boot == "") {
 		if err := c.verifyChunks(ctx); err != nil {
 			return err

@@ -137,28 +137,15 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 			c.log.Warn("cannot record the lost files", "err", err)
 		}
 	}
+	c.installTrees(built)
 	if sn == last {
 		// The tree is what the last snapshot already holds.
 		c.mu.Lock()
-		if !c.invalid[0] {
-			for ino, te := range built {
-				if !c.invalid[ino] {
-					c.trees[ino] = te
-				}
-			}
-		}
 		c.snapSeq = seq
 		c.mu.Unlock()
 		return last, nil, nil
 	}
 	c.mu.Lock()
-	if !c.invalid[0] {
-		for ino, te := range built {
-			if !c.invalid[ino] {
-				c.trees[ino] = te
-			}
-		}
-	}
 	c.snapSeq = seq
 	c.lastSnap = sn
 	fns := append([]func(*repo.Snapshot){}, c.onSnap...)
@@ -364,7 +351,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 	defer d.release()
 	txn := d.db.NewTransaction(false)
 	w := &walker{c: c, ctx: ctx, txn: txn, m: ignore.New("/"), built: map[uint64]treeEntry{}, cached: cached, seen: map[crypto.ID]bool{}, parent: parent}
-	root, err := w.dir(meta.RootIno, nil)
+	root, err := w.dir(meta.RootIno, nil, crypto.ID{})
 	txn.Discard()
 	if err != nil {
 		return nil, nil, err
@@ -406,6 +393,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 		if _, _, err := c.r.SaveBlob(ctx, pack.Tree, b); err != nil {
 			return nil, nil, err
 		}
+		c.treesUploaded.Add(1)
 	}
 	sn := &repo.Snapshot{Time: c.opts.Now().UTC(), Tree: root.id, Source: "keepfs mount", Stats: root.stats}
 	sn.Hostname, _ = os.Hostname()
@@ -431,14 +419,23 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 }
 
 // dir returns the tree of directory ino at path, from the cache when the
-// directory has not changed since the last snapshot.
-func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
+// directory has not changed since the last snapshot and the ignore rules
+// that reach it from above are the ones its tree was built under.
+//
+// rules identifies those rules: zero while no ignore file is in force,
+// else a keyed hash chained from the topmost ignore file's content down
+// through every directory name and every ignore file on the way (see
+// subRules, childRules). A .gdprignore that changes, appears or goes
+// changes the rules of its whole subtree, and only of it; a directory
+// moved to where other rules apply, or to a path that the same rules
+// match differently, gets rules its cached tree was not built under.
+func (w *walker) dir(ino uint64, path []string, rules crypto.ID) (treeEntry, error) {
 	if err := w.ctx.Err(); err != nil {
 		return treeEntry{}, err
 	}
 	// Patterns only matter below this directory, so a cached one
 	// needs neither its entries nor its ignore file.
-	if te, ok := w.cached[ino]; ok {
+	if te, ok := w.cached[ino]; ok && te.rules == rules {
 		return te, nil
 	}
 	lostBefore, unreadableBefore := len(w.lost), w.unreadable
@@ -449,8 +446,10 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 	// The ignore file must be known before any entry is decided, and
 	// deeper files come after shallower ones (the walk is depth-first).
 	unreadable := false
+	sub := rules // the rules in force below this directory
 	for _, e := range ents {
 		if e.Name == ignore.FileName && e.Type == tree.File {
+			w.c.walkInodes.Add(1)
 			content, err := w.ignoreFile(e.Ino)
 			if err != nil {
 				// Unreadable rules exclude: nothing of this directory
@@ -467,6 +466,7 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 				continue
 			}
 			w.m.AddPatterns(path, "/"+strings.Join(append(append([]string{}, path...), ignore.FileName), "/"), content)
+			sub = w.subRules(rules, content)
 		}
 	}
 	t := &tree.Tree{}
@@ -476,6 +476,7 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 		if unreadable || w.m.Match(crel, e.Type == tree.Dir).Ignored {
 			continue
 		}
+		w.c.walkInodes.Add(1)
 		n, err := getInodeTxn(w.txn, e.Ino)
 		if err != nil {
 			return treeEntry{}, err
@@ -485,15 +486,15 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 			Links: uint64(n.Nlink)}
 		switch n.Type {
 		case tree.Dir:
-			sub, err := w.dir(e.Ino, crel)
+			child, err := w.dir(e.Ino, crel, w.childRules(sub, e.Name))
 			if err != nil {
 				return treeEntry{}, err
 			}
-			node.Subtree = sub.id
+			node.Subtree = child.id
 			node.Size = 0
-			st.Dirs += sub.stats.Dirs
-			st.Files += sub.stats.Files
-			st.Bytes += sub.stats.Bytes
+			st.Dirs += child.stats.Dirs
+			st.Files += child.stats.Files
+			st.Bytes += child.stats.Bytes
 		case tree.File:
 			node.SetPieces(pieces(n.Chunks))
 			if n.Nlink > 1 {
@@ -530,7 +531,7 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 	if !w.c.r.Index().Has(pack.Tree, id) {
 		w.trees = append(w.trees, b)
 	}
-	te := treeEntry{id: id, stats: st}
+	te := treeEntry{id: id, stats: st, rules: rules}
 	if len(w.lost) == lostBefore && w.unreadable == unreadableBefore {
 		// A tree holding a lost file is walked again by every snapshot,
 		// so Status keeps listing the file until it is rewritten or gone;
@@ -538,6 +539,28 @@ func (w *walker) dir(ino uint64, path []string) (treeEntry, error) {
 		w.built[ino] = te
 	}
 	return te, nil
+}
+
+// subRules returns the rules in force below a directory whose own ignore
+// file holds content, given rules, those in force above it.
+func (w *walker) subRules(rules crypto.ID, content []byte) crypto.ID {
+	b := make([]byte, 0, 8+len(rules)+len(content))
+	b = append(b, "ignore\x00"...)
+	b = append(b, rules[:]...)
+	return w.c.r.Key().BlobID(append(b, content...))
+}
+
+// childRules returns the rules of subdirectory name of a directory with
+// rules sub below it. Without rules the path does not matter; with them
+// it does (anchored patterns), so it goes into the hash.
+func (w *walker) childRules(sub crypto.ID, name string) crypto.ID {
+	if sub.IsNull() {
+		return sub
+	}
+	b := make([]byte, 0, 8+len(sub)+len(name))
+	b = append(b, "child\x00\x00"...)
+	b = append(b, sub[:]...)
+	return w.c.r.Key().BlobID(append(b, name...))
 }
 
 // readAll returns a small file's committed content.

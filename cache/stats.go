@@ -8,6 +8,12 @@ type Counters struct {
 	// directory, ChunkMisses those fetched from the remote.
 	ChunkHits   int64 `json:"chunk_hits"`
 	ChunkMisses int64 `json:"chunk_misses"`
+	// TreesBuilt counts directory trees snapshot walks encoded (the
+	// others came from the tree cache), TreesUploaded those of them the
+	// repository did not hold yet, WalkInodes the inodes the walks read.
+	TreesBuilt    int64 `json:"trees_built"`
+	TreesUploaded int64 `json:"trees_uploaded"`
+	WalkInodes    int64 `json:"walk_inodes"`
 }
 
 type counters struct {
@@ -16,5 +22,6 @@ type counters struct {
 
 // Counters returns the running totals.
 func (c *Cache) Counters() Counters {
-	return Counters{ChunkHits: c.stats.chunkHits.Load(), ChunkMisses: c.stats.chunkMisses.Load()}
+	return Counters{ChunkHits: c.stats.chunkHits.Load(), ChunkMisses: c.stats.chunkMisses.Load(),
+		TreesBuilt: c.treesBuilt.Load(), TreesUploaded: c.treesUploaded.Load(), WalkInodes: c.walkInodes.Load()}
 }

@@ -11,8 +11,12 @@
 //	q <blob id:32>       → empty                          upload queue: the chunk's c entry holds the data
 //	f <ino:8>            → Intent (EncodeIntent)          an fsync's changes not yet committed,
 //	                                                      held by a staging file (cache/intent.go)
+//	t <ino:8>            → TreeEntry (EncodeTreeEntry)    the tree a snapshot built for directory ino,
+//	                                                      kept while it is unchanged; loaded at Open
+//	                                                      only after a clean Close (cache/treecache.go)
 //	s <name>             → state values: "nextino" (uint64), "stateid" (16 random
-//	                       bytes), "lastsnap" (snapshot id:32)
+//	                       bytes), "lastsnap" (snapshot id:32), "trees" (present
+//	                       while the t keys are complete: set by Close, deleted by Open)
 //
 // Names appear in d keys, but Badger encrypts keys and values at rest with
 // the repository's local-state subkey, so nothing here is plaintext on disk.

@@ -17,6 +17,7 @@ const (
 	prefixQueue  = 'q'
 	prefixState  = 's'
 	prefixIntent = 'f'
+	prefixTree   = 't'
 )
 
 // RootIno is the inode number of the live tree's root.
@@ -97,6 +98,75 @@ func IntentKey(ino uint64) []byte {
 
 // IntentPrefix prefixes every intent key.
 func IntentPrefix() []byte { return []byte{prefixIntent} }
+
+// TreeKey is the key of the cached tree id of directory ino.
+func TreeKey(ino uint64) []byte {
+	k := InodeKey(ino)
+	k[0] = prefixTree
+	return k
+}
+
+// TreePrefix prefixes every cached tree key.
+func TreePrefix() []byte { return []byte{prefixTree} }
+
+// InoFromTreeKey parses a tree key; ok is false if k is not one.
+func InoFromTreeKey(k []byte) (uint64, bool) {
+	if len(k) != 9 || k[0] != prefixTree {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k[1:]), true
+}
+
+// TreeEntry is the tree a snapshot walk built for a directory, valid while
+// neither the directory's subtree nor the ignore rules that reach it from
+// above change.
+type TreeEntry struct {
+	ID crypto.ID // the tree blob
+	// Rules identifies the ignore rules in force above the directory and
+	// its path below the topmost ignore file (zero: no rules apply).
+	Rules              crypto.ID
+	Files, Dirs, Bytes int64 // the subtree's snapshot statistics
+}
+
+const treeEntryVersion = 1
+
+// EncodeTreeEntry is the value of a tree key.
+func EncodeTreeEntry(e *TreeEntry) []byte {
+	b := make([]byte, 0, 1+64+3*binary.MaxVarintLen64)
+	b = append(b, treeEntryVersion)
+	b = append(b, e.ID[:]...)
+	b = append(b, e.Rules[:]...)
+	for _, v := range []int64{e.Files, e.Dirs, e.Bytes} {
+		b = binary.AppendUvarint(b, uint64(v))
+	}
+	return b
+}
+
+// DecodeTreeEntry parses a tree key's value; it refuses anything that
+// EncodeTreeEntry cannot have written.
+func DecodeTreeEntry(b []byte) (*TreeEntry, error) {
+	if len(b) < 1+64 || b[0] != treeEntryVersion {
+		return nil, errors.New("meta: bad tree cache record")
+	}
+	e := &TreeEntry{}
+	copy(e.ID[:], b[1:])
+	copy(e.Rules[:], b[33:])
+	r := &reader{b: b[65:]}
+	for _, p := range []*int64{&e.Files, &e.Dirs, &e.Bytes} {
+		v := r.uvarint()
+		if v > 1<<62 {
+			return nil, errors.New("meta: bad count in tree cache record")
+		}
+		*p = int64(v)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.b) != 0 || e.ID.IsNull() || e.Dirs < 1 {
+		return nil, errors.New("meta: bad tree cache record")
+	}
+	return e, nil
+}
 
 // Chunk is one piece of a file's content: a stored chunk, or with a zero
 // ID a hole, Len zero bytes that are not stored.
