@@ -670,6 +670,7 @@ func (c *Cache) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("close local state: %w", err))
 	}
 	c.segs.close()
+	c.files.fds.close()
 	c.lockFile.Close()
 	return errors.Join(errs...)
 }

@@ -34,6 +34,7 @@ type chunkFiles struct {
 	dir  string
 	aead cipher.AEAD
 	mac  func([]byte) []byte
+	fds  *fdCache
 }
 
 func newChunkFiles(stateDir string, k *crypto.Key) (*chunkFiles, error) {
@@ -59,7 +60,7 @@ func newChunkFiles(stateDir string, k *crypto.Key) (*chunkFiles, error) {
 			os.Remove(t)
 		}
 	}
-	return &chunkFiles{dir: dir, aead: aead, mac: k.StateMAC}, nil
+	return &chunkFiles{dir: dir, aead: aead, mac: k.StateMAC, fds: newFDCache(openChunkFiles)}, nil
 }
 
 func (cf *chunkFiles) path(id crypto.ID) string {
@@ -67,25 +68,45 @@ func (cf *chunkFiles) path(id crypto.ID) string {
 	return filepath.Join(cf.dir, name[:2], name)
 }
 
-// Chunk files are sealed in blocks (format 2) so that a small random read
-// opens one block, not a whole chunk of up to 8 MiB:
+// Chunk files are sealed in blocks so that a small random read opens the
+// blocks it touches, not a whole chunk of up to 8 MiB. Format 3 (written
+// now) seals 4 KiB blocks, format 2 (still read) 64 KiB ones:
 //
-//	block i   nonce:12 || AES-256-GCM(plaintext[i*64K : (i+1)*64K], ad = blob id || i:4)
+//	format 3, block i   nonce:12 || AES-256-GCM(plaintext[i*4K : (i+1)*4K], ad = blob id || i:4 || 3)
+//	format 2, block i   nonce:12 || AES-256-GCM(plaintext[i*64K : (i+1)*64K], ad = blob id || i:4)
 //
-// The chunk's c value says which format its file has (fileValue); files of
-// format 1, one AEAD over the whole chunk, are still read.
+// A 4 KiB read through the mount decrypts one or two 4 KiB blocks instead
+// of one or two 64 KiB ones (see docs/architecture.md for the measurement);
+// a whole chunk costs 0.7% more on disk. The chunk's c value says which
+// format its file has (fileFormat); files of format 1, one AEAD over the
+// whole chunk, are still read.
 const (
-	blockSize   = 64 << 10
-	blockFormat = 2
+	blockSize   = 4 << 10 // of blockFormat
+	blockFormat = 3
+	v2BlockSize = 64 << 10 // of format 2
 )
 
-func (cf *chunkFiles) blockAD(id crypto.ID, i int) []byte {
-	return binary.BigEndian.AppendUint32(append([]byte(nil), id[:]...), uint32(i))
+// blockSizeOf is the plaintext size of the blocks of a chunk file format.
+func blockSizeOf(format int) int64 {
+	if format == 2 {
+		return v2BlockSize
+	}
+	return blockSize
 }
 
-// sealedBlock is the stored size of a full block.
-func (cf *chunkFiles) sealedBlock() int64 {
-	return int64(cf.aead.NonceSize() + blockSize + cf.aead.Overhead())
+func (cf *chunkFiles) blockAD(id crypto.ID, format, i int) []byte {
+	ad := binary.BigEndian.AppendUint32(append(make([]byte, 0, len(id)+5), id[:]...), uint32(i))
+	if format != 2 {
+		ad = append(ad, byte(format))
+	}
+	return ad
+}
+
+// sealedBlock is the stored size of a full block of the current format.
+func (cf *chunkFiles) sealedBlock() int64 { return cf.sealedBlockOf(blockFormat) }
+
+func (cf *chunkFiles) sealedBlockOf(format int) int64 {
+	return int64(cf.aead.NonceSize()+cf.aead.Overhead()) + blockSizeOf(format)
 }
 
 // sealBufs recycles the buffers chunks are sealed into, by write (up to
@@ -93,7 +114,7 @@ func (cf *chunkFiles) sealedBlock() int64 {
 // allocating one per chunk made the collector run all through a big write.
 var sealBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// write stores a chunk (format 2); with durable it also reaches the disk.
+// write stores a chunk (blockFormat); with durable it also reaches the disk.
 func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 	p := cf.path(id)
 	ns := cf.aead.NonceSize()
@@ -109,7 +130,7 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 		if _, err := rand.Read(buf[start:]); err != nil {
 			return err
 		}
-		buf = cf.aead.Seal(buf, buf[start:start+ns], blk, cf.blockAD(id, i))
+		buf = cf.aead.Seal(buf, buf[start:start+ns], blk, cf.blockAD(id, blockFormat, i))
 	}
 	tmp := p + ".tmp" + hex.EncodeToString(buf[:4])
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -139,6 +160,9 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 		os.Remove(tmp)
 		return fmt.Errorf("store chunk: %w", err)
 	}
+	// A descriptor kept open for a file this one replaced reads the old
+	// file; the c value about to be written may name another format.
+	cf.fds.drop(id)
 	if durable {
 		syncPath(filepath.Dir(p))
 	}
@@ -176,48 +200,60 @@ func (cf *chunkFiles) readAhead(ids []crypto.ID) {
 	}()
 }
 
-// readBlocks returns the plaintext of the chunk's bytes [off, off+n) from a
-// format 2 file of a size-byte chunk; os.ErrNotExist if there is no file.
-// The result lives in buf's storage when buf has room for the sealed
-// blocks (buf may be nil), with buf's spare capacity after it.
-func (cf *chunkFiles) readBlocks(id crypto.ID, size, off, n int64, buf []byte) ([]byte, error) {
-	if off < 0 || n < 0 || off+n > size {
-		return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+// openChunk opens the block-sealed file of a chunk (format 2 or 3, size
+// plaintext bytes) through the descriptor cache; os.ErrNotExist if there is
+// no file. The caller puts it back with cf.fds.put.
+func (cf *chunkFiles) openChunk(id crypto.ID, format int, size int64) (*openChunk, error) {
+	if oc := cf.fds.get(id); oc != nil {
+		return oc, nil
 	}
 	f, err := os.Open(cf.path(id))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	ns, sb := cf.aead.NonceSize(), cf.sealedBlock()
-	first, last := int(off/blockSize), int(max(off+n-1, off)/blockSize)
-	end := min(int64(last+1)*blockSize, size) // plaintext end of the last block
-	sealedEnd := int64(last)*sb + int64(ns) + (end - int64(last)*blockSize) + int64(cf.aead.Overhead())
+	return cf.fds.add(id, f, format, size), nil
+}
+
+// readBlocks returns the plaintext of the chunk's bytes [off, off+n) from
+// its open block-sealed file. The result lives in buf's storage when buf
+// has room for the sealed blocks (buf may be nil), with buf's spare
+// capacity after it.
+func (cf *chunkFiles) readBlocks(id crypto.ID, oc *openChunk, off, n int64, buf []byte) ([]byte, error) {
+	size, bs := oc.size, blockSizeOf(oc.format)
+	if off < 0 || n < 0 || off+n > size {
+		return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+	}
+	ns, sb := cf.aead.NonceSize(), cf.sealedBlockOf(oc.format)
+	first, last := off/bs, max(off+n-1, off)/bs
+	end := min((last+1)*bs, size) // plaintext end of the last block
+	sealedEnd := last*sb + int64(ns) + (end - last*bs) + int64(cf.aead.Overhead())
 	b := buf
-	if need := sealedEnd - int64(first)*sb; int64(cap(b)) >= need {
+	if need := sealedEnd - first*sb; int64(cap(b)) >= need {
 		b = b[:need]
 	} else {
 		b = make([]byte, need)
 	}
-	if _, err := f.ReadAt(b, int64(first)*sb); err != nil {
+	if _, err := oc.f.ReadAt(b, first*sb); err != nil {
 		return nil, fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
 	}
 	// Each block is opened in place and its plaintext moved down to follow
 	// the previous one's: the read buffer becomes the result, and a read
 	// allocates once, not twice.
 	w := 0
+	ad := cf.blockAD(id, oc.format, 0)
 	for i := first; i <= last; i++ {
-		rec := b[int64(i-first)*sb : min(int64(i-first+1)*sb, int64(len(b)))]
+		rec := b[(i-first)*sb : min((i-first+1)*sb, int64(len(b)))]
 		if len(rec) < ns+cf.aead.Overhead() {
 			return nil, fmt.Errorf("chunk %s: truncated file: %w", id.Short(), errCorruptState)
 		}
-		pt, err := cf.aead.Open(rec[ns:ns], rec[:ns], rec[ns:], cf.blockAD(id, i))
+		binary.BigEndian.PutUint32(ad[len(id):], uint32(i))
+		pt, err := cf.aead.Open(rec[ns:ns], rec[:ns], rec[ns:], ad)
 		if err != nil {
 			return nil, fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
 		}
 		w += copy(b[w:], pt)
 	}
-	lo := off - int64(first)*blockSize
+	lo := off - first*bs
 	return b[lo : lo+n], nil
 }
 
@@ -239,7 +275,9 @@ func (cf *chunkFiles) readV1(id crypto.ID) ([]byte, error) {
 	return out, nil
 }
 
+// remove deletes a chunk's file (closing a descriptor kept for it first).
 func (cf *chunkFiles) remove(id crypto.ID) error {
+	cf.fds.drop(id)
 	err := os.Remove(cf.path(id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -266,7 +304,7 @@ func chunkValue(data []byte) []byte {
 	return append(v, blockFormat)
 }
 
-// fileFormat is the format of the chunk file a c value names: 1 or
+// fileFormat is the format of the chunk file a c value names: 1, 2 or
 // blockFormat; 0 if it names none (inline or segment chunks).
 func fileFormat(v []byte) int {
 	if valueSize(v) <= inlineMax || inlineData(v) != nil {
@@ -321,6 +359,15 @@ func (c *Cache) loadLocalRange(id crypto.ID, off, n int64) ([]byte, error) {
 }
 
 func (c *Cache) loadLocalRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byte, error) {
+	// A chunk file opened before needs no look in Badger: the descriptor
+	// is dropped before its file goes (remove) or is replaced (write).
+	if oc := c.files.fds.get(id); oc != nil {
+		defer c.files.fds.put(oc)
+		if n < 0 {
+			n = oc.size - off
+		}
+		return c.files.readBlocks(id, oc, off, n, buf)
+	}
 	for attempt := 0; ; attempt++ {
 		var v []byte
 		err := c.view(func(txn *badger.Txn) error {
@@ -346,8 +393,13 @@ func (c *Cache) loadLocalRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byt
 		case size == 0:
 		case inlineData(v) != nil:
 			data = append([]byte{}, inlineData(v)...)
-		case format == blockFormat:
-			return c.files.readBlocks(id, size, off, n, buf)
+		case format == 2 || format == blockFormat:
+			oc, err := c.files.openChunk(id, format, size)
+			if err != nil {
+				return nil, err
+			}
+			defer c.files.fds.put(oc)
+			return c.files.readBlocks(id, oc, off, n, buf)
 		case format == 1:
 			data, err = c.files.readV1(id)
 		case format != 0:

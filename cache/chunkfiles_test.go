@@ -28,14 +28,15 @@ func TestChunkFileRanges(t *testing.T) {
 	ctx := context.Background()
 	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
 	defer c.Close(ctx)
-	data := randBytes(7, 5*blockSize+1234)
+	// Past segmentMax, so it gets a file of its own.
+	data := randBytes(7, 70*blockSize+1234)
 	id := c.r.Key().BlobID(data)
 	if err := c.storeChunk(id, data, false); err != nil {
 		t.Fatal(err)
 	}
 	size := int64(len(data))
 	for _, r := range [][2]int64{{0, size}, {0, 1}, {blockSize - 1, 2}, {3 * blockSize, blockSize}, {size - 1, 1},
-		{5 * blockSize, 1234}, {100, 4 * blockSize}, {size, 0}} {
+		{70 * blockSize, 1234}, {100, 4 * blockSize}, {size, 0}, {blockSize - 100, 17 * blockSize}} {
 		got, err := c.loadLocalRange(id, r[0], r[1])
 		if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
 			t.Fatalf("range %v: %v", r, err)

@@ -502,6 +502,11 @@ func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
 	if err != nil {
 		return fmt.Errorf("retire upload queue entries: %w", err)
 	}
+	for i, id := range ids {
+		if lost[i] {
+			c.files.fds.drop(id) // its c key went: reads must miss it
+		}
+	}
 	done := len(retired)
 	c.mu.Lock()
 	for _, id := range retired {

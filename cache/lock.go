@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
+	"slices"
+	"strings"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -164,9 +167,19 @@ func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
 	}); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	removed := c.onRemoved
+	c.mu.Unlock()
 	for _, v := range victims {
+		// Its path, for the kernel, which may hold the entry for the
+		// mount's entry timeout otherwise (a relock reconciles while
+		// mounted).
+		dir, dirOK := c.pathOf(v.parent)
 		if err := c.Unlink(ctx, v.parent, v.name); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
+		}
+		if removed != nil && dirOK {
+			removed(path.Join(dir, v.name))
 		}
 		c.log.Warn("removed a file another client erased from the repository", "ino_parent", v.parent)
 	}
@@ -174,4 +187,23 @@ func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
 		return err
 	}
 	return c.rebuildDB()
+}
+
+// pathOf returns the path from the root of directory ino, following the
+// parent each inode records; false if the chain does not reach the root.
+func (c *Cache) pathOf(ino uint64) (string, bool) {
+	var names []string
+	for range 4096 {
+		if ino == c.Root() {
+			slices.Reverse(names)
+			return "/" + strings.Join(names, "/"), true
+		}
+		n, err := c.getInode(ino)
+		if err != nil || n.Parent == 0 || n.Parent == ino {
+			return "", false
+		}
+		names = append(names, n.Name)
+		ino = n.Parent
+	}
+	return "", false
 }

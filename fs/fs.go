@@ -81,6 +81,10 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 			// Locks stay with the kernel: it handles flock and fcntl
 			// locks locally when the file system does not.
 			EnableLocks: false,
+			// A symlink's target never changes (a new one is a new
+			// inode), so the kernel keeps it in its page cache and
+			// asks once per inode, not at every path walk through it.
+			EnableSymlinkCaching: true,
 			// The kernel leaves dropping setuid/setgid and capabilities
 			// on write, truncate and chown to us, instead of asking for
 			// security.capability before every write.
