@@ -145,6 +145,7 @@ type Cache struct {
 	treesBuilt     atomic.Int64 // directory trees encoded by snapshots, for tests
 
 	files    *chunkFiles
+	ix       *indexStore // the repository's index, on disk (indexstore.go)
 	segs     *segments
 	lru      *chunkLRU
 	mem      *memCache
@@ -245,6 +246,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 			if c.segs != nil {
 				c.segs.close()
 			}
+			if c.ix != nil {
+				c.ix.close()
+			}
 			lf.Close()
 		}
 	}()
@@ -261,6 +265,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, err
 	}
 	if err := c.openDB(); err != nil {
+		return nil, err
+	}
+	if err := c.openIndex(ctx); err != nil {
 		return nil, err
 	}
 	if err := c.checkPowerLoss(ctx); err != nil {
@@ -652,6 +659,9 @@ func (c *Cache) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("close local state: %w", err))
 	}
 	c.segs.close()
+	if err := c.ix.close(); err != nil {
+		errs = append(errs, fmt.Errorf("close local index: %w", err))
+	}
 	c.lockFile.Close()
 	return errors.Join(errs...)
 }
