@@ -657,14 +657,22 @@ func (s *indexStore) Refill(gen uint64, fill func(add func(index.Held) error) er
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	db, err := badger.Open(s.options(dir))
+	// Filled with big memtables and a tall level 0, so that the bulk
+	// load flushes and compacts less; reopened with the small ones after.
+	db, err := badger.Open(s.options(dir).
+		WithMemTableSize(64 << 20).
+		WithNumLevelZeroTables(16).
+		WithNumLevelZeroTablesStall(32).
+		WithBaseTableSize(16 << 20))
 	if err != nil {
 		return fmt.Errorf("open new local index: %w", err)
 	}
 	done := false
 	defer func() {
 		if !done {
-			db.Close()
+			if db != nil {
+				db.Close()
+			}
 			os.RemoveAll(dir)
 		}
 	}()
@@ -708,6 +716,12 @@ func (s *indexStore) Refill(gen uint64, fill func(add func(index.Held) error) er
 	}
 	if err := wb.Flush(); err != nil {
 		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	if db, err = badger.Open(s.options(dir)); err != nil {
+		return fmt.Errorf("reopen new local index: %w", err)
 	}
 	if err := db.Sync(); err != nil {
 		return err
