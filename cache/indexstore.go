@@ -98,8 +98,11 @@ func (s *indexStore) options(dir string) badger.Options {
 		WithValueThreshold(1 << 20).
 		WithMemTableSize(8 << 20).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(4).
-		WithNumLevelZeroTablesStall(8).
+		// A refill leaves its tables in level 0 (see Refill): a tall level
+		// 0 leaves them there, rather than compacting hundreds of MiB at
+		// the next open (and making the unmount wait for it).
+		WithNumLevelZeroTables(16).
+		WithNumLevelZeroTablesStall(32).
 		WithValueLogFileSize(64 << 20).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
@@ -661,8 +664,6 @@ func (s *indexStore) Refill(gen uint64, fill func(add func(index.Held) error) er
 	// load flushes and compacts less; reopened with the small ones after.
 	db, err := badger.Open(s.options(dir).
 		WithMemTableSize(64 << 20).
-		WithNumLevelZeroTables(16).
-		WithNumLevelZeroTablesStall(32).
 		WithBaseTableSize(16 << 20))
 	if err != nil {
 		return fmt.Errorf("open new local index: %w", err)
