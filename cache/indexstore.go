@@ -104,6 +104,11 @@ func (s *indexStore) options(dir string) badger.Options {
 		WithNumLevelZeroTables(16).
 		WithNumLevelZeroTablesStall(32).
 		WithValueLogFileSize(64 << 20).
+		// 16 KiB blocks and a 10 % bloom filter: a table's block index
+		// and filter, read when it opens, are what grows with the
+		// repository; a lookup reads one block either way.
+		WithBlockSize(16 << 10).
+		WithBloomFalsePositive(0.1).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithNumCompactors(2)
