@@ -153,6 +153,7 @@ type Cache struct {
 	treesUploaded  atomic.Int64 // of the trees built, those new to the repository
 
 	files    *chunkFiles
+	ix       *indexStore // the repository's index, on disk (indexstore.go)
 	segs     *segments
 	lru      *chunkLRU
 	mem      *memCache
@@ -256,6 +257,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 			if c.segs != nil {
 				c.segs.close()
 			}
+			if c.ix != nil {
+				c.ix.close()
+			}
 			lf.Close()
 		}
 	}()
@@ -272,6 +276,9 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, err
 	}
 	if err := c.openDB(); err != nil {
+		return nil, err
+	}
+	if err := c.openIndex(ctx); err != nil {
 		return nil, err
 	}
 	if err := c.checkPowerLoss(ctx); err != nil {
@@ -671,6 +678,9 @@ func (c *Cache) Close(ctx context.Context) error {
 	}
 	c.segs.close()
 	c.files.fds.close()
+	if err := c.ix.close(); err != nil {
+		errs = append(errs, fmt.Errorf("close local index: %w", err))
+	}
 	c.lockFile.Close()
 	return errors.Join(errs...)
 }

@@ -60,6 +60,13 @@ func (c *Cache) acquireRemoteLock(ctx context.Context) (*repo.Lock, error) {
 		c.setRemoteHealth(err)
 		return nil, fmt.Errorf("cannot take the repository lock: %w", err)
 	}
+	// A prune may have run between the index's load and the lock: load
+	// what changed (for a warm local index, a listing).
+	if err := c.r.LoadIndex(ctx); err != nil {
+		l.Release(context.WithoutCancel(ctx))
+		c.setRemoteHealth(err)
+		return nil, fmt.Errorf("load the index under the repository lock: %w", err)
+	}
 	if err := c.reconcile(ctx); err != nil {
 		l.Release(context.WithoutCancel(ctx))
 		return nil, err

@@ -37,6 +37,7 @@ func crash(c *Cache) {
 	c.wg.Wait()
 	c.dbp.Load().db.Close()
 	c.segs.close()
+	c.ix.close()
 	c.lockFile.Close()
 }
 

@@ -64,6 +64,7 @@ func TestSegments(t *testing.T) {
 	c.cancel()
 	c.wg.Wait()
 	c.dbp.Load().db.Close()
+	c.ix.close()
 	c.lockFile.Close()
 
 	c = open(1 << 30)

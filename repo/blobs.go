@@ -90,7 +90,7 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		w.mu.Unlock()
 		return false, err
 	}
-	if w.pending[k] || r.idx.Load().Has(t, id) {
+	if w.pending[k] || r.ix().Has(t, id) {
 		w.stats.BlobsKnown++
 		w.mu.Unlock()
 		return false, nil
@@ -270,14 +270,11 @@ func (w *writer) upload(ctx context.Context, data []byte, blobs []pack.Blob) err
 // the unindexed list (their blobs stay pending), so that the next Flush
 // names them without uploading them again.
 func (w *writer) indexPacks(ctx context.Context, batch []index.PackEntry) error {
-	if err := w.r.saveIndex(ctx, &index.Segment{Packs: batch}); err != nil {
+	if _, err := w.r.saveIndex(ctx, &index.Segment{Packs: batch}); err != nil {
 		w.mu.Lock()
 		w.unindexed = append(batch, w.unindexed...)
 		w.mu.Unlock()
 		return err
-	}
-	for _, pe := range batch {
-		w.r.idx.Load().AddPack(pe)
 	}
 	w.mu.Lock()
 	for _, pe := range batch {
@@ -341,16 +338,21 @@ func (r *Repository) Flush(ctx context.Context) error {
 	return uerr
 }
 
-func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) error {
+// saveIndex stores s and then adds its packs to the index.
+func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) (crypto.ID, error) {
 	if err := r.Writable(); err != nil {
-		return fmt.Errorf("save index: %w", err)
+		return crypto.ID{}, fmt.Errorf("save index: %w", err)
 	}
 	sealed := s.Seal(r.key)
 	id := crypto.Hash(sealed)
 	err := r.be.Save(ctx, remote.Handle{Type: remote.Index, Name: id.String()}, sealed)
 	if err != nil && !errors.Is(err, remote.ErrExists) {
-		return fmt.Errorf("save index: %w", err)
+		return crypto.ID{}, fmt.Errorf("save index: %w", err)
 	}
+	// Stored: the packs may enter the index. A store that fails to take
+	// them is left dirty and refilled by the next LoadIndex; until then
+	// their blobs may be uploaded again, which is harmless.
+	aerr := r.ix().AddSegment(id, s)
 	r.segMu.Lock()
 	r.indexSegments = append(r.indexSegments, id)
 	r.segMu.Unlock()
@@ -362,7 +364,10 @@ func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) error {
 		// A failed merge leaves the index as it was; the next one retries.
 		_ = r.compactOwn(ctx, ownMergeAt)
 	}
-	return nil
+	if aerr != nil {
+		return id, fmt.Errorf("index segment %s stored, but not recorded locally: %w", id.Short(), aerr)
+	}
+	return id, nil
 }
 
 // LoadIndex reads every index segment from the remote into memory,
@@ -377,8 +382,12 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	r.compactMu.Lock()
 	r.own = nil
 	r.compactMu.Unlock()
+	load := r.loadIndex
+	if r.persist != nil {
+		load = r.syncPersistent
+	}
 	for attempt := 0; ; attempt++ {
-		err := r.loadIndex(ctx)
+		err := load(ctx)
 		if err == nil || !errors.Is(err, remote.ErrNotFound) || attempt >= 4 {
 			return err
 		}
@@ -450,10 +459,7 @@ func (r *Repository) addSegment(sealed []byte) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range s.Packs {
-		r.idx.Load().AddPack(p)
-	}
-	return nil
+	return r.ix().AddSegment(crypto.Hash(sealed), s)
 }
 
 // RecoverPacks finds packs that no index segment names (left by a run that
@@ -469,7 +475,7 @@ func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
 	var orphans []remote.Info
 	if err := r.be.List(ctx, remote.Pack, func(fi remote.Info) error {
 		id, err := crypto.ParseID(fi.Handle.Name)
-		if err == nil && !r.idx.Load().HasPack(id) && !trashed[id] {
+		if err == nil && !r.ix().HasPack(id) && !trashed[id] {
 			orphans = append(orphans, fi)
 		}
 		return nil
@@ -490,18 +496,15 @@ func (r *Repository) RecoverPacks(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	// Into the index only once the segment naming them is stored.
-	if err := r.saveIndex(ctx, &seg); err != nil {
+	if _, err := r.saveIndex(ctx, &seg); err != nil {
 		return 0, err
-	}
-	for _, pe := range seg.Packs {
-		r.idx.Load().AddPack(pe)
 	}
 	return len(seg.Packs), nil
 }
 
 // LoadBlob fetches and opens one blob.
 func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID) ([]byte, error) {
-	loc, ok := r.idx.Load().Lookup(t, id)
+	loc, ok := r.ix().Lookup(t, id)
 	if !ok {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
 	}

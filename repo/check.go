@@ -85,9 +85,9 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckResult
 	}); err != nil {
 		return nil, fmt.Errorf("list packs: %w", err)
 	}
-	indexed := r.idx.Load().Packs()
+	indexed := r.ix().Packs()
 	res.Packs = len(indexed)
-	res.Blobs = r.idx.Load().Count()
+	res.Blobs = r.ix().Count()
 	for _, p := range indexed {
 		size, ok := listed[p.ID]
 		switch {
@@ -222,7 +222,7 @@ func (r *Repository) checkTree(ctx context.Context, sn *Snapshot, id crypto.ID, 
 			r.checkTree(ctx, sn, n.Subtree, p+n.Name+"/", seen, report)
 		case tree.File:
 			for _, c := range n.Content {
-				if !r.idx.Load().Has(pack.Data, c) {
+				if !r.ix().Has(pack.Data, c) {
 					report(Problem{Object: obj, What: fmt.Sprintf("%s%s: data blob %s missing", p, n.Name, c.Short())})
 				}
 			}
@@ -257,7 +257,7 @@ func (r *Repository) checkPackData(ctx context.Context, id crypto.ID, report fun
 				report(Problem{Object: obj, What: err.Error()})
 			}
 		}
-		if loc, ok := r.idx.Load().Lookup(b.Type, b.ID); ok && loc.Pack == id && (loc.Offset != b.Offset || loc.Length != b.Length) {
+		if loc, ok := r.ix().Lookup(b.Type, b.ID); ok && loc.Pack == id && (loc.Offset != b.Offset || loc.Length != b.Length) {
 			report(Problem{Object: obj, What: fmt.Sprintf("blob %s: index and pack header disagree", b.ID.Short())})
 		}
 	}

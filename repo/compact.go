@@ -77,6 +77,14 @@ func (r *Repository) compactOwn(ctx context.Context, at int) error {
 	}
 	r.indexSegments = append(kept, id)
 	r.segMu.Unlock()
+	if r.persist != nil {
+		// The same packs under the merged segment's id, so that a restart
+		// does not load it again. Failing, the store is left dirty and the
+		// next LoadIndex refills it.
+		if err := r.persist.Apply([]index.Held{{ID: id, Segment: merged, Live: true}}, merged.Supersedes); err != nil {
+			return fmt.Errorf("compact index: record locally: %w", err)
+		}
+	}
 	r.w.mu.Lock()
 	r.w.stats.IndexWritten++
 	r.w.stats.IndexMerged += len(r.own)

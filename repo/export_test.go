@@ -31,7 +31,8 @@ func IndexPackAgain(ctx context.Context, r *Repository, id crypto.ID) error {
 	if err != nil {
 		return err
 	}
-	return r.saveIndex(ctx, &index.Segment{Packs: []index.PackEntry{{ID: id, Size: fi.Size, Blobs: blobs}}})
+	_, err = r.saveIndex(ctx, &index.Segment{Packs: []index.PackEntry{{ID: id, Size: fi.Size, Blobs: blobs}}})
+	return err
 }
 
 // SetIndexCompaction sets when own index segments merge (more than

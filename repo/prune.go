@@ -159,8 +159,10 @@ func (r *Repository) rewriteIndex(ctx context.Context, packs []index.PackEntry) 
 	}
 	seg := &index.Segment{Supersedes: old, Packs: packs}
 	newIdx := index.New()
-	for _, p := range seg.Packs {
-		newIdx.AddPack(p)
+	if r.persist == nil {
+		for _, p := range seg.Packs {
+			newIdx.AddPack(p)
+		}
 	}
 	if err := r.Writable(); err != nil {
 		return err
@@ -182,6 +184,11 @@ func (r *Repository) rewriteIndex(ctx context.Context, packs []index.PackEntry) 
 			return fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
 		}
 	}
+	if r.persist != nil {
+		// Under the exclusive lock nobody else writes: bring the store in
+		// line (incrementally if no pack left, else by a refill).
+		return r.syncPersistent(ctx)
+	}
 	return nil
 }
 
@@ -194,13 +201,13 @@ func (r *Repository) compactIndex(ctx context.Context, res *PruneResult) error {
 	if err != nil {
 		return fmt.Errorf("list index: %w", err)
 	}
-	packs := r.idx.Load().Packs()
+	packs := r.ix().Packs()
 	if n <= compactAt(len(packs)) {
 		return nil
 	}
 	entries := make([]index.PackEntry, len(packs))
 	for i, p := range packs {
-		entries[i] = index.PackEntry{ID: p.ID, Size: p.Size, Blobs: r.idx.Load().PackBlobs(p.ID)}
+		entries[i] = index.PackEntry{ID: p.ID, Size: p.Size, Blobs: r.ix().PackBlobs(p.ID)}
 	}
 	if err := r.rewriteIndex(ctx, entries); err != nil {
 		return err
@@ -333,12 +340,12 @@ func (r *Repository) sweep(ctx context.Context, used map[blobKey]bool, opts Prun
 	var keep []index.PackEntry
 	var rewrite []plan
 	var remove []crypto.ID
-	for _, p := range r.idx.Load().Packs() {
-		blobs := r.idx.Load().PackBlobs(p.ID)
+	for _, p := range r.ix().Packs() {
+		blobs := r.ix().PackBlobs(p.ID)
 		var live []pack.Blob
 		for _, b := range blobs {
 			k := blobKey{b.Type, b.ID}
-			loc, ok := r.idx.Load().Lookup(b.Type, b.ID)
+			loc, ok := r.ix().Lookup(b.Type, b.ID)
 			// A blob is live in this pack only where the index points: a
 			// second copy elsewhere is dead weight.
 			if used[k] && ok && loc.Pack == p.ID && loc.Offset == b.Offset {

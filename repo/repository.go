@@ -79,6 +79,9 @@ type Repository struct {
 	// idx is replaced whole when the index is reloaded (a lapsed lock
 	// taken again, a prune), while readers go on with the one they got.
 	idx atomic.Pointer[index.Index]
+	// persist, if set, replaces idx: the mount's index on disk
+	// (SetIndexStore), synced incrementally by LoadIndex (persist.go).
+	persist index.Persistent
 
 	// indexSegments are the ids of the index objects loaded, for rewrites.
 	segMu         sync.Mutex
@@ -236,8 +239,24 @@ func (r *Repository) Key() *crypto.Key { return r.key }
 // Backend returns the storage.
 func (r *Repository) Backend() remote.Storage { return r.be }
 
-// Index returns the in-memory index.
-func (r *Repository) Index() *index.Index { return r.idx.Load() }
+// Index returns the index: the persistent store if one is set, else the
+// in-memory one.
+func (r *Repository) Index() index.Store { return r.ix() }
+
+func (r *Repository) ix() index.Store {
+	if r.persist != nil {
+		return r.persist
+	}
+	return r.idx.Load()
+}
+
+// SetIndexStore makes p the handle's index from now on: LoadIndex then
+// brings p in line with the remote, loading only segments p has not seen.
+// Call it before the handle is used concurrently, then LoadIndex.
+func (r *Repository) SetIndexStore(p index.Persistent) {
+	r.persist = p
+	r.idx.Store(index.New())
+}
 
 // NewChunker returns a chunker over nothing yet; Reset it with a reader.
 func (r *Repository) NewChunker() *chunker.Chunker {

@@ -50,7 +50,7 @@ type ScrubResult struct {
 // scrubState is what a handle keeps between passes.
 type scrubState struct {
 	mu   sync.Mutex
-	segs map[string]*index.Segment // verified segments by name
+	segs map[string]*index.Segment // verified segments by name, without their blobs
 	bad  map[string]bool           // segments that failed (reported)
 	// unindexedOK are packs outside the index that were read in full and
 	// are ours (an interrupted or in-flight upload), by name and size.
@@ -137,7 +137,13 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 			st.bad[n] = true
 			continue
 		}
-		st.segs[n] = s
+		// Only what the listing diff needs: the packs and their sizes,
+		// not their blobs (held, they would be a second index in memory).
+		slim := &index.Segment{Supersedes: s.Supersedes, Packs: make([]index.PackEntry, len(s.Packs))}
+		for i, p := range s.Packs {
+			slim.Packs[i] = index.PackEntry{ID: p.ID, Size: p.Size}
+		}
+		st.segs[n] = slim
 	}
 	for n := range st.segs {
 		if !listedSeg[n] {

@@ -96,7 +96,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	if err := r.Flush(ctx); err != nil {
 		return err
 	}
-	if !r.idx.Load().Has(pack.Tree, sn.Tree) {
+	if !r.ix().Has(pack.Tree, sn.Tree) {
 		return fmt.Errorf("snapshot names tree %s which the repository does not hold", sn.Tree.Short())
 	}
 	if sn.Seq == 0 {

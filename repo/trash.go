@@ -135,7 +135,7 @@ func (r *Repository) emptyTrashIf(ctx context.Context, due func(trashMark) bool)
 			return deleted, err
 		}
 		for _, id := range m.Packs {
-			if r.idx.Load().HasPack(id) {
+			if r.ix().HasPack(id) {
 				continue // indexed again since: in use
 			}
 			err := r.be.Remove(ctx, remote.Handle{Type: remote.Pack, Name: id.String()})
@@ -238,6 +238,13 @@ func (r *Repository) BumpGeneration(ctx context.Context, reason string, erased [
 	sealed := r.key.Seal(nil, b, []byte(generationAD+" "+name))
 	if err := r.be.Save(ctx, remote.Handle{Type: remote.Generation, Name: name}, sealed); err != nil {
 		return 0, fmt.Errorf("save generation %d: %w", g.N, err)
+	}
+	if r.persist != nil {
+		// This handle made the step, under the exclusive lock: a store that
+		// matched the generation before it need not be refilled for it.
+		if err := r.syncPersistentFrom(ctx, cur); err != nil {
+			return g.N, fmt.Errorf("generation %d stored, but the local index: %w", g.N, err)
+		}
 	}
 	return g.N, nil
 }

@@ -193,7 +193,7 @@ func mountForeground(c *cli.Context, mnt string, size int64, ready func(), progr
 		metrics = daemon.NewMetrics()
 		wrap = metrics.WrapStorage
 	}
-	r, err := openRepoWrapped(c, pw, repo.Options{FastCompression: true}, lo, wrap)
+	r, err := openRepoWrapped(c, pw, repo.Options{FastCompression: true, NoIndex: true}, lo, wrap)
 	clear(pw)
 	if err != nil {
 		return err

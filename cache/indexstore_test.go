@@ -1,0 +1,447 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/index"
+	"github.com/keepfs/keepfs/repo/pack"
+)
+
+// countingBackend counts loads of index segments.
+type countingBackend struct {
+	remote.Storage
+	indexLoads atomic.Int64
+}
+
+func (b *countingBackend) Load(ctx context.Context, h remote.Handle, off, n int64) ([]byte, error) {
+	if h.Type == remote.Index {
+		b.indexLoads.Add(1)
+	}
+	return b.Storage.Load(ctx, h, off, n)
+}
+
+// synthSegment stores a segment of np made-up packs (nothing in packs/:
+// the index store never reads them) and returns it and its id. Every
+// blob of the i-th pack after the first is also in the pack before
+// with probability dup, so duplicates are exercised.
+func synthSegment(t testing.TB, be remote.Storage, k *crypto.Key, rng *rand.Rand, np, nb int, supersedes []crypto.ID, dup float64) (crypto.ID, *index.Segment) {
+	t.Helper()
+	s := &index.Segment{Supersedes: supersedes}
+	for i := 0; i < np; i++ {
+		var p index.PackEntry
+		fillRand(rng, p.ID[:])
+		var off uint32
+		for j := 0; j < nb; j++ {
+			b := pack.Blob{Type: pack.Data, Offset: off, Length: 100 + uint32(rng.IntN(1000))}
+			if j%5 == 0 {
+				b.Type = pack.Tree
+			}
+			b.RawLength = b.Length - 16
+			fillRand(rng, b.ID[:])
+			if i > 0 && rng.Float64() < dup {
+				prev := s.Packs[i-1].Blobs
+				b.Type, b.ID = prev[j%len(prev)].Type, prev[j%len(prev)].ID
+			}
+			off += b.Length
+			p.Blobs = append(p.Blobs, b)
+		}
+		p.Size = int64(off) + 100
+		s.Packs = append(s.Packs, p)
+	}
+	return saveSegment(t, be, k, s), s
+}
+
+func saveSegment(t testing.TB, be remote.Storage, k *crypto.Key, s *index.Segment) crypto.ID {
+	t.Helper()
+	sealed := s.Seal(k)
+	id := crypto.Hash(sealed)
+	if err := be.Save(context.Background(), remote.Handle{Type: remote.Index, Name: id.String()}, sealed); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func fillRand(rng *rand.Rand, b []byte) {
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+}
+
+// storeRepo opens the repository without its index and gives it the
+// index store of dir, loaded.
+func storeRepo(t testing.TB, be remote.Storage, dir string) (*repo.Repository, *indexStore) {
+	t.Helper()
+	r, err := repo.Open(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF, NoIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := openIndexStore(dir, r.Key().StateKey(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetIndexStore(s)
+	if err := r.LoadIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r, s
+}
+
+func storeDir(s *indexStore) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.name
+}
+
+// sameIndex checks that st answers as an in-memory index of the same
+// repository does.
+func sameIndex(t *testing.T, be remote.Storage, st index.Store) {
+	t.Helper()
+	mem := reopenRepo(t, be).Index()
+	if got, want := st.Count(), mem.Count(); got != want {
+		t.Fatalf("store counts %d blobs, memory %d", got, want)
+	}
+	mp, sp := mem.Packs(), st.Packs()
+	if len(mp) != len(sp) {
+		t.Fatalf("store has %d packs, memory %d", len(sp), len(mp))
+	}
+	holders := map[crypto.ID]map[crypto.ID]pack.Blob{} // blob -> pack -> entry
+	for i, p := range mp {
+		if sp[i].ID != p.ID || sp[i].Size != p.Size {
+			t.Fatalf("pack %d: store %v, memory %v", i, sp[i].ID.Short(), p.ID.Short())
+		}
+		mb, sb := mem.PackBlobs(p.ID), st.PackBlobs(p.ID)
+		if fmt.Sprint(mb) != fmt.Sprint(sb) {
+			t.Fatalf("pack %s: blobs differ", p.ID.Short())
+		}
+		for _, b := range mb {
+			if holders[b.ID] == nil {
+				holders[b.ID] = map[crypto.ID]pack.Blob{}
+			}
+			holders[b.ID][p.ID] = b
+		}
+	}
+	n := 0
+	mem.Each(func(l index.Location) {
+		n++
+		got, ok := st.Lookup(l.Type, l.ID)
+		if !ok || !st.Has(l.Type, l.ID) {
+			t.Fatalf("store lacks %s", l.ID.Short())
+		}
+		// A duplicated blob may be found in any pack holding it.
+		if want, ok := holders[l.ID][got.Pack]; !ok || want != got.Blob {
+			t.Fatalf("blob %s: store says %+v, not where it is", l.ID.Short(), got)
+		}
+	})
+	var absent crypto.ID
+	absent[0] = 1
+	if st.Has(pack.Data, absent) || mem.Has(pack.Data, absent) {
+		t.Fatal("a made-up blob is indexed")
+	}
+	if n == 0 {
+		t.Fatal("nothing indexed")
+	}
+}
+
+func TestIndexStoreLoadsOnlyNewSegments(t *testing.T) {
+	ctx := context.Background()
+	be := &countingBackend{Storage: remote.NewMem()}
+	r0 := newRepo(t, be)
+	k := r0.Key()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 5; i++ {
+		synthSegment(t, be, k, rng, 3, 20, nil, 0.1)
+	}
+	dir := t.TempDir()
+	r, s := storeRepo(t, be, dir)
+	sameIndex(t, be, r.Index())
+	filled := storeDir(s)
+	s.close()
+
+	// Three more segments: a restart loads those three only.
+	for i := 0; i < 3; i++ {
+		synthSegment(t, be, k, rng, 3, 20, nil, 0.1)
+	}
+	before := be.indexLoads.Load()
+	r, s = storeRepo(t, be, dir)
+	if n := be.indexLoads.Load() - before; n != 3 {
+		t.Fatalf("loaded %d segments, want the 3 new ones", n)
+	}
+	if storeDir(s) != filled {
+		t.Fatal("the store was refilled")
+	}
+	sameIndex(t, be, r.Index())
+
+	// Nothing new: nothing loaded.
+	before = be.indexLoads.Load()
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := be.indexLoads.Load() - before; n != 0 {
+		t.Fatalf("loaded %d segments, want none", n)
+	}
+	// Segments this handle stores go in as they are stored.
+	id, _, err := r.SaveBlob(ctx, pack.Data, []byte("stored through the handle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Index().Has(pack.Data, id) {
+		t.Fatal("a flushed blob is not in the store")
+	}
+	before = be.indexLoads.Load()
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := be.indexLoads.Load() - before; n != 0 {
+		t.Fatalf("loaded %d segments after its own flush, want none", n)
+	}
+	sameIndex(t, be, r.Index())
+	s.close()
+}
+
+func TestIndexStoreSupersededSegments(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r0 := newRepo(t, be)
+	k := r0.Key()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var ids []crypto.ID
+	var all []index.PackEntry
+	for i := 0; i < 4; i++ {
+		id, s := synthSegment(t, be, k, rng, 2, 10, nil, 0.2)
+		ids = append(ids, id)
+		all = append(all, s.Packs...)
+	}
+	dir := t.TempDir()
+	r, s := storeRepo(t, be, dir)
+	filled := storeDir(s)
+
+	// A merge: one segment naming the packs of the first three and
+	// superseding them, the old ones still listed (a merge under way).
+	merged := saveSegment(t, be, k, &index.Segment{Supersedes: ids[:3], Packs: all[:6]})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids[:3] {
+		if live, ok := st.Segments[id]; !ok || live {
+			t.Fatalf("superseded segment %s: held %v, live %v", id.Short(), ok, live)
+		}
+	}
+	if !st.Segments[merged] || !st.Segments[ids[3]] {
+		t.Fatal("live segments not held as live")
+	}
+	if storeDir(s) != filled {
+		t.Fatal("a merge made the store refill")
+	}
+	sameIndex(t, be, s)
+	// A fresh store, seeing the superseded and superseding segments at
+	// once, indexes the same and remembers the superseded ones.
+	r2, s2 := storeRepo(t, be, t.TempDir())
+	sameIndex(t, be, r2.Index())
+	if st, _ := s2.State(); len(st.Segments) != 5 || st.Segments[ids[0]] {
+		t.Fatalf("a fresh store holds %v", st.Segments)
+	}
+	s2.close()
+
+	// The merge finishes: the old segments go, and so do their records.
+	for _, id := range ids[:3] {
+		if err := be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = s.State()
+	if len(st.Segments) != 2 {
+		t.Fatalf("holds %d segments, want 2", len(st.Segments))
+	}
+	if storeDir(s) != filled {
+		t.Fatal("a merge made the store refill")
+	}
+	sameIndex(t, be, s)
+
+	s.close()
+
+	// A segment that takes packs out of the index (a prune's rewrite)
+	// cannot be applied: the store is refilled, and the packs are gone.
+	r, s = storeRepo(t, be, dir)
+	var names []crypto.ID
+	_ = be.List(ctx, remote.Index, func(fi remote.Info) error {
+		id, _ := crypto.ParseID(fi.Handle.Name)
+		names = append(names, id)
+		return nil
+	})
+	saveSegment(t, be, k, &index.Segment{Supersedes: names, Packs: all[:2]})
+	for _, id := range names {
+		_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()})
+	}
+	before := storeDir(s)
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if storeDir(s) == before {
+		t.Fatal("packs left the index without a refill")
+	}
+	if s.HasPack(all[5].ID) || !s.HasPack(all[1].ID) {
+		t.Fatal("the refilled store does not match the rewrite")
+	}
+	sameIndex(t, be, s)
+	s.close()
+}
+
+func TestIndexStoreRefills(t *testing.T) {
+	ctx := context.Background()
+	be := &countingBackend{Storage: remote.NewMem()}
+	r0 := newRepo(t, be)
+	k := r0.Key()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 4; i++ {
+		synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	}
+	dir := t.TempDir()
+	_, s := storeRepo(t, be, dir)
+	s.close()
+
+	// Another client's prune or erase moved the generation on.
+	gen, err := r0.BumpGeneration(ctx, "test", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := be.indexLoads.Load()
+	r, s := storeRepo(t, be, dir)
+	if n := be.indexLoads.Load() - before; n != 4 {
+		t.Fatalf("after a generation change loaded %d segments, want all 4", n)
+	}
+	st, _ := s.State()
+	if st.Generation != gen || st.Dirty || !st.Filled {
+		t.Fatalf("state after refill: %+v", st)
+	}
+	sameIndex(t, be, r.Index())
+
+	// A change interrupted: the dirty mark makes the next load refill.
+	if err := s.setMeta(ixDirty, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	before = be.indexLoads.Load()
+	r, s = storeRepo(t, be, dir)
+	if n := be.indexLoads.Load() - before; n != 4 {
+		t.Fatalf("a dirty store loaded %d segments, want all 4", n)
+	}
+	if st, _ := s.State(); st.Dirty {
+		t.Fatal("still dirty after the refill")
+	}
+	sameIndex(t, be, r.Index())
+
+	// Lookups go on against the old content while a refill runs.
+	id0 := s.Packs()[0].ID
+	blob := s.PackBlobs(id0)[0]
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !s.Has(blob.Type, blob.ID) {
+				t.Error("a blob vanished during a refill")
+				return
+			}
+		}
+	}()
+	gen, err = r0.BumpGeneration(ctx, "test", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	if st, _ := s.State(); st.Generation != gen {
+		t.Fatalf("generation %d after a refill, want %d", st.Generation, gen)
+	}
+	s.close()
+}
+
+// A mount starts after another client pruned what it had uploaded: its
+// index store is refilled and the files it still has read back.
+func TestIndexStoreMountAfterPrune(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r := newRepo(t, be)
+	dir := t.TempDir()
+	var mu sync.Mutex
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := openCacheWith(t, r, Options{StateDir: dir, Now: clock})
+	a, b := randBytes(1, 300<<10), randBytes(2, 200<<10)
+	writeFile(t, c, c.Root(), "a", a)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unlink(ctx, c.Root(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	bi := writeFile(t, c, c.Root(), "b", b)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another process prunes: a's snapshot goes, and a's packs with it
+	// once the grace period is over.
+	other := reopenRepo(t, be)
+	if err := other.SetRetention(ctx, repo.Retention{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Time{now, now.Add(time.Hour)} {
+		if _, err := other.Prune(ctx, repo.PruneOptions{Now: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen, err := other.Generation(ctx)
+	if err != nil || gen == 0 {
+		t.Fatalf("generation %d, %v", gen, err)
+	}
+
+	r2, err := repo.Open(ctx, be, pw, repo.Options{KDF: &crypto.TestKDF, NoIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := openCacheWith(t, r2, Options{StateDir: dir})
+	defer c2.Close(ctx)
+	if st, _ := c2.ix.State(); st.Generation != gen {
+		t.Fatalf("the index store is at generation %d, want %d", st.Generation, gen)
+	}
+	sameIndex(t, be, r2.Index())
+	wantContent(t, c2, bi, b, "b after another client's prune")
+	if aid := r.Key().BlobID(a[:1]); r2.Index().Has(pack.Data, aid) {
+		t.Fatal("a made-up blob is indexed")
+	}
+}

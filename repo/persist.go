@@ -1,0 +1,225 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/index"
+	"golang.org/x/sync/errgroup"
+)
+
+// Keeping a persistent index (index.Persistent, the mount's) in line with
+// the remote. The store remembers the segments it holds, by id (a hash of
+// the sealed segment: a segment never changes), and the generation it
+// matched. LoadIndex then lists index/ and loads only the segments the
+// store has not seen; segments gone from the listing, or superseded by a
+// new one (a merge), are dropped. The store is refilled from scratch, into
+// a fresh database swapped in when complete, when it was never filled,
+// was left dirty (a change interrupted), matched another generation (a
+// prune or an erase by another client), or when dropping segments would
+// take a pack out of the index (only a prune or an erase does that).
+
+// syncPersistent brings the persistent store in line with the remote.
+func (r *Repository) syncPersistent(ctx context.Context) error {
+	return r.syncPersistentFrom(ctx, noGeneration)
+}
+
+const noGeneration = ^uint64(0)
+
+// syncPersistentFrom is syncPersistent, also accepting a store that
+// matched generation prev (this handle just moved the repository on from
+// it, under the exclusive lock, and the store has seen every change but
+// the segments this sync reads).
+func (r *Repository) syncPersistentFrom(ctx context.Context, prev uint64) error {
+	p := r.persist
+	gen, err := r.Generation(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := p.State()
+	if err != nil {
+		return fmt.Errorf("local index: %w", err)
+	}
+	names, err := r.listIndex(ctx)
+	if err != nil {
+		return err
+	}
+	if !st.Filled || st.Dirty || (st.Generation != gen && st.Generation != prev) {
+		return r.refillPersistent(ctx, gen, names)
+	}
+	listed := make(map[crypto.ID]bool, len(names))
+	var fresh []crypto.ID
+	for _, id := range names {
+		listed[id] = true
+		if _, ok := st.Segments[id]; !ok {
+			fresh = append(fresh, id)
+		}
+	}
+	segs := make([]*index.Segment, len(fresh))
+	if err := r.loadSegments(ctx, fresh, func(i int, s *index.Segment) error {
+		segs[i] = s
+		return nil
+	}); err != nil {
+		return err
+	}
+	superseded := map[crypto.ID]bool{}
+	for _, s := range segs {
+		for _, id := range s.Supersedes {
+			superseded[id] = true
+		}
+	}
+	var add []index.Held
+	for i, id := range fresh {
+		if superseded[id] {
+			add = append(add, index.Held{ID: id})
+		} else {
+			add = append(add, index.Held{ID: id, Segment: segs[i], Live: true})
+		}
+	}
+	var drop []crypto.ID
+	for id, live := range st.Segments {
+		switch {
+		case !listed[id]:
+			drop = append(drop, id)
+		case live && superseded[id]:
+			// Still listed (a merge under way): remembered as superseded,
+			// so that it is not loaded again.
+			drop = append(drop, id)
+			add = append(add, index.Held{ID: id})
+		}
+	}
+	if len(add) > 0 || len(drop) > 0 {
+		err := p.Apply(add, drop)
+		if errors.Is(err, index.ErrRefill) {
+			return r.refillPersistent(ctx, gen, names)
+		}
+		if err != nil {
+			return fmt.Errorf("local index: %w", err)
+		}
+	}
+	if st.Generation != gen {
+		if err := p.SetGeneration(gen); err != nil {
+			return fmt.Errorf("local index: %w", err)
+		}
+	}
+	r.setLoaded(names, st.Segments, add, drop)
+	return nil
+}
+
+// setLoaded records the live segments, as loadIndex does.
+func (r *Repository) setLoaded(names []crypto.ID, held map[crypto.ID]bool, add []index.Held, drop []crypto.ID) {
+	live := map[crypto.ID]bool{}
+	for id, l := range held {
+		live[id] = l
+	}
+	for _, h := range add {
+		live[h.ID] = h.Live
+	}
+	for _, id := range drop {
+		delete(live, id)
+	}
+	var loaded []crypto.ID
+	for _, id := range names {
+		if live[id] {
+			loaded = append(loaded, id)
+		}
+	}
+	r.segMu.Lock()
+	r.indexSegments = loaded
+	r.segMu.Unlock()
+}
+
+// refillPersistent fills the store anew from every listed segment. Each
+// segment is added as it is read, so memory stays that of a few segments;
+// if some listed segment turns out superseded by another, the fill is done
+// again knowing which (rare: a merge interrupted or under way).
+func (r *Repository) refillPersistent(ctx context.Context, gen uint64, names []crypto.ID) error {
+	p := r.persist
+	var known map[crypto.ID]bool // superseded segments, once known
+	for pass := 0; pass < 2; pass++ {
+		var mu sync.Mutex
+		superseded := map[crypto.ID]bool{}
+		err := p.Refill(gen, func(add func(index.Held) error) error {
+			return r.loadSegments(ctx, names, func(i int, s *index.Segment) error {
+				mu.Lock()
+				for _, id := range s.Supersedes {
+					superseded[id] = true
+				}
+				mu.Unlock()
+				if known[names[i]] {
+					return add(index.Held{ID: names[i]})
+				}
+				return add(index.Held{ID: names[i], Segment: s, Live: true})
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("refill the local index: %w", err)
+		}
+		again := false
+		for _, id := range names {
+			if superseded[id] && !known[id] {
+				again = true
+			}
+		}
+		if !again {
+			live := make([]crypto.ID, 0, len(names))
+			for _, id := range names {
+				if !known[id] {
+					live = append(live, id)
+				}
+			}
+			r.segMu.Lock()
+			r.indexSegments = live
+			r.segMu.Unlock()
+			return nil
+		}
+		known = superseded
+	}
+	return errors.New("refill the local index: segments kept changing")
+}
+
+// listIndex lists the ids of index/.
+func (r *Repository) listIndex(ctx context.Context) ([]crypto.ID, error) {
+	var names []crypto.ID
+	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
+		if id, err := crypto.ParseID(fi.Handle.Name); err == nil {
+			names = append(names, id)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list index: %w", err)
+	}
+	return names, nil
+}
+
+// loadSegments loads, checks and opens the segments ids, 8 at a time,
+// and passes each to fn with its position.
+func (r *Repository) loadSegments(ctx context.Context, ids []crypto.ID, fn func(int, *index.Segment) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			n := id.String()
+			b, err := remote.LoadAll(gctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+			if err != nil {
+				return fmt.Errorf("load index %s: %w", n, err)
+			}
+			if crypto.Hash(b) != id {
+				err := fmt.Errorf("index %s: %w", n, ErrNameMismatch)
+				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
+				return err
+			}
+			s, err := index.Open(r.key, b)
+			if err != nil {
+				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
+				return fmt.Errorf("index %s: %w", n, err)
+			}
+			return fn(i, s)
+		})
+	}
+	return g.Wait()
+}
