@@ -407,19 +407,9 @@ func (r *Repository) loadIndex(ctx context.Context) error {
 	g.SetLimit(8)
 	for i, n := range names {
 		g.Go(func() error {
-			b, err := remote.LoadAll(gctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+			s, err := r.loadSegment(gctx, n)
 			if err != nil {
-				return fmt.Errorf("load index %s: %w", n, err)
-			}
-			if crypto.Hash(b).String() != n {
-				err := fmt.Errorf("index %s: %w", n, ErrNameMismatch)
-				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
 				return err
-			}
-			s, err := index.Open(r.key, b)
-			if err != nil {
-				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
-				return fmt.Errorf("index %s: %w", n, err)
 			}
 			segs[i] = s
 			return nil
@@ -641,4 +631,24 @@ func (c *lru) add(id crypto.ID, v any) {
 		c.ll.Remove(e)
 		delete(c.items, e.Value.(*lruEntry).id)
 	}
+}
+
+// loadSegment loads index segment n, checks that its content hashes to its
+// name and opens it; a segment that fails either is raised as a load problem.
+func (r *Repository) loadSegment(ctx context.Context, n string) (*index.Segment, error) {
+	b, err := remote.LoadAll(ctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+	if err != nil {
+		return nil, fmt.Errorf("load index %s: %w", n, err)
+	}
+	if crypto.Hash(b).String() != n {
+		err := fmt.Errorf("index %s: %w", n, ErrNameMismatch)
+		r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
+		return nil, err
+	}
+	s, err := index.Open(r.key, b)
+	if err != nil {
+		r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
+		return nil, fmt.Errorf("index %s: %w", n, err)
+	}
+	return s, nil
 }

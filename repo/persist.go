@@ -203,20 +203,9 @@ func (r *Repository) loadSegments(ctx context.Context, ids []crypto.ID, fn func(
 	g.SetLimit(8)
 	for i, id := range ids {
 		g.Go(func() error {
-			n := id.String()
-			b, err := remote.LoadAll(gctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+			s, err := r.loadSegment(gctx, id.String())
 			if err != nil {
-				return fmt.Errorf("load index %s: %w", n, err)
-			}
-			if crypto.Hash(b) != id {
-				err := fmt.Errorf("index %s: %w", n, ErrNameMismatch)
-				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
 				return err
-			}
-			s, err := index.Open(r.key, b)
-			if err != nil {
-				r.raiseLoad("index/"+n, "index segment "+shortName(n), "open", err)
-				return fmt.Errorf("index %s: %w", n, err)
 			}
 			return fn(i, s)
 		})
