@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -116,7 +117,6 @@ type Cache struct {
 
 	snapMu sync.Mutex // one snapshot at a time
 	nsMu   sync.Mutex // serialises namespace mutations
-	upMu   sync.Mutex // SaveBlob batches vs Flush (repo forbids overlap)
 
 	mu         sync.Mutex // guards the fields below
 	open       map[uint64]*openFile
@@ -128,14 +128,10 @@ type Cache struct {
 	lastSnap   *repo.Snapshot
 	lost       []string // Status.LostFiles, as the last snapshot found them
 	health     *Health
-	queueSince time.Time           // when queue last became non-empty; zero while empty
-	queue      map[crypto.ID]int64 // chunks waiting for upload → plaintext size
-	queueBytes int64
 	trees      map[uint64]treeEntry // dir ino → tree of the last snapshot, if unchanged since
 	invalid    map[uint64]bool      // dirs invalidated while a snapshot runs
 	onSnap     []func(*repo.Snapshot)
 	onRemoved  func(path string) // the kernel must forget a path the cache removed itself
-	queueSeq   uint64            // changeSeq of the walk that set the queue (0: none since Open)
 	lastChange time.Time         // of the last change a snapshot would see, for the periodic snapshot's quiet wait
 
 	// treesGone and treesAllGone: what left trees since Badger's copy was
@@ -152,6 +148,7 @@ type Cache struct {
 	walkInodes     atomic.Int64 // inodes snapshot walks read, for tests and the bench
 	treesUploaded  atomic.Int64 // of the trees built, those new to the repository
 
+	up       *upload.Queue // the durable upload queue and its uploader (uploadqueue.go)
 	files    *chunkFiles
 	ix       *indexStore // the repository's index, on disk (indexstore.go)
 	segs     *segments
@@ -178,7 +175,6 @@ type Cache struct {
 	// and tried for reading by eviction (see evict).
 	pruneMu sync.RWMutex
 
-	kick   chan struct{} // wakes the uploader
 	bg     context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -245,9 +241,10 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
-		open: map[uint64]*openFile{}, queue: map[crypto.ID]int64{}, trees: map[uint64]treeEntry{}, health: opts.Health,
-		kick: make(chan struct{}, 1), chunkers: make(chan *chunker.Chunker, 1),
-		lru: newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
+		open: map[uint64]*openFile{}, trees: map[uint64]treeEntry{}, health: opts.Health,
+		chunkers: make(chan *chunker.Chunker, 1),
+		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
+	c.up = c.newUploadQueue()
 	ok := false
 	defer func() {
 		if !ok {
@@ -312,7 +309,10 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	c.snapsDone = make(chan struct{})
 	go c.snapshotLoop(sctx, c.snapsDone)
 	c.wg.Add(2)
-	go c.uploader()
+	go func() {
+		defer c.wg.Done()
+		c.up.Run(c.bg)
+	}()
 	go c.gcLoop()
 	// The durable queue is not uploaded yet: a .gdprignore may have come
 	// since the walk that filled it. The first snapshot decides again.
@@ -545,18 +545,18 @@ func (c *Cache) Status() Status {
 	for _, f := range c.open {
 		files = append(files, f)
 	}
-	c.noteQueueLocked()
-	st := Status{QueueBlobs: len(c.queue), QueueBytes: c.queueBytes, LostFiles: append([]string{}, c.lost...)}
-	if !c.queueSince.IsZero() {
-		since := c.queueSince
-		st.QueueSince = &since
-		st.QueueAgeSeconds = c.opts.Now().Sub(since).Seconds()
-	}
+	st := Status{LostFiles: append([]string{}, c.lost...)}
 	if c.lastSnap != nil {
 		st.LastSnapshot = c.lastSnap.Name()
 		st.LastSnapshotID = c.lastSnap.ID.String()
 	}
 	c.mu.Unlock()
+	var since time.Time
+	st.QueueBlobs, st.QueueBytes, since = c.up.State()
+	if !since.IsZero() {
+		st.QueueSince = &since
+		st.QueueAgeSeconds = c.opts.Now().Sub(since).Seconds()
+	}
 	for _, f := range files {
 		dirty += f.dirtyBytes.Load()
 	}
@@ -574,25 +574,6 @@ func (c *Cache) Status() Status {
 		st.ReadOnly = err.Error()
 	}
 	return st
-}
-
-// noteQueueLocked keeps queueSince true to the queue: set when it has
-// entries and was not, cleared when it is empty. The uploader calls it
-// whenever it is woken (every commit that queues wakes it) and after each
-// pass, Status before reporting. The caller holds mu.
-func (c *Cache) noteQueueLocked() {
-	switch {
-	case len(c.queue) == 0:
-		c.queueSince = time.Time{}
-	case c.queueSince.IsZero():
-		c.queueSince = c.opts.Now()
-	}
-}
-
-func (c *Cache) noteQueue() {
-	c.mu.Lock()
-	c.noteQueueLocked()
-	c.mu.Unlock()
 }
 
 // noteChange records that something a snapshot would show changed.
@@ -634,8 +615,8 @@ func (c *Cache) Close(ctx context.Context) error {
 	// Only a queue the final walk decided leaves (if that walk failed, an
 	// older one may name files excluded since); else the next Open's
 	// first snapshot decides again.
-	if c.queueDecided() {
-		if err := c.drain(ctx); err != nil {
+	if c.up.Decided() {
+		if err := c.up.Drain(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("upload queue not drained: %w", err))
 		} else {
 			// The remote answers: the session's own index segments

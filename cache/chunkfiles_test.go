@@ -296,7 +296,7 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 	c := openCache(t, newRepo(t, remote.NewMem()), diskTempDir(t))
 	defer c.Close(ctx)
 	ino := writeFile(t, c, c.Root(), "f", randBytes(9, 24<<20))
-	if err := c.drain(ctx); err != nil { // the uploader reads chunk files too
+	if err := c.up.Drain(ctx); err != nil { // the uploader reads chunk files too
 		t.Fatal(err)
 	}
 	n, err := c.getInode(ino)

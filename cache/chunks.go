@@ -6,14 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -275,8 +272,10 @@ func (c *Cache) evict() {
 	}
 }
 
-// scanChunks builds the LRU and the queue counters from the state directory.
+// scanChunks builds the LRU and the upload queue from the state directory.
 func (c *Cache) scanChunks() error {
+	restore := map[crypto.ID]int64{}
+	defer func() { c.up.Restore(restore) }()
 	return c.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.ChunkPrefix(), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
@@ -297,8 +296,7 @@ func (c *Cache) scanChunks() error {
 				c.segs.addLive(l)
 			}
 			if queued[id] {
-				c.queue[id] = size
-				c.queueBytes += size
+				restore[id] = size
 				continue
 			}
 			if c.r.Index().Has(pack.Data, id) {
@@ -309,243 +307,8 @@ func (c *Cache) scanChunks() error {
 	})
 }
 
-// wake nudges the uploader.
-func (c *Cache) wake() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-// uploader drains the queue in the background, backing off while the
-// remote fails.
-func (c *Cache) uploader() {
-	defer c.wg.Done()
-	backoff := time.Duration(0)
-	var retry <-chan time.Time
-	for {
-		select {
-		case <-c.bg.Done():
-			return
-		case <-c.kick:
-			c.noteQueue()
-			// Let small commits gather into fuller packs; Sync and Close
-			// drain at once without waiting here.
-			deadline := time.After(uploadDelay)
-		gather:
-			for c.queuedBytes() < uploadEager {
-				select {
-				case <-c.bg.Done():
-					return
-				case <-c.kick:
-				case <-deadline:
-					break gather
-				}
-			}
-		case <-retry:
-		}
-		retry = nil
-		c.noteQueue()
-		if !c.queueDecided() {
-			// Something changed since the walk that queued these: the
-			// next snapshot decides again what may leave (DESIGN
-			// invariant 7), and uploads it.
-			continue
-		}
-		more, err := c.uploadPass(c.bg)
-		if c.bg.Err() != nil {
-			return
-		}
-		if err != nil {
-			c.setRemoteHealth(err)
-			c.log.Warn("upload failed; will retry", "err", err, "in", backoff)
-			backoff = min(max(2*backoff, 200*time.Millisecond), maxUploadBackoff)
-			retry = time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff))))
-			continue
-		}
-		backoff = 0
-		if more {
-			c.wake()
-		}
-	}
-}
-
-// maxUploadBackoff bounds the uploader's wait between failed passes (it is
-// jittered to between half and one and a half times this): the queue
-// starts moving within seconds of the remote's return.
-const maxUploadBackoff = 10 * time.Second
-
-// The uploader starts a pass once uploadEager bytes are queued, or
-// uploadDelay after the first commit that queued something.
-const (
-	uploadEager = 8 << 20
-	uploadDelay = 2 * time.Second
-)
-
-func (c *Cache) queuedBytes() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.queueBytes
-}
-
-// uploadBatch bounds the plaintext one pass uploads before its Flush, so
-// queue entries are retired as the upload goes.
-const uploadBatch = 256 << 20
-
-// uploadPass uploads queued chunks, flushes, and retires the queue entries
-// the index now holds. more reports that entries are left.
-func (c *Cache) uploadPass(ctx context.Context) (more bool, err error) {
-	c.upMu.Lock()
-	defer c.upMu.Unlock()
-	// The in-memory copy of the queue saves iterating over Badger's
-	// tombstones of retired entries on every pass.
-	var ids []crypto.ID
-	var total int64
-	c.mu.Lock()
-	for id, size := range c.queue {
-		if total >= uploadBatch {
-			more = true
-			break
-		}
-		ids = append(ids, id)
-		total += size
-	}
-	c.mu.Unlock()
-	if len(ids) == 0 {
-		return false, nil
-	}
-	if err := c.uploadLocked(ctx, ids); err != nil {
-		return more, err
-	}
-	c.setRemoteHealth(nil)
-	return more, nil
-}
-
-// uploadWorkers is how many chunks are compressed and sealed at once: half
-// the CPUs, so that uploading never takes every core from the user's own
-// reads and writes through the mount (on 2 cores, reading a file back while
-// its upload ran went from about 120 to 200 MB/s with one worker).
-func uploadWorkers() int { return min(max(runtime.GOMAXPROCS(0)/2, 1), 4) }
-
 // segmentBudget is how many dead bytes segments may hold.
 func (c *Cache) segmentBudget() int64 { return c.opts.CacheSize / 4 }
-
-// uploadBufs recycles the buffers the uploader reads large chunks into.
-var uploadBufs = sync.Pool{New: func() any { return new([]byte) }}
-
-// uploadLocked saves ids, flushes, and retires their queue entries. The
-// caller holds upMu.
-func (c *Cache) uploadLocked(ctx context.Context, ids []crypto.ID) error {
-	// Not errgroup.WithContext: SaveBlob hands its ctx to the background
-	// pack upload, which must outlive this group.
-	var g errgroup.Group
-	g.SetLimit(uploadWorkers())
-	sizes := make([]int, len(ids))
-	lost := make([]bool, len(ids))
-	for i, id := range ids {
-		g.Go(func() error {
-			// Small ones are usually just committed and still in memory;
-			// large ones are read into a recycled buffer, which the pack
-			// has copied from once SaveBlobWithID returns.
-			data := c.mem.get(id)
-			var err error
-			if data == nil {
-				bp := uploadBufs.Get().(*[]byte)
-				defer uploadBufs.Put(bp)
-				data, err = c.loadLocalInto(id, *bp)
-				if err == nil && cap(data) > cap(*bp) && len(data) > segmentMax {
-					*bp = data[:0]
-				}
-			}
-			if errors.Is(err, os.ErrNotExist) {
-				// Nothing to upload, ever: keeping the entry would wedge
-				// the queue. A snapshot needing it reports the loss.
-				c.log.Error("queued chunk missing from the local state; dropping its queue entry", "chunk", id.Short())
-				lost[i] = true
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("queued chunk %s: %w", id.Short(), err)
-			}
-			sizes[i] = len(data)
-			_, err = c.r.SaveBlobWithID(ctx, pack.Data, id, data)
-			return err
-		})
-	}
-	// Flush even after a failed save: it indexes the packs that did
-	// arrive and clears the writer's upload error, without which every
-	// later SaveBlob would fail and the queue would never drain again.
-	if err := errors.Join(g.Wait(), c.r.Flush(ctx)); err != nil {
-		return err
-	}
-	var retired []crypto.ID
-	err := c.update(func(txn *wtxn) error {
-		retired = retired[:0]
-		for i, id := range ids {
-			if !lost[i] && !c.r.Index().Has(pack.Data, id) {
-				continue
-			}
-			if err := txn.Delete(meta.QueueKey(id)); err != nil {
-				return err
-			}
-			if lost[i] {
-				// Its key names nothing: the next snapshot must see the
-				// chunk as lost, not queue it again.
-				if err := txn.Delete(meta.ChunkKey(id)); err != nil {
-					return err
-				}
-			}
-			retired = append(retired, id)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("retire upload queue entries: %w", err)
-	}
-	for i, id := range ids {
-		if lost[i] {
-			c.files.fds.drop(id) // its c key went: reads must miss it
-		}
-	}
-	done := len(retired)
-	c.mu.Lock()
-	for _, id := range retired {
-		c.queueBytes -= c.queue[id]
-		delete(c.queue, id)
-	}
-	c.noteQueueLocked()
-	c.mu.Unlock()
-	for i, id := range ids {
-		if !lost[i] && c.r.Index().Has(pack.Data, id) {
-			c.lru.add(id, int64(sizes[i]))
-		}
-	}
-	c.evict()
-	if done < len(ids) {
-		return fmt.Errorf("%d queued chunks are still not in the repository after a flush", len(ids)-done)
-	}
-	return nil
-}
-
-// drain uploads until the queue is empty, retrying failures until ctx ends.
-func (c *Cache) drain(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
-	for {
-		more, err := c.uploadPass(ctx)
-		if err == nil && !more {
-			return nil
-		}
-		if err != nil {
-			c.setRemoteHealth(err)
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-		}
-	}
-}
 
 // chunkLRU tracks clean cached chunks by recency.
 type chunkLRU struct {

@@ -11,7 +11,9 @@
 //     It is kept sealed in a file under chunks/ (recorded by a c key) until
 //     evicted; clean chunks (those the repository index already holds) may
 //     be evicted, others never.
-//   - queue: q keys naming chunks that still have to reach the remote. Only
+//   - queue: q keys naming chunks that still have to reach the remote,
+//     owned with the uploader by package cache/upload (uploadqueue.go
+//     wires it to the state directory and the repository). Only
 //     a snapshot walk sets them, to the chunks of the files it included
 //     (DESIGN invariant 7: commits never queue). A key is removed only
 //     after repo.Flush stored the pack and index holding it, or by the next
@@ -26,8 +28,9 @@
 //     Badger across clean restarts (treecache.go).
 //
 // Lock order (outer first): Cache.snapMu → openFile.mu → Cache.nsMu →
-// Cache.upMu → Cache.mu (small state) → chunkLRU.mu, memCache.mu,
-// remoteLock.mu (leaves). Badger transactions are taken under any of them.
+// the upload queue's hold (upload.Queue.Hold) → Cache.mu (small state) →
+// chunkLRU.mu, memCache.mu, remoteLock.mu, the upload queue's own mu
+// (leaves). Badger transactions are taken under any of them.
 // Nothing waits for the remote while holding nsMu or Cache.mu; a read or a
 // commit may fetch a chunk from the remote while holding its file's mu.
 //

@@ -168,12 +168,7 @@ func (c *Cache) purgeChunks(ids []crypto.ID) error {
 			return fmt.Errorf("purge erased chunk %s: %w", id.Short(), err)
 		}
 		c.mem.drop(id)
-		c.mu.Lock()
-		if n, ok := c.queue[id]; ok {
-			c.queueBytes -= n
-			delete(c.queue, id)
-		}
-		c.mu.Unlock()
+		c.up.Forget(id)
 		if v == nil {
 			continue
 		}

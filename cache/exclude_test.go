@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/pack"
@@ -173,7 +174,7 @@ func TestStaleQueueNotUploaded(t *testing.T) {
 	writeFile(t, c, c.Root(), ".gdprignore", []byte("scan.raw\n"))
 	before := remoteBytes(t, mem)
 	f.Heal()
-	time.Sleep(3 * uploadDelay) // the uploader's retry would have run
+	time.Sleep(3 * upload.Delay) // the uploader's retry would have run
 	if grew := remoteBytes(t, mem) - before; grew > 1<<20 {
 		t.Fatalf("the uploader shipped %d bytes of a file excluded since its walk", grew)
 	}

@@ -76,15 +76,15 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 
 // holdForRewrite stops snapshots, uploads and eviction while the
 // repository's index and snapshots are rewritten under the mount (a prune,
-// an erase), and returns how to let them go on. Lock order: snapMu, upMu,
-// pruneMu.
+// an erase), and returns how to let them go on. Lock order: snapMu, the
+// upload queue's hold, pruneMu.
 func (c *Cache) holdForRewrite() (release func()) {
 	c.snapMu.Lock()
-	c.upMu.Lock()
+	releaseUp := c.up.Hold()
 	c.pruneMu.Lock()
 	return func() {
 		c.pruneMu.Unlock()
-		c.upMu.Unlock()
+		releaseUp()
 		c.snapMu.Unlock()
 	}
 }

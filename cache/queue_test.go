@@ -13,7 +13,8 @@ import (
 )
 
 // A cp -a of a large tree queues more chunks than one Badger transaction
-// takes; setQueue must still record them all, and drop them again.
+// takes; the upload queue must still record them all, and drop them
+// again, through the state directory's real transactions.
 func TestSetQueueBeyondOneTransaction(t *testing.T) {
 	ctx := context.Background()
 	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
@@ -53,22 +54,20 @@ func TestSetQueueBeyondOneTransaction(t *testing.T) {
 	}
 	// A change count no walk matches keeps the background uploader off
 	// these made-up chunks.
+	c.mu.Lock()
 	seq := c.changeSeq + 1000
-	if err := c.setQueue(ids, seq); err != nil {
+	c.mu.Unlock()
+	if err := c.up.Set(ids, seq); err != nil {
 		t.Fatalf("queueing %d chunks: %v", n, err)
 	}
-	c.mu.Lock()
-	inMem, bytes := len(c.queue), c.queueBytes
-	c.mu.Unlock()
+	inMem, bytes, _ := c.up.State()
 	if k := queued(); k != n || inMem != n || bytes != 3*n {
 		t.Fatalf("queued %d keys, %d in memory, %d bytes; want %d, %d, %d", k, inMem, bytes, n, n, 3*n)
 	}
-	if err := c.setQueue(ids[:10], seq); err != nil {
+	if err := c.up.Set(ids[:10], seq); err != nil {
 		t.Fatal(err)
 	}
-	c.mu.Lock()
-	inMem, bytes = len(c.queue), c.queueBytes
-	c.mu.Unlock()
+	inMem, bytes, _ = c.up.State()
 	if k := queued(); k != 10 || inMem != 10 || bytes != 30 {
 		t.Fatalf("after shrinking: %d keys, %d in memory, %d bytes", k, inMem, bytes)
 	}

@@ -231,112 +231,6 @@ func (w *walker) lostFile(path []string) (*tree.Node, error) {
 	return old, nil
 }
 
-// queueBatch bounds the queue keys one transaction changes.
-const queueBatch = 4096
-
-// setQueue makes the upload queue exactly need: chunks of files the walk of
-// the namespace at change count seq included. Entries an earlier walk left
-// (a snapshot whose upload failed) go, since their files may have been
-// excluded or removed since. Holding upMu, no upload pass overlaps.
-func (c *Cache) setQueue(need []crypto.ID, seq uint64) error {
-	c.upMu.Lock()
-	defer c.upMu.Unlock()
-	// A failed pass may have left chunks in the repository's unfinished
-	// pack; the next Flush would ship them whatever this walk decided.
-	if n := c.r.DiscardUnflushed(); n > 0 {
-		c.log.Debug("dropped blobs a failed upload left unsent; the queue decides again", "blobs", n)
-	}
-	want := make(map[crypto.ID]int64, len(need))
-	err := c.view(func(txn *badger.Txn) error {
-		for _, id := range need {
-			v, err := getValue(txn, meta.ChunkKey(id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				// The uploader dropped it as missing since the walk.
-				return fmt.Errorf("chunk %s: %w", id.Short(), errChunkVanished)
-			} else if err != nil {
-				return err
-			}
-			want[id] = valueSize(v)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	// The queue keys change in batches: after a cp -a of a large tree one
-	// transaction holding them all is more than Badger takes ("Txn is too
-	// big"). The in-memory queue follows each committed batch, so a
-	// failure halfway leaves the two agreeing and the next walk decides
-	// again from there.
-	type change struct {
-		id   crypto.ID
-		size int64 // -1: no longer wanted
-	}
-	var changes []change
-	c.mu.Lock()
-	for id, size := range want {
-		if _, ok := c.queue[id]; !ok {
-			changes = append(changes, change{id, size})
-		}
-	}
-	for id := range c.queue {
-		if _, ok := want[id]; !ok {
-			changes = append(changes, change{id, -1})
-		}
-	}
-	c.mu.Unlock()
-	for len(changes) > 0 {
-		batch := changes[:min(len(changes), queueBatch)]
-		changes = changes[len(batch):]
-		err := c.update(func(txn *wtxn) error {
-			for _, ch := range batch {
-				var err error
-				if ch.size < 0 {
-					err = txn.Delete(meta.QueueKey(ch.id))
-				} else {
-					err = txn.Set(meta.QueueKey(ch.id), nil)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		c.mu.Lock()
-		for _, ch := range batch {
-			if ch.size < 0 {
-				c.queueBytes -= c.queue[ch.id]
-				delete(c.queue, ch.id)
-			} else {
-				c.queue[ch.id] = ch.size
-				c.queueBytes += ch.size
-			}
-		}
-		c.mu.Unlock()
-	}
-	c.mu.Lock()
-	c.queueBytes = 0
-	for _, size := range c.queue {
-		c.queueBytes += size
-	}
-	c.queueSeq = seq
-	c.mu.Unlock()
-	return nil
-}
-
-// queueDecided reports whether the upload queue is what a snapshot walk
-// decided for the namespace as it is now: nothing changed since that walk.
-// Only then may the background uploader work on it; otherwise the next
-// snapshot decides again (after a restart, always).
-func (c *Cache) queueDecided() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.queueSeq != 0 && c.queueSeq == c.changeSeq
-}
-
 // takeSnapshot stores a snapshot of the namespace, or returns parent if
 // nothing changed since; the walker tells which trees it built and which
 // files it found lost. seq is the change count the walk covers at least.
@@ -362,7 +256,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 	// Chunks first: the queue becomes exactly what this walk decided the
 	// repository needs, then drains. Commits never queue, so this is the
 	// only way a chunk is ever uploaded (DESIGN invariant 7).
-	if err := c.setQueue(w.need, seq); err != nil {
+	if err := c.up.Set(w.need, seq); err != nil {
 		return nil, nil, err
 	}
 	c.mu.Lock()
@@ -372,10 +266,10 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 	if parent != nil && root.id == parent.Tree && len(w.need) == 0 && !force {
 		return parent, w, nil
 	}
-	if err := c.drain(ctx); err != nil {
+	if err := c.up.Drain(ctx); err != nil {
 		// The uploader retries in the background for as long as nothing
 		// changes; a change has the next snapshot decide again.
-		c.wake()
+		c.up.Wake()
 		return nil, nil, err
 	}
 	for _, id := range w.need {
@@ -386,8 +280,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 			return nil, nil, fmt.Errorf("chunk %s: %w", id.Short(), errChunkVanished)
 		}
 	}
-	c.upMu.Lock()
-	defer c.upMu.Unlock()
+	defer c.up.Hold()()
 	before := c.r.Stats()
 	for _, b := range w.trees {
 		if _, _, err := c.r.SaveBlob(ctx, pack.Tree, b); err != nil {
