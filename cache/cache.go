@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/chunker"
@@ -128,8 +129,8 @@ type Cache struct {
 	lastSnap   *repo.Snapshot
 	lost       []string // Status.LostFiles, as the last snapshot found them
 	health     *Health
-	trees      map[uint64]treeEntry // dir ino → tree of the last snapshot, if unchanged since
-	invalid    map[uint64]bool      // dirs invalidated while a snapshot runs
+	trees      map[uint64]snapshot.Tree // dir ino → tree of the last snapshot, if unchanged since
+	invalid    map[uint64]bool          // dirs invalidated while a snapshot runs
 	onSnap     []func(*repo.Snapshot)
 	onRemoved  func(path string) // the kernel must forget a path the cache removed itself
 	lastChange time.Time         // of the last change a snapshot would see, for the periodic snapshot's quiet wait
@@ -193,14 +194,6 @@ type Cache struct {
 // the live heap sets how often the collector runs.
 const memCacheSize = 16 << 20
 
-type treeEntry struct {
-	id    crypto.ID
-	stats repo.SnapshotStats
-	// rules identifies the ignore rules the tree was built under (see
-	// walker.dir): a cached tree is used only under the same ones.
-	rules crypto.ID
-}
-
 // Open opens (or creates) the state directory for r. With an empty state
 // directory it rebuilds the namespace from the remote's latest snapshot;
 // file data is then fetched lazily on read.
@@ -241,7 +234,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
-		open: map[uint64]*openFile{}, trees: map[uint64]treeEntry{}, health: opts.Health,
+		open: map[uint64]*openFile{}, trees: map[uint64]snapshot.Tree{}, health: opts.Health,
 		chunkers: make(chan *chunker.Chunker, 1),
 		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
 	c.up = c.newUploadQueue()

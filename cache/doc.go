@@ -1,7 +1,8 @@
 // Package cache is the local state of a mounted repository: the namespace
 // (inodes, directory entries, chunk lists, xattrs) in Badger, encrypted
 // staging of dirty file data, the size-bounded chunk cache, the durable
-// upload queue and the snapshotter. It has no FUSE import: package fs maps
+// upload queue (package cache/upload) and the snapshotter (the walk in
+// package cache/snapshot). It has no FUSE import: package fs maps
 // kernel requests onto the methods here.
 //
 // Nouns:
@@ -23,9 +24,10 @@
 //   - commit: turning a file's staging into chunks (on flush/close/fsync):
 //     only the span from the chunk boundary before the first dirty byte to
 //     where the chunker re-synchronises with an old boundary is re-chunked.
-//   - snapshot: repo trees built from the metadata; unchanged directories
-//     under unchanged ignore rules reuse their cached tree id, kept in
-//     Badger across clean restarts (treecache.go).
+//   - snapshot: repo trees built from the metadata by the walk of package
+//     cache/snapshot; unchanged directories under unchanged ignore rules
+//     reuse their cached tree id, kept in Badger across clean restarts
+//     (treecache.go).
 //
 // Lock order (outer first): Cache.snapMu → openFile.mu → Cache.nsMu →
 // the upload queue's hold (upload.Queue.Hold) → Cache.mu (small state) →

@@ -1139,19 +1139,6 @@ func chunkIDs(chunks []meta.Chunk) []crypto.ID {
 	return out
 }
 
-// pieces converts a chunk list to a tree's pieces (holes keep their length).
-func pieces(chunks []meta.Chunk) []tree.Piece {
-	out := make([]tree.Piece, len(chunks))
-	for i, ch := range chunks {
-		if ch.IsHole() {
-			out[i].Hole = ch.Len
-		} else {
-			out[i].ID = ch.ID
-		}
-	}
-	return out
-}
-
 // spaceMargin is free space the state directory must keep beyond what a
 // commit writes. Badger's logs are memory-mapped and sparse: filling the
 // disk under them would kill the process with SIGBUS instead of returning

@@ -571,7 +571,7 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 	c.nameChanged(oldParent, oldName)
 	c.nameChanged(newParent, newName)
 	// A moved directory's cached trees stay right if the same ignore rules
-	// reach it at its new path (walker.dir checks), and its old and new
+	// reach it at its new path (snapshot.Walk.dir checks), and its old and new
 	// ancestors changed: nameChanged covered both paths.
 	return nil
 }
@@ -923,7 +923,7 @@ func (c *Cache) StatFs(ctx context.Context) (StatFs, error) {
 // nameChanged records a change of entry name in dir: the directory's tree
 // and its ancestors' are stale. A .gdprignore among them needs no more:
 // the trees below dir were built under rules that included its content,
-// so the next walk finds them stale (see walker.dir).
+// so the next walk finds them stale (see snapshot.Walk.dir).
 func (c *Cache) nameChanged(dir uint64, name string) {
 	c.dirChanged(dir)
 }

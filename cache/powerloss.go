@@ -25,7 +25,7 @@ import (
 // marks it closed after syncing everything, and an Open that finds a
 // session left open on an earlier boot reads back every chunk kept locally
 // and drops the keys of those that fail: their files read as errors, and
-// snapshots keep the last backed-up version of them (see walker.lostFile).
+// snapshots keep the last backed-up version of them (see snapshot.Walk.lostFile).
 
 // bootID identifies the running boot; tests replace it to simulate one.
 var bootID = func() string {

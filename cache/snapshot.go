@@ -13,8 +13,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/meta"
-	"github.com/keepfs/keepfs/policy/ignore"
-	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
@@ -124,15 +123,15 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 		c.setRemoteHealth(err)
 		return nil, nil, fmt.Errorf("snapshot: %w", err)
 	}
-	built := w.built
+	built := w.Built
 	c.mu.Lock()
-	lostChanged := !slices.Equal(c.lost, w.lost)
-	c.lost = w.lost
+	lostChanged := !slices.Equal(c.lost, w.Lost)
+	c.lost = w.Lost
 	c.mu.Unlock()
 	if lostChanged {
 		// Kept across restarts, so that status lists them before the
 		// first snapshot of the next mount.
-		v := []byte(strings.Join(w.lost, "\x00"))
+		v := []byte(strings.Join(w.Lost, "\x00"))
 		if err := c.update(func(txn *wtxn) error { return txn.Set(lostKey, v) }); err != nil {
 			c.log.Warn("cannot record the lost files", "err", err)
 		}
@@ -165,78 +164,12 @@ var errChunkVanished = fmt.Errorf("went missing from the local state before its 
 // lostKey holds Status.LostFiles, NUL-separated (no path holds a NUL).
 var lostKey = meta.StateKey("lost")
 
-// walker builds trees from one consistent view of the metadata.
-type walker struct {
-	c      *Cache
-	ctx    context.Context
-	txn    *badger.Txn
-	m      *ignore.Matcher
-	trees  [][]byte             // encoded trees to store, children first
-	need   []crypto.ID          // chunks the repository must hold first
-	built  map[uint64]treeEntry // trees to cache once stored
-	cached map[uint64]treeEntry // trees of the last snapshot still valid
-	seen   map[crypto.ID]bool
-	parent *repo.Snapshot // the last snapshot, for files whose content was lost
-	lost   []string       // paths of those files, as Status reports them
-	// unreadable counts ignore files that could not be read, whose
-	// directories the snapshot leaves empty.
-	unreadable int
-}
-
-// ignoreFile returns the content of the ignore file at inode ino.
-func (w *walker) ignoreFile(ino uint64) ([]byte, error) {
-	n, err := getInodeTxn(w.txn, ino)
-	if err != nil {
-		return nil, err
-	}
-	return w.c.readAll(w.ctx, n)
-}
-
-// lostContent reports whether chunks names data that is neither in the
-// repository nor kept locally: lost in a power loss (see checkPowerLoss).
-func (w *walker) lostContent(chunks []crypto.ID) (bool, error) {
-	for _, id := range chunks {
-		if w.seen[id] || w.c.r.Index().Has(pack.Data, id) {
-			continue
-		}
-		if _, err := w.txn.Get(meta.ChunkKey(id)); errors.Is(err, badger.ErrKeyNotFound) {
-			return true, nil
-		} else if err != nil {
-			return false, err
-		}
-	}
-	return false, nil
-}
-
-// lostFile returns what a snapshot records for a file whose content was
-// lost: its version in the last snapshot, or nil (left out) if it had
-// none. The remote must never name a blob it does not hold, and one lost
-// file must not stop every backup after it.
-func (w *walker) lostFile(path []string) (*tree.Node, error) {
-	p := "/" + strings.Join(path, "/")
-	w.lost = append(w.lost, p)
-	if w.parent == nil {
-		return nil, nil
-	}
-	old, err := w.c.r.Lookup(w.ctx, w.parent.Tree, p)
-	if errors.Is(err, repo.ErrPathNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: look up the last backed-up version: %w", p, err)
-	}
-	if old.Type != tree.File {
-		return nil, nil
-	}
-	return old, nil
-}
-
 // takeSnapshot stores a snapshot of the namespace, or returns parent if
-// nothing changed since; the walker tells which trees it built and which
+// nothing changed since; the walk tells which trees it built and which
 // files it found lost. seq is the change count the walk covers at least.
-func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uint64) (*repo.Snapshot, *walker, error) {
+func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uint64) (*repo.Snapshot, *snapshot.Walk, error) {
 	c.mu.Lock()
-	cached := make(map[uint64]treeEntry, len(c.trees))
+	cached := make(map[uint64]snapshot.Tree, len(c.trees))
 	for k, v := range c.trees {
 		cached[k] = v
 	}
@@ -244,26 +177,27 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 	d := c.dbAcquire()
 	defer d.release()
 	txn := d.db.NewTransaction(false)
-	w := &walker{c: c, ctx: ctx, txn: txn, m: ignore.New("/"), built: map[uint64]treeEntry{}, cached: cached, seen: map[crypto.ID]bool{}, parent: parent}
-	root, err := w.dir(meta.RootIno, nil, crypto.ID{})
+	w := snapshot.New(ctx, snapshot.Config{Namespace: txnNamespace{c, txn}, Repository: walkRepo{c.r},
+		Cached: cached, Parent: parent, Log: c.log, Inodes: &c.walkInodes, Built: &c.treesBuilt})
+	root, err := w.Root()
 	txn.Discard()
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(w.lost) > 0 {
-		c.log.Error("files whose content was lost keep their last backed-up version in the snapshot (left out if they had none); rewrite or delete them", "files", len(w.lost), "first", w.lost[0])
+	if len(w.Lost) > 0 {
+		c.log.Error("files whose content was lost keep their last backed-up version in the snapshot (left out if they had none); rewrite or delete them", "files", len(w.Lost), "first", w.Lost[0])
 	}
 	// Chunks first: the queue becomes exactly what this walk decided the
 	// repository needs, then drains. Commits never queue, so this is the
 	// only way a chunk is ever uploaded (DESIGN invariant 7).
-	if err := c.up.Set(w.need, seq); err != nil {
+	if err := c.up.Set(w.Need, seq); err != nil {
 		return nil, nil, err
 	}
 	c.mu.Lock()
 	force := c.forceSnap
 	c.forceSnap = false
 	c.mu.Unlock()
-	if parent != nil && root.id == parent.Tree && len(w.need) == 0 && !force {
+	if parent != nil && root.ID == parent.Tree && len(w.Need) == 0 && !force {
 		return parent, w, nil
 	}
 	if err := c.up.Drain(ctx); err != nil {
@@ -272,7 +206,7 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 		c.up.Wake()
 		return nil, nil, err
 	}
-	for _, id := range w.need {
+	for _, id := range w.Need {
 		// Dropped by the uploader as missing locally: the remote must
 		// never name a blob it does not hold. The next snapshot sees the
 		// chunk as lost (lostContent).
@@ -282,13 +216,13 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 	}
 	defer c.up.Hold()()
 	before := c.r.Stats()
-	for _, b := range w.trees {
+	for _, b := range w.Trees {
 		if _, _, err := c.r.SaveBlob(ctx, pack.Tree, b); err != nil {
 			return nil, nil, err
 		}
 		c.treesUploaded.Add(1)
 	}
-	sn := &repo.Snapshot{Time: c.opts.Now().UTC(), Tree: root.id, Source: "keepfs mount", Stats: root.stats}
+	sn := &repo.Snapshot{Time: c.opts.Now().UTC(), Tree: root.ID, Source: "keepfs mount", Stats: root.Stats}
 	sn.Hostname, _ = os.Hostname()
 	if u, err := user.Current(); err == nil {
 		sn.Username = u.Username
@@ -309,151 +243,6 @@ func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uin
 	sn.Stats.BlobsNew = after.BlobsNew - before.BlobsNew
 	sn.Stats.BytesAdded = after.BytesStored - before.BytesStored
 	return sn, w, nil
-}
-
-// dir returns the tree of directory ino at path, from the cache when the
-// directory has not changed since the last snapshot and the ignore rules
-// that reach it from above are the ones its tree was built under.
-//
-// rules identifies those rules: zero while no ignore file is in force,
-// else a keyed hash chained from the topmost ignore file's content down
-// through every directory name and every ignore file on the way (see
-// subRules, childRules). A .gdprignore that changes, appears or goes
-// changes the rules of its whole subtree, and only of it; a directory
-// moved to where other rules apply, or to a path that the same rules
-// match differently, gets rules its cached tree was not built under.
-func (w *walker) dir(ino uint64, path []string, rules crypto.ID) (treeEntry, error) {
-	if err := w.ctx.Err(); err != nil {
-		return treeEntry{}, err
-	}
-	// Patterns only matter below this directory, so a cached one
-	// needs neither its entries nor its ignore file.
-	if te, ok := w.cached[ino]; ok && te.rules == rules {
-		return te, nil
-	}
-	lostBefore, unreadableBefore := len(w.lost), w.unreadable
-	ents, err := readDirTxn(w.txn, ino)
-	if err != nil {
-		return treeEntry{}, err
-	}
-	// The ignore file must be known before any entry is decided, and
-	// deeper files come after shallower ones (the walk is depth-first).
-	unreadable := false
-	sub := rules // the rules in force below this directory
-	for _, e := range ents {
-		if e.Name == ignore.FileName && e.Type == tree.File {
-			w.c.walkInodes.Add(1)
-			content, err := w.ignoreFile(e.Ino)
-			if err != nil {
-				// Unreadable rules exclude: nothing of this directory
-				// goes into the snapshot (nor, so, to the remote).
-				// Only a remote that is down or a cancelled snapshot
-				// fails it instead, to be retried.
-				if w.ctx.Err() != nil || errors.Is(err, remote.ErrUnreachable) {
-					return treeEntry{}, fmt.Errorf("read %s: %w", ignore.FileName, err)
-				}
-				w.c.log.Error("cannot read a "+ignore.FileName+"; the snapshot leaves out everything in its directory",
-					"dir", "/"+strings.Join(path, "/"), "err", err)
-				unreadable = true
-				w.unreadable++
-				continue
-			}
-			w.m.AddPatterns(path, "/"+strings.Join(append(append([]string{}, path...), ignore.FileName), "/"), content)
-			sub = w.subRules(rules, content)
-		}
-	}
-	t := &tree.Tree{}
-	st := repo.SnapshotStats{Dirs: 1}
-	for _, e := range ents {
-		crel := append(append([]string(nil), path...), e.Name)
-		if unreadable || w.m.Match(crel, e.Type == tree.Dir).Ignored {
-			continue
-		}
-		w.c.walkInodes.Add(1)
-		n, err := getInodeTxn(w.txn, e.Ino)
-		if err != nil {
-			return treeEntry{}, err
-		}
-		node := &tree.Node{Name: e.Name, Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, Size: n.Size,
-			MTime: n.Mtime, ATime: n.Atime, CTime: n.Ctime, Rdev: n.Rdev, LinkTarget: n.Target, Xattrs: n.Xattrs,
-			Links: uint64(n.Nlink)}
-		switch n.Type {
-		case tree.Dir:
-			child, err := w.dir(e.Ino, crel, w.childRules(sub, e.Name))
-			if err != nil {
-				return treeEntry{}, err
-			}
-			node.Subtree = child.id
-			node.Size = 0
-			st.Dirs += child.stats.Dirs
-			st.Files += child.stats.Files
-			st.Bytes += child.stats.Bytes
-		case tree.File:
-			node.SetPieces(pieces(n.Chunks))
-			if n.Nlink > 1 {
-				node.Inode = e.Ino
-			}
-			if lost, err := w.lostContent(node.Content); err != nil {
-				return treeEntry{}, err
-			} else if lost {
-				if node, err = w.lostFile(crel); err != nil {
-					return treeEntry{}, err
-				}
-				if node == nil {
-					continue
-				}
-				node.Name = e.Name
-			}
-			for _, id := range node.Content {
-				if !w.seen[id] && !w.c.r.Index().Has(pack.Data, id) {
-					w.need = append(w.need, id)
-				}
-				w.seen[id] = true
-			}
-			st.Files++
-			st.Bytes += int64(node.Size)
-		}
-		t.Nodes = append(t.Nodes, node)
-	}
-	b, err := t.Encode()
-	if err != nil {
-		return treeEntry{}, err
-	}
-	w.c.treesBuilt.Add(1)
-	id := w.c.r.Key().BlobID(b)
-	if !w.c.r.Index().Has(pack.Tree, id) {
-		w.trees = append(w.trees, b)
-	}
-	te := treeEntry{id: id, stats: st, rules: rules}
-	if len(w.lost) == lostBefore && w.unreadable == unreadableBefore {
-		// A tree holding a lost file is walked again by every snapshot,
-		// so Status keeps listing the file until it is rewritten or gone;
-		// one below an unreadable ignore file too, until it reads again.
-		w.built[ino] = te
-	}
-	return te, nil
-}
-
-// subRules returns the rules in force below a directory whose own ignore
-// file holds content, given rules, those in force above it.
-func (w *walker) subRules(rules crypto.ID, content []byte) crypto.ID {
-	b := make([]byte, 0, 8+len(rules)+len(content))
-	b = append(b, "ignore\x00"...)
-	b = append(b, rules[:]...)
-	return w.c.r.Key().BlobID(append(b, content...))
-}
-
-// childRules returns the rules of subdirectory name of a directory with
-// rules sub below it. Without rules the path does not matter; with them
-// it does (anchored patterns), so it goes into the hash.
-func (w *walker) childRules(sub crypto.ID, name string) crypto.ID {
-	if sub.IsNull() {
-		return sub
-	}
-	b := make([]byte, 0, 8+len(sub)+len(name))
-	b = append(b, "child\x00\x00"...)
-	b = append(b, sub[:]...)
-	return w.c.r.Key().BlobID(append(b, name...))
 }
 
 // readAll returns a small file's committed content.
@@ -535,7 +324,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 				if err != nil {
 					return st, err
 				}
-				c.trees[ino] = treeEntry{id: nd.Subtree, stats: sub}
+				c.trees[ino] = snapshot.Tree{ID: nd.Subtree, Stats: sub}
 				st.Dirs += sub.Dirs
 				st.Files += sub.Files
 				st.Bytes += sub.Bytes
@@ -572,7 +361,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 		return fmt.Errorf("rebuild from snapshot %s: %w", latest.Name(), err)
 	}
 	progress(dirs, true)
-	c.trees[meta.RootIno] = treeEntry{id: latest.Tree, stats: st}
+	c.trees[meta.RootIno] = snapshot.Tree{ID: latest.Tree, Stats: st}
 	if err := wb.Set(meta.InodeKey(meta.RootIno), meta.EncodeInode(root)); err != nil {
 		return err
 	}
@@ -585,3 +374,45 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 	c.log.Info("local state rebuilt from the remote", "snapshot", latest.Name(), "files", st.Files)
 	return c.sync()
 }
+
+// txnNamespace is the namespace as one Badger read transaction sees it,
+// for a snapshot walk.
+type txnNamespace struct {
+	c   *Cache
+	txn *badger.Txn
+}
+
+func (n txnNamespace) ReadDir(ino uint64) ([]snapshot.Dirent, error) {
+	ents, err := readDirTxn(n.txn, ino)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]snapshot.Dirent, len(ents))
+	for i, e := range ents {
+		out[i] = snapshot.Dirent(e)
+	}
+	return out, nil
+}
+
+func (n txnNamespace) Inode(ino uint64) (*meta.Inode, error) { return getInodeTxn(n.txn, ino) }
+
+func (n txnNamespace) HasChunk(id crypto.ID) (bool, error) {
+	_, err := n.txn.Get(meta.ChunkKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (n txnNamespace) ReadFile(ctx context.Context, in *meta.Inode) ([]byte, error) {
+	return n.c.readAll(ctx, in)
+}
+
+// walkRepo is the repository as a snapshot walk sees it.
+type walkRepo struct{ r *repo.Repository }
+
+func (w walkRepo) Has(t pack.BlobType, id crypto.ID) bool { return w.r.Index().Has(t, id) }
+func (w walkRepo) Lookup(ctx context.Context, root crypto.ID, path string) (*tree.Node, error) {
+	return w.r.Lookup(ctx, root, path)
+}
+func (w walkRepo) BlobID(b []byte) crypto.ID { return w.r.Key().BlobID(b) }

@@ -7,6 +7,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/pack"
 )
@@ -46,26 +47,26 @@ func (c *Cache) markTreesValid() error {
 // treeKeyBatch bounds the tree keys one transaction changes.
 const treeKeyBatch = 4096
 
-func (te treeEntry) record() *meta.TreeEntry {
-	return &meta.TreeEntry{ID: te.id, Rules: te.rules, Files: te.stats.Files, Dirs: te.stats.Dirs, Bytes: te.stats.Bytes}
+func treeRecord(te snapshot.Tree) *meta.TreeEntry {
+	return &meta.TreeEntry{ID: te.ID, Rules: te.Rules, Files: te.Stats.Files, Dirs: te.Stats.Dirs, Bytes: te.Stats.Bytes}
 }
 
 // dropAllTreesLocked empties the tree cache, in memory and (at the next
 // write) in Badger. The caller holds mu.
 func (c *Cache) dropAllTreesLocked() {
-	c.trees = map[uint64]treeEntry{}
+	c.trees = map[uint64]snapshot.Tree{}
 	c.treesGone = nil
 	c.treesAllGone = true
 }
 
 // installTrees caches the trees a walk built, unless what they describe
 // changed while it ran, and writes the cache's changes to Badger.
-func (c *Cache) installTrees(built map[uint64]treeEntry) {
+func (c *Cache) installTrees(built map[uint64]snapshot.Tree) {
 	c.mu.Lock()
 	if c.invalid[0] {
 		built = nil
 	}
-	set := make(map[uint64]treeEntry, len(built))
+	set := make(map[uint64]snapshot.Tree, len(built))
 	for ino, te := range built {
 		if !c.invalid[ino] {
 			c.trees[ino] = te
@@ -81,13 +82,13 @@ func (c *Cache) installTrees(built map[uint64]treeEntry) {
 // persistTrees writes set (entries just installed) and the entries dropped
 // since the last write to Badger; when the copy there may differ from
 // memory, it is replaced whole.
-func (c *Cache) persistTrees(set map[uint64]treeEntry) error {
+func (c *Cache) persistTrees(set map[uint64]snapshot.Tree) error {
 	c.mu.Lock()
 	all := c.treesAllGone
 	gone := c.treesGone
 	c.treesAllGone, c.treesGone = false, nil
 	if all {
-		set = make(map[uint64]treeEntry, len(c.trees))
+		set = make(map[uint64]snapshot.Tree, len(c.trees))
 		for ino, te := range c.trees {
 			set[ino] = te
 		}
@@ -114,7 +115,7 @@ type treeOp struct {
 	v   []byte // nil: delete
 }
 
-func (c *Cache) writeTrees(all bool, gone map[uint64]bool, set map[uint64]treeEntry) error {
+func (c *Cache) writeTrees(all bool, gone map[uint64]bool, set map[uint64]snapshot.Tree) error {
 	var ops []treeOp
 	if all {
 		keys, err := c.treeKeys()
@@ -134,7 +135,7 @@ func (c *Cache) writeTrees(all bool, gone map[uint64]bool, set map[uint64]treeEn
 		}
 	}
 	for ino, te := range set {
-		ops = append(ops, treeOp{meta.TreeKey(ino), meta.EncodeTreeEntry(te.record())})
+		ops = append(ops, treeOp{meta.TreeKey(ino), meta.EncodeTreeEntry(treeRecord(te))})
 	}
 	for len(ops) > 0 {
 		batch := ops[:min(len(ops), treeKeyBatch)]
@@ -160,7 +161,7 @@ func (c *Cache) writeTrees(all bool, gone map[uint64]bool, set map[uint64]treeEn
 	return nil
 }
 
-func hasEntry(set map[uint64]treeEntry, ino uint64) bool {
+func hasEntry(set map[uint64]snapshot.Tree, ino uint64) bool {
 	_, ok := set[ino]
 	return ok
 }
@@ -208,7 +209,7 @@ func (c *Cache) loadTrees() error {
 		c.mu.Unlock()
 		return c.persistTrees(nil)
 	}
-	loaded := map[uint64]treeEntry{}
+	loaded := map[uint64]snapshot.Tree{}
 	bad := false
 	err = c.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.TreePrefix(), PrefetchValues: true, PrefetchSize: 256})
@@ -224,7 +225,7 @@ func (c *Cache) loadTrees() error {
 				bad = true
 				return nil
 			}
-			loaded[ino] = treeEntry{id: e.ID, rules: e.Rules, stats: repo.SnapshotStats{Files: e.Files, Dirs: e.Dirs, Bytes: e.Bytes}}
+			loaded[ino] = snapshot.Tree{ID: e.ID, Rules: e.Rules, Stats: repo.SnapshotStats{Files: e.Files, Dirs: e.Dirs, Bytes: e.Bytes}}
 		}
 		return nil
 	})
@@ -233,11 +234,11 @@ func (c *Cache) loadTrees() error {
 	}
 	if bad {
 		c.log.Warn("the tree cache in the state directory is damaged; the next snapshot walks everything")
-		loaded = map[uint64]treeEntry{}
+		loaded = map[uint64]snapshot.Tree{}
 	}
 	dropped := 0
 	for ino, te := range loaded {
-		if c.r.Index().Has(pack.Tree, te.id) {
+		if c.r.Index().Has(pack.Tree, te.ID) {
 			continue
 		}
 		// The directory and every ancestor: an uncached directory has no
