@@ -1,6 +1,10 @@
 package cache
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/keepfs/keepfs/repo"
+)
 
 // MaxFileSize is the largest size a file may have, 2^50 bytes (1 PiB): a
 // truncate or write beyond it fails with ErrFileTooBig (EFBIG). Holes make
@@ -27,6 +31,7 @@ var (
 
 	// ErrLocked means another process uses the same state directory.
 	ErrLocked = errors.New("repository already mounted from this state directory")
-	// ErrRepoLocked means another live mount holds the repository's lock.
-	ErrRepoLocked = errors.New("repository is mounted elsewhere (another live mount holds its lock); unmount it first, or wait for its lock to go stale")
+	// ErrRepoLocked means another live mount holds the repository's lock
+	// (repo.LockMount refused).
+	ErrRepoLocked = repo.ErrMounted
 )

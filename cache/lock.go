@@ -6,24 +6,20 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"slices"
 	"strings"
-	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/meta"
-	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
-// A mount holds the repository's shared lock (repo.Lock) as a writer, with
-// the state directory's id as its owner, and refuses to start while
-// another live mount of the repository holds one: two mounts would each
-// take snapshots of their own tree. An unreachable remote at start is no
+// A mount holds the repository's mount lock (repo.LockMount: a writer's
+// shared lock, refused while another live mount holds one) with the state
+// directory's id as its owner. An unreachable remote at start is no
 // licence to go without a lock: Open fails, and the caller may retry.
 //
 // When the lock lapses (the remote could not be reached to refresh it for
@@ -35,27 +31,11 @@ import (
 var generationKey = meta.StateKey("generation")
 
 func (c *Cache) acquireRemoteLock(ctx context.Context) (*repo.Lock, error) {
-	owner := hex.EncodeToString(c.stateID)
-	host, _ := os.Hostname()
-	infos, err := c.r.Locks(ctx)
-	if err != nil {
-		c.setRemoteHealth(err)
-		return nil, fmt.Errorf("cannot take the repository lock: %w", err)
-	}
-	for _, li := range infos {
-		if li.Owner == owner {
-			// Ours from before a crash: the state directory's flock
-			// proves no other process holds it.
-			_ = c.r.Backend().Remove(ctx, remote.Handle{Type: remote.Lock, Name: li.Name})
-			continue
-		}
-		if li.Purpose != "mount" || repo.LockStale(li, time.Now(), host) {
-			continue
-		}
-		return nil, fmt.Errorf("%w (%s)", ErrRepoLocked, li)
-	}
-	l, err := c.r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "mount", Owner: owner,
+	l, err := c.r.LockMount(ctx, repo.LockOptions{Owner: hex.EncodeToString(c.stateID),
 		Wait: c.opts.LockWait, OnRelock: c.reconcile, Log: c.log})
+	if errors.Is(err, repo.ErrMounted) {
+		return nil, err
+	}
 	if err != nil {
 		c.setRemoteHealth(err)
 		return nil, fmt.Errorf("cannot take the repository lock: %w", err)
