@@ -146,3 +146,53 @@ func TestRestoreOfManyBlobsFailsCleanly(t *testing.T) {
 		t.Fatalf("error %q does not name the file", err)
 	}
 }
+
+// TestRestoreFetchesSharedBlobsOnce restores a big file, a copy of it and
+// a copy with one byte changed in the middle, and checks that the blobs
+// they share are fetched once, not once per file, and that all three
+// come out right.
+func TestRestoreFetchesSharedBlobsOnce(t *testing.T) {
+	ctx := context.Background()
+	cs := &countingStorage{Storage: remote.NewMem()}
+	r, err := repo.Create(ctx, cs, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	data := make([]byte, 24<<20)
+	rand.New(rand.NewSource(9)).Read(data)
+	edited := bytes.Clone(data)
+	edited[len(edited)/2] ^= 1
+	files := map[string][]byte{"a": data, "b": data, "c": edited}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(src, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, before := cs.counts()
+	dst := filepath.Join(t.TempDir(), "out")
+	if _, err := restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{Workers: 4}); err != nil {
+		t.Fatal(err)
+	}
+	_, after := cs.counts()
+	read := after - before
+	t.Logf("%d bytes read from packs to restore 3 files of %d bytes", read, len(data))
+	// One file's worth, the edited chunk(s) and the bytes around runs'
+	// edges: well below two files' worth.
+	if limit := int64(len(data)) * 3 / 2; read > limit {
+		t.Fatalf("read %d bytes from packs for 3 files sharing %d bytes of content, want at most %d: shared blobs are fetched once per file", read, len(data), limit)
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(dst, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s differs after restore", name)
+		}
+	}
+}
