@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/index"
@@ -149,7 +150,9 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths [
 	}
 	opts.Progress.Start("restore", rs.total)
 	var bytes atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
+	// Spans and runs ask for exactly the bytes they need: a read-ahead
+	// window around them would fetch bytes nobody reads.
+	g, gctx := errgroup.WithContext(remote.WithoutReadAhead(ctx))
 	g.SetLimit(opts.Workers)
 	spans, rest := rs.spans()
 	runs, rest := rs.runs(rest)
