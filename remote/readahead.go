@@ -52,8 +52,21 @@ type window struct {
 	err      error
 }
 
+// noReadAheadKey marks a context whose Loads go straight through.
+type noReadAheadKey struct{}
+
+// WithoutReadAhead returns ctx marked so that a WithReadAhead store
+// passes its Loads straight to the store it wraps, neither fetching a
+// window nor answering from one. A caller that already asks for exactly
+// the ranges it needs (restore groups the blobs it wants into spans and
+// runs) would otherwise pay for a window's worth of bytes it never reads,
+// and a HEAD for the size of every pack it touches.
+func WithoutReadAhead(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noReadAheadKey{}, true)
+}
+
 func (r *readAhead) Load(ctx context.Context, h Handle, offset, length int64) ([]byte, error) {
-	if h.Type != Pack || length <= 0 || offset < 0 || length >= r.o.Window/2 {
+	if h.Type != Pack || length <= 0 || offset < 0 || length >= r.o.Window/2 || ctx.Value(noReadAheadKey{}) != nil {
 		return r.Storage.Load(ctx, h, offset, length)
 	}
 	if b, ok := r.fromWindow(ctx, h.Name, offset, length); ok {

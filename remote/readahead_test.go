@@ -73,3 +73,67 @@ func TestReadAheadFewerLoads(t *testing.T) {
 		t.Fatal("load of a removed pack answered from the read-ahead")
 	}
 }
+
+type rangeLog struct {
+	remote.Storage
+	mu     sync.Mutex
+	ranges [][2]int64
+	stats  int
+}
+
+func (c *rangeLog) Load(ctx context.Context, h remote.Handle, off, n int64) ([]byte, error) {
+	c.mu.Lock()
+	c.ranges = append(c.ranges, [2]int64{off, n})
+	c.mu.Unlock()
+	return c.Storage.Load(ctx, h, off, n)
+}
+
+func (c *rangeLog) Stat(ctx context.Context, h remote.Handle) (remote.Info, error) {
+	c.mu.Lock()
+	c.stats++
+	c.mu.Unlock()
+	return c.Storage.Stat(ctx, h)
+}
+
+// A Load under WithoutReadAhead asks the store for exactly its range, with
+// no Stat and no window, and is not answered from a window either.
+func TestWithoutReadAheadLoadsExactRanges(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	c := &rangeLog{Storage: mem}
+	ra := remote.WithReadAhead(c, remote.ReadAheadOptions{Window: 64 << 10, Windows: 4})
+	h := remote.Handle{Type: remote.Pack, Name: remotetest.RandomName()}
+	data := remotetest.RandomBytes(256 << 10)
+	if err := mem.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	// A window of [0, 64 KiB) fetched normally must not answer the
+	// marked Loads below either.
+	if _, err := ra.Load(ctx, h, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.ranges, c.stats = nil, 0
+	c.mu.Unlock()
+	nctx := remote.WithoutReadAhead(ctx)
+	want := [][2]int64{{1000, 500}, {70000, 3000}, {5000, 100}}
+	for _, rg := range want {
+		got, err := ra.Load(nctx, h, rg[0], rg[1])
+		if err != nil || !bytes.Equal(got, data[rg[0]:rg[0]+rg[1]]) {
+			t.Fatalf("load [%d,+%d): %d bytes, %v", rg[0], rg[1], len(got), err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stats != 0 {
+		t.Errorf("%d Stats under WithoutReadAhead, want none", c.stats)
+	}
+	if len(c.ranges) != len(want) {
+		t.Fatalf("store asked for %v, want exactly %v", c.ranges, want)
+	}
+	for i := range want {
+		if c.ranges[i] != want[i] {
+			t.Fatalf("store asked for %v, want exactly %v", c.ranges, want)
+		}
+	}
+}

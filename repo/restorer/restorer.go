@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/index"
@@ -149,9 +150,22 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths [
 	}
 	opts.Progress.Start("restore", rs.total)
 	var bytes atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
+	// Spans and runs ask for exactly the bytes they need: a read-ahead
+	// window around them would fetch bytes nobody reads.
+	g, gctx := errgroup.WithContext(remote.WithoutReadAhead(ctx))
 	g.SetLimit(opts.Workers)
 	spans, rest := rs.spans()
+	runs, rest := rs.runs(rest)
+	// Runs of big files first: all jobs cost about one read each, and a
+	// file's runs are queued together so that only about Workers files
+	// are open at once.
+	for _, run := range runs {
+		g.Go(func() error {
+			n, err := rs.writeRun(gctx, run)
+			bytes.Add(n)
+			return err
+		})
+	}
 	for _, sp := range spans {
 		g.Go(func() error {
 			n, err := rs.writeSpan(gctx, sp)
@@ -167,6 +181,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths [
 		})
 	}
 	if err := g.Wait(); err != nil {
+		closeAll(runs)
 		return nil, err
 	}
 	for _, l := range rs.links {
@@ -496,20 +511,10 @@ func (rs *restorer) writeSpan(ctx context.Context, sp span) (int64, error) {
 // others are loaded.
 func (rs *restorer) writeFile(ctx context.Context, j fileJob, have map[crypto.ID][]byte) (int64, error) {
 	dst := rs.dst(j.rel)
-	pfd, name, err := rs.parent(j.rel)
+	f, err := rs.createFile(j)
 	if err != nil {
-		return 0, fmt.Errorf("restore %s: %w", dst, err)
+		return 0, err
 	}
-	err = removeNonDir(pfd, name)
-	var fd int
-	if err == nil {
-		fd, err = unix.Openat(pfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, j.node.Mode&0o777)
-	}
-	unix.Close(pfd)
-	if err != nil {
-		return 0, fmt.Errorf("restore %s: %w", dst, err)
-	}
-	f := os.NewFile(uintptr(fd), dst)
 	var off int64
 	for _, p := range j.node.Pieces() {
 		if p.ID.IsNull() {
@@ -547,6 +552,25 @@ func (rs *restorer) writeFile(ctx context.Context, j fileJob, have map[crypto.ID
 		return off, fmt.Errorf("restore %s: %w", dst, err)
 	}
 	return off, nil
+}
+
+// createFile creates j's file, empty, replacing a non-directory there.
+func (rs *restorer) createFile(j fileJob) (*os.File, error) {
+	dst := rs.dst(j.rel)
+	pfd, name, err := rs.parent(j.rel)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", dst, err)
+	}
+	err = removeNonDir(pfd, name)
+	var fd int
+	if err == nil {
+		fd, err = unix.Openat(pfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, j.node.Mode&0o777)
+	}
+	unix.Close(pfd)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", dst, err)
+	}
+	return os.NewFile(uintptr(fd), dst), nil
 }
 
 // applyMeta sets ownership (as root), mode, xattrs and times, through fd
