@@ -257,6 +257,67 @@ func (cf *chunkFiles) readBlocks(id crypto.ID, oc *openChunk, off, n int64, buf 
 	return b[lo : lo+n], nil
 }
 
+// readBlocksInto decrypts the chunk's bytes [off, off+len(dst)) from its
+// open block-sealed file straight into dst: each whole block is opened into
+// its place in dst, and only a first or last block the range cuts goes
+// through a block-sized buffer. A read then costs one copy of the data
+// (the file's pages into scratch), not three (into a chunk buffer, out of
+// it, into the reply). scratch takes the sealed blocks when it has room.
+func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst, scratch []byte) error {
+	n := int64(len(dst))
+	size, bs := oc.size, blockSizeOf(oc.format)
+	if off < 0 || off+n > size {
+		return fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+	}
+	if n == 0 {
+		return nil
+	}
+	ns, sb := cf.aead.NonceSize(), cf.sealedBlockOf(oc.format)
+	first, last := off/bs, (off+n-1)/bs
+	end := min((last+1)*bs, size)
+	sealedEnd := last*sb + int64(ns) + (end - last*bs) + int64(cf.aead.Overhead())
+	b := scratch
+	if need := sealedEnd - first*sb; int64(cap(b)) >= need {
+		b = b[:need]
+	} else {
+		b = make([]byte, need)
+	}
+	if _, err := oc.f.ReadAt(b, first*sb); err != nil {
+		return fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
+	}
+	ad := cf.blockAD(id, oc.format, 0)
+	var part []byte // plaintext of a block the range cuts
+	for i := first; i <= last; i++ {
+		rec := b[(i-first)*sb : min((i-first+1)*sb, int64(len(b)))]
+		if len(rec) < ns+cf.aead.Overhead() {
+			return fmt.Errorf("chunk %s: truncated file: %w", id.Short(), errCorruptState)
+		}
+		binary.BigEndian.PutUint32(ad[len(id):], uint32(i))
+		bStart, bEnd := i*bs, min((i+1)*bs, size) // plaintext of block i in the chunk
+		var err error
+		if bStart >= off && bEnd <= off+n {
+			_, err = cf.aead.Open(dst[bStart-off:bStart-off], rec[:ns], rec[ns:], ad)
+		} else {
+			if part == nil {
+				part = make([]byte, 0, bs)
+			}
+			var pt []byte
+			if pt, err = cf.aead.Open(part[:0], rec[:ns], rec[ns:], ad); err == nil {
+				lo, hi := max(off, bStart), min(off+n, bEnd)
+				if int64(len(pt)) < hi-bStart {
+					err = errCorruptState
+				} else {
+					copy(dst[lo-off:hi-off], pt[lo-bStart:hi-bStart])
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
+		}
+	}
+	return nil
+}
+
 // readV1 returns the plaintext of a format 1 chunk file; os.ErrNotExist if
 // there is no file.
 func (cf *chunkFiles) readV1(id crypto.ID) ([]byte, error) {
@@ -359,14 +420,33 @@ func (c *Cache) loadLocalRange(id crypto.ID, off, n int64) ([]byte, error) {
 }
 
 func (c *Cache) loadLocalRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byte, error) {
+	return c.loadLocalRangeTo(id, off, n, buf, nil)
+}
+
+// loadLocalRangeTo is loadLocalRangeBuf; with dst (n bytes long) the bytes
+// land in dst, a chunk file's decrypted straight into it with buf holding
+// the sealed blocks, and dst is returned.
+func (c *Cache) loadLocalRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([]byte, error) {
+	readFile := func(oc *openChunk) ([]byte, error) {
+		if n < 0 {
+			n = oc.size - off
+		}
+		if dst == nil {
+			return c.files.readBlocks(id, oc, off, n, buf)
+		}
+		if int64(len(dst)) != n {
+			return nil, fmt.Errorf("chunk %s: read of %d bytes into %d: %w", id.Short(), n, len(dst), ErrInvalid)
+		}
+		if err := c.files.readBlocksInto(id, oc, off, dst, buf); err != nil {
+			return nil, err
+		}
+		return dst, nil
+	}
 	// A chunk file opened before needs no look in Badger: the descriptor
 	// is dropped before its file goes (remove) or is replaced (write).
 	if oc := c.files.fds.get(id); oc != nil {
 		defer c.files.fds.put(oc)
-		if n < 0 {
-			n = oc.size - off
-		}
-		return c.files.readBlocks(id, oc, off, n, buf)
+		return readFile(oc)
 	}
 	for attempt := 0; ; attempt++ {
 		var v []byte
@@ -399,7 +479,7 @@ func (c *Cache) loadLocalRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byt
 				return nil, err
 			}
 			defer c.files.fds.put(oc)
-			return c.files.readBlocks(id, oc, off, n, buf)
+			return readFile(oc)
 		case format == 1:
 			data, err = c.files.readV1(id)
 		case format != 0:
@@ -421,6 +501,13 @@ func (c *Cache) loadLocalRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byt
 		}
 		if int64(len(data)) != size {
 			return nil, fmt.Errorf("chunk %s: %d bytes, want %d: %w", id.Short(), len(data), size, errCorruptState)
+		}
+		if dst != nil {
+			if int64(len(dst)) != n {
+				return nil, fmt.Errorf("chunk %s: read of %d bytes into %d: %w", id.Short(), n, len(dst), ErrInvalid)
+			}
+			copy(dst, data[off:off+n])
+			return dst, nil
 		}
 		return data[off : off+n], nil
 	}

@@ -48,6 +48,13 @@ func TestChunkFileRanges(t *testing.T) {
 			if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
 				t.Fatalf("range %v into a %d-byte buffer: %v", r, n, err)
 			}
+			// Decrypted straight into a destination: only its n bytes
+			// are written, the bytes around it stay.
+			dst := bytes.Repeat([]byte{0x5a}, int(r[1])+2)
+			if _, err := c.loadLocalRangeTo(id, r[0], r[1], buf[:0], dst[1:1+r[1]]); err != nil ||
+				!bytes.Equal(dst[1:1+r[1]], data[r[0]:r[0]+r[1]]) || dst[0] != 0x5a || dst[len(dst)-1] != 0x5a {
+				t.Fatalf("range %v into its destination, a %d-byte buffer for the blocks: %v", r, n, err)
+			}
 		}
 	}
 	if _, err := c.loadLocalRange(id, size-1, 2); !errors.Is(err, errCorruptState) {
@@ -67,6 +74,9 @@ func TestChunkFileRanges(t *testing.T) {
 	f.Close()
 	if got, err := c.loadLocalRange(id, 0, blockSize); err != nil || !bytes.Equal(got, data[:blockSize]) {
 		t.Fatalf("block 0 after damage to block 2: %v", err)
+	}
+	if _, err := c.loadLocalRangeTo(id, 2*blockSize+5, 10, nil, make([]byte, 10)); !errors.Is(err, errCorruptState) {
+		t.Fatalf("read of a damaged block into a destination: %v", err)
 	}
 	if _, err := c.loadLocalRange(id, 2*blockSize+5, 10); !errors.Is(err, errCorruptState) {
 		t.Fatalf("damaged block read: %v, want a corruption error", err)
@@ -342,16 +352,16 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 	if cached(2) {
 		t.Fatal("a random read read ahead")
 	}
-	read(0) // sequential: reads chunk 0, prefetches 1, reads ahead from 2
-	// The window is chunks 2.. up to readAheadBytes; files past it stay
+	read(0) // sequential: reads chunk 0, reads ahead from 1
+	// The window is chunks 1.. up to readAheadBytes; files past it stay
 	// on the disk.
-	end, sum := 2, 0
+	end, sum := 1, 0
 	for end < len(files) && sum+int(n.Chunks[end].Len) <= readAheadBytes {
 		sum += int(n.Chunks[end].Len)
 		end++
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for i := 2; i < end; i++ {
+	for i := 1; i < end; i++ {
 		for !cached(i) {
 			if time.Now().After(deadline) {
 				t.Fatalf("chunk %d's file was not read ahead", i)
@@ -362,5 +372,27 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if end < len(files) && cached(end) {
 		t.Fatalf("chunk %d's file read ahead, past readAheadBytes", end)
+	}
+	if end >= len(files) {
+		t.Fatalf("the file's %d chunks fit in one window: the sliding is not tested", len(files))
+	}
+	// A reader entering chunk 1 slides the window by a chunk, without
+	// waiting to reach its end.
+	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	buf := make([]byte, 64<<10)
+	for off := int64(0); off < int64(n.Chunks[0].Len)+4096; off += int64(len(buf)) {
+		if _, err := h.ReadAt(ctx, buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for !cached(end) {
+		if time.Now().After(deadline) {
+			t.Fatalf("chunk %d's file was not read ahead once the reader entered chunk 1", end)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -188,31 +188,52 @@ func (c *Cache) getChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 	return data, nil
 }
 
-// readChunkRange returns n bytes of a chunk from offset off, from memory or
-// the state directory, reading as little as the chunk's storage allows;
-// nil if the chunk is not kept locally (the caller fetches it whole). A
-// read from a chunk file lands in buf's storage when it has room for the
-// sealed blocks (see readBlocks).
-func (c *Cache) readChunkRange(id crypto.ID, off, n uint64, buf []byte) ([]byte, error) {
+// readChunkInto fills dst with the chunk's bytes from offset off, from
+// memory or the state directory, reading as little as the chunk's storage
+// allows; false if the chunk is not kept locally (the caller fetches it
+// whole). A chunk file's blocks are decrypted straight into dst.
+func (c *Cache) readChunkInto(id crypto.ID, off uint64, dst []byte) (bool, error) {
 	if b := c.mem.get(id); b != nil {
 		c.lru.touch(id)
-		if off+n > uint64(len(b)) {
-			return nil, fmt.Errorf("chunk %s: %d bytes, read to %d: %w", id.Short(), len(b), off+n, errCorruptState)
+		if off+uint64(len(dst)) > uint64(len(b)) {
+			return false, fmt.Errorf("chunk %s: %d bytes, read to %d: %w", id.Short(), len(b), off+uint64(len(dst)), errCorruptState)
 		}
-		return b[off : off+n], nil
+		copy(dst, b[off:])
+		return true, nil
 	}
-	data, err := c.loadLocalRangeBuf(id, int64(off), int64(n), buf)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	if need := (len(dst)/blockSize + 2) * int(c.files.sealedBlock()); cap(*bp) < need {
+		*bp = make([]byte, 0, need)
+	}
+	_, err := c.loadLocalRangeTo(id, int64(off), int64(len(dst)), *bp, dst)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
+		return false, fmt.Errorf("read chunk %s: %w", id.Short(), err)
 	}
 	c.lru.touch(id)
-	return data, nil
+	return true, nil
 }
 
-// prefetch loads a chunk in the background for a sequential reader.
+// isLocal reports whether the state directory holds the chunk.
+func (c *Cache) isLocal(id crypto.ID) bool {
+	if oc := c.files.fds.get(id); oc != nil {
+		c.files.fds.put(oc)
+		return true
+	}
+	err := c.view(func(txn *badger.Txn) error {
+		_, err := txn.Get(meta.ChunkKey(id))
+		return err
+	})
+	return err == nil
+}
+
+// prefetch fetches a chunk the state directory lacks from the remote in the
+// background, for a sequential reader. Local chunks are left alone: the
+// reader decrypts just the blocks it asks for, and the kernel reads their
+// files ahead (readAheadLocked).
 func (c *Cache) prefetch(id crypto.ID) {
 	if c.mem.has(id) || !c.mem.startFetch(id) {
 		return
@@ -223,6 +244,9 @@ func (c *Cache) prefetch(id crypto.ID) {
 	go func() {
 		defer c.wg.Done()
 		defer c.mem.endFetch(id)
+		if c.isLocal(id) {
+			return
+		}
 		ctx, cancel := context.WithTimeout(c.bg, time.Minute)
 		defer cancel()
 		_, _ = c.getChunk(ctx, id)

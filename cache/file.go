@@ -371,7 +371,12 @@ func (f *openFile) closeStagingLocked() {
 	}
 }
 
-// ReadAt reads from the file as it is now, committed or not.
+// ReadAt reads from the file as it is now, committed or not. Bytes in
+// chunks are read after f's lock is released: a chunk's content never
+// changes (its id is its hash), so what the file reads as is fixed once
+// the chunks are picked, and readers of one file, the kernel's read-ahead
+// among them, decrypt in parallel instead of one after another, and never
+// wait for a writer's commit on a chunk fetched from the remote.
 func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f := h.f
 	if off < 0 {
@@ -383,16 +388,27 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		f.mu.Lock()
 	}
-	defer f.mu.Unlock()
 	if uint64(off) >= f.size {
+		f.mu.Unlock()
 		return 0, nil
 	}
 	n := min(uint64(len(p)), f.size-uint64(off))
 	seq := uint64(off) == f.lastEnd
-	if err := f.readAtLocked(ctx, p[:n], uint64(off), seq); err != nil {
+	if !seq {
+		f.raNext = 0 // a sequential run starting here reads ahead afresh
+	}
+	var plan []chunkRead
+	err := f.planReadLocked(p[:n], uint64(off), seq, &plan)
+	if err == nil {
+		f.lastEnd = uint64(off) + n
+	}
+	f.mu.Unlock()
+	if err == nil {
+		err = f.c.readChunks(ctx, plan)
+	}
+	if err != nil {
 		return 0, err
 	}
-	f.lastEnd = uint64(off) + n
 	return int(n), nil
 }
 
@@ -405,26 +421,52 @@ func (f *openFile) readDuringCommit(ctx context.Context, p []byte, off uint64) (
 		return 0, false, nil
 	}
 	f.swap.RLock()
-	defer f.swap.RUnlock()
 	if !f.readable.Load() {
+		f.swap.RUnlock()
 		return 0, false, nil
 	}
 	if f.c.inReadDuringCommit != nil {
 		f.c.inReadDuringCommit()
 	}
 	if off >= f.size {
+		f.swap.RUnlock()
 		return 0, true, nil
 	}
 	m := min(uint64(len(p)), f.size-off)
-	if err := f.readAtLocked(ctx, p[:m], off, false); err != nil {
+	var plan []chunkRead
+	err = f.planReadLocked(p[:m], off, false, &plan)
+	f.swap.RUnlock()
+	if err == nil {
+		err = f.c.readChunks(ctx, plan)
+	}
+	if err != nil {
 		return 0, true, err
 	}
 	return int(m), true, nil
 }
 
+// chunkRead is a part of a read served from a committed chunk.
+type chunkRead struct {
+	id  crypto.ID
+	len uint64 // the chunk's
+	in  uint64 // offset of dst's first byte in the chunk
+	dst []byte
+}
+
 // readAtLocked fills p from offset off (within size): dirty bytes from
 // staging (or zeros), the rest from the committed chunks.
 func (f *openFile) readAtLocked(ctx context.Context, p []byte, off uint64, seq bool) error {
+	var plan []chunkRead
+	if err := f.planReadLocked(p, off, seq, &plan); err != nil {
+		return err
+	}
+	return f.c.readChunks(ctx, plan)
+}
+
+// planReadLocked fills p from offset off (within size) with what needs f's
+// state: dirty bytes from staging (or zeros) and holes; the parts in
+// committed chunks it appends to plan, for readChunks.
+func (f *openFile) planReadLocked(p []byte, off uint64, seq bool, plan *[]chunkRead) error {
 	end := off + uint64(len(p))
 	pos := off
 	for pos < end {
@@ -441,9 +483,7 @@ func (f *openFile) readAtLocked(ctx context.Context, p []byte, off uint64, seq b
 		if i < len(f.dirty) {
 			e = min(e, f.dirty[i].Start)
 		}
-		if err := f.readBaseLocked(ctx, p[pos-off:e-off], pos, seq); err != nil {
-			return err
-		}
+		f.planBaseLocked(p[pos-off:e-off], pos, seq, plan)
 		pos = e
 	}
 	return nil
@@ -472,15 +512,16 @@ func (f *openFile) readDirtyLocked(p []byte, off uint64) error {
 	return nil
 }
 
-// readBaseLocked reads committed content; bytes past it read as zeros.
-func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq bool) error {
+// planBaseLocked plans the read of committed content into p; holes and
+// bytes past the content are zeroed at once.
+func (f *openFile) planBaseLocked(p []byte, off uint64, seq bool, plan *[]chunkRead) {
 	end := off + uint64(len(p))
 	pos := off
 	for pos < end {
 		i := sort.Search(len(f.offs), func(i int) bool { return f.offs[i] > pos }) - 1
 		if i < 0 || pos >= f.offs[i]+uint64(f.chunks[i].Len) {
 			clear(p[pos-off:])
-			return nil
+			return
 		}
 		ch, in := f.chunks[i], pos-f.offs[i]
 		want := min(end-pos, uint64(ch.Len)-in)
@@ -489,42 +530,35 @@ func (f *openFile) readBaseLocked(ctx context.Context, p []byte, off uint64, seq
 			pos += want
 			continue
 		}
-		var part []byte
-		var bp *[]byte
-		if !seq {
-			// A random read opens the blocks it needs, not the chunk,
-			// into a recycled buffer it copies from at once.
-			bp = readBufs.Get().(*[]byte)
-			if need := (int(want)/blockSize + 2) * int(f.c.files.sealedBlock()); cap(*bp) < need {
-				*bp = make([]byte, 0, need)
-			}
-			var err error
-			if part, err = f.c.readChunkRange(ch.ID, in, want, *bp); err != nil {
-				return err
-			}
-			if part != nil {
-				f.c.stats.chunkHits.Add(1)
-			}
-		}
-		if part == nil {
-			data, err := f.c.getChunk(ctx, ch.ID)
-			if err != nil {
-				return err
-			}
-			if len(data) != int(ch.Len) {
-				return fmt.Errorf("chunk %s: %d bytes, want %d: %w", ch.ID.Short(), len(data), ch.Len, errCorruptState)
-			}
-			part = data[in : in+want]
-		}
-		n := copy(p[pos-off:], part)
-		pos += uint64(n)
-		if bp != nil {
-			readBufs.Put(bp)
-		}
+		*plan = append(*plan, chunkRead{id: ch.ID, len: ch.Len, in: in, dst: p[pos-off : pos-off+want]})
+		pos += want
 		if seq && i+1 < len(f.chunks) && !f.chunks[i+1].IsHole() {
 			f.c.prefetch(f.chunks[i+1].ID)
-			f.readAheadLocked(i + 2)
+			f.readAheadLocked(i + 1)
 		}
+	}
+}
+
+// readChunks serves planned reads: from memory or the state directory,
+// decrypting only the blocks each covers, else fetching the whole chunk.
+func (c *Cache) readChunks(ctx context.Context, plan []chunkRead) error {
+	for _, r := range plan {
+		ok, err := c.readChunkInto(r.id, r.in, r.dst)
+		if err != nil {
+			return err
+		}
+		if ok {
+			c.stats.chunkHits.Add(1)
+			continue
+		}
+		data, err := c.getChunk(ctx, r.id)
+		if err != nil {
+			return err
+		}
+		if uint64(len(data)) != r.len {
+			return fmt.Errorf("chunk %s: %d bytes, want %d: %w", r.id.Short(), len(data), r.len, errCorruptState)
+		}
+		copy(r.dst, data[r.in:])
 	}
 	return nil
 }
@@ -582,28 +616,33 @@ func (c *Cache) Lseek(ctx context.Context, ino uint64, off uint64, whence uint32
 	return 0, ErrInvalid
 }
 
-// readAheadBytes is how far past the prefetched chunk a sequential reader
+// readAheadBytes is how far past the chunk being read a sequential reader
 // has the kernel read chunk files. Each read of a chunk file opens it anew,
 // so the kernel's own read-ahead starts small every time: reading 512 MiB
 // of chunk files that were not cached went at about 280 MB/s.
 const readAheadBytes = 8 << 20
 
 // readAheadLocked asks the kernel to read the files of the chunks from
-// index from on, up to readAheadBytes, unless an earlier call covered
-// them; it starts again when the reader is one chunk short of the end of
-// what was asked for.
+// index from on, up to readAheadBytes past from, skipping those an earlier
+// call asked for. Called as the reader enters each chunk, it keeps the
+// window sliding: asking again only once the reader reached the end of
+// the window left the disk idle while the reader waited for each chunk.
 func (f *openFile) readAheadLocked(from int) {
-	if from >= len(f.chunks) || from < f.raNext {
+	if from >= len(f.chunks) {
 		return
 	}
-	to, n := from, 0
+	start, n := max(from, f.raNext), 0
+	for k := from; k < start; k++ {
+		n += int(f.chunks[k].Len)
+	}
+	to := start
 	for to < len(f.chunks) && !f.chunks[to].IsHole() && (to == from || n+int(f.chunks[to].Len) <= readAheadBytes) {
 		n += int(f.chunks[to].Len)
 		to++
 	}
-	f.raNext = to
-	if to > from {
-		f.c.files.readAhead(chunkIDs(f.chunks[from:to]))
+	if to > start {
+		f.raNext = to
+		f.c.files.readAhead(chunkIDs(f.chunks[start:to]))
 	}
 }
 

@@ -458,3 +458,24 @@ func TestVersionsListingFollowsSnapshots(t *testing.T) {
 		time.Sleep(1100 * time.Millisecond) // snapshot names have a second's resolution
 	}
 }
+
+// The mount's kernel read-ahead window is raised when the daemon may set
+// it (root), and left at the kernel's default otherwise.
+func TestReadAheadWindow(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	var st unix.Stat_t
+	if err := unix.Stat(m.Dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "128" // the kernel's default for a FUSE mount
+	if os.Geteuid() == 0 {
+		want = "1024" // fs.readAheadKiB
+	}
+	if got := strings.TrimSpace(string(b)); got != want {
+		t.Fatalf("read_ahead_kb %s, want %s", got, want)
+	}
+}
