@@ -141,7 +141,7 @@ type Cache struct {
 	treesAllGone bool
 	cleanStart   bool
 
-	unchecked      atomic.Int64 // bytes written since the last free-space check
+	unchecked      atomic.Int64 // bytes written or committed since the last free-space check
 	chunksStored   atomic.Int64 // chunks new to the state directory, for tests
 	chunksVerified atomic.Int64 // chunks read back after a power loss
 	chunksLost     atomic.Int64 // of those, chunks that did not survive it

@@ -844,8 +844,14 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 	durable = durable || f.intent.Load()
 	// Holes take no space: a truncate to 1 TiB stores nothing.
 	holes := f.newHolesLocked()
-	if err := c.checkSpace(f.dirty.minus(holes).total()); err != nil {
-		return fmt.Errorf("commit inode %d: %w", f.ino, err)
+	// A commit's bytes count against the same budget as writes': the
+	// state directory is statted once per spaceCheckEvery bytes, well
+	// within the margin, not at every close of a small file.
+	if need := f.dirty.minus(holes).total(); need > spaceCheckEvery || c.unchecked.Add(need) > spaceCheckEvery {
+		c.unchecked.Store(0)
+		if err := c.checkSpace(need); err != nil {
+			return fmt.Errorf("commit inode %d: %w", f.ino, err)
+		}
 	}
 	chunks := f.chunks
 	var small []newChunk

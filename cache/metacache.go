@@ -20,12 +20,21 @@ import (
 // transaction has committed (write-through). Readers that miss fill the
 // cache from their own Badger read, which may already be stale by then:
 // gen, bumped by every applied write, tells them so, and they skip the fill.
+//
+// complete holds directories created by this process whose every entry is
+// in dirents, so that a name missing there is missing in Badger too: a
+// lookup of a new name (every create makes one first) is answered without
+// a Badger read, which for a key that does not exist walks every level of
+// the tree. A directory starts complete when a wtxn creates it (it is
+// empty), stays so because every entry written afterwards goes through a
+// wtxn and so into dirents, and stops being so when trim drops entries.
 type metaCache struct {
-	mu      sync.Mutex
-	gen     uint64
-	max     int
-	inodes  map[uint64]*meta.Inode
-	dirents map[string]direntVal // direntCacheKey(parent, name)
+	mu       sync.Mutex
+	gen      uint64
+	max      int
+	inodes   map[uint64]*meta.Inode
+	dirents  map[string]direntVal // direntCacheKey(parent, name)
+	complete map[uint64]struct{}
 }
 
 type direntVal struct {
@@ -38,7 +47,8 @@ type direntVal struct {
 const metaCacheEntries = 200_000
 
 func newMetaCache(max int) *metaCache {
-	return &metaCache{max: max, inodes: map[uint64]*meta.Inode{}, dirents: map[string]direntVal{}}
+	return &metaCache{max: max, inodes: map[uint64]*meta.Inode{}, dirents: map[string]direntVal{},
+		complete: map[uint64]struct{}{}}
 }
 
 func direntCacheKey(parent uint64, name string) string {
@@ -69,11 +79,16 @@ func (m *metaCache) inode(ino uint64) *meta.Inode {
 	return nil
 }
 
-func (m *metaCache) dirent(parent uint64, name string) (direntVal, bool) {
+// dirent returns the cached entry name of parent. Without one, absent
+// reports whether the name is known not to exist (parent is complete).
+func (m *metaCache) dirent(parent uint64, name string) (v direntVal, ok, absent bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	v, ok := m.dirents[direntCacheKey(parent, name)]
-	return v, ok
+	v, ok = m.dirents[direntCacheKey(parent, name)]
+	if !ok {
+		_, absent = m.complete[parent]
+	}
+	return v, ok, absent
 }
 
 // fillInode caches n, read from Badger after gen was observed, unless a
@@ -111,6 +126,8 @@ func (m *metaCache) trim() {
 		}
 	}
 	if len(m.dirents) > m.max {
+		// Entries of any directory may go: none is complete any more.
+		clear(m.complete)
 		drop := len(m.dirents) - m.max*9/10
 		for k := range m.dirents {
 			if drop == 0 {
@@ -136,6 +153,9 @@ func (m *metaCache) apply(ops []metaOp) {
 			m.inodes[op.ino] = op.n
 		case opDelInode:
 			delete(m.inodes, op.ino)
+			delete(m.complete, op.ino)
+		case opNewDir:
+			m.complete[op.ino] = struct{}{}
 		case opSetDirent:
 			m.dirents[direntCacheKey(op.parent, op.name)] = direntVal{op.ino, op.typ}
 		case opDelDirent:
@@ -152,6 +172,7 @@ const (
 	opDelInode
 	opSetDirent
 	opDelDirent
+	opNewDir // a directory created empty: see metaCache.complete
 )
 
 // metaOp is one inode or directory-entry write of a transaction.
@@ -179,6 +200,12 @@ func (t *wtxn) putInode(ino uint64, n *meta.Inode) error {
 	}
 	t.ops = append(t.ops, metaOp{kind: opPutInode, ino: ino, n: cloneInode(n)})
 	return nil
+}
+
+// newDir records that ino is a directory this transaction creates, with no
+// entries yet.
+func (t *wtxn) newDir(ino uint64) {
+	t.ops = append(t.ops, metaOp{kind: opNewDir, ino: ino})
 }
 
 func (t *wtxn) delInode(ino uint64) error {
@@ -241,8 +268,12 @@ func (t *wtxn) lookup(parent uint64, name string) (uint64, tree.Type, error) {
 			return 0, 0, ErrNotFound
 		}
 	}
-	if v, ok := t.c.meta.dirent(parent, name); ok {
+	v, ok, absent := t.c.meta.dirent(parent, name)
+	if ok {
 		return v.ino, v.typ, nil
+	}
+	if absent {
+		return 0, 0, ErrNotFound
 	}
 	return lookupTxn(t.Txn, parent, name)
 }
@@ -268,10 +299,14 @@ func (c *Cache) getInode(ino uint64) (*meta.Inode, error) {
 
 // lookupInode finds name in parent and loads its inode.
 func (c *Cache) lookupInode(parent uint64, name string) (uint64, *meta.Inode, error) {
-	if v, ok := c.meta.dirent(parent, name); ok {
+	v, ok, absent := c.meta.dirent(parent, name)
+	if ok {
 		if n := c.meta.inode(v.ino); n != nil {
 			return v.ino, n, nil
 		}
+	}
+	if absent {
+		return 0, nil, ErrNotFound
 	}
 	gen := c.meta.generation()
 	var ino uint64

@@ -2,7 +2,9 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"sync"
 	"testing"
 
@@ -26,7 +28,7 @@ func TestMetaCacheStaleFill(t *testing.T) {
 		t.Fatalf("stale fill replaced the written inode: %+v", n)
 	}
 	m.fillDirent(gen, 1, "x", direntVal{ino: 9})
-	if _, ok := m.dirent(1, "x"); ok {
+	if _, ok, _ := m.dirent(1, "x"); ok {
 		t.Fatal("stale dirent fill installed")
 	}
 	// A fill with the current generation is kept; a copy is handed out.
@@ -215,5 +217,98 @@ func TestOpenFileAttrsAndKillPriv(t *testing.T) {
 	}
 	if string(readFile(t, c, got.Ino)) != "hello" {
 		t.Fatal("content lost")
+	}
+}
+
+// A directory created through a wtxn is complete: a name missing from the
+// cache is known missing, until trim drops entries or the directory goes.
+func TestMetaCacheCompleteDir(t *testing.T) {
+	m := newMetaCache(10)
+	if _, _, absent := m.dirent(5, "a"); absent {
+		t.Fatal("a directory the cache never saw created counts as complete")
+	}
+	m.apply([]metaOp{{kind: opNewDir, ino: 5}})
+	if _, ok, absent := m.dirent(5, "a"); ok || !absent {
+		t.Fatalf("new directory: ok %v absent %v, want a known miss", ok, absent)
+	}
+	m.apply([]metaOp{{kind: opSetDirent, parent: 5, name: "a", ino: 6}})
+	if v, ok, _ := m.dirent(5, "a"); !ok || v.ino != 6 {
+		t.Fatalf("entry written into a complete directory: %+v %v", v, ok)
+	}
+	m.apply([]metaOp{{kind: opDelDirent, parent: 5, name: "a"}})
+	if _, ok, absent := m.dirent(5, "a"); ok || !absent {
+		t.Fatal("a removed entry is not a known miss")
+	}
+	// Trim may drop any entry: no directory is complete afterwards.
+	for i := range 20 {
+		m.apply([]metaOp{{kind: opSetDirent, parent: 5, name: fmt.Sprint(i), ino: uint64(100 + i)}})
+	}
+	if _, _, absent := m.dirent(5, "gone"); absent {
+		t.Fatal("a trimmed directory still counts as complete")
+	}
+	m.apply([]metaOp{{kind: opNewDir, ino: 7}, {kind: opDelInode, ino: 7}})
+	if _, _, absent := m.dirent(7, "x"); absent {
+		t.Fatal("a deleted directory still counts as complete")
+	}
+}
+
+// Lookups in directories this process created agree with Badger through
+// creates, links, renames in and out, unlinks and rmdirs, and after the
+// cache dropped entries (trim): the known misses never hide an entry.
+func TestCompleteDirLookupsMatchBadger(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	c.meta = newMetaCache(8) // small, so that trims happen
+	var dirs []uint64
+	for i := range 3 {
+		a, err := c.Create(ctx, c.Root(), fmt.Sprintf("d%d", i), NewNode{Type: tree.Dir, Mode: 0o755})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, a.Ino)
+	}
+	names := []string{"a", "b", "c", "d", "e", "f"}
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	check := func(step int) {
+		t.Helper()
+		for _, d := range dirs {
+			for _, name := range names {
+				got, err := c.Lookup(ctx, d, name)
+				var want uint64
+				werr := c.view(func(txn *badger.Txn) error {
+					var err error
+					want, _, err = lookupTxn(txn, d, name)
+					return err
+				})
+				if errors.Is(werr, ErrNotFound) != errors.Is(err, ErrNotFound) || err == nil && got.Ino != want {
+					t.Fatalf("step %d: lookup %d/%s: %+v %v, Badger has %d %v", step, d, name, got, err, want, werr)
+				}
+			}
+		}
+	}
+	for step := range 600 {
+		d, d2 := dirs[rng.IntN(len(dirs))], dirs[rng.IntN(len(dirs))]
+		name, name2 := names[rng.IntN(len(names))], names[rng.IntN(len(names))]
+		var err error
+		switch rng.IntN(6) {
+		case 0, 1:
+			_, err = c.Create(ctx, d, name, NewNode{Type: tree.File, Mode: 0o644})
+		case 2:
+			_, err = c.Create(ctx, d, name, NewNode{Type: tree.Dir, Mode: 0o755})
+		case 3:
+			err = c.Rename(ctx, d, name, d2, name2, 0)
+		case 4:
+			if err = c.Unlink(ctx, d, name); errors.Is(err, ErrIsDir) {
+				err = c.Rmdir(ctx, d, name)
+			}
+		case 5:
+			var a Attr
+			if a, err = c.Lookup(ctx, d, name); err == nil && a.Type == tree.File {
+				_, err = c.Link(ctx, a.Ino, d2, name2)
+			}
+		}
+		_ = err // EEXIST, ENOENT, ENOTEMPTY...: the model is Badger
+		check(step)
 	}
 }

@@ -226,6 +226,7 @@ func (c *Cache) Create(ctx context.Context, parent uint64, name string, nn NewNo
 		if nn.Type == tree.Dir {
 			n.Nlink = 2
 			p.Nlink++
+			txn.newDir(ino)
 		}
 		p.Mtime, p.Ctime = now, now
 		if err := txn.putInode(ino, n); err != nil {
