@@ -192,7 +192,7 @@ type Cache struct {
 // the chunker's minimum size need it) and the repository's pack buffers
 // (16 MiB each): well under the daemon's memory limit, whose distance from
 // the live heap sets how often the collector runs.
-const memCacheSize = 16 << 20
+const memCacheSize = 8 << 20
 
 // Open opens (or creates) the state directory for r. With an empty state
 // directory it rebuilds the namespace from the remote's latest snapshot;
@@ -332,6 +332,22 @@ func (c *Cache) openDB() error {
 	return nil
 }
 
+// The Badger memory of each of the daemon's two databases (the state and
+// the local index), all of it Go heap. A memtable is an arena of about
+// 1.3 times badgerMemTable, allocated whole; a full one waits in a queue of
+// badgerMemtables while another is flushed, and the flush builds its table
+// in memory. With 2 queued, each database held up to 31 MiB of arenas while
+// cp -a wrote, and the caches (16 + 8 MiB each) had filled by the end of
+// the mount bench. The memtable stays at 8 MiB: Badger caps a transaction
+// at 15 % of it (and the index's 1 MiB value threshold must fit under
+// that), so a smaller one would reject big transactions.
+const (
+	badgerMemTable   = 8 << 20
+	badgerMemtables  = 1
+	badgerBlockCache = 8 << 20
+	badgerIndexCache = 4 << 20
+)
+
 func (c *Cache) badgerOptions(dir string) badger.Options {
 	// Badger keeps the key for data-key rotation: it must not be cleared.
 	var key []byte
@@ -344,13 +360,14 @@ func (c *Cache) badgerOptions(dir string) badger.Options {
 		// Metadata and inline chunks stay in the LSM tree; only long
 		// chunk lists of big files go to the value log.
 		WithValueThreshold(valueThreshold).
-		WithMemTableSize(8 << 20).
-		WithNumMemtables(2).
+		// Memory: see badgerMemTable.
+		WithMemTableSize(badgerMemTable).
+		WithNumMemtables(badgerMemtables).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
 		WithValueLogFileSize(128 << 20).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(8 << 20).
+		WithBlockCacheSize(badgerBlockCache).
+		WithIndexCacheSize(badgerIndexCache).
 		// Keep the default data-key rotation: a rotation period longer than
 		// the time since 1970 makes Badger v4 write tables unencrypted.
 		WithNumCompactors(2)

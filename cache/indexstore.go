@@ -91,13 +91,22 @@ func openIndexStore(stateDir string, key []byte, log *slog.Logger) (*indexStore,
 	return s, nil
 }
 
+// indexMemTable is the local index's memtable size: half the state
+// database's, whose transactions can be bigger.
+const indexMemTable = 4 << 20
+
 func (s *indexStore) options(dir string) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithEncryptionKey(s.key).
 		WithLogger(badgerLogger{s.log}).
-		WithValueThreshold(1 << 20).
-		WithMemTableSize(8 << 20).
-		WithNumMemtables(2).
+		// Memory: as the state database's (see badgerMemTable), with half
+		// its memtable. Badger caps an entry kept in the tree, as a
+		// transaction, at 15 % of the memtable: 512 KiB fits (a pack of
+		// over 10,000 blobs has a bigger entry, which goes to the value
+		// log), and every bulk write here is a WriteBatch, which splits.
+		WithValueThreshold(512 << 10).
+		WithMemTableSize(indexMemTable).
+		WithNumMemtables(badgerMemtables).
 		// A refill leaves its tables in level 0 (see Refill): a tall level
 		// 0 leaves them there, rather than compacting hundreds of MiB at
 		// the next open (and making the unmount wait for it).
@@ -109,8 +118,8 @@ func (s *indexStore) options(dir string) badger.Options {
 		// repository; a lookup reads one block either way.
 		WithBlockSize(16 << 10).
 		WithBloomFalsePositive(0.1).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(8 << 20).
+		WithBlockCacheSize(badgerBlockCache).
+		WithIndexCacheSize(badgerIndexCache).
 		WithNumCompactors(2)
 }
 
