@@ -214,28 +214,40 @@ func (cf *chunkFiles) openChunk(id crypto.ID, format int, size int64) (*openChun
 	return cf.fds.add(id, f, format, size), nil
 }
 
-// readBlocks returns the plaintext of the chunk's bytes [off, off+n) from
-// its open block-sealed file. The result lives in buf's storage when buf
-// has room for the sealed blocks (buf may be nil), with buf's spare
-// capacity after it.
-func (cf *chunkFiles) readBlocks(id crypto.ID, oc *openChunk, off, n int64, buf []byte) ([]byte, error) {
+// readSealed reads from the chunk's open block-sealed file the sealed
+// blocks first..last that hold its bytes [off, off+n), into buf's storage
+// when it has room for them.
+func (cf *chunkFiles) readSealed(id crypto.ID, oc *openChunk, off, n int64, buf []byte) (b []byte, first, last int64, err error) {
 	size, bs := oc.size, blockSizeOf(oc.format)
 	if off < 0 || n < 0 || off+n > size {
-		return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+		return nil, 0, 0, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
 	}
 	ns, sb := cf.aead.NonceSize(), cf.sealedBlockOf(oc.format)
-	first, last := off/bs, max(off+n-1, off)/bs
+	first, last = off/bs, max(off+n-1, off)/bs
 	end := min((last+1)*bs, size) // plaintext end of the last block
 	sealedEnd := last*sb + int64(ns) + (end - last*bs) + int64(cf.aead.Overhead())
-	b := buf
+	b = buf
 	if need := sealedEnd - first*sb; int64(cap(b)) >= need {
 		b = b[:need]
 	} else {
 		b = make([]byte, need)
 	}
 	if _, err := oc.f.ReadAt(b, first*sb); err != nil {
-		return nil, fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
+		return nil, 0, 0, fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
 	}
+	return b, first, last, nil
+}
+
+// readBlocks returns the plaintext of the chunk's bytes [off, off+n) from
+// its open block-sealed file. The result lives in buf's storage when buf
+// has room for the sealed blocks (buf may be nil), with buf's spare
+// capacity after it.
+func (cf *chunkFiles) readBlocks(id crypto.ID, oc *openChunk, off, n int64, buf []byte) ([]byte, error) {
+	b, first, last, err := cf.readSealed(id, oc, off, n, buf)
+	if err != nil {
+		return nil, err
+	}
+	bs, ns, sb := blockSizeOf(oc.format), cf.aead.NonceSize(), cf.sealedBlockOf(oc.format)
 	// Each block is opened in place and its plaintext moved down to follow
 	// the previous one's: the read buffer becomes the result, and a read
 	// allocates once, not twice.
@@ -265,26 +277,18 @@ func (cf *chunkFiles) readBlocks(id crypto.ID, oc *openChunk, off, n int64, buf 
 // it, into the reply). scratch takes the sealed blocks when it has room.
 func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst, scratch []byte) error {
 	n := int64(len(dst))
-	size, bs := oc.size, blockSizeOf(oc.format)
-	if off < 0 || off+n > size {
-		return fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
-	}
 	if n == 0 {
+		if off < 0 || off > oc.size {
+			return fmt.Errorf("chunk %s: read [%d,+0) of %d bytes: %w", id.Short(), off, oc.size, errCorruptState)
+		}
 		return nil
 	}
+	b, first, last, err := cf.readSealed(id, oc, off, n, scratch)
+	if err != nil {
+		return err
+	}
+	size, bs := oc.size, blockSizeOf(oc.format)
 	ns, sb := cf.aead.NonceSize(), cf.sealedBlockOf(oc.format)
-	first, last := off/bs, (off+n-1)/bs
-	end := min((last+1)*bs, size)
-	sealedEnd := last*sb + int64(ns) + (end - last*bs) + int64(cf.aead.Overhead())
-	b := scratch
-	if need := sealedEnd - first*sb; int64(cap(b)) >= need {
-		b = b[:need]
-	} else {
-		b = make([]byte, need)
-	}
-	if _, err := oc.f.ReadAt(b, first*sb); err != nil {
-		return fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
-	}
 	ad := cf.blockAD(id, oc.format, 0)
 	var part []byte // plaintext of a block the range cuts
 	for i := first; i <= last; i++ {
