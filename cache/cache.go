@@ -129,17 +129,11 @@ type Cache struct {
 	lastSnap   *repo.Snapshot
 	lost       []string // Status.LostFiles, as the last snapshot found them
 	health     *Health
-	trees      map[uint64]snapshot.Tree // dir ino → tree of the last snapshot, if unchanged since
-	invalid    map[uint64]bool          // dirs invalidated while a snapshot runs
 	onSnap     []func(*repo.Snapshot)
 	onRemoved  func(path string) // the kernel must forget a path the cache removed itself
 	lastChange time.Time         // of the last change a snapshot would see, for the periodic snapshot's quiet wait
 
-	// treesGone and treesAllGone: what left trees since Badger's copy was
-	// last written (see treecache.go); cleanStart: the last session closed.
-	treesGone    map[uint64]bool
-	treesAllGone bool
-	cleanStart   bool
+	cleanStart bool // the last session closed (see powerloss.go)
 
 	unchecked      atomic.Int64 // bytes written or committed since the last free-space check
 	chunksStored   atomic.Int64 // chunks new to the state directory, for tests
@@ -149,7 +143,8 @@ type Cache struct {
 	walkInodes     atomic.Int64 // inodes snapshot walks read, for tests and the bench
 	treesUploaded  atomic.Int64 // of the trees built, those new to the repository
 
-	up       *upload.Queue // the durable upload queue and its uploader (uploadqueue.go)
+	up       *upload.Queue   // the durable upload queue and its uploader (uploadqueue.go)
+	trees    *snapshot.Trees // the tree-id cache (wired in treecache.go)
 	files    *chunkFiles
 	ix       *indexStore // the repository's index, on disk (indexstore.go)
 	segs     *segments
@@ -234,10 +229,11 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
-		open: map[uint64]*openFile{}, trees: map[uint64]snapshot.Tree{}, health: opts.Health,
+		open: map[uint64]*openFile{}, health: opts.Health,
 		chunkers: make(chan *chunker.Chunker, 1),
 		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
 	c.up = c.newUploadQueue()
+	c.trees = c.newTrees()
 	ok := false
 	defer func() {
 		if !ok {
@@ -465,7 +461,7 @@ func (c *Cache) loadState(ctx context.Context) error {
 		return err
 	}
 	c.segs.dropDead()
-	return c.loadTrees()
+	return c.trees.Load(c.cleanStart)
 }
 
 // removeOrphans deletes inodes with no links left: files unlinked while
@@ -652,9 +648,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	c.mu.Unlock()
 	// Without the mark, the next Open drops the tree cache: it may miss
 	// changes (see treecache.go).
-	if err := c.persistTrees(nil); err != nil {
-		c.log.Warn("cannot record the tree cache; the next mount walks everything", "err", err)
-	} else if err := c.markTreesValid(); err != nil {
+	if err := c.trees.Save(); err != nil {
 		c.log.Warn("cannot record the tree cache; the next mount walks everything", "err", err)
 	}
 	// Closed only once everything written so far is on the disk: the next

@@ -26,13 +26,13 @@
 //     where the chunker re-synchronises with an old boundary is re-chunked.
 //   - snapshot: repo trees built from the metadata by the walk of package
 //     cache/snapshot; unchanged directories under unchanged ignore rules
-//     reuse their cached tree id, kept in Badger across clean restarts
-//     (treecache.go).
+//     reuse their cached tree id from the tree cache (snapshot.Trees,
+//     kept in Badger across clean restarts; treecache.go wires it).
 //
 // Lock order (outer first): Cache.snapMu → openFile.mu → Cache.nsMu →
 // the upload queue's hold (upload.Queue.Hold) → Cache.mu (small state) →
-// chunkLRU.mu, memCache.mu, remoteLock.mu, the upload queue's own mu
-// (leaves). Badger transactions are taken under any of them.
+// chunkLRU.mu, memCache.mu, remoteLock.mu, the upload queue's own mu,
+// the tree cache's mu (leaves). Badger transactions are taken under any of them.
 // Nothing waits for the remote while holding nsMu or Cache.mu; a read or a
 // commit may fetch a chunk from the remote while holding its file's mu.
 //

@@ -70,7 +70,7 @@ func (c *Cache) Erase(ctx context.Context, opts erase.Options) (*erase.Result, e
 		return res, err
 	}
 	c.mu.Lock()
-	c.dropAllTreesLocked()
+	c.trees.DropAll()
 	c.lastSnap = nil
 	if len(snaps) > 0 {
 		c.lastSnap = snaps[len(snaps)-1]

@@ -98,7 +98,7 @@ func (c *Cache) reconcile(ctx context.Context) error {
 		}
 	}
 	c.mu.Lock()
-	c.dropAllTreesLocked()
+	c.trees.DropAll()
 	last := c.lastSnap
 	c.changeSeq++
 	c.mu.Unlock()

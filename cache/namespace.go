@@ -950,32 +950,8 @@ func (c *Cache) inodeChanged(ino uint64) {
 // dirChanged drops the cached trees of dir and its ancestors.
 func (c *Cache) dirChanged(dir uint64) {
 	c.noteChange()
-	for i := 0; i < 4096 && dir != 0; i++ {
-		c.mu.Lock()
-		_, cached := c.trees[dir]
-		if cached {
-			delete(c.trees, dir)
-			if c.treesGone == nil {
-				c.treesGone = map[uint64]bool{}
-			}
-			c.treesGone[dir] = true
-		}
-		running := c.invalid != nil
-		if running {
-			c.invalid[dir] = true
-		}
-		c.mu.Unlock()
-		// Without a snapshot in flight, an uncached directory has no
-		// cached ancestors (trees are installed for whole paths).
-		if (!cached && !running) || dir == meta.RootIno {
-			return
-		}
-		n, err := c.getInode(dir)
-		if err != nil {
-			c.invalidateAllTrees()
-			return
-		}
-		dir = n.Parent
+	if err := c.trees.DirChanged(dir); err != nil {
+		c.invalidateAllTrees()
 	}
 }
 
@@ -983,9 +959,8 @@ func (c *Cache) invalidateAllTrees() {
 	c.mu.Lock()
 	c.changeSeq++
 	c.lastChange = time.Now()
-	c.dropAllTreesLocked()
-	if c.invalid != nil {
-		c.invalid[0] = true // 0: everything
-	}
+	// Under mu with the change count, so that a snapshot starting now
+	// either sees the count or has its walk's trees dropped.
+	c.trees.InvalidateAll()
 	c.mu.Unlock()
 }

@@ -111,13 +111,11 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 		c.mu.Unlock()
 		return last, nil, nil
 	}
-	c.invalid = map[uint64]bool{}
+	// Under mu with the change count read: a change counted after it
+	// makes the walk's trees for its directories stale.
+	c.trees.BeginWalk()
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.invalid = nil
-		c.mu.Unlock()
-	}()
+	defer c.trees.EndWalk()
 	sn, w, err := c.takeSnapshot(ctx, last, seq)
 	if err != nil {
 		c.setRemoteHealth(err)
@@ -136,7 +134,7 @@ func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot
 			c.log.Warn("cannot record the lost files", "err", err)
 		}
 	}
-	c.installTrees(built)
+	c.trees.Install(built)
 	if sn == last {
 		// The tree is what the last snapshot already holds.
 		c.mu.Lock()
@@ -168,12 +166,7 @@ var lostKey = meta.StateKey("lost")
 // nothing changed since; the walk tells which trees it built and which
 // files it found lost. seq is the change count the walk covers at least.
 func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uint64) (*repo.Snapshot, *snapshot.Walk, error) {
-	c.mu.Lock()
-	cached := make(map[uint64]snapshot.Tree, len(c.trees))
-	for k, v := range c.trees {
-		cached[k] = v
-	}
-	c.mu.Unlock()
+	cached := c.trees.Copy()
 	d := c.dbAcquire()
 	defer d.release()
 	txn := d.db.NewTransaction(false)
@@ -324,7 +317,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 				if err != nil {
 					return st, err
 				}
-				c.trees[ino] = snapshot.Tree{ID: nd.Subtree, Stats: sub}
+				c.trees.Seed(ino, snapshot.Tree{ID: nd.Subtree, Stats: sub})
 				st.Dirs += sub.Dirs
 				st.Files += sub.Files
 				st.Bytes += sub.Bytes
@@ -361,7 +354,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 		return fmt.Errorf("rebuild from snapshot %s: %w", latest.Name(), err)
 	}
 	progress(dirs, true)
-	c.trees[meta.RootIno] = snapshot.Tree{ID: latest.Tree, Stats: st}
+	c.trees.Seed(meta.RootIno, snapshot.Tree{ID: latest.Tree, Stats: st})
 	if err := wb.Set(meta.InodeKey(meta.RootIno), meta.EncodeInode(root)); err != nil {
 		return err
 	}

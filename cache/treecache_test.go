@@ -10,6 +10,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -173,8 +174,8 @@ func TestTreeCacheSurvivesRestart(t *testing.T) {
 	closeCache(t, c)
 
 	c = openCache(t, reopenRepo(t, be), dir)
-	if len(c.trees) != 41 {
-		t.Fatalf("%d trees cached after a clean restart, want 41", len(c.trees))
+	if c.trees.Len() != 41 {
+		t.Fatalf("%d trees cached after a clean restart, want 41", c.trees.Len())
 	}
 	var sn *repo.Snapshot
 	if trees, inodes := walkCost(c, func() { sn = mustSync(t, c) }); trees != 0 || inodes != 0 || sn.ID != first.ID {
@@ -193,10 +194,10 @@ func TestTreeCacheSurvivesRestart(t *testing.T) {
 
 	// A session closed by a version that did not keep the copy (the
 	// mark is missing): the cache goes.
-	editState(t, reopenRepo(t, be), dir, func(txn *badger.Txn) error { return txn.Delete(treesValidKey) })
+	editState(t, reopenRepo(t, be), dir, func(txn *badger.Txn) error { return txn.Delete(snapshot.TreesValidKey) })
 	c = openCache(t, reopenRepo(t, be), dir)
-	if len(c.trees) != 0 {
-		t.Fatalf("%d trees cached after a session that left no mark", len(c.trees))
+	if c.trees.Len() != 0 {
+		t.Fatalf("%d trees cached after a session that left no mark", c.trees.Len())
 	}
 	closeCache(t, c)
 
@@ -206,8 +207,8 @@ func TestTreeCacheSurvivesRestart(t *testing.T) {
 	})
 	c = openCache(t, reopenRepo(t, be), dir)
 	defer c.Close(ctx)
-	if len(c.trees) != 0 {
-		t.Fatalf("%d trees cached after an unclean end", len(c.trees))
+	if c.trees.Len() != 0 {
+		t.Fatalf("%d trees cached after an unclean end", c.trees.Len())
 	}
 	trees, inodes = walkCost(c, func() { sn = mustSync(t, c) })
 	if trees != 41 || inodes != total {
@@ -236,11 +237,11 @@ func TestTreeCacheDroppedWhenTreesGone(t *testing.T) {
 	editState(t, reopenRepo(t, be), dir, func(txn *badger.Txn) error { return txn.Set(meta.TreeKey(d3sub), gone) })
 	c = openCache(t, reopenRepo(t, be), dir)
 	for _, ino := range []uint64{d3sub, d3, meta.RootIno} {
-		if _, ok := c.trees[ino]; ok {
+		if _, ok := c.trees.Get(ino); ok {
 			t.Fatalf("inode %d still cached", ino)
 		}
 	}
-	if _, ok := c.trees[d1]; !ok {
+	if _, ok := c.trees.Get(d1); !ok {
 		t.Fatal("an unaffected tree was dropped")
 	}
 	var sn *repo.Snapshot
@@ -250,16 +251,16 @@ func TestTreeCacheDroppedWhenTreesGone(t *testing.T) {
 	closeCache(t, c)
 	// Badger's copy was corrected too.
 	c = openCache(t, reopenRepo(t, be), dir)
-	if len(c.trees) != 11 {
-		t.Fatalf("%d trees cached, want 11", len(c.trees))
+	if c.trees.Len() != 11 {
+		t.Fatalf("%d trees cached, want 11", c.trees.Len())
 	}
 	closeCache(t, c)
 
 	editState(t, reopenRepo(t, be), dir, func(txn *badger.Txn) error { return txn.Set(meta.TreeKey(d1), []byte{1, 2, 3}) })
 	c = openCache(t, reopenRepo(t, be), dir)
 	defer c.Close(context.Background())
-	if len(c.trees) != 0 {
-		t.Fatalf("%d trees cached beside a damaged record", len(c.trees))
+	if c.trees.Len() != 0 {
+		t.Fatalf("%d trees cached beside a damaged record", c.trees.Len())
 	}
 	if sn := mustSync(t, c); sn.Tree != first.Tree {
 		t.Fatal("the tree changed")
