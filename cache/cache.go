@@ -116,22 +116,14 @@ type Cache struct {
 
 	stats counters // monitoring totals (atomic)
 
-	snapMu sync.Mutex // one snapshot at a time
-	nsMu   sync.Mutex // serialises namespace mutations
+	nsMu sync.Mutex // serialises namespace mutations
 
-	mu         sync.Mutex // guards the fields below
-	open       map[uint64]*openFile
-	nextIno    uint64 // next inode number to hand out
-	inoLimit   uint64 // persisted high-water mark; nextIno < inoLimit
-	changeSeq  uint64 // bumped by every change a snapshot would see
-	snapSeq    uint64 // changeSeq the last snapshot covered
-	forceSnap  bool   // store the next snapshot even if the tree is unchanged (before a prune)
-	lastSnap   *repo.Snapshot
-	lost       []string // Status.LostFiles, as the last snapshot found them
-	health     *Health
-	onSnap     []func(*repo.Snapshot)
-	onRemoved  func(path string) // the kernel must forget a path the cache removed itself
-	lastChange time.Time         // of the last change a snapshot would see, for the periodic snapshot's quiet wait
+	mu        sync.Mutex // guards the fields below
+	open      map[uint64]*openFile
+	nextIno   uint64 // next inode number to hand out
+	inoLimit  uint64 // persisted high-water mark; nextIno < inoLimit
+	health    *Health
+	onRemoved func(path string) // the kernel must forget a path the cache removed itself
 
 	cleanStart bool // the last session closed (see powerloss.go)
 
@@ -139,12 +131,10 @@ type Cache struct {
 	chunksStored   atomic.Int64 // chunks new to the state directory, for tests
 	chunksVerified atomic.Int64 // chunks read back after a power loss
 	chunksLost     atomic.Int64 // of those, chunks that did not survive it
-	treesBuilt     atomic.Int64 // directory trees encoded by snapshots, for tests
-	walkInodes     atomic.Int64 // inodes snapshot walks read, for tests and the bench
-	treesUploaded  atomic.Int64 // of the trees built, those new to the repository
 
-	up       *upload.Queue   // the durable upload queue and its uploader (uploadqueue.go)
-	trees    *snapshot.Trees // the tree-id cache (wired in treecache.go)
+	up       *upload.Queue       // the durable upload queue and its uploader (uploadqueue.go)
+	trees    *snapshot.Trees     // the tree-id cache (wired in treecache.go)
+	snap     *snapshot.Scheduler // snapshot scheduling and storing (wired in snapshot.go)
 	files    *chunkFiles
 	ix       *indexStore // the repository's index, on disk (indexstore.go)
 	segs     *segments
@@ -234,6 +224,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
 	c.up = c.newUploadQueue()
 	c.trees = c.newTrees()
+	c.snap = c.newScheduler()
 	ok := false
 	defer func() {
 		if !ok {
@@ -296,7 +287,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	var sctx context.Context
 	sctx, c.stopSnaps = context.WithCancel(c.bg)
 	c.snapsDone = make(chan struct{})
-	go c.snapshotLoop(sctx, c.snapsDone)
+	go c.snap.Loop(sctx, c.snapsDone)
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
@@ -421,11 +412,10 @@ func (c *Cache) loadState(ctx context.Context) error {
 	if err := c.removeOrphans(); err != nil {
 		return err
 	}
-	// Commits may have happened after the last snapshot, before a crash:
-	// the first snapshot compares the tree with the last one instead.
-	c.changeSeq = 1
+	var last *repo.Snapshot
+	var lost []string
 	if err := c.view(func(txn *badger.Txn) error {
-		v, err := getValue(txn, meta.StateKey("lastsnap"))
+		v, err := getValue(txn, snapshot.LastKey)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -440,15 +430,15 @@ func (c *Cache) loadState(ctx context.Context) error {
 			c.log.Warn("cannot load the last snapshot", "id", id.Short(), "err", err)
 			return nil
 		}
-		c.lastSnap = sn
+		last = sn
 		return nil
 	}); err != nil {
 		return err
 	}
 	if err := c.view(func(txn *badger.Txn) error {
-		v, err := getValue(txn, lostKey)
+		v, err := getValue(txn, snapshot.LostKey)
 		if err == nil && len(v) > 0 {
-			c.lost = strings.Split(string(v), "\x00")
+			lost = strings.Split(string(v), "\x00")
 		}
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -457,6 +447,10 @@ func (c *Cache) loadState(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("read the lost files: %w", err)
 	}
+	// Commits may have happened after the last snapshot, before a crash:
+	// Restore counts a change, so the first snapshot compares the tree
+	// with the last one.
+	c.snap.Restore(last, lost)
 	if err := c.scanChunks(); err != nil {
 		return err
 	}
@@ -528,11 +522,7 @@ func (c *Cache) Repository() *repo.Repository { return c.r }
 
 // OnSnapshot registers fn to be called after each new snapshot is stored,
 // and after a prune removed snapshots (with the latest, possibly nil).
-func (c *Cache) OnSnapshot(fn func(*repo.Snapshot)) {
-	c.mu.Lock()
-	c.onSnap = append(c.onSnap, fn)
-	c.mu.Unlock()
-}
+func (c *Cache) OnSnapshot(fn func(*repo.Snapshot)) { c.snap.OnSnapshot(fn) }
 
 // OnRemoved registers fn to hear of paths (from the root) that the cache
 // removed by itself, not through the kernel (an erase), so that the
@@ -551,12 +541,12 @@ func (c *Cache) Status() Status {
 	for _, f := range c.open {
 		files = append(files, f)
 	}
-	st := Status{LostFiles: append([]string{}, c.lost...)}
-	if c.lastSnap != nil {
-		st.LastSnapshot = c.lastSnap.Name()
-		st.LastSnapshotID = c.lastSnap.ID.String()
-	}
 	c.mu.Unlock()
+	st := Status{LostFiles: c.snap.Lost()}
+	if last := c.snap.Last(); last != nil {
+		st.LastSnapshot = last.Name()
+		st.LastSnapshotID = last.ID.String()
+	}
 	var since time.Time
 	st.QueueBlobs, st.QueueBytes, since = c.up.State()
 	if !since.IsZero() {
@@ -583,12 +573,7 @@ func (c *Cache) Status() Status {
 }
 
 // noteChange records that something a snapshot would show changed.
-func (c *Cache) noteChange() {
-	c.mu.Lock()
-	c.changeSeq++
-	c.lastChange = time.Now()
-	c.mu.Unlock()
-}
+func (c *Cache) noteChange() { c.snap.Changed() }
 
 // setRemoteHealth records the outcome of a remote operation (see Health).
 func (c *Cache) setRemoteHealth(err error) { c.health.Record(err) }
@@ -615,7 +600,7 @@ func (c *Cache) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if _, err := c.snapshotIfChanged(ctx, false); err != nil {
+	if _, err := c.snap.IfChanged(ctx, false); err != nil {
 		errs = append(errs, fmt.Errorf("final snapshot: %w", err))
 	}
 	// Only a queue the final walk decided leaves (if that walk failed, an

@@ -618,7 +618,7 @@ func TestSnapshotReusesTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := c.treesBuilt.Load()
+	before := c.Counters().TreesBuilt
 	h, _ := c.OpenFile(ctx, deep, uint32(os.O_WRONLY))
 	h.WriteAt(ctx, []byte("v2"), 0)
 	h.Release(ctx)
@@ -626,7 +626,7 @@ func TestSnapshotReusesTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if built := c.treesBuilt.Load() - before; built != 4 {
+	if built := c.Counters().TreesBuilt - before; built != 4 {
 		t.Fatalf("encoded %d trees after a change under /a/b/c, want 4 (root, a, b, c)", built)
 	}
 	if second.Name() <= first.Name() {

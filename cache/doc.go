@@ -1,9 +1,10 @@
 // Package cache is the local state of a mounted repository: the namespace
 // (inodes, directory entries, chunk lists, xattrs) in Badger, encrypted
 // staging of dirty file data, the size-bounded chunk cache, the durable
-// upload queue (package cache/upload) and the snapshotter (the walk in
-// package cache/snapshot). It has no FUSE import: package fs maps
-// kernel requests onto the methods here.
+// upload queue (package cache/upload) and the snapshotter (package
+// cache/snapshot: the walk, the tree-id cache, scheduling and storing).
+// It has no FUSE import: package fs maps kernel requests onto the
+// methods here.
 //
 // Nouns:
 //   - inode: one file, directory, symlink or special file (meta.Inode).
@@ -25,14 +26,16 @@
 //     only the span from the chunk boundary before the first dirty byte to
 //     where the chunker re-synchronises with an old boundary is re-chunked.
 //   - snapshot: repo trees built from the metadata by the walk of package
-//     cache/snapshot; unchanged directories under unchanged ignore rules
+//     cache/snapshot, taken and stored by its Scheduler (the change count,
+//     the periodic snapshots; snapshot.go wires it); unchanged directories under unchanged ignore rules
 //     reuse their cached tree id from the tree cache (snapshot.Trees,
 //     kept in Badger across clean restarts; treecache.go wires it).
 //
-// Lock order (outer first): Cache.snapMu → openFile.mu → Cache.nsMu →
-// the upload queue's hold (upload.Queue.Hold) → Cache.mu (small state) →
-// chunkLRU.mu, memCache.mu, remoteLock.mu, the upload queue's own mu,
-// the tree cache's mu (leaves). Badger transactions are taken under any of them.
+// Lock order (outer first): the snapshot scheduler's run lock
+// (snapshot.Scheduler.Hold) → openFile.mu → Cache.nsMu → the upload
+// queue's hold (upload.Queue.Hold) → Cache.mu (small state) → chunkLRU.mu,
+// memCache.mu, remoteLock.mu, the upload queue's own mu, the scheduler's
+// mu (→ the tree cache's mu) (leaves). Badger transactions are taken under any of them.
 // Nothing waits for the remote while holding nsMu or Cache.mu; a read or a
 // commit may fetch a chunk from the remote while holding its file's mu.
 //

@@ -10,6 +10,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/erase"
@@ -32,9 +33,7 @@ func (c *Cache) Erase(ctx context.Context, opts erase.Options) (*erase.Result, e
 		}
 	}
 	defer c.holdForRewrite()()
-	c.mu.Lock()
-	last := c.lastSnap
-	c.mu.Unlock()
+	last := c.snap.Last()
 	res, err := erase.Erase(ctx, c.r, opts)
 	if err != nil || opts.DryRun {
 		return res, err
@@ -69,18 +68,13 @@ func (c *Cache) Erase(ctx context.Context, opts erase.Options) (*erase.Result, e
 	if err != nil {
 		return res, err
 	}
-	c.mu.Lock()
-	c.trees.DropAll()
-	c.lastSnap = nil
+	var newest *repo.Snapshot
 	if len(snaps) > 0 {
-		c.lastSnap = snaps[len(snaps)-1]
+		newest = snaps[len(snaps)-1]
 	}
-	c.changeSeq++
-	fns := append([]func(*repo.Snapshot){}, c.onSnap...)
-	newest := c.lastSnap
-	c.mu.Unlock()
+	fns := c.snap.Rewritten(newest)
 	if newest != nil {
-		if err := c.update(func(txn *wtxn) error { return txn.Set(meta.StateKey("lastsnap"), newest.ID[:]) }); err != nil {
+		if err := c.update(func(txn *wtxn) error { return txn.Set(snapshot.LastKey, newest.ID[:]) }); err != nil {
 			return res, err
 		}
 	}

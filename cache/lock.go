@@ -97,18 +97,10 @@ func (c *Cache) reconcile(ctx context.Context) error {
 			return fmt.Errorf("drop erased data: %w", err)
 		}
 	}
-	c.mu.Lock()
-	c.trees.DropAll()
-	last := c.lastSnap
-	c.changeSeq++
-	c.mu.Unlock()
+	last := c.snap.DropTrees()
 	if last != nil {
 		if _, err := c.r.LoadSnapshot(ctx, last.ID); err != nil {
-			c.mu.Lock()
-			if c.lastSnap == last {
-				c.lastSnap = nil
-			}
-			c.mu.Unlock()
+			c.snap.ForgetLast(last)
 		}
 	}
 	return c.recordGeneration(gen)

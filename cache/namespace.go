@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
@@ -955,12 +954,5 @@ func (c *Cache) dirChanged(dir uint64) {
 	}
 }
 
-func (c *Cache) invalidateAllTrees() {
-	c.mu.Lock()
-	c.changeSeq++
-	c.lastChange = time.Now()
-	// Under mu with the change count, so that a snapshot starting now
-	// either sees the count or has its walk's trees dropped.
-	c.trees.InvalidateAll()
-	c.mu.Unlock()
-}
+// invalidateAllTrees records a change that may reach any directory.
+func (c *Cache) invalidateAllTrees() { c.snap.InvalidateAll() }

@@ -90,10 +90,7 @@ func TestPowerLoss(t *testing.T) {
 	if c.chunksVerified.Load() == 0 || c.chunksLost.Load() == 0 {
 		t.Fatalf("after a reboot: %d chunks checked, %d lost; want both > 0", c.chunksVerified.Load(), c.chunksLost.Load())
 	}
-	c.mu.Lock()
-	pending := c.changeSeq != c.snapSeq
-	c.mu.Unlock()
-	if !pending {
+	if !c.snap.Pending() {
 		t.Fatal("no snapshot pending after the check: status would not list the lost files until something else changes")
 	}
 	// The check reports its progress from nothing to everything.

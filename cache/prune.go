@@ -18,10 +18,7 @@ import (
 func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneResult, error) {
 	// A fresh snapshot, even of an unchanged tree: retention judges
 	// snapshots by age, and the live tree's data must be in one it keeps.
-	c.mu.Lock()
-	c.changeSeq++
-	c.forceSnap = true
-	c.mu.Unlock()
+	c.snap.Force()
 	if _, err := c.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("snapshot before prune: %w", err)
 	}
@@ -43,27 +40,19 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 		}
 	}
 	if !opts.DryRun {
-		c.mu.Lock()
-		last := c.lastSnap
-		c.mu.Unlock()
+		last := c.snap.Last()
 		// The last snapshot may have been forgotten by a max-age rule; the
 		// next one must not name it as its parent.
 		if last != nil {
 			if _, err := c.r.Backend().Stat(ctx, remote.Handle{Type: remote.Snapshot, Name: last.ID.String()}); errors.Is(err, remote.ErrNotFound) {
-				c.mu.Lock()
-				c.lastSnap = nil
-				c.changeSeq++ // take a new snapshot at the next chance
-				c.mu.Unlock()
+				c.snap.ForgetLast(last) // and take a new snapshot at the next chance
 			}
 		}
 		c.log.Info("pruned", "snapshots_removed", len(res.SnapshotsRemoved), "blobs_removed", res.BlobsRemoved,
 			"bytes_removed", res.BytesRemoved, "packs_rewritten", res.PacksRewritten)
 		if len(res.SnapshotsRemoved) > 0 {
 			// The set of snapshots changed: let .versions drop the forgotten.
-			c.mu.Lock()
-			fns := append([]func(*repo.Snapshot){}, c.onSnap...)
-			last := c.lastSnap
-			c.mu.Unlock()
+			fns, last := c.snap.Callbacks()
 			go func() {
 				for _, fn := range fns {
 					fn(last)
@@ -76,15 +65,16 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 
 // holdForRewrite stops snapshots, uploads and eviction while the
 // repository's index and snapshots are rewritten under the mount (a prune,
-// an erase), and returns how to let them go on. Lock order: snapMu, the
+// an erase), and returns how to let them go on. Lock order: the
+// scheduler's run (Scheduler.Hold), the
 // upload queue's hold, pruneMu.
 func (c *Cache) holdForRewrite() (release func()) {
-	c.snapMu.Lock()
+	releaseSnap := c.snap.Hold()
 	releaseUp := c.up.Hold()
 	c.pruneMu.Lock()
 	return func() {
 		c.pruneMu.Unlock()
 		releaseUp()
-		c.snapMu.Unlock()
+		releaseSnap()
 	}
 }

@@ -54,9 +54,7 @@ func TestSetQueueBeyondOneTransaction(t *testing.T) {
 	}
 	// A change count no walk matches keeps the background uploader off
 	// these made-up chunks.
-	c.mu.Lock()
-	seq := c.changeSeq + 1000
-	c.mu.Unlock()
+	seq := c.snap.Changes() + 1000
 	if err := c.up.Set(ids, seq); err != nil {
 		t.Fatalf("queueing %d chunks: %v", n, err)
 	}

@@ -5,10 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
-	"slices"
-	"strings"
-	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -24,218 +20,42 @@ import (
 // fsynced before the call) and returns once the remote holds it. With
 // nothing changed since the last snapshot, it returns that one.
 func (c *Cache) Sync(ctx context.Context) (*repo.Snapshot, error) {
-	return c.snapshotIfChanged(ctx, true)
+	return c.snap.Sync(ctx)
 }
 
-// snapshotLoop takes the periodic snapshots until ctx (Close) ends it. One
-// attempt may take at most a few intervals, so that a remote that is down
-// does not hold snapMu forever.
-func (c *Cache) snapshotLoop(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
-	t := time.NewTicker(c.opts.SnapshotInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if !c.waitQuiet(ctx) {
-				return
-			}
-			sctx, cancel := context.WithTimeout(ctx, max(3*c.opts.SnapshotInterval, 30*time.Second))
-			if _, err := c.snapshotIfChanged(sctx, false); err != nil && ctx.Err() == nil {
-				c.log.Warn("periodic snapshot failed; will retry", "err", err)
-			}
-			cancel()
-		}
-	}
-}
-
-// Periodic snapshots wait for snapshotQuiet without changes, so that one
-// does not catch a tree half-way through a copy (a file copied before the
-// .gdprignore that excludes it), but never for longer than twice the
-// interval or snapshotMaxDelay: a writer that never stops still gets
-// snapshots.
-const (
-	snapshotQuiet    = time.Second
-	snapshotMaxDelay = time.Minute
-)
-
-// waitQuiet waits until no change came for snapshotQuiet, or until the
-// longest postponement; false if ctx ended first.
-func (c *Cache) waitQuiet(ctx context.Context) bool {
-	deadline := time.Now().Add(min(2*c.opts.SnapshotInterval, snapshotMaxDelay))
-	for {
-		c.mu.Lock()
-		wait := snapshotQuiet - time.Since(c.lastChange)
-		c.mu.Unlock()
-		if wait <= 0 || !time.Now().Add(wait).Before(deadline) {
-			return ctx.Err() == nil
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(wait):
-		}
-	}
-}
-
-// snapshotIfChanged stores a snapshot if anything changed since the last
-// one (or, with always, if there is no snapshot at all yet).
-//
-// OnSnapshot callbacks run after snapMu is released, so that they may call
-// back into the cache (even Sync) without deadlocking.
-func (c *Cache) snapshotIfChanged(ctx context.Context, always bool) (*repo.Snapshot, error) {
-	sn, fns, err := c.snapshotLocked(ctx, always)
-	if errors.Is(err, errChunkVanished) {
-		// The upload found the loss and dropped the chunk's key: a second
-		// walk sees the file as lost and backs up everything else.
-		sn, fns, err = c.snapshotLocked(ctx, always)
-	}
-	for _, fn := range fns {
-		fn(sn)
-	}
-	return sn, err
-}
-
-func (c *Cache) snapshotLocked(ctx context.Context, always bool) (*repo.Snapshot, []func(*repo.Snapshot), error) {
-	if err := c.commitIntents(ctx); err != nil {
-		return nil, nil, fmt.Errorf("commit fsynced files: %w", err)
-	}
-	c.snapMu.Lock()
-	defer c.snapMu.Unlock()
-	c.mu.Lock()
-	seq := c.changeSeq
-	last := c.lastSnap
-	if seq == c.snapSeq && (last != nil || !always) {
-		c.mu.Unlock()
-		return last, nil, nil
-	}
-	// Under mu with the change count read: a change counted after it
-	// makes the walk's trees for its directories stale.
-	c.trees.BeginWalk()
-	c.mu.Unlock()
-	defer c.trees.EndWalk()
-	sn, w, err := c.takeSnapshot(ctx, last, seq)
-	if err != nil {
-		c.setRemoteHealth(err)
-		return nil, nil, fmt.Errorf("snapshot: %w", err)
-	}
-	built := w.Built
-	c.mu.Lock()
-	lostChanged := !slices.Equal(c.lost, w.Lost)
-	c.lost = w.Lost
-	c.mu.Unlock()
-	if lostChanged {
-		// Kept across restarts, so that status lists them before the
-		// first snapshot of the next mount.
-		v := []byte(strings.Join(w.Lost, "\x00"))
-		if err := c.update(func(txn *wtxn) error { return txn.Set(lostKey, v) }); err != nil {
-			c.log.Warn("cannot record the lost files", "err", err)
-		}
-	}
-	c.trees.Install(built)
-	if sn == last {
-		// The tree is what the last snapshot already holds.
-		c.mu.Lock()
-		c.snapSeq = seq
-		c.mu.Unlock()
-		return last, nil, nil
-	}
-	c.mu.Lock()
-	c.snapSeq = seq
-	c.lastSnap = sn
-	fns := append([]func(*repo.Snapshot){}, c.onSnap...)
-	c.mu.Unlock()
-	if err := c.update(func(txn *wtxn) error { return txn.Set(meta.StateKey("lastsnap"), sn.ID[:]) }); err != nil {
-		c.log.Warn("cannot record the last snapshot", "err", err)
-	}
-	c.setRemoteHealth(nil)
-	c.log.Info("snapshot stored", "name", sn.Name(), "id", sn.ID.Short(), "blobs_new", sn.Stats.BlobsNew)
-	return sn, fns, nil
+// newScheduler wires the snapshot scheduler (snapshot.Scheduler) to the
+// mount, the upload queue, the repository and the state directory.
+func (c *Cache) newScheduler() *snapshot.Scheduler {
+	return snapshot.NewScheduler(snapshot.SchedulerConfig{
+		Host:       snapHost{c},
+		Queue:      c.up,
+		Repository: walkRepo{c.r},
+		Store:      treeStore{c},
+		Trees:      c.trees,
+		Interval:   c.opts.SnapshotInterval,
+		Now:        c.opts.Now,
+		Contact:    c.setRemoteHealth,
+		Vanished:   errChunkVanished,
+		Log:        c.log,
+	})
 }
 
 // errChunkVanished: a chunk a snapshot needed went missing from the local
 // state before its upload, so that snapshot must not be stored.
-var errChunkVanished = fmt.Errorf("went missing from the local state before its upload: %w", errCorruptState)
+var errChunkVanished = fmt.Errorf("%w: %w", snapshot.ErrChunkVanished, errCorruptState)
 
-// lostKey holds Status.LostFiles, NUL-separated (no path holds a NUL).
-var lostKey = meta.StateKey("lost")
+// snapHost is the mount as a snapshot sees it.
+type snapHost struct{ c *Cache }
 
-// takeSnapshot stores a snapshot of the namespace, or returns parent if
-// nothing changed since; the walk tells which trees it built and which
-// files it found lost. seq is the change count the walk covers at least.
-func (c *Cache) takeSnapshot(ctx context.Context, parent *repo.Snapshot, seq uint64) (*repo.Snapshot, *snapshot.Walk, error) {
-	cached := c.trees.Copy()
-	d := c.dbAcquire()
-	defer d.release()
+func (h snapHost) CommitPending(ctx context.Context) error { return h.c.commitIntents(ctx) }
+
+func (h snapHost) View() (snapshot.Namespace, func()) {
+	d := h.c.dbAcquire()
 	txn := d.db.NewTransaction(false)
-	w := snapshot.New(ctx, snapshot.Config{Namespace: txnNamespace{c, txn}, Repository: walkRepo{c.r},
-		Cached: cached, Parent: parent, Log: c.log, Inodes: &c.walkInodes, Built: &c.treesBuilt})
-	root, err := w.Root()
-	txn.Discard()
-	if err != nil {
-		return nil, nil, err
+	return txnNamespace{h.c, txn}, func() {
+		txn.Discard()
+		d.release()
 	}
-	if len(w.Lost) > 0 {
-		c.log.Error("files whose content was lost keep their last backed-up version in the snapshot (left out if they had none); rewrite or delete them", "files", len(w.Lost), "first", w.Lost[0])
-	}
-	// Chunks first: the queue becomes exactly what this walk decided the
-	// repository needs, then drains. Commits never queue, so this is the
-	// only way a chunk is ever uploaded (DESIGN invariant 7).
-	if err := c.up.Set(w.Need, seq); err != nil {
-		return nil, nil, err
-	}
-	c.mu.Lock()
-	force := c.forceSnap
-	c.forceSnap = false
-	c.mu.Unlock()
-	if parent != nil && root.ID == parent.Tree && len(w.Need) == 0 && !force {
-		return parent, w, nil
-	}
-	if err := c.up.Drain(ctx); err != nil {
-		// The uploader retries in the background for as long as nothing
-		// changes; a change has the next snapshot decide again.
-		c.up.Wake()
-		return nil, nil, err
-	}
-	for _, id := range w.Need {
-		// Dropped by the uploader as missing locally: the remote must
-		// never name a blob it does not hold. The next snapshot sees the
-		// chunk as lost (lostContent).
-		if !c.r.Index().Has(pack.Data, id) {
-			return nil, nil, fmt.Errorf("chunk %s: %w", id.Short(), errChunkVanished)
-		}
-	}
-	defer c.up.Hold()()
-	before := c.r.Stats()
-	for _, b := range w.Trees {
-		if _, _, err := c.r.SaveBlob(ctx, pack.Tree, b); err != nil {
-			return nil, nil, err
-		}
-		c.treesUploaded.Add(1)
-	}
-	sn := &repo.Snapshot{Time: c.opts.Now().UTC(), Tree: root.ID, Source: "keepfs mount", Stats: root.Stats}
-	sn.Hostname, _ = os.Hostname()
-	if u, err := user.Current(); err == nil {
-		sn.Username = u.Username
-	}
-	if parent != nil {
-		p := parent.ID
-		sn.Parent = &p
-		// .versions names snapshots by the second: keep the names of a
-		// mount's snapshots distinct and increasing.
-		if p := parent.Time.Truncate(time.Second); !sn.Time.Truncate(time.Second).After(p) {
-			sn.Time = p.Add(time.Second)
-		}
-	}
-	if err := c.r.SaveSnapshot(ctx, sn); err != nil {
-		return nil, nil, err
-	}
-	after := c.r.Stats()
-	sn.Stats.BlobsNew = after.BlobsNew - before.BlobsNew
-	sn.Stats.BytesAdded = after.BytesStored - before.BytesStored
-	return sn, w, nil
 }
 
 // readAll returns a small file's committed content.
@@ -358,7 +178,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 	if err := wb.Set(meta.InodeKey(meta.RootIno), meta.EncodeInode(root)); err != nil {
 		return err
 	}
-	if err := wb.Set(meta.StateKey("lastsnap"), latest.ID[:]); err != nil {
+	if err := wb.Set(snapshot.LastKey, latest.ID[:]); err != nil {
 		return err
 	}
 	if err := wb.Flush(); err != nil {
@@ -401,7 +221,7 @@ func (n txnNamespace) ReadFile(ctx context.Context, in *meta.Inode) ([]byte, err
 	return n.c.readAll(ctx, in)
 }
 
-// walkRepo is the repository as a snapshot walk sees it.
+// walkRepo is the repository as a snapshot sees it.
 type walkRepo struct{ r *repo.Repository }
 
 func (w walkRepo) Has(t pack.BlobType, id crypto.ID) bool { return w.r.Index().Has(t, id) }
@@ -409,3 +229,14 @@ func (w walkRepo) Lookup(ctx context.Context, root crypto.ID, path string) (*tre
 	return w.r.Lookup(ctx, root, path)
 }
 func (w walkRepo) BlobID(b []byte) crypto.ID { return w.r.Key().BlobID(b) }
+
+func (w walkRepo) SaveTree(ctx context.Context, b []byte) error {
+	_, _, err := w.r.SaveBlob(ctx, pack.Tree, b)
+	return err
+}
+
+func (w walkRepo) SaveSnapshot(ctx context.Context, sn *repo.Snapshot) error {
+	return w.r.SaveSnapshot(ctx, sn)
+}
+
+func (w walkRepo) Stats() repo.WriteStats { return w.r.Stats() }

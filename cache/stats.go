@@ -22,6 +22,7 @@ type counters struct {
 
 // Counters returns the running totals.
 func (c *Cache) Counters() Counters {
+	built, uploaded, inodes := c.snap.Counters()
 	return Counters{ChunkHits: c.stats.chunkHits.Load(), ChunkMisses: c.stats.chunkMisses.Load(),
-		TreesBuilt: c.treesBuilt.Load(), TreesUploaded: c.treesUploaded.Load(), WalkInodes: c.walkInodes.Load()}
+		TreesBuilt: built, TreesUploaded: uploaded, WalkInodes: inodes}
 }

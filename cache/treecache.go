@@ -11,7 +11,7 @@ import (
 // newTrees wires the tree-id cache (snapshot.Trees) to the state directory,
 // the repository and the namespace. Its invalidation hooks are
 // dirChanged and invalidateAllTrees (namespace.go); a walk's trees are
-// installed by snapshotLocked, and prune, erase and a retaken lock drop
+// installed by the snapshot scheduler, and prune, erase and a retaken lock drop
 // them all.
 func (c *Cache) newTrees() *snapshot.Trees {
 	return snapshot.NewTrees(snapshot.TreesConfig{

@@ -58,9 +58,9 @@ func mustSync(t *testing.T, c *Cache) *repo.Snapshot {
 // walkCost runs fn and returns the trees the snapshot walks it ran built
 // and the inodes they read.
 func walkCost(c *Cache, fn func()) (trees, inodes int64) {
-	t0, i0 := c.treesBuilt.Load(), c.walkInodes.Load()
+	t0, i0 := c.Counters().TreesBuilt, c.Counters().WalkInodes
 	fn()
-	return c.treesBuilt.Load() - t0, c.walkInodes.Load() - i0
+	return c.Counters().TreesBuilt - t0, c.Counters().WalkInodes - i0
 }
 
 // entries is how many entries the directories at paths hold.
@@ -170,7 +170,7 @@ func TestTreeCacheSurvivesRestart(t *testing.T) {
 	c := openCache(t, newRepo(t, be), dir)
 	scaleTree(t, c, 20, 50)
 	first := mustSync(t, c)
-	total := c.walkInodes.Load()
+	total := c.Counters().WalkInodes
 	closeCache(t, c)
 
 	c = openCache(t, reopenRepo(t, be), dir)

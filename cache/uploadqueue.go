@@ -19,14 +19,10 @@ import (
 // directory, the chunk store and the repository.
 func (c *Cache) newUploadQueue() *upload.Queue {
 	return upload.New(upload.Config{
-		Store:  queueStore{c},
-		Chunks: queueChunks{c},
-		Sink:   repoSink{c.r},
-		Changes: func() uint64 {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return c.changeSeq
-		},
+		Store:   queueStore{c},
+		Chunks:  queueChunks{c},
+		Sink:    repoSink{c.r},
+		Changes: func() uint64 { return c.snap.Changes() },
 		Contact: c.setRemoteHealth,
 		Now:     c.opts.Now,
 		Log:     c.log,

@@ -1,0 +1,195 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/tree"
+)
+
+// memHost is memNS as the mount.
+type memHost struct{ ns *memNS }
+
+func (h memHost) CommitPending(context.Context) error { return nil }
+func (h memHost) View() (Namespace, func())           { return h.ns, func() {} }
+
+// memQueue uploads what it is set to at once into r; setErr fails that
+// many of the next Sets.
+type memQueue struct {
+	r      *memWriter
+	need   []crypto.ID
+	setErr []error
+	held   int
+}
+
+func (q *memQueue) Set(need []crypto.ID, _ uint64) error {
+	if len(q.setErr) > 0 {
+		err := q.setErr[0]
+		q.setErr = q.setErr[1:]
+		return err
+	}
+	q.need = need
+	return nil
+}
+
+func (q *memQueue) Drain(context.Context) error {
+	for _, id := range q.need {
+		q.r.has[id] = true
+	}
+	q.need = nil
+	return nil
+}
+
+func (q *memQueue) Wake() {}
+
+func (q *memQueue) Hold() func() {
+	q.held++
+	return func() { q.held-- }
+}
+
+// memWriter is memRepo taking trees and snapshots.
+type memWriter struct {
+	*memRepo
+	snaps []*repo.Snapshot
+	stats repo.WriteStats
+}
+
+func (w *memWriter) SaveTree(_ context.Context, b []byte) error {
+	id := chunkID(b)
+	if !w.has[id] {
+		w.stats.BlobsNew++
+	}
+	w.has[id] = true
+	t, err := tree.Decode(b)
+	if err != nil {
+		return err
+	}
+	w.trees[id] = t
+	return nil
+}
+
+func (w *memWriter) SaveSnapshot(_ context.Context, sn *repo.Snapshot) error {
+	sn.ID = crypto.Hash([]byte(fmt.Sprint(len(w.snaps), sn.Tree)))
+	w.snaps = append(w.snaps, sn)
+	return nil
+}
+
+func (w *memWriter) Stats() repo.WriteStats { return w.stats }
+
+type schedFixture struct {
+	ns *memNS
+	w  *memWriter
+	q  *memQueue
+	s  *Scheduler
+}
+
+func newSchedFixture() *schedFixture {
+	f := &schedFixture{ns: newMemNS(), w: &memWriter{memRepo: newMemRepo()}}
+	f.q = &memQueue{r: f.w}
+	st := newMemStore()
+	trees := NewTrees(TreesConfig{Store: st, Repository: f.w, Parents: nsParents{f.ns}, Log: quiet()})
+	f.s = NewScheduler(SchedulerConfig{Host: memHost{f.ns}, Queue: f.q, Repository: f.w, Store: st, Trees: trees,
+		Interval: time.Hour, Now: time.Now, Log: quiet()})
+	return f
+}
+
+func (f *schedFixture) sync(t *testing.T) *repo.Snapshot {
+	t.Helper()
+	sn, err := f.s.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sn
+}
+
+func TestSchedulerStoresOnlyWhenChanged(t *testing.T) {
+	f := newSchedFixture()
+	d := f.ns.mkdir(1, "d")
+	f.ns.file(d, "a", "content a")
+	first := f.sync(t)
+	if len(f.w.snaps) != 1 || f.s.Pending() {
+		t.Fatalf("%d snapshots stored, pending %v; want 1, false", len(f.w.snaps), f.s.Pending())
+	}
+	built, _, _ := f.s.Counters()
+	if sn := f.sync(t); sn != first || len(f.w.snaps) != 1 {
+		t.Fatal("a Sync with nothing changed stored a snapshot")
+	}
+	if b, _, _ := f.s.Counters(); b != built {
+		t.Fatal("a Sync with nothing changed walked")
+	}
+	// A change the walk finds the same tree for: no new snapshot.
+	f.s.Changed()
+	if sn := f.sync(t); sn != first || len(f.w.snaps) != 1 {
+		t.Fatal("an unchanged tree was stored again")
+	}
+	// Unless forced.
+	f.s.Force()
+	sn := f.sync(t)
+	if sn == first || len(f.w.snaps) != 2 || *sn.Parent != first.ID || !sn.Time.After(first.Time.Truncate(time.Second)) {
+		t.Fatal("a forced snapshot was not stored after the last")
+	}
+	f.ns.file(d, "b", "content b")
+	if err := f.s.trees.DirChanged(d); err != nil {
+		t.Fatal(err)
+	}
+	f.s.Changed()
+	if third := f.sync(t); len(f.w.snaps) != 3 || third.Tree == sn.Tree || f.s.Last() != third {
+		t.Fatal("a change was not stored")
+	}
+	if f.q.held != 0 {
+		t.Fatal("the queue was left held")
+	}
+}
+
+func TestSchedulerRetriesAVanishedChunk(t *testing.T) {
+	f := newSchedFixture()
+	f.ns.file(1, "a", "content a")
+	f.q.setErr = []error{fmt.Errorf("chunk x: %w", ErrChunkVanished)}
+	if sn := f.sync(t); sn == nil || len(f.w.snaps) != 1 {
+		t.Fatal("no snapshot after a vanished chunk")
+	}
+	f.s.Changed()
+	f.q.setErr = []error{errors.New("other failure")}
+	if _, err := f.s.Sync(context.Background()); err == nil {
+		t.Fatal("another error was retried away")
+	}
+}
+
+func TestSchedulerCallbacksMayCallBack(t *testing.T) {
+	f := newSchedFixture()
+	f.ns.file(1, "a", "content a")
+	var got []*repo.Snapshot
+	f.s.OnSnapshot(func(sn *repo.Snapshot) {
+		// Would deadlock if callbacks ran with the run lock held.
+		again, err := f.s.Sync(context.Background())
+		if err != nil || again != sn {
+			t.Errorf("Sync from a callback: %v, %v", again, err)
+		}
+		got = append(got, sn)
+	})
+	sn := f.sync(t)
+	if len(got) != 1 || got[0] != sn {
+		t.Fatalf("callbacks heard %v, want the one snapshot", got)
+	}
+}
+
+func TestSchedulerRestoreCountsAChange(t *testing.T) {
+	f := newSchedFixture()
+	f.ns.file(1, "a", "content a")
+	first := f.sync(t)
+	g := newSchedFixture()
+	g.ns, g.w, g.q.r = f.ns, f.w, f.w
+	g.s.cfg.Host, g.s.cfg.Repository = memHost{f.ns}, f.w
+	g.s.Restore(first, []string{"/lost"})
+	if !g.s.Pending() || g.s.Last() != first || len(g.s.Lost()) != 1 {
+		t.Fatal("Restore did not count a change or keep the state")
+	}
+	if sn := g.sync(t); sn != first || len(f.w.snaps) != 1 || len(g.s.Lost()) != 0 {
+		t.Fatal("the first snapshot after a restart did not compare with the last one")
+	}
+}
