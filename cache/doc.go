@@ -15,7 +15,7 @@
 //     be evicted, others never.
 //   - queue: q keys naming chunks that still have to reach the remote,
 //     owned with the uploader by package cache/upload (uploadqueue.go
-//     wires it to the state directory and the repository). Only
+//     wires it to the state directory and the chunk store). Only
 //     a snapshot walk sets them, to the chunks of the files it included
 //     (DESIGN invariant 7: commits never queue). A key is removed only
 //     after repo.Flush stored the pack and index holding it, or by the next

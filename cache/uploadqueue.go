@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -10,18 +9,18 @@ import (
 
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/cache/upload"
-	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
-	"github.com/keepfs/keepfs/repo/pack"
 )
 
 // newUploadQueue wires the upload queue (package upload) to the state
-// directory, the chunk store and the repository.
+// directory, the chunk store and the repository. What stays here are the
+// adapters that reach into the cache's own state (Badger transactions,
+// the chunk store).
 func (c *Cache) newUploadQueue() *upload.Queue {
 	return upload.New(upload.Config{
 		Store:   queueStore{c},
 		Chunks:  queueChunks{c},
-		Sink:    repoSink{c.r},
+		Sink:    upload.RepoSink(c.r),
 		Changes: func() uint64 { return c.snap.Changes() },
 		Contact: c.setRemoteHealth,
 		Now:     c.opts.Now,
@@ -92,15 +91,3 @@ func (q queueChunks) Lost(ids []crypto.ID) {
 		q.c.files.fds.drop(id)
 	}
 }
-
-// repoSink saves data blobs in the repository.
-type repoSink struct{ r *repo.Repository }
-
-func (s repoSink) SaveData(ctx context.Context, id crypto.ID, data []byte) error {
-	_, err := s.r.SaveBlobWithID(ctx, pack.Data, id, data)
-	return err
-}
-
-func (s repoSink) Flush(ctx context.Context) error { return s.r.Flush(ctx) }
-func (s repoSink) Has(id crypto.ID) bool           { return s.r.Index().Has(pack.Data, id) }
-func (s repoSink) DiscardUnflushed() int           { return s.r.DiscardUnflushed() }
