@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/repo"
@@ -140,7 +141,7 @@ type Cache struct {
 	segs     *segments
 	lru      *chunkLRU
 	mem      *memCache
-	meta     *metaCache
+	meta     *namespace.MetaCache
 	chunkers chan *chunker.Chunker
 	unsynced unsynced // chunks stored by closes, not yet on the disk
 
@@ -221,7 +222,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
 		open: map[uint64]*openFile{}, health: opts.Health,
 		chunkers: make(chan *chunker.Chunker, 1),
-		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: newMetaCache(metaCacheEntries)}
+		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: namespace.NewMetaCache(namespace.MetaCacheEntries)}
 	c.up = c.newUploadQueue()
 	c.trees = c.newTrees()
 	c.snap = c.newScheduler()
@@ -710,7 +711,7 @@ func (c *Cache) update(fn func(*wtxn) error) error {
 			return fn(t)
 		})
 		if err == nil {
-			c.meta.apply(t.ops)
+			c.meta.Apply(t.ops)
 		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err

@@ -1,5 +1,6 @@
 // Package cache is the local state of a mounted repository: the namespace
-// (inodes, directory entries, chunk lists, xattrs) in Badger, encrypted
+// (inodes, directory entries, chunk lists, xattrs) in Badger, with its
+// in-memory metadata cache in package cache/namespace, encrypted
 // staging of dirty file data, the size-bounded chunk cache, the durable
 // upload queue (package cache/upload) and the snapshotter (package
 // cache/snapshot: the walk, the tree-id cache, scheduling and storing).

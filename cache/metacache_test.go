@@ -12,40 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/tree"
 )
-
-// A reader that missed the cache and read Badger before a write must not
-// install what it read once the write has been applied.
-func TestMetaCacheStaleFill(t *testing.T) {
-	m := newMetaCache(10)
-	gen := m.generation()
-	old := &meta.Inode{Type: tree.File, Mode: 0o600}
-	m.apply([]metaOp{{kind: opPutInode, ino: 7, n: &meta.Inode{Type: tree.File, Mode: 0o644}}})
-	m.fillInode(gen, 7, old)
-	if n := m.inode(7); n == nil || n.Mode != 0o644 {
-		t.Fatalf("stale fill replaced the written inode: %+v", n)
-	}
-	m.fillDirent(gen, 1, "x", direntVal{ino: 9})
-	if _, ok, _ := m.dirent(1, "x"); ok {
-		t.Fatal("stale dirent fill installed")
-	}
-	// A fill with the current generation is kept; a copy is handed out.
-	m.fillInode(m.generation(), 8, old)
-	n := m.inode(8)
-	n.Mode = 0o777
-	if m.inode(8).Mode != 0o600 {
-		t.Fatal("a caller's change reached the cached inode")
-	}
-	// The bound holds.
-	for i := uint64(100); i < 200; i++ {
-		m.fillInode(m.generation(), i, old)
-	}
-	if len(m.inodes) > 10 {
-		t.Fatalf("%d cached inodes, bound 10", len(m.inodes))
-	}
-}
 
 // Many writers and readers: after each write returns, every reader sees it
 // (or a later value), never an older one.
@@ -222,36 +192,6 @@ func TestOpenFileAttrsAndKillPriv(t *testing.T) {
 
 // A directory created through a wtxn is complete: a name missing from the
 // cache is known missing, until trim drops entries or the directory goes.
-func TestMetaCacheCompleteDir(t *testing.T) {
-	m := newMetaCache(10)
-	if _, _, absent := m.dirent(5, "a"); absent {
-		t.Fatal("a directory the cache never saw created counts as complete")
-	}
-	m.apply([]metaOp{{kind: opNewDir, ino: 5}})
-	if _, ok, absent := m.dirent(5, "a"); ok || !absent {
-		t.Fatalf("new directory: ok %v absent %v, want a known miss", ok, absent)
-	}
-	m.apply([]metaOp{{kind: opSetDirent, parent: 5, name: "a", ino: 6}})
-	if v, ok, _ := m.dirent(5, "a"); !ok || v.ino != 6 {
-		t.Fatalf("entry written into a complete directory: %+v %v", v, ok)
-	}
-	m.apply([]metaOp{{kind: opDelDirent, parent: 5, name: "a"}})
-	if _, ok, absent := m.dirent(5, "a"); ok || !absent {
-		t.Fatal("a removed entry is not a known miss")
-	}
-	// Trim may drop any entry: no directory is complete afterwards.
-	for i := range 20 {
-		m.apply([]metaOp{{kind: opSetDirent, parent: 5, name: fmt.Sprint(i), ino: uint64(100 + i)}})
-	}
-	if _, _, absent := m.dirent(5, "gone"); absent {
-		t.Fatal("a trimmed directory still counts as complete")
-	}
-	m.apply([]metaOp{{kind: opNewDir, ino: 7}, {kind: opDelInode, ino: 7}})
-	if _, _, absent := m.dirent(7, "x"); absent {
-		t.Fatal("a deleted directory still counts as complete")
-	}
-}
-
 // Lookups in directories this process created agree with Badger through
 // creates, links, renames in and out, unlinks and rmdirs, and after the
 // cache dropped entries (trim): the known misses never hide an entry.
@@ -259,7 +199,7 @@ func TestCompleteDirLookupsMatchBadger(t *testing.T) {
 	ctx := context.Background()
 	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
 	defer c.Close(ctx)
-	c.meta = newMetaCache(8) // small, so that trims happen
+	c.meta = namespace.NewMetaCache(8) // small, so that trims happen
 	var dirs []uint64
 	for i := range 3 {
 		a, err := c.Create(ctx, c.Root(), fmt.Sprintf("d%d", i), NewNode{Type: tree.Dir, Mode: 0o755})
