@@ -44,6 +44,10 @@ type writer struct {
 	// needs the new packs' contents to write the replacement index).
 	uploadedLog []index.PackEntry
 	bufs        chan []byte // recycled pack buffers
+	// idle: packer has no buffer; add gives it one. Flush leaves the
+	// writer idle, so a mount between uploads holds no pack buffers
+	// (UploadConcurrency+1 of 16 MiB each).
+	idle bool
 }
 
 // WriteStats counts what a writer added to the remote.
@@ -133,6 +137,9 @@ var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
 func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealedLen, rawLen int, seal func([]byte) []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.idle {
+		w.packer, w.idle = pack.NewPacker(w.packBuffer()), false
+	}
 	// The header costs up to ~48 bytes a blob; count it so that packs of
 	// many small blobs do not outgrow their buffer either.
 	if w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
@@ -319,6 +326,7 @@ func (r *Repository) Flush(ctx context.Context) error {
 	uerr := w.uploads.Wait()
 	w.mu.Lock()
 	w.uploads = &errgroup.Group{}
+	w.releaseBuffersLocked()
 	batch := w.unindexed
 	w.unindexed = nil
 	if uerr == nil {
@@ -336,6 +344,23 @@ func (r *Repository) Flush(ctx context.Context) error {
 		}
 	}
 	return uerr
+}
+
+// releaseBuffersLocked lets the collector have the pack buffers once no
+// upload runs and the packer is empty: a mount uploads in bursts (a
+// snapshot's drain) and would otherwise keep them for its lifetime.
+func (w *writer) releaseBuffersLocked() {
+	if w.packer.Count() > 0 {
+		return // a failed startUploadLocked left blobs to send next time
+	}
+	w.packer, w.idle = pack.NewPacker(nil), true
+	for {
+		select {
+		case <-w.bufs:
+		default:
+			return
+		}
+	}
 }
 
 // saveIndex stores s and then adds its packs to the index.

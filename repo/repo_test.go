@@ -474,3 +474,43 @@ func TestUploadsHealAfterFailures(t *testing.T) {
 		t.Fatalf("blob after the retry flush: %v", err)
 	}
 }
+
+// TestFlushReleasesPackBuffers: between uploads the writer holds no pack
+// buffer (16 MiB each, up to UploadConcurrency+1 of them); the next save
+// takes one again and its blobs arrive.
+func TestFlushReleasesPackBuffers(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	save := func(n int) []crypto.ID {
+		var ids []crypto.ID
+		for range n {
+			id, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1<<20))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	// More than two packs, so uploads ran and their buffers were recycled.
+	ids := save(40)
+	if n := repo.PackBuffersHeld(r); n == 0 {
+		t.Fatal("no pack buffer while saving")
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := repo.PackBuffersHeld(r); n != 0 {
+		t.Fatalf("%d pack buffers held after Flush", n)
+	}
+	ids = append(ids, save(3)...)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	for _, id := range ids {
+		if !r2.Index().Has(pack.Data, id) {
+			t.Fatalf("blob %s not in the repository", id.Short())
+		}
+	}
+}
