@@ -64,7 +64,9 @@ type WriteStats struct {
 func newWriter(r *Repository) *writer {
 	w := &writer{r: r, pending: map[blobKey]bool{}, uploads: &errgroup.Group{},
 		sem: make(chan struct{}, r.opts.UploadConcurrency), bufs: make(chan []byte, r.opts.UploadConcurrency+1)}
-	w.packer = pack.NewPacker(w.packBuffer())
+	// No buffer until the first blob: a mount may not upload for a
+	// while (the first snapshot), and a read-only command never does.
+	w.packer, w.idle = pack.NewPacker(nil), true
 	return w
 }
 

@@ -481,6 +481,9 @@ func TestUploadsHealAfterFailures(t *testing.T) {
 func TestFlushReleasesPackBuffers(t *testing.T) {
 	ctx := context.Background()
 	be, r := newRepo(t)
+	if n := repo.PackBuffersHeld(r); n != 0 {
+		t.Fatalf("%d pack buffers held before the first save", n)
+	}
 	save := func(n int) []crypto.ID {
 		var ids []crypto.ID
 		for range n {
