@@ -139,15 +139,18 @@ var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
 func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealedLen, rawLen int, seal func([]byte) []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.idle {
-		w.packer, w.idle = pack.NewPacker(w.packBuffer()), false
-	}
 	// The header costs up to ~48 bytes a blob; count it so that packs of
-	// many small blobs do not outgrow their buffer either.
-	if w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
+	// many small blobs do not outgrow their buffer either. A loop, not an
+	// if: startUploadLocked drops mu while it waits for an upload slot,
+	// and another saver may have filled the next pack meanwhile (which,
+	// unchecked, grew pack buffers past their capacity: a 20 MiB copy).
+	for w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
 		if err := w.startUploadLocked(ctx); err != nil {
 			return err
 		}
+	}
+	if w.idle {
+		w.packer, w.idle = pack.NewPacker(w.packBuffer()), false
 	}
 	before := w.packer.Size()
 	w.packer.AddFunc(t, id, rawLen, seal)

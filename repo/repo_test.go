@@ -14,6 +14,8 @@ import (
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
 	"github.com/keepfs/keepfs/repo/tree"
+
+	"golang.org/x/sync/errgroup"
 )
 
 var pw = []byte("correct horse battery staple")
@@ -515,5 +517,61 @@ func TestFlushReleasesPackBuffers(t *testing.T) {
 		if !r2.Index().Has(pack.Data, id) {
 			t.Fatalf("blob %s not in the repository", id.Short())
 		}
+	}
+}
+
+// slowSaves delays every pack upload, so savers queue for the upload slot.
+type slowSaves struct{ remote.Storage }
+
+func (s slowSaves) Save(ctx context.Context, h remote.Handle, data []byte) error {
+	if h.Type == remote.Pack {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s.Storage.Save(ctx, h, data)
+}
+
+// TestConcurrentSavesKeepPackSize: savers that waited for an upload slot
+// while another filled the next pack must not add past the pack size (the
+// pack buffer would grow by a copy, and the pack exceed its target).
+func TestConcurrentSavesKeepPackSize(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	if _, err := repo.Create(ctx, be, pw, repo.Options{KDF: &crypto.TestKDF}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, slowSaves{be}, pw, repo.Options{UploadConcurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g errgroup.Group
+	for range 8 {
+		g.Go(func() error {
+			for range 12 {
+				if _, _, err := r.SaveBlob(ctx, pack.Data, randBytes(700<<10)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(r.Config().PackSize) + 64<<10 // the pack buffer's capacity
+	n := 0
+	if err := be.List(ctx, remote.Pack, func(fi remote.Info) error {
+		n++
+		if fi.Size > limit {
+			t.Errorf("pack %s: %d bytes, more than %d", fi.Handle.Name, fi.Size, limit)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n < 4 {
+		t.Fatalf("%d packs for 67 MiB", n)
 	}
 }
