@@ -595,6 +595,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	c.mu.Unlock()
 	c.stopSnaps()
 	<-c.snapsDone
+	defer c.up.Urgent()() // unmount waits for the final upload
 	var errs []error
 	for _, f := range files {
 		if err := c.commit(ctx, f, false); err != nil {

@@ -20,6 +20,7 @@ import (
 // fsynced before the call) and returns once the remote holds it. With
 // nothing changed since the last snapshot, it returns that one.
 func (c *Cache) Sync(ctx context.Context) (*repo.Snapshot, error) {
+	defer c.up.Urgent()() // the caller waits for the upload
 	return c.snap.Sync(ctx)
 }
 

@@ -44,6 +44,10 @@ type writer struct {
 	// needs the new packs' contents to write the replacement index).
 	uploadedLog []index.PackEntry
 	bufs        chan []byte // recycled pack buffers
+	// idle: packer has no buffer; add gives it one. Flush leaves the
+	// writer idle, so a mount between uploads holds no pack buffers
+	// (UploadConcurrency+1 of 16 MiB each).
+	idle bool
 }
 
 // WriteStats counts what a writer added to the remote.
@@ -60,7 +64,9 @@ type WriteStats struct {
 func newWriter(r *Repository) *writer {
 	w := &writer{r: r, pending: map[blobKey]bool{}, uploads: &errgroup.Group{},
 		sem: make(chan struct{}, r.opts.UploadConcurrency), bufs: make(chan []byte, r.opts.UploadConcurrency+1)}
-	w.packer = pack.NewPacker(w.packBuffer())
+	// No buffer until the first blob: a mount may not upload for a
+	// while (the first snapshot), and a read-only command never does.
+	w.packer, w.idle = pack.NewPacker(nil), true
 	return w
 }
 
@@ -134,11 +140,17 @@ func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealedL
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	// The header costs up to ~48 bytes a blob; count it so that packs of
-	// many small blobs do not outgrow their buffer either.
-	if w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
+	// many small blobs do not outgrow their buffer either. A loop, not an
+	// if: startUploadLocked drops mu while it waits for an upload slot,
+	// and another saver may have filled the next pack meanwhile (which,
+	// unchecked, grew pack buffers past their capacity: a 20 MiB copy).
+	for w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
 		if err := w.startUploadLocked(ctx); err != nil {
 			return err
 		}
+	}
+	if w.idle {
+		w.packer, w.idle = pack.NewPacker(w.packBuffer()), false
 	}
 	before := w.packer.Size()
 	w.packer.AddFunc(t, id, rawLen, seal)
@@ -319,6 +331,7 @@ func (r *Repository) Flush(ctx context.Context) error {
 	uerr := w.uploads.Wait()
 	w.mu.Lock()
 	w.uploads = &errgroup.Group{}
+	w.releaseBuffersLocked()
 	batch := w.unindexed
 	w.unindexed = nil
 	if uerr == nil {
@@ -336,6 +349,23 @@ func (r *Repository) Flush(ctx context.Context) error {
 		}
 	}
 	return uerr
+}
+
+// releaseBuffersLocked lets the collector have the pack buffers once no
+// upload runs and the packer is empty: a mount uploads in bursts (a
+// snapshot's drain) and would otherwise keep them for its lifetime.
+func (w *writer) releaseBuffersLocked() {
+	if w.packer.Count() > 0 {
+		return // a failed startUploadLocked left blobs to send next time
+	}
+	w.packer, w.idle = pack.NewPacker(nil), true
+	for {
+		select {
+		case <-w.bufs:
+		default:
+			return
+		}
+	}
 }
 
 // saveIndex stores s and then adds its packs to the index.

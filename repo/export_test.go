@@ -52,3 +52,16 @@ func SetAfterMerge(r *Repository, f func() error) {
 	r.afterMerge = f
 	r.compactMu.Unlock()
 }
+
+// PackBuffersHeld is how many pack buffers the writer holds: the packer's
+// (unless idle) and the recycled ones.
+func PackBuffersHeld(r *Repository) int {
+	w := r.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(w.bufs)
+	if !w.idle {
+		n++
+	}
+	return n
+}

@@ -14,6 +14,8 @@ import (
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
 	"github.com/keepfs/keepfs/repo/tree"
+
+	"golang.org/x/sync/errgroup"
 )
 
 var pw = []byte("correct horse battery staple")
@@ -472,5 +474,104 @@ func TestUploadsHealAfterFailures(t *testing.T) {
 	}
 	if got, err := fresh.LoadBlob(ctx, pack.Data, moreID); err != nil || !bytes.Equal(got, more) {
 		t.Fatalf("blob after the retry flush: %v", err)
+	}
+}
+
+// TestFlushReleasesPackBuffers: between uploads the writer holds no pack
+// buffer (16 MiB each, up to UploadConcurrency+1 of them); the next save
+// takes one again and its blobs arrive.
+func TestFlushReleasesPackBuffers(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	if n := repo.PackBuffersHeld(r); n != 0 {
+		t.Fatalf("%d pack buffers held before the first save", n)
+	}
+	save := func(n int) []crypto.ID {
+		var ids []crypto.ID
+		for range n {
+			id, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1<<20))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	// More than two packs, so uploads ran and their buffers were recycled.
+	ids := save(40)
+	if n := repo.PackBuffersHeld(r); n == 0 {
+		t.Fatal("no pack buffer while saving")
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := repo.PackBuffersHeld(r); n != 0 {
+		t.Fatalf("%d pack buffers held after Flush", n)
+	}
+	ids = append(ids, save(3)...)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	for _, id := range ids {
+		if !r2.Index().Has(pack.Data, id) {
+			t.Fatalf("blob %s not in the repository", id.Short())
+		}
+	}
+}
+
+// slowSaves delays every pack upload, so savers queue for the upload slot.
+type slowSaves struct{ remote.Storage }
+
+func (s slowSaves) Save(ctx context.Context, h remote.Handle, data []byte) error {
+	if h.Type == remote.Pack {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s.Storage.Save(ctx, h, data)
+}
+
+// TestConcurrentSavesKeepPackSize: savers that waited for an upload slot
+// while another filled the next pack must not add past the pack size (the
+// pack buffer would grow by a copy, and the pack exceed its target).
+func TestConcurrentSavesKeepPackSize(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	if _, err := repo.Create(ctx, be, pw, repo.Options{KDF: &crypto.TestKDF}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, slowSaves{be}, pw, repo.Options{UploadConcurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g errgroup.Group
+	for range 8 {
+		g.Go(func() error {
+			for range 12 {
+				if _, _, err := r.SaveBlob(ctx, pack.Data, randBytes(700<<10)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(r.Config().PackSize) + 64<<10 // the pack buffer's capacity
+	n := 0
+	if err := be.List(ctx, remote.Pack, func(fi remote.Info) error {
+		n++
+		if fi.Size > limit {
+			t.Errorf("pack %s: %d bytes, more than %d", fi.Handle.Name, fi.Size, limit)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n < 4 {
+		t.Fatalf("%d packs for 67 MiB", n)
 	}
 }

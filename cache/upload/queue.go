@@ -23,6 +23,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -110,6 +111,10 @@ type Queue struct {
 	seq   uint64    // change count of the walk that set the queue (0: none yet)
 
 	kick chan struct{} // wakes the uploader
+
+	// urgent counts callers waiting for the queue to drain (sync,
+	// unmount); while there are any, passes use every CPU.
+	urgent atomic.Int32
 }
 
 // New returns an empty queue; Restore fills it from the state directory.
@@ -413,10 +418,25 @@ func (q *Queue) pass(ctx context.Context) (more bool, err error) {
 }
 
 // workers is how many chunks are compressed and sealed at once: half the
-// CPUs, so that uploading never takes every core from the user's own
-// reads and writes through the mount (on 2 cores, reading a file back
-// while its upload ran went from about 120 to 200 MB/s with one worker).
-func workers() int { return min(max(runtime.GOMAXPROCS(0)/2, 1), 4) }
+// CPUs, so that a background upload never takes every core from the
+// user's own reads and writes through the mount (on 2 cores, reading a
+// file back while its upload ran went from about 120 to 200 MB/s with one
+// worker). While someone waits for the drain (Urgent: a sync or an
+// unmount) the upload is what the user waits for, so it takes every CPU.
+func (q *Queue) workers() int {
+	n := runtime.GOMAXPROCS(0)
+	if q.urgent.Load() > 0 {
+		return min(n, 8)
+	}
+	return min(max(n/2, 1), 4)
+}
+
+// Urgent marks a caller waiting for the queue to drain until release is
+// called: passes started meanwhile use every CPU (see workers).
+func (q *Queue) Urgent() (release func()) {
+	q.urgent.Add(1)
+	return func() { q.urgent.Add(-1) }
+}
 
 // upload saves ids, flushes, and retires their queue entries. The caller
 // holds the writer.
@@ -424,7 +444,7 @@ func (q *Queue) upload(ctx context.Context, ids []crypto.ID) error {
 	// Not errgroup.WithContext: SaveData hands its ctx to the background
 	// pack upload, which must outlive this group.
 	var g errgroup.Group
-	g.SetLimit(workers())
+	g.SetLimit(q.workers())
 	sizes := make([]int, len(ids))
 	lost := make([]bool, len(ids))
 	for i, id := range ids {

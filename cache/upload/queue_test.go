@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -500,5 +502,69 @@ func TestRestoreAndForget(t *testing.T) {
 	f.q.Forget(a)
 	if n, bytes, _ := f.q.State(); n != 1 || bytes != 7 {
 		t.Fatalf("after forgetting one: %d entries, %d bytes", n, bytes)
+	}
+}
+
+// gatedSink holds every save until gate is closed, counting the saves in
+// flight.
+type gatedSink struct {
+	*memSink
+	gate   chan struct{}
+	active atomic.Int32
+	most   atomic.Int32
+}
+
+func (s *gatedSink) SaveData(ctx context.Context, id crypto.ID, data []byte) error {
+	n := s.active.Add(1)
+	for {
+		m := s.most.Load()
+		if n <= m || s.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	<-s.gate
+	s.active.Add(-1)
+	return s.memSink.SaveData(ctx, id, data)
+}
+
+// A drain someone waits for (Urgent: sync, unmount) compresses and seals
+// on every CPU; a background one on half of them.
+func TestUrgentDrainUsesEveryCPU(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	for _, urgent := range []bool{false, true} {
+		f := newFixture(t)
+		sink := &gatedSink{memSink: f.sink, gate: make(chan struct{})}
+		f.q.sink = sink
+		var need []crypto.ID
+		for i := range 16 {
+			need = append(need, f.chunk(i, 100))
+		}
+		if err := f.q.Set(need, 1); err != nil {
+			t.Fatal(err)
+		}
+		want := int32(2)
+		if urgent {
+			want = 4
+			defer f.q.Urgent()()
+		}
+		done := make(chan error, 1)
+		go func() { done <- f.q.Drain(context.Background()) }()
+		// Wait for the saves to reach the limit; a save beyond it would
+		// show in most before the gate opens.
+		deadline := time.Now().Add(10 * time.Second)
+		for sink.active.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		close(sink.gate)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got := sink.most.Load(); got != want {
+			t.Errorf("urgent=%v: %d saves in flight at most, want %d", urgent, got, want)
+		}
+		if n, _, _ := f.q.State(); n != 0 {
+			t.Errorf("urgent=%v: %d entries left after the drain", urgent, n)
+		}
 	}
 }
