@@ -134,8 +134,13 @@ func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealedL
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	// The header costs up to ~48 bytes a blob; count it so that packs of
-	// many small blobs do not outgrow their buffer either.
-	if w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
+	// many small blobs do not outgrow their buffer either. A loop, not an
+	// if: startUploadLocked drops mu while it waits for an upload slot, and
+	// meanwhile other savers may have filled the next pack; appending
+	// without checking again overflowed packs (up to 18 MiB of 16 seen on
+	// S3), which regrew every pack buffer: a copy of the pack per blob
+	// added past the end, and more memory.
+	for w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
 		if err := w.startUploadLocked(ctx); err != nil {
 			return err
 		}

@@ -474,3 +474,54 @@ func TestUploadsHealAfterFailures(t *testing.T) {
 		t.Fatalf("blob after the retry flush: %v", err)
 	}
 }
+
+// Savers that wait for an upload slot while packs leave must not pile their
+// blobs onto the next pack unchecked: no pack outgrows the configured size
+// (its buffer would regrow, a copy of the whole pack), however many savers
+// race a slow remote.
+func TestPacksStayWithinSizeUnderConcurrentSaves(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	if _, err := repo.Create(ctx, mem, pw, repo.Options{KDF: &crypto.TestKDF}); err != nil {
+		t.Fatal(err)
+	}
+	slow := remote.NewFaulty(mem)
+	slow.SetDelay(20 * time.Millisecond)
+	r, err := repo.Open(ctx, slow, pw, repo.Options{UploadConcurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const savers, each = 8, 4
+	errs := make(chan error, savers)
+	for range savers {
+		go func() {
+			for range each {
+				if _, _, err := r.SaveBlob(ctx, pack.Data, randBytes(2<<20-1000)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range savers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(r.Config().PackSize) + 64<<10 // data, then the header and trailer
+	n := 0
+	_ = mem.List(ctx, remote.Pack, func(fi remote.Info) error {
+		n++
+		if fi.Size > limit {
+			t.Errorf("pack %s holds %d bytes, over the %d-byte pack size", fi.Handle.Name[:8], fi.Size, r.Config().PackSize)
+		}
+		return nil
+	})
+	if n < savers*each/8 {
+		t.Fatalf("%d MiB in %d packs", savers*each*2, n)
+	}
+}
