@@ -23,7 +23,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -85,8 +84,7 @@ type restorer struct {
 
 	files []fileJob
 	dirs  []dirMeta
-	links [][2]string              // hard links to make after files exist: {existing, new} (rel)
-	trees map[crypto.ID]*tree.Tree // loaded by loadTrees for planning
+	links [][2]string // hard links to make after files exist: {existing, new} (rel)
 	inode map[uint64]string
 	total int64
 
@@ -129,43 +127,24 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths [
 	// that files can be created with their final mode when it survives.
 	rs.umask = uint32(unix.Umask(0o022))
 	unix.Umask(int(rs.umask))
-	type root struct {
-		node  *tree.Node
-		whole bool // "/": the root's entries go directly into target
-	}
-	var roots []root
-	var dirs []crypto.ID
 	for _, p := range paths {
 		node, err := r.Lookup(ctx, sn.Tree, p)
 		if err != nil {
 			return nil, err
 		}
-		whole := path.Clean("/"+p) == "/"
-		if !whole {
-			if err := tree.ValidName(node.Name); err != nil {
+		if path.Clean("/"+p) == "/" {
+			if err := rs.planDir(ctx, node.Subtree, ""); err != nil {
 				return nil, err
 			}
+			continue
 		}
-		if whole || node.Type == tree.Dir {
-			dirs = append(dirs, node.Subtree)
+		if err := tree.ValidName(node.Name); err != nil {
+			return nil, err
 		}
-		roots = append(roots, root{node, whole})
-	}
-	if err := rs.loadTrees(ctx, dirs); err != nil {
-		return nil, err
-	}
-	for _, rt := range roots {
-		var err error
-		if rt.whole {
-			err = rs.planDir(ctx, rt.node.Subtree, "")
-		} else {
-			err = rs.plan(ctx, rt.node, rt.node.Name)
-		}
-		if err != nil {
+		if err := rs.plan(ctx, node, node.Name); err != nil {
 			return nil, err
 		}
 	}
-	rs.trees = nil // the nodes planned live on in files, dirs and links
 	if afterPlan != nil {
 		afterPlan()
 	}
@@ -302,125 +281,10 @@ func (rs *restorer) parent(rel string) (int, string, error) {
 	return fd, name, err
 }
 
-// treeLoads is how many reads of trees loadTrees has in flight at once;
-// treeGap is the most bytes between two trees that one read takes in.
-const (
-	treeLoads = 8
-	treeGap   = 32 << 10
-)
-
-// loadTrees loads every tree below roots into rs.trees before planning
-// walks them, a level of the hierarchy at a time, treeLoads reads at once.
-// Walking loaded one tree after the other, each a round trip on an object
-// store: the benchmark's 1,025 directories took 2.1 s to plan from a local
-// directory, 0.75 s this way. Trees lying within treeGap of each other in a
-// pack are read together; most lie farther apart (a directory's tree is
-// written after its files), and a wider gap only fetched file data: with
-// 256 KiB, 255 reads of 58 MB instead of 1,025 reads of 1.2 MB. Reads ask
-// for exactly their bytes, with no read-ahead window, for the same reason.
-func (rs *restorer) loadTrees(ctx context.Context, roots []crypto.ID) error {
-	ctx = remote.WithoutReadAhead(ctx)
-	rs.trees = map[crypto.ID]*tree.Tree{}
-	var level []crypto.ID
-	seen := map[crypto.ID]bool{}
-	want := func(id crypto.ID) {
-		if !seen[id] {
-			seen[id] = true
-			level = append(level, id)
-		}
-	}
-	for _, id := range roots {
-		want(id)
-	}
-	var mu sync.Mutex
-	for len(level) > 0 {
-		spans := treeSpans(rs.r.Index(), level)
-		level = nil
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(treeLoads)
-		for _, ids := range spans {
-			g.Go(func() error {
-				return rs.r.LoadBlobs(gctx, pack.Tree, ids, func(i int, plain []byte) error {
-					// Decoded from a copy: plain aliases the span's buffer.
-					t, err := tree.Decode(bytes.Clone(plain))
-					if err != nil {
-						return fmt.Errorf("tree %s: %w", ids[i].Short(), err)
-					}
-					mu.Lock()
-					rs.trees[ids[i]] = t
-					mu.Unlock()
-					return nil
-				})
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-		for _, ids := range spans {
-			for _, id := range ids {
-				for _, n := range rs.trees[id].Nodes {
-					if n.Type == tree.Dir {
-						want(n.Subtree)
-					}
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// treeSpans groups tree ids into spans that LoadBlobs reads with one
-// request each (one pack, gaps of at most spanGap, at most spanMax). A
-// tree the index lacks gets a span of its own, for LoadBlobs to report.
-func treeSpans(idx index.Store, ids []crypto.ID) [][]crypto.ID {
-	type at struct {
-		id  crypto.ID
-		loc index.Location
-	}
-	var found []at
-	var out [][]crypto.ID
-	for _, id := range ids {
-		loc, ok := idx.Lookup(pack.Tree, id)
-		if !ok {
-			out = append(out, []crypto.ID{id})
-			continue
-		}
-		found = append(found, at{id, loc})
-	}
-	sort.Slice(found, func(a, b int) bool {
-		if c := bytes.Compare(found[a].loc.Pack[:], found[b].loc.Pack[:]); c != 0 {
-			return c < 0
-		}
-		return found[a].loc.Offset < found[b].loc.Offset
-	})
-	var cur []crypto.ID
-	var pk crypto.ID
-	var start, end uint64
-	for _, f := range found {
-		off, e := uint64(f.loc.Offset), uint64(f.loc.Offset)+uint64(f.loc.Length)
-		if len(cur) > 0 && (f.loc.Pack != pk || off > end+treeGap || max(e, end)-start > spanMax) {
-			out = append(out, cur)
-			cur = nil
-		}
-		if len(cur) == 0 {
-			pk, start, end = f.loc.Pack, off, e
-		}
-		end = max(end, e)
-		cur = append(cur, f.id)
-	}
-	if len(cur) > 0 {
-		out = append(out, cur)
-	}
-	return out
-}
-
 func (rs *restorer) planDir(ctx context.Context, id [32]byte, rel string) error {
-	t, ok := rs.trees[id]
-	if !ok {
-		var err error
-		if t, err = rs.r.LoadTree(ctx, id); err != nil {
-			return err
-		}
+	t, err := rs.r.LoadTree(ctx, id)
+	if err != nil {
+		return err
 	}
 	for _, n := range t.Nodes {
 		if err := tree.ValidName(n.Name); err != nil {
