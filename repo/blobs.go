@@ -137,9 +137,9 @@ func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealedL
 	// many small blobs do not outgrow their buffer either. A loop, not an
 	// if: startUploadLocked drops mu while it waits for an upload slot, and
 	// meanwhile other savers may have filled the next pack; appending
-	// without checking again overflowed packs (up to 18 MiB of 16 seen on
-	// S3), which regrew every pack buffer: a copy of the pack per blob
-	// added past the end, and more memory.
+	// without checking again overflowed packs (18.3 MB of 16 MiB on the
+	// benchmark), which regrew the pack buffers: a copy of the pack each
+	// time, and more memory.
 	for w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
 		if err := w.startUploadLocked(ctx); err != nil {
 			return err
