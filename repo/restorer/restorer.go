@@ -561,10 +561,15 @@ func (rs *restorer) createFile(j fileJob) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", dst, err)
 	}
-	err = removeNonDir(pfd, name)
-	var fd int
-	if err == nil {
-		fd, err = unix.Openat(pfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, j.node.Mode&0o777)
+	// Created first, and whatever stood there removed only if that fails:
+	// a restore into a fresh target then costs no stat per file (20,000
+	// of them on the benchmark). O_EXCL|O_NOFOLLOW fails on a symlink too.
+	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(pfd, name, flags, j.node.Mode&0o777)
+	if err == unix.EEXIST {
+		if err = removeNonDir(pfd, name); err == nil {
+			fd, err = unix.Openat(pfd, name, flags, j.node.Mode&0o777)
+		}
 	}
 	unix.Close(pfd)
 	if err != nil {
