@@ -124,3 +124,27 @@ func BenchmarkRandomWrite(b *testing.B) {
 	h.f.mu.Unlock()
 	h.Release(ctx)
 }
+
+// BenchmarkRandomRead4K is the cache's share of a 4 KiB random read of a
+// committed 64 MiB file whose chunk files are in the page cache.
+func BenchmarkRandomRead4K(b *testing.B) {
+	ctx := context.Background()
+	c := openCache(b, newRepo(b, remote.NewMem()), b.TempDir())
+	defer c.Close(ctx)
+	const size = 64 << 20
+	ino := writeFile(b, c, c.Root(), "f", randBytes(3, size))
+	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Release(ctx)
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := h.ReadAt(ctx, buf, int64(rng.IntN(size/4096))*4096); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

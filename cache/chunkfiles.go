@@ -95,7 +95,15 @@ func blockSizeOf(format int) int64 {
 }
 
 func (cf *chunkFiles) blockAD(id crypto.ID, format, i int) []byte {
-	ad := binary.BigEndian.AppendUint32(append(make([]byte, 0, len(id)+5), id[:]...), uint32(i))
+	return cf.blockADTo(make([]byte, 0, blockADLen), id, format, i)
+}
+
+// blockADLen is the most bytes a block's associated data takes.
+const blockADLen = len(crypto.ID{}) + 5
+
+// blockADTo is blockAD in buf's storage, when it has room.
+func (cf *chunkFiles) blockADTo(buf []byte, id crypto.ID, format, i int) []byte {
+	ad := binary.BigEndian.AppendUint32(append(buf[:0], id[:]...), uint32(i))
 	if format != 2 {
 		ad = append(ad, byte(format))
 	}
@@ -274,7 +282,9 @@ func (cf *chunkFiles) readBlocks(id crypto.ID, oc *openChunk, off, n int64, buf 
 // its place in dst, and only a first or last block the range cuts goes
 // through a block-sized buffer. A read then costs one copy of the data
 // (the file's pages into scratch), not three (into a chunk buffer, out of
-// it, into the reply). scratch takes the sealed blocks when it has room.
+// it, into the reply). scratch takes the sealed blocks when it has room,
+// and after them the associated data and a cut block's plaintext when it
+// has room for those too (readScratch).
 func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst, scratch []byte) error {
 	n := int64(len(dst))
 	if n == 0 {
@@ -289,7 +299,17 @@ func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst
 	}
 	size, bs := oc.size, blockSizeOf(oc.format)
 	ns, sb := cf.aead.NonceSize(), cf.sealedBlockOf(oc.format)
-	ad := cf.blockAD(id, oc.format, 0)
+	// scratch's room past the sealed blocks, if any, holds the associated
+	// data and the plaintext of a block the range cuts: a 4 KiB random read
+	// of a file cuts two blocks whenever its chunk starts at an offset not
+	// a multiple of 4 KiB, and a buffer per read kept the collector busy.
+	rest := b[len(b):cap(b)]
+	var ad []byte
+	if len(rest) >= blockADLen {
+		ad, rest = cf.blockADTo(rest[:0:blockADLen], id, oc.format, 0), rest[blockADLen:]
+	} else {
+		ad = cf.blockAD(id, oc.format, 0)
+	}
 	var part []byte // plaintext of a block the range cuts
 	for i := first; i <= last; i++ {
 		rec := b[(i-first)*sb : min((i-first+1)*sb, int64(len(b)))]
@@ -303,7 +323,11 @@ func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst
 			_, err = cf.aead.Open(dst[bStart-off:bStart-off], rec[:ns], rec[ns:], ad)
 		} else {
 			if part == nil {
-				part = make([]byte, 0, bs)
+				if int64(len(rest)) >= bs {
+					part = rest[:0:bs]
+				} else {
+					part = make([]byte, 0, bs)
+				}
 			}
 			var pt []byte
 			if pt, err = cf.aead.Open(part[:0], rec[:ns], rec[ns:], ad); err == nil {
@@ -515,4 +539,11 @@ func (c *Cache) loadLocalRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([
 		}
 		return data[off : off+n], nil
 	}
+}
+
+// readScratch is the scratch buffer readBlocksInto needs to read n bytes
+// without allocating: the sealed blocks they touch, the associated data
+// and a block for the plaintext of one the range cuts.
+func (cf *chunkFiles) readScratch(n int) int {
+	return (n/blockSize+2)*int(cf.sealedBlock()) + blockADLen + blockSize
 }

@@ -203,7 +203,7 @@ func (c *Cache) readChunkInto(id crypto.ID, off uint64, dst []byte) (bool, error
 	}
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
-	if need := (len(dst)/blockSize + 2) * int(c.files.sealedBlock()); cap(*bp) < need {
+	if need := c.files.readScratch(len(dst)); cap(*bp) < need {
 		*bp = make([]byte, 0, need)
 	}
 	_, err := c.loadLocalRangeTo(id, int64(off), int64(len(dst)), *bp, dst)
