@@ -1020,18 +1020,18 @@ start_seaweed() {
 		"$S3_ACCESS" "$S3_SECRET" >"$d/s3.json"
 	mp=$(free_port) mg=$(free_port) vp=$(free_port) vg=$(free_port) fp=$(free_port) fg=$(free_port) sp=$(free_port) sg=$(free_port)
 	local ip=(-ip=127.0.0.1 -ip.bind=127.0.0.1)
-	(cd "$d" && exec "$WEED" master "${ip[@]}" -port="$mp" -port.grpc="$mg" -mdir="$d/master" \
+	(cd "$d" && exec "$WEED" -logdir="$W/logs" master "${ip[@]}" -port="$mp" -port.grpc="$mg" -mdir="$d/master" \
 		-volumeSizeLimitMB=1024 -telemetry=false) >"$W/logs/weed-master.log" 2>&1 </dev/null &
 	WEED_PIDS+=("$!")
 	wait_for 60 port_open "$mp" || { warn "weed master did not start (see $W/logs/weed-master.log)"; return 1; }
-	(cd "$d" && exec "$WEED" volume "${ip[@]}" -port="$vp" -port.grpc="$vg" -dir="$d/volume" -max=0 \
+	(cd "$d" && exec "$WEED" -logdir="$W/logs" volume "${ip[@]}" -port="$vp" -port.grpc="$vg" -dir="$d/volume" -max=0 \
 		-master="127.0.0.1:$mp.$mg" -preStopSeconds=0) >"$W/logs/weed-volume.log" 2>&1 </dev/null &
 	WEED_PIDS+=("$!")
-	(cd "$d" && exec "$WEED" filer "${ip[@]}" -port="$fp" -port.grpc="$fg" -master="127.0.0.1:$mp.$mg" \
+	(cd "$d" && exec "$WEED" -logdir="$W/logs" filer "${ip[@]}" -port="$fp" -port.grpc="$fg" -master="127.0.0.1:$mp.$mg" \
 		-defaultStoreDir="$d/filer" -localSocket="$d/filer.sock") >"$W/logs/weed-filer.log" 2>&1 </dev/null &
 	WEED_PIDS+=("$!")
 	wait_for 60 port_open "$fp" || { warn "weed filer did not start (see $W/logs/weed-filer.log)"; return 1; }
-	(cd "$d" && exec "$WEED" s3 "${ip[@]}" -port="$sp" -port.grpc="$sg" -filer="127.0.0.1:$fp.$fg" \
+	(cd "$d" && exec "$WEED" -logdir="$W/logs" s3 "${ip[@]}" -port="$sp" -port.grpc="$sg" -filer="127.0.0.1:$fp.$fg" \
 		-config="$d/s3.json" -localSocket="$d/s3.sock" -port.iceberg=0 -port.lance=0) >"$W/logs/weed-s3.log" 2>&1 </dev/null &
 	WEED_PIDS+=("$!")
 	wait_for 60 port_open "$sp" || { warn "weed s3 did not start (see $W/logs/weed-s3.log)"; return 1; }

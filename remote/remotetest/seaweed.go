@@ -380,7 +380,9 @@ func (w *Seaweed) spawn(name string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(w.binary, args...)
+	// glog writes its own log files to $TMPDIR unless told otherwise;
+	// keep them in the cluster's directory, which the test removes.
+	cmd := exec.Command(w.binary, append([]string{"-logdir=" + w.dir}, args...)...)
 	cmd.Dir = w.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
