@@ -188,3 +188,61 @@ func TestStaleQueueNotUploaded(t *testing.T) {
 		t.Fatalf("queue after sync: %+v", st)
 	}
 }
+
+// TestIgnoreDuringUploadStopsIt: a .gdprignore written a moment after the
+// file it excludes, when a snapshot's upload of that file has already
+// begun (the periodic snapshot caught the file alone). The upload stops
+// before the bytes leave, measured by the remote's size with
+// incompressible data, and the sync stores a snapshot without the file.
+func TestIgnoreDuringUploadStopsIt(t *testing.T) {
+	ctx := context.Background()
+	mem, f, _, c := faultyCache(t)
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c.Close(cctx)
+	}()
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := remoteBytes(t, mem)
+	saves := f.Calls(remote.OpSave)
+	writeFile(t, c, c.Root(), "scan.raw", randBytes(31, 6<<20))
+	// A slow link: the pack's upload is still under way when the
+	// .gdprignore comes.
+	f.SetDelay(5 * time.Second)
+	type result struct {
+		sn  *repo.Snapshot
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sn, err := c.Sync(ctx)
+		done <- result{sn, err}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); f.Calls(remote.OpSave) == saves; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sync never began uploading")
+		}
+	}
+	writeFile(t, c, c.Root(), ".gdprignore", []byte("*.raw\n"))
+	f.SetDelay(0)
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the sync did not return")
+	}
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if grew := remoteBytes(t, mem) - before; grew > 1<<20 {
+		t.Fatalf("the remote grew %d bytes for a 6 MiB file excluded during its upload", grew)
+	}
+	if _, err := c.Repository().Lookup(ctx, res.sn.Tree, "/scan.raw"); !errors.Is(err, repo.ErrPathNotFound) {
+		t.Fatalf("/scan.raw in the snapshot: %v", err)
+	}
+	if _, err := c.Repository().Lookup(ctx, res.sn.Tree, "/.gdprignore"); err != nil {
+		t.Fatalf("the .gdprignore is not in the snapshot: %v", err)
+	}
+}

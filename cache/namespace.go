@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/policy/ignore"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -924,11 +925,22 @@ func (c *Cache) StatFs(ctx context.Context) (StatFs, error) {
 // and its ancestors' are stale. A .gdprignore among them needs no more:
 // the trees below dir were built under rules that included its content,
 // so the next walk finds them stale (see snapshot.Walk.dir).
+//
+// A .gdprignore coming, going or being renamed also stops the upload of
+// what the last walk decided (snapshot.Scheduler.RulesChanged).
 func (c *Cache) nameChanged(dir uint64, name string) {
 	c.dirChanged(dir)
+	if name == ignore.FileName {
+		c.snap.RulesChanged()
+	}
 }
 
-// inodeChanged records an attribute or content change of ino.
+// inodeChanged records an attribute or content change of ino. A change of
+// a .gdprignore (its content or its mode: an unreadable one excludes)
+// stops the upload of what the last walk decided. The name is the one the
+// inode was last linked under: a .gdprignore that is also a hard link
+// under another, later name goes unnoticed here, and only the next walk
+// applies its change.
 func (c *Cache) inodeChanged(ino uint64) {
 	n, err := c.getInode(ino)
 	if err != nil {
@@ -938,6 +950,9 @@ func (c *Cache) inodeChanged(ino uint64) {
 	if n.Type == tree.Dir {
 		c.dirChanged(ino)
 		return
+	}
+	if n.Name == ignore.FileName {
+		c.snap.RulesChanged()
 	}
 	if n.Nlink > 1 {
 		c.invalidateAllTrees()

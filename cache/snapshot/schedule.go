@@ -43,6 +43,7 @@ type Scheduler struct {
 	lost       []string // the paths of files whose content the last walk found lost
 	onSnap     []func(*repo.Snapshot)
 	lastChange time.Time // of the last change, for the periodic snapshot's quiet wait
+	rulesSeq   uint64    // changeSeq at the last change of a .gdprignore
 
 	treesBuilt    atomic.Int64 // directory trees encoded by walks
 	walkInodes    atomic.Int64 // inodes walks read
@@ -70,6 +71,9 @@ type Queue interface {
 	Wake()
 	// Hold stops uploads until release.
 	Hold() (release func())
+	// Stop ends uploads of what a walk before change count seq decided,
+	// until Set is called by a walk covering it (a .gdprignore changed).
+	Stop(seq uint64)
 }
 
 // Writer is the repository a snapshot is stored in.
@@ -153,6 +157,28 @@ func (s *Scheduler) Changed() {
 	s.lastChange = time.Now()
 	s.mu.Unlock()
 }
+
+// RulesChanged records that a .gdprignore was created, written, renamed,
+// removed or had its mode changed: a change that may reach any directory
+// below it, and one after which nothing the last walk decided may leave
+// until a new walk has applied the new rules. Excluded bytes must not
+// leave the machine even when the .gdprignore comes a moment after the
+// file, once the upload has begun (DESIGN invariant 7): the running
+// upload stops before its next chunk, and the snapshot waiting for it is
+// taken again.
+func (s *Scheduler) RulesChanged() {
+	s.mu.Lock()
+	s.changeSeq++
+	s.lastChange = time.Now()
+	s.rulesSeq = s.changeSeq
+	seq := s.changeSeq
+	s.mu.Unlock()
+	s.cfg.Queue.Stop(seq)
+}
+
+// ErrRulesChanged: a .gdprignore changed between a snapshot's walk and the
+// end of its upload, so that snapshot was not stored.
+var ErrRulesChanged = errors.New("a .gdprignore changed during the snapshot; it is taken again")
 
 // InvalidateAll records a change that may reach any directory: every
 // cached tree goes, and so do those of a walk running now.
@@ -292,7 +318,12 @@ func (s *Scheduler) Loop(ctx context.Context, done chan<- struct{}) {
 				return
 			}
 			sctx, cancel := context.WithTimeout(ctx, max(3*s.cfg.Interval, 30*time.Second))
-			if _, err := s.IfChanged(sctx, false); err != nil && ctx.Err() == nil {
+			_, err := s.ifChanged(sctx, false, false)
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, ErrRulesChanged):
+				s.cfg.Log.Info("periodic snapshot abandoned; the next one applies the new .gdprignore", "err", err)
+			default:
 				s.cfg.Log.Warn("periodic snapshot failed; will retry", "err", err)
 			}
 			cancel()
@@ -305,6 +336,10 @@ func (s *Scheduler) Loop(ctx context.Context, done chan<- struct{}) {
 // .gdprignore that excludes it), but never for longer than twice the
 // interval or snapshotMaxDelay: a writer that never stops still gets
 // snapshots.
+// maxRulesRetries bounds the walks a Sync takes again because a
+// .gdprignore kept changing during their uploads.
+const maxRulesRetries = 8
+
 const (
 	snapshotQuiet    = time.Second
 	snapshotMaxDelay = time.Minute
@@ -335,10 +370,22 @@ func (s *Scheduler) waitQuiet(ctx context.Context) bool {
 // OnSnapshot callbacks run after run is released, so that they may call
 // back into the mount (even Sync) without deadlocking.
 func (s *Scheduler) IfChanged(ctx context.Context, always bool) (*repo.Snapshot, error) {
+	return s.ifChanged(ctx, always, true)
+}
+
+// ifChanged is IfChanged; a periodic snapshot (settle false) does not walk
+// again when a .gdprignore changed during its upload.
+func (s *Scheduler) ifChanged(ctx context.Context, always, settle bool) (*repo.Snapshot, error) {
 	sn, fns, err := s.locked(ctx, always)
 	if errors.Is(err, ErrChunkVanished) {
 		// The upload found the loss and dropped the chunk's key: a second
 		// walk sees the file as lost and backs up everything else.
+		sn, fns, err = s.locked(ctx, always)
+	}
+	// A sync walks again under the new rules at once; a periodic snapshot
+	// leaves it to the next period, after the quiet wait, since whoever
+	// writes .gdprignore files may not be done.
+	for tries := 0; settle && tries < maxRulesRetries && errors.Is(err, ErrRulesChanged); tries++ {
 		sn, fns, err = s.locked(ctx, always)
 	}
 	for _, fn := range fns {
@@ -366,6 +413,9 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	s.mu.Unlock()
 	defer s.trees.EndWalk()
 	sn, w, err := s.take(ctx, last, seq)
+	if errors.Is(err, ErrRulesChanged) {
+		return nil, nil, err // not the remote's doing
+	}
 	if err != nil {
 		s.cfg.Contact(err)
 		return nil, nil, fmt.Errorf("snapshot: %w", err)
@@ -403,6 +453,14 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	return sn, fns, nil
 }
 
+// rulesChangedSince reports whether a .gdprignore changed after change
+// count seq.
+func (s *Scheduler) rulesChangedSince(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rulesSeq > seq
+}
+
 // take stores a snapshot of the namespace, or returns parent if nothing
 // changed since; the walk tells which trees it built and which files it
 // found lost. seq is the change count the walk covers at least.
@@ -434,10 +492,18 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq uint64)
 		return parent, w, nil
 	}
 	if err := s.cfg.Queue.Drain(ctx); err != nil {
+		if s.rulesChangedSince(seq) {
+			return nil, nil, ErrRulesChanged
+		}
 		// The uploader retries in the background for as long as nothing
 		// changes; a change has the next snapshot decide again.
 		s.cfg.Queue.Wake()
 		return nil, nil, err
+	}
+	if s.rulesChangedSince(seq) {
+		// Too late to stop bytes that already left, but the snapshot is
+		// not stored: the next walk leaves the excluded files out of it.
+		return nil, nil, ErrRulesChanged
 	}
 	for _, id := range w.Need {
 		// Dropped by the uploader as missing locally: the remote must

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/keepfs/keepfs/policy/ignore"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/tree"
@@ -21,23 +23,34 @@ func (h memHost) View() (Namespace, func())           { return h.ns, func() {} }
 // memQueue uploads what it is set to at once into r; setErr fails that
 // many of the next Sets.
 type memQueue struct {
-	r      *memWriter
-	need   []crypto.ID
-	setErr []error
-	held   int
+	r       *memWriter
+	need    []crypto.ID
+	seq     uint64 // of the walk that set need
+	stopSeq uint64
+	setErr  []error
+	held    int
+	onDrain func() // if set, called at the start of every drain
 }
 
-func (q *memQueue) Set(need []crypto.ID, _ uint64) error {
+func (q *memQueue) Set(need []crypto.ID, seq uint64) error {
 	if len(q.setErr) > 0 {
 		err := q.setErr[0]
 		q.setErr = q.setErr[1:]
 		return err
 	}
-	q.need = need
+	q.need, q.seq = need, seq
 	return nil
 }
 
+func (q *memQueue) Stop(seq uint64) { q.stopSeq = max(q.stopSeq, seq) }
+
 func (q *memQueue) Drain(context.Context) error {
+	if q.onDrain != nil {
+		q.onDrain()
+	}
+	if q.seq < q.stopSeq {
+		return errors.New("stopped")
+	}
 	for _, id := range q.need {
 		q.r.has[id] = true
 	}
@@ -191,5 +204,45 @@ func TestSchedulerRestoreCountsAChange(t *testing.T) {
 	}
 	if sn := g.sync(t); sn != first || len(f.w.snaps) != 1 || len(g.s.Lost()) != 0 {
 		t.Fatal("the first snapshot after a restart did not compare with the last one")
+	}
+}
+
+// A .gdprignore that changes while a snapshot's chunks upload stops the
+// upload; Sync walks again under the new rules and stores only that walk's
+// snapshot, so the excluded file's chunk never reaches the repository. A
+// periodic snapshot leaves the new walk to its next period.
+func TestSchedulerWalksAgainWhenRulesChange(t *testing.T) {
+	for _, periodic := range []bool{false, true} {
+		f := newSchedFixture()
+		f.ns.file(1, "keep", "kept content")
+		f.ns.file(1, "scan.raw", "excluded content")
+		secret := chunkID([]byte("excluded content"))
+		drains := 0
+		f.q.onDrain = func() {
+			drains++
+			if drains == 1 {
+				f.ns.file(1, ignore.FileName, "*.raw\n")
+				f.s.RulesChanged()
+			}
+		}
+		sn, err := f.s.ifChanged(context.Background(), true, !periodic)
+		if periodic {
+			if !errors.Is(err, ErrRulesChanged) || len(f.w.snaps) != 0 || !f.s.Pending() {
+				t.Fatalf("periodic: %v, %d snapshots, pending %v; want ErrRulesChanged, none, pending",
+					err, len(f.w.snaps), f.s.Pending())
+			}
+			if sn, err = f.s.Sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if len(f.w.snaps) != 1 || f.w.has[secret] {
+			t.Fatalf("periodic %v: %d snapshots stored, excluded chunk in the repository %v",
+				periodic, len(f.w.snaps), f.w.has[secret])
+		}
+		if got := names(t, f.w.memRepo, sn.Tree); !slices.Equal(got, []string{ignore.FileName, "keep"}) {
+			t.Fatalf("periodic %v: snapshot holds %v", periodic, got)
+		}
 	}
 }

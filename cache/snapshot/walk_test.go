@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/keepfs/keepfs/cache/meta"
@@ -37,7 +38,10 @@ func newMemNS() *memNS {
 	return ns
 }
 
-func (ns *memNS) ReadDir(ino uint64) ([]Dirent, error) { return ns.dirs[ino], nil }
+// ReadDir lists in name order, as Badger's keys come.
+func (ns *memNS) ReadDir(ino uint64) ([]Dirent, error) {
+	return slices.SortedFunc(slices.Values(ns.dirs[ino]), func(a, b Dirent) int { return strings.Compare(a.Name, b.Name) }), nil
+}
 
 func (ns *memNS) Inode(ino uint64) (*meta.Inode, error) {
 	n, ok := ns.inodes[ino]

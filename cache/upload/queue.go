@@ -109,6 +109,12 @@ type Queue struct {
 	bytes int64
 	since time.Time // when the queue last became non-empty; zero while empty
 	seq   uint64    // change count of the walk that set the queue (0: none yet)
+	// stopSeq is the change count at the last Stop: while seq is below
+	// it, the queue was decided under exclusion rules that have changed
+	// since, and nothing of it may leave.
+	stopSeq uint64
+	// stopPass ends the pass running now, if any (Stop).
+	stopPass context.CancelCauseFunc
 
 	kick chan struct{} // wakes the uploader
 
@@ -205,10 +211,33 @@ func (q *Queue) queuedBytes() int64 {
 // decides again (after a restart, always).
 func (q *Queue) Decided() bool {
 	q.mu.Lock()
-	seq := q.seq
+	seq, stopped := q.seq, q.stoppedLocked()
 	q.mu.Unlock()
-	return seq != 0 && seq == q.changes()
+	return seq != 0 && !stopped && seq == q.changes()
 }
+
+// ErrStopped: the exclusion rules changed after the walk that set the
+// queue (Stop), so nothing more of it is uploaded until a later walk sets
+// it again.
+var ErrStopped = errors.New("upload stopped: a .gdprignore changed since the walk that queued it")
+
+// Stop is called when a .gdprignore changed, at change count seq: the
+// walk that set the queue may have included files the new rules exclude
+// (DESIGN invariant 7 holds until the bytes leave, not only until the
+// walk). The pass running now ends before its next chunk and drops what
+// it had not sent; no pass starts until Set is called by a walk covering
+// seq.
+func (q *Queue) Stop(seq uint64) {
+	q.mu.Lock()
+	q.stopSeq = max(q.stopSeq, seq)
+	stop := q.stopPass
+	q.mu.Unlock()
+	if stop != nil {
+		stop(ErrStopped)
+	}
+}
+
+func (q *Queue) stoppedLocked() bool { return q.seq < q.stopSeq }
 
 // Batch bounds the queue keys one transaction changes.
 const Batch = 4096
@@ -350,6 +379,9 @@ func (q *Queue) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, ErrStopped) {
+			continue // the next snapshot decides again; the remote is fine
+		}
 		if err != nil {
 			q.contact(err)
 			q.log.Warn("upload failed; will retry", "err", err, "in", backoff)
@@ -372,6 +404,9 @@ func (q *Queue) Drain(ctx context.Context) error {
 		more, err := q.pass(ctx)
 		if err == nil && !more {
 			return nil
+		}
+		if errors.Is(err, ErrStopped) {
+			return err
 		}
 		if err != nil {
 			q.contact(err)
@@ -398,6 +433,19 @@ func (q *Queue) pass(ctx context.Context) (more bool, err error) {
 	var ids []crypto.ID
 	var total int64
 	q.mu.Lock()
+	if q.stoppedLocked() {
+		q.mu.Unlock()
+		return false, ErrStopped
+	}
+	ctx, stop := context.WithCancelCause(ctx)
+	q.stopPass = stop
+	defer func() {
+		q.mu.Lock()
+		q.stopPass = nil
+		q.mu.Unlock()
+		// Only now: Flush waited for every pack upload the pass began.
+		stop(nil)
+	}()
 	for id, size := range q.ids {
 		if total >= passBytes {
 			more = true
@@ -411,6 +459,9 @@ func (q *Queue) pass(ctx context.Context) (more bool, err error) {
 		return false, nil
 	}
 	if err := q.upload(ctx, ids); err != nil {
+		if context.Cause(ctx) == ErrStopped {
+			return false, ErrStopped
+		}
 		return more, err
 	}
 	q.contact(nil)
@@ -449,6 +500,9 @@ func (q *Queue) upload(ctx context.Context, ids []crypto.ID) error {
 	lost := make([]bool, len(ids))
 	for i, id := range ids {
 		g.Go(func() error {
+			if ctx.Err() != nil {
+				return context.Cause(ctx) // stopped: not one more chunk
+			}
 			read := false
 			err := q.chunks.WithChunk(id, func(data []byte) error {
 				read = true
@@ -468,10 +522,16 @@ func (q *Queue) upload(ctx context.Context, ids []crypto.ID) error {
 			return err
 		})
 	}
+	werr := g.Wait()
+	if context.Cause(ctx) == ErrStopped {
+		// What waits in the unfinished pack was decided under the old
+		// rules: it must not ride out with the Flush below.
+		q.sink.DiscardUnflushed()
+	}
 	// Flush even after a failed save: it indexes the packs that did
 	// arrive and clears the writer's upload error, without which every
 	// later SaveData would fail and the queue would never drain again.
-	if err := errors.Join(g.Wait(), q.sink.Flush(ctx)); err != nil {
+	if err := errors.Join(werr, q.sink.Flush(ctx)); err != nil {
 		return err
 	}
 	var retired, gone []crypto.ID

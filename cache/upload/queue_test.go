@@ -167,6 +167,7 @@ type memSink struct {
 	discarded  int
 	unindexed  map[crypto.ID]bool
 	saveFailed chan struct{} // closed at the first failed save
+	onSave     func()        // if set, called at every save before it is kept
 }
 
 func newMemSink() *memSink {
@@ -177,6 +178,9 @@ func newMemSink() *memSink {
 var errRemoteDown = errors.New("remote unreachable")
 
 func (s *memSink) SaveData(_ context.Context, id crypto.ID, data []byte) error {
+	if s.onSave != nil {
+		s.onSave()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.saves++
@@ -565,6 +569,68 @@ func TestUrgentDrainUsesEveryCPU(t *testing.T) {
 		}
 		if n, _, _ := f.q.State(); n != 0 {
 			t.Errorf("urgent=%v: %d entries left after the drain", urgent, n)
+		}
+	}
+}
+
+// A .gdprignore changing while a pass uploads (Stop) ends the pass before
+// its next chunk; what it saved but had not flushed never reaches the
+// repository, the remote is not blamed, and nothing of the queue leaves
+// until a walk after the change sets it again.
+func TestStopEndsThePass(t *testing.T) {
+	f := newFixture(t)
+	var ids []crypto.ID
+	for i := range 64 {
+		ids = append(ids, f.chunk(i, 1000))
+	}
+	if err := f.q.Set(ids, 1); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	f.sink.onSave = func() { once.Do(func() { f.q.Stop(2) }) }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.q.Drain(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Drain after Stop: %v, want ErrStopped", err)
+	}
+	f.sink.mu.Lock()
+	saves, indexed := f.sink.saves, len(f.sink.index)
+	f.sink.mu.Unlock()
+	if saves > f.q.workers() || indexed != 0 {
+		t.Fatalf("after Stop %d chunks were saved (workers %d) and %d reached the repository; want none flushed",
+			saves, f.q.workers(), indexed)
+	}
+	for _, err := range f.contacts {
+		if err != nil {
+			t.Fatalf("the stop was reported as a remote failure: %v", err)
+		}
+	}
+	if n, _, _ := f.q.State(); n != len(ids) {
+		t.Fatalf("%d entries left, want all %d", n, len(ids))
+	}
+	// A walk that began before the change does not lift the stop.
+	if err := f.q.Set(ids, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.q.Drain(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Drain of a queue decided before the stop: %v, want ErrStopped", err)
+	}
+	f.mu.Lock()
+	f.changes = 2
+	f.mu.Unlock()
+	if f.q.Decided() {
+		t.Fatal("a stopped queue counts as decided")
+	}
+	// The walk under the new rules keeps ten of them.
+	if err := f.q.Set(ids[:10], 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.q.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if f.sink.Has(id) != (i < 10) {
+			t.Fatalf("chunk %d in the repository: %v", i, f.sink.Has(id))
 		}
 	}
 }
