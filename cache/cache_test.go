@@ -525,7 +525,9 @@ func TestFailingRemote(t *testing.T) {
 	f.Break()
 	data := randBytes(4, 1<<20)
 	ino := writeFile(t, c, c.Root(), "f", data)
-	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	// Long enough for the walk to queue the file on a loaded machine;
+	// the drain fails and retries until then.
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_, err := c.Sync(sctx)
 	cancel()
 	if err == nil {

@@ -162,7 +162,9 @@ func TestStaleQueueNotUploaded(t *testing.T) {
 	}()
 	writeFile(t, c, c.Root(), "scan.raw", randBytes(24, 4<<20))
 	f.Break()
-	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	// Long enough for the walk to queue the file on a loaded machine;
+	// the drain fails and retries until then.
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_, err := c.Sync(sctx)
 	cancel()
 	if err == nil {
