@@ -192,13 +192,21 @@ func TestS3ReplicatedVolumeServerKilled(t *testing.T) {
 	}
 
 	// Mid-upload: write enough for several packs, then kill a replica
-	// holder as soon as the queue has something in flight.
+	// holder as soon as the queue has something in flight (or, if the
+	// first file's upload slipped between two polls, before the rest).
 	want := map[string][]byte{}
 	for i := range 4 {
 		name := fmt.Sprintf("during%d.bin", i)
 		want[name] = randomFile(t, filepath.Join(w.mnt, name), int64(30+i), 10<<20)
 		if i == 0 {
-			w.waitStatus("the upload queue has data", 30*time.Second, func(st statusJSON) bool { return st.Status.QueueBlobs > 0 })
+			// The periodic snapshot can queue and upload this file between
+			// two polls; then the kill comes before the next files' upload.
+			for deadline := time.Now().Add(10 * time.Second); w.status().Status.QueueBlobs == 0; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Log("the first file was uploaded between two polls: killing before the next files' upload")
+					break
+				}
+			}
 			sw.Kill("volume1")
 		}
 	}
