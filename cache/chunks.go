@@ -32,8 +32,14 @@ func (c *Cache) openChunkStore() (*chunkstore.Store, error) {
 // Cache.update, Cache.view).
 type chunkDB struct{ c *Cache }
 
+// View is Cache.view without its closure: a small file's commit asks the
+// store a View, and a closure wrapping fn would cost it an allocation.
 func (d chunkDB) View(fn func(chunkstore.Reader) error) error {
-	return d.c.view(func(txn *badger.Txn) error { return fn(readTxn{txn}) })
+	db := d.c.dbAcquire()
+	defer db.release()
+	txn := db.db.NewTransaction(false)
+	defer txn.Discard()
+	return fn(readTxn{txn})
 }
 
 func (d chunkDB) Update(fn func(chunkstore.Txn) error) error {
@@ -57,10 +63,21 @@ func (d chunkDB) Chunks(fn func(id crypto.ID, v []byte) error) error {
 // readTxn is a read-only Badger transaction as the chunk store reads it.
 type readTxn struct{ *badger.Txn }
 
+func (t readTxn) Has(key []byte) (bool, error)           { return txnHas(t.Txn, key) }
 func (t readTxn) Value(key []byte) ([]byte, bool, error) { return txnValue(t.Txn, key) }
 
-// Value is what the chunk store reads in a write transaction.
+// Has and Value are what the chunk store reads in a write transaction.
+func (t *wtxn) Has(key []byte) (bool, error)           { return txnHas(t.Txn, key) }
 func (t *wtxn) Value(key []byte) ([]byte, bool, error) { return txnValue(t.Txn, key) }
+
+// txnHas reports whether key has a value, copying nothing.
+func txnHas(txn getter, key []byte) (bool, error) {
+	_, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
 
 // txnValue returns a copy of key's value; found is false if it is absent.
 func txnValue(txn getter, key []byte) ([]byte, bool, error) {

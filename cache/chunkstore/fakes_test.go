@@ -48,6 +48,11 @@ func (t *memTxn) Value(key []byte) ([]byte, bool, error) {
 	return bytes.Clone(v), ok, nil
 }
 
+func (t *memTxn) Has(key []byte) (bool, error) {
+	_, found, err := t.Value(key)
+	return found, err
+}
+
 func (t *memTxn) Set(key, value []byte) error {
 	if t.set == nil {
 		return errors.New("write in a read-only transaction")

@@ -482,17 +482,18 @@ func (s *Store) loadRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([]byte
 		return readFile(oc)
 	}
 	for attempt := 0; ; attempt++ {
+		// A record is never empty: v is nil only when there is none (and
+		// a flag set in the closure would cost the read an allocation).
 		var v []byte
-		found := false
 		err := s.db.View(func(txn Reader) error {
 			var err error
-			v, found, err = txn.Value(meta.ChunkKey(id))
+			v, _, err = txn.Value(meta.ChunkKey(id))
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
 		}
-		if !found {
+		if v == nil {
 			return nil, fmt.Errorf("chunk %s: %w", id.Short(), os.ErrNotExist)
 		}
 		size := valueSize(v)

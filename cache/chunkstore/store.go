@@ -22,6 +22,9 @@ var ErrCorrupt = errors.New("local state is inconsistent")
 
 // Reader is what the store needs of a state-directory read transaction.
 type Reader interface {
+	// Has reports whether key has a value; it copies nothing (a commit
+	// asks it of every chunk it stores).
+	Has(key []byte) (bool, error)
 	// Value returns a copy of key's value; found is false if there is none.
 	Value(key []byte) (v []byte, found bool, err error)
 }
@@ -186,13 +189,14 @@ type Batch struct {
 // and segments first: a chunk record never names missing data). The
 // caller must call Write in a transaction and then Finish.
 func (s *Store) Prepare(chunks []Chunk, durable bool) (*Batch, error) {
+	flags := make([]bool, 2*len(chunks)) // one allocation for both
 	b := &Batch{s: s, chunks: chunks, durable: durable,
-		indexed: make([]bool, len(chunks)), vals: make([][]byte, len(chunks))}
-	present := make([]bool, len(chunks))
+		indexed: flags[:len(chunks)], vals: make([][]byte, len(chunks))}
+	present := flags[len(chunks):]
 	if err := s.db.View(func(txn Reader) error {
 		for i, ch := range chunks {
 			b.indexed[i] = s.r.Has(ch.ID)
-			_, found, err := txn.Value(meta.ChunkKey(ch.ID))
+			found, err := txn.Has(meta.ChunkKey(ch.ID))
 			if err != nil {
 				return err
 			}
@@ -247,7 +251,7 @@ func (b *Batch) place(ch Chunk) ([]byte, error) {
 func (b *Batch) Write(txn Txn) error {
 	b.set, b.fresh = b.set[:0], b.fresh[:0]
 	for i, ch := range b.chunks {
-		_, found, err := txn.Value(meta.ChunkKey(ch.ID))
+		found, err := txn.Has(meta.ChunkKey(ch.ID))
 		if err != nil {
 			return err
 		}
@@ -449,7 +453,7 @@ func (s *Store) Has(id crypto.ID) bool {
 	found := false
 	err := s.db.View(func(txn Reader) error {
 		var err error
-		_, found, err = txn.Value(meta.ChunkKey(id))
+		found, err = txn.Has(meta.ChunkKey(id))
 		return err
 	})
 	return err == nil && found
