@@ -18,6 +18,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 
+	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/cache/snapshot"
@@ -115,8 +116,6 @@ type Cache struct {
 	staging  string // directory for staging files
 	stateID  []byte
 
-	stats counters // monitoring totals (atomic)
-
 	nsMu sync.Mutex // serialises namespace mutations
 
 	mu        sync.Mutex // guards the fields below
@@ -129,21 +128,16 @@ type Cache struct {
 	cleanStart bool // the last session closed (see powerloss.go)
 
 	unchecked      atomic.Int64 // bytes written or committed since the last free-space check
-	chunksStored   atomic.Int64 // chunks new to the state directory, for tests
 	chunksVerified atomic.Int64 // chunks read back after a power loss
 	chunksLost     atomic.Int64 // of those, chunks that did not survive it
 
 	up       *upload.Queue       // the durable upload queue and its uploader (uploadqueue.go)
 	trees    *snapshot.Trees     // the tree-id cache (wired in treecache.go)
 	snap     *snapshot.Scheduler // snapshot scheduling and storing (wired in snapshot.go)
-	files    *chunkFiles
-	ix       *indexStore // the repository's index, on disk (indexstore.go)
-	segs     *segments
-	lru      *chunkLRU
-	mem      *memCache
+	chunks   *chunkstore.Store   // chunk records and bytes (wired in chunks.go)
+	ix       *indexStore         // the repository's index, on disk (indexstore.go)
 	meta     *namespace.MetaCache
 	chunkers chan *chunker.Chunker
-	unsynced unsynced // chunks stored by closes, not yet on the disk
 
 	beforeBgCommit     func()                 // tests: runs as a background commit after an fsync starts
 	duringBgCommit     func()                 // tests: runs once it holds the file, before committing
@@ -157,10 +151,6 @@ type Cache struct {
 	// by the rebuild for writing.
 	dbp     atomic.Pointer[dbRef]
 	dbWrite sync.RWMutex
-
-	// pruneMu is held by Prune for writing while the index is rewritten,
-	// and tried for reading by eviction (see evict).
-	pruneMu sync.RWMutex
 
 	bg     context.Context
 	cancel context.CancelFunc
@@ -222,7 +212,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
 		open: map[uint64]*openFile{}, health: opts.Health,
 		chunkers: make(chan *chunker.Chunker, 1),
-		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: namespace.NewMetaCache(namespace.MetaCacheEntries)}
+		meta:     namespace.NewMetaCache(namespace.MetaCacheEntries)}
 	c.up = c.newUploadQueue()
 	c.trees = c.newTrees()
 	c.snap = c.newScheduler()
@@ -232,8 +222,8 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 			if d := c.dbp.Load(); d != nil {
 				d.db.Close()
 			}
-			if c.segs != nil {
-				c.segs.close()
+			if c.chunks != nil {
+				c.chunks.Close()
 			}
 			if c.ix != nil {
 				c.ix.close()
@@ -247,10 +237,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	if err := os.MkdirAll(c.staging, 0o700); err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
 	}
-	if c.files, err = newChunkFiles(opts.StateDir, r.Key()); err != nil {
-		return nil, err
-	}
-	if c.segs, err = newSegments(opts.StateDir, r.Key()); err != nil {
+	if c.chunks, err = c.openChunkStore(); err != nil {
 		return nil, err
 	}
 	if err := c.openDB(); err != nil {
@@ -270,7 +257,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	}
 	// A daemon killed earlier may have left chunks in the page cache only;
 	// nothing here remembers them, so make them all durable now.
-	if err := c.syncState(); err != nil {
+	if err := c.chunks.Sync(); err != nil {
 		return nil, err
 	}
 	c.bg, c.cancel = context.WithCancel(context.Background())
@@ -305,7 +292,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 const valueThreshold = 4 << 10
 
 // An inline chunk's value (size prefix + data) must stay below it.
-const _ = uint(valueThreshold - (8 + inlineMax) - 1)
+const _ = uint(valueThreshold - (8 + chunkstore.InlineMax) - 1)
 
 func (c *Cache) openDB() error {
 	name, err := currentDBDir(c.opts.StateDir)
@@ -455,7 +442,6 @@ func (c *Cache) loadState(ctx context.Context) error {
 	if err := c.scanChunks(); err != nil {
 		return err
 	}
-	c.segs.dropDead()
 	return c.trees.Load(c.cleanStart)
 }
 
@@ -558,7 +544,7 @@ func (c *Cache) Status() Status {
 		dirty += f.dirtyBytes.Load()
 	}
 	st.DirtyBytes = dirty
-	st.CacheBytes = c.lru.bytes()
+	st.CacheBytes = c.chunks.CleanBytes()
 	h := c.health.state()
 	st.RemoteReachable, st.LastError = h.Reachable, h.LastError
 	if !h.LastOK.IsZero() {
@@ -623,6 +609,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	}
 	c.cancel()
 	c.wg.Wait()
+	c.chunks.Wait()
 	if c.rlock != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		c.rlock.Release(rctx)
@@ -640,7 +627,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	}
 	// Closed only once everything written so far is on the disk: the next
 	// Open trusts the local chunks then, whatever happens in between.
-	if err := c.syncState(); err != nil {
+	if err := c.chunks.Sync(); err != nil {
 		errs = append(errs, err)
 	} else if err := c.recordSession(sessionClosed); err != nil {
 		errs = append(errs, err)
@@ -648,8 +635,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	if err := c.dbp.Load().db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local state: %w", err))
 	}
-	c.segs.close()
-	c.files.fds.close()
+	c.chunks.Close()
 	if err := c.ix.close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local index: %w", err))
 	}
@@ -668,11 +654,11 @@ func (c *Cache) gcLoop() {
 		case <-c.bg.Done():
 			return
 		case <-t.C:
-			if err := c.compactSegments(); err != nil {
+			if err := c.chunks.Compact(c.bg); err != nil {
 				c.log.Warn("cannot compact chunk segments", "err", err)
 			}
-			if c.unsynced.len() > 0 {
-				if err := c.syncState(); err != nil {
+			if c.chunks.Unsynced() > 0 {
+				if err := c.chunks.Sync(); err != nil {
 					c.log.Warn("cannot sync the state directory", "err", err)
 				}
 			}

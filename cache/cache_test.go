@@ -319,7 +319,7 @@ func TestCommitCost(t *testing.T) {
 		t.Fatalf("64 MiB in only %d chunks", len(n.Chunks))
 	}
 	c.mu.Lock()
-	q0 := int(c.chunksStored.Load())
+	q0 := int(c.chunks.Stored())
 	c.mu.Unlock()
 	for i, off := range []int64{40 << 20, 5, int64(len(data) - 1)} {
 		h, _ := c.OpenFile(ctx, ino, uint32(os.O_RDWR))
@@ -330,8 +330,8 @@ func TestCommitCost(t *testing.T) {
 		if err := h.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
-		added := int(c.chunksStored.Load()) - q0
-		q0 = int(c.chunksStored.Load())
+		added := int(c.chunks.Stored()) - q0
+		q0 = int(c.chunks.Stored())
 		if added < 1 || added > 3 {
 			t.Fatalf("1-byte change at %d queued %d new chunks, want 1..3", off, added)
 		}
@@ -341,7 +341,7 @@ func TestCommitCost(t *testing.T) {
 	h.WriteAt(ctx, []byte("tail"), 0)
 	h.Release(ctx)
 	data = append(data, "tail"...)
-	added := int(c.chunksStored.Load()) - q0
+	added := int(c.chunks.Stored()) - q0
 	if added > 3 {
 		t.Fatalf("append queued %d chunks", added)
 	}

@@ -1,9 +1,10 @@
 // Package cache is the local state of a mounted repository: the namespace
 // (inodes, directory entries, chunk lists, xattrs) in Badger, with its
 // in-memory metadata cache in package cache/namespace, encrypted
-// staging of dirty file data, the size-bounded chunk cache, the durable
-// upload queue (package cache/upload) and the snapshotter (package
-// cache/snapshot: the walk, the tree-id cache, scheduling and storing).
+// staging of dirty file data, the size-bounded chunk store (package
+// cache/chunkstore; chunks.go wires it), the durable upload queue
+// (package cache/upload) and the snapshotter (package cache/snapshot: the
+// walk, the tree-id cache, scheduling and storing).
 // It has no FUSE import: package fs maps kernel requests onto the
 // methods here.
 //
@@ -11,9 +12,11 @@
 //   - inode: one file, directory, symlink or special file (meta.Inode).
 //   - dirent: a name in a directory pointing at an inode.
 //   - chunk: a content-defined piece of a file, identified by its blob id.
-//     It is kept sealed in a file under chunks/ (recorded by a c key) until
+//     The chunk store (package cache/chunkstore) keeps it, recorded by a c
+//     key, inline, in a segment or sealed in a file under chunks/ until
 //     evicted; clean chunks (those the repository index already holds) may
-//     be evicted, others never.
+//     be evicted, others never. A commit's chunk records go into the same
+//     transaction as its inode (chunkstore.Batch).
 //   - queue: q keys naming chunks that still have to reach the remote,
 //     owned with the uploader by package cache/upload (uploadqueue.go
 //     wires it to the state directory and the chunk store). Only
@@ -34,9 +37,10 @@
 //
 // Lock order (outer first): the snapshot scheduler's run lock
 // (snapshot.Scheduler.Hold) → openFile.mu → Cache.nsMu → the upload
-// queue's hold (upload.Queue.Hold) → Cache.mu (small state) → chunkLRU.mu,
-// memCache.mu, remoteLock.mu, the upload queue's own mu, the scheduler's
-// mu (→ the tree cache's mu) (leaves). Badger transactions are taken under any of them.
+// queue's hold (upload.Queue.Hold) → the chunk store's eviction pause
+// (chunkstore.Store.PauseEviction) → Cache.mu (small state) → the chunk
+// store's own locks, remoteLock.mu, the upload queue's own mu, the
+// scheduler's mu (→ the tree cache's mu) (leaves). Badger transactions are taken under any of them.
 // Nothing waits for the remote while holding nsMu or Cache.mu; a read or a
 // commit may fetch a chunk from the remote while holding its file's mu.
 //

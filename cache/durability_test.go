@@ -5,9 +5,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
-	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -19,7 +19,7 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 	ctx := context.Background()
 	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
 	defer c.Close(ctx)
-	if n := c.unsynced.len(); n != 0 {
+	if n := c.chunks.Unsynced(); n != 0 {
 		t.Fatalf("%d chunks unsynced right after open", n)
 	}
 	big := randBytes(1, 3<<20)    // chunk files
@@ -32,16 +32,6 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 			t.Fatal(err)
 		}
 		return n.Chunks
-	}
-	noted := func(chs []meta.Chunk) (k int) {
-		c.unsynced.mu.Lock()
-		defer c.unsynced.mu.Unlock()
-		for _, ch := range chs {
-			if _, ok := c.unsynced.chunks[ch.ID]; ok {
-				k++
-			}
-		}
-		return k
 	}
 	// fsync opens ino (writing data at 0 when there is any), fsyncs and
 	// closes it.
@@ -69,26 +59,26 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 	// live in Badger itself: nothing to note for it.
 	outside := func(chs []meta.Chunk) (out []meta.Chunk) {
 		for _, ch := range chs {
-			if ch.Len > inlineMax {
+			if ch.Len > chunkstore.InlineMax {
 				out = append(out, ch)
 			}
 		}
 		return out
 	}
 	ca, cb := outside(chunksOf(a)), chunksOf(b)
-	if noted(ca) != len(ca) || noted(cb) != 1 {
-		t.Fatalf("after close: %d of %d chunks of a kept outside Badger, %d of 1 of b noted unsynced", noted(ca), len(ca), noted(cb))
+	if n := c.chunks.Unsynced(); n != len(ca)+len(cb) || len(cb) != 1 {
+		t.Fatalf("after close: %d chunks noted unsynced, want the %d of a kept outside Badger and the %d of b", n, len(ca), len(cb))
 	}
 
 	// An fsync of a clean, reopened file syncs them all.
 	fsync(a, nil)
-	if n := c.unsynced.len(); n != 0 {
+	if n := c.chunks.Unsynced(); n != 0 {
 		t.Fatalf("after fsync of a: %d chunks still noted", n)
 	}
 
 	// So does an fsync of a dirty file, before its inode.
 	writeFile(t, c, c.Root(), "c", randBytes(3, 2<<20))
-	if c.unsynced.len() == 0 {
+	if c.chunks.Unsynced() == 0 {
 		t.Fatal("a close noted nothing")
 	}
 	nb, err := c.Create(ctx, c.Root(), "b2", NewNode{Type: tree.File, Mode: 0o644})
@@ -96,30 +86,18 @@ func TestFsyncMakesClosedChunksDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsync(nb.Ino, small)
-	if n := c.unsynced.len(); n != 0 {
+	if n := c.chunks.Unsynced(); n != 0 {
 		t.Fatalf("after fsync of a new file: %d chunks still noted", n)
 	}
 
-	// Past syncOneByOne noted chunks, an fsync syncs the state directory
-	// as a whole.
-	for i := range syncOneByOne + 5 {
-		var id crypto.ID
-		id[0], id[1] = byte(i), 0xee
-		c.unsynced.add(id, fileChunk)
-	}
-	fsync(a, nil)
-	if n := c.unsynced.len(); n != 0 {
-		t.Fatalf("after an fsync with many noted: %d chunks still noted", n)
-	}
-
 	writeFile(t, c, c.Root(), "d", randBytes(4, 2<<20))
-	if c.unsynced.len() == 0 {
+	if c.chunks.Unsynced() == 0 {
 		t.Fatal("a close noted nothing")
 	}
-	if err := c.syncState(); err != nil {
+	if err := c.chunks.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if n := c.unsynced.len(); n != 0 {
+	if n := c.chunks.Unsynced(); n != 0 {
 		t.Fatalf("%d chunks noted after syncing the state directory", n)
 	}
 }

@@ -7,8 +7,7 @@ import (
 	"path"
 	"strings"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/repo"
@@ -144,38 +143,13 @@ func (c *Cache) removePath(ctx context.Context, p string) error {
 // chunk files and (wiped) segment records.
 func (c *Cache) purgeChunks(ids []crypto.ID) error {
 	for _, id := range ids {
-		var v []byte
-		err := c.update(func(txn *wtxn) error {
-			var err error
-			v, err = getValue(txn, meta.ChunkKey(id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				v = nil
-			} else if err != nil {
-				return err
-			}
-			if err := txn.Delete(meta.ChunkKey(id)); err != nil {
-				return err
-			}
+		err := c.chunks.Purge(id, func(txn chunkstore.Txn) error {
 			return txn.Delete(meta.QueueKey(id))
 		})
 		if err != nil {
 			return fmt.Errorf("purge erased chunk %s: %w", id.Short(), err)
 		}
-		c.mem.drop(id)
 		c.up.Forget(id)
-		if v == nil {
-			continue
-		}
-		if l, ok := segLocOf(v); ok {
-			if err := c.segs.wipe(l); err != nil {
-				return err
-			}
-			c.segs.dropLive(l)
-		} else if inlineData(v) == nil {
-			if err := c.files.remove(id); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }

@@ -209,7 +209,7 @@ func TestOtherStateDirDropsErased(t *testing.T) {
 		t.Fatalf("other file: %q", got)
 	}
 	id := b.r.Key().BlobID(victim)
-	if _, err := b.loadLocal(id); err == nil {
+	if _, err := b.chunks.Load(id); err == nil {
 		t.Fatal("the erased chunk is still in the old state directory")
 	}
 	// And the next snapshot does not upload it again.

@@ -88,7 +88,7 @@ func TestUnreadableIgnoreExcludes(t *testing.T) {
 	}
 	writeFile(t, c, d.Ino, "medical.raw", randBytes(22, 3<<20))
 	writeFile(t, c, sub.Ino, "deeper.raw", randBytes(23, 1<<20))
-	// Big enough (over segmentMax) to be kept in a chunk file of its own.
+	// Big enough (past the largest chunk kept in a segment) to be kept in a chunk file of its own.
 	rules := []byte(strings.Repeat("# a long comment to make the file big\n", 8000) + "nothing-matches\n")
 	ig := writeFile(t, c, d.Ino, ".gdprignore", rules)
 	writeFile(t, c, c.Root(), "other", []byte("backed up"))
@@ -96,7 +96,7 @@ func TestUnreadableIgnoreExcludes(t *testing.T) {
 	if err != nil || len(n.Chunks) != 1 {
 		t.Fatalf("ignore file: %v, %d chunks", err, len(n.Chunks))
 	}
-	p := c.files.path(n.Chunks[0].ID)
+	p := c.chunks.FilePath(n.Chunks[0].ID)
 	good, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatalf("the ignore file's chunk is not in a file: %v", err)
@@ -108,7 +108,7 @@ func TestUnreadableIgnoreExcludes(t *testing.T) {
 	if err := os.WriteFile(p, bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.mem.drop(n.Chunks[0].ID)
+	c.chunks.Uncache(n.Chunks[0].ID)
 	if _, err := c.readAll(ctx, n); err == nil {
 		t.Fatal("the damaged ignore file still reads")
 	}

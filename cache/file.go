@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/tree"
@@ -533,7 +534,7 @@ func (f *openFile) planBaseLocked(p []byte, off uint64, seq bool, plan *[]chunkR
 		*plan = append(*plan, chunkRead{id: ch.ID, len: ch.Len, in: in, dst: p[pos-off : pos-off+want]})
 		pos += want
 		if seq && i+1 < len(f.chunks) && !f.chunks[i+1].IsHole() {
-			f.c.prefetch(f.chunks[i+1].ID)
+			f.c.chunks.Prefetch(f.c.bg, f.chunks[i+1].ID)
 			f.readAheadLocked(i + 1)
 		}
 	}
@@ -543,15 +544,14 @@ func (f *openFile) planBaseLocked(p []byte, off uint64, seq bool, plan *[]chunkR
 // decrypting only the blocks each covers, else fetching the whole chunk.
 func (c *Cache) readChunks(ctx context.Context, plan []chunkRead) error {
 	for _, r := range plan {
-		ok, err := c.readChunkInto(r.id, r.in, r.dst)
+		ok, err := c.chunks.ReadInto(r.id, r.in, r.dst)
 		if err != nil {
 			return err
 		}
 		if ok {
-			c.stats.chunkHits.Add(1)
 			continue
 		}
-		data, err := c.getChunk(ctx, r.id)
+		data, err := c.chunks.Get(ctx, r.id)
 		if err != nil {
 			return err
 		}
@@ -642,14 +642,11 @@ func (f *openFile) readAheadLocked(from int) {
 	}
 	if to > start {
 		f.raNext = to
-		f.c.files.readAhead(chunkIDs(f.chunks[start:to]))
+		f.c.chunks.ReadAhead(chunkIDs(f.chunks[start:to]))
 	}
 }
 
-var errCorruptState = errors.New("local state is inconsistent")
-
-// readBufs recycles the buffers random reads decrypt blocks into.
-var readBufs = sync.Pool{New: func() any { return new([]byte) }}
+var errCorruptState = chunkstore.ErrCorrupt
 
 // WriteAt writes p at off (at the end for O_APPEND handles) and returns the
 // offset written at.
@@ -799,7 +796,7 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 		if durable {
 			// Committed by an earlier close: its chunks may still be in
 			// the page cache only.
-			if err := c.syncNoted(); err != nil {
+			if err := c.chunks.SyncNoted(); err != nil {
 				return err
 			}
 			return c.sync()
@@ -854,7 +851,7 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 		}
 	}
 	chunks := f.chunks
-	var small []newChunk
+	var small []chunkstore.Chunk
 	if len(f.dirty) > 0 || len(f.points) > 0 || f.size != f.committedSize() {
 		chunks, small, err = c.rechunkLocked(ctx, f, holes, durable)
 		if err != nil {
@@ -865,7 +862,7 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 		// Chunks stored by closes (kept from the old content, shared with
 		// files only closed so far, or of other files whose inodes the
 		// sync below makes durable too) reach the disk first.
-		if err := c.syncNoted(); err != nil {
+		if err := c.chunks.SyncNoted(); err != nil {
 			return fmt.Errorf("commit inode %d: %w", f.ino, err)
 		}
 	}
@@ -934,7 +931,7 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 //
 // Chunks smaller than smallChunk are returned in small rather than stored,
 // for the caller to store together with the inode.
-func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, holes extents, durable bool) (out []meta.Chunk, small []newChunk, err error) {
+func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, holes extents, durable bool) (out []meta.Chunk, small []chunkstore.Chunk, err error) {
 	size := f.size
 	// A file no bigger than the chunker's minimum is one chunk whatever its
 	// content (FastCDC never cuts before it): most files of a source tree
@@ -950,7 +947,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, holes extents, d
 		id := c.r.Key().BlobID(data)
 		out = []meta.Chunk{{ID: id, Len: size}}
 		if size < smallChunk {
-			return out, []newChunk{{id, data, true}}, nil
+			return out, []chunkstore.Chunk{{ID: id, Data: data, Owned: true}}, nil
 		}
 		if err := c.storeChunk(id, data, durable); err != nil {
 			return nil, nil, err
@@ -1071,7 +1068,7 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, holes extents, d
 				}
 				if len(data) < smallChunk {
 					id := c.r.Key().BlobID(data)
-					small = append(small, newChunk{id, append([]byte(nil), data...), true})
+					small = append(small, chunkstore.Chunk{ID: id, Data: append([]byte(nil), data...), Owned: true})
 					out = append(out, meta.Chunk{ID: id, Len: uint64(len(data))})
 				} else {
 					if st == nil {

@@ -59,7 +59,7 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 	}
 	if durable {
 		// The chunks the record's base names, stored by closes, first.
-		if err := c.syncNoted(); err != nil {
+		if err := c.chunks.SyncNoted(); err != nil {
 			return false, err
 		}
 		if !linked {
@@ -356,4 +356,17 @@ func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
 	f.points = rec.Points
 	f.dirtyBytes.Store(f.written.total())
 	return nil
+}
+
+// syncPath makes the file or directory p durable.
+func syncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

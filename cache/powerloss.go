@@ -9,6 +9,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -79,22 +80,9 @@ func (c *Cache) recordSession(state byte) error {
 func (c *Cache) verifyChunks(ctx context.Context) error {
 	var ids []crypto.ID
 	var total int64
-	err := c.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.ChunkPrefix()})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			err := it.Item().Value(func(v []byte) error {
-				if inlineData(v) == nil && valueSize(v) > 0 {
-					ids = append(ids, meta.IDFromKey(it.Item().Key()))
-					total += valueSize(v)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+	err := c.chunks.Outside(func(id crypto.ID, size int64) {
+		ids = append(ids, id)
+		total += size
 	})
 	if err != nil {
 		return fmt.Errorf("list local chunks: %w", err)
@@ -108,7 +96,7 @@ func (c *Cache) verifyChunks(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		data, err := c.loadLocal(id)
+		data, err := c.chunks.Load(id)
 		if err != nil {
 			bad = append(bad, id)
 		}
@@ -117,27 +105,12 @@ func (c *Cache) verifyChunks(ctx context.Context) error {
 	}
 	progress(total, true)
 	c.chunksVerified.Add(int64(len(ids)))
-	for len(bad) > 0 {
-		batch := bad[:min(len(bad), 1000)]
-		bad = bad[len(batch):]
-		if err := c.update(func(txn *wtxn) error {
-			for _, id := range batch {
-				if err := txn.Delete(meta.ChunkKey(id)); err != nil {
-					return err
-				}
-				if err := txn.Delete(meta.QueueKey(id)); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("drop lost chunks: %w", err)
-		}
-		for _, id := range batch {
-			c.files.remove(id)
-		}
-		c.chunksLost.Add(int64(len(batch)))
+	if err := c.chunks.DropLost(bad, func(txn chunkstore.Txn, id crypto.ID) error {
+		return txn.Delete(meta.QueueKey(id))
+	}); err != nil {
+		return fmt.Errorf("drop lost chunks: %w", err)
 	}
+	c.chunksLost.Add(int64(len(bad)))
 	if n := c.chunksLost.Load(); n > 0 {
 		c.log.Error("chunks stored shortly before the power loss did not survive it; files naming them read as errors and keep their last backed-up version in snapshots", "lost", n, "checked", len(ids))
 	}

@@ -35,8 +35,9 @@ func crash(c *Cache) {
 	<-c.snapsDone
 	c.cancel()
 	c.wg.Wait()
+	c.chunks.Wait()
 	c.dbp.Load().db.Close()
-	c.segs.close()
+	c.chunks.Close()
 	c.ix.close()
 	c.lockFile.Close()
 }

@@ -67,13 +67,13 @@ func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneR
 // repository's index and snapshots are rewritten under the mount (a prune,
 // an erase), and returns how to let them go on. Lock order: the
 // scheduler's run (Scheduler.Hold), the
-// upload queue's hold, pruneMu.
+// upload queue's hold, the chunk store's eviction.
 func (c *Cache) holdForRewrite() (release func()) {
 	releaseSnap := c.snap.Hold()
 	releaseUp := c.up.Hold()
-	c.pruneMu.Lock()
+	resumeEviction := c.chunks.PauseEviction()
 	return func() {
-		c.pruneMu.Unlock()
+		resumeEviction()
 		releaseUp()
 		releaseSnap()
 	}

@@ -70,7 +70,7 @@ func (c *Cache) readAll(ctx context.Context, n *meta.Inode) ([]byte, error) {
 			out = append(out, make([]byte, ch.Len)...)
 			continue
 		}
-		b, err := c.getChunk(ctx, ch.ID)
+		b, err := c.chunks.Get(ctx, ch.ID)
 		if err != nil {
 			return nil, err
 		}

@@ -29,7 +29,7 @@ func TestSparseHoles(t *testing.T) {
 	}
 	const tib = uint64(1) << 40
 	size := tib
-	stored := c.chunksStored.Load()
+	stored := c.chunks.Stored()
 	start := time.Now()
 	if _, err := c.SetAttr(ctx, a.Ino, SetAttrIn{Size: &size}); err != nil {
 		t.Fatal(err)
@@ -41,7 +41,7 @@ func TestSparseHoles(t *testing.T) {
 	if n.Size != tib || len(n.Chunks) != 1 || !n.Chunks[0].IsHole() || n.Chunks[0].Len != tib {
 		t.Fatalf("after truncate: size %d, chunks %+v", n.Size, n.Chunks)
 	}
-	if got := c.chunksStored.Load() - stored; got != 0 {
+	if got := c.chunks.Stored() - stored; got != 0 {
 		t.Fatalf("a hole stored %d chunks", got)
 	}
 	if a := lookupPath(t, c, "s"); a.Holes != tib || a.Blocks() != 0 {

@@ -1,7 +1,5 @@
 package cache
 
-import "sync/atomic"
-
 // Counters are running totals since the mount started, for monitoring.
 type Counters struct {
 	// ChunkHits counts chunk reads served from memory or the state
@@ -16,13 +14,10 @@ type Counters struct {
 	WalkInodes    int64 `json:"walk_inodes"`
 }
 
-type counters struct {
-	chunkHits, chunkMisses atomic.Int64
-}
-
 // Counters returns the running totals.
 func (c *Cache) Counters() Counters {
 	built, uploaded, inodes := c.snap.Counters()
-	return Counters{ChunkHits: c.stats.chunkHits.Load(), ChunkMisses: c.stats.chunkMisses.Load(),
+	hits, misses := c.chunks.Counters()
+	return Counters{ChunkHits: hits, ChunkMisses: misses,
 		TreesBuilt: built, TreesUploaded: uploaded, WalkInodes: inodes}
 }

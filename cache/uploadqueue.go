@@ -1,13 +1,8 @@
 package cache
 
 import (
-	"errors"
 	"fmt"
-	"sync"
 
-	badger "github.com/dgraph-io/badger/v4"
-
-	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -40,54 +35,23 @@ func (s queueStore) Update(fn func(upload.Txn) error) error {
 type queueChunks struct{ c *Cache }
 
 func (q queueChunks) Sizes(ids []crypto.ID) (map[crypto.ID]int64, error) {
-	want := make(map[crypto.ID]int64, len(ids))
-	err := q.c.view(func(txn *badger.Txn) error {
-		for _, id := range ids {
-			v, err := getValue(txn, meta.ChunkKey(id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				// The uploader dropped it as missing since the walk.
-				return fmt.Errorf("chunk %s: %w", id.Short(), errChunkVanished)
-			} else if err != nil {
-				return err
-			}
-			want[id] = valueSize(v)
+	want, err := q.c.chunks.Sizes(ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if _, ok := want[id]; !ok {
+			// The uploader dropped it as missing since the walk.
+			return nil, fmt.Errorf("chunk %s: %w", id.Short(), errChunkVanished)
 		}
-		return nil
-	})
-	return want, err
+	}
+	return want, nil
 }
-
-// uploadBufs recycles the buffers the uploader reads large chunks into.
-var uploadBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (q queueChunks) WithChunk(id crypto.ID, fn func([]byte) error) error {
-	// Small ones are usually just committed and still in memory; large
-	// ones are read into a recycled buffer, which the pack has copied from
-	// once fn returns.
-	if data := q.c.mem.get(id); data != nil {
-		return fn(data)
-	}
-	bp := uploadBufs.Get().(*[]byte)
-	defer uploadBufs.Put(bp)
-	data, err := q.c.loadLocalInto(id, *bp)
-	if err != nil {
-		return err
-	}
-	if cap(data) > cap(*bp) && len(data) > segmentMax {
-		*bp = data[:0]
-	}
-	return fn(data)
+	return q.c.chunks.WithChunk(id, fn)
 }
 
-func (q queueChunks) Uploaded(ids []crypto.ID, sizes []int) {
-	for i, id := range ids {
-		q.c.lru.add(id, int64(sizes[i]))
-	}
-	q.c.evict()
-}
+func (q queueChunks) Uploaded(ids []crypto.ID, sizes []int) { q.c.chunks.Uploaded(ids, sizes) }
 
-func (q queueChunks) Lost(ids []crypto.ID) {
-	for _, id := range ids {
-		q.c.files.fds.drop(id)
-	}
-}
+func (q queueChunks) Lost(ids []crypto.ID) { q.c.chunks.Forgotten(ids) }

@@ -1,8 +1,7 @@
-package cache
+package chunkstore
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/keepfs/keepfs/cache/meta"
-	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
@@ -79,7 +77,7 @@ func TestFDCache(t *testing.T) {
 func openFDs(t *testing.T, dir string) []string {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	var out []string
 	for _, e := range ents {
@@ -93,47 +91,46 @@ func openFDs(t *testing.T, dir string) []string {
 // Reads keep chunk files open; removing a chunk (eviction, erase) closes
 // its descriptor and deletes the file, and reads miss it from then on.
 func TestChunkFileDescriptors(t *testing.T) {
-	ctx := context.Background()
-	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
-	defer c.Close(ctx)
+	e := newEnv(t, 1<<30)
+	s := e.s
 	data := randBytes(3, 300<<10)
-	id := c.r.Key().BlobID(data)
-	if err := c.storeChunk(id, data, false); err != nil {
+	id := e.key.BlobID(data)
+	if err := s.Put([]Chunk{{ID: id, Data: data}}, false); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
-		got, err := c.loadLocalRange(id, 5000, 4096)
+		got, err := s.LoadRange(id, 5000, 4096)
 		if err != nil || !bytes.Equal(got, data[5000:9096]) {
 			t.Fatal(err)
 		}
 	}
-	p := c.files.path(id)
-	if c.files.fds.len() != 1 || len(openFDs(t, p)) != 1 {
-		t.Fatalf("%d cached, %d open, want the chunk file open once", c.files.fds.len(), len(openFDs(t, p)))
+	p := s.files.path(id)
+	if s.files.fds.len() != 1 || len(openFDs(t, p)) != 1 {
+		t.Fatalf("%d cached, %d open, want the chunk file open once", s.files.fds.len(), len(openFDs(t, p)))
 	}
-	if err := c.files.remove(id); err != nil {
+	if err := s.files.remove(id); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("chunk file still there: %v", err)
 	}
-	if c.files.fds.len() != 0 || len(openFDs(t, p)) != 0 {
+	if s.files.fds.len() != 0 || len(openFDs(t, p)) != 0 {
 		t.Fatal("descriptor of a removed chunk file still open")
 	}
-	if _, err := c.loadLocalRange(id, 0, 10); !errors.Is(err, os.ErrNotExist) {
+	if _, err := s.LoadRange(id, 0, 10); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("read of a removed chunk: %v, want not found", err)
 	}
 	// A chunk written again replaces any descriptor of its old file.
-	if err := c.files.write(id, data, false); err != nil {
+	if err := s.files.write(id, data, false); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := c.loadLocal(id); err != nil || !bytes.Equal(got, data) {
+	if got, err := s.Load(id); err != nil || !bytes.Equal(got, data) {
 		t.Fatal(err)
 	}
-	if err := c.files.write(id, data, false); err != nil {
+	if err := s.files.write(id, data, false); err != nil {
 		t.Fatal(err)
 	}
-	if c.files.fds.len() != 0 {
+	if s.files.fds.len() != 0 {
 		t.Fatal("descriptor of a replaced chunk file kept")
 	}
 }
@@ -141,24 +138,23 @@ func TestChunkFileDescriptors(t *testing.T) {
 // Chunk files of format 2 (64 KiB blocks, written before format 3) still
 // read, whole and in part.
 func TestLegacyChunkFormat2(t *testing.T) {
-	ctx := context.Background()
-	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
-	defer c.Close(ctx)
+	e := newEnv(t, 1<<30)
+	s := e.s
 	data := randBytes(5, 5*v2BlockSize+1234)
-	id := c.r.Key().BlobID(data)
+	id := e.key.BlobID(data)
 	var sealed []byte
-	ns := c.files.aead.NonceSize()
+	ns := s.files.aead.NonceSize()
 	for i := 0; i*v2BlockSize < len(data); i++ {
 		blk := data[i*v2BlockSize : min((i+1)*v2BlockSize, len(data))]
 		nonce := make([]byte, ns)
 		rand.Read(nonce)
 		ad := binary.BigEndian.AppendUint32(append([]byte(nil), id[:]...), uint32(i))
-		sealed = c.files.aead.Seal(append(sealed, nonce...), nonce, blk, ad)
+		sealed = s.files.aead.Seal(append(sealed, nonce...), nonce, blk, ad)
 	}
-	if err := os.WriteFile(c.files.path(id), sealed, 0o600); err != nil {
+	if err := os.WriteFile(s.files.path(id), sealed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := c.update(func(txn *wtxn) error {
+	err := e.db.Update(func(txn Txn) error {
 		return txn.Set(meta.ChunkKey(id), append(binary.BigEndian.AppendUint64(nil, uint64(len(data))), 2))
 	})
 	if err != nil {
@@ -167,7 +163,7 @@ func TestLegacyChunkFormat2(t *testing.T) {
 	size := int64(len(data))
 	for _, r := range [][2]int64{{0, size}, {v2BlockSize - 1, 2}, {3*v2BlockSize + 7, 4096}, {size - 1, 1}, {100, 4 * v2BlockSize}} {
 		for range 2 { // through Badger, then the open descriptor
-			got, err := c.loadLocalRange(id, r[0], r[1])
+			got, err := s.LoadRange(id, r[0], r[1])
 			if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
 				t.Fatalf("range %v: %v", r, err)
 			}

@@ -3,8 +3,6 @@ package cache
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -18,136 +16,7 @@ import (
 
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
-	"github.com/keepfs/keepfs/repo/crypto"
-	"github.com/keepfs/keepfs/repo/tree"
 )
-
-// Block-sealed chunk files read any range by opening only its blocks, and
-// a damaged block spoils only reads that touch it.
-func TestChunkFileRanges(t *testing.T) {
-	ctx := context.Background()
-	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
-	defer c.Close(ctx)
-	// Past segmentMax, so it gets a file of its own.
-	data := randBytes(7, 70*blockSize+1234)
-	id := c.r.Key().BlobID(data)
-	if err := c.storeChunk(id, data, false); err != nil {
-		t.Fatal(err)
-	}
-	size := int64(len(data))
-	for _, r := range [][2]int64{{0, size}, {0, 1}, {blockSize - 1, 2}, {3 * blockSize, blockSize}, {size - 1, 1},
-		{70 * blockSize, 1234}, {100, 4 * blockSize}, {size, 0}, {blockSize - 100, 17 * blockSize}} {
-		got, err := c.loadLocalRange(id, r[0], r[1])
-		if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
-			t.Fatalf("range %v: %v", r, err)
-		}
-		// Into a reused buffer holding other bytes, too small or big enough.
-		for _, n := range []int{16, 8 * blockSize} {
-			buf := bytes.Repeat([]byte{0xa5}, n)
-			got, err := c.loadLocalRangeBuf(id, r[0], r[1], buf)
-			if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
-				t.Fatalf("range %v into a %d-byte buffer: %v", r, n, err)
-			}
-			// Decrypted straight into a destination: only its n bytes
-			// are written, the bytes around it stay.
-			dst := bytes.Repeat([]byte{0x5a}, int(r[1])+2)
-			if _, err := c.loadLocalRangeTo(id, r[0], r[1], buf[:0], dst[1:1+r[1]]); err != nil ||
-				!bytes.Equal(dst[1:1+r[1]], data[r[0]:r[0]+r[1]]) || dst[0] != 0x5a || dst[len(dst)-1] != 0x5a {
-				t.Fatalf("range %v into its destination, a %d-byte buffer for the blocks: %v", r, n, err)
-			}
-		}
-	}
-	if _, err := c.loadLocalRange(id, size-1, 2); !errors.Is(err, errCorruptState) {
-		t.Fatalf("read past the end: %v", err)
-	}
-	// Flip a byte in block 2.
-	p := c.files.path(id)
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := 2*c.files.sealedBlock() + 100
-	b := make([]byte, 1)
-	f.ReadAt(b, at)
-	b[0] ^= 1
-	f.WriteAt(b, at)
-	f.Close()
-	if got, err := c.loadLocalRange(id, 0, blockSize); err != nil || !bytes.Equal(got, data[:blockSize]) {
-		t.Fatalf("block 0 after damage to block 2: %v", err)
-	}
-	if _, err := c.loadLocalRangeTo(id, 2*blockSize+5, 10, nil, make([]byte, 10)); !errors.Is(err, errCorruptState) {
-		t.Fatalf("read of a damaged block into a destination: %v", err)
-	}
-	if _, err := c.loadLocalRange(id, 2*blockSize+5, 10); !errors.Is(err, errCorruptState) {
-		t.Fatalf("damaged block read: %v, want a corruption error", err)
-	}
-	if _, err := c.loadLocal(id); !errors.Is(err, errCorruptState) {
-		t.Fatalf("whole chunk with a damaged block: %v", err)
-	}
-}
-
-// State directories written before block sealing (whole-chunk files, 16 KiB
-// inline values) still read, through the mount's read path too.
-func TestLegacyChunkValues(t *testing.T) {
-	ctx := context.Background()
-	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
-	defer c.Close(ctx)
-	big := randBytes(8, 300<<10)
-	small := randBytes(9, 12<<10)
-	bigID, smallID := c.r.Key().BlobID(big), c.r.Key().BlobID(small)
-	// Format 1: nonce || AEAD(whole chunk, ad = id); c value = size only.
-	sealed := make([]byte, c.files.aead.NonceSize())
-	rand.Read(sealed)
-	sealed = c.files.aead.Seal(sealed, sealed, big, bigID[:])
-	if err := os.WriteFile(c.files.path(bigID), sealed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	err := c.update(func(txn *wtxn) error {
-		if err := txn.Set(meta.ChunkKey(bigID), binary.BigEndian.AppendUint64(nil, uint64(len(big)))); err != nil {
-			return err
-		}
-		return txn.Set(meta.ChunkKey(smallID), append(binary.BigEndian.AppendUint64(nil, uint64(len(small))), small...))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[crypto.ID][]byte{bigID: big, smallID: small} {
-		got, err := c.loadLocalRange(name, 1000, 5000)
-		if err != nil || !bytes.Equal(got, want[1000:6000]) {
-			t.Fatalf("legacy chunk %s: %v", name.Short(), err)
-		}
-	}
-	// A file made of both, read at random offsets through a handle.
-	a, err := c.Create(ctx, c.Root(), "f", NewNode{Type: tree.File, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = c.update(func(txn *wtxn) error {
-		n, err := txn.inode(a.Ino)
-		if err != nil {
-			return err
-		}
-		n.Chunks = []meta.Chunk{{ID: bigID, Len: uint64(len(big))}, {ID: smallID, Len: uint64(len(small))}}
-		n.Size = uint64(len(big) + len(small))
-		return txn.putInode(a.Ino, n)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := append(append([]byte(nil), big...), small...)
-	h, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Release(ctx)
-	for _, off := range []int64{int64(len(want)) - 100, 5, 200 << 10, int64(len(big)) - 10} {
-		buf := make([]byte, 4096)
-		n, err := h.ReadAt(ctx, buf, off)
-		if err != nil || !bytes.Equal(buf[:n], want[off:min(off+4096, int64(len(want)))]) {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-	}
-}
 
 // A large chunk that cannot be stored fails the commit (the chunks of a big
 // file are stored on a goroutine of their own); the file keeps its old
@@ -159,12 +28,14 @@ func TestCommitFailsWhenAChunkCannotBeStored(t *testing.T) {
 	old := randBytes(7, 3<<20)
 	ino := writeFile(t, c, c.Root(), "f", old)
 
-	blocked := filepath.Join(t.TempDir(), "not-a-directory")
-	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+	// A file where the chunk directory was: no chunk file can be made.
+	dir := filepath.Join(c.opts.StateDir, "chunks")
+	if err := os.Rename(dir, dir+".away"); err != nil {
 		t.Fatal(err)
 	}
-	dir := c.files.dir
-	c.files.dir = blocked
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	data := randBytes(8, 12<<20) // a dozen large chunks
 	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDWR|os.O_TRUNC))
 	if err != nil {
@@ -180,7 +51,12 @@ func TestCommitFailsWhenAChunkCannotBeStored(t *testing.T) {
 		t.Fatalf("failed commit changed the committed size to %d", n.Size)
 	}
 
-	c.files.dir = dir
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
 	if err := h.Flush(ctx); err != nil {
 		t.Fatalf("commit after the failure cleared: %v", err)
 	}
@@ -223,31 +99,6 @@ func TestSmallFilesChunkLikeTheChunker(t *testing.T) {
 		}
 		if got := readFile(t, c, ino); !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: content differs", size)
-		}
-	}
-}
-
-// A chunk file written for an fsync leaves the page cache once it is on the
-// disk; one written for a close stays (the kernel writes it back later).
-func TestDurableChunkFileLeavesPageCache(t *testing.T) {
-	ctx := context.Background()
-	c := openCache(t, newRepo(t, remote.NewMem()), diskTempDir(t))
-	defer c.Close(ctx)
-	for _, durable := range []bool{false, true} {
-		data := randBytes(uint64(len(fmt.Sprint(durable))), 4<<20)
-		id := c.r.Key().BlobID(data)
-		if err := c.storeChunk(id, data, durable); err != nil {
-			t.Fatal(err)
-		}
-		res, all := residentPages(t, c.files.path(id))
-		if durable && res != 0 {
-			t.Errorf("fsynced chunk file: %d of %d pages still cached", res, all)
-		}
-		if !durable && res != all {
-			t.Errorf("closed chunk file: %d of %d pages cached, want all (dirty pages cannot be dropped)", res, all)
-		}
-		if got, err := c.loadLocal(id); err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("read back (durable %v): %v", durable, err)
 		}
 	}
 }
@@ -315,7 +166,7 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 	}
 	var files []string // of the chunks kept in files, in file order
 	for _, ch := range n.Chunks {
-		p := c.files.path(ch.ID)
+		p := c.chunks.FilePath(ch.ID)
 		f, err := os.Open(p)
 		if err != nil {
 			continue // a small tail chunk lives elsewhere
@@ -323,7 +174,7 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 		if err := f.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		dropPages(f)
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) // what a durable write does
 		f.Close()
 		files = append(files, p)
 	}

@@ -1,4 +1,4 @@
-package cache
+package chunkstore
 
 import (
 	"fmt"
@@ -50,14 +50,18 @@ func (u *unsynced) len() int {
 	return len(u.chunks)
 }
 
-// syncNoted makes every noted chunk durable: their files and the
-// directories naming them, and the segments holding them. Chunks evicted
-// meanwhile are in the repository and need nothing.
-func (c *Cache) syncNoted() error {
-	if c.unsynced.len() > syncOneByOne {
-		return c.syncState()
+// Unsynced is how many chunks were stored without reaching the disk since
+// the last sync.
+func (s *Store) Unsynced() int { return s.unsynced.len() }
+
+// SyncNoted makes every chunk stored without reaching the disk durable:
+// their files and the directories naming them, and the segments holding
+// them. Chunks evicted meanwhile are in the repository and need nothing.
+func (s *Store) SyncNoted() error {
+	if s.unsynced.len() > syncOneByOne {
+		return s.Sync()
 	}
-	pending := c.unsynced.reset()
+	pending := s.unsynced.reset()
 	if len(pending) == 0 {
 		return nil
 	}
@@ -69,14 +73,14 @@ func (c *Cache) syncNoted() error {
 			segs[uint32(where)] = true
 			continue
 		}
-		p := c.files.path(id)
+		p := s.files.path(id)
 		if err := syncPath(p); err != nil && !os.IsNotExist(err) && firstErr == nil {
 			firstErr = err
 		}
 		dirs[filepath.Dir(p)] = true
 	}
 	for n := range segs {
-		if err := c.segs.sync(n); err != nil && firstErr == nil {
+		if err := s.segs.sync(n); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
@@ -88,7 +92,7 @@ func (c *Cache) syncNoted() error {
 	if firstErr != nil {
 		// Keep them noted: the next fsync or the periodic sync retries.
 		for id, where := range pending {
-			c.unsynced.add(id, where)
+			s.unsynced.add(id, where)
 		}
 		return fmt.Errorf("sync chunks: %w", firstErr)
 	}
@@ -99,18 +103,19 @@ func (c *Cache) syncNoted() error {
 // it, one syncfs of the state directory costs less than a sync per file.
 const syncOneByOne = 64
 
-// syncState makes everything written to the state directory so far
-// durable (one syncfs) and forgets the unsynced chunks it covered.
-func (c *Cache) syncState() error {
-	old := c.unsynced.reset()
-	d, err := os.Open(c.opts.StateDir)
+// Sync makes everything written to the state directory so far durable
+// (one syncfs: the chunks and whatever else the directory holds) and
+// forgets the unsynced chunks it covered.
+func (s *Store) Sync() error {
+	old := s.unsynced.reset()
+	d, err := os.Open(s.dir)
 	if err == nil {
 		err = unix.Syncfs(int(d.Fd()))
 		d.Close()
 	}
 	if err != nil {
 		for id, where := range old {
-			c.unsynced.add(id, where)
+			s.unsynced.add(id, where)
 		}
 		return fmt.Errorf("sync state directory: %w", err)
 	}

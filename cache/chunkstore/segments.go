@@ -1,4 +1,4 @@
-package cache
+package chunkstore
 
 import (
 	"crypto/cipher"
@@ -77,8 +77,8 @@ func segLocOf(v []byte) (segLoc, bool) {
 		n: binary.BigEndian.Uint32(v[20:])}, true
 }
 
-func newSegments(stateDir string, k *crypto.Key) (*segments, error) {
-	aead, err := stateAEAD(k.StateMAC([]byte("keepfs chunk segments v1")))
+func newSegments(stateDir string, k *crypto.Key, newAEAD func([]byte) (cipher.AEAD, error)) (*segments, error) {
+	aead, err := newAEAD(k.StateMAC([]byte("keepfs chunk segments v1")))
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +175,7 @@ func (s *segments) read(id crypto.ID, l segLoc) ([]byte, error) {
 	s.mu.Unlock()
 	ns := s.aead.NonceSize()
 	if f == nil || int(l.n) < ns+s.aead.Overhead() {
-		return nil, fmt.Errorf("chunk %s: segment %d missing: %w", id.Short(), l.seg, errCorruptState)
+		return nil, fmt.Errorf("chunk %s: segment %d missing: %w", id.Short(), l.seg, ErrCorrupt)
 	}
 	b := make([]byte, l.n)
 	if _, err := f.ReadAt(b, l.off); err != nil {
@@ -183,7 +183,7 @@ func (s *segments) read(id crypto.ID, l segLoc) ([]byte, error) {
 	}
 	out, err := s.aead.Open(b[ns:ns], b[:ns], b[ns:], id[:])
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
+		return nil, fmt.Errorf("chunk %s: %w", id.Short(), ErrCorrupt)
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package cache
+package chunkstore
 
 import (
 	"container/list"

@@ -1,4 +1,4 @@
-package cache
+package chunkstore
 
 import (
 	"crypto/cipher"
@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sync"
 
-	badger "github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
@@ -37,8 +36,8 @@ type chunkFiles struct {
 	fds  *fdCache
 }
 
-func newChunkFiles(stateDir string, k *crypto.Key) (*chunkFiles, error) {
-	aead, err := stateAEAD(k.StateMAC([]byte("keepfs chunk files v1")))
+func newChunkFiles(stateDir string, k *crypto.Key, newAEAD func([]byte) (cipher.AEAD, error)) (*chunkFiles, error) {
+	aead, err := newAEAD(k.StateMAC([]byte("keepfs chunk files v1")))
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +227,7 @@ func (cf *chunkFiles) openChunk(id crypto.ID, format int, size int64) (*openChun
 func (cf *chunkFiles) readSealed(id crypto.ID, oc *openChunk, off, n int64, buf []byte) (b []byte, first, last int64, err error) {
 	size, bs := oc.size, blockSizeOf(oc.format)
 	if off < 0 || n < 0 || off+n > size {
-		return nil, 0, 0, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+		return nil, 0, 0, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, ErrCorrupt)
 	}
 	ns, sb := cf.aead.NonceSize(), cf.sealedBlockOf(oc.format)
 	first, last = off/bs, max(off+n-1, off)/bs
@@ -241,7 +240,7 @@ func (cf *chunkFiles) readSealed(id crypto.ID, oc *openChunk, off, n int64, buf 
 		b = make([]byte, need)
 	}
 	if _, err := oc.f.ReadAt(b, first*sb); err != nil {
-		return nil, 0, 0, fmt.Errorf("chunk %s: %w (%v)", id.Short(), errCorruptState, err)
+		return nil, 0, 0, fmt.Errorf("chunk %s: %w (%v)", id.Short(), ErrCorrupt, err)
 	}
 	return b, first, last, nil
 }
@@ -264,12 +263,12 @@ func (cf *chunkFiles) readBlocks(id crypto.ID, oc *openChunk, off, n int64, buf 
 	for i := first; i <= last; i++ {
 		rec := b[(i-first)*sb : min((i-first+1)*sb, int64(len(b)))]
 		if len(rec) < ns+cf.aead.Overhead() {
-			return nil, fmt.Errorf("chunk %s: truncated file: %w", id.Short(), errCorruptState)
+			return nil, fmt.Errorf("chunk %s: truncated file: %w", id.Short(), ErrCorrupt)
 		}
 		binary.BigEndian.PutUint32(ad[len(id):], uint32(i))
 		pt, err := cf.aead.Open(rec[ns:ns], rec[:ns], rec[ns:], ad)
 		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
+			return nil, fmt.Errorf("chunk %s: %w", id.Short(), ErrCorrupt)
 		}
 		w += copy(b[w:], pt)
 	}
@@ -289,7 +288,7 @@ func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst
 	n := int64(len(dst))
 	if n == 0 {
 		if off < 0 || off > oc.size {
-			return fmt.Errorf("chunk %s: read [%d,+0) of %d bytes: %w", id.Short(), off, oc.size, errCorruptState)
+			return fmt.Errorf("chunk %s: read [%d,+0) of %d bytes: %w", id.Short(), off, oc.size, ErrCorrupt)
 		}
 		return nil
 	}
@@ -314,7 +313,7 @@ func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst
 	for i := first; i <= last; i++ {
 		rec := b[(i-first)*sb : min((i-first+1)*sb, int64(len(b)))]
 		if len(rec) < ns+cf.aead.Overhead() {
-			return fmt.Errorf("chunk %s: truncated file: %w", id.Short(), errCorruptState)
+			return fmt.Errorf("chunk %s: truncated file: %w", id.Short(), ErrCorrupt)
 		}
 		binary.BigEndian.PutUint32(ad[len(id):], uint32(i))
 		bStart, bEnd := i*bs, min((i+1)*bs, size) // plaintext of block i in the chunk
@@ -333,14 +332,14 @@ func (cf *chunkFiles) readBlocksInto(id crypto.ID, oc *openChunk, off int64, dst
 			if pt, err = cf.aead.Open(part[:0], rec[:ns], rec[ns:], ad); err == nil {
 				lo, hi := max(off, bStart), min(off+n, bEnd)
 				if int64(len(pt)) < hi-bStart {
-					err = errCorruptState
+					err = ErrCorrupt
 				} else {
 					copy(dst[lo-off:hi-off], pt[lo-bStart:hi-bStart])
 				}
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
+			return fmt.Errorf("chunk %s: %w", id.Short(), ErrCorrupt)
 		}
 	}
 	return nil
@@ -355,11 +354,11 @@ func (cf *chunkFiles) readV1(id crypto.ID) ([]byte, error) {
 	}
 	ns := cf.aead.NonceSize()
 	if len(b) < ns+cf.aead.Overhead() {
-		return nil, fmt.Errorf("chunk %s: truncated file: %w", id.Short(), errCorruptState)
+		return nil, fmt.Errorf("chunk %s: truncated file: %w", id.Short(), ErrCorrupt)
 	}
 	out, err := cf.aead.Open(b[ns:ns], b[:ns], b[ns:], id[:])
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id.Short(), errCorruptState)
+		return nil, fmt.Errorf("chunk %s: %w", id.Short(), ErrCorrupt)
 	}
 	return out, nil
 }
@@ -427,74 +426,82 @@ func inlineData(v []byte) []byte {
 // directories outlive upgrades).
 const legacyInlineMax = 16 << 10
 
-// loadLocal returns a chunk kept in the state directory; an error wrapping
+// readScratch is the scratch buffer readBlocksInto needs to read n bytes
+// without allocating: the sealed blocks they touch, the associated data
+// and a block for the plaintext of one the range cuts.
+func (cf *chunkFiles) readScratch(n int) int {
+	return (n/blockSize+2)*int(cf.sealedBlock()) + blockADLen + blockSize
+}
+
+// Load returns a chunk kept in the state directory; an error wrapping
 // os.ErrNotExist if it is not.
-func (c *Cache) loadLocal(id crypto.ID) ([]byte, error) {
-	return c.loadLocalRange(id, 0, -1)
+func (s *Store) Load(id crypto.ID) ([]byte, error) {
+	return s.LoadRange(id, 0, -1)
 }
 
-// loadLocalInto is loadLocal reading a chunk kept in a file into buf's
+// LoadRange is Load for the chunk's bytes [off, off+n) (n < 0: to the
+// end). Only block-sealed files are read in part; other chunks are small
+// or old and read whole.
+func (s *Store) LoadRange(id crypto.ID, off, n int64) ([]byte, error) {
+	return s.loadRangeBuf(id, off, n, nil)
+}
+
+// loadRangeBuf is LoadRange reading a chunk kept in a file into buf's
 // storage when it has room (see readBlocks); other chunks are returned as
-// loadLocal returns them.
-func (c *Cache) loadLocalInto(id crypto.ID, buf []byte) ([]byte, error) {
-	return c.loadLocalRangeBuf(id, 0, -1, buf)
+// LoadRange returns them.
+func (s *Store) loadRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byte, error) {
+	return s.loadRangeTo(id, off, n, buf, nil)
 }
 
-// loadLocalRange is loadLocal for the chunk's bytes [off, off+n) (n < 0:
-// to the end). Only block-sealed files are read in part; other chunks are
-// small or old and read whole.
-func (c *Cache) loadLocalRange(id crypto.ID, off, n int64) ([]byte, error) {
-	return c.loadLocalRangeBuf(id, off, n, nil)
-}
+// errBadRead is a read whose destination does not fit the range asked for.
+var errBadRead = errors.New("read does not fit its buffer")
 
-func (c *Cache) loadLocalRangeBuf(id crypto.ID, off, n int64, buf []byte) ([]byte, error) {
-	return c.loadLocalRangeTo(id, off, n, buf, nil)
-}
-
-// loadLocalRangeTo is loadLocalRangeBuf; with dst (n bytes long) the bytes
-// land in dst, a chunk file's decrypted straight into it with buf holding
-// the sealed blocks, and dst is returned.
-func (c *Cache) loadLocalRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([]byte, error) {
+// loadRangeTo is loadRangeBuf; with dst (n bytes long) the bytes land in
+// dst, a chunk file's decrypted straight into it with buf holding the
+// sealed blocks, and dst is returned.
+func (s *Store) loadRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([]byte, error) {
 	readFile := func(oc *openChunk) ([]byte, error) {
 		if n < 0 {
 			n = oc.size - off
 		}
 		if dst == nil {
-			return c.files.readBlocks(id, oc, off, n, buf)
+			return s.files.readBlocks(id, oc, off, n, buf)
 		}
 		if int64(len(dst)) != n {
-			return nil, fmt.Errorf("chunk %s: read of %d bytes into %d: %w", id.Short(), n, len(dst), ErrInvalid)
+			return nil, fmt.Errorf("chunk %s: read of %d bytes into %d: %w", id.Short(), n, len(dst), errBadRead)
 		}
-		if err := c.files.readBlocksInto(id, oc, off, dst, buf); err != nil {
+		if err := s.files.readBlocksInto(id, oc, off, dst, buf); err != nil {
 			return nil, err
 		}
 		return dst, nil
 	}
 	// A chunk file opened before needs no look in Badger: the descriptor
 	// is dropped before its file goes (remove) or is replaced (write).
-	if oc := c.files.fds.get(id); oc != nil {
-		defer c.files.fds.put(oc)
+	if oc := s.files.fds.get(id); oc != nil {
+		defer s.files.fds.put(oc)
 		return readFile(oc)
 	}
 	for attempt := 0; ; attempt++ {
+		// A record is never empty: v is nil only when there is none (and
+		// a flag set in the closure would cost the read an allocation).
 		var v []byte
-		err := c.view(func(txn *badger.Txn) error {
+		err := s.db.View(func(txn Reader) error {
 			var err error
-			v, err = getValue(txn, meta.ChunkKey(id))
+			v, _, err = txn.Value(meta.ChunkKey(id))
 			return err
 		})
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil, fmt.Errorf("chunk %s: %w", id.Short(), os.ErrNotExist)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
+		}
+		if v == nil {
+			return nil, fmt.Errorf("chunk %s: %w", id.Short(), os.ErrNotExist)
 		}
 		size := valueSize(v)
 		if n < 0 {
 			n = size - off
 		}
 		if off < 0 || n < 0 || off+n > size {
-			return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, errCorruptState)
+			return nil, fmt.Errorf("chunk %s: read [%d,+%d) of %d bytes: %w", id.Short(), off, n, size, ErrCorrupt)
 		}
 		var data []byte
 		switch format := fileFormat(v); {
@@ -502,22 +509,22 @@ func (c *Cache) loadLocalRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([
 		case inlineData(v) != nil:
 			data = append([]byte{}, inlineData(v)...)
 		case format == 2 || format == blockFormat:
-			oc, err := c.files.openChunk(id, format, size)
+			oc, err := s.files.openChunk(id, format, size)
 			if err != nil {
 				return nil, err
 			}
-			defer c.files.fds.put(oc)
+			defer s.files.fds.put(oc)
 			return readFile(oc)
 		case format == 1:
-			data, err = c.files.readV1(id)
+			data, err = s.files.readV1(id)
 		case format != 0:
-			return nil, fmt.Errorf("chunk %s: unknown file format %d: %w", id.Short(), format, errCorruptState)
+			return nil, fmt.Errorf("chunk %s: unknown file format %d: %w", id.Short(), format, ErrCorrupt)
 		default:
 			l, ok := segLocOf(v)
 			if !ok {
-				return nil, fmt.Errorf("chunk %s: bad value: %w", id.Short(), errCorruptState)
+				return nil, fmt.Errorf("chunk %s: bad value: %w", id.Short(), ErrCorrupt)
 			}
-			data, err = c.segs.read(id, l)
+			data, err = s.segs.read(id, l)
 			// Compaction may have moved the record, and its old segment
 			// gone, since we read the value: look again once.
 			if err != nil && attempt == 0 {
@@ -528,11 +535,11 @@ func (c *Cache) loadLocalRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([
 			return nil, err
 		}
 		if int64(len(data)) != size {
-			return nil, fmt.Errorf("chunk %s: %d bytes, want %d: %w", id.Short(), len(data), size, errCorruptState)
+			return nil, fmt.Errorf("chunk %s: %d bytes, want %d: %w", id.Short(), len(data), size, ErrCorrupt)
 		}
 		if dst != nil {
 			if int64(len(dst)) != n {
-				return nil, fmt.Errorf("chunk %s: read of %d bytes into %d: %w", id.Short(), n, len(dst), ErrInvalid)
+				return nil, fmt.Errorf("chunk %s: read of %d bytes into %d: %w", id.Short(), n, len(dst), errBadRead)
 			}
 			copy(dst, data[off:off+n])
 			return dst, nil
@@ -541,9 +548,7 @@ func (c *Cache) loadLocalRangeTo(id crypto.ID, off, n int64, buf, dst []byte) ([
 	}
 }
 
-// readScratch is the scratch buffer readBlocksInto needs to read n bytes
-// without allocating: the sealed blocks they touch, the associated data
-// and a block for the plaintext of one the range cuts.
-func (cf *chunkFiles) readScratch(n int) int {
-	return (n/blockSize+2)*int(cf.sealedBlock()) + blockADLen + blockSize
-}
+// InlineMax is the largest chunk kept inside its record rather than in a
+// segment or a file: the state directory's store must keep records of
+// 8 + InlineMax bytes in its tree (see inlineMax).
+const InlineMax = inlineMax
