@@ -96,7 +96,9 @@ func newSegments(stateDir string, k *crypto.Key, newAEAD func([]byte) (cipher.AE
 		if err != nil || n == 0 {
 			continue
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
+		// Read-write, though appends go to new segments only: an erase
+		// wipes records in place (wipe), whatever session wrote them.
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDWR, 0)
 		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("open segment: %w", err)
