@@ -96,8 +96,8 @@ func newSegments(stateDir string, k *crypto.Key, newAEAD func([]byte) (cipher.AE
 		if err != nil || n == 0 {
 			continue
 		}
-		// Read-write: wipe overwrites records of erased data in segments
-		// an earlier session wrote.
+		// Read-write, though appends go to new segments only: an erase
+		// wipes records in place (wipe), whatever session wrote them.
 		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDWR, 0)
 		if err != nil {
 			s.close()

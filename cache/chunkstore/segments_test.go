@@ -3,7 +3,6 @@ package chunkstore
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -159,42 +158,3 @@ func TestSegmentDeadBytesBounded(t *testing.T) {
 	}
 }
 
-// A record of erased data in a segment an earlier session wrote is wiped
-// in place: the segment files are reopened writable. (A read-only reopen
-// made an erase reaching an older state directory fail its Open with
-// EBADF whenever an erased chunk was small enough for a segment.)
-func TestWipeSegmentOfEarlierSession(t *testing.T) {
-	dir := t.TempDir()
-	k, err := crypto.NewMasterKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := newSegments(dir, k, crypto.NewAEAD)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := randBytes(7, 4<<10)
-	id := k.BlobID(data)
-	l, err := s.append(id, data, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.close()
-	if s, err = newSegments(dir, k, crypto.NewAEAD); err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
-	if got, err := s.read(id, l); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read after reopening: %v", err)
-	}
-	if err := s.wipe(l); err != nil {
-		t.Fatalf("wipe in a segment of an earlier session: %v", err)
-	}
-	raw, err := os.ReadFile(s.path(l.seg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(raw[l.off:l.off+int64(l.n)], make([]byte, l.n)) {
-		t.Fatal("the wiped record still holds data")
-	}
-}

@@ -272,6 +272,17 @@ func TestPurgeWipes(t *testing.T) {
 	if got, err := s.Load(ik); err != nil || !bytes.Equal(got, keep) {
 		t.Fatalf("the chunk sharing the segment: %v", err)
 	}
+
+	// A segment of an earlier session (opened at start, not appended to
+	// any more) is wiped too.
+	s.Close()
+	s = e.open(1 << 30)
+	if err := s.Purge(ik, nil); err != nil {
+		t.Fatalf("purge of a chunk in an earlier session's segment: %v", err)
+	}
+	if p := grepDir(t, dir, string(keep[:64])); p != "" {
+		t.Fatalf("plaintext of a chunk purged from an earlier session's segment still in %s", p)
+	}
 }
 
 // Past syncOneByOne noted chunks, SyncNoted syncs the state directory as
