@@ -157,4 +157,3 @@ func TestSegmentDeadBytesBounded(t *testing.T) {
 		}
 	}
 }
-
