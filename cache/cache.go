@@ -23,7 +23,6 @@ import (
 	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/repo"
-	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
@@ -142,7 +141,7 @@ type Cache struct {
 	lru      *chunkLRU
 	mem      *memCache
 	meta     *namespace.MetaCache
-	chunkers chan *chunker.Chunker
+	chunkers *chunkerPool
 	unsynced unsynced // chunks stored by closes, not yet on the disk
 
 	beforeBgCommit     func()                 // tests: runs as a background commit after an fsync starts
@@ -221,8 +220,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
 		open: map[uint64]*openFile{}, health: opts.Health,
-		chunkers: make(chan *chunker.Chunker, 1),
-		lru:      newChunkLRU(), mem: newMemCache(memCacheSize), meta: namespace.NewMetaCache(namespace.MetaCacheEntries)}
+		lru: newChunkLRU(), mem: newMemCache(memCacheSize), meta: namespace.NewMetaCache(namespace.MetaCacheEntries)}
 	c.up = c.newUploadQueue()
 	c.trees = c.newTrees()
 	c.snap = c.newScheduler()
@@ -265,9 +263,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	if err := c.loadState(ctx); err != nil {
 		return nil, err
 	}
-	for i := 0; i < cap(c.chunkers); i++ {
-		c.chunkers <- r.NewChunker()
-	}
+	c.chunkers = newChunkerPool(1, chunkerIdle, r.NewChunker)
 	// A daemon killed earlier may have left chunks in the page cache only;
 	// nothing here remembers them, so make them all durable now.
 	if err := c.syncState(); err != nil {
@@ -650,6 +646,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	}
 	c.segs.close()
 	c.files.fds.close()
+	c.chunkers.close()
 	if err := c.ix.close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local index: %w", err))
 	}
