@@ -324,11 +324,19 @@ func (c *Cache) openDB() error {
 // cp -a wrote, and the caches (16 + 8 MiB each) had filled by the end of
 // the mount bench. The memtable stays at 8 MiB: Badger caps a transaction
 // at 15 % of it (and the index's 1 MiB value threshold must fit under
-// that), so a smaller one would reject big transactions.
+// that), so a smaller one would reject big transactions (a 4 MiB one
+// stalled the first sync after cp -a of the bench workload).
+//
+// The block caches are the smallest Badger allows with encryption, 1 MiB
+// each: during the upload drain after cp -a, where the daemon's RSS peaks,
+// they filled to 13 MiB of the 16 MiB between them, while a miss costs a
+// page of a memory-mapped table and an AES-CTR pass over a 4 KiB (index:
+// 16 KiB) block (hit ratio 0.24 at 1 MiB; see docs/architecture.md for
+// the A/B).
 const (
 	badgerMemTable   = 8 << 20
 	badgerMemtables  = 1
-	badgerBlockCache = 8 << 20
+	badgerBlockCache = 1 << 20
 	badgerIndexCache = 4 << 20
 )
 
@@ -754,6 +762,11 @@ func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a
 // log formats only what will be written: Badger logs a debug line for
 // every memtable flush and compaction step.
 func (b badgerLogger) log(level slog.Level, f string, a []any) {
+	// The caches are small on purpose (see badgerBlockCache): Badger's
+	// minutely advice to grow them is not news to the user.
+	if level == slog.LevelWarn && (strings.Contains(f, "might be too small") || strings.HasPrefix(f, "Cache life expectancy")) {
+		level = slog.LevelDebug
+	}
 	if !b.l.Enabled(context.Background(), level) {
 		return
 	}
