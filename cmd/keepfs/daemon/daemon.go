@@ -892,22 +892,9 @@ func writeHeapProfile(log *slog.Logger) {
 // the live data before collecting, which is what set the daemon's peak RSS.
 const memoryLimit = 208 << 20
 
-// gcPercent is the daemon's GOGC (other commands run with 25, see main).
-// The daemon's peak RSS is its live heap at the upload drain after a big
-// copy (about 145 MiB: Badger's table builder and memtables, pack
-// buffers, the chunker, inodes) plus the garbage GOGC lets pile up on top:
-// 25 % of it was 35 MiB of the peak. With 10 the collector runs about
-// 2.5 times as often, mostly over large pointer-free buffers that cost
-// it little to mark (docs/architecture.md has the A/B).
-const gcPercent = 10
-
-// limitMemory sets memoryLimit and gcPercent unless GOMEMLIMIT or GOGC say
-// otherwise.
+// limitMemory sets memoryLimit unless GOMEMLIMIT says otherwise.
 func limitMemory() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
-	}
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
 	}
 }
