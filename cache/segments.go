@@ -96,7 +96,9 @@ func newSegments(stateDir string, k *crypto.Key) (*segments, error) {
 		if err != nil || n == 0 {
 			continue
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
+		// Read-write: an erase wipes records in old segments too (wipe),
+		// and a write to a read-only descriptor fails with EBADF.
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDWR, 0)
 		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("open segment: %w", err)
