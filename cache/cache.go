@@ -24,7 +24,6 @@ import (
 	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/repo"
-	"github.com/keepfs/keepfs/repo/chunker"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
@@ -137,7 +136,7 @@ type Cache struct {
 	chunks   *chunkstore.Store   // chunk records and bytes (wired in chunks.go)
 	ix       *indexStore         // the repository's index, on disk (indexstore.go)
 	meta     *namespace.MetaCache
-	chunkers chan *chunker.Chunker
+	chunkers *chunkerPool
 
 	beforeBgCommit     func()                 // tests: runs as a background commit after an fsync starts
 	duringBgCommit     func()                 // tests: runs once it holds the file, before committing
@@ -211,8 +210,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
 		open: map[uint64]*openFile{}, health: opts.Health,
-		chunkers: make(chan *chunker.Chunker, 1),
-		meta:     namespace.NewMetaCache(namespace.MetaCacheEntries)}
+		meta: namespace.NewMetaCache(namespace.MetaCacheEntries)}
 	c.up = c.newUploadQueue()
 	c.trees = c.newTrees()
 	c.snap = c.newScheduler()
@@ -252,9 +250,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 	if err := c.loadState(ctx); err != nil {
 		return nil, err
 	}
-	for i := 0; i < cap(c.chunkers); i++ {
-		c.chunkers <- r.NewChunker()
-	}
+	c.chunkers = newChunkerPool(1, chunkerIdle, r.NewChunker)
 	// A daemon killed earlier may have left chunks in the page cache only;
 	// nothing here remembers them, so make them all durable now.
 	if err := c.chunks.Sync(); err != nil {
@@ -315,11 +311,19 @@ func (c *Cache) openDB() error {
 // cp -a wrote, and the caches (16 + 8 MiB each) had filled by the end of
 // the mount bench. The memtable stays at 8 MiB: Badger caps a transaction
 // at 15 % of it (and the index's 1 MiB value threshold must fit under
-// that), so a smaller one would reject big transactions.
+// that), so a smaller one would reject big transactions (a 4 MiB one
+// stalled the first sync after cp -a of the bench workload).
+//
+// The block caches are the smallest Badger allows with encryption, 1 MiB
+// each: during the upload drain after cp -a, where the daemon's RSS peaks,
+// they filled to 13 MiB of the 16 MiB between them, while a miss costs a
+// page of a memory-mapped table and an AES-CTR pass over a 4 KiB (index:
+// 16 KiB) block (hit ratio 0.24 at 1 MiB; see docs/architecture.md for
+// the A/B).
 const (
 	badgerMemTable   = 8 << 20
 	badgerMemtables  = 1
-	badgerBlockCache = 8 << 20
+	badgerBlockCache = 1 << 20
 	badgerIndexCache = 4 << 20
 )
 
@@ -636,6 +640,7 @@ func (c *Cache) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("close local state: %w", err))
 	}
 	c.chunks.Close()
+	c.chunkers.close()
 	if err := c.ix.close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local index: %w", err))
 	}
@@ -743,6 +748,11 @@ func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a
 // log formats only what will be written: Badger logs a debug line for
 // every memtable flush and compaction step.
 func (b badgerLogger) log(level slog.Level, f string, a []any) {
+	// The caches are small on purpose (see badgerBlockCache): Badger's
+	// minutely advice to grow them is not news to the user.
+	if level == slog.LevelWarn && (strings.Contains(f, "might be too small") || strings.HasPrefix(f, "Cache life expectancy")) {
+		level = slog.LevelDebug
+	}
 	if !b.l.Enabled(context.Background(), level) {
 		return
 	}

@@ -995,8 +995,8 @@ func (c *Cache) rechunkLocked(ctx context.Context, f *openFile, holes extents, d
 		}
 		return f.offs[i]
 	}
-	ch := <-c.chunkers
-	defer func() { c.chunkers <- ch }()
+	ch := c.chunkers.get()
+	defer c.chunkers.put(ch)
 	// Large chunks are stored by st while the next is cut; every return
 	// waits for it first, and a successful one takes the ids from it.
 	var st *chunkStorer

@@ -180,6 +180,7 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		return err
 	}
 	d := &daemon{cfg: cfg, c: c, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	go watchPeakHeap(log, d.done)
 	defer func() {
 		close(d.done)
 		// Let unmount clients read the outcome before the process exits.
