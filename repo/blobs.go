@@ -32,8 +32,14 @@ type blobKey struct {
 type writer struct {
 	r *Repository
 
-	mu        sync.Mutex
-	packer    *pack.Packer
+	mu     sync.Mutex
+	packer *pack.Packer // data blobs
+	// trees holds tree blobs in packs of their own, as restic does: a
+	// restore or a mount's rebuild walks every tree before it reads any
+	// data, and with trees mixed into data packs that walk touched nearly
+	// every pack (one request each on an object store). Its buffer grows
+	// as trees come (they are small) and is never recycled as a data one.
+	trees     *pack.Packer
 	pending   map[blobKey]bool  // sealed or being sealed, not yet indexed in memory
 	unindexed []index.PackEntry // uploaded packs not yet in a stored index segment
 	uploads   *errgroup.Group   // in-flight pack uploads
@@ -67,6 +73,7 @@ func newWriter(r *Repository) *writer {
 	// No buffer until the first blob: a mount may not upload for a
 	// while (the first snapshot), and a read-only command never does.
 	w.packer, w.idle = pack.NewPacker(nil), true
+	w.trees = pack.NewPacker(nil)
 	return w
 }
 
@@ -144,20 +151,29 @@ func (w *writer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealedL
 	// if: startUploadLocked drops mu while it waits for an upload slot,
 	// and another saver may have filled the next pack meanwhile (which,
 	// unchecked, grew pack buffers past their capacity: a 20 MiB copy).
-	for w.packer.Count() > 0 && w.packer.Size()+sealedLen+48*(w.packer.Count()+1) > w.r.cfg.PackSize {
-		if err := w.startUploadLocked(ctx); err != nil {
+	tree := t == pack.Tree
+	for p := w.packerOf(tree); p.Count() > 0 && p.Size()+sealedLen+48*(p.Count()+1) > w.r.cfg.PackSize; p = w.packerOf(tree) {
+		if err := w.startUploadLocked(ctx, tree); err != nil {
 			return err
 		}
 	}
-	if w.idle {
+	if w.idle && !tree {
 		w.packer, w.idle = pack.NewPacker(w.packBuffer()), false
 	}
-	before := w.packer.Size()
-	w.packer.AddFunc(t, id, rawLen, seal)
+	p := w.packerOf(tree)
+	before := p.Size()
+	p.AddFunc(t, id, rawLen, seal)
 	w.stats.BlobsNew++
 	w.stats.BytesNew += int64(rawLen)
-	w.stats.BytesStored += int64(w.packer.Size() - before)
+	w.stats.BytesStored += int64(p.Size() - before)
 	return nil
+}
+
+func (w *writer) packerOf(tree bool) *pack.Packer {
+	if tree {
+		return w.trees
+	}
+	return w.packer
 }
 
 // packBuffer returns a recycled pack buffer, or a new one with room for a
@@ -172,6 +188,9 @@ func (w *writer) packBuffer() []byte {
 }
 
 func (w *writer) recycle(b []byte) {
+	if cap(b) < w.r.cfg.PackSize {
+		return // a tree pack's: too small to hold a data pack without regrowing
+	}
 	select {
 	case w.bufs <- b[:0]:
 	default:
@@ -195,11 +214,11 @@ func (r *Repository) saveSealed(ctx context.Context, t pack.BlobType, id crypto.
 	return w.add(ctx, t, id, len(sealed), rawLen, func(dst []byte) []byte { return append(dst, sealed...) })
 }
 
-// startUploadLocked seals the current pack and uploads it in the
-// background. It blocks (dropping mu) while UploadConcurrency uploads are
-// already running, which is what bounds memory.
-func (w *writer) startUploadLocked(ctx context.Context) error {
-	p := w.packer
+// startUploadLocked seals the current data (or tree) pack and uploads it
+// in the background. It blocks (dropping mu) while UploadConcurrency
+// uploads are already running, which is what bounds memory.
+func (w *writer) startUploadLocked(ctx context.Context, tree bool) error {
+	p := w.packerOf(tree)
 	if p.Count() == 0 {
 		return nil
 	}
@@ -213,11 +232,15 @@ func (w *writer) startUploadLocked(ctx context.Context) error {
 		return ctx.Err()
 	}
 	w.mu.Lock()
-	if w.packer != p {
+	if w.packerOf(tree) != p {
 		<-w.sem // another caller uploaded this pack while we waited
 		return nil
 	}
-	w.packer = pack.NewPacker(w.packBuffer())
+	if tree {
+		w.trees = pack.NewPacker(nil)
+	} else {
+		w.packer = pack.NewPacker(w.packBuffer())
+	}
 	data, blobs := p.Finalize(w.r.key)
 	w.uploads.Go(func() error {
 		defer func() { <-w.sem }()
@@ -307,11 +330,15 @@ func (r *Repository) DiscardUnflushed() int {
 	w := r.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	dropped := w.packer.Reset()
-	for _, b := range dropped {
-		delete(w.pending, blobKey{b.Type, b.ID})
+	n := 0
+	for _, p := range []*pack.Packer{w.packer, w.trees} {
+		dropped := p.Reset()
+		for _, b := range dropped {
+			delete(w.pending, blobKey{b.Type, b.ID})
+		}
+		n += len(dropped)
 	}
-	return len(dropped)
+	return n
 }
 
 // Flush uploads the partly filled pack, waits for every upload, and stores
@@ -326,7 +353,10 @@ func (r *Repository) DiscardUnflushed() int {
 func (r *Repository) Flush(ctx context.Context) error {
 	w := r.w
 	w.mu.Lock()
-	err := w.startUploadLocked(ctx)
+	err := w.startUploadLocked(ctx, false)
+	if err == nil {
+		err = w.startUploadLocked(ctx, true)
+	}
 	w.mu.Unlock()
 	uerr := w.uploads.Wait()
 	w.mu.Lock()
@@ -355,9 +385,10 @@ func (r *Repository) Flush(ctx context.Context) error {
 // upload runs and the packer is empty: a mount uploads in bursts (a
 // snapshot's drain) and would otherwise keep them for its lifetime.
 func (w *writer) releaseBuffersLocked() {
-	if w.packer.Count() > 0 {
+	if w.packer.Count() > 0 || w.trees.Count() > 0 {
 		return // a failed startUploadLocked left blobs to send next time
 	}
+	w.trees = pack.NewPacker(nil)
 	w.packer, w.idle = pack.NewPacker(nil), true
 	for {
 		select {

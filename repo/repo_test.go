@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -287,8 +288,11 @@ func TestCheckFindsProblems(t *testing.T) {
 		t.Fatalf("sound repository: %+v %v", res, err)
 	}
 
+	// The data pack (trees have packs of their own, which the metadata
+	// check reads): the biggest.
 	var packs []remote.Info
 	_ = be.List(ctx, remote.Pack, func(fi remote.Info) error { packs = append(packs, fi); return nil })
+	sort.Slice(packs, func(i, j int) bool { return packs[i].Size > packs[j].Size })
 	data, _ := remote.LoadAll(ctx, be, packs[0].Handle)
 	bad := append([]byte(nil), data...)
 	bad[100] ^= 0x80
@@ -573,5 +577,58 @@ func TestConcurrentSavesKeepPackSize(t *testing.T) {
 	}
 	if n < 4 {
 		t.Fatalf("%d packs for 67 MiB", n)
+	}
+}
+
+// TestTreesInOwnPacks: tree blobs go to packs of their own, however they
+// interleave with data, so a walk of every tree (restore's planning, a
+// mount's rebuild) reads a few packs instead of nearly all of them.
+func TestTreesInOwnPacks(t *testing.T) {
+	ctx := context.Background()
+	_, r := newRepo(t)
+	var data, trees []crypto.ID
+	for i := range 40 {
+		id, _, err := r.SaveBlob(ctx, pack.Data, randBytes(1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, id)
+		tid, _, err := r.SaveBlob(ctx, pack.Tree, randBytes(300+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		trees = append(trees, tid)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	idx := r.Index()
+	dataPacks := map[crypto.ID]bool{}
+	for _, id := range data {
+		loc, ok := idx.Lookup(pack.Data, id)
+		if !ok {
+			t.Fatalf("data blob %s not indexed", id.Short())
+		}
+		dataPacks[loc.Pack] = true
+	}
+	treePacks := map[crypto.ID]bool{}
+	for _, id := range trees {
+		loc, ok := idx.Lookup(pack.Tree, id)
+		if !ok {
+			t.Fatalf("tree blob %s not indexed", id.Short())
+		}
+		if dataPacks[loc.Pack] {
+			t.Fatalf("tree blob %s shares pack %s with data", id.Short(), loc.Pack.Short())
+		}
+		treePacks[loc.Pack] = true
+		if _, err := r.LoadBlob(ctx, pack.Tree, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(treePacks) != 1 {
+		t.Fatalf("40 small trees in %d packs, want 1", len(treePacks))
+	}
+	if n := repo.PackBuffersHeld(r); n != 0 {
+		t.Fatalf("%d pack buffers held after Flush", n)
 	}
 }

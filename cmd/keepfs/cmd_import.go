@@ -114,8 +114,9 @@ func (e excluder) AddPatterns(dir []string, source string, content []byte) {
 
 func (e excluder) Excluded(path []string, isDir bool) bool { return e.m.Match(path, isDir).Ignored }
 
-// startCPUProfile writes a CPU profile of the import to $KEEPFS_CPUPROFILE
-// (go tool pprof reads it) until stop is called; unset, it does nothing.
+// startCPUProfile writes a CPU profile of the import (or restore) to
+// $KEEPFS_CPUPROFILE (go tool pprof reads it) until stop is called; unset,
+// it does nothing.
 // The mount daemon reads the same variable for its own profile.
 func startCPUProfile(stderr io.Writer) (stop func()) {
 	path := os.Getenv("KEEPFS_CPUPROFILE")

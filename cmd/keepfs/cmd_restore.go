@@ -87,7 +87,9 @@ Examples:
 			if p := progressFor(c); p != nil {
 				opts.Progress = p
 			}
+			stopProfile := startCPUProfile(c.App.ErrWriter)
 			sum, err := restorer.Restore(c.Context, r, sn, c.Args().Slice(), c.String("to"), opts)
+			stopProfile()
 			ae := audit.Entry{Action: audit.ActionRestore, Outcome: outcome(err), Paths: auditPaths(r, c.Args().Slice()),
 				Details: map[string]string{"snapshot": sn.ID.String()}}
 			if sum != nil {

@@ -8,6 +8,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,24 +194,33 @@ func TestEraseEveryVersionRenameAndCopy(t *testing.T) {
 // killed at that point would stop writing.
 type crashing struct {
 	remote.Storage
-	n int
+	mu sync.Mutex // uploads run concurrently (a data and a tree pack)
+	n  int
 }
 
 var errCrash = errors.New("crashed")
 
-func (c *crashing) Save(ctx context.Context, h remote.Handle, b []byte) error {
+func (c *crashing) take() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.n <= 0 {
-		return errCrash
+		return false
 	}
 	c.n--
+	return true
+}
+
+func (c *crashing) Save(ctx context.Context, h remote.Handle, b []byte) error {
+	if !c.take() {
+		return errCrash
+	}
 	return c.Storage.Save(ctx, h, b)
 }
 
 func (c *crashing) Remove(ctx context.Context, h remote.Handle) error {
-	if c.n <= 0 {
+	if !c.take() {
 		return errCrash
 	}
-	c.n--
 	return c.Storage.Remove(ctx, h)
 }
 
