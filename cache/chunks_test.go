@@ -227,22 +227,39 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 	if end >= len(files) {
 		t.Fatalf("the file's %d chunks fit in one window: the sliding is not tested", len(files))
 	}
-	// A reader entering chunk 1 slides the window by a chunk, without
-	// waiting to reach its end.
+	// The window slides as the reader enters each chunk, without waiting
+	// for it to reach the window's end: entering chunk k asks for chunks
+	// k+1.. up to readAheadBytes, so chunk end joins at the first k where
+	// chunks k+1 through end fit (at the latest k = end-1, whose window
+	// always holds its first chunk).
+	k := 1
+	for ; k < end-1; k++ {
+		fit := 0
+		for j := k + 1; j <= end; j++ {
+			fit += int(n.Chunks[j].Len)
+		}
+		if fit <= readAheadBytes {
+			break
+		}
+	}
+	var enter uint64 // offset of chunk k's first byte
+	for j := range k {
+		enter += n.Chunks[j].Len
+	}
 	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Release(ctx)
 	buf := make([]byte, 64<<10)
-	for off := int64(0); off < int64(n.Chunks[0].Len)+4096; off += int64(len(buf)) {
+	for off := int64(0); off < int64(enter)+4096; off += int64(len(buf)) {
 		if _, err := h.ReadAt(ctx, buf, off); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for !cached(end) {
 		if time.Now().After(deadline) {
-			t.Fatalf("chunk %d's file was not read ahead once the reader entered chunk 1", end)
+			t.Fatalf("chunk %d's file was not read ahead once the reader entered chunk %d", end, k)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
