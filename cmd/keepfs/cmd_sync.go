@@ -47,7 +47,11 @@ Examples:
 			}
 			stopWatch := watchSync(c, sock)
 			resp, err := cl.SyncWithin(ctx, timeout)
-			stopWatch(err == nil)
+			var uploaded int64
+			if resp != nil {
+				uploaded = resp.Uploaded
+			}
+			stopWatch(err == nil, uploaded)
 			if err != nil {
 				if resp != nil && resp.TimedOut {
 					return fmt.Errorf("sync: %s", remoteDidNotAnswer(timeout, resp.Status, "stay queued and will upload when it returns"))

@@ -115,11 +115,11 @@ const syncBarMin = 8 << 20
 // by asking the daemon for its status: a bar on a terminal (when the queue
 // is large), JSON events with --progress-json, nothing otherwise. The
 // returned function stops it, saying whether the sync succeeded.
-func watchSync(c *cli.Context, sock string) (stop func(ok bool)) {
+func watchSync(c *cli.Context, sock string) (stop func(ok bool, uploaded int64)) {
 	jsonOut := progressJSON(c)
 	tty := isTerminal(c.App.ErrWriter)
 	if !jsonOut && !tty {
-		return func(bool) {}
+		return func(bool, int64) {}
 	}
 	var jp *jsonProgress
 	if jsonOut {
@@ -128,6 +128,7 @@ func watchSync(c *cli.Context, sock string) (stop func(ok bool)) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	var succeeded bool
+	var uploaded int64
 	go func() {
 		defer close(finished)
 		var total, last int64
@@ -168,7 +169,11 @@ func watchSync(c *cli.Context, sock string) (stop func(ok bool)) {
 				}
 				if jp != nil {
 					if succeeded {
+						// The drain may have begun and ended between
+						// two looks at the queue: the final event counts
+						// at least what the snapshot added.
 						jp.mu.Lock()
+						jp.ev.Total = max(jp.ev.Total, uploaded)
 						jp.ev.Done = max(jp.ev.Done, jp.ev.Total)
 						jp.mu.Unlock()
 					}
@@ -179,7 +184,7 @@ func watchSync(c *cli.Context, sock string) (stop func(ok bool)) {
 			}
 		}
 	}()
-	return func(ok bool) { succeeded = ok; close(done); <-finished }
+	return func(ok bool, up int64) { succeeded, uploaded = ok, up; close(done); <-finished }
 }
 
 func daemonStatus(c *cli.Context, sock string) (*daemon.Response, error) {

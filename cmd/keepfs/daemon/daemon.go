@@ -114,6 +114,10 @@ type Response struct {
 	// TimedOut says that sync or unmount gave up waiting for the remote
 	// after the request's timeout; Status then says what is left queued.
 	TimedOut bool `json:"timed_out,omitempty"`
+	// Uploaded is what the snapshot a sync stored added to the repository,
+	// in bytes (0 when the sync found nothing changed): a client watching
+	// the queue may have missed a drain that was over between two looks.
+	Uploaded int64 `json:"uploaded,omitempty"`
 
 	// Repo is the repository's location (what --repo names), so that a
 	// command given only a path in the mount can open the repository.
@@ -496,6 +500,7 @@ func (d *daemon) handle(conn *net.UnixConn) {
 	case "sync", "unmount":
 		// Unmount snapshots before answering too, so the client returns
 		// only when the remote holds it; the unmount itself follows.
+		before := d.c.Status().LastSnapshotID
 		sn, timedOut, err := d.syncWithin(req.Timeout)
 		st := d.c.Status()
 		if err != nil && (req.Op != "unmount" || !req.Force) {
@@ -513,6 +518,9 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		}
 		if sn != nil {
 			resp.Snapshot = sn.Name()
+			if sn.ID.String() != before {
+				resp.Uploaded = sn.Stats.BytesAdded
+			}
 		}
 		resp.Status = &st
 		if req.Op == "unmount" {
