@@ -91,8 +91,9 @@ type Config struct {
 	// UNSIGNED-PAYLOAD, as minio-go always does over TLS: the signed
 	// digest headers (CRC32C, and Content-MD5 for a store that does not
 	// check that) still make the store refuse a body altered on the way,
-	// and keepfs authenticates every object it reads back anyway. A store that refuses unsigned payloads is asked again
-	// signed, and signed it stays for the Store's life.
+	// and keepfs authenticates every object it reads back anyway. A store
+	// that refuses unsigned payloads is asked again signed, and signed it
+	// stays for the Store's life.
 	SignPayload bool
 	// ListPageSize is the number of keys asked for per listing request
 	// (default and maximum 1000); tests lower it to exercise paging.
