@@ -147,8 +147,8 @@ func TestOneFileChangeWalksOnePath(t *testing.T) {
 	if trees != 3 || inodes != want {
 		t.Fatalf("one change under /d07/sub: %d trees built, %d inodes read; want 3 and %d", trees, inodes, want)
 	}
-	if sn.Stats.BlobsNew != 3 {
-		t.Fatalf("%d trees uploaded, want 3 (those on the path)", sn.Stats.BlobsNew)
+	if sn.Stats.BlobsNew != 4 {
+		t.Fatalf("%d blobs uploaded, want 4 (the trees on the path and the file's chunk)", sn.Stats.BlobsNew)
 	}
 	if got := snapshotFile(t, c.Repository(), sn, "/d07/sub/s3"); string(got) != "changed" {
 		t.Fatalf("snapshot holds %q", got)

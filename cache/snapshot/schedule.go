@@ -491,6 +491,9 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq uint64)
 	if parent != nil && root.ID == parent.Tree && len(w.Need) == 0 && !force {
 		return parent, w, nil
 	}
+	// What this snapshot adds is counted from before its drain: the data
+	// it uploads as well as its trees.
+	before := r.Stats()
 	if err := s.cfg.Queue.Drain(ctx); err != nil {
 		if s.rulesChangedSince(seq) {
 			return nil, nil, ErrRulesChanged
@@ -514,14 +517,17 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq uint64)
 		}
 	}
 	defer s.cfg.Queue.Hold()()
-	before := r.Stats()
 	for _, b := range w.Trees {
 		if err := r.SaveTree(ctx, b); err != nil {
 			return nil, nil, err
 		}
 		s.treesUploaded.Add(1)
 	}
+	after := r.Stats()
 	sn := &repo.Snapshot{Time: s.cfg.Now().UTC(), Tree: root.ID, Source: "keepfs mount", Stats: root.Stats}
+	// Stored with the snapshot, for `keepfs snapshots`.
+	sn.Stats.BlobsNew = after.BlobsNew - before.BlobsNew
+	sn.Stats.BytesAdded = after.BytesStored - before.BytesStored
 	sn.Hostname, _ = os.Hostname()
 	if u, err := user.Current(); err == nil {
 		sn.Username = u.Username
@@ -538,8 +544,5 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq uint64)
 	if err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, nil, err
 	}
-	after := r.Stats()
-	sn.Stats.BlobsNew = after.BlobsNew - before.BlobsNew
-	sn.Stats.BytesAdded = after.BytesStored - before.BytesStored
 	return sn, w, nil
 }

@@ -52,6 +52,10 @@ func (q *memQueue) Drain(context.Context) error {
 		return errors.New("stopped")
 	}
 	for _, id := range q.need {
+		if !q.r.has[id] {
+			q.r.stats.BlobsNew++
+			q.r.stats.BytesStored += 100
+		}
 		q.r.has[id] = true
 	}
 	q.need = nil
@@ -69,6 +73,7 @@ func (q *memQueue) Hold() func() {
 type memWriter struct {
 	*memRepo
 	snaps []*repo.Snapshot
+	saved []repo.SnapshotStats // each snapshot's stats as it was stored
 	stats repo.WriteStats
 }
 
@@ -89,6 +94,7 @@ func (w *memWriter) SaveTree(_ context.Context, b []byte) error {
 func (w *memWriter) SaveSnapshot(_ context.Context, sn *repo.Snapshot) error {
 	sn.ID = crypto.Hash([]byte(fmt.Sprint(len(w.snaps), sn.Tree)))
 	w.snaps = append(w.snaps, sn)
+	w.saved = append(w.saved, sn.Stats)
 	return nil
 }
 
@@ -244,5 +250,21 @@ func TestSchedulerWalksAgainWhenRulesChange(t *testing.T) {
 		if got := names(t, f.w.memRepo, sn.Tree); !slices.Equal(got, []string{ignore.FileName, "keep"}) {
 			t.Fatalf("periodic %v: snapshot holds %v", periodic, got)
 		}
+	}
+}
+
+// A snapshot's stats, stored with it, count the data its drain uploaded as
+// well as its trees.
+func TestSchedulerCountsDrainedData(t *testing.T) {
+	f := newSchedFixture()
+	f.ns.file(1, "a", "content a")
+	f.ns.file(1, "b", "content b")
+	sn := f.sync(t)
+	// Two chunks and the root's tree.
+	if sn.Stats.BlobsNew != 3 || sn.Stats.BytesAdded != 200 {
+		t.Fatalf("stats %+v; want 3 new blobs, 200 bytes of data", sn.Stats)
+	}
+	if stored := f.w.saved[len(f.w.saved)-1]; stored != sn.Stats {
+		t.Fatalf("stored stats %+v, returned %+v", stored, sn.Stats)
 	}
 }
