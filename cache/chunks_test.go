@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
 )
@@ -103,58 +103,11 @@ func TestSmallFilesChunkLikeTheChunker(t *testing.T) {
 	}
 }
 
-// diskTempDir is a temporary directory on a disk-backed file system: tmpfs
-// pages cannot leave the page cache.
-func diskTempDir(t *testing.T) string {
-	dir := t.TempDir()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Type != unix.TMPFS_MAGIC {
-		return dir
-	}
-	wd, err := os.MkdirTemp(".", ".disk-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(wd) })
-	return wd
-}
-
-// residentPages counts the pages of the file at path that are in the page
-// cache.
-func residentPages(t *testing.T, path string) (res, all int) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		t.Fatal(errno)
-	}
-	for _, v := range vec {
-		res += int(v & 1)
-	}
-	return res, len(vec)
-}
-
 // A sequential reader has the kernel read the chunk files ahead of the
 // chunk it prefetches; a random reader does not.
 func TestSequentialReadReadsAhead(t *testing.T) {
 	ctx := context.Background()
-	c := openCache(t, newRepo(t, remote.NewMem()), diskTempDir(t))
+	c := openCache(t, newRepo(t, remote.NewMem()), disktest.TempDir(t))
 	defer c.Close(ctx)
 	ino := writeFile(t, c, c.Root(), "f", randBytes(9, 24<<20))
 	if err := c.up.Drain(ctx); err != nil { // the uploader reads chunk files too
@@ -182,7 +135,7 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 		t.Fatalf("%d of %d chunks in files, want at least 4 and all but the tail", len(files), len(n.Chunks))
 	}
 	cached := func(i int) bool {
-		res, all := residentPages(t, files[i])
+		res, all := disktest.ResidentPages(t, files[i])
 		return res == all
 	}
 	read := func(off int64) {

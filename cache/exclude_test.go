@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
@@ -72,7 +73,7 @@ func TestCommitsNeverQueue(t *testing.T) {
 func TestUnreadableIgnoreExcludes(t *testing.T) {
 	ctx := context.Background()
 	be := remote.NewMem()
-	c := openCache(t, newRepo(t, be), diskTempDir(t))
+	c := openCache(t, newRepo(t, be), disktest.TempDir(t))
 	defer func() {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

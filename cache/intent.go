@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
 )
 
@@ -63,7 +64,7 @@ func (c *Cache) deferCommitLocked(f *openFile, durable bool) (bool, error) {
 			return false, err
 		}
 		if !linked {
-			if err := syncPath(c.staging); err != nil {
+			if err := chunkstore.SyncPath(c.staging); err != nil {
 				return false, fmt.Errorf("sync staging directory: %w", err)
 			}
 		}
@@ -356,17 +357,4 @@ func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
 	f.points = rec.Points
 	f.dirtyBytes.Store(f.written.total())
 	return nil
-}
-
-// syncPath makes the file or directory p durable.
-func syncPath(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

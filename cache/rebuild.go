@@ -3,7 +3,6 @@ package cache
 import (
 	"crypto/cipher"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
@@ -174,27 +174,10 @@ func writeFileSync(name string, b []byte) error {
 	return d.Sync()
 }
 
-// nullAEAD seals nothing: with plaintextStateForTests, chunk files and
-// segments hold plaintext that a raw scan can find.
-type nullAEAD struct{}
-
-func (nullAEAD) NonceSize() int { return 12 }
-func (nullAEAD) Overhead() int  { return 16 }
-func (nullAEAD) Seal(dst, _, plaintext, _ []byte) []byte {
-	dst = append(dst, plaintext...)
-	return append(dst, make([]byte, 16)...)
-}
-func (nullAEAD) Open(dst, _, ciphertext, _ []byte) ([]byte, error) {
-	if len(ciphertext) < 16 {
-		return nil, errors.New("short record")
-	}
-	return append(dst, ciphertext[:len(ciphertext)-16]...), nil
-}
-
 // stateAEAD is the AEAD of chunk files and segments under key.
 func stateAEAD(key []byte) (cipher.AEAD, error) {
 	if plaintextStateForTests {
-		return nullAEAD{}, nil
+		return chunkstore.PlaintextAEAD{}, nil
 	}
 	return crypto.NewAEAD(key)
 }

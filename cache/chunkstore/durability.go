@@ -74,7 +74,7 @@ func (s *Store) SyncNoted() error {
 			continue
 		}
 		p := s.files.path(id)
-		if err := syncPath(p); err != nil && !os.IsNotExist(err) && firstErr == nil {
+		if err := SyncPath(p); err != nil && !os.IsNotExist(err) && firstErr == nil {
 			firstErr = err
 		}
 		dirs[filepath.Dir(p)] = true
@@ -85,7 +85,7 @@ func (s *Store) SyncNoted() error {
 		}
 	}
 	for d := range dirs {
-		if err := syncPath(d); err != nil && firstErr == nil {
+		if err := SyncPath(d); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
@@ -122,7 +122,8 @@ func (s *Store) Sync() error {
 	return nil
 }
 
-func syncPath(p string) error {
+// SyncPath makes the file or directory p durable.
+func SyncPath(p string) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err

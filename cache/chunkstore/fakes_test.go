@@ -171,7 +171,7 @@ type env struct {
 	db   *memDB
 	repo *fakeRepo
 	s    *Store
-	// aead, if set, replaces the sealing (nullAEAD: plaintext on disk).
+	// aead, if set, replaces the sealing (PlaintextAEAD: plaintext on disk).
 	aead func([]byte) (cipher.AEAD, error)
 }
 
@@ -259,21 +259,4 @@ func grepDir(t *testing.T, dir, s string) string {
 		t.Fatal(err)
 	}
 	return found
-}
-
-// nullAEAD seals nothing, so a scan of the state directory finds
-// plaintext.
-type nullAEAD struct{}
-
-func (nullAEAD) NonceSize() int { return 12 }
-func (nullAEAD) Overhead() int  { return 16 }
-func (nullAEAD) Seal(dst, _, plaintext, _ []byte) []byte {
-	dst = append(dst, plaintext...)
-	return append(dst, make([]byte, 16)...)
-}
-func (nullAEAD) Open(dst, _, ciphertext, _ []byte) ([]byte, error) {
-	if len(ciphertext) < 16 {
-		return nil, errors.New("short record")
-	}
-	return append(dst, ciphertext[:len(ciphertext)-16]...), nil
 }

@@ -171,7 +171,7 @@ func (cf *chunkFiles) write(id crypto.ID, data []byte, durable bool) error {
 	// file; the c value about to be written may name another format.
 	cf.fds.drop(id)
 	if durable {
-		syncPath(filepath.Dir(p))
+		SyncPath(filepath.Dir(p))
 	}
 	return nil
 }

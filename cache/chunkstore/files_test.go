@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"os"
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -129,7 +127,7 @@ func TestLegacyChunkValues(t *testing.T) {
 // A chunk file written for an fsync leaves the page cache once it is on the
 // disk; one written for a close stays (the kernel writes it back later).
 func TestDurableChunkFileLeavesPageCache(t *testing.T) {
-	e := newEnvIn(t, diskTempDir(t), 1<<30)
+	e := newEnvIn(t, disktest.TempDir(t), 1<<30)
 	s := e.s
 	for _, durable := range []bool{false, true} {
 		data := randBytes(uint64(len(fmt.Sprint(durable))), 4<<20)
@@ -137,7 +135,7 @@ func TestDurableChunkFileLeavesPageCache(t *testing.T) {
 		if err := s.Put([]Chunk{{ID: id, Data: data}}, durable); err != nil {
 			t.Fatal(err)
 		}
-		res, all := residentPages(t, s.files.path(id))
+		res, all := disktest.ResidentPages(t, s.files.path(id))
 		if durable && res != 0 {
 			t.Errorf("fsynced chunk file: %d of %d pages still cached", res, all)
 		}
@@ -148,53 +146,6 @@ func TestDurableChunkFileLeavesPageCache(t *testing.T) {
 			t.Fatalf("read back (durable %v): %v", durable, err)
 		}
 	}
-}
-
-// diskTempDir is a temporary directory on a disk-backed file system: tmpfs
-// pages cannot leave the page cache.
-func diskTempDir(t *testing.T) string {
-	dir := t.TempDir()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Type != unix.TMPFS_MAGIC {
-		return dir
-	}
-	wd, err := os.MkdirTemp(".", ".disk-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(wd) })
-	return wd
-}
-
-// residentPages counts the pages of the file at path that are in the page
-// cache.
-func residentPages(t *testing.T, path string) (res, all int) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		t.Fatal(errno)
-	}
-	for _, v := range vec {
-		res += int(v & 1)
-	}
-	return res, len(vec)
 }
 
 // A 4 KiB read of a chunk file at an offset that cuts two blocks, the

@@ -241,7 +241,7 @@ func TestPurgeWipes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: dir, key: k, db: newMemDB(), repo: newFakeRepo(), aead: func([]byte) (cipher.AEAD, error) { return nullAEAD{}, nil }}
+	e := &env{t: t, dir: dir, key: k, db: newMemDB(), repo: newFakeRepo(), aead: func([]byte) (cipher.AEAD, error) { return PlaintextAEAD{}, nil }}
 	s := e.open(1 << 30)
 	small, big := randBytes(7, 20<<10), randBytes(8, 300<<10)
 	keep := randBytes(9, 20<<10) // shares the segment
