@@ -305,6 +305,9 @@ func TestS3Locks(t *testing.T) {
 	bigTree(t, src, 16, 4<<20)
 
 	imp := w.cmd("import", src)
+	// Held for a while after it is taken: a fast import of 64 MiB could
+	// otherwise end (and release its lock) before the prune looks.
+	imp.Env = append(imp.Env, "KEEPFS_TEST_HOLD_LOCK=8s")
 	var impOut strings.Builder
 	imp.Stdout, imp.Stderr = &impOut, &impOut
 	if err := imp.Start(); err != nil {
