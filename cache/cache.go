@@ -123,6 +123,8 @@ type Cache struct {
 	inoLimit  uint64 // persisted high-water mark; nextIno < inoLimit
 	health    *Health
 	onRemoved func(path string) // the kernel must forget a path the cache removed itself
+	// rulesInodes: files whose other names include a .gdprignore (ignorelinks.go)
+	rulesInodes map[uint64]bool
 
 	cleanStart bool // the last session closed (see powerloss.go)
 
@@ -209,7 +211,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
-		open: map[uint64]*openFile{}, health: opts.Health,
+		open: map[uint64]*openFile{}, health: opts.Health, rulesInodes: map[uint64]bool{},
 		meta: namespace.NewMetaCache(namespace.MetaCacheEntries)}
 	c.up = c.newUploadQueue()
 	c.trees = c.newTrees()
@@ -394,6 +396,9 @@ func (c *Cache) loadState(ctx context.Context) error {
 		c.inoLimit = meta.RootIno + 1
 	}
 	c.nextIno = c.inoLimit
+	if err := c.loadRulesInodes(); err != nil {
+		return err
+	}
 	if _, err := c.getInode(meta.RootIno); errors.Is(err, ErrNotFound) {
 		if err := c.bootstrap(ctx); err != nil {
 			return err
@@ -704,6 +709,7 @@ func (c *Cache) update(fn func(*wtxn) error) error {
 		})
 		if err == nil {
 			c.meta.Apply(t.ops)
+			c.forgetRulesInodes(t.rulesGone)
 		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err

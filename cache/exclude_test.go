@@ -198,8 +198,34 @@ func TestStaleQueueNotUploaded(t *testing.T) {
 // before the bytes leave, measured by the remote's size with
 // incompressible data, and the sync stores a snapshot without the file.
 func TestIgnoreDuringUploadStopsIt(t *testing.T) {
+	ignoreStopsUpload(t, ".gdprignore", nil)
+}
+
+// A .gdprignore that is a hard link of a file recorded under another name
+// stops uploads when written through that name, after a restart too.
+func TestIgnoreLinkedUnderAnotherNameStopsUpload(t *testing.T) {
+	ignoreStopsUpload(t, "rules.txt", func(t *testing.T, c *Cache) {
+		ctx := context.Background()
+		ino := writeFile(t, c, c.Root(), "rules.txt", []byte("# nothing yet\n"))
+		if _, err := c.Link(ctx, ino, c.Root(), ".gdprignore"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// ignoreStopsUpload writes "*.raw" into the file named rules while a 6 MiB
+// .raw file's pack is being uploaded, and checks that the upload stopped.
+// prepare, if set, runs on the cache before it is closed and reopened.
+func ignoreStopsUpload(t *testing.T, rules string, prepare func(*testing.T, *Cache)) {
 	ctx := context.Background()
-	mem, f, _, c := faultyCache(t)
+	mem, f, sdir, c := faultyCache(t)
+	if prepare != nil {
+		prepare(t, c)
+		if err := c.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c = openCache(t, reopenRepo(t, f), sdir)
+	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -228,7 +254,7 @@ func TestIgnoreDuringUploadStopsIt(t *testing.T) {
 			t.Fatal("the sync never began uploading")
 		}
 	}
-	writeFile(t, c, c.Root(), ".gdprignore", []byte("*.raw\n"))
+	writeFile(t, c, c.Root(), rules, []byte("*.raw\n"))
 	f.SetDelay(0)
 	var res result
 	select {

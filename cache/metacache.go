@@ -22,6 +22,9 @@ type wtxn struct {
 	*badger.Txn
 	c   *Cache
 	ops namespace.Writes
+	// rulesGone lists inodes whose rules mark this transaction deleted;
+	// update drops them from Cache.rulesInodes once it commits.
+	rulesGone []uint64
 }
 
 func (t *wtxn) putInode(ino uint64, n *meta.Inode) error {
@@ -43,6 +46,27 @@ func (t *wtxn) delInode(ino uint64) error {
 		return err
 	}
 	t.ops.DelInode(ino)
+	if t.c.isRulesInode(ino) {
+		if err := t.Delete(rulesInodeKey(ino)); err != nil {
+			return err
+		}
+		t.rulesGone = append(t.rulesGone, ino)
+	}
+	return nil
+}
+
+// markRules records that ino, a file with several links, is or was a
+// .gdprignore under a name other than the one its inode records, so that a
+// change made through any of its names stops uploads (inodeChanged).
+func (t *wtxn) markRules(ino uint64) error {
+	if err := t.Set(rulesInodeKey(ino), nil); err != nil {
+		return err
+	}
+	// Known at once, before the commit: a mark that does not commit
+	// costs at most a needless stop.
+	t.c.mu.Lock()
+	t.c.rulesInodes[ino] = true
+	t.c.mu.Unlock()
 	return nil
 }
 

@@ -291,6 +291,10 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 		now := c.now()
 		if n.Nlink == 0 { // an O_TMPFILE file getting its name
 			n.Parent, n.Name = newParent, newName
+		} else if newName == ignore.FileName || n.Name == ignore.FileName {
+			if err := txn.markRules(ino); err != nil {
+				return err
+			}
 		}
 		n.Nlink++
 		n.Ctime = now
@@ -583,6 +587,12 @@ func (c *Cache) reparentTxn(txn *wtxn, ino uint64, t tree.Type, oldParent, newPa
 	n, err := txn.inode(ino)
 	if err != nil {
 		return err
+	}
+	if n.Nlink > 1 && n.Name == ignore.FileName && name != ignore.FileName {
+		// Its other name may still be a .gdprignore.
+		if err := txn.markRules(ino); err != nil {
+			return err
+		}
 	}
 	n.Parent, n.Name, n.Ctime = newParent, name, now
 	if err := txn.putInode(ino, n); err != nil {
@@ -937,10 +947,8 @@ func (c *Cache) nameChanged(dir uint64, name string) {
 
 // inodeChanged records an attribute or content change of ino. A change of
 // a .gdprignore (its content or its mode: an unreadable one excludes)
-// stops the upload of what the last walk decided. The name is the one the
-// inode was last linked under: a .gdprignore that is also a hard link
-// under another, later name goes unnoticed here, and only the next walk
-// applies its change.
+// stops the upload of what the last walk decided, whichever of its names
+// it was made through (see ignorelinks.go).
 func (c *Cache) inodeChanged(ino uint64) {
 	n, err := c.getInode(ino)
 	if err != nil {
@@ -951,7 +959,7 @@ func (c *Cache) inodeChanged(ino uint64) {
 		c.dirChanged(ino)
 		return
 	}
-	if n.Name == ignore.FileName {
+	if n.Name == ignore.FileName || c.isRulesInode(ino) {
 		c.snap.RulesChanged()
 	}
 	if n.Nlink > 1 {
