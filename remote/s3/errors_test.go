@@ -86,6 +86,8 @@ func TestS3ErrorClassification(t *testing.T) {
 		{500, "InternalError", remote.ErrUnreachable, 4},
 		{502, "BadGateway", remote.ErrUnreachable, 4},
 		{429, "TooManyRequests", remote.ErrUnreachable, 4},
+		{400, "BadDigest", remote.ErrUnreachable, 4},
+		{400, "XAmzContentSHA256Mismatch", remote.ErrUnreachable, 4},
 		{403, "AccessDenied", fs.ErrPermission, 1},
 		{403, "SignatureDoesNotMatch", fs.ErrPermission, 1},
 		{404, "NoSuchKey", remote.ErrNotFound, 1},

@@ -36,7 +36,8 @@
 //     checks. MD5 cost a tenth of an import's CPU; CRC32C runs in hardware.
 //
 // Errors: 404 → remote.ErrNotFound, 412 → remote.ErrExists, throttling
-// (429, SlowDown), 5xx, timeouts and transport failures → remote.ErrUnreachable
+// (429, SlowDown), a body damaged on the way (BadDigest), 5xx, timeouts and
+// transport failures → remote.ErrUnreachable
 // (retried by remote.WithRetry); 401/403 wrap fs.ErrPermission and other 4xx
 // fs.ErrInvalid, which are not retried. minio-go's own retries are turned
 // off so that remote.WithRetry alone decides, and reports, retries.
@@ -536,7 +537,10 @@ func (s *Store) classify(ctx context.Context, op string, h remote.Handle, err er
 			what, s.Location(), desc, src, s.cfg.Bucket)}
 	case status == http.StatusTooManyRequests || status >= 500 || status == http.StatusRequestTimeout ||
 		er.Code == "SlowDown" || er.Code == "RequestTimeout" || er.Code == "InternalError" ||
-		er.Code == "ServiceUnavailable" || er.Code == "ConditionalRequestConflict" || er.Code == "OperationAborted":
+		er.Code == "ServiceUnavailable" || er.Code == "ConditionalRequestConflict" || er.Code == "OperationAborted",
+		// The body the store received does not match the digest sent
+		// with it: damaged on the way, and sent again from memory.
+		er.Code == "BadDigest" || er.Code == "XAmzContentSHA256Mismatch":
 		return fmt.Errorf("%s on %s: %s: %w", what, s.Location(), desc, remote.ErrUnreachable)
 	case status >= 400:
 		return fmt.Errorf("%s on %s: %s: %s: %w", what, s.Location(), desc, firstLine(er.Message), fs.ErrInvalid)
