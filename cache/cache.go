@@ -467,7 +467,7 @@ func (c *Cache) removeOrphans() error {
 		return fmt.Errorf("scan inodes: %w", err)
 	}
 	for _, ino := range orphans {
-		if err := c.update(func(txn *wtxn) error { return txn.delInode(ino) }); err != nil {
+		if err := c.update(func(txn *wtxn) error { return txn.DelInode(ino) }); err != nil {
 			return err
 		}
 	}
@@ -704,11 +704,11 @@ func (c *Cache) update(fn func(*wtxn) error) error {
 	for attempt := 0; attempt < 8; attempt++ {
 		var t *wtxn
 		err = d.db.Update(func(txn *badger.Txn) error {
-			t = &wtxn{Txn: txn, c: c}
+			t = &wtxn{Txn: namespace.NewTxn(txn, c.meta), c: c}
 			return fn(t)
 		})
 		if err == nil {
-			c.meta.Apply(t.ops)
+			t.Apply()
 			c.forgetRulesInodes(t.rulesGone)
 		}
 		if !errors.Is(err, badger.ErrConflict) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -159,7 +160,7 @@ func (c *Cache) purgeChunks(ids []crypto.ID) error {
 // the erased name or content until then.
 func (c *Cache) scrubUnlinked(ino uint64) error {
 	return c.update(func(txn *wtxn) error {
-		n, err := getInodeTxn(txn, ino)
+		n, err := namespace.GetInode(txn, ino)
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
@@ -167,6 +168,6 @@ func (c *Cache) scrubUnlinked(ino uint64) error {
 			return err
 		}
 		n.Name, n.Chunks, n.Size, n.Xattrs = "", nil, 0, nil
-		return txn.putInode(ino, n)
+		return txn.PutInode(ino, n)
 	})
 }

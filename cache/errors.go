@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -14,7 +15,7 @@ const MaxFileSize = 1 << 50
 // Sentinel errors of namespace and file operations. Package fs maps each to
 // one errno; everything else becomes EIO.
 var (
-	ErrNotFound    = errors.New("no such file or directory")
+	ErrNotFound    = namespace.ErrNotFound
 	ErrExists      = errors.New("file exists")
 	ErrNotEmpty    = errors.New("directory not empty")
 	ErrNotDir      = errors.New("not a directory")

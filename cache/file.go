@@ -201,14 +201,14 @@ func (c *Cache) forgetIfIdle(f *openFile) error {
 	}
 	c.nsMu.Lock()
 	derr := c.update(func(txn *wtxn) error {
-		n, err := txn.inode(f.ino)
+		n, err := txn.Inode(f.ino)
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
 		if err != nil || n.Nlink > 0 || c.isOpen(f.ino) {
 			return err
 		}
-		return txn.delInode(f.ino)
+		return txn.DelInode(f.ino)
 	})
 	c.nsMu.Unlock()
 	return derr
@@ -874,13 +874,13 @@ func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrab
 				return err
 			}
 		}
-		n, err := txn.inode(f.ino)
+		n, err := txn.Inode(f.ino)
 		if err != nil {
 			return err
 		}
 		n.Chunks, n.Size, n.Mtime, n.Ctime = chunks, f.size, f.mtime, f.ctime
 		f.attrs.apply(n)
-		return txn.putInode(f.ino, n)
+		return txn.PutInode(f.ino, n)
 	})
 	c.nsMu.Unlock()
 	if errors.Is(err, ErrNotFound) {

@@ -88,7 +88,7 @@ func TestMetaCacheConcurrent(t *testing.T) {
 		if err == nil {
 			err = c.view(func(txn *badger.Txn) error {
 				var err error
-				n, err = getInodeTxn(txn, ino)
+				n, err = namespace.GetInode(txn, ino)
 				return err
 			})
 		}
@@ -218,7 +218,7 @@ func TestCompleteDirLookupsMatchBadger(t *testing.T) {
 				var want uint64
 				werr := c.view(func(txn *badger.Txn) error {
 					var err error
-					want, _, err = lookupTxn(txn, d, name)
+					want, _, err = namespace.LookupEntry(txn, d, name)
 					return err
 				})
 				if errors.Is(werr, ErrNotFound) != errors.Is(err, ErrNotFound) || err == nil && got.Ino != want {

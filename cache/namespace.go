@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/policy/ignore"
 	"github.com/keepfs/keepfs/repo/tree"
 )
@@ -76,11 +77,7 @@ func TypeFromMode(mode uint32) tree.Type {
 }
 
 // DirEntry is one entry of ReadDir.
-type DirEntry struct {
-	Name string
-	Ino  uint64
-	Type tree.Type
-}
+type DirEntry = namespace.DirEntry
 
 // NewNode describes an inode to create. UID and GID are the caller's; the
 // mode is used as given (the kernel has already applied the umask).
@@ -114,32 +111,6 @@ func checkName(name string) error {
 }
 
 func (c *Cache) now() int64 { return c.opts.Now().UnixNano() }
-
-func getInodeTxn(txn getter, ino uint64) (*meta.Inode, error) {
-	v, err := getValue(txn, meta.InodeKey(ino))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("inode %d: %w", ino, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read inode %d: %w", ino, err)
-	}
-	n, err := meta.DecodeInode(v)
-	if err != nil {
-		return nil, fmt.Errorf("inode %d: %w", ino, err)
-	}
-	return n, nil
-}
-
-func lookupTxn(txn getter, parent uint64, name string) (uint64, tree.Type, error) {
-	v, err := getValue(txn, meta.DirentKey(parent, name))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, 0, ErrNotFound
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("read directory entry: %w", err)
-	}
-	return meta.DecodeDirent(v)
-}
 
 // Root returns the root's inode number.
 func (c *Cache) Root() uint64 { return meta.RootIno }
@@ -192,14 +163,14 @@ func (c *Cache) Create(ctx context.Context, parent uint64, name string, nn NewNo
 	defer c.nsMu.Unlock()
 	var a Attr
 	err := c.update(func(txn *wtxn) error {
-		p, err := txn.inode(parent)
+		p, err := txn.Inode(parent)
 		if err != nil {
 			return err
 		}
 		if p.Type != tree.Dir {
 			return ErrNotDir
 		}
-		if _, _, err := txn.lookup(parent, name); err == nil {
+		if _, _, err := txn.Lookup(parent, name); err == nil {
 			return ErrExists
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
@@ -226,17 +197,17 @@ func (c *Cache) Create(ctx context.Context, parent uint64, name string, nn NewNo
 		if nn.Type == tree.Dir {
 			n.Nlink = 2
 			p.Nlink++
-			txn.newDir(ino)
+			txn.NewDir(ino)
 		}
 		p.Mtime, p.Ctime = now, now
-		if err := txn.putInode(ino, n); err != nil {
+		if err := txn.PutInode(ino, n); err != nil {
 			return err
 		}
-		if err := txn.putInode(parent, p); err != nil {
+		if err := txn.PutInode(parent, p); err != nil {
 			return err
 		}
 		a = attrOf(ino, n)
-		return txn.setDirent(parent, name, ino, nn.Type)
+		return txn.SetDirent(parent, name, ino, nn.Type)
 	})
 	if err != nil {
 		return Attr{}, fmt.Errorf("create %q: %w", name, err)
@@ -269,7 +240,7 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 	defer c.nsMu.Unlock()
 	var a Attr
 	err := c.update(func(txn *wtxn) error {
-		n, err := txn.inode(ino)
+		n, err := txn.Inode(ino)
 		if err != nil {
 			return err
 		}
@@ -279,11 +250,11 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 		if n.Nlink >= 65000 {
 			return ErrTooManyLink
 		}
-		p, err := txn.inode(newParent)
+		p, err := txn.Inode(newParent)
 		if err != nil {
 			return err
 		}
-		if _, _, err := txn.lookup(newParent, newName); err == nil {
+		if _, _, err := txn.Lookup(newParent, newName); err == nil {
 			return ErrExists
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
@@ -299,14 +270,14 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 		n.Nlink++
 		n.Ctime = now
 		p.Mtime, p.Ctime = now, now
-		if err := txn.putInode(ino, n); err != nil {
+		if err := txn.PutInode(ino, n); err != nil {
 			return err
 		}
-		if err := txn.putInode(newParent, p); err != nil {
+		if err := txn.PutInode(newParent, p); err != nil {
 			return err
 		}
 		a = attrOf(ino, n)
-		return txn.setDirent(newParent, newName, ino, n.Type)
+		return txn.SetDirent(newParent, newName, ino, n.Type)
 	})
 	if err != nil {
 		return Attr{}, fmt.Errorf("link %q: %w", newName, err)
@@ -328,7 +299,7 @@ func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
 	var linked bool
 	err := c.update(func(txn *wtxn) error {
 		linked = false
-		ino, t, err := txn.lookup(parent, name)
+		ino, t, err := txn.Lookup(parent, name)
 		if err != nil {
 			return err
 		}
@@ -355,7 +326,7 @@ func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
 // trees of every directory holding one record the count, and no index
 // says which directories those are.
 func hasOtherLinks(txn *wtxn, ino uint64) (bool, error) {
-	n, err := txn.inode(ino)
+	n, err := txn.Inode(ino)
 	if err != nil {
 		return false, err
 	}
@@ -364,16 +335,16 @@ func hasOtherLinks(txn *wtxn, ino uint64) (bool, error) {
 
 // dropEntryTxn removes dirent parent/name of ino and one link of ino.
 func (c *Cache) dropEntryTxn(txn *wtxn, parent uint64, name string, ino uint64) error {
-	n, err := txn.inode(ino)
+	n, err := txn.Inode(ino)
 	if err != nil {
 		return err
 	}
-	p, err := txn.inode(parent)
+	p, err := txn.Inode(parent)
 	if err != nil {
 		return err
 	}
 	now := c.now()
-	if err := txn.delDirent(parent, name); err != nil {
+	if err := txn.DelDirent(parent, name); err != nil {
 		return err
 	}
 	p.Mtime, p.Ctime = now, now
@@ -384,13 +355,13 @@ func (c *Cache) dropEntryTxn(txn *wtxn, parent uint64, name string, ino uint64) 
 		n.Nlink--
 	}
 	n.Ctime = now
-	if err := txn.putInode(parent, p); err != nil {
+	if err := txn.PutInode(parent, p); err != nil {
 		return err
 	}
 	// An inode without links stays until nothing refers to it: the last
 	// handle's release, the kernel's forget (Forget), or the next Open,
 	// whichever comes first. fstat on an open descriptor must still work.
-	return txn.putInode(ino, n)
+	return txn.PutInode(ino, n)
 }
 
 // Forget tells the cache that the kernel holds no reference to ino any
@@ -406,11 +377,11 @@ func (c *Cache) Forget(ino uint64) {
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	err = c.update(func(txn *wtxn) error {
-		n, err := txn.inode(ino)
+		n, err := txn.Inode(ino)
 		if err != nil || n.Nlink > 0 || c.isOpen(ino) {
 			return err
 		}
-		return txn.delInode(ino)
+		return txn.DelInode(ino)
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		c.log.Warn("cannot drop an unlinked inode", "ino", ino, "err", err)
@@ -427,7 +398,7 @@ func (c *Cache) CreateUnlinked(ctx context.Context, parent uint64, nn NewNode) (
 	defer c.nsMu.Unlock()
 	var a Attr
 	err := c.update(func(txn *wtxn) error {
-		p, err := txn.inode(parent)
+		p, err := txn.Inode(parent)
 		if err != nil {
 			return err
 		}
@@ -445,7 +416,7 @@ func (c *Cache) CreateUnlinked(ctx context.Context, parent uint64, nn NewNode) (
 			n.GID = p.GID
 		}
 		a = attrOf(ino, n)
-		return txn.putInode(ino, n)
+		return txn.PutInode(ino, n)
 	})
 	if err != nil {
 		return Attr{}, fmt.Errorf("create unnamed file: %w", err)
@@ -459,13 +430,6 @@ func (c *Cache) isOpen(ino uint64) bool {
 	return c.open[ino] != nil
 }
 
-func dirEmptyTxn(txn *badger.Txn, ino uint64) bool {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.DirentPrefix(ino)})
-	defer it.Close()
-	it.Rewind()
-	return !it.Valid()
-}
-
 // Rmdir removes an empty directory.
 func (c *Cache) Rmdir(ctx context.Context, parent uint64, name string) error {
 	if err := c.readOnly(); err != nil {
@@ -474,14 +438,14 @@ func (c *Cache) Rmdir(ctx context.Context, parent uint64, name string) error {
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	err := c.update(func(txn *wtxn) error {
-		ino, t, err := txn.lookup(parent, name)
+		ino, t, err := txn.Lookup(parent, name)
 		if err != nil {
 			return err
 		}
 		if t != tree.Dir {
 			return ErrNotDir
 		}
-		if !dirEmptyTxn(txn.Txn, ino) {
+		if !namespace.DirEmpty(txn.badger(), ino) {
 			return ErrNotEmpty
 		}
 		return c.dropEntryTxn(txn, parent, name, ino)
@@ -512,11 +476,11 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 	var linked bool
 	err := c.update(func(txn *wtxn) error {
 		linked = false
-		sino, st, err := txn.lookup(oldParent, oldName)
+		sino, st, err := txn.Lookup(oldParent, oldName)
 		if err != nil {
 			return err
 		}
-		dino, dt, derr := txn.lookup(newParent, newName)
+		dino, dt, derr := txn.Lookup(newParent, newName)
 		if derr != nil && !errors.Is(derr, ErrNotFound) {
 			return derr
 		}
@@ -526,10 +490,10 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 			if !exists {
 				return ErrNotFound
 			}
-			if err := txn.setDirent(oldParent, oldName, dino, dt); err != nil {
+			if err := txn.SetDirent(oldParent, oldName, dino, dt); err != nil {
 				return err
 			}
-			if err := txn.setDirent(newParent, newName, sino, st); err != nil {
+			if err := txn.SetDirent(newParent, newName, sino, st); err != nil {
 				return err
 			}
 			if err := c.reparentTxn(txn, sino, st, oldParent, newParent, newName, now); err != nil {
@@ -549,7 +513,7 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 				return ErrNotDir
 			case st != tree.Dir && dt == tree.Dir:
 				return ErrIsDir
-			case dt == tree.Dir && !dirEmptyTxn(txn.Txn, dino):
+			case dt == tree.Dir && !namespace.DirEmpty(txn.badger(), dino):
 				return ErrNotEmpty
 			}
 			if linked, err = hasOtherLinks(txn, dino); err != nil {
@@ -559,10 +523,10 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 				return err
 			}
 		}
-		if err := txn.delDirent(oldParent, oldName); err != nil {
+		if err := txn.DelDirent(oldParent, oldName); err != nil {
 			return err
 		}
-		if err := txn.setDirent(newParent, newName, sino, st); err != nil {
+		if err := txn.SetDirent(newParent, newName, sino, st); err != nil {
 			return err
 		}
 		return c.reparentTxn(txn, sino, st, oldParent, newParent, newName, now)
@@ -584,7 +548,7 @@ func (c *Cache) Rename(ctx context.Context, oldParent uint64, oldName string, ne
 // reparentTxn records that ino (of type t) moved from oldParent to
 // newParent as name, fixing directory link counts and times.
 func (c *Cache) reparentTxn(txn *wtxn, ino uint64, t tree.Type, oldParent, newParent uint64, name string, now int64) error {
-	n, err := txn.inode(ino)
+	n, err := txn.Inode(ino)
 	if err != nil {
 		return err
 	}
@@ -595,7 +559,7 @@ func (c *Cache) reparentTxn(txn *wtxn, ino uint64, t tree.Type, oldParent, newPa
 		}
 	}
 	n.Parent, n.Name, n.Ctime = newParent, name, now
-	if err := txn.putInode(ino, n); err != nil {
+	if err := txn.PutInode(ino, n); err != nil {
 		return err
 	}
 	parents := []uint64{oldParent}
@@ -603,7 +567,7 @@ func (c *Cache) reparentTxn(txn *wtxn, ino uint64, t tree.Type, oldParent, newPa
 		parents = append(parents, newParent)
 	}
 	for _, pi := range parents {
-		p, err := txn.inode(pi)
+		p, err := txn.Inode(pi)
 		if err != nil {
 			return err
 		}
@@ -615,7 +579,7 @@ func (c *Cache) reparentTxn(txn *wtxn, ino uint64, t tree.Type, oldParent, newPa
 				p.Nlink++
 			}
 		}
-		if err := txn.putInode(pi, p); err != nil {
+		if err := txn.PutInode(pi, p); err != nil {
 			return err
 		}
 	}
@@ -634,29 +598,10 @@ func (c *Cache) ReadDir(ctx context.Context, ino uint64) ([]DirEntry, error) {
 	}
 	err = c.view(func(txn *badger.Txn) error {
 		var err error
-		out, err = readDirTxn(txn, ino)
+		out, err = namespace.ReadDir(txn, ino)
 		return err
 	})
 	return out, err
-}
-
-func readDirTxn(txn *badger.Txn, ino uint64) ([]DirEntry, error) {
-	var out []DirEntry
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.DirentPrefix(ino), PrefetchValues: true, PrefetchSize: 256})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return nil, err
-		}
-		cino, t, err := meta.DecodeDirent(v)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, DirEntry{Name: meta.NameFromDirentKey(item.Key()), Ino: cino, Type: t})
-	}
-	return out, nil
 }
 
 // SetAttrIn lists the attributes to change; nil fields stay.
@@ -760,7 +705,7 @@ func (c *Cache) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (Attr, er
 	c.nsMu.Lock()
 	var a Attr
 	err := c.update(func(txn *wtxn) error {
-		n, err := txn.inode(ino)
+		n, err := txn.Inode(ino)
 		if err != nil {
 			return err
 		}
@@ -785,7 +730,7 @@ func (c *Cache) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (Attr, er
 		}
 		n.Ctime = now
 		a = attrOf(ino, n)
-		return txn.putInode(ino, n)
+		return txn.PutInode(ino, n)
 	})
 	c.nsMu.Unlock()
 	if err != nil {
@@ -889,7 +834,7 @@ func (c *Cache) RemoveXattr(ctx context.Context, ino uint64, name string) error 
 func (c *Cache) changeXattr(ino uint64, fn func(*meta.Inode) error) error {
 	c.nsMu.Lock()
 	err := c.update(func(txn *wtxn) error {
-		n, err := txn.inode(ino)
+		n, err := txn.Inode(ino)
 		if err != nil {
 			return err
 		}
@@ -899,7 +844,7 @@ func (c *Cache) changeXattr(ino uint64, fn func(*meta.Inode) error) error {
 			return err
 		}
 		n.Ctime = c.now()
-		return txn.putInode(ino, n)
+		return txn.PutInode(ino, n)
 	})
 	c.nsMu.Unlock()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -90,7 +91,7 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 	root := &meta.Inode{Type: tree.Dir, Mode: 0o755, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
 		Nlink: 2, Atime: now, Mtime: now, Ctime: now}
 	if len(snaps) == 0 {
-		return c.update(func(txn *wtxn) error { return txn.putInode(meta.RootIno, root) })
+		return c.update(func(txn *wtxn) error { return txn.PutInode(meta.RootIno, root) })
 	}
 	latest := snaps[len(snaps)-1]
 	d := c.dbAcquire()
@@ -197,7 +198,7 @@ type txnNamespace struct {
 }
 
 func (n txnNamespace) ReadDir(ino uint64) ([]snapshot.Dirent, error) {
-	ents, err := readDirTxn(n.txn, ino)
+	ents, err := namespace.ReadDir(n.txn, ino)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +209,7 @@ func (n txnNamespace) ReadDir(ino uint64) ([]snapshot.Dirent, error) {
 	return out, nil
 }
 
-func (n txnNamespace) Inode(ino uint64) (*meta.Inode, error) { return getInodeTxn(n.txn, ino) }
+func (n txnNamespace) Inode(ino uint64) (*meta.Inode, error) { return namespace.GetInode(n.txn, ino) }
 
 func (n txnNamespace) HasChunk(id crypto.ID) (bool, error) {
 	_, err := n.txn.Get(meta.ChunkKey(id))

@@ -1,8 +1,11 @@
 // Package namespace holds the mount's namespace (inodes and directory
-// entries) as package cache keeps it. So far it is the in-memory metadata
-// cache in front of Badger (MetaCache) and the record of one write
-// transaction's inode and entry writes (Writes); the Badger operations
-// themselves are still in package cache (namespace.go, metacache.go).
+// entries) as package cache keeps it in Badger: the in-memory metadata
+// cache in front of Badger (MetaCache, with its read-through loads), the
+// write transaction that keeps it in step (Txn, recording its writes in
+// Writes), and the reads of inodes, entries and listings. The namespace
+// operations themselves (create, link, rename, setattr, ...: what they
+// check, and what they tell the snapshotter and the kernel) are still in
+// package cache (namespace.go).
 package namespace
 
 import (
