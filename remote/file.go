@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -255,6 +256,56 @@ func (f *File) Load(ctx context.Context, h Handle, offset, length int64) ([]byte
 	}
 	return buf, nil
 }
+
+// Open implements RangeOpener: the range is read from the file as the
+// caller goes, so memory stays at what it reads at a time.
+func (f *File) Open(ctx context.Context, h Handle, offset, length int64) (io.ReadCloser, error) {
+	if err := h.Valid(); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	fd, err := os.Open(f.path(h))
+	if err != nil {
+		return nil, f.wrap("load", h, err)
+	}
+	fi, err := fd.Stat()
+	if err != nil {
+		fd.Close()
+		return nil, f.wrap("load", h, err)
+	}
+	n, err := CheckRange(h, offset, length, fi.Size())
+	if err != nil {
+		fd.Close()
+		return nil, err
+	}
+	return &fileRange{f: f, h: h, fd: fd, sr: io.NewSectionReader(fd, offset, n)}, nil
+}
+
+type fileRange struct {
+	f  *File
+	h  Handle
+	fd *os.File
+	sr *io.SectionReader
+}
+
+func (r *fileRange) Read(p []byte) (int, error) {
+	n, err := r.sr.Read(p)
+	if err != nil && err != io.EOF {
+		return n, r.f.wrap("load", r.h, err)
+	}
+	if err == io.EOF && r.sr.Size() > 0 {
+		if pos, _ := r.sr.Seek(0, io.SeekCurrent); pos < r.sr.Size() {
+			// Objects are immutable: a file that shrank under us is
+			// reported, not read short.
+			return n, fmt.Errorf("load %s: the file ended at byte %d of %d: %w", r.h, pos, r.sr.Size(), io.ErrUnexpectedEOF)
+		}
+	}
+	return n, err
+}
+
+func (r *fileRange) Close() error { return r.fd.Close() }
 
 // Stat implements Storage.
 func (f *File) Stat(ctx context.Context, h Handle) (Info, error) {

@@ -572,74 +572,72 @@ func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID
 	return plain, err
 }
 
-// LoadBlobs loads blobs of type t that lie in one pack with a single
-// ranged read, from the lowest offset among them to the highest end (the
-// bytes between them are read and dropped), and calls fn with the index
-// in ids and the authenticated plaintext of each, in the order of ids. A
-// restore of many small files costs one read per span of a pack rather
-// than one per blob: on an object store each read is a round trip. An id
-// may repeat; a blob that is not indexed, or lies in another pack than the
-// first, is an error before anything is read. plain may alias the read
-// buffer: fn must not keep it beyond the call unless it copies it.
-func (r *Repository) LoadBlobs(ctx context.Context, t pack.BlobType, ids []crypto.ID, fn func(i int, plain []byte) error) error {
+// StreamBlobs reads blobs of type t that lie in one pack, in ascending
+// order of offset with none named twice, with one streamed ranged read
+// from the first blob's offset to the last one's end (the bytes between
+// them are read and dropped), and calls fn with the index in ids and the
+// authenticated plaintext of each as it arrives. Memory is one sealed and
+// one plain blob at a time, whatever the extent: a restore reads a pack's
+// needed blobs with one request (on an object store, one round trip and
+// one request for the store to serve) instead of one per span of it.
+// plain aliases a buffer reused for the next blob: fn must not keep it
+// beyond the call unless it copies it. A blob that is not indexed, lies
+// in another pack or out of order is an error before anything is read.
+func (r *Repository) StreamBlobs(ctx context.Context, t pack.BlobType, ids []crypto.ID, fn func(i int, plain []byte) error) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	idx := r.idx.Load()
 	locs := make([]index.Location, len(ids))
-	var start, end uint64
+	var biggest uint32
 	for i, id := range ids {
 		loc, ok := idx.Lookup(t, id)
 		if !ok {
 			return fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
 		}
 		if i > 0 && loc.Pack != locs[0].Pack {
-			return fmt.Errorf("%s blob %s is in pack %s, not %s: cannot load it in one span", t, id.Short(), loc.Pack.Short(), locs[0].Pack.Short())
+			return fmt.Errorf("%s blob %s is in pack %s, not %s: cannot stream it with the others", t, id.Short(), loc.Pack.Short(), locs[0].Pack.Short())
+		}
+		if i > 0 && loc.Offset < locs[i-1].Offset+locs[i-1].Length {
+			return fmt.Errorf("%s blob %s at offset %d of pack %s does not follow the blob before it: cannot stream it", t, id.Short(), loc.Offset, loc.Pack.Short())
 		}
 		locs[i] = loc
-		s, e := uint64(loc.Offset), uint64(loc.Offset)+uint64(loc.Length)
-		if i == 0 || s < start {
-			start = s
-		}
-		if e > end {
-			end = e
-		}
+		biggest = max(biggest, loc.Length)
 	}
 	p := locs[0].Pack
 	obj := "packs/" + p.String()
-	span, err := r.be.Load(ctx, remote.Handle{Type: remote.Pack, Name: p.String()}, int64(start), int64(end-start))
+	start := int64(locs[0].Offset)
+	end := int64(locs[len(locs)-1].Offset) + int64(locs[len(locs)-1].Length)
+	what := fmt.Sprintf("pack %s (%d %s blobs)", p.Short(), len(ids), t)
+	rc, err := remote.OpenRange(ctx, r.be, remote.Handle{Type: remote.Pack, Name: p.String()}, start, end-start)
 	if err != nil {
-		r.raiseLoad(obj, fmt.Sprintf("pack %s (%d %s blobs)", p.Short(), len(ids), t), "load", err)
+		r.raiseLoad(obj, what, "load", err)
 		return fmt.Errorf("load %d %s blobs from pack %s: %w", len(ids), t, p.Short(), err)
 	}
-	if uint64(len(span)) != end-start {
-		return fmt.Errorf("load %d %s blobs from pack %s: got %d bytes of %d: %w", len(ids), t, p.Short(), len(span), end-start, io.ErrUnexpectedEOF)
-	}
-	// Blobs are opened in place, so a blob cannot be opened twice: one
-	// named again right after is handed out again, one named again later
-	// is loaded again on its own. Only the last plaintext is kept, so memory
-	// stays at the span and one decompressed blob.
-	var (
-		plain  []byte
-		last   = -1
-		opened = make(map[uint64]bool, len(ids))
-	)
+	defer rc.Close()
+	buf := make([]byte, biggest)
+	pos := start
 	for i, id := range ids {
 		loc := locs[i]
-		if last < 0 || locs[last].Offset != loc.Offset {
-			off := uint64(loc.Offset) - start
-			sealed := span[off : off+uint64(loc.Length) : off+uint64(loc.Length)]
-			if opened[uint64(loc.Offset)] {
-				// Decrypted in place already: load it again on its own.
-				if plain, err = r.LoadBlob(ctx, t, id); err != nil {
-					return err
-				}
-			} else if plain, err = pack.OpenBlobInPlace(r.key, t, id, sealed); err != nil {
-				r.raiseLoad(obj, fmt.Sprintf("%s blob %s in pack %s", t, id.Short(), p.Short()), "open", err)
-				return err
+		if gap := int64(loc.Offset) - pos; gap > 0 {
+			if _, err := io.CopyN(io.Discard, rc, gap); err != nil {
+				r.raiseLoad(obj, what, "load", err)
+				return fmt.Errorf("load %d %s blobs from pack %s: %w", len(ids), t, p.Short(), err)
 			}
-			opened[uint64(loc.Offset)] = true
-			last = i
+		}
+		sealed := buf[:loc.Length:loc.Length]
+		if _, err := io.ReadFull(rc, sealed); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%w: %w", io.ErrUnexpectedEOF, err)
+			}
+			r.raiseLoad(obj, what, "load", err)
+			return fmt.Errorf("load %s blob %s from pack %s: %w", t, id.Short(), p.Short(), err)
+		}
+		pos = int64(loc.Offset) + int64(loc.Length)
+		plain, err := pack.OpenBlobInPlace(r.key, t, id, sealed)
+		if err != nil {
+			r.raiseLoad(obj, fmt.Sprintf("%s blob %s in pack %s", t, id.Short(), p.Short()), "open", err)
+			return err
 		}
 		if err := fn(i, plain); err != nil {
 			return err

@@ -38,6 +38,7 @@ func Run(t *testing.T, newStorage func(t *testing.T) remote.Storage) {
 	}{
 		{"SaveLoadEveryType", testSaveLoad},
 		{"RangeLoad", testRangeLoad},
+		{"RangeStream", testRangeStream},
 		{"NotFound", testNotFound},
 		{"NoOverwrite", testNoOverwrite},
 		{"List", testList},
@@ -147,6 +148,55 @@ func testRangeLoad(t *testing.T, s remote.Storage) {
 		if _, err := s.Load(ctx, h, r.off, r.n); err == nil {
 			t.Errorf("load [%d,+%d) succeeded, want an error", r.off, r.n)
 		}
+	}
+}
+
+// testRangeStream reads ranges with remote.OpenRange (the store's own
+// Open where it has one): the bytes are Load's, a range past the end fails
+// with io.ErrUnexpectedEOF from Open or a Read, and a missing object with
+// ErrNotFound.
+func testRangeStream(t *testing.T, s remote.Storage) {
+	ctx := context.Background()
+	h := remote.Handle{Type: remote.Pack, Name: RandomName()}
+	data := RandomBytes(9 << 20) // more than the Load fallback's 4 MiB pieces
+	save(t, s, h, data)
+	read := func(off, n int64) ([]byte, error) {
+		rc, err := remote.OpenRange(ctx, s, h, off, n)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(rc)
+	}
+	for _, r := range []struct{ off, n int64 }{
+		{0, 1}, {10, 20}, {0, int64(len(data))}, {12345, 5 << 20}, {int64(len(data)) - 7, 7},
+	} {
+		got, err := read(r.off, r.n)
+		if err != nil {
+			t.Fatalf("stream [%d,+%d): %v", r.off, r.n, err)
+		}
+		mustEqual(t, fmt.Sprintf("stream [%d,+%d)", r.off, r.n), got, data[r.off:r.off+r.n])
+	}
+	for _, r := range []struct{ off, n int64 }{
+		{int64(len(data)) - 5, 10}, {int64(len(data)), 1}, {0, int64(len(data)) + 1},
+	} {
+		got, err := read(r.off, r.n)
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("stream [%d,+%d) of %d bytes = %d bytes, %v; want an error wrapping io.ErrUnexpectedEOF", r.off, r.n, len(data), len(got), err)
+		}
+	}
+	if _, err := read(0, 0); err == nil {
+		t.Error("stream of an empty range succeeded, want an error")
+	}
+	missing := remote.Handle{Type: remote.Pack, Name: RandomName()}
+	if rc, err := remote.OpenRange(ctx, s, missing, 0, 10); err == nil {
+		_, err = io.ReadAll(rc)
+		rc.Close()
+		if !errors.Is(err, remote.ErrNotFound) {
+			t.Errorf("stream of missing %s: %v, want ErrNotFound", missing, err)
+		}
+	} else if !errors.Is(err, remote.ErrNotFound) {
+		t.Errorf("stream of missing %s: %v, want ErrNotFound", missing, err)
 	}
 }
 

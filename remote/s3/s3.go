@@ -118,7 +118,10 @@ type Store struct {
 	digests atomic.Int32
 }
 
-var _ remote.Storage = (*Store)(nil)
+var (
+	_ remote.Storage     = (*Store)(nil)
+	_ remote.RangeOpener = (*Store)(nil)
+)
 
 // Open opens the repository at cfg. A missing bucket is an error wrapping
 // remote.ErrNotFound.
@@ -402,6 +405,70 @@ func (s *Store) Load(ctx context.Context, h remote.Handle, offset, length int64)
 	}
 	return buf.Bytes(), nil
 }
+
+// Open GETs a byte range of h and streams the body: a restore reads a
+// pack's needed extent with one request, holding a blob at a time.
+func (s *Store) Open(ctx context.Context, h remote.Handle, offset, length int64) (io.ReadCloser, error) {
+	if err := h.Valid(); err != nil {
+		return nil, err
+	}
+	if offset < 0 || length <= 0 {
+		return nil, fmt.Errorf("open %s: range [%d,+%d): %w", h, offset, length, fs.ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	var opts minio.GetObjectOptions
+	opts.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(offset+length-1, 10))
+	body, info, _, err := s.core.GetObject(ctx, s.cfg.Bucket, s.key(h), opts)
+	if err != nil {
+		if minio.ToErrorResponse(err).StatusCode == http.StatusRequestedRangeNotSatisfiable {
+			if _, err := s.unsatisfiable(ctx, h, offset, length); err != nil {
+				return nil, err
+			}
+			// An empty range at the very end: nothing to stream.
+			return nil, remote.ShortRange(h, offset, length, offset)
+		}
+		return nil, s.classify(ctx, "load", h, err)
+	}
+	if info.Size >= 0 && info.Size < length {
+		// A store answers a range running past the end with what it has.
+		body.Close()
+		return nil, remote.ShortRange(h, offset, length, offset+info.Size)
+	}
+	return &bodyReader{s: s, ctx: ctx, h: h, body: body, left: length}, nil
+}
+
+// bodyReader is a GET's body: a transport failure part way, or a body
+// shorter than the range, fails a Read with remote.ErrUnreachable (so
+// the retry decorator opens the rest again), never with a bare io.EOF.
+type bodyReader struct {
+	s    *Store
+	ctx  context.Context
+	h    remote.Handle
+	body io.ReadCloser
+	left int64
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.body.Read(p)
+	b.left -= int64(n)
+	switch {
+	case err == nil || b.left == 0:
+		return n, nil
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return n, fmt.Errorf("load %s on %s: the body ended %d bytes short: %w", b.h, b.s.Location(), b.left, remote.ErrUnreachable)
+	}
+	return n, b.s.classify(b.ctx, "load", b.h, err)
+}
+
+func (b *bodyReader) Close() error { return b.body.Close() }
 
 // unsatisfiable answers a range the store refused (416): an empty read at
 // the very end is valid, anything else past the end is a short range.

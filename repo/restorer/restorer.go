@@ -13,7 +13,6 @@
 package restorer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -32,8 +30,6 @@ import (
 
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
-	"github.com/keepfs/keepfs/repo/crypto"
-	"github.com/keepfs/keepfs/repo/index"
 	"github.com/keepfs/keepfs/repo/pack"
 	"github.com/keepfs/keepfs/repo/tree"
 )
@@ -89,6 +85,7 @@ type restorer struct {
 	total int64
 
 	nfiles, ndirs atomic.Int64
+	open          atomic.Int64 // partly written files open (see maxOpen)
 }
 
 // afterPlan, when set (tests), runs between planning and writing files.
@@ -150,38 +147,27 @@ func Restore(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, paths [
 	}
 	opts.Progress.Start("restore", rs.total)
 	var bytes atomic.Int64
-	// Spans and runs ask for exactly the bytes they need: a read-ahead
-	// window around them would fetch bytes nobody reads.
+	// Extents stream past the read-ahead; a file written alone asks for
+	// exactly its blobs, which a window would pad with bytes nobody reads.
 	g, gctx := errgroup.WithContext(remote.WithoutReadAhead(ctx))
 	g.SetLimit(opts.Workers)
-	spans, rest := rs.spans()
-	runs, rest := rs.runs(rest)
-	// Runs of big files first: all jobs cost about one read each, and a
-	// file's runs are queued together so that only about Workers files
-	// are open at once.
-	for _, run := range runs {
+	extents, outs, rest := rs.extents()
+	for _, e := range extents {
 		g.Go(func() error {
-			n, err := rs.writeRun(gctx, run)
-			bytes.Add(n)
-			return err
-		})
-	}
-	for _, sp := range spans {
-		g.Go(func() error {
-			n, err := rs.writeSpan(gctx, sp)
+			n, err := rs.writeExtent(gctx, e)
 			bytes.Add(n)
 			return err
 		})
 	}
 	for _, j := range rest {
 		g.Go(func() error {
-			n, err := rs.writeFile(gctx, j, nil)
+			n, err := rs.writeFile(gctx, j)
 			bytes.Add(n)
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		closeAll(runs)
+		closeOuts(outs)
 		return nil, err
 	}
 	for _, l := range rs.links {
@@ -415,101 +401,9 @@ func (rs *restorer) link(old, new string) error {
 	return unix.Linkat(opfd, oname, npfd, nname, 0)
 }
 
-// Small files are read by spans: the blobs of files made of one small blob
-// are sorted by pack and offset, and runs of them in one pack that lie
-// close together are fetched with one ranged read (repo.LoadBlobs). The
-// bytes between blobs of a span (blobs of files not restored, trees) are
-// read and dropped: up to spanGap of them costs less than another request.
-const (
-	spanSmall = 1 << 20 // largest sealed blob a file may have to be read in a span
-	spanMax   = 2 << 20 // largest span read at once (memory: Workers × spanMax)
-	spanGap   = 256 << 10
-)
-
-// span is files whose blobs one read fetches.
-type span struct {
-	files []fileJob
-	ids   []crypto.ID // files[i]'s one blob
-}
-
-// spans groups the files of exactly one small data blob into spans; the
-// other files (several blobs, only holes, empty, blob not indexed) are
-// returned as they are, to be read blob by blob.
-func (rs *restorer) spans() ([]span, []fileJob) {
-	type small struct {
-		j   fileJob
-		id  crypto.ID
-		loc index.Location
-	}
-	var smalls []small
-	var rest []fileJob
-	idx := rs.r.Index()
-	for _, j := range rs.files {
-		var id crypto.ID
-		n := 0
-		for _, p := range j.node.Pieces() {
-			if !p.ID.IsNull() {
-				id = p.ID
-				n++
-			}
-		}
-		if n == 1 {
-			if loc, ok := idx.Lookup(pack.Data, id); ok && loc.Length <= spanSmall {
-				smalls = append(smalls, small{j, id, loc})
-				continue
-			}
-		}
-		rest = append(rest, j)
-	}
-	sort.SliceStable(smalls, func(a, b int) bool {
-		if c := bytes.Compare(smalls[a].loc.Pack[:], smalls[b].loc.Pack[:]); c != 0 {
-			return c < 0
-		}
-		return smalls[a].loc.Offset < smalls[b].loc.Offset
-	})
-	var out []span
-	var cur span
-	var pk crypto.ID
-	var start, end uint64
-	for _, s := range smalls {
-		off, e := uint64(s.loc.Offset), uint64(s.loc.Offset)+uint64(s.loc.Length)
-		if len(cur.files) > 0 && (s.loc.Pack != pk || off > end+spanGap || max(e, end)-start > spanMax) {
-			out = append(out, cur)
-			cur = span{}
-		}
-		if len(cur.files) == 0 {
-			pk, start, end = s.loc.Pack, off, e
-		}
-		end = max(end, e)
-		cur.files = append(cur.files, s.j)
-		cur.ids = append(cur.ids, s.id)
-	}
-	if len(cur.files) > 0 {
-		out = append(out, cur)
-	}
-	return out, rest
-}
-
-// writeSpan reads the blobs of sp's files with one request and writes
-// the files.
-func (rs *restorer) writeSpan(ctx context.Context, sp span) (int64, error) {
-	var total int64
-	var werr error // writeFile's errors name their file already
-	err := rs.r.LoadBlobs(ctx, pack.Data, sp.ids, func(i int, plain []byte) error {
-		n, err := rs.writeFile(ctx, sp.files[i], map[crypto.ID][]byte{sp.ids[i]: plain})
-		total += n
-		werr = err
-		return err
-	})
-	if err != nil && werr == nil {
-		err = fmt.Errorf("restore %s: %w", rs.dst(sp.files[0].rel), err)
-	}
-	return total, err
-}
-
-// writeFile writes one file; blobs in have are used as they are, the
-// others are loaded.
-func (rs *restorer) writeFile(ctx context.Context, j fileJob, have map[crypto.ID][]byte) (int64, error) {
+// writeFile writes one file that extents do not: one without blobs, or
+// with a blob the index does not know (LoadBlob reports it).
+func (rs *restorer) writeFile(ctx context.Context, j fileJob) (int64, error) {
 	dst := rs.dst(j.rel)
 	f, err := rs.createFile(j)
 	if err != nil {
@@ -524,13 +418,10 @@ func (rs *restorer) writeFile(ctx context.Context, j fileJob, have map[crypto.ID
 			rs.opts.Progress.Add(int64(p.Hole))
 			continue
 		}
-		id := p.ID
-		b, ok := have[id]
-		if !ok {
-			if b, err = rs.r.LoadBlob(ctx, pack.Data, id); err != nil {
-				f.Close()
-				return off, fmt.Errorf("restore %s: %w", dst, err)
-			}
+		b, err := rs.r.LoadBlob(ctx, pack.Data, p.ID)
+		if err != nil {
+			f.Close()
+			return off, fmt.Errorf("restore %s: %w", dst, err)
 		}
 		if _, err := f.WriteAt(b, off); err != nil {
 			f.Close()

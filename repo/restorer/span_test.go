@@ -100,10 +100,10 @@ func TestRestoreReadsSmallFilesBySpan(t *testing.T) {
 		t.Fatalf("restored %d files, want %d", sum.Files, small+2)
 	}
 	// 8 trees, the big files' blobs (at least 3 MiB / 8 MiB max chunk:
-	// at most 6 of 512 KiB or more) and the small files' spans (12 MiB of
-	// them in spans of at most 4 MiB: a few per pack).
+	// at most 6 of 512 KiB or more) and the small files' (12 MiB of them,
+	// read with the rest of their pack: a few reads per pack).
 	if limit := 8 + 12 + 4*packs; reads > limit {
-		t.Fatalf("%d pack reads for %d files, want at most %d: small files are not read by spans", reads, sum.Files, limit)
+		t.Fatalf("%d pack reads for %d files, want at most %d: small files are not read together", reads, sum.Files, limit)
 	}
 	err = filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
