@@ -229,25 +229,11 @@ func syncDir(dir string) error {
 
 // Load implements Storage.
 func (f *File) Load(ctx context.Context, h Handle, offset, length int64) ([]byte, error) {
-	if err := h.Valid(); err != nil {
-		return nil, fmt.Errorf("load: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("load %s: %w", h, err)
-	}
-	fd, err := os.Open(f.path(h))
-	if err != nil {
-		return nil, f.wrap("load", h, err)
-	}
-	defer fd.Close()
-	fi, err := fd.Stat()
-	if err != nil {
-		return nil, f.wrap("load", h, err)
-	}
-	n, err := CheckRange(h, offset, length, fi.Size())
+	fd, n, err := f.openRange(ctx, h, offset, length)
 	if err != nil {
 		return nil, err
 	}
+	defer fd.Close()
 	buf := make([]byte, n)
 	if _, err := fd.ReadAt(buf, offset); err != nil {
 		// Objects are immutable, so a short read means the file changed
@@ -257,27 +243,37 @@ func (f *File) Load(ctx context.Context, h Handle, offset, length int64) ([]byte
 	return buf, nil
 }
 
-// Open implements RangeOpener: the range is read from the file as the
-// caller goes, so memory stays at what it reads at a time.
-func (f *File) Open(ctx context.Context, h Handle, offset, length int64) (io.ReadCloser, error) {
+// openRange opens h's file and checks the range against its size, which
+// it returns resolved (length 0: to the end).
+func (f *File) openRange(ctx context.Context, h Handle, offset, length int64) (*os.File, int64, error) {
 	if err := h.Valid(); err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return nil, 0, fmt.Errorf("load: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("load %s: %w", h, err)
+		return nil, 0, fmt.Errorf("load %s: %w", h, err)
 	}
 	fd, err := os.Open(f.path(h))
 	if err != nil {
-		return nil, f.wrap("load", h, err)
+		return nil, 0, f.wrap("load", h, err)
 	}
 	fi, err := fd.Stat()
 	if err != nil {
 		fd.Close()
-		return nil, f.wrap("load", h, err)
+		return nil, 0, f.wrap("load", h, err)
 	}
 	n, err := CheckRange(h, offset, length, fi.Size())
 	if err != nil {
 		fd.Close()
+		return nil, 0, err
+	}
+	return fd, n, nil
+}
+
+// Open implements RangeOpener: the range is read from the file as the
+// caller goes, so memory stays at what it reads at a time.
+func (f *File) Open(ctx context.Context, h Handle, offset, length int64) (io.ReadCloser, error) {
+	fd, n, err := f.openRange(ctx, h, offset, length)
+	if err != nil {
 		return nil, err
 	}
 	return &fileRange{f: f, h: h, fd: fd, sr: io.NewSectionReader(fd, offset, n)}, nil
