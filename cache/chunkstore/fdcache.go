@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -41,6 +42,9 @@ type openChunk struct {
 	size   int64 // plaintext bytes
 	refs   int   // readers holding it, plus one while it is in the cache
 	elem   *list.Element
+	// warmed is when (unix nanoseconds) a read that found the file's pages
+	// not cached last had the kernel read the whole file (chunkFiles.warm).
+	warmed atomic.Int64
 }
 
 func newFDCache(max int) *fdCache {

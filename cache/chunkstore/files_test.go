@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/meta"
@@ -146,6 +147,36 @@ func TestDurableChunkFileLeavesPageCache(t *testing.T) {
 			t.Fatalf("read back (durable %v): %v", durable, err)
 		}
 	}
+}
+
+// A random read that finds its chunk file's pages not cached has the
+// kernel read the whole file in the background, so that the chunk's later
+// reads find it cached instead of each going to the disk.
+func TestColdRandomReadWarmsChunkFile(t *testing.T) {
+	e := newEnvIn(t, disktest.TempDir(t), 1<<30)
+	s := e.s
+	data := randBytes(41, 4<<20)
+	id := e.put(data, true) // written for an fsync: its pages leave the page cache
+	s.Uncache(id)
+	p := s.files.path(id)
+	if res, all := disktest.ResidentPages(t, p); res > all/2 {
+		t.Fatalf("%d of %d pages cached before the read: the test needs a cold file", res, all)
+	}
+	const off = 1<<20 + 100
+	dst := make([]byte, blockSize)
+	if ok, err := s.ReadInto(id, off, dst); !ok || err != nil {
+		t.Fatalf("ReadInto: %v, %v", ok, err)
+	}
+	if !bytes.Equal(dst, data[off:off+blockSize]) {
+		t.Fatal("read differs from what was written")
+	}
+	res, all := 0, 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if res, all = disktest.ResidentPages(t, p); res == all {
+			return
+		}
+	}
+	t.Fatalf("%d of %d pages of the chunk file cached 5 s after a 4 KiB read of it, want all", res, all)
 }
 
 // A 4 KiB read of a chunk file at an offset that cuts two blocks, the
