@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -13,8 +14,9 @@ import (
 )
 
 // A cp -a of a large tree queues more chunks than one Badger transaction
-// takes; the upload queue must still record them all, and drop them
-// again, through the state directory's real transactions.
+// takes; the upload queue must still record them all, upload and retire
+// them, and drop them again, through the state directory's real
+// transactions.
 func TestSetQueueBeyondOneTransaction(t *testing.T) {
 	ctx := context.Background()
 	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
@@ -62,11 +64,22 @@ func TestSetQueueBeyondOneTransaction(t *testing.T) {
 	if k := queued(); k != n || inMem != n || bytes != 3*n {
 		t.Fatalf("queued %d keys, %d in memory, %d bytes; want %d, %d, %d", k, inMem, bytes, n, n, 3*n)
 	}
+	// One upload pass takes them all (90 KB): retiring them must not be
+	// one transaction either, or every pass fails and the queue never drains.
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := c.up.Drain(dctx); err != nil {
+		t.Fatalf("draining %d chunks: %v", n, err)
+	}
+	inMem, bytes, _ = c.up.State()
+	if k := queued(); k != 0 || inMem != 0 || bytes != 0 {
+		t.Fatalf("after draining: %d keys, %d in memory, %d bytes", k, inMem, bytes)
+	}
 	if err := c.up.Set(ids[:10], seq); err != nil {
 		t.Fatal(err)
 	}
 	inMem, bytes, _ = c.up.State()
 	if k := queued(); k != 10 || inMem != 10 || bytes != 30 {
-		t.Fatalf("after shrinking: %d keys, %d in memory, %d bytes", k, inMem, bytes)
+		t.Fatalf("after queueing again: %d keys, %d in memory, %d bytes", k, inMem, bytes)
 	}
 }

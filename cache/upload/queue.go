@@ -534,53 +534,74 @@ func (q *Queue) upload(ctx context.Context, ids []crypto.ID) error {
 	if err := errors.Join(werr, q.sink.Flush(ctx)); err != nil {
 		return err
 	}
-	var retired, gone []crypto.ID
-	err := q.store.Update(func(txn Txn) error {
-		retired, gone = retired[:0], gone[:0]
-		for i, id := range ids {
-			if !lost[i] && !q.sink.Has(id) {
-				continue
-			}
-			if err := txn.Delete(meta.QueueKey(id)); err != nil {
-				return err
-			}
-			if lost[i] {
-				// Its key names nothing: the next snapshot must see the
-				// chunk as lost, not queue it again.
-				if err := txn.Delete(meta.ChunkKey(id)); err != nil {
+	// Retired in batches of up to Batch keys (a lost chunk deletes two), as
+	// Set queues them: a pass of many small chunks (up to passBytes of
+	// them) deletes more keys than one transaction takes, and a "Txn is
+	// too big" here would fail every pass again. An entry is retired only
+	// once the index holds its chunk, so a batch failing after others
+	// committed leaves entries that the next pass finds already stored.
+	retired := 0
+	isRetired := make([]bool, len(ids))
+	var rerr error
+	for start := 0; start < len(ids); start += Batch / 2 {
+		end := min(start+Batch/2, len(ids))
+		var done []int
+		var gone []crypto.ID
+		err := q.store.Update(func(txn Txn) error {
+			done, gone = done[:0], gone[:0]
+			for i := start; i < end; i++ {
+				id := ids[i]
+				if !lost[i] && !q.sink.Has(id) {
+					continue
+				}
+				if err := txn.Delete(meta.QueueKey(id)); err != nil {
 					return err
 				}
-				gone = append(gone, id)
+				if lost[i] {
+					// Its key names nothing: the next snapshot must see the
+					// chunk as lost, not queue it again.
+					if err := txn.Delete(meta.ChunkKey(id)); err != nil {
+						return err
+					}
+					gone = append(gone, id)
+				}
+				done = append(done, i)
 			}
-			retired = append(retired, id)
+			return nil
+		})
+		if err != nil {
+			rerr = fmt.Errorf("retire upload queue entries: %w", err)
+			break
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("retire upload queue entries: %w", err)
+		if len(gone) > 0 {
+			q.chunks.Lost(gone) // their c keys went: reads must miss them
+		}
+		q.mu.Lock()
+		for _, i := range done {
+			q.bytes -= q.ids[ids[i]]
+			delete(q.ids, ids[i])
+			isRetired[i] = true
+		}
+		q.noteLocked()
+		q.mu.Unlock()
+		retired += len(done)
 	}
-	if len(gone) > 0 {
-		q.chunks.Lost(gone) // their c keys went: reads must miss them
-	}
-	done := len(retired)
-	q.mu.Lock()
-	for _, id := range retired {
-		q.bytes -= q.ids[id]
-		delete(q.ids, id)
-	}
-	q.noteLocked()
-	q.mu.Unlock()
+	// Only what was retired: an entry kept is still the queue's, and its
+	// chunk must not count as clean (evictable) yet.
 	var up []crypto.ID
 	var upSizes []int
 	for i, id := range ids {
-		if !lost[i] && q.sink.Has(id) {
+		if !lost[i] && isRetired[i] {
 			up = append(up, id)
 			upSizes = append(upSizes, sizes[i])
 		}
 	}
 	q.chunks.Uploaded(up, upSizes)
-	if done < len(ids) {
-		return fmt.Errorf("%d queued chunks are still not in the repository after a flush", len(ids)-done)
+	if rerr != nil {
+		return rerr
+	}
+	if retired < len(ids) {
+		return fmt.Errorf("%d queued chunks are still not in the repository after a flush", len(ids)-retired)
 	}
 	return nil
 }

@@ -634,3 +634,33 @@ func TestStopEndsThePass(t *testing.T) {
 		}
 	}
 }
+
+// A pass of many small chunks retires more queue keys than one
+// transaction takes: Drain must retire them in batches, not fail every
+// pass with Badger's "Txn is too big".
+func TestDrainRetiresInBatches(t *testing.T) {
+	f := newFixture(t)
+	f.store.maxOps = Batch
+	const n = 2*Batch + 7
+	ids := make([]crypto.ID, n)
+	for i := range ids {
+		ids[i] = f.chunk(i, 3)
+	}
+	if err := f.q.Set(ids, 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.q.Drain(ctx); err != nil {
+		t.Fatalf("draining %d chunks: %v", n, err)
+	}
+	if k, bytes, _ := f.q.State(); k != 0 || bytes != 0 {
+		t.Fatalf("after draining: %d entries, %d bytes", k, bytes)
+	}
+	if k := f.store.count(meta.QueuePrefix()); k != 0 {
+		t.Fatalf("%d queue keys left", k)
+	}
+	if got := len(f.chunks.uploaded); got != n {
+		t.Fatalf("%d chunks reported clean, want %d", got, n)
+	}
+}

@@ -894,11 +894,17 @@ func writeHeapProfile(log *slog.Logger) {
 	}
 }
 
-// memoryLimit is the Go heap size past which the daemon's garbage collector
-// works harder. Live data is bounded (caches, two chunkers, pack buffers) at
-// well under it; without a limit the collector lets the heap grow to twice
-// the live data before collecting, which is what set the daemon's peak RSS.
-const memoryLimit = 208 << 20
+// memoryLimit is the Go memory past which the daemon's garbage collector
+// works harder. With GOGC at 25 the heap may grow a quarter past the live
+// data before a collection; during an upload drain the live heap reaches
+// 120-150 MiB (pack buffers, a memtable flush, a commit's chunker), and
+// the garbage on top of it is what set the daemon's peak RSS (issue 18).
+// 168 MiB caps that garbage there and stays above the live heap of every
+// step of the mount bench, so the collector does not run back to back;
+// 150 took little more off the peak for twice the collections in a drain,
+// and 128-140 slowed cp -a and sync several times (docs/architecture.md,
+// "Issue 18, fourth pass").
+const memoryLimit = 168 << 20
 
 // limitMemory sets memoryLimit unless GOMEMLIMIT says otherwise.
 func limitMemory() {
