@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -71,14 +72,7 @@ func openCacheWith(t testing.TB, r *repo.Repository, o Options) *Cache {
 	return c
 }
 
-func randBytes(seed uint64, n int) []byte {
-	rng := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
-}
+var randBytes = disktest.RandBytes
 
 // writeFile creates (or replaces the content of) name in dir and closes it.
 func writeFile(t testing.TB, c *Cache, dir uint64, name string, data []byte) uint64 {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -217,14 +217,7 @@ func (e *env) put(data []byte, durable bool) crypto.ID {
 	return id
 }
 
-func randBytes(seed uint64, n int) []byte {
-	rng := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
-}
+var randBytes = disktest.RandBytes
 
 func countFiles(t *testing.T, dir string) int {
 	t.Helper()

@@ -264,16 +264,23 @@ func (f *fixture) chunk(i, n int) crypto.ID {
 	return id
 }
 
+// chunkRun adds chunks 0..count-1 of n bytes each (see chunk) and returns
+// their ids.
+func (f *fixture) chunkRun(count, n int) []crypto.ID {
+	ids := make([]crypto.ID, count)
+	for i := range ids {
+		ids[i] = f.chunk(i, n)
+	}
+	return ids
+}
+
 // A cp -a of a large tree queues more chunks than one transaction takes:
 // Set must still record them all, and drop them again, in batches.
 func TestSetInBatches(t *testing.T) {
 	f := newFixture(t)
 	f.store.maxOps = Batch
 	const n = 3*Batch + 5
-	ids := make([]crypto.ID, n)
-	for i := range ids {
-		ids[i] = f.chunk(i, 3)
-	}
+	ids := f.chunkRun(n, 3)
 	if err := f.q.Set(ids, 1); err != nil {
 		t.Fatalf("queueing %d chunks: %v", n, err)
 	}
@@ -299,10 +306,7 @@ func TestSetInBatches(t *testing.T) {
 // agreeing with the keys, and the queue undecided.
 func TestSetFailureKeepsMemoryTrue(t *testing.T) {
 	f := newFixture(t)
-	ids := make([]crypto.ID, 2*Batch+1)
-	for i := range ids {
-		ids[i] = f.chunk(i, 1)
-	}
+	ids := f.chunkRun(2*Batch+1, 1)
 	f.store.failAt = 2
 	if err := f.q.Set(ids, 1); err == nil {
 		t.Fatal("Set succeeded with a failing transaction")
@@ -642,10 +646,7 @@ func TestDrainRetiresInBatches(t *testing.T) {
 	f := newFixture(t)
 	f.store.maxOps = Batch
 	const n = 2*Batch + 7
-	ids := make([]crypto.ID, n)
-	for i := range ids {
-		ids[i] = f.chunk(i, 3)
-	}
+	ids := f.chunkRun(n, 3)
 	if err := f.q.Set(ids, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,24 @@ func (brokenReader) Read([]byte) (int, error) {
 	return 0, fmt.Errorf("read: connection reset by peer: %w", remote.ErrUnreachable)
 }
 
+// importStreamTree creates a repository on st and imports a streamTree
+// into it; it returns the repository, the source directory and the
+// snapshot.
+func importStreamTree(t *testing.T, st remote.Storage) (*repo.Repository, string, *repo.Snapshot) {
+	t.Helper()
+	r, err := repo.Create(context.Background(), st, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	streamTree(t, src)
+	sn, _, err := archiver.Import(context.Background(), r, src, archiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, src, sn
+}
+
 // streamTree writes small files (every 25th one the same content), three
 // files of several blobs and a copy of one of them: two data packs.
 func streamTree(t *testing.T, dir string) {
@@ -163,16 +181,7 @@ func sameTree(t *testing.T, src, dst string) int {
 func TestRestoreStreamsEachPackOnce(t *testing.T) {
 	ctx := context.Background()
 	ss := &streamStore{Storage: remote.NewMem()}
-	r, err := repo.Create(ctx, ss, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
-	streamTree(t, src)
-	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, src, sn := importStreamTree(t, ss)
 	defer restorer.SetAfterPlan(ss.reset)()
 	dst := filepath.Join(t.TempDir(), "out")
 	if _, err := restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{Workers: 4}); err != nil {
@@ -204,16 +213,7 @@ func TestRestoreResumesABrokenStream(t *testing.T) {
 	ss := &streamStore{Storage: remote.NewMem()}
 	quiet := slogDiscard()
 	st := remote.WithRetry(ss, remote.RetryOptions{InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond, MaxAttempts: 5, Logger: quiet})
-	r, err := repo.Create(ctx, st, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
-	streamTree(t, src)
-	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, src, sn := importStreamTree(t, st)
 	defer restorer.SetAfterPlan(func() {
 		ss.reset()
 		ss.mu.Lock()

@@ -1,8 +1,11 @@
-// Package disktest holds helpers for tests of the page cache behaviour of
-// the state directory, shared by package cache and cache/chunkstore.
+// Package disktest holds test helpers shared by package cache and
+// cache/chunkstore: a disk-backed temporary directory and the resident
+// pages of a file (the page-cache behaviour of the state directory), and
+// incompressible test data.
 package disktest
 
 import (
+	"math/rand/v2"
 	"os"
 	"testing"
 	"unsafe"
@@ -56,4 +59,15 @@ func ResidentPages(t testing.TB, path string) (res, all int) {
 		res += int(v & 1)
 	}
 	return res, len(vec)
+}
+
+// RandBytes returns n bytes that do not compress, the same for the same
+// seed.
+func RandBytes(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
 }
