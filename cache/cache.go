@@ -123,8 +123,8 @@ type Cache struct {
 	inoLimit  uint64 // persisted high-water mark; nextIno < inoLimit
 	health    *Health
 	onRemoved func(path string) // the kernel must forget a path the cache removed itself
-	// rulesInodes: files whose other names include a .gdprignore (ignorelinks.go)
-	rulesInodes map[uint64]bool
+	// marks: files whose other names include a .gdprignore (namespace.RulesMarks)
+	marks *namespace.RulesMarks
 
 	cleanStart bool // the last session closed (see powerloss.go)
 
@@ -211,7 +211,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
 	c := &Cache{r: r, opts: opts, log: opts.Logger, lockFile: lf,
-		open: map[uint64]*openFile{}, health: opts.Health, rulesInodes: map[uint64]bool{},
+		open: map[uint64]*openFile{}, health: opts.Health,
 		meta: namespace.NewMetaCache(namespace.MetaCacheEntries)}
 	c.up = c.newUploadQueue()
 	c.trees = c.newTrees()
@@ -396,9 +396,11 @@ func (c *Cache) loadState(ctx context.Context) error {
 		c.inoLimit = meta.RootIno + 1
 	}
 	c.nextIno = c.inoLimit
-	if err := c.loadRulesInodes(); err != nil {
+	marks, err := namespace.LoadRulesMarks(c.view)
+	if err != nil {
 		return err
 	}
+	c.marks = marks
 	if _, err := c.getInode(meta.RootIno); errors.Is(err, ErrNotFound) {
 		if err := c.bootstrap(ctx); err != nil {
 			return err
@@ -704,12 +706,11 @@ func (c *Cache) update(fn func(*wtxn) error) error {
 	for attempt := 0; attempt < 8; attempt++ {
 		var t *wtxn
 		err = d.db.Update(func(txn *badger.Txn) error {
-			t = &wtxn{Txn: namespace.NewTxn(txn, c.meta), c: c}
+			t = &wtxn{namespace.NewTxn(txn, c.meta, c.marks)}
 			return fn(t)
 		})
 		if err == nil {
 			t.Apply()
-			c.forgetRulesInodes(t.rulesGone)
 		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keepfs/keepfs/cache/internal/disktest"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -208,16 +209,16 @@ func TestNamespace(t *testing.T) {
 	if err := c.Rmdir(ctx, root, "dir"); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("rmdir non-empty: %v", err)
 	}
-	if err := c.Rename(ctx, d.Ino, "a", root, "b", RenameNoReplace); err != nil {
+	if err := c.Rename(ctx, d.Ino, "a", root, "b", namespace.RenameNoReplace); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Rename(ctx, root, "b", root, "hard", RenameNoReplace); !errors.Is(err, ErrExists) {
+	if err := c.Rename(ctx, root, "b", root, "hard", namespace.RenameNoReplace); !errors.Is(err, ErrExists) {
 		t.Fatalf("rename noreplace onto existing: %v", err)
 	}
 	if _, err := c.Create(ctx, root, "ln", NewNode{Type: tree.Symlink, Target: "b"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Rename(ctx, root, "b", root, "ln", RenameExchange); err != nil {
+	if err := c.Rename(ctx, root, "b", root, "ln", namespace.RenameExchange); err != nil {
 		t.Fatal(err)
 	}
 	if a := lookupPath(t, c, "ln"); a.Type != tree.File {
@@ -238,10 +239,10 @@ func TestNamespace(t *testing.T) {
 	}
 	odd := "\xff\x01name\twith\nbytes"
 	writeFile(t, c, root, odd, []byte("x"))
-	if err := c.SetXattr(ctx, f, "user.k", []byte("v"), XattrCreate); err != nil {
+	if err := c.SetXattr(ctx, f, "user.k", []byte("v"), namespace.XattrCreate); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetXattr(ctx, f, "user.k", []byte("v"), XattrCreate); !errors.Is(err, ErrExists) {
+	if err := c.SetXattr(ctx, f, "user.k", []byte("v"), namespace.XattrCreate); !errors.Is(err, ErrExists) {
 		t.Fatalf("xattr create twice: %v", err)
 	}
 	if v, err := c.GetXattr(ctx, f, "user.k"); err != nil || string(v) != "v" {

@@ -16,17 +16,17 @@ const MaxFileSize = 1 << 50
 // one errno; everything else becomes EIO.
 var (
 	ErrNotFound    = namespace.ErrNotFound
-	ErrExists      = errors.New("file exists")
-	ErrNotEmpty    = errors.New("directory not empty")
-	ErrNotDir      = errors.New("not a directory")
-	ErrIsDir       = errors.New("is a directory")
-	ErrInvalid     = errors.New("invalid argument")
-	ErrNameTooLong = errors.New("file name too long")
-	ErrNoAttr      = errors.New("no such attribute")
-	ErrRange       = errors.New("attribute value too large")
+	ErrExists      = namespace.ErrExists
+	ErrNotEmpty    = namespace.ErrNotEmpty
+	ErrNotDir      = namespace.ErrNotDir
+	ErrIsDir       = namespace.ErrIsDir
+	ErrInvalid     = namespace.ErrInvalid
+	ErrNameTooLong = namespace.ErrNameTooLong
+	ErrNoAttr      = namespace.ErrNoAttr
+	ErrRange       = namespace.ErrRange
+	ErrTooManyLink = namespace.ErrTooManyLink
 	ErrReadOnly    = errors.New("read-only entry")
 	ErrNoSpace     = errors.New("no space left on device")
-	ErrTooManyLink = errors.New("too many links")
 	ErrFileTooBig  = errors.New("file too large")
 	ErrNoMoreData  = errors.New("no data past the offset") // lseek: ENXIO
 

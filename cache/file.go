@@ -14,6 +14,7 @@ import (
 
 	"github.com/keepfs/keepfs/cache/chunkstore"
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/tree"
 )
@@ -324,7 +325,7 @@ func (c *Cache) setAttrOpen(ctx context.Context, f *openFile, in SetAttrIn) (Att
 	if in.Mtime != nil {
 		f.mtime = *in.Mtime
 	}
-	a := attrOf(f.ino, n)
+	a := namespace.AttrOf(f.ino, n)
 	if in.KillPriv {
 		f.killSuidLocked(a.Mode)
 	}
@@ -347,7 +348,7 @@ func (f *openFile) killSuidLocked(base uint32) {
 		m = *f.attrs.mode
 	}
 	n := meta.Inode{Type: tree.File, Mode: m}
-	if killPriv(&n, true) {
+	if namespace.KillPriv(&n, true) {
 		f.attrs.mode = &n.Mode
 		f.ctime, f.changed = f.c.now(), true
 	}

@@ -136,13 +136,13 @@ func TestOpenFileAttrsAndKillPriv(t *testing.T) {
 	if got, _ := c.GetAttr(ctx, a.Ino); got.Mode != 0o755 {
 		t.Fatalf("after an unprivileged write: mode %o, want 755", got.Mode)
 	}
-	if err := c.SetXattr(ctx, a.Ino, capabilityXattr, []byte("cap"), 0); err != nil {
+	if err := c.SetXattr(ctx, a.Ino, namespace.CapabilityXattr, []byte("cap"), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.KillPriv(ctx, a.Ino, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.GetXattr(ctx, a.Ino, capabilityXattr); err != ErrNoAttr {
+	if _, err := c.GetXattr(ctx, a.Ino, namespace.CapabilityXattr); err != ErrNoAttr {
 		t.Fatalf("capabilities survived a write: %v", err)
 	}
 	if err := h.Flush(ctx); err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache"
+	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -496,7 +497,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 var _ = (gofs.NodeMknoder)((*dirNode)(nil))
 
 func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return d.create(ctx, name, cache.NewNode{Type: cache.TypeFromMode(mode), Mode: mode & 0o7777, Rdev: uint64(dev)}, out)
+	return d.create(ctx, name, cache.NewNode{Type: namespace.TypeFromMode(mode), Mode: mode & 0o7777, Rdev: uint64(dev)}, out)
 }
 
 var _ = (gofs.NodeSymlinker)((*dirNode)(nil))

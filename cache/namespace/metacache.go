@@ -2,10 +2,12 @@
 // entries) as package cache keeps it in Badger: the in-memory metadata
 // cache in front of Badger (MetaCache, with its read-through loads), the
 // write transaction that keeps it in step (Txn, recording its writes in
-// Writes), and the reads of inodes, entries and listings. The namespace
-// operations themselves (create, link, rename, setattr, ...: what they
-// check, and what they tell the snapshotter and the kernel) are still in
-// package cache (namespace.go).
+// Writes), the reads of inodes, entries and listings, and the namespace
+// operations as one transaction applies them (ops.go: create, link,
+// unlink, rename, setattr, xattrs: what they check and write), with the
+// .gdprignore link marks they keep (RulesMarks). Package cache serialises
+// the operations, allocates inode numbers, and tells the snapshotter and
+// the kernel what changed (cache/namespace.go).
 package namespace
 
 import (

@@ -34,14 +34,23 @@ type Txn struct {
 	*badger.Txn
 	cache  *MetaCache
 	writes Writes
+	marks  *RulesMarks
+	// marksGone lists inodes whose rules mark this transaction deleted;
+	// Apply drops them from marks.
+	marksGone []uint64
 }
 
-// NewTxn wraps txn, whose writes Apply will install in m.
-func NewTxn(txn *badger.Txn, m *MetaCache) *Txn { return &Txn{Txn: txn, cache: m} }
+// NewTxn wraps txn, whose writes Apply will install in m and marks.
+func NewTxn(txn *badger.Txn, m *MetaCache, marks *RulesMarks) *Txn {
+	return &Txn{Txn: txn, cache: m, marks: marks}
+}
 
 // Apply installs the transaction's inode and entry writes in its cache; call
 // it once the transaction has committed, and only then.
-func (t *Txn) Apply() { t.cache.Apply(t.writes) }
+func (t *Txn) Apply() {
+	t.cache.Apply(t.writes)
+	t.marks.forget(t.marksGone)
+}
 
 // PutInode writes inode ino.
 func (t *Txn) PutInode(ino uint64, n *meta.Inode) error {
@@ -56,12 +65,18 @@ func (t *Txn) PutInode(ino uint64, n *meta.Inode) error {
 // entries yet.
 func (t *Txn) NewDir(ino uint64) { t.writes.NewDir(ino) }
 
-// DelInode deletes inode ino.
+// DelInode deletes inode ino and its rules mark: no inode goes without it.
 func (t *Txn) DelInode(ino uint64) error {
 	if err := t.Delete(meta.InodeKey(ino)); err != nil {
 		return err
 	}
 	t.writes.DelInode(ino)
+	if t.marks.Has(ino) {
+		if err := t.Delete(rulesInodeKey(ino)); err != nil {
+			return err
+		}
+		t.marksGone = append(t.marksGone, ino)
+	}
 	return nil
 }
 

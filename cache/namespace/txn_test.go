@@ -24,7 +24,7 @@ func memDB(t *testing.T) *badger.DB {
 func update(db *badger.DB, m *MetaCache, fn func(*Txn) error) error {
 	var t *Txn
 	err := db.Update(func(txn *badger.Txn) error {
-		t = NewTxn(txn, m)
+		t = NewTxn(txn, m, nil)
 		return fn(t)
 	})
 	if err == nil {
