@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keepfs/keepfs/cache/chunkstore"
+	"github.com/keepfs/keepfs/cache/indexstore"
+	"github.com/keepfs/keepfs/cache/internal/statedb"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/cache/snapshot"
@@ -136,7 +138,7 @@ type Cache struct {
 	trees    *snapshot.Trees     // the tree-id cache (wired in treecache.go)
 	snap     *snapshot.Scheduler // snapshot scheduling and storing (wired in snapshot.go)
 	chunks   *chunkstore.Store   // chunk records and bytes (wired in chunks.go)
-	ix       *indexStore         // the repository's index, on disk (indexstore.go)
+	ix       *indexstore.Store   // the repository's index, on disk
 	meta     *namespace.MetaCache
 	chunkers *chunkerPool
 
@@ -226,7 +228,7 @@ func Open(ctx context.Context, r *repo.Repository, opts Options) (*Cache, error)
 				c.chunks.Close()
 			}
 			if c.ix != nil {
-				c.ix.close()
+				c.ix.Close()
 			}
 			lf.Close()
 		}
@@ -305,30 +307,6 @@ func (c *Cache) openDB() error {
 	return nil
 }
 
-// The Badger memory of each of the daemon's two databases (the state and
-// the local index), all of it Go heap. A memtable is an arena of about
-// 1.3 times badgerMemTable, allocated whole; a full one waits in a queue of
-// badgerMemtables while another is flushed, and the flush builds its table
-// in memory. With 2 queued, each database held up to 31 MiB of arenas while
-// cp -a wrote, and the caches (16 + 8 MiB each) had filled by the end of
-// the mount bench. The memtable stays at 8 MiB: Badger caps a transaction
-// at 15 % of it (and the index's 1 MiB value threshold must fit under
-// that), so a smaller one would reject big transactions (a 4 MiB one
-// stalled the first sync after cp -a of the bench workload).
-//
-// The block caches are the smallest Badger allows with encryption, 1 MiB
-// each: during the upload drain after cp -a, where the daemon's RSS peaks,
-// they filled to 13 MiB of the 16 MiB between them, while a miss costs a
-// page of a memory-mapped table and an AES-CTR pass over a 4 KiB (index:
-// 16 KiB) block (hit ratio 0.24 at 1 MiB; see docs/architecture.md for
-// the A/B).
-const (
-	badgerMemTable   = 8 << 20
-	badgerMemtables  = 1
-	badgerBlockCache = 1 << 20
-	badgerIndexCache = 4 << 20
-)
-
 func (c *Cache) badgerOptions(dir string) badger.Options {
 	// Badger keeps the key for data-key rotation: it must not be cleared.
 	var key []byte
@@ -337,18 +315,18 @@ func (c *Cache) badgerOptions(dir string) badger.Options {
 	}
 	return badger.DefaultOptions(dir).
 		WithEncryptionKey(key).
-		WithLogger(badgerLogger{c.log}).
+		WithLogger(statedb.Logger{L: c.log}).
 		// Metadata and inline chunks stay in the LSM tree; only long
 		// chunk lists of big files go to the value log.
 		WithValueThreshold(valueThreshold).
-		// Memory: see badgerMemTable.
-		WithMemTableSize(badgerMemTable).
-		WithNumMemtables(badgerMemtables).
+		// Memory: see statedb.MemTable.
+		WithMemTableSize(statedb.MemTable).
+		WithNumMemtables(statedb.Memtables).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
 		WithValueLogFileSize(128 << 20).
-		WithBlockCacheSize(badgerBlockCache).
-		WithIndexCacheSize(badgerIndexCache).
+		WithBlockCacheSize(statedb.BlockCache).
+		WithIndexCacheSize(statedb.IndexCache).
 		// Keep the default data-key rotation: a rotation period longer than
 		// the time since 1970 makes Badger v4 write tables unencrypted.
 		WithNumCompactors(2)
@@ -648,7 +626,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	}
 	c.chunks.Close()
 	c.chunkers.close()
-	if err := c.ix.close(); err != nil {
+	if err := c.ix.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close local index: %w", err))
 	}
 	c.lockFile.Close()
@@ -744,24 +722,32 @@ func (c *Cache) sync() error {
 	return nil
 }
 
-// badgerLogger routes Badger's logging into slog.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a) }
-func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a) }
-
-// log formats only what will be written: Badger logs a debug line for
-// every memtable flush and compaction step.
-func (b badgerLogger) log(level slog.Level, f string, a []any) {
-	// The caches are small on purpose (see badgerBlockCache): Badger's
-	// minutely advice to grow them is not news to the user.
-	if level == slog.LevelWarn && (strings.Contains(f, "might be too small") || strings.HasPrefix(f, "Cache life expectancy")) {
-		level = slog.LevelDebug
+// openIndex opens the local index and makes it the repository's, loading
+// what it lacks of the remote's index.
+func (c *Cache) openIndex(ctx context.Context) error {
+	var key []byte
+	if !plaintextStateForTests {
+		key = c.r.Key().StateKey()
 	}
-	if !b.l.Enabled(context.Background(), level) {
-		return
+	ix, err := indexstore.Open(c.opts.StateDir, key, c.log)
+	if err != nil {
+		return err
 	}
-	b.l.Log(context.Background(), level, "badger: "+fmt.Sprintf(f, a...))
+	c.ix = ix
+	c.r.SetIndexStore(ix)
+	start := time.Now()
+	if err := c.r.LoadIndex(ctx); err != nil {
+		c.setRemoteHealth(err)
+		// A filled store serves what the state directory needs before
+		// the repository lock is taken; the load is tried again under it
+		// (acquireRemoteLock), which fails Open if the remote is still out
+		// of reach.
+		if st, serr := ix.State(); serr != nil || !st.Filled || st.Dirty {
+			return fmt.Errorf("load the index: %w", err)
+		}
+		c.log.Warn("cannot bring the local index up to date yet", "err", err)
+		return nil
+	}
+	c.log.Debug("index loaded", "took", time.Since(start))
+	return nil
 }

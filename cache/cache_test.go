@@ -372,7 +372,7 @@ func TestDurableAndRecovery(t *testing.T) {
 	c.cancel()
 	c.wg.Wait()
 	c.dbp.Load().db.Close()
-	c.ix.close()
+	c.ix.Close()
 	c.lockFile.Close()
 
 	c = openCache(t, reopenRepo(t, be), dir)

@@ -1,14 +1,14 @@
 package cache
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
-	"strings"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/skl"
+
+	"github.com/keepfs/keepfs/cache/indexstore"
 )
 
 // badgerHeap is the most Go heap a Badger database opened with o holds
@@ -36,26 +36,10 @@ func TestDaemonBufferBudget(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := t.TempDir()
 	state := badgerHeap((&Cache{log: log}).badgerOptions(dir))
-	index := badgerHeap((&indexStore{log: log}).options(dir))
+	index := badgerHeap(indexstore.BadgerOptions(dir, nil, log))
 	total := state + index + memCacheSize
 	t.Logf("state db %.1f MiB, index db %.1f MiB, chunk memory cache %d MiB", float64(state)/(1<<20), float64(index)/(1<<20), memCacheSize>>20)
 	if total > daemonBufferBudget {
 		t.Errorf("Badger and the chunk memory cache may hold %.1f MiB, over the budget of %d MiB", float64(total)/(1<<20), daemonBufferBudget>>20)
-	}
-}
-
-// The block caches are small on purpose: Badger's advice to grow them
-// must not reach the daemon's log as a warning every minute.
-func TestBadgerCacheAdviceIsNotAWarning(t *testing.T) {
-	var buf bytes.Buffer
-	b := badgerLogger{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	b.Warningf("%s might be too small. Metrics: %s\n", "Block cache", "hit: 1")
-	b.Warningf("Cache life expectancy (in seconds): %+v\n", 1)
-	if buf.Len() != 0 {
-		t.Errorf("cache advice logged as a warning: %s", buf.String())
-	}
-	b.Warningf("Block table corrupted")
-	if !strings.Contains(buf.String(), "corrupted") {
-		t.Error("other Badger warnings must still be logged")
 	}
 }

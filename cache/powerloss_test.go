@@ -38,7 +38,7 @@ func crash(c *Cache) {
 	c.chunks.Wait()
 	c.dbp.Load().db.Close()
 	c.chunks.Close()
-	c.ix.close()
+	c.ix.Close()
 	c.lockFile.Close()
 }
 

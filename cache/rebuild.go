@@ -13,6 +13,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/chunkstore"
+	"github.com/keepfs/keepfs/cache/internal/statedb"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
@@ -121,7 +122,7 @@ func (c *Cache) rebuildDB() error {
 		err = fresh.Sync()
 	}
 	if err == nil {
-		err = writeFileSync(filepath.Join(c.opts.StateDir, dbCurrent), []byte(name+"\n"))
+		err = statedb.ReplaceFile(filepath.Join(c.opts.StateDir, dbCurrent), []byte(name+"\n"))
 	}
 	if err != nil {
 		fresh.Close()
@@ -142,36 +143,6 @@ func (c *Cache) rebuildDB() error {
 	}
 	c.log.Info("local state rebuilt", "keys", keys, "took", time.Since(start))
 	return nil
-}
-
-// writeFileSync replaces name with b durably (temporary file, fsync,
-// rename, fsync of the directory).
-func writeFileSync(name string, b []byte) error {
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(name))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // stateAEAD is the AEAD of chunk files and segments under key.

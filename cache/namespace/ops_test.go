@@ -117,10 +117,16 @@ func TestOpsKeepLinkCounts(t *testing.T) {
 	if n := f.inode(root); n.Nlink != 2 || n.Mtime != 5 {
 		t.Errorf("root after rmdir: links %d mtime %d", n.Nlink, n.Mtime)
 	}
-	if err := f.try(func(txn *Txn) error { _, err := txn.Create(root, "a", NewNode{Type: tree.File}, f.alloc, 6); return err }); !errors.Is(err, ErrExists) {
+	if err := f.try(func(txn *Txn) error {
+		_, err := txn.Create(root, "a", NewNode{Type: tree.File}, f.alloc, 6)
+		return err
+	}); !errors.Is(err, ErrExists) {
 		t.Errorf("create over an entry: %v", err)
 	}
-	if err := f.try(func(txn *Txn) error { _, err := txn.Create(root, "x/y", NewNode{Type: tree.File}, f.alloc, 6); return err }); !errors.Is(err, ErrInvalid) {
+	if err := f.try(func(txn *Txn) error {
+		_, err := txn.Create(root, "x/y", NewNode{Type: tree.File}, f.alloc, 6)
+		return err
+	}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("create of a name with a slash: %v", err)
 	}
 }

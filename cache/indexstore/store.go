@@ -1,7 +1,9 @@
-package cache
+// Package indexstore keeps the mount's copy of the repository index in
+// its own Badger database, so that the daemon's memory does not grow with
+// the repository.
+package indexstore
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,10 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/keepfs/keepfs/cache/internal/statedb"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/index"
 	"github.com/keepfs/keepfs/repo/pack"
@@ -36,7 +38,7 @@ import (
 //	"r" pack:32       -> uvarint(live segments naming the pack)
 //	"s" segment:32    -> live:1 uvarint(n) n*pack:32 (live=0: superseded, seen)
 //	"m" name          -> generation (8 bytes), filled, dirty
-type indexStore struct {
+type Store struct {
 	dir string
 	key []byte // nil: plaintext (tests)
 	log *slog.Logger
@@ -57,8 +59,9 @@ var (
 	ixDirty  = []byte("mdirty")
 )
 
-func openIndexStore(stateDir string, key []byte, log *slog.Logger) (*indexStore, error) {
-	s := &indexStore{dir: filepath.Join(stateDir, "index"), key: key, log: log}
+// Open opens (creating it if need be) the local index under stateDir.
+func Open(stateDir string, key []byte, log *slog.Logger) (*Store, error) {
+	s := &Store{dir: filepath.Join(stateDir, "index"), key: key, log: log}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("local index: %w", err)
 	}
@@ -95,18 +98,22 @@ func openIndexStore(stateDir string, key []byte, log *slog.Logger) (*indexStore,
 // database's, whose transactions can be bigger.
 const indexMemTable = 4 << 20
 
-func (s *indexStore) options(dir string) badger.Options {
+func (s *Store) options(dir string) badger.Options { return BadgerOptions(dir, s.key, s.log) }
+
+// BadgerOptions are the local index's Badger options for directory dir
+// (key nil: unencrypted).
+func BadgerOptions(dir string, key []byte, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithEncryptionKey(s.key).
-		WithLogger(badgerLogger{s.log}).
-		// Memory: as the state database's (see badgerMemTable), with half
+		WithEncryptionKey(key).
+		WithLogger(statedb.Logger{L: log}).
+		// Memory: as the state database's (see statedb.MemTable), with half
 		// its memtable. Badger caps an entry kept in the tree, as a
 		// transaction, at 15 % of the memtable: 512 KiB fits (a pack of
 		// over 10,000 blobs has a bigger entry, which goes to the value
 		// log), and every bulk write here is a WriteBatch, which splits.
 		WithValueThreshold(512 << 10).
 		WithMemTableSize(indexMemTable).
-		WithNumMemtables(badgerMemtables).
+		WithNumMemtables(statedb.Memtables).
 		// A refill leaves its tables in level 0 (see Refill): a tall level
 		// 0 leaves them there, rather than compacting hundreds of MiB at
 		// the next open (and making the unmount wait for it).
@@ -118,12 +125,13 @@ func (s *indexStore) options(dir string) badger.Options {
 		// repository; a lookup reads one block either way.
 		WithBlockSize(16 << 10).
 		WithBloomFalsePositive(0.1).
-		WithBlockCacheSize(badgerBlockCache).
-		WithIndexCacheSize(badgerIndexCache).
+		WithBlockCacheSize(statedb.BlockCache).
+		WithIndexCacheSize(statedb.IndexCache).
 		WithNumCompactors(2)
 }
 
-func (s *indexStore) close() error {
+// Close closes the database; later uses fail.
+func (s *Store) Close() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
@@ -138,7 +146,7 @@ func (s *indexStore) close() error {
 var errIndexClosed = errors.New("local index closed")
 
 // view runs fn in a read transaction of the live database.
-func (s *indexStore) view(fn func(*badger.Txn) error) error {
+func (s *Store) view(fn func(*badger.Txn) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -279,7 +287,7 @@ func getUvarint(txn *badger.Txn, k []byte) (uint64, bool, error) {
 
 // Lookup finds a blob. A read error counts as not found: the blob is
 // then fetched from nowhere or uploaded again, never misplaced.
-func (s *indexStore) Lookup(t pack.BlobType, id crypto.ID) (index.Location, bool) {
+func (s *Store) Lookup(t pack.BlobType, id crypto.ID) (index.Location, bool) {
 	var l index.Location
 	err := s.view(func(txn *badger.Txn) error {
 		it, err := txn.Get(blobKeyOf(t, id))
@@ -301,7 +309,7 @@ func (s *indexStore) Lookup(t pack.BlobType, id crypto.ID) (index.Location, bool
 }
 
 // Has reports whether the blob is indexed.
-func (s *indexStore) Has(t pack.BlobType, id crypto.ID) bool {
+func (s *Store) Has(t pack.BlobType, id crypto.ID) bool {
 	err := s.view(func(txn *badger.Txn) error {
 		_, err := txn.Get(blobKeyOf(t, id))
 		return err
@@ -313,7 +321,7 @@ func (s *indexStore) Has(t pack.BlobType, id crypto.ID) bool {
 }
 
 // HasPack reports whether a pack is indexed.
-func (s *indexStore) HasPack(id crypto.ID) bool {
+func (s *Store) HasPack(id crypto.ID) bool {
 	err := s.view(func(txn *badger.Txn) error {
 		_, err := txn.Get(prefixed('p', id))
 		return err
@@ -322,7 +330,7 @@ func (s *indexStore) HasPack(id crypto.ID) bool {
 }
 
 // Packs returns every indexed pack and its size, sorted by id.
-func (s *indexStore) Packs() []index.PackEntry {
+func (s *Store) Packs() []index.PackEntry {
 	var out []index.PackEntry
 	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'p'}, PrefetchValues: false})
@@ -349,7 +357,7 @@ func (s *indexStore) Packs() []index.PackEntry {
 }
 
 // PackBlobs returns every blob stored in pack id, duplicates included.
-func (s *indexStore) PackBlobs(id crypto.ID) []pack.Blob {
+func (s *Store) PackBlobs(id crypto.ID) []pack.Blob {
 	var blobs []pack.Blob
 	err := s.view(func(txn *badger.Txn) error {
 		it, err := txn.Get(prefixed('p', id))
@@ -368,7 +376,7 @@ func (s *indexStore) PackBlobs(id crypto.ID) []pack.Blob {
 }
 
 // Each calls fn for every indexed blob location.
-func (s *indexStore) Each(fn func(index.Location)) {
+func (s *Store) Each(fn func(index.Location)) {
 	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'b'}, PrefetchValues: false})
 		defer it.Close()
@@ -394,7 +402,7 @@ func (s *indexStore) Each(fn func(index.Location)) {
 }
 
 // Count is the number of indexed blobs (a scan: for check and tests).
-func (s *indexStore) Count() int {
+func (s *Store) Count() int {
 	n := 0
 	_ = s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'b'}, PrefetchValues: false})
@@ -408,7 +416,7 @@ func (s *indexStore) Count() int {
 }
 
 // State returns what the store holds.
-func (s *indexStore) State() (index.PersistentState, error) {
+func (s *Store) State() (index.PersistentState, error) {
 	st := index.PersistentState{Segments: map[crypto.ID]bool{}}
 	err := s.view(func(txn *badger.Txn) error {
 		if it, err := txn.Get(ixFilled); err == nil {
@@ -458,7 +466,7 @@ func (s *indexStore) State() (index.PersistentState, error) {
 }
 
 // setMeta writes or (v nil) deletes one meta key.
-func (s *indexStore) setMeta(k, v []byte) error {
+func (s *Store) setMeta(k, v []byte) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -473,19 +481,19 @@ func (s *indexStore) setMeta(k, v []byte) error {
 }
 
 // SetGeneration notes that the store matches generation gen.
-func (s *indexStore) SetGeneration(gen uint64) error {
+func (s *Store) SetGeneration(gen uint64) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	return s.setMeta(ixGen, binary.BigEndian.AppendUint64(nil, gen))
 }
 
 // AddSegment records one stored segment.
-func (s *indexStore) AddSegment(id crypto.ID, seg *index.Segment) error {
+func (s *Store) AddSegment(id crypto.ID, seg *index.Segment) error {
 	return s.Apply([]index.Held{{ID: id, Segment: seg, Live: true}}, nil)
 }
 
 // Apply records add and forgets drop (see index.Persistent).
-func (s *indexStore) Apply(add []index.Held, drop []crypto.ID) error {
+func (s *Store) Apply(add []index.Held, drop []crypto.ID) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.RLock()
@@ -632,7 +640,7 @@ func (s *indexStore) Apply(add []index.Held, drop []crypto.ID) error {
 // writePack writes a pack's entry and its blobs' locations. With
 // keepFirst, a blob already indexed (a duplicate in another pack) keeps
 // its location.
-func (s *indexStore) writePack(wb *badger.WriteBatch, p index.PackEntry, keepFirst bool) error {
+func (s *Store) writePack(wb *badger.WriteBatch, p index.PackEntry, keepFirst bool) error {
 	if err := wb.Set(prefixed('p', p.ID), encodePack(p)); err != nil {
 		return err
 	}
@@ -659,7 +667,7 @@ func (s *indexStore) writePack(wb *badger.WriteBatch, p index.PackEntry, keepFir
 
 // Refill replaces the content with what fill adds, in a new directory
 // that becomes the live one only once complete.
-func (s *indexStore) Refill(gen uint64, fill func(add func(index.Held) error) error) (err error) {
+func (s *Store) Refill(gen uint64, fill func(add func(index.Held) error) error) (err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.RLock()
@@ -691,7 +699,7 @@ func (s *indexStore) Refill(gen uint64, fill func(add func(index.Held) error) er
 			os.RemoveAll(dir)
 		}
 	}()
-	fresh := &indexStore{db: db, log: s.log}
+	fresh := &Store{db: db, log: s.log}
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	var mu sync.Mutex
@@ -741,7 +749,7 @@ func (s *indexStore) Refill(gen uint64, fill func(add func(index.Held) error) er
 	if err := db.Sync(); err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(s.dir, "CURRENT"), []byte(name+"\n")); err != nil {
+	if err := statedb.ReplaceFile(filepath.Join(s.dir, "CURRENT"), []byte(name+"\n")); err != nil {
 		return err
 	}
 	done = true
@@ -758,34 +766,4 @@ func (s *indexStore) Refill(gen uint64, fill func(add func(index.Held) error) er
 	return nil
 }
 
-var _ index.Persistent = (*indexStore)(nil)
-
-// openIndex opens the local index and makes it the repository's, loading
-// what it lacks of the remote's index.
-func (c *Cache) openIndex(ctx context.Context) error {
-	var key []byte
-	if !plaintextStateForTests {
-		key = c.r.Key().StateKey()
-	}
-	ix, err := openIndexStore(c.opts.StateDir, key, c.log)
-	if err != nil {
-		return err
-	}
-	c.ix = ix
-	c.r.SetIndexStore(ix)
-	start := time.Now()
-	if err := c.r.LoadIndex(ctx); err != nil {
-		c.setRemoteHealth(err)
-		// A filled store serves what the state directory needs before
-		// the repository lock is taken; the load is tried again under it
-		// (acquireRemoteLock), which fails Open if the remote is still out
-		// of reach.
-		if st, serr := ix.State(); serr != nil || !st.Filled || st.Dirty {
-			return fmt.Errorf("load the index: %w", err)
-		}
-		c.log.Warn("cannot bring the local index up to date yet", "err", err)
-		return nil
-	}
-	c.log.Debug("index loaded", "took", time.Since(start))
-	return nil
-}
+var _ index.Persistent = (*Store)(nil)

@@ -1,8 +1,9 @@
-package cache
+package indexstore
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,19 @@ import (
 	"github.com/keepfs/keepfs/repo/index"
 	"github.com/keepfs/keepfs/repo/pack"
 )
+
+var pw = []byte("test password")
+
+func newRepo(t testing.TB, be remote.Storage) *repo.Repository {
+	t.Helper()
+	r, err := repo.Create(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // countingBackend counts loads of index segments.
 type countingBackend struct {
@@ -78,13 +92,13 @@ func fillRand(rng *rand.Rand, b []byte) {
 
 // storeRepo opens the repository without its index and gives it the
 // index store of dir, loaded.
-func storeRepo(t testing.TB, be remote.Storage, dir string) (*repo.Repository, *indexStore) {
+func storeRepo(t testing.TB, be remote.Storage, dir string) (*repo.Repository, *Store) {
 	t.Helper()
 	r, err := repo.Open(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF, NoIndex: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := openIndexStore(dir, r.Key().StateKey(), quietLogger())
+	s, err := Open(dir, r.Key().StateKey(), quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +109,7 @@ func storeRepo(t testing.TB, be remote.Storage, dir string) (*repo.Repository, *
 	return r, s
 }
 
-func storeDir(s *indexStore) string {
+func storeDir(s *Store) string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.name
@@ -105,7 +119,11 @@ func storeDir(s *indexStore) string {
 // repository does.
 func sameIndex(t *testing.T, be remote.Storage, st index.Store) {
 	t.Helper()
-	mem := reopenRepo(t, be).Index()
+	r, err := repo.Open(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := r.Index()
 	if got, want := st.Count(), mem.Count(); got != want {
 		t.Fatalf("store counts %d blobs, memory %d", got, want)
 	}
@@ -164,7 +182,7 @@ func TestIndexStoreLoadsOnlyNewSegments(t *testing.T) {
 	r, s := storeRepo(t, be, dir)
 	sameIndex(t, be, r.Index())
 	filled := storeDir(s)
-	s.close()
+	s.Close()
 
 	// Three more segments: a restart loads those three only.
 	for i := 0; i < 3; i++ {
@@ -207,7 +225,7 @@ func TestIndexStoreLoadsOnlyNewSegments(t *testing.T) {
 		t.Fatalf("loaded %d segments after its own flush, want none", n)
 	}
 	sameIndex(t, be, r.Index())
-	s.close()
+	s.Close()
 }
 
 func TestIndexStoreSupersededSegments(t *testing.T) {
@@ -256,7 +274,7 @@ func TestIndexStoreSupersededSegments(t *testing.T) {
 	if st, _ := s2.State(); len(st.Segments) != 5 || st.Segments[ids[0]] {
 		t.Fatalf("a fresh store holds %v", st.Segments)
 	}
-	s2.close()
+	s2.Close()
 
 	// The merge finishes: the old segments go, and so do their records.
 	for _, id := range ids[:3] {
@@ -276,7 +294,7 @@ func TestIndexStoreSupersededSegments(t *testing.T) {
 	}
 	sameIndex(t, be, s)
 
-	s.close()
+	s.Close()
 
 	// A segment that takes packs out of the index (a prune's rewrite)
 	// cannot be applied: the store is refilled, and the packs are gone.
@@ -302,7 +320,7 @@ func TestIndexStoreSupersededSegments(t *testing.T) {
 		t.Fatal("the refilled store does not match the rewrite")
 	}
 	sameIndex(t, be, s)
-	s.close()
+	s.Close()
 }
 
 func TestIndexStoreRefills(t *testing.T) {
@@ -316,7 +334,7 @@ func TestIndexStoreRefills(t *testing.T) {
 	}
 	dir := t.TempDir()
 	_, s := storeRepo(t, be, dir)
-	s.close()
+	s.Close()
 
 	// Another client's prune or erase moved the generation on.
 	gen, err := r0.BumpGeneration(ctx, "test", nil, time.Now())
@@ -338,7 +356,7 @@ func TestIndexStoreRefills(t *testing.T) {
 	if err := s.setMeta(ixDirty, []byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	s.close()
+	s.Close()
 	before = be.indexLoads.Load()
 	r, s = storeRepo(t, be, dir)
 	if n := be.indexLoads.Load() - before; n != 4 {
@@ -381,67 +399,5 @@ func TestIndexStoreRefills(t *testing.T) {
 	if st, _ := s.State(); st.Generation != gen {
 		t.Fatalf("generation %d after a refill, want %d", st.Generation, gen)
 	}
-	s.close()
-}
-
-// A mount starts after another client pruned what it had uploaded: its
-// index store is refilled and the files it still has read back.
-func TestIndexStoreMountAfterPrune(t *testing.T) {
-	ctx := context.Background()
-	be := remote.NewMem()
-	r := newRepo(t, be)
-	dir := t.TempDir()
-	var mu sync.Mutex
-	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	c := openCacheWith(t, r, Options{StateDir: dir, Now: clock})
-	a, b := randBytes(1, 300<<10), randBytes(2, 200<<10)
-	writeFile(t, c, c.Root(), "a", a)
-	if _, err := c.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Unlink(ctx, c.Root(), "a"); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	now = now.Add(2 * time.Hour)
-	mu.Unlock()
-	bi := writeFile(t, c, c.Root(), "b", b)
-	if _, err := c.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-
-	// Another process prunes: a's snapshot goes, and a's packs with it
-	// once the grace period is over.
-	other := reopenRepo(t, be)
-	if err := other.SetRetention(ctx, repo.Retention{MaxAge: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	for _, at := range []time.Time{now, now.Add(time.Hour)} {
-		if _, err := other.Prune(ctx, repo.PruneOptions{Now: at}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gen, err := other.Generation(ctx)
-	if err != nil || gen == 0 {
-		t.Fatalf("generation %d, %v", gen, err)
-	}
-
-	r2, err := repo.Open(ctx, be, pw, repo.Options{KDF: &crypto.TestKDF, NoIndex: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2 := openCacheWith(t, r2, Options{StateDir: dir})
-	defer c2.Close(ctx)
-	if st, _ := c2.ix.State(); st.Generation != gen {
-		t.Fatalf("the index store is at generation %d, want %d", st.Generation, gen)
-	}
-	sameIndex(t, be, r2.Index())
-	wantContent(t, c2, bi, b, "b after another client's prune")
-	if aid := r.Key().BlobID(a[:1]); r2.Index().Has(pack.Data, aid) {
-		t.Fatal("a made-up blob is indexed")
-	}
+	s.Close()
 }

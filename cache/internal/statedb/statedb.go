@@ -1,0 +1,90 @@
+// Package statedb holds what the daemon's two Badger databases in the
+// state directory (the state and the local index) share: the memory
+// bounds, the logger, and the durable replace of the file that names a
+// database's live directory.
+package statedb
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// The Badger memory of each of the daemon's two databases (the state and
+// the local index), all of it Go heap. A memtable is an arena of about
+// 1.3 times MemTable, allocated whole; a full one waits in a queue of
+// Memtables while another is flushed, and the flush builds its table
+// in memory. With 2 queued, each database held up to 31 MiB of arenas while
+// cp -a wrote, and the caches (16 + 8 MiB each) had filled by the end of
+// the mount bench. The memtable stays at 8 MiB: Badger caps a transaction
+// at 15 % of it (and the index's 1 MiB value threshold must fit under
+// that), so a smaller one would reject big transactions (a 4 MiB one
+// stalled the first sync after cp -a of the bench workload).
+//
+// The block caches are the smallest Badger allows with encryption, 1 MiB
+// each: during the upload drain after cp -a, where the daemon's RSS peaks,
+// they filled to 13 MiB of the 16 MiB between them, while a miss costs a
+// page of a memory-mapped table and an AES-CTR pass over a 4 KiB (index:
+// 16 KiB) block (hit ratio 0.24 at 1 MiB; see docs/architecture.md for
+// the A/B).
+const (
+	MemTable   = 8 << 20
+	Memtables  = 1
+	BlockCache = 1 << 20
+	IndexCache = 4 << 20
+)
+
+// Logger routes Badger's logging into slog.
+type Logger struct{ L *slog.Logger }
+
+func (b Logger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
+func (b Logger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
+func (b Logger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a) }
+func (b Logger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a) }
+
+// log formats only what will be written: Badger logs a debug line for
+// every memtable flush and compaction step.
+func (b Logger) log(level slog.Level, f string, a []any) {
+	// The caches are small on purpose (see BlockCache): Badger's
+	// minutely advice to grow them is not news to the user.
+	if level == slog.LevelWarn && (strings.Contains(f, "might be too small") || strings.HasPrefix(f, "Cache life expectancy")) {
+		level = slog.LevelDebug
+	}
+	if !b.L.Enabled(context.Background(), level) {
+		return
+	}
+	b.L.Log(context.Background(), level, "badger: "+fmt.Sprintf(f, a...))
+}
+
+// ReplaceFile replaces name with b durably (temporary file, fsync,
+// rename, fsync of the directory).
+func ReplaceFile(name string, b []byte) error {
+	tmp := name + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
