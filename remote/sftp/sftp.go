@@ -607,38 +607,14 @@ func (b *Backend) mkdir(c *conn, dir string) error {
 
 // Load implements remote.Storage.
 func (b *Backend) Load(ctx context.Context, h remote.Handle, offset, length int64) ([]byte, error) {
-	if err := h.Valid(); err != nil {
-		return nil, fmt.Errorf("load: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("load %s: %w", h, err)
-	}
-	c, err := b.conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", h, err)
-	}
-	f, err := c.sftp.Open(b.path(h))
-	if err != nil {
-		return nil, b.classify(c, "load", h.String(), err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, b.classify(c, "load", h.String(), err)
-	}
-	n, err := remote.CheckRange(h, offset, length, fi.Size())
+	r, err := b.openRange(ctx, h, offset, length)
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, n)
-	for off := int64(0); off < n; off += transferSlice {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("load %s: %w", h, err)
-		}
-		end := min(off+transferSlice, n)
-		if _, err := f.ReadAt(buf[off:end], offset+off); err != nil {
-			return nil, b.classify(c, "load", h.String(), err)
-		}
+	defer r.Close()
+	buf := make([]byte, r.sr.Size())
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
 	}
 	return buf, nil
 }
@@ -647,6 +623,10 @@ func (b *Backend) Load(ctx context.Context, h remote.Handle, offset, length int6
 // range, which is read as the caller goes (a restore reads a pack's extent
 // this way), instead of both for every piece of OpenRange's fallback.
 func (b *Backend) Open(ctx context.Context, h remote.Handle, offset, length int64) (io.ReadCloser, error) {
+	return b.openRange(ctx, h, offset, length)
+}
+
+func (b *Backend) openRange(ctx context.Context, h remote.Handle, offset, length int64) (*sftpRange, error) {
 	if err := h.Valid(); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
@@ -674,6 +654,8 @@ func (b *Backend) Open(ctx context.Context, h remote.Handle, offset, length int6
 	return &sftpRange{ctx: ctx, b: b, c: c, h: h, f: f, sr: io.NewSectionReader(f, offset, n)}, nil
 }
 
+// sftpRange reads a range of an open file a slice at a time, so that a
+// cancel is seen between slices.
 type sftpRange struct {
 	ctx context.Context
 	b   *Backend
@@ -687,7 +669,6 @@ func (r *sftpRange) Read(p []byte) (int, error) {
 	if err := r.ctx.Err(); err != nil {
 		return 0, fmt.Errorf("load %s: %w", r.h, err)
 	}
-	// As Load: a slice at a time, so a cancel is seen between slices.
 	n, err := r.sr.Read(p[:min(len(p), transferSlice)])
 	if err != nil && err != io.EOF {
 		return n, r.b.classify(r.c, "load", r.h.String(), err)

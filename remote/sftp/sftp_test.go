@@ -160,14 +160,21 @@ func TestWrongIdentityRefused(t *testing.T) {
 // A server that goes away (stopped) or goes silent (frozen, like a
 // network partition) makes calls fail with ErrUnreachable within a bounded
 // time; once it is back, the same backend reconnects.
-func TestUnreachableAndReconnect(t *testing.T) {
-	ctx := context.Background()
+// restartable starts a server that a test will stop and start again, and
+// a backend that notices a dead connection within a second.
+func restartable(t *testing.T) (*remotetest.SSHD, *sftp.Backend) {
 	s := remotetest.StartSSHD(t)
 	cfg := config(s, filepath.Join(t.TempDir(), "repo"))
 	cfg.KeepAlive = 300 * time.Millisecond
 	cfg.DialTimeout = 2 * time.Second
 	b := create(t, cfg)
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
+	return s, b
+}
+
+func TestUnreachableAndReconnect(t *testing.T) {
+	ctx := context.Background()
+	s, b := restartable(t)
 	h := remote.Handle{Type: remote.Index, Name: "i1"}
 	if err := b.Save(ctx, h, []byte("one")); err != nil {
 		t.Fatal(err)
@@ -318,12 +325,7 @@ func TestFsyncRequiredAgainstOpenSSH(t *testing.T) {
 // broke once the server is back: the caller reads every byte once.
 func TestRangeStreamResumesAcrossRestart(t *testing.T) {
 	ctx := context.Background()
-	s := remotetest.StartSSHD(t)
-	cfg := config(s, filepath.Join(t.TempDir(), "repo"))
-	cfg.KeepAlive = 300 * time.Millisecond
-	cfg.DialTimeout = 2 * time.Second
-	b := create(t, cfg)
-	defer b.Close()
+	s, b := restartable(t)
 	h := remote.Handle{Type: remote.Pack, Name: remotetest.RandomName()}
 	data := remotetest.RandomBytes(9 << 20)
 	if err := b.Save(ctx, h, data); err != nil {
