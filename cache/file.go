@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -61,6 +62,49 @@ type openFile struct {
 	// commit takes swap to swap in its chunks and empty the staging.
 	readable atomic.Bool
 	swap     sync.RWMutex
+	// commits counts commits that hold mu or wait for it (lockCommit): a
+	// reader that finds mu taken by one waits for it to let readers in,
+	// not for the whole commit (see ReadAt).
+	commits atomic.Int32
+}
+
+// lockCommit takes mu for a commit; unlockCommit gives it back.
+func (f *openFile) lockCommit() {
+	f.commits.Add(1)
+	f.mu.Lock()
+}
+
+func (f *openFile) unlockCommit() {
+	f.mu.Unlock()
+	f.commits.Add(-1)
+}
+
+// readerWait is how often a reader looks again while a commit holds mu
+// but has not let readers in yet: the steps before it does take
+// microseconds (a flush's) to an fsync of the staging file (a background
+// commit's record), and the commit itself can take seconds.
+const readerWait = 100 * time.Microsecond
+
+// lockRead takes mu for a read, or reads during a commit (done: n and err
+// are the read's). Waiting on mu while a commit holds it before letting
+// readers in would make the reader wait for the whole commit.
+func (f *openFile) lockRead(ctx context.Context, p []byte, off uint64) (n int, done bool, err error) {
+	for !f.mu.TryLock() {
+		if n, ok, err := f.readDuringCommit(ctx, p, off); ok {
+			return n, true, err
+		}
+		if f.commits.Load() == 0 {
+			// A writer or an attribute change: brief.
+			f.mu.Lock()
+			return 0, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, true, ctx.Err()
+		case <-time.After(readerWait):
+		}
+	}
+	return 0, false, nil
 }
 
 // attrOverlay is the in-memory size, times and attribute changes of a
@@ -384,11 +428,8 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, ErrInvalid
 	}
-	if !f.mu.TryLock() {
-		if n, ok, err := f.readDuringCommit(ctx, p, uint64(off)); ok {
-			return n, err
-		}
-		f.mu.Lock()
+	if n, done, err := f.lockRead(ctx, p, uint64(off)); done {
+		return n, err
 	}
 	if uint64(off) >= f.size {
 		f.mu.Unlock()
@@ -753,6 +794,8 @@ func (f *openFile) ensureStagingLocked() error {
 // covers came before the commit took the lock, and its record has them.
 func (h *Handle) Flush(ctx context.Context) error {
 	f := h.f
+	f.commits.Add(1)
+	defer f.commits.Add(-1)
 	if !f.mu.TryLock() {
 		// Held: by a background commit perhaps, or about to be. Waiting
 		// for its start rather than its end is what lets close(2) after
@@ -772,8 +815,8 @@ func (h *Handle) Flush(ctx context.Context) error {
 // Fsync makes the file's changes durable: committed, or for many bytes
 // staged durably with an intent and committed in the background.
 func (h *Handle) Fsync(ctx context.Context) error {
-	h.f.mu.Lock()
-	defer h.f.mu.Unlock()
+	h.f.lockCommit()
+	defer h.f.unlockCommit()
 	return h.c.commitLocked(ctx, h.f, true, true)
 }
 
@@ -784,8 +827,8 @@ func (h *Handle) Release(ctx context.Context) error { return h.c.release(ctx, h.
 // chunks are durable in the state directory before the inode names them,
 // and both before commit returns.
 func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.lockCommit()
+	defer f.unlockCommit()
 	return c.commitLocked(ctx, f, durable, false)
 }
 

@@ -128,7 +128,7 @@ func (c *Cache) commitInBackground(f *openFile, started chan struct{}) {
 	if c.beforeBgCommit != nil {
 		c.beforeBgCommit()
 	}
-	f.mu.Lock()
+	f.lockCommit()
 	hide := f.showLocked() // from the start: the record is rewritten first
 	f.bgCommit = false
 	var err error
@@ -146,7 +146,7 @@ func (c *Cache) commitInBackground(f *openFile, started chan struct{}) {
 		close(started)
 	}
 	hide()
-	f.mu.Unlock()
+	f.unlockCommit()
 	if err != nil {
 		c.log.Warn("commit after an fsync failed; its changes stay staged and the next snapshot retries", "ino", f.ino, "err", err)
 	}
@@ -171,12 +171,12 @@ func (c *Cache) commitIntents(ctx context.Context) error {
 	c.mu.Unlock()
 	var errs []error
 	for _, f := range files {
-		f.mu.Lock()
+		f.lockCommit()
 		var err error
 		if f.intent.Load() {
 			err = c.commitLocked(ctx, f, true, false)
 		}
-		f.mu.Unlock()
+		f.unlockCommit()
 		errs = append(errs, err, c.forgetIfIdle(f))
 	}
 	return errors.Join(errs...)

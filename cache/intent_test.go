@@ -423,3 +423,66 @@ func TestCloseDuringBackgroundCommit(t *testing.T) {
 	waitFor(t, func() bool { return !c.isOpen(a.Ino) })
 	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }
+
+// A read that arrives while the background commit holds the file but has
+// not let readers in yet waits for it to let them in, not for the whole
+// commit.
+func TestReadBeforeBackgroundCommitLetsReadersIn(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	start := holdBgCommits(c)
+	defer start()
+	reached, proceed := make(chan struct{}), make(chan struct{})
+	c.duringBgCommit = func() { close(reached); <-proceed }
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(proceed) }) }
+	defer letGo()
+	// The commit, once readers may go in, waits until the read is done
+	// (or gives up after a while, for the test to fail rather than hang).
+	readDone := make(chan struct{})
+	var hold sync.Once
+	c.inCommit = func(uint64) error {
+		hold.Do(func() {
+			select {
+			case <-readDone:
+			case <-time.After(5 * time.Second):
+			}
+		})
+		return nil
+	}
+
+	data := randBytes(67, deferCommitMin+1<<20)
+	a, h := createOpen(t, c, c.Root(), "f")
+	writeFsync(t, h, data)
+	start()
+	<-reached
+	r, err := c.OpenFile(ctx, a.Ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64<<10)
+	read := make(chan error, 1)
+	go func() {
+		_, err := r.ReadAt(ctx, b, 1<<20)
+		close(readDone)
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the reader finds the file held
+	letGo()
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the read waited for the whole background commit")
+	}
+	if !bytes.Equal(b, data[1<<20:1<<20+len(b)]) {
+		t.Fatal("the read during the commit got other content")
+	}
+	if err := errors.Join(r.Release(ctx), h.Flush(ctx), h.Release(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, c, a.Ino, data, "content after the commit differs")
+}
