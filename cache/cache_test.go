@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/remote/disktest"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/tree"

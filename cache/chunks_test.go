@@ -13,9 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/remote/disktest"
 )
 
 // A large chunk that cannot be stored fails the commit (the chunks of a big

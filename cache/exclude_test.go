@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/upload"
 	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/remote/disktest"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/pack"
 	"github.com/keepfs/keepfs/repo/tree"

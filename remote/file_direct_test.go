@@ -3,45 +3,26 @@ package remote
 import (
 	"bytes"
 	"context"
-	"math/rand/v2"
 	"os"
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/keepfs/keepfs/remote/disktest"
 )
 
-// directDir is a temporary directory where O_DIRECT writes bypass the page
-// cache, or the test is skipped: tmpfs accepts O_DIRECT (Linux 6.6 on) but
-// its pages are the file, and some file systems refuse it.
+// directDir is a temporary directory on a disk-backed file system (tmpfs
+// pages are the file: there is no cache to bypass) that takes O_DIRECT.
 func directDir(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(dir, &sfs); err != nil {
-		t.Fatal(err)
-	}
-	if sfs.Type == unix.TMPFS_MAGIC {
-		t.Skip("temporary directory is on tmpfs: no page cache to bypass")
-	}
+	dir := disktest.TempDir(t)
 	f, err := os.CreateTemp(dir, "probe")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	if err := setDirect(f, true); err != nil {
-		t.Skipf("temporary directory refuses O_DIRECT: %v", err)
+		t.Fatalf("the test directory's file system refuses O_DIRECT: %v", err)
 	}
 	return dir
-}
-
-func randomBytes(n int, seed uint64) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, 0))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
 }
 
 // A pack is written around the page cache: Save fsyncs it anyway, and the
@@ -53,30 +34,12 @@ func TestFileSaveBypassesPageCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := randomBytes(3<<20+100, 1)
+	data := disktest.RandBytes(1, 3<<20+100)
 	h := Handle{Type: Pack, Name: "aa01"}
 	if err := f.Save(context.Background(), h, data); err != nil {
 		t.Fatal(err)
 	}
-	fd, err := os.Open(f.path(h))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fd.Close()
-	m, err := unix.Mmap(int(fd.Fd()), 0, len(data), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	pages := (len(data) + os.Getpagesize() - 1) / os.Getpagesize()
-	vec := make([]byte, pages)
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		t.Fatal(errno)
-	}
-	resident := 0
-	for _, v := range vec {
-		resident += int(v & 1)
-	}
+	resident, pages := disktest.ResidentPages(t, f.path(h))
 	if resident > 1 {
 		t.Errorf("%d of %d pages of a saved pack are in the page cache, want at most the tail's", resident, pages)
 	}
@@ -98,7 +61,7 @@ func TestFileSaveSizes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := randomBytes(writeSlice+directMin+2*directAlign, 2)
+	big := disktest.RandBytes(2, writeSlice+directMin+2*directAlign)
 	cases := map[string][]byte{
 		"below":         big[:directMin-1],
 		"threshold":     big[:directMin],

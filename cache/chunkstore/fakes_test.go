@@ -14,8 +14,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/remote/disktest"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 

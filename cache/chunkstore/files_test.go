@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keepfs/keepfs/cache/internal/disktest"
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/remote/disktest"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 

@@ -1,7 +1,8 @@
-// Package disktest holds test helpers shared by package cache and
-// cache/chunkstore: a disk-backed temporary directory and the resident
-// pages of a file (the page-cache behaviour of the state directory), and
-// incompressible test data.
+// Package disktest holds test helpers for the page-cache behaviour of
+// files (of the state directory in cache and cache/chunkstore, of packs in
+// remote's file backend): a disk-backed temporary directory, the resident
+// pages of a file, and incompressible test data. It sits in remote, the
+// lowest layer, so that every layer's tests may use it.
 package disktest
 
 import (
