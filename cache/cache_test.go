@@ -20,29 +20,12 @@ import (
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/remote/disktest"
 	"github.com/keepfs/keepfs/repo"
-	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
-var pw = []byte("test password")
-
-func newRepo(t testing.TB, be remote.Storage) *repo.Repository {
-	t.Helper()
-	r, err := repo.Create(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func reopenRepo(t testing.TB, be remote.Storage) *repo.Repository {
-	t.Helper()
-	r, err := repo.Open(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
+// The tests' repositories: repotest's, with its test key derivation.
+var newRepo, reopenRepo = repotest.Create, repotest.Open
 
 func quietLogger() *slog.Logger {
 	if os.Getenv("KEEPFS_TEST_LOG") != "" {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
-	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/repotest"
 )
 
 // A mount starts after another client pruned what it had uploaded: its
@@ -58,10 +58,7 @@ func TestIndexStoreMountAfterPrune(t *testing.T) {
 		t.Fatalf("generation %d, %v", gen, err)
 	}
 
-	r2, err := repo.Open(ctx, be, pw, repo.Options{KDF: &crypto.TestKDF, NoIndex: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r2 := repotest.OpenWith(t, be, repo.Options{NoIndex: true})
 	c2 := openCacheWith(t, r2, Options{StateDir: dir})
 	defer c2.Close(ctx)
 	if st, _ := c2.ix.State(); st.Generation != gen {

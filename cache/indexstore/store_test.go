@@ -15,18 +15,8 @@ import (
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/index"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/repotest"
 )
-
-var pw = []byte("test password")
-
-func newRepo(t testing.TB, be remote.Storage) *repo.Repository {
-	t.Helper()
-	r, err := repo.Create(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
@@ -94,10 +84,7 @@ func fillRand(rng *rand.Rand, b []byte) {
 // index store of dir, loaded.
 func storeRepo(t testing.TB, be remote.Storage, dir string) (*repo.Repository, *Store) {
 	t.Helper()
-	r, err := repo.Open(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF, NoIndex: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.OpenWith(t, be, repo.Options{NoIndex: true})
 	s, err := Open(dir, r.Key().StateKey(), quietLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -119,11 +106,7 @@ func storeDir(s *Store) string {
 // repository does.
 func sameIndex(t *testing.T, be remote.Storage, st index.Store) {
 	t.Helper()
-	r, err := repo.Open(context.Background(), be, pw, repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem := r.Index()
+	mem := repotest.Open(t, be).Index()
 	if got, want := st.Count(), mem.Count(); got != want {
 		t.Fatalf("store counts %d blobs, memory %d", got, want)
 	}
@@ -172,7 +155,7 @@ func sameIndex(t *testing.T, be remote.Storage, st index.Store) {
 func TestIndexStoreLoadsOnlyNewSegments(t *testing.T) {
 	ctx := context.Background()
 	be := &countingBackend{Storage: remote.NewMem()}
-	r0 := newRepo(t, be)
+	r0 := repotest.Create(t, be)
 	k := r0.Key()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 5; i++ {
@@ -231,7 +214,7 @@ func TestIndexStoreLoadsOnlyNewSegments(t *testing.T) {
 func TestIndexStoreSupersededSegments(t *testing.T) {
 	ctx := context.Background()
 	be := remote.NewMem()
-	r0 := newRepo(t, be)
+	r0 := repotest.Create(t, be)
 	k := r0.Key()
 	rng := rand.New(rand.NewPCG(3, 4))
 	var ids []crypto.ID
@@ -326,7 +309,7 @@ func TestIndexStoreSupersededSegments(t *testing.T) {
 func TestIndexStoreRefills(t *testing.T) {
 	ctx := context.Background()
 	be := &countingBackend{Storage: remote.NewMem()}
-	r0 := newRepo(t, be)
+	r0 := repotest.Create(t, be)
 	k := r0.Key()
 	rng := rand.New(rand.NewPCG(5, 6))
 	for i := 0; i < 4; i++ {

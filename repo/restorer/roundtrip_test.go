@@ -18,16 +18,27 @@ import (
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/archiver"
 	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/restorer"
 )
 
-func newRepo(t *testing.T) *repo.Repository {
+func newRepo(t *testing.T) *repo.Repository { return repotest.Create(t, remote.NewMem()) }
+
+// importBig imports a directory holding one file, "big", of size random
+// bytes (from seed).
+func importBig(t *testing.T, r *repo.Repository, size int, seed int64) *repo.Snapshot {
 	t.Helper()
-	r, err := repo.Create(context.Background(), remote.NewMem(), []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
+	src := t.TempDir()
+	data := make([]byte, size)
+	rand.New(rand.NewSource(seed)).Read(data)
+	if err := os.WriteFile(filepath.Join(src, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sn, _, err := archiver.Import(context.Background(), r, src, archiver.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return sn
 }
 
 // genTree writes a random tree: files of many sizes (some sharing content),

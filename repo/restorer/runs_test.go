@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/keepfs/keepfs/remote"
-	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/archiver"
-	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/restorer"
 )
 
@@ -53,10 +52,7 @@ func (s *slowStorage) Load(ctx context.Context, h remote.Handle, off, n int64) (
 func TestRestoreFetchesBlobsOfOneFileConcurrently(t *testing.T) {
 	ctx := context.Background()
 	ss := &slowStorage{Storage: remote.NewMem()}
-	r, err := repo.Create(ctx, ss, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.Create(t, ss)
 	src := t.TempDir()
 	data := make([]byte, 20<<20+12345)
 	rand.New(rand.NewSource(7)).Read(data)
@@ -107,20 +103,8 @@ func TestRestoreFetchesBlobsOfOneFileConcurrently(t *testing.T) {
 func TestRestoreOfManyBlobsFailsCleanly(t *testing.T) {
 	ctx := context.Background()
 	mem := remote.NewMem()
-	r, err := repo.Create(ctx, mem, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := t.TempDir()
-	data := make([]byte, 40<<20)
-	rand.New(rand.NewSource(8)).Read(data)
-	if err := os.WriteFile(filepath.Join(src, "big"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.Create(t, mem)
+	sn := importBig(t, r, 40<<20, 8)
 	// Remove every pack but the one of the root tree, which must stay
 	// readable for the restore to reach the file.
 	keep, ok := r.Index().Lookup(pack.Tree, sn.Tree)
@@ -140,7 +124,7 @@ func TestRestoreOfManyBlobsFailsCleanly(t *testing.T) {
 		t.Fatal("no data pack found to remove")
 	}
 	dst := filepath.Join(t.TempDir(), "out")
-	_, err = restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{Workers: 4})
+	_, err := restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{Workers: 4})
 	if err == nil {
 		t.Fatal("restore of a file whose packs are gone succeeded")
 	}
@@ -156,10 +140,7 @@ func TestRestoreOfManyBlobsFailsCleanly(t *testing.T) {
 func TestRestoreFetchesSharedBlobsOnce(t *testing.T) {
 	ctx := context.Background()
 	cs := &countingStorage{Storage: remote.NewMem()}
-	r, err := repo.Create(ctx, cs, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.Create(t, cs)
 	src := t.TempDir()
 	data := make([]byte, 24<<20)
 	rand.New(rand.NewSource(9)).Read(data)
@@ -233,10 +214,7 @@ func TestRestoreBypassesReadAhead(t *testing.T) {
 	ctx := context.Background()
 	below := &loadLog{Storage: remote.NewMem()}
 	above := &loadLog{Storage: remote.WithReadAhead(below, remote.ReadAheadOptions{Window: 1 << 20, Windows: 2})}
-	r, err := repo.Create(ctx, above, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.Create(t, above)
 	src := t.TempDir()
 	rng := rand.New(rand.NewSource(10))
 	for i := 0; i < 50; i++ {

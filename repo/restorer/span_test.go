@@ -11,9 +11,8 @@ import (
 	"testing"
 
 	"github.com/keepfs/keepfs/remote"
-	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/archiver"
-	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/restorer"
 )
 
@@ -48,10 +47,7 @@ func (c *countingStorage) counts() (int, int64) {
 func TestRestoreReadsSmallFilesBySpan(t *testing.T) {
 	ctx := context.Background()
 	cs := &countingStorage{Storage: remote.NewMem()}
-	r, err := repo.Create(ctx, cs, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.Create(t, cs)
 	src := t.TempDir()
 	rng := rand.New(rand.NewSource(1))
 	const small = 600
@@ -82,10 +78,7 @@ func TestRestoreReadsSmallFilesBySpan(t *testing.T) {
 	}
 	// A fresh handle: the trees it reads are not cached yet, so count
 	// them apart from the file reads.
-	r2, err := repo.Open(ctx, cs, []byte("pw"), repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r2 := repotest.Open(t, cs)
 	packs := len(r2.Index().Packs())
 	before, _ := cs.counts()
 	dst := filepath.Join(t.TempDir(), "out")

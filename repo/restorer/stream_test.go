@@ -17,7 +17,7 @@ import (
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/archiver"
-	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/restorer"
 )
 
@@ -92,10 +92,7 @@ func (brokenReader) Read([]byte) (int, error) {
 // snapshot.
 func importStreamTree(t *testing.T, st remote.Storage) (*repo.Repository, string, *repo.Snapshot) {
 	t.Helper()
-	r, err := repo.Create(context.Background(), st, []byte("pw"), repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.Create(t, st)
 	src := t.TempDir()
 	streamTree(t, src)
 	sn, _, err := archiver.Import(context.Background(), r, src, archiver.Options{})
@@ -277,16 +274,7 @@ func TestRestoreReopensParkedFiles(t *testing.T) {
 func TestRestoreRefusesAFileSwappedWhileParked(t *testing.T) {
 	ctx := context.Background()
 	r := newRepo(t)
-	src := t.TempDir()
-	data := make([]byte, 40<<20)
-	rand.New(rand.NewSource(13)).Read(data)
-	if err := os.WriteFile(filepath.Join(src, "big"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sn, _, err := archiver.Import(ctx, r, src, archiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sn := importBig(t, r, 40<<20, 13)
 	dst := filepath.Join(t.TempDir(), "out")
 	planted := []byte("not the restore's")
 	var once sync.Once
@@ -302,7 +290,7 @@ func TestRestoreRefusesAFileSwappedWhileParked(t *testing.T) {
 			}
 		})
 	})()
-	_, err = restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{Workers: 1})
+	_, err := restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{Workers: 1})
 	if err == nil || !strings.Contains(err.Error(), "took its place") {
 		t.Fatalf("restore into a file swapped while closed: %v, want an error saying another file took its place", err)
 	}

@@ -1,0 +1,42 @@
+// Package repotest creates and opens test repositories, with the test key
+// derivation so that a test does not spend a second in argon2id.
+package repotest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+)
+
+// Password is the test repositories' passphrase.
+var Password = []byte("test password")
+
+// Create makes a repository on be.
+func Create(t testing.TB, be remote.Storage) *repo.Repository {
+	t.Helper()
+	r, err := repo.Create(context.Background(), be, Password, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Open opens the repository on be, with its index.
+func Open(t testing.TB, be remote.Storage) *repo.Repository {
+	t.Helper()
+	return OpenWith(t, be, repo.Options{})
+}
+
+// OpenWith opens the repository on be with o (its KDF set to the test's).
+func OpenWith(t testing.TB, be remote.Storage, o repo.Options) *repo.Repository {
+	t.Helper()
+	o.KDF = &crypto.TestKDF
+	r, err := repo.Open(context.Background(), be, Password, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
