@@ -48,39 +48,34 @@ func (a Attr) Blocks() uint64 { return (a.Size - min(a.Holes, a.Size) + 511) / 5
 // UnixMode returns the mode with its S_IFMT type bits.
 func (a Attr) UnixMode() uint32 { return typeBits(a.Type) | a.Mode }
 
+// typeModes pairs each node type but a regular file with its S_IFMT bits.
+var typeModes = []struct {
+	t    tree.Type
+	mode uint32
+}{
+	{tree.Dir, unix.S_IFDIR},
+	{tree.Symlink, unix.S_IFLNK},
+	{tree.FIFO, unix.S_IFIFO},
+	{tree.CharDev, unix.S_IFCHR},
+	{tree.BlockDev, unix.S_IFBLK},
+	{tree.Socket, unix.S_IFSOCK},
+}
+
 func typeBits(t tree.Type) uint32 {
-	switch t {
-	case tree.Dir:
-		return unix.S_IFDIR
-	case tree.Symlink:
-		return unix.S_IFLNK
-	case tree.FIFO:
-		return unix.S_IFIFO
-	case tree.CharDev:
-		return unix.S_IFCHR
-	case tree.BlockDev:
-		return unix.S_IFBLK
-	case tree.Socket:
-		return unix.S_IFSOCK
+	for _, tm := range typeModes {
+		if tm.t == t {
+			return tm.mode
+		}
 	}
 	return unix.S_IFREG
 }
 
 // TypeFromMode maps S_IFMT bits to a node type.
 func TypeFromMode(mode uint32) tree.Type {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		return tree.Dir
-	case unix.S_IFLNK:
-		return tree.Symlink
-	case unix.S_IFIFO:
-		return tree.FIFO
-	case unix.S_IFCHR:
-		return tree.CharDev
-	case unix.S_IFBLK:
-		return tree.BlockDev
-	case unix.S_IFSOCK:
-		return tree.Socket
+	for _, tm := range typeModes {
+		if tm.mode == mode&unix.S_IFMT {
+			return tm.t
+		}
 	}
 	return tree.File
 }

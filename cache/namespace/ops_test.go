@@ -197,3 +197,16 @@ func TestOpsAttributes(t *testing.T) {
 		t.Errorf("remove of a missing attribute: %v", err)
 	}
 }
+
+// Every node type maps to its S_IFMT bits and back.
+func TestTypeModeRoundTrip(t *testing.T) {
+	for _, typ := range []tree.Type{tree.File, tree.Dir, tree.Symlink, tree.FIFO, tree.CharDev, tree.BlockDev, tree.Socket} {
+		a := Attr{Type: typ, Mode: 0o644}
+		if got := TypeFromMode(a.UnixMode()); got != typ {
+			t.Errorf("type %v: mode %o maps back to %v", typ, a.UnixMode(), got)
+		}
+	}
+	if m := (Attr{Type: tree.Dir, Mode: 0o755}).UnixMode(); m != 0o40755 {
+		t.Errorf("directory mode %o, want 040755", m)
+	}
+}
