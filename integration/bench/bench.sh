@@ -1038,6 +1038,21 @@ start_seaweed() {
 	S3_ENDPOINT=127.0.0.1:$sp
 }
 
+# weed_cpu: CPU seconds (user+sys) the SeaweedFS processes have used so far. Both tools share
+# the store and the machine's cores, so an import's wall is bounded below by (its own CPU +
+# the store's) / cores: the section prints the store's share so the ratio can be read
+# against that bound.
+weed_cpu() {
+	local p t=0 hz
+	hz=$(getconf CLK_TCK)
+	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do
+		# fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the ")" that
+		# ends the command name, which may itself hold spaces
+		t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)))
+	done
+	awk -v t="$t" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'
+}
+
 stop_seaweed() {
 	local p
 	for p in ${WEED_PIDS[@]+"${WEED_PIDS[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done
@@ -1065,10 +1080,19 @@ section_s3() {
 	# The store is up once it takes a bucket and an object: keepfs init does both.
 	wait_for 90 "${KF[@]}" init --s3-create-bucket >/dev/null || die "keepfs init on SeaweedFS failed (see $W/logs/weed-*.log)"
 	rec() { V[$1:$2_wall]=$T_wall; V[$1:$2_cpu]=$T_cpu; V[$1:$2_rss]=$T_rss; }
+	# recstore TOOL OP BEFORE: the store's CPU since BEFORE, and the bound (TOOL's CPU + the
+	# store's) / cores on OP's wall.
+	recstore() {
+		V[$1:$2_store_cpu]=$(awk -v a="$(weed_cpu)" -v b="$3" 'BEGIN { printf "%.2f", a - b }')
+		V[$1:$2_bound]=$(awk -v c="${V[$1:$2_cpu]}" -v s="${V[$1:$2_store_cpu]}" -v n="$(nproc)" 'BEGIN { printf "%.2f", (c + s) / n }')
+	}
+	local w0
 	say "== s3: keepfs and restic on SeaweedFS at $S3_ENDPOINT"
 	measure s3.restic.init "${RS[@]}" init && rec restic init || OK[restic]=0
-	measure s3.keepfs.import "${KF[@]}" import "$D" && rec keepfs import || OK[keepfs]=0
-	[ "${OK[restic]}" = 0 ] || { measure s3.restic.import "${RS[@]}" backup "$D" && rec restic import || OK[restic]=0; }
+	w0=$(weed_cpu)
+	measure s3.keepfs.import "${KF[@]}" import "$D" && rec keepfs import && recstore keepfs import "$w0" || OK[keepfs]=0
+	w0=$(weed_cpu)
+	[ "${OK[restic]}" = 0 ] || { measure s3.restic.import "${RS[@]}" backup "$D" && rec restic import && recstore restic import "$w0" || OK[restic]=0; }
 	# Restores in the order keepfs, restic, restic, keepfs, each into a fresh directory and
 	# none deleted in between: on ext4 without a journal a create right after a big deletion
 	# costs ~300 µs (the inode allocator skips recently freed inodes), so whichever tool
@@ -1120,6 +1144,8 @@ section_s3() {
 	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[restic:$4]:-}"; }
 	row "import / backup to S3: wall" s "<=0.5" import_wall
 	row "import / backup: CPU user+sys" s "" import_cpu
+	row "import / backup: SeaweedFS CPU meanwhile" s "" import_store_cpu
+	row "import / backup: (own + SeaweedFS CPU) / cores" s "" import_bound
 	row "import / backup: peak RSS" KiB "" import_rss
 	row "restore from S3: wall" s "<=0.8" restore_wall
 	row "restore: CPU user+sys" s "" restore_cpu
@@ -1130,6 +1156,7 @@ section_s3() {
 	put_row "restored tree equals source" "" "" "$vk" "$vr"
 	unset -f row rec
 	note "workload: $(sizeof "$PB/workload") bytes in $(wc -l <"$PB/workload-manifest.sha256") files"
+	note "the tools and SeaweedFS share $(nproc) cores: an import's wall cannot be below (own + SeaweedFS CPU) / cores (the bound row); on a machine doing nothing else both walls sit near their bounds, so the bound row's ratio is the import ratio with other load taken out"
 	render s3
 	stop_seaweed
 	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${OK[keepfs]}${OK[restic]}" != 11 ]; then say "scratch kept in $SW"; else wipe "$SW"; fi
