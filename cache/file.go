@@ -49,6 +49,7 @@ type openFile struct {
 	stage   *staging
 	lastEnd uint64 // end of the last read, to detect sequential reads
 	raNext  int    // first chunk a sequential reader has not asked the kernel to read ahead
+	pfNext  int    // 1 + the chunk a sequential reader last had prefetched; 0 for none
 
 	dirtyBytes atomic.Int64
 
@@ -261,7 +262,7 @@ func (c *Cache) forgetIfIdle(f *openFile) error {
 
 func (f *openFile) setChunks(chunks []meta.Chunk) {
 	f.chunks = chunks
-	f.raNext = 0
+	f.raNext, f.pfNext = 0, 0
 	f.offs = make([]uint64, len(chunks))
 	var off uint64
 	for i, ch := range chunks {
@@ -438,7 +439,7 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	n := min(uint64(len(p)), f.size-uint64(off))
 	seq := uint64(off) == f.lastEnd
 	if !seq {
-		f.raNext = 0 // a sequential run starting here reads ahead afresh
+		f.raNext, f.pfNext = 0, 0 // a sequential run starting here reads ahead afresh
 	}
 	var plan []chunkRead
 	err := f.planReadLocked(p[:n], uint64(off), seq, &plan)
@@ -576,7 +577,12 @@ func (f *openFile) planBaseLocked(p []byte, off uint64, seq bool, plan *[]chunkR
 		*plan = append(*plan, chunkRead{id: ch.ID, len: ch.Len, in: in, dst: p[pos-off : pos-off+want]})
 		pos += want
 		if seq && i+1 < len(f.chunks) && !f.chunks[i+1].IsHole() {
-			f.c.chunks.Prefetch(f.c.bg, f.chunks[i+1].ID)
+			// Once per chunk, not once per READ: each Prefetch of a
+			// chunk whose file was not open started a goroutine, about
+			// one per READ for a 1 MiB reader.
+			if f.pfNext != i+2 && f.c.chunks.Prefetch(f.c.bg, f.chunks[i+1].ID) {
+				f.pfNext = i + 2
+			}
 			f.readAheadLocked(i + 1)
 		}
 	}

@@ -76,3 +76,39 @@ func TestReadsDuringWritesAndCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A sequential reader of a file whose chunks are local has the next chunk
+// prefetched once per chunk, not at every READ: each prefetch of a chunk
+// whose file was not open yet started a goroutine to find it local.
+func TestSequentialReadPrefetchesOncePerChunk(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	data := randBytes(23, 4<<20) // chunks of at least 512 KiB, each in a file
+	ino := writeFile(t, c, c.Root(), "f", data)
+	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	buf := make([]byte, 4096)
+	var off int
+	read := func() {
+		if _, err := h.ReadAt(ctx, buf, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, data[off:off+len(buf)]) {
+			t.Fatalf("read at %d differs from what was written", off)
+		}
+		off += len(buf)
+		// A prefetch started has finished: the next read could start
+		// another.
+		c.chunks.Wait()
+	}
+	read() // the first chunk's file opens; the next one is prefetched
+	// 101 reads of 4 KiB stay inside the first chunk (at least 512 KiB).
+	// The one allocation is the read's plan.
+	if a := testing.AllocsPerRun(100, read); a > 1 {
+		t.Fatalf("%.2f allocations per sequential read, want at most 1 (the plan)", a)
+	}
+}

@@ -64,6 +64,13 @@ func (fc *fdCache) get(id crypto.ID) *openChunk {
 	return oc
 }
 
+// has reports whether id's file is kept open, without holding it.
+func (fc *fdCache) has(id crypto.ID) bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.m[id] != nil
+}
+
 // add caches f, just opened for id, and returns it held for the caller. If
 // another reader cached id meanwhile, f is closed and that one returned.
 func (fc *fdCache) add(id crypto.ID, f *os.File, format int, size int64) *openChunk {

@@ -207,3 +207,24 @@ func TestRandomReadAllocatesNothing(t *testing.T) {
 		t.Fatalf("%.1f allocations per read, want 0", a)
 	}
 }
+
+// Prefetch of a chunk whose file the read path holds open knows it local
+// without a goroutine (and a look in the store) to find that out.
+func TestPrefetchOfOpenChunkFileStartsNothing(t *testing.T) {
+	e := newEnv(t, 1<<30)
+	s := e.s
+	data := randBytes(32, 1<<20)
+	id := e.put(data, false)
+	if _, err := s.LoadRange(id, 0, blockSize); err != nil { // opens the file
+		t.Fatal(err)
+	}
+	prefetch := func() {
+		if !s.Prefetch(context.Background(), id) {
+			t.Fatal("Prefetch of a local chunk: false")
+		}
+		s.Wait()
+	}
+	if a := testing.AllocsPerRun(100, prefetch); a != 0 {
+		t.Fatalf("%.1f allocations per Prefetch of an open chunk file, want 0", a)
+	}
+}

@@ -127,15 +127,19 @@ func (m *memCache) drop(id crypto.ID) {
 	}
 }
 
-// startFetch claims a background fetch of id; false if one is running.
-func (m *memCache) startFetch(id crypto.ID) bool {
+// startFetch claims a background fetch of id: started if it may go
+// ahead, running if one for id runs already.
+func (m *memCache) startFetch(id crypto.ID) (started, running bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.fetching[id] || len(m.fetching) >= 4 {
-		return false
+	if m.fetching[id] {
+		return false, true
+	}
+	if len(m.fetching) >= 4 {
+		return false, false
 	}
 	m.fetching[id] = true
-	return true
+	return true, false
 }
 
 func (m *memCache) endFetch(id crypto.ID) {

@@ -462,10 +462,17 @@ func (s *Store) Has(id crypto.ID) bool {
 // Prefetch fetches a chunk the state directory lacks from the remote in the
 // background, for a sequential reader, bounded by ctx; Wait waits for it.
 // Local chunks are left alone: the reader decrypts just the blocks it asks
-// for, and the kernel reads their files ahead (ReadAhead).
-func (s *Store) Prefetch(ctx context.Context, id crypto.ID) {
-	if s.mem.has(id) || !s.mem.startFetch(id) {
-		return
+// for, and the kernel reads their files ahead (ReadAhead). It reports
+// whether the chunk is seen to: false only when too many fetches run, so
+// the caller may ask again later.
+func (s *Store) Prefetch(ctx context.Context, id crypto.ID) bool {
+	// A chunk whose file is open is local: no goroutine to find that out.
+	if s.mem.has(id) || s.files.fds.has(id) {
+		return true
+	}
+	started, running := s.mem.startFetch(id)
+	if !started {
+		return running
 	}
 	// Wait waits for it: it reads the state directory with keys that are
 	// zeroed once the mount is closed.
@@ -480,6 +487,7 @@ func (s *Store) Prefetch(ctx context.Context, id crypto.ID) {
 		defer cancel()
 		_, _ = s.Get(ctx, id)
 	}()
+	return true
 }
 
 // ReadAhead starts the kernel reading the files of the chunks ids in the
