@@ -220,12 +220,12 @@ repo_round() {
 		keepfs:init) step keepfs init "${KF[@]}" init ;;
 		keepfs:import) step keepfs import "${KF[@]}" import "$D" ;;
 		keepfs:incr) step keepfs incr "${KF[@]}" import "$D" ;;
-		keepfs:restore) step keepfs restore "${KF[@]}" restore / --to "$RW/restore-keepfs" ;;
+		keepfs:restore) cold; step keepfs restore "${KF[@]}" restore / --to "$RW/restore-keepfs" ;;
 		keepfs:check) step keepfs check "${KF[@]}" check --read-data ;;
 		restic:init) step restic init "${RS[@]}" init ;;
 		restic:import) step restic import "${RS[@]}" backup "$D" ;;
 		restic:incr) step restic incr "${RS[@]}" backup "$D" ;;
-		restic:restore) step restic restore "${RS[@]}" restore latest --target "$RW/restore-restic" ;;
+		restic:restore) cold; step restic restore "${RS[@]}" restore latest --target "$RW/restore-restic" ;;
 		restic:check) step restic check "${RS[@]}" check --read-data ;;
 		esac
 	}
@@ -315,7 +315,7 @@ section_repo() {
 
 	machine_meta
 	meta restic "$(restic version | head -n 1)"
-	meta method "median of $ROUNDS rounds (tool order alternating), each on a fresh copy of the workload with fresh repositories; keepfs: init, import DIR, import DIR after the mutation, restore / --to DIR; restic: init, backup DIR, backup DIR, restore latest --target DIR (repository format 2, compression auto, fresh cache dir)"
+	meta method "median of $ROUNDS rounds (tool order alternating), each on a fresh copy of the workload with fresh repositories; keepfs: init, import DIR, import DIR after the mutation, restore / --to DIR; restic: init, backup DIR, backup DIR, restore latest --target DIR (repository format 2, compression auto, fresh cache dir); every restore after sync and drop_caches"
 	put_row "metric" "unit" "target" "keepfs" "restic"
 	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[restic:$4]:-}"; }
 	row "initial backup (init + import): wall" s "<=0.5" initial_wall
@@ -491,6 +491,12 @@ rclone_drain() {
 # drop_caches: write back and drop the kernel's page cache, dentries and inodes (before the cold
 # fio reads); false when that is not allowed (not root), and the cold rows stay n/a.
 drop_caches() { sync && { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; }
+
+# cold: before a restore, nothing cached for either tool: not the packs one tool just wrote
+# (keepfs writes them around the page cache, restic through it), and not the inode-table
+# blocks of files deleted before, which make ext4 skip each recently freed inode at every
+# create (restore walls of both tools swung 2-4x between rounds without it).
+cold() { drop_caches || true; }
 
 # flush_to_disk DIR: sync(1) of the file system holding DIR (native and gocryptfs "sync").
 flush_to_disk() { sync -f "$1"; }
@@ -721,7 +727,7 @@ section_mount() {
 	meta gocryptfs "$(gocryptfs -version | head -n 1)"
 	meta rclone "$(rclone version | head -n 1)"
 	meta fio "$(fio --version)"
-	meta method "one tool after another, each on a fresh directory or mount in $MW; cp -a of the workload; sync = keepfs sync MNT (returns when the remote holds the snapshot), rclone: until rc vfs/stats shows no upload queued or in progress (--vfs-cache-mode full --vfs-write-back 0s, crypt over a local remote), native, loopback and gocryptfs: sync -f of the directory holding the data; warm = the second of two runs; fio: psync, buffered (--direct=0, fio invalidates the file's page cache before each job), ${BENCH_FIO_SIZE:-512M} file, random jobs ${BENCH_FIO_TIME:-10} s time-based, writes end with fsync"
+	meta method "one tool after another, each on a fresh directory or mount in $MW; cp -a of the workload; sync = keepfs sync MNT (returns when the remote holds the snapshot), rclone: until rc vfs/stats shows no upload queued or in progress (--vfs-cache-mode full --vfs-write-back 0s, crypt over a local remote), native, loopback and gocryptfs: sync -f of the directory holding the data; warm = the second of two runs; fio: psync, buffered (--direct=0, fio invalidates the file's page cache before each job), ${BENCH_FIO_SIZE:-512M} file, random jobs ${BENCH_FIO_TIME:-10} s time-based, writes end with fsync; each tool after sync, drop_caches and a read of the workload, every tool's files kept until the section ends"
 	put_row "metric" "unit" "target" "keepfs" "native" "loopback" "gocryptfs" "rclone"
 	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[native:$4]:-}" "${V[loopback:$4]:-}" "${V[gocryptfs:$4]:-}" "${V[rclone:$4]:-}"; }
 	row "cp -a workload: wall" s "" cp
@@ -1110,8 +1116,8 @@ section_s3() {
 		V[$1:$2_cpu]=$(awk -v a="${V[$1:$2_cpu]}" -v b="$T_cpu" 'BEGIN { printf "%.2f", (a + b) / 2 }')
 		V[$1:$2_rss]=$(max "${V[$1:$2_rss]}" "$T_rss")
 	}
-	restore_keepfs() { measure "s3.keepfs.restore$1" "${KF[@]}" restore / --to "$SW/restore-keepfs$1"; }
-	restore_restic() { measure "s3.restic.restore$1" "${RS[@]}" restore latest --target "$SW/restore-restic$1"; }
+	restore_keepfs() { cold; measure "s3.keepfs.restore$1" "${KF[@]}" restore / --to "$SW/restore-keepfs$1"; }
+	restore_restic() { cold; measure "s3.restic.restore$1" "${RS[@]}" restore latest --target "$SW/restore-restic$1"; }
 	[ "${OK[keepfs]}" = 0 ] || { restore_keepfs 1 && rec keepfs restore || OK[keepfs]=0; }
 	[ "${OK[restic]}" = 0 ] || { restore_restic 1 && rec restic restore || OK[restic]=0; }
 	[ "${OK[restic]}" = 0 ] || { restore_restic 2 && recmean restic restore || OK[restic]=0; }
@@ -1146,7 +1152,7 @@ section_s3() {
 	machine_meta
 	meta restic "$(restic version | head -n 1)"
 	meta seaweedfs "$("$WEED" version 2>/dev/null | head -n 1)"
-	meta method "one round on a fresh copy of the workload; one SeaweedFS (master, volume, filer, s3 gateway) on 127.0.0.1 shared by both tools, S3 over plain HTTP with signed requests; keepfs: init --s3-create-bucket, import DIR, restore / --to DIR; restic: init, backup DIR, restore latest --target DIR; restores in the order keepfs, restic, restic, keepfs into fresh directories, the mean of each tool's two (peak RSS: the larger); then cp -a DIR + keepfs sync through a keepfs mount on a fresh repository in the same store"
+	meta method "one round on a fresh copy of the workload; one SeaweedFS (master, volume, filer, s3 gateway) on 127.0.0.1 shared by both tools, S3 over plain HTTP with signed requests; keepfs: init --s3-create-bucket, import DIR, restore / --to DIR; restic: init, backup DIR, restore latest --target DIR; restores in the order keepfs, restic, restic, keepfs into fresh directories, the mean of each tool's two (peak RSS: the larger); then cp -a DIR + keepfs sync through a keepfs mount on a fresh repository in the same store; every restore after sync and drop_caches"
 	put_row "metric" "unit" "target" "keepfs" "restic"
 	row() { put_row "$1" "$2" "$3" "${V[keepfs:$4]:-}" "${V[restic:$4]:-}"; }
 	row "import / backup to S3: wall" s "<=0.5" import_wall
