@@ -495,7 +495,8 @@ drop_caches() { sync && { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; }
 # cold: before a restore, nothing cached for either tool: not the packs one tool just wrote
 # (keepfs writes them around the page cache, restic through it), and not the inode-table
 # blocks of files deleted before, which make ext4 skip each recently freed inode at every
-# create (restore walls of both tools swung 2-4x between rounds without it).
+# create. The restore walls of both tools still swing 2-3x between rounds with it (the
+# rounds' medians are what the table shows).
 cold() { drop_caches || true; }
 
 # flush_to_disk DIR: sync(1) of the file system holding DIR (native and gocryptfs "sync").
