@@ -39,6 +39,29 @@ func openCache(t testing.TB, r *repo.Repository, dir string) *Cache {
 	return openCacheWith(t, r, Options{StateDir: dir})
 }
 
+// testClock is a settable clock for Options.Now, safe to read from the
+// mount's goroutines while the test moves it on.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock {
+	return &testClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 // openCacheWith is openCache with more options; the snapshot interval and
 // logger default to openCache's.
 func openCacheWith(t testing.TB, r *repo.Repository, o Options) *Cache {

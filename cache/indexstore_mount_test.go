@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,10 +18,8 @@ func TestIndexStoreMountAfterPrune(t *testing.T) {
 	be := remote.NewMem()
 	r := newRepo(t, be)
 	dir := t.TempDir()
-	var mu sync.Mutex
-	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	c := openCacheWith(t, r, Options{StateDir: dir, Now: clock})
+	clock := newTestClock()
+	c := openCacheWith(t, r, Options{StateDir: dir, Now: clock.Now})
 	a, b := randBytes(1, 300<<10), randBytes(2, 200<<10)
 	writeFile(t, c, c.Root(), "a", a)
 	if _, err := c.Sync(ctx); err != nil {
@@ -31,9 +28,7 @@ func TestIndexStoreMountAfterPrune(t *testing.T) {
 	if err := c.Unlink(ctx, c.Root(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	now = now.Add(2 * time.Hour)
-	mu.Unlock()
+	clock.Advance(2 * time.Hour)
 	bi := writeFile(t, c, c.Root(), "b", b)
 	if _, err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -48,6 +43,7 @@ func TestIndexStoreMountAfterPrune(t *testing.T) {
 	if err := other.SetRetention(ctx, repo.Retention{MaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
+	now := clock.Now()
 	for _, at := range []time.Time{now, now.Add(time.Hour)} {
 		if _, err := other.Prune(ctx, repo.PruneOptions{Now: at}); err != nil {
 			t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,10 +22,8 @@ func TestCommitsDuringPrune(t *testing.T) {
 	ctx := context.Background()
 	be := remote.NewMem()
 	r := newRepo(t, be)
-	var mu sync.Mutex
-	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	c := openCacheWith(t, r, Options{StateDir: t.TempDir(), CacheSize: 1 << 20, Now: clock})
+	clock := newTestClock()
+	c := openCacheWith(t, r, Options{StateDir: t.TempDir(), CacheSize: 1 << 20, Now: clock.Now})
 	defer c.Close(ctx)
 
 	x := randBytes(7, 3<<20)
@@ -37,9 +34,7 @@ func TestCommitsDuringPrune(t *testing.T) {
 	if err := c.Unlink(ctx, c.Root(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	now = now.Add(2 * time.Hour)
-	mu.Unlock()
+	clock.Advance(2 * time.Hour)
 	// Push a's chunks out of the local cache: only the remote has them.
 	for i := 0; i < 3; i++ {
 		writeFile(t, c, c.Root(), fmt.Sprint("filler", i), randBytes(uint64(100+i), 1<<20))
@@ -59,7 +54,7 @@ func TestCommitsDuringPrune(t *testing.T) {
 			writeFile(t, c, c.Root(), fmt.Sprint("b", i), x)
 		}
 	}
-	res, err := c.Prune(ctx, repo.PruneOptions{Now: clock()})
+	res, err := c.Prune(ctx, repo.PruneOptions{Now: clock.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
