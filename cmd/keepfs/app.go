@@ -34,7 +34,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Name:  "keepfs",
 		Usage: "versioned, encrypted backup filesystem",
 		Description: `keepfs keeps a folder in an encrypted, deduplicated, versioned repository on a
-local directory or an SFTP server. The passphrase comes from KEEPFS_PASSWORD,
+local directory, an SFTP server or an S3-compatible object store. The passphrase comes from KEEPFS_PASSWORD,
 --password-file, --password-command or a prompt on the terminal, never from
 the command line.
 
