@@ -152,8 +152,14 @@ func DecodeTreeEntry(b []byte) (*TreeEntry, error) {
 	copy(e.ID[:], b[1:])
 	copy(e.Rules[:], b[33:])
 	r := &reader{b: b[65:]}
+	var buf [binary.MaxVarintLen64]byte
 	for _, p := range []*int64{&e.Files, &e.Dirs, &e.Bytes} {
+		before := len(r.b)
 		v := r.uvarint()
+		// Only the shortest encoding: EncodeTreeEntry writes no other.
+		if r.err == nil && before-len(r.b) != binary.PutUvarint(buf[:], v) {
+			return nil, errors.New("meta: non-canonical count in tree cache record")
+		}
 		if v > 1<<62 {
 			return nil, errors.New("meta: bad count in tree cache record")
 		}
