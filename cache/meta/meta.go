@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/tree"
@@ -419,8 +420,12 @@ func DecodeIntent(b []byte) (*Intent, error) {
 	r.b = r.b[1:]
 	for i, p := range []**uint32{&in.Mode, &in.UID, &in.GID} {
 		if has&(1<<i) != 0 {
-			v := uint32(r.uvarint())
-			*p = &v
+			v := r.uvarint()
+			if v > math.MaxUint32 {
+				return nil, errors.New("meta: mode, uid or gid past 32 bits in intent record")
+			}
+			v32 := uint32(v)
+			*p = &v32
 		}
 	}
 	if has&(1<<3) != 0 {

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"testing"
 
@@ -77,6 +78,17 @@ func TestIntentRoundTrip(t *testing.T) {
 			t.Fatalf("accepted %+v", bad)
 		}
 	}
+	// A mode, uid or gid past 32 bits is no value EncodeIntent wrote:
+	// refused, not cut to its low bits (0o644 here).
+	head := EncodeIntent(&Intent{})[:1+1+64+3]
+	for i := range 3 {
+		rec := append(append([]byte(nil), head...), 1<<i)
+		rec = binary.AppendUvarint(rec, 1<<32|0o644)
+		rec = append(rec, 0, 0, 0)
+		if got, err := DecodeIntent(rec); err == nil {
+			t.Fatalf("field %d of 33 bits accepted: %+v", i, got)
+		}
+	}
 }
 
 // FuzzDecodeIntent: the decoder never panics, and what it accepts
@@ -94,6 +106,15 @@ func FuzzDecodeIntent(f *testing.F) {
 		again, err := DecodeIntent(EncodeIntent(in))
 		if err != nil || !reflect.DeepEqual(again, in) {
 			t.Fatalf("round trip of %x: %+v, %v", b, again, err)
+		}
+		// As documented: ranges sorted, disjoint, non-empty, within Size
+		// (recovery writes through them).
+		for _, rs := range [][]Range{in.Dirty, in.Written} {
+			for i, r := range rs {
+				if r.Start >= r.End || r.End > in.Size || i > 0 && r.Start <= rs[i-1].End {
+					t.Fatalf("accepted range %d %+v of %+v in a file of %d bytes", i, r, rs, in.Size)
+				}
+			}
 		}
 	})
 }
