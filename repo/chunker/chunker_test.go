@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand"
+	"slices"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -339,18 +340,37 @@ func TestValidate(t *testing.T) {
 }
 
 // FuzzChunker checks the invariants every input must keep, at sizes small
-// enough that the fuzzer's short inputs still cut several chunks.
+// enough that the fuzzer's short inputs still cut several chunks. Beyond
+// the sizes: the cuts depend on the bytes alone, not on how the reader
+// hands them over or on an earlier stream through the same chunker, and
+// a cut resynchronises (what follows a boundary is chunked as if the
+// stream began there), which is what deduplication rests on.
 func FuzzChunker(f *testing.F) {
 	f.Add([]byte{}, byte(0))
 	f.Add(make([]byte, 3000), byte(1))
 	f.Add(randData(5000, 1), byte(2))
 	p := Params{Algorithm: Default.Algorithm, Min: 64, Avg: 256, Max: 1024}
 	f.Fuzz(func(t *testing.T, data []byte, k byte) {
-		c, err := New(bytes.NewReader(data), p, bytes.Repeat([]byte{k}, 32))
+		key := bytes.Repeat([]byte{k}, 32)
+		c, err := New(bytes.NewReader(data), p, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkChunks(t, data, drain(t, c), p)
+		cs := drain(t, c)
+		checkChunks(t, data, cs, p)
+		if len(data) > 64<<10 {
+			return
+		}
+		c.Reset(iotest.OneByteReader(bytes.NewReader(data)))
+		if again := drain(t, c); !slices.EqualFunc(again, cs, bytes.Equal) {
+			t.Fatalf("one byte per read, after a Reset: %d chunks, not %d, or other cuts", len(again), len(cs))
+		}
+		if len(cs) > 1 {
+			rest := chunks(t, data[len(cs[0]):], p, key)
+			if !slices.EqualFunc(rest, cs[1:], bytes.Equal) {
+				t.Fatalf("from the first cut on: %d chunks, not %d, or other cuts", len(rest), len(cs)-1)
+			}
+		}
 	})
 }
 
