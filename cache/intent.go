@@ -329,7 +329,7 @@ func (f *openFile) applyIntentLocked(dir string, rec *meta.Intent) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errIntentUnusable, err)
 	}
-	s := &staging{dir: dir, f: sf, key: rec.Key, name: rec.Staging}
+	s := &staging{dir: dir, f: sf, key: rec.Key, name: rec.Staging, named: true}
 	if err := s.setKey(); err != nil {
 		sf.Close()
 		return err

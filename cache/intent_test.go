@@ -486,3 +486,41 @@ func TestReadBeforeBackgroundCommitLetsReadersIn(t *testing.T) {
 	}
 	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }
+
+// Every big fsync of a file that stays open defers its commit, not only
+// the first: the kernel links an O_TMPFILE staging file only once
+// (linkat clears I_LINKABLE), so a staging file whose name a commit
+// removed cannot be named again, and the next fsync used to fall back to
+// committing at once ("cannot keep a staging file").
+func TestRepeatedFsyncDefersEachTime(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := openCache(t, newRepo(t, remote.NewMem()), dir)
+	defer c.Close(ctx)
+	release := holdBgCommits(c)
+	defer release()
+	a, h := createOpen(t, c, c.Root(), "f")
+	defer h.Release(ctx)
+	var data []byte
+	for i := 0; i < 3; i++ {
+		data = randBytes(uint64(70+i), deferCommitMin+1<<20)
+		writeFsync(t, h, data)
+		if got := intentCount(t, c); got != 1 {
+			t.Fatalf("fsync %d: %d intent records, want 1 (committed at once?)", i+1, got)
+		}
+		if names := stagingNames(t, dir); len(names) != 1 {
+			t.Fatalf("fsync %d: staging files %v, want one", i+1, names)
+		}
+		sn, err := c.Sync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(snapshotFile(t, c.Repository(), sn, "/f"), data) {
+			t.Fatalf("snapshot after fsync %d lacks its data", i+1)
+		}
+		if got, names := intentCount(t, c), stagingNames(t, dir); got != 0 || len(names) != 0 {
+			t.Fatalf("after the commit of fsync %d: %d intents, staging files %v", i+1, got, names)
+		}
+	}
+	wantContent(t, c, a.Ino, data, "content after the last commit differs")
+}

@@ -44,6 +44,11 @@ type staging struct {
 	aead  cipher.AEAD
 	key   [32]byte // kept for an fsync intent, which must name it
 	name  string   // the file's name in dir once an fsync linked it, else ""
+	// named: f has had a name. Once that name is gone, f cannot get
+	// another: linkat names an unlinked file only if O_TMPFILE made it
+	// and it was never linked (the kernel's I_LINKABLE), so reset drops
+	// f and the next bytes spill into a fresh file.
+	named bool
 }
 
 // memStagingMax bounds the bytes one file stages in memory. Creating a
@@ -119,9 +124,14 @@ func (s *staging) setKey() error {
 }
 
 // reset empties the staging after a commit took its bytes. A file keeps
-// its staging file across commits, and the next bytes are staged under a
-// fresh key.
+// its staging file across commits, unless that file had a name (see
+// named), and the next bytes are staged under a fresh key.
 func (s *staging) reset() error {
+	if s.f != nil && s.named && s.name == "" {
+		s.f.Close()
+		s.f, s.named = nil, false
+		return s.rekey()
+	}
 	if err := s.truncate(0); err != nil || s.f == nil {
 		return err
 	}
@@ -315,7 +325,7 @@ func (s *staging) link() error {
 	if err := unix.Linkat(unix.AT_FDCWD, fd, unix.AT_FDCWD, filepath.Join(s.dir, name), unix.AT_SYMLINK_FOLLOW); err != nil {
 		return fmt.Errorf("link staging file: %w", err)
 	}
-	s.name = name
+	s.name, s.named = name, true
 	return nil
 }
 
