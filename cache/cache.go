@@ -25,6 +25,7 @@ import (
 	"github.com/keepfs/keepfs/cache/namespace"
 	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/cache/upload"
+	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -391,6 +392,7 @@ func (c *Cache) loadState(ctx context.Context) error {
 	}
 	var last *repo.Snapshot
 	var lost []string
+	var lastID *crypto.ID
 	if err := c.view(func(txn *badger.Txn) error {
 		v, err := getValue(txn, snapshot.LastKey)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -399,18 +401,25 @@ func (c *Cache) loadState(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var id crypto.ID
-		copy(id[:], v)
-		sn, err := c.r.LoadSnapshot(ctx, id)
-		if err != nil {
-			// Only Status and the parent link need it.
-			c.log.Warn("cannot load the last snapshot", "id", id.Short(), "err", err)
-			return nil
-		}
-		last = sn
+		lastID = new(crypto.ID)
+		copy(lastID[:], v)
 		return nil
 	}); err != nil {
 		return err
+	}
+	if lastID != nil {
+		sn, err := c.r.LoadSnapshot(ctx, *lastID)
+		if errors.Is(err, remote.ErrNotFound) {
+			// An erase rewrote it: one run while this state directory
+			// was not mounted, or a mount's erase cut short.
+			sn, err = c.rewriteOf(ctx, *lastID)
+		}
+		if err != nil {
+			// Only Status and the parent link need it.
+			c.log.Warn("cannot load the last snapshot", "id", lastID.Short(), "err", err)
+		} else {
+			last = sn
+		}
 	}
 	if err := c.view(func(txn *badger.Txn) error {
 		v, err := getValue(txn, snapshot.LostKey)
@@ -432,6 +441,35 @@ func (c *Cache) loadState(ctx context.Context) error {
 		return err
 	}
 	return c.trees.Load(c.cleanStart)
+}
+
+// rewriteOf returns the snapshot an erase stored in place of the snapshot
+// id (its Rewrites names id), or the newest rewrite of that one in turn.
+func (c *Cache) rewriteOf(ctx context.Context, id crypto.ID) (*repo.Snapshot, error) {
+	snaps, err := c.r.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	by := make(map[crypto.ID]*repo.Snapshot, len(snaps))
+	for _, sn := range snaps {
+		if sn.Rewrites != nil {
+			by[*sn.Rewrites] = sn
+		}
+	}
+	sn := by[id]
+	if sn == nil {
+		return nil, fmt.Errorf("snapshot %s is gone and no snapshot names it as the one it rewrote", id.Short())
+	}
+	// A rewrite that a later erase rewrote again, if that erase was cut
+	// short before deleting it. Bounded: a chain cannot be longer.
+	for range snaps {
+		next := by[sn.ID]
+		if next == nil {
+			break
+		}
+		sn = next
+	}
+	return sn, nil
 }
 
 // removeOrphans deletes inodes with no links left: files unlinked while

@@ -246,3 +246,49 @@ func TestOpenRefusesWithoutLock(t *testing.T) {
 		t.Fatalf("Open failed for another reason: %v", err)
 	}
 }
+
+// An erase run while a state directory was not mounted rewrites the
+// snapshot it knew as its last and deletes that one: the next mount takes
+// the rewrite as its last snapshot (Status, the next snapshot's parent),
+// not none.
+func TestLastSnapshotFollowsEraseRewrite(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	state := t.TempDir()
+	c := openCacheWith(t, newRepo(t, be), Options{StateDir: state})
+	writeFile(t, c, c.Root(), "victim", []byte("erase me"))
+	writeFile(t, c, c.Root(), "keep", []byte("kept"))
+	old, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := erase.Erase(ctx, reopenRepo(t, be), erase.Options{Paths: []string{"/victim"}}); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := reopenRepo(t, be).Snapshots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != 1 || snaps[0].Rewrites == nil || *snaps[0].Rewrites != old.ID {
+		t.Fatalf("after the erase: %d snapshots, want one rewriting %s", len(snaps), old.ID.Short())
+	}
+	rewrite := snaps[0]
+
+	c = openCacheWith(t, reopenRepo(t, be), Options{StateDir: state})
+	defer c.Close(ctx)
+	if got := c.Status().LastSnapshotID; got != rewrite.ID.String() {
+		t.Fatalf("last snapshot after the erase: %q, want the rewrite %s", got, rewrite.ID.Short())
+	}
+	writeFile(t, c, c.Root(), "new", []byte("after"))
+	sn, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Parent == nil || *sn.Parent != rewrite.ID {
+		t.Fatalf("next snapshot's parent: %v, want the rewrite %s", sn.Parent, rewrite.ID.Short())
+	}
+}
