@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/keepfs/keepfs/repo/internal/fuzzseed"
 )
 
 // A key slot is the one structured object read from the remote before
@@ -115,15 +115,7 @@ func TestSlotSeedCorpus(t *testing.T) {
 			"bad-sealed-null":  edit(`"sealed":"`, `"sealed":null,"x":"`),
 			"bad-truncated":    valid[:len(valid)/2],
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for name, b := range seeds {
-			data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		fuzzseed.Write(t, dir, seeds)
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -131,7 +123,7 @@ func TestSlotSeedCorpus(t *testing.T) {
 	}
 	valid, bad := 0, 0
 	for _, e := range ents {
-		b := readSeed(t, filepath.Join(dir, e.Name()))
+		b := fuzzseed.Read(t, filepath.Join(dir, e.Name()))
 		var k *Key
 		s, err := ParseSlot(b)
 		if err == nil {
@@ -155,22 +147,4 @@ func TestSlotSeedCorpus(t *testing.T) {
 	if valid < 1 || bad < 5 {
 		t.Errorf("%d valid and %d bad seeds; run with -update", valid, bad)
 	}
-}
-
-// readSeed parses a one-[]byte corpus file.
-func readSeed(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
-		t.Fatalf("%s: not a one-argument corpus file", path)
-	}
-	s, err := strconv.Unquote(lines[1][len("[]byte(") : len(lines[1])-1])
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return []byte(s)
 }

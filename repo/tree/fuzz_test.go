@@ -3,14 +3,13 @@ package tree
 import (
 	"bytes"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/internal/fuzzseed"
 )
 
 // The seed corpus lives in testdata/fuzz/FuzzDecode so that plain `go test`
@@ -91,15 +90,7 @@ func TestSeedCorpus(t *testing.T) {
 			"trunc-magic":   small[:3],
 			"trunc-all":     all[:len(all)/3],
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for name, b := range seeds {
-			data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		fuzzseed.Write(t, dir, seeds)
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -107,7 +98,7 @@ func TestSeedCorpus(t *testing.T) {
 	}
 	valid, trunc := 0, 0
 	for _, e := range ents {
-		_, err := Decode(readSeed(t, filepath.Join(dir, e.Name())))
+		_, err := Decode(fuzzseed.Read(t, filepath.Join(dir, e.Name())))
 		switch {
 		case strings.HasPrefix(e.Name(), "valid-"):
 			valid++
@@ -124,22 +115,4 @@ func TestSeedCorpus(t *testing.T) {
 	if valid < 2 || trunc < 2 {
 		t.Errorf("%d valid and %d truncated seeds; run with -update", valid, trunc)
 	}
-}
-
-// readSeed parses a one-[]byte corpus file.
-func readSeed(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
-		t.Fatalf("%s: not a one-argument corpus file", path)
-	}
-	s, err := strconv.Unquote(lines[1][len("[]byte(") : len(lines[1])-1])
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return []byte(s)
 }
