@@ -216,3 +216,8 @@ func (f *Faulty) Remove(ctx context.Context, h Handle) error {
 
 // Close implements Storage.
 func (f *Faulty) Close() error { return f.s.Close() }
+
+// RemoveTemp passes TempSweeper through.
+func (f *Faulty) RemoveTemp(ctx context.Context) (TempRemoved, error) {
+	return RemoveTemp(ctx, f.s)
+}

@@ -239,3 +239,14 @@ func BenchmarkFileLoad(b *testing.B) {
 		}
 	}
 }
+
+// Partial uploads a killed writer left are swept (prune and erase call
+// it under the exclusive lock), through the retry decorator too.
+func TestFileRemoveTemp(t *testing.T) {
+	dir := t.TempDir()
+	f, err := remote.CreateFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remotetest.CheckRemoveTemp(t, remote.WithRetry(f, remote.RetryOptions{}), dir)
+}

@@ -185,3 +185,8 @@ func (r *readAhead) Remove(ctx context.Context, h Handle) error {
 }
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// RemoveTemp passes TempSweeper through.
+func (r *readAhead) RemoveTemp(ctx context.Context) (TempRemoved, error) {
+	return RemoveTemp(ctx, r.Storage)
+}

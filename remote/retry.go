@@ -136,6 +136,12 @@ func jitter(d time.Duration) time.Duration {
 
 func (r *retrying) Location() string { return r.s.Location() }
 
+// RemoveTemp passes TempSweeper through; a failure is left to the caller,
+// whose next run sweeps again.
+func (r *retrying) RemoveTemp(ctx context.Context) (TempRemoved, error) {
+	return RemoveTemp(ctx, r.s)
+}
+
 func (r *retrying) Save(ctx context.Context, h Handle, data []byte) error {
 	ambiguous := false
 	return r.do(ctx, "save", h, func() error {

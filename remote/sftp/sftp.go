@@ -818,3 +818,37 @@ func randomSuffix() string {
 	_, _ = rand.Read(buf[:])
 	return hex.EncodeToString(buf[:])
 }
+
+// RemoveTemp implements remote.TempSweeper: every file below the
+// repository directory whose name starts with remote.TempPrefix.
+func (b *Backend) RemoveTemp(ctx context.Context) (remote.TempRemoved, error) {
+	var out remote.TempRemoved
+	c, err := b.conn(ctx)
+	if err != nil {
+		return out, fmt.Errorf("remove partial uploads: %w", err)
+	}
+	w := c.sftp.Walk(b.root)
+	for w.Step() {
+		if err := ctx.Err(); err != nil {
+			return out, fmt.Errorf("remove partial uploads: %w", err)
+		}
+		if err := w.Err(); err != nil {
+			if errors.Is(err, fs.ErrNotExist) && w.Path() != b.root {
+				continue // removed while walking
+			}
+			return out, b.classify(c, "remove partial uploads in", b.root, err)
+		}
+		st := w.Stat()
+		if st.IsDir() || !strings.HasPrefix(path.Base(w.Path()), remote.TempPrefix) {
+			continue
+		}
+		if _, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.sftp.Remove(w.Path()) }); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return out, b.classify(c, "remove partial upload", w.Path(), err)
+		}
+		out.Objects++
+		out.Bytes += st.Size()
+	}
+	return out, nil
+}
+
+var _ remote.TempSweeper = (*Backend)(nil)

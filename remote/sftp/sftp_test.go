@@ -376,3 +376,12 @@ func TestRangeStreamResumesAcrossRestart(t *testing.T) {
 		t.Fatalf("resumed stream: %d bytes, not the object's range", len(got))
 	}
 }
+
+// Partial uploads a killed writer or a cut connection left are swept.
+func TestRemoveTemp(t *testing.T) {
+	s := remotetest.StartSSHD(t)
+	dir := filepath.Join(t.TempDir(), "repo")
+	b := create(t, config(s, dir))
+	defer b.Close()
+	remotetest.CheckRemoveTemp(t, b, dir)
+}

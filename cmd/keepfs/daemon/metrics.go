@@ -433,3 +433,9 @@ func (f *fuseMetrics) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte)
 	}
 	return n, st
 }
+
+// RemoveTemp passes remote.TempSweeper through (prune and erase run in the
+// daemon while it is mounted).
+func (s *meteredStorage) RemoveTemp(ctx context.Context) (remote.TempRemoved, error) {
+	return remote.RemoveTemp(ctx, s.Storage)
+}
