@@ -44,9 +44,13 @@ type PruneResult struct {
 	PacksFreed  int `json:"packs_freed"`
 	// IndexMerged counts the index objects merged into one because there
 	// were too many (see compactIndex).
-	IndexMerged int    `json:"index_merged,omitempty"`
-	Generation  uint64 `json:"generation,omitempty"`
-	DryRun      bool   `json:"dry_run"`
+	IndexMerged int `json:"index_merged,omitempty"`
+	// PartialUploads are the uploads writers left half done (killed or
+	// cut off mid-Save) that this run deleted, and their bytes.
+	PartialUploads      int    `json:"partial_uploads,omitempty"`
+	PartialUploadsBytes int64  `json:"partial_uploads_bytes,omitempty"`
+	Generation          uint64 `json:"generation,omitempty"`
+	DryRun              bool   `json:"dry_run"`
 }
 
 // Prune applies the stored retention policy and then removes every blob no
@@ -90,6 +94,13 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		if _, err := r.RecoverPacks(ctx); err != nil {
 			return nil, err
 		}
+		// Under the exclusive lock no writer is mid-upload: every partial
+		// upload is one a killed or cut-off writer left.
+		tr, err := remote.RemoveTemp(ctx, r.be)
+		if err != nil {
+			return nil, err
+		}
+		res.PartialUploads, res.PartialUploadsBytes = tr.Objects, tr.Bytes
 	}
 	snaps, err := r.Snapshots(ctx)
 	if err != nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"testing"
@@ -335,4 +338,71 @@ func TestPruneDeletesInTwoPhases(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plantPartialUploads writes files where a Save killed mid-upload leaves
+// them in a file repository at dir, and returns their total size.
+func plantPartialUploads(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	for _, rel := range []string{"packs/" + remote.TempPrefix + "x1", "index/" + remote.TempPrefix + "x2"} {
+		b := randBytes(40_000)
+		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n += int64(len(b))
+	}
+	return n
+}
+
+// Prune deletes the partial uploads interrupted writers left: listings
+// never show them, so nothing else would, and they hold repository data.
+func TestPruneRemovesPartialUploads(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, err := remote.CreateFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Create(ctx, f, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveSnapshot(t, r, time.Now(), map[string][]byte{"a": randBytes(1000)})
+	planted := plantPartialUploads(t, dir)
+	before := dirSize(t, dir)
+
+	dry, err := r.Prune(ctx, repo.PruneOptions{DryRun: true})
+	if err != nil || dry.PartialUploads != 0 || dirSize(t, dir) != before {
+		t.Fatalf("dry run: %+v, %v; repository %d bytes, was %d", dry, err, dirSize(t, dir), before)
+	}
+	res, err := r.Prune(ctx, repo.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PartialUploads != 2 || res.PartialUploadsBytes != planted {
+		t.Fatalf("prune removed %d partial uploads of %d bytes, want 2 of %d", res.PartialUploads, res.PartialUploadsBytes, planted)
+	}
+	if after := dirSize(t, dir); after > before-planted {
+		t.Fatalf("repository %d bytes after prune, want at most %d", after, before-planted)
+	}
+	if chk, err := r.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil || chk.Errors() != 0 {
+		t.Fatalf("check: %v %v", chk, err)
+	}
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	if err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		n += fi.Size()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

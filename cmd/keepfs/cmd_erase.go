@@ -190,6 +190,9 @@ func printErase(c *cli.Context, res *erase.Result) {
 	fmt.Fprintf(w, "%s %d versions and %d copies: %d blobs (%s), %d snapshots rewritten, %d packs rewritten, %d deleted\n",
 		verb, len(res.Versions), len(res.Copies), len(res.ErasedBlobs), humanBytes(res.BytesRemoved), len(res.Rewritten),
 		res.PacksRewritten, res.PacksDeleted)
+	if res.PartialUploads > 0 {
+		fmt.Fprintf(w, "deleted %d partial uploads that interrupted writers left (they may have held erased data)\n", res.PartialUploads)
+	}
 	if !res.DryRun {
 		fmt.Fprintf(w, "verification: %s (erased names found: %d, erased blobs readable: %d, snapshots checked: %d ok, %d failed)\n",
 			res.Verification.Result, res.Verification.NamesFound, res.Verification.BlobsReadable,

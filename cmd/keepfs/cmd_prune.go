@@ -82,6 +82,9 @@ Examples:
 			if res.PacksFreed > 0 {
 				fmt.Fprintf(c.App.Writer, "deleted %d packs marked by earlier prunes\n", res.PacksFreed)
 			}
+			if res.PartialUploads > 0 {
+				fmt.Fprintf(c.App.Writer, "deleted %d partial uploads (%s) that interrupted writers left\n", res.PartialUploads, humanBytes(res.PartialUploadsBytes))
+			}
 			return nil
 		},
 	}

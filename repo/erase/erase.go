@@ -79,20 +79,24 @@ type Verification struct {
 
 // Result is the repository part of a receipt.
 type Result struct {
-	RequestID      string       `json:"request_id,omitempty"`
-	Repository     string       `json:"repository"`
-	Paths          []string     `json:"paths_requested"`
-	DryRun         bool         `json:"dry_run"`
-	Versions       []Version    `json:"versions_removed"`
-	Copies         []Version    `json:"copies_removed,omitempty"`
-	Rewritten      []Rewrite    `json:"snapshots_rewritten"`
-	BlobsRemoved   int          `json:"blobs_removed"`
-	BytesRemoved   int64        `json:"bytes_removed"`
-	PacksRewritten int          `json:"packs_rewritten"`
-	PacksDeleted   int          `json:"packs_deleted"`
-	ErasedBlobs    []string     `json:"erased_blobs"`
-	KeptShared     []Kept       `json:"chunks_kept_shared,omitempty"`
-	Generation     uint64       `json:"generation,omitempty"`
+	RequestID      string    `json:"request_id,omitempty"`
+	Repository     string    `json:"repository"`
+	Paths          []string  `json:"paths_requested"`
+	DryRun         bool      `json:"dry_run"`
+	Versions       []Version `json:"versions_removed"`
+	Copies         []Version `json:"copies_removed,omitempty"`
+	Rewritten      []Rewrite `json:"snapshots_rewritten"`
+	BlobsRemoved   int       `json:"blobs_removed"`
+	BytesRemoved   int64     `json:"bytes_removed"`
+	PacksRewritten int       `json:"packs_rewritten"`
+	PacksDeleted   int       `json:"packs_deleted"`
+	ErasedBlobs    []string  `json:"erased_blobs"`
+	KeptShared     []Kept    `json:"chunks_kept_shared,omitempty"`
+	Generation     uint64    `json:"generation,omitempty"`
+	// PartialUploads are uploads writers left half done (killed or cut
+	// off mid-Save), deleted because they may hold erased blobs: no
+	// listing shows them, so nothing else would.
+	PartialUploads int          `json:"partial_uploads_removed,omitempty"`
 	Verification   Verification `json:"verification"`
 	// AuditEntry is the hash of the audit log entry recording the erase
 	// ("" if the remote did not take it: it is queued locally then).
@@ -129,6 +133,14 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 	}
 	res := &Result{RequestID: opts.RequestID, Repository: r.Config().ID, Paths: opts.Paths, DryRun: opts.DryRun,
 		Versions: []Version{}, Rewritten: []Rewrite{}, ErasedBlobs: []string{}, removedPathsSnap: map[crypto.ID][]string{}}
+	if !opts.DryRun {
+		// Under the exclusive lock no writer is mid-upload.
+		tr, err := remote.RemoveTemp(ctx, r.Backend())
+		if err != nil {
+			return nil, err
+		}
+		res.PartialUploads = tr.Objects
+	}
 
 	// A crash after storing a rewrite but before deleting what it
 	// replaced: finish that first.

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -287,4 +290,43 @@ func TestEraseCrashAnywhere(t *testing.T) {
 		}
 	}
 	t.Fatal("the erase was still writing after 40 writes")
+}
+
+// An erase deletes partial uploads that interrupted writers left: one may
+// hold the erased person's blobs (encrypted), no listing shows it, and
+// the receipt counts them.
+func TestEraseRemovesPartialUploads(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, err := remote.CreateFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Create(ctx, f, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	save(t, r, time.Now(), map[string][]byte{"hr/alice/scan.bin": randBytes(1000), "keep": randBytes(1000)}, nil)
+	// A pack upload a killed mount left half written.
+	stray := filepath.Join(dir, "packs", remote.TempPrefix+"half")
+	if err := os.WriteFile(stray, randBytes(64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dry, err := erase.Erase(ctx, r, erase.Options{Paths: []string{"/hr/alice/scan.bin"}, DryRun: true})
+	if err != nil || dry.PartialUploads != 0 {
+		t.Fatalf("dry run: %d partial uploads, %v", dry.PartialUploads, err)
+	}
+	if _, err := os.Stat(stray); err != nil {
+		t.Fatalf("the dry run touched the partial upload: %v", err)
+	}
+	res, err := erase.Erase(ctx, r, erase.Options{Paths: []string{"/hr/alice/scan.bin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PartialUploads != 1 {
+		t.Fatalf("receipt counts %d partial uploads, want 1", res.PartialUploads)
+	}
+	if _, err := os.Stat(stray); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("partial upload after the erase: %v", err)
+	}
 }
