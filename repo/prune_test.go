@@ -16,6 +16,7 @@ import (
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/repotest"
 )
 
 func TestRetentionApply(t *testing.T) {
@@ -359,15 +360,7 @@ func plantPartialUploads(t *testing.T, dir string) int64 {
 // never show them, so nothing else would, and they hold repository data.
 func TestPruneRemovesPartialUploads(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	f, err := remote.CreateFile(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Create(ctx, f, pw, repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, r := repotest.CreateFile(t)
 	saveSnapshot(t, r, time.Now(), map[string][]byte{"a": randBytes(1000)})
 	planted := plantPartialUploads(t, dir)
 	before := dirSize(t, dir)

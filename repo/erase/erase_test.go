@@ -20,6 +20,7 @@ import (
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/erase"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -297,15 +298,7 @@ func TestEraseCrashAnywhere(t *testing.T) {
 // the receipt counts them.
 func TestEraseRemovesPartialUploads(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	f, err := remote.CreateFile(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Create(ctx, f, pw, repo.Options{KDF: &crypto.TestKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, r := repotest.CreateFile(t)
 	save(t, r, time.Now(), map[string][]byte{"hr/alice/scan.bin": randBytes(1000), "keep": randBytes(1000)}, nil)
 	// A pack upload a killed mount left half written.
 	stray := filepath.Join(dir, "packs", remote.TempPrefix+"half")

@@ -24,6 +24,18 @@ func Create(t testing.TB, be remote.Storage) *repo.Repository {
 	return r
 }
 
+// CreateFile makes a repository on a file store in a new directory, and
+// returns the directory too: for tests that look at the files.
+func CreateFile(t testing.TB) (string, *repo.Repository) {
+	t.Helper()
+	dir := t.TempDir()
+	f, err := remote.CreateFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, Create(t, f)
+}
+
 // Open opens the repository on be, with its index.
 func Open(t testing.TB, be remote.Storage) *repo.Repository {
 	t.Helper()
