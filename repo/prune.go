@@ -86,7 +86,8 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	if err != nil {
 		return nil, err
 	}
-	res := &PruneResult{Policy: policy.String(), DryRun: opts.DryRun}
+	// An empty list, not null, in --json output: scripts iterate it.
+	res := &PruneResult{Policy: policy.String(), DryRun: opts.DryRun, SnapshotsRemoved: []string{}}
 	if !opts.DryRun {
 		if res.PacksFreed, err = r.emptyTrash(ctx, opts.Now, opts.Grace, ""); err != nil {
 			return nil, err
@@ -301,7 +302,7 @@ func (r *Repository) SweepUnused(ctx context.Context, dryRun bool) (*PruneResult
 	if err != nil {
 		return nil, err
 	}
-	res := &PruneResult{SnapshotsKept: len(snaps), DryRun: dryRun}
+	res := &PruneResult{SnapshotsKept: len(snaps), DryRun: dryRun, SnapshotsRemoved: []string{}}
 	return res, r.sweep(ctx, used, PruneOptions{DryRun: dryRun, Progress: NoProgress{}, Now: time.Now()}, res, true)
 }
 

@@ -2,6 +2,7 @@ package repo_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,6 +228,26 @@ func TestPruneDryRunChangesNothing(t *testing.T) {
 	}
 	if after := objects(t, be); !reflect.DeepEqual(before, after) {
 		t.Fatalf("dry run changed the remote:\n%v\n%v", before, after)
+	}
+}
+
+// Scripts iterate --json's snapshots_removed: a prune that removes no
+// snapshot reports an empty list, not null.
+func TestPruneResultListsNoSnapshotsAsEmpty(t *testing.T) {
+	_, r := newRepo(t)
+	saveSnapshot(t, r, time.Now(), map[string][]byte{"a": randBytes(1000)})
+	for _, dry := range []bool{true, false} {
+		res, err := r.Prune(context.Background(), repo.PruneOptions{DryRun: dry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"snapshots_removed":[]`) {
+			t.Fatalf("dry run %v: %s", dry, b)
+		}
 	}
 }
 
