@@ -27,19 +27,23 @@ func TestUploaderHealsWithoutRestart(t *testing.T) {
 		defer cancel()
 		c.Close(cctx)
 	}()
-	f.FailNextSaves(remote.Pack, 3)
 	// More than two 16 MiB packs, so packs are uploaded in the background
 	// while the batch is still being saved.
 	data := randBytes(21, 40<<20)
 	ino := writeFile(t, c, c.Root(), "big", data)
 	// Chunks are queued by a snapshot walk (never at commit); this one
-	// gives up long before its upload is done and leaves the rest to the
-	// background uploader.
+	// gives up while the remote is away and leaves the rest to the
+	// background uploader. (With only failing saves, a fast machine could
+	// fail them all in one pass and finish the sync within its time.)
+	f.Break()
 	sctx0, cancel0 := context.WithTimeout(ctx, 200*time.Millisecond)
 	if _, err := c.Sync(sctx0); err == nil {
-		t.Fatal("a sync of 40 MiB finished in 200 ms with failing uploads")
+		t.Fatal("a sync finished while the remote was unreachable")
 	}
 	cancel0()
+	// The remote comes back, but its first pack saves still fail.
+	f.FailNextSaves(remote.Pack, 3)
+	f.Heal()
 
 	sawFailure := false
 	deadline := time.Now().Add(90 * time.Second)
