@@ -300,7 +300,7 @@ func (c *Cache) openDB() error {
 	if err != nil {
 		return err
 	}
-	db, err := badger.Open(c.badgerOptions(filepath.Join(c.opts.StateDir, name)))
+	db, err := statedb.Open(c.badgerOptions(filepath.Join(c.opts.StateDir, name)))
 	if err != nil {
 		return fmt.Errorf("open local state %s: %w", c.opts.StateDir, err)
 	}

@@ -95,7 +95,9 @@ func (c *Cache) rebuildDB() error {
 	}
 	name := fmt.Sprintf("db-%x", rnd)
 	dir := filepath.Join(c.opts.StateDir, name)
-	fresh, err := badger.Open(c.badgerOptions(dir))
+	// The copy gets the same tables, so the same index cache (see
+	// statedb.Open), though it has none yet when it opens.
+	fresh, err := badger.Open(c.badgerOptions(dir).WithIndexCacheSize(old.db.Opts().IndexCacheSize))
 	if err != nil {
 		c.dbWrite.Unlock()
 		return fmt.Errorf("rebuild local state: %w", err)

@@ -86,7 +86,7 @@ func Open(stateDir string, key []byte, log *slog.Logger) (*Store, error) {
 			}
 		}
 	}
-	db, err := badger.Open(s.options(filepath.Join(s.dir, name)))
+	db, err := statedb.Open(s.options(filepath.Join(s.dir, name)))
 	if err != nil {
 		return nil, fmt.Errorf("open local index: %w", err)
 	}
@@ -743,7 +743,7 @@ func (s *Store) Refill(gen uint64, fill func(add func(index.Held) error) error) 
 	if err := db.Close(); err != nil {
 		return err
 	}
-	if db, err = badger.Open(s.options(dir)); err != nil {
+	if db, err = statedb.Open(s.options(dir)); err != nil {
 		return fmt.Errorf("reopen new local index: %w", err)
 	}
 	if err := db.Sync(); err != nil {
