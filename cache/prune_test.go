@@ -10,6 +10,8 @@ import (
 
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/erase"
+	"github.com/keepfs/keepfs/repo/pack"
 	"github.com/keepfs/keepfs/repo/tree"
 )
 
@@ -119,5 +121,57 @@ func TestLapsedLockMakesMountReadOnly(t *testing.T) {
 	writeFile(t, c, c.Root(), "after", []byte("written after"))
 	if _, err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Found by the multi-client soak: a mount whose lock lapsed while another
+// client erased one of its files never took writes again. Reconcile, run
+// on the relock before writes are allowed, unlinked the erased file through
+// Unlink, which refused because the lock had still lapsed; the relock
+// failed and was retried forever, the mount read-only for good.
+func TestRelockAfterEraseElsewhere(t *testing.T) {
+	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
+	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	c := openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir()})
+	defer c.Close(ctx)
+	victim := randBytes(41, 300<<10)
+	writeFile(t, c, c.Root(), "victim", victim)
+	keep := writeFile(t, c, c.Root(), "keep", []byte("kept"))
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
+			}
+		}
+	}
+	f.Break()
+	waitFor("read-only", func() bool { return c.Status().ReadOnly != "" })
+	// Another client, which reaches the remote, erases a file of ours.
+	if _, err := erase.Erase(ctx, reopenRepo(t, mem), erase.Options{Paths: []string{"/victim"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.Heal()
+	waitFor("writable again", func() bool { return c.Status().ReadOnly == "" })
+	if _, err := c.Lookup(ctx, c.Root(), "victim"); err == nil {
+		t.Fatal("the file another client erased is still in the mount")
+	}
+	if got := readFile(t, c, keep); string(got) != "kept" {
+		t.Fatalf("other file after the relock: %q", got)
+	}
+	writeFile(t, c, c.Root(), "after", []byte("written after"))
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reopenRepo(t, mem).Index().Has(pack.Data, c.r.Key().BlobID(victim)) {
+		t.Fatal("the erased data was uploaded again")
 	}
 }
