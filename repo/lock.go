@@ -253,6 +253,13 @@ func (l *Lock) conflicts(ctx context.Context, mine string) error {
 		if li.Owner == l.opts.Owner {
 			continue
 		}
+		if l.opts.Purpose == MountPurpose && li.Purpose == MountPurpose {
+			// Two mounts would each snapshot their own tree. LockMount
+			// checks this first; here it also holds for a mount taking
+			// its lapsed lock again (another may have mounted meanwhile)
+			// and for two mounts starting at the same moment.
+			return fmt.Errorf("%w (%s)", ErrMounted, li)
+		}
 		if l.opts.Kind == ExclusiveLock || li.Kind == ExclusiveLock {
 			return fmt.Errorf("%w: %s", ErrLocked, li)
 		}
