@@ -175,3 +175,71 @@ func TestRelockAfterEraseElsewhere(t *testing.T) {
 		t.Fatal("the erased data was uploaded again")
 	}
 }
+
+// Found by the multi-client soak: a snapshot walked before the mount's lock
+// lapsed, and stored after it was taken again, named what another client
+// had erased meanwhile (a blob the repository no longer held, and the
+// erased file's name). A snapshot whose walk the repository changed under
+// is not stored; it is walked again.
+func TestSnapshotWalkedBeforeEraseElsewhereNotStored(t *testing.T) {
+	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
+	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	c := openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir()})
+	defer c.Close(ctx)
+	writeFile(t, c, c.Root(), "victim", randBytes(42, 300<<10))
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
+			}
+		}
+	}
+	// A snapshot walks (the victim's content deduplicated, the new file's
+	// queued) and waits for its upload while the remote is cut off.
+	f.Break()
+	fresh := randBytes(43, 200<<10)
+	writeFile(t, c, c.Root(), "new", fresh)
+	type result struct {
+		sn  *repo.Snapshot
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sn, err := c.Sync(ctx)
+		done <- result{sn, err}
+	}()
+	waitFor("the walk", func() bool { return c.Status().QueueBlobs > 0 })
+	waitFor("read-only", func() bool { return c.Status().ReadOnly != "" })
+	if _, err := erase.Erase(ctx, reopenRepo(t, mem), erase.Options{Paths: []string{"/victim"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.Heal()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("sync did not return after the remote came back")
+	}
+	if res.err != nil {
+		t.Fatalf("sync: %v", res.err)
+	}
+	r := reopenRepo(t, mem)
+	if n, err := r.Lookup(ctx, res.sn.Tree, "/victim"); err == nil {
+		t.Fatalf("the snapshot stored after the relock names the erased file: %+v", n)
+	}
+	if n, err := r.Lookup(ctx, res.sn.Tree, "/new"); err != nil || n.Size != uint64(len(fresh)) {
+		t.Fatalf("the new file in the snapshot: %+v %v", n, err)
+	}
+	chk, err := r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || chk.Errors() != 0 {
+		t.Fatalf("check: %v %v", chk.Problems, err)
+	}
+}
