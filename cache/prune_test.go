@@ -243,3 +243,68 @@ func TestSnapshotWalkedBeforeEraseElsewhereNotStored(t *testing.T) {
 		t.Fatalf("check: %v %v", chk.Problems, err)
 	}
 }
+
+// Found by the multi-client soak's analysis: a snapshot uploaded a file's
+// chunks but was not stored, and the small cache evicted them (clean once
+// uploaded); the lock lapsed and another client pruned: no snapshot named
+// those blobs, so they went from the index; when the lock was taken again
+// the next walk found the file's content nowhere and called it lost. An
+// acknowledged file must survive: uploaded chunks stay pinned locally
+// until a stored snapshot names them.
+func TestUploadedChunksPinnedUntilSnapshotStored(t *testing.T) {
+	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
+	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
+	ctx := context.Background()
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	c := openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir(), CacheSize: 1 << 20})
+	defer c.Close(ctx)
+	x := randBytes(51, 3<<20)
+	writeFile(t, c, c.Root(), "acked", x)
+	f.FailNextSaves(remote.Snapshot, 1)
+	if _, err := c.Sync(ctx); err == nil {
+		t.Fatal("snapshot save did not fail")
+	}
+	for i := 0; i < 3; i++ {
+		writeFile(t, c, c.Root(), fmt.Sprint("filler", i), randBytes(uint64(200+i), 1<<20))
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
+			}
+		}
+	}
+	f.Break()
+	waitFor("read-only", func() bool { return c.Status().ReadOnly != "" })
+	res, err := reopenRepo(t, mem).Prune(ctx, repo.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PacksMarked == 0 {
+		t.Fatalf("the prune marked nothing: %+v", res)
+	}
+	f.Heal()
+	waitFor("writable again", func() bool { return c.Status().ReadOnly == "" })
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatalf("sync after relock: %v", err)
+	}
+	if lost := c.Status().LostFiles; len(lost) != 0 {
+		t.Fatalf("acknowledged files lost: %v", lost)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := reopenRepo(t, mem)
+	chk, err := r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || chk.Errors() != 0 {
+		t.Fatalf("check: %v %v", chk.Problems, err)
+	}
+	fresh := openCacheWith(t, reopenRepo(t, mem), Options{StateDir: t.TempDir()})
+	defer fresh.Close(ctx)
+	if got := readFile(t, fresh, lookupPath(t, fresh, "acked").Ino); !bytes.Equal(got, x) {
+		t.Fatal("acknowledged file differs on a fresh machine")
+	}
+}

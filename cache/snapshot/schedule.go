@@ -105,6 +105,10 @@ type SchedulerConfig struct {
 	// Contact hears the outcome of each snapshot's dealings with the
 	// remote.
 	Contact func(error)
+	// Stored, if set, is called after each snapshot is stored, while
+	// uploads are held: every chunk uploaded so far is named by it or is
+	// no longer in the live tree (the chunk store unpins them).
+	Stored func()
 	// Vanished is the error a snapshot fails with when a chunk it needs
 	// went missing locally before its upload (wrapping ErrChunkVanished);
 	// nil for ErrChunkVanished itself.
@@ -583,6 +587,9 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch 
 	}
 	if err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, nil, err
+	}
+	if s.cfg.Stored != nil {
+		s.cfg.Stored()
 	}
 	return sn, w, nil
 }
