@@ -121,6 +121,13 @@ func (c *Cache) Unlink(ctx context.Context, parent uint64, name string) error {
 	if err := c.readOnly(); err != nil {
 		return err
 	}
+	return c.unlink(parent, name)
+}
+
+// unlink is Unlink without the read-only check: reconcile removes the
+// files another client erased while the lock is still lapsed, before
+// writes are allowed again.
+func (c *Cache) unlink(parent uint64, name string) error {
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	var linked bool

@@ -154,7 +154,9 @@ func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
 		// mount's entry timeout otherwise (a relock reconciles while
 		// mounted).
 		dir, dirOK := c.pathOf(v.parent)
-		if err := c.Unlink(ctx, v.parent, v.name); err != nil && !errors.Is(err, ErrNotFound) {
+		// Not Unlink: on a relock the lock still counts as lapsed until
+		// this reconcile is done, and Unlink would refuse for good.
+		if err := c.unlink(v.parent, v.name); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
 		if removed != nil && dirOK {

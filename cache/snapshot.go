@@ -38,7 +38,9 @@ func (c *Cache) newScheduler() *snapshot.Scheduler {
 		Now:        c.opts.Now,
 		Contact:    c.setRemoteHealth,
 		Vanished:   errChunkVanished,
-		Log:        c.log,
+		// Uploaded chunks stay pinned until a stored snapshot names them.
+		Stored: func() { c.chunks.Unpin() },
+		Log:    c.log,
 	})
 }
 

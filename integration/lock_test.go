@@ -133,3 +133,40 @@ func holdExclusive(t *testing.T, w *world) *exec.Cmd {
 	t.Fatal("prune took no lock")
 	return nil
 }
+
+// Found by the multi-client soak: erase ignored --retry-lock (and
+// --force-unlock) and refused at once beside a running import, where prune
+// waits. Now it waits too, and refuses without the flag.
+func TestEraseRetryLockBesideImport(t *testing.T) {
+	w := &world{t: t, dir: t.TempDir()}
+	w.remote = filepath.Join(w.dir, "remote")
+	w.state = filepath.Join(w.dir, "state")
+	w.kf("init")
+	src := filepath.Join(w.dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(src, "victim.bin"), 1<<20, 7)
+	w.kf("import", src)
+	before, _ := os.ReadDir(filepath.Join(w.remote, "locks"))
+	if len(before) != 0 {
+		t.Fatalf("%d locks left", len(before))
+	}
+	imp := w.cmd("import", src)
+	// It holds its lock for 5 s before importing.
+	imp.Env = append(imp.Env, "KEEPFS_TEST_HOLD_LOCK=5s")
+	var impOut strings.Builder
+	imp.Stdout, imp.Stderr = &impOut, &impOut
+	if err := imp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = imp.Process.Kill(); _ = imp.Wait() })
+	waitForLock(t, w.remote)
+	if code, out := exitCode(t, w.cmd("erase", "/victim.bin")); code != 1 || !strings.Contains(out, "shared lock for import") {
+		t.Fatalf("erase beside an import: exit %d, want 1 naming the lock: %s", code, out)
+	}
+	w.kf("--retry-lock", "1m", "erase", "/victim.bin")
+	if err := imp.Wait(); err != nil {
+		t.Fatalf("import: %v\n%s", err, impOut.String())
+	}
+}

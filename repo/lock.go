@@ -117,6 +117,7 @@ type Lock struct {
 
 	mu      sync.Mutex
 	name    string    // current object
+	stray   []string  // our objects a failed remove left behind; removed later
 	written time.Time // time in the newest object we stored
 	lapsed  bool
 	lastErr error
@@ -253,6 +254,13 @@ func (l *Lock) conflicts(ctx context.Context, mine string) error {
 		if li.Owner == l.opts.Owner {
 			continue
 		}
+		if l.opts.Purpose == MountPurpose && li.Purpose == MountPurpose {
+			// Two mounts would each snapshot their own tree. LockMount
+			// checks this first; here it also holds for a mount taking
+			// its lapsed lock again (another may have mounted meanwhile)
+			// and for two mounts starting at the same moment.
+			return fmt.Errorf("%w (%s)", ErrMounted, li)
+		}
 		if l.opts.Kind == ExclusiveLock || li.Kind == ExclusiveLock {
 			return fmt.Errorf("%w: %s", ErrLocked, li)
 		}
@@ -352,29 +360,61 @@ func (l *Lock) write(ctx context.Context) error {
 	}
 	name := randomName()
 	if err := l.r.be.Save(ctx, remote.Handle{Type: remote.Lock, Name: name}, l.r.key.Seal(nil, b, []byte(lockAD))); err != nil {
+		// It may have been stored all the same (a lost answer).
+		l.mu.Lock()
+		l.stray = append(l.stray, name)
+		l.mu.Unlock()
 		return fmt.Errorf("save lock: %w", err)
 	}
 	l.mu.Lock()
 	l.name = name
 	l.written = now
+	stray := l.stray
+	l.stray = nil
 	l.mu.Unlock()
 	if old != "" {
 		err := l.r.be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: old})
 		if errors.Is(err, remote.ErrNotFound) {
 			return fmt.Errorf("%w: our lock object was removed by another client", ErrLockLapsed)
 		}
+		if err != nil {
+			stray = append(stray, old)
+		}
 	}
+	l.removeStray(ctx, stray)
 	return nil
 }
 
+// removeStray removes objects of ours left behind by failed removes (and
+// saves whose answer was lost), keeping those it cannot remove yet.
+func (l *Lock) removeStray(ctx context.Context, names []string) {
+	var left []string
+	for _, name := range names {
+		err := l.r.be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: name})
+		if err != nil && !errors.Is(err, remote.ErrNotFound) {
+			left = append(left, name)
+		}
+	}
+	if len(left) > 0 {
+		l.mu.Lock()
+		l.stray = append(l.stray, left...)
+		l.mu.Unlock()
+	}
+}
+
+// remove removes our lock object, and any stray ones. One it cannot
+// remove (cut off: a lapsed lock is removed before it is taken again) is
+// kept as stray and removed later: left behind, it would stand for a live
+// lock of this process, on this host, until the process exits.
 func (l *Lock) remove(ctx context.Context) {
 	l.mu.Lock()
-	name := l.name
-	l.name = ""
-	l.mu.Unlock()
-	if name != "" {
-		_ = l.r.be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: name})
+	names := l.stray
+	if l.name != "" {
+		names = append(names, l.name)
 	}
+	l.name, l.stray = "", nil
+	l.mu.Unlock()
+	l.removeStray(ctx, names)
 }
 
 // Err reports whether the lock still allows writing: nil, or an error

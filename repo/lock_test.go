@@ -259,3 +259,42 @@ func TestReplayUnderNewNameDetected(t *testing.T) {
 		})
 	}
 }
+
+// Found by the multi-client soak: a lapsed lock is removed before it is
+// taken again, and a remove that failed (the remote cut off) left the old
+// object behind for good: on this host it stood for a live lock of the
+// process (a second "live mount") until the process exited. The object is
+// removed once the remote answers again.
+func TestLapsedLockLeavesNoStrayObject(t *testing.T) {
+	ctx := context.Background()
+	mem, _ := newRepo(t)
+	faulty := remote.NewFaulty(mem)
+	r, err := repo.Open(ctx, faulty, pw, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "mount", NoRefresh: true, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty.Break()
+	advance(repo.DefaultLockStale) // lapsed
+	if err := l.Refresh(ctx); err == nil {
+		t.Fatal("refresh against a broken remote succeeded")
+	}
+	faulty.Heal()
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := countObjects(t, mem, remote.Lock); n != 1 {
+		t.Fatalf("%d lock objects after the lock was taken again, want 1", n)
+	}
+	l.Release(ctx)
+	if n := countObjects(t, mem, remote.Lock); n != 0 {
+		t.Fatalf("%d lock objects after release", n)
+	}
+}

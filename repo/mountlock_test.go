@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 )
 
@@ -67,5 +68,46 @@ func TestLockMount(t *testing.T) {
 		return r.LockMount(ctx, repo.LockOptions{NoRefresh: true})
 	})(); err == nil {
 		t.Fatal("a mount lock without an owner was taken")
+	}
+}
+
+// Found by the multi-client soak: a mount whose lock lapsed (its daemon
+// stopped past the stale time) while another client mounted took its lock
+// back beside that live mount, and both took writes and snapshots of their
+// own trees. Taking a lapsed mount lock again is refused like a new mount,
+// and works once the other mount is gone.
+func TestLapsedMountLockRefusedBesideNewMount(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	relocked := 0
+	l, err := r.LockMount(ctx, repo.LockOptions{Owner: "us", NoRefresh: true,
+		OnRelock: func(context.Context) error { relocked++; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	// Another machine took our lock for stale and mounted.
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: l.Info().Name})
+	other, err := repo.WriteLockObject(ctx, r, repo.LockInfo{Kind: repo.SharedLock, Purpose: repo.MountPurpose, Owner: "other",
+		Host: "elsewhere", PID: 1, Created: time.Now(), Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Refresh(ctx); !errors.Is(err, repo.ErrMounted) {
+		t.Fatalf("re-taking a lapsed mount lock beside a live mount: %v, want ErrMounted", err)
+	}
+	if err := r.Writable(); !errors.Is(err, repo.ErrLockLapsed) {
+		t.Fatalf("writable beside another live mount: %v", err)
+	}
+	if relocked != 0 {
+		t.Fatal("OnRelock ran although the lock was not taken")
+	}
+	// The other mount goes: ours comes back.
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: other})
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Writable(); err != nil || relocked != 1 {
+		t.Fatalf("after the other mount left: writable %v, relocked %d", err, relocked)
 	}
 }

@@ -421,3 +421,41 @@ func dirSize(t *testing.T, dir string) int64 {
 	}
 	return n
 }
+
+// Found by the multi-client soak: with a mount and an import writing to
+// one repository, keep-within forgot the mount's only snapshot (its
+// current data) because the import's was newer, and prune marked its data
+// for deletion. The newest snapshot of each source (host and source) is
+// current data, kept as the newest of the repository is; max-age still
+// removes it.
+func TestRetentionKeepsNewestOfEachSource(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	mk := func(i int, age time.Duration, host, source string) *repo.Snapshot {
+		s := &repo.Snapshot{Time: now.Add(-age), Hostname: host, Source: source}
+		s.ID[0] = byte(i)
+		return s
+	}
+	snaps := []*repo.Snapshot{
+		mk(1, 3*time.Hour, "laptop", "keepfs mount"), // the mount's current data
+		mk(2, 4*time.Hour, "laptop", "keepfs mount"),
+		mk(3, 2*time.Hour, "server", "/srv/data"),
+		mk(4, time.Minute, "server", "/srv/data"), // the newest of all
+		mk(5, 5*time.Hour, "server", "/etc"),      // another source of the same host
+	}
+	kept := map[byte]bool{}
+	for _, d := range (repo.Retention{KeepWithin: time.Hour}).Apply(snaps, now) {
+		if d.Keep {
+			kept[d.Snapshot.ID[0]] = true
+		}
+	}
+	for id, want := range map[byte]bool{1: true, 2: false, 3: false, 4: true, 5: true} {
+		if kept[id] != want {
+			t.Errorf("snapshot %d kept=%v, want %v (kept %v)", id, kept[id], want, kept)
+		}
+	}
+	for _, d := range (repo.Retention{KeepWithin: time.Hour, MaxAge: 150 * time.Minute}).Apply(snaps, now) {
+		if d.Keep != (d.Snapshot.ID[0] == 4) {
+			t.Errorf("with max-age 150m: snapshot %d kept=%v, want only 4", d.Snapshot.ID[0], d.Keep)
+		}
+	}
+}

@@ -118,8 +118,10 @@ type Decision struct {
 
 // Apply decides for each snapshot (any order) at time now. Bucket rules
 // keep the newest snapshot of each of the last N hours/days/weeks/months
-// that have one, as restic's forget does. The newest snapshot is always
-// kept unless it is older than max-age.
+// that have one, as restic's forget does. The newest snapshot of each
+// source (hostname and source: a mount, an imported directory) is always
+// kept unless it is older than max-age: it is that source's current data,
+// whatever other clients wrote since.
 func (p Retention) Apply(snaps []*Snapshot, now time.Time) []Decision {
 	sorted := append([]*Snapshot(nil), snaps...)
 	SortSnapshots(sorted)
@@ -163,6 +165,8 @@ func (p Retention) Apply(snaps []*Snapshot, now time.Time) []Decision {
 			out[i].Reasons = append(out[i].Reasons, r.name)
 		}
 	}
+	type source struct{ host, source string }
+	seen := map[source]bool{} // sources whose newest snapshot came already
 	onlyMaxAge := p.KeepWithin == 0 && p.Hourly == 0 && p.Daily == 0 && p.Weekly == 0 && p.Monthly == 0
 	for i, s := range sorted {
 		if onlyMaxAge {
@@ -173,13 +177,16 @@ func (p Retention) Apply(snaps []*Snapshot, now time.Time) []Decision {
 			out[i].Keep = true
 			out[i].Reasons = append(out[i].Reasons, "within "+FormatDuration(p.KeepWithin))
 		}
-		if i == 0 && !out[i].Keep {
-			// A repository not backed up for longer than keep-within
-			// would otherwise lose every snapshot at the next prune.
-			// Only max-age, the hard limit, may remove the newest.
+		src := source{s.Hostname, s.Source}
+		if !seen[src] && !out[i].Keep {
+			// A repository (or one of its clients) not backed up for
+			// longer than keep-within would otherwise lose every
+			// snapshot at the next prune. Only max-age, the hard
+			// limit, may remove the newest.
 			out[i].Keep = true
 			out[i].Reasons = append(out[i].Reasons, "newest")
 		}
+		seen[src] = true
 		if p.MaxAge > 0 && now.Sub(s.Time) > p.MaxAge {
 			out[i].Keep = false
 			out[i].Reasons = []string{"older than max-age " + FormatDuration(p.MaxAge)}

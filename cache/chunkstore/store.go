@@ -105,6 +105,14 @@ type Store struct {
 	// rewritten (PauseEviction), and tried for reading by eviction.
 	evictMu sync.RWMutex
 
+	// pinned holds the chunks uploaded since the last stored snapshot,
+	// with their sizes: clean, but no snapshot names them yet, so a prune
+	// run elsewhere while this client's lock lapsed may drop their blobs,
+	// and the local copy would be the only one. Unpin makes them
+	// evictable once a snapshot is stored.
+	pinMu  sync.Mutex
+	pinned map[crypto.ID]int64
+
 	fetches sync.WaitGroup // background fetches (Prefetch)
 
 	stored       atomic.Int64 // chunks new to the state directory
@@ -427,12 +435,45 @@ func (s *Store) Sizes(ids []crypto.ID) (map[crypto.ID]int64, error) {
 }
 
 // Uploaded hears of chunks the repository now holds (sizes[i] is
-// ids[i]'s): they are clean, so evictable.
+// ids[i]'s): they are clean, but stay pinned (not evictable) until Unpin,
+// when a stored snapshot names them.
 func (s *Store) Uploaded(ids []crypto.ID, sizes []int) {
+	if len(ids) == 0 {
+		return
+	}
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	if s.pinned == nil {
+		s.pinned = make(map[crypto.ID]int64, len(ids))
+	}
 	for i, id := range ids {
-		s.lru.add(id, int64(sizes[i]))
+		s.pinned[id] = int64(sizes[i])
+	}
+}
+
+// Unpin makes the chunks uploaded so far evictable: the caller has stored
+// a snapshot while uploads were held, so each of them is named by it or
+// by none of the live tree (garbage). A chunk whose blob a prune dropped
+// meanwhile stays out of the LRU (evict skips it).
+func (s *Store) Unpin() {
+	s.pinMu.Lock()
+	pinned := s.pinned
+	s.pinned = nil
+	s.pinMu.Unlock()
+	if len(pinned) == 0 {
+		return
+	}
+	for id, size := range pinned {
+		s.lru.add(id, size)
 	}
 	s.evict()
+}
+
+// Pinned is the number of chunks waiting for a snapshot to name them.
+func (s *Store) Pinned() int {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	return len(s.pinned)
 }
 
 // Forgotten hears of chunks whose records someone else deleted (the

@@ -147,9 +147,14 @@ func TestEvictionKeepsWhatTheIndexLacks(t *testing.T) {
 		t.Fatal("a clean chunk over the bound was kept")
 	}
 
-	resume := s.PauseEviction()
+	// Uploaded, but no stored snapshot names it yet: pinned.
 	e.repo.upload(d, dirty)
 	s.Uploaded([]crypto.ID{d}, []int{len(dirty)})
+	if !local(d) || s.Pinned() != 1 {
+		t.Fatalf("an uploaded chunk was evicted before a snapshot named it (pinned %d)", s.Pinned())
+	}
+	resume := s.PauseEviction()
+	s.Unpin()
 	if !local(d) {
 		t.Fatal("evicted while eviction was paused")
 	}
@@ -158,12 +163,14 @@ func TestEvictionKeepsWhatTheIndexLacks(t *testing.T) {
 	e.repo.mu.Lock()
 	delete(e.repo.indexed, d)
 	e.repo.mu.Unlock()
+	s.Unpin()
 	s.Uploaded(nil, nil)
 	if !local(d) {
 		t.Fatal("evicted a chunk the index no longer holds")
 	}
 	e.repo.upload(d, dirty)
 	s.Uploaded([]crypto.ID{d}, []int{len(dirty)})
+	s.Unpin()
 	if local(d) {
 		t.Fatal("not evicted once clean again and eviction resumed")
 	}

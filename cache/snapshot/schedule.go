@@ -44,6 +44,10 @@ type Scheduler struct {
 	onSnap     []func(*repo.Snapshot)
 	lastChange time.Time // of the last change, for the periodic snapshot's quiet wait
 	rulesSeq   uint64    // changeSeq at the last change of a .gdprignore
+	// epoch is bumped when the repository changed under the mount (another
+	// client pruned or erased: DropTrees, Rewritten): a walk from before
+	// may name blobs that are gone, and must not be stored.
+	epoch uint64
 
 	treesBuilt    atomic.Int64 // directory trees encoded by walks
 	walkInodes    atomic.Int64 // inodes walks read
@@ -101,6 +105,10 @@ type SchedulerConfig struct {
 	// Contact hears the outcome of each snapshot's dealings with the
 	// remote.
 	Contact func(error)
+	// Stored, if set, is called after each snapshot is stored, while
+	// uploads are held: every chunk uploaded so far is named by it or is
+	// no longer in the live tree (the chunk store unpins them).
+	Stored func()
 	// Vanished is the error a snapshot fails with when a chunk it needs
 	// went missing locally before its upload (wrapping ErrChunkVanished);
 	// nil for ErrChunkVanished itself.
@@ -112,6 +120,12 @@ type SchedulerConfig struct {
 // state before its upload, so that snapshot must not be stored; the next
 // walk sees the file as lost.
 var ErrChunkVanished = errors.New("went missing from the local state before its upload")
+
+// ErrRepoChanged: another client pruned or erased between a snapshot's
+// walk and its store (the mount's lock lapsed meanwhile, and reconcile ran
+// when it was taken again), so the walk may name blobs and files that are
+// gone: the snapshot is not stored, and the next walk decides again.
+var ErrRepoChanged = errors.New("the repository changed under the snapshot (another client pruned or erased)")
 
 // LastKey holds the id of the last snapshot; LostKey the lost files,
 // NUL-separated (no path holds a NUL).
@@ -239,6 +253,7 @@ func (s *Scheduler) DropTrees() *repo.Snapshot {
 	defer s.mu.Unlock()
 	s.trees.DropAll()
 	s.changeSeq++
+	s.epoch++
 	return s.last
 }
 
@@ -264,6 +279,7 @@ func (s *Scheduler) Rewritten(newest *repo.Snapshot) []func(*repo.Snapshot) {
 	s.trees.DropAll()
 	s.last = newest
 	s.changeSeq++
+	s.epoch++
 	return append([]func(*repo.Snapshot){}, s.onSnap...)
 }
 
@@ -377,6 +393,10 @@ func (s *Scheduler) IfChanged(ctx context.Context, always bool) (*repo.Snapshot,
 // again when a .gdprignore changed during its upload.
 func (s *Scheduler) ifChanged(ctx context.Context, always, settle bool) (*repo.Snapshot, error) {
 	sn, fns, err := s.locked(ctx, always)
+	for tries := 0; tries < maxRepoChangedRetries && errors.Is(err, ErrRepoChanged); tries++ {
+		s.cfg.Log.Info("the repository changed under a snapshot; walking again")
+		sn, fns, err = s.locked(ctx, always)
+	}
 	if errors.Is(err, ErrChunkVanished) {
 		// The upload found the loss and dropped the chunk's key: a second
 		// walk sees the file as lost and backs up everything else.
@@ -402,6 +422,7 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	defer s.run.Unlock()
 	s.mu.Lock()
 	seq := s.changeSeq
+	epoch := s.epoch
 	last := s.last
 	if seq == s.snapSeq && (last != nil || !always) {
 		s.mu.Unlock()
@@ -412,8 +433,8 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	s.trees.BeginWalk()
 	s.mu.Unlock()
 	defer s.trees.EndWalk()
-	sn, w, err := s.take(ctx, last, seq)
-	if errors.Is(err, ErrRulesChanged) {
+	sn, w, err := s.take(ctx, last, seq, epoch)
+	if errors.Is(err, ErrRulesChanged) || errors.Is(err, ErrRepoChanged) {
 		return nil, nil, err // not the remote's doing
 	}
 	if err != nil {
@@ -461,10 +482,23 @@ func (s *Scheduler) rulesChangedSince(seq uint64) bool {
 	return s.rulesSeq > seq
 }
 
+// repoChangedSince reports whether the repository changed under the mount
+// after epoch.
+func (s *Scheduler) repoChangedSince(epoch uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch != epoch
+}
+
+// maxRepoChangedRetries bounds the walks a snapshot takes again because
+// the repository changed under it.
+const maxRepoChangedRetries = 3
+
 // take stores a snapshot of the namespace, or returns parent if nothing
 // changed since; the walk tells which trees it built and which files it
-// found lost. seq is the change count the walk covers at least.
-func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq uint64) (*repo.Snapshot, *Walk, error) {
+// found lost. seq is the change count the walk covers at least, epoch the
+// repository's as the mount saw it before the walk.
+func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch uint64) (*repo.Snapshot, *Walk, error) {
 	cached := s.trees.Copy()
 	r := s.cfg.Repository
 	ns, release := s.cfg.Host.View()
@@ -516,6 +550,13 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq uint64)
 			return nil, nil, fmt.Errorf("chunk %s: %w", id.Short(), s.cfg.Vanished)
 		}
 	}
+	// The drain may have waited out a lapsed lock, and another client
+	// pruned or erased meanwhile: what the walk deduplicated against may be
+	// gone. (Writes are refused while the lock is lapsed, and the relock
+	// bumps the epoch before it allows them again.)
+	if s.repoChangedSince(epoch) {
+		return nil, nil, ErrRepoChanged
+	}
 	defer s.cfg.Queue.Hold()()
 	for _, b := range w.Trees {
 		if err := r.SaveTree(ctx, b); err != nil {
@@ -541,8 +582,14 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq uint64)
 			sn.Time = p.Add(time.Second)
 		}
 	}
+	if s.repoChangedSince(epoch) {
+		return nil, nil, ErrRepoChanged
+	}
 	if err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, nil, err
+	}
+	if s.cfg.Stored != nil {
+		s.cfg.Stored()
 	}
 	return sn, w, nil
 }

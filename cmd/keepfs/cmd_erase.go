@@ -123,6 +123,7 @@ func runErase(c *cli.Context, opts erase.Options) (*erase.Result, error) {
 	if dir, err := stateDir(c, r); err == nil {
 		_ = r.SetAuditMirror(dir)
 	}
+	opts.Lock = lockOptions(c, repo.ExclusiveLock, "erase")
 	res, err := erase.Erase(c.Context, r, opts)
 	if errors.Is(err, erase.ErrNothing) {
 		return nil, fmt.Errorf("erase: %w", err)

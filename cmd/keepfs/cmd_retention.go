@@ -18,7 +18,7 @@ func cmdRetention() *cli.Command {
 			{
 				Name:  "set",
 				Usage: "store the retention policy in the repository",
-				Description: `A snapshot is kept if any rule keeps it, and the newest snapshot always is;
+				Description: `A snapshot is kept if any rule keeps it, and the newest snapshot of each source (host and mount or imported directory) always is;
 --max-age is a hard limit no rule overrides. Durations take m, h, d, w, mo and y units (2y, 30d, 1y6mo).
 The policy is applied by prune and by a mount after each snapshot.
 

@@ -45,6 +45,9 @@ type Options struct {
 	RequestID   string        `json:"request_id,omitempty"`
 	Now         time.Time     `json:"-"`
 	Progress    repo.Progress `json:"-"`
+	// Lock is how to take the exclusive lock (Wait: --retry-lock,
+	// ForceUnlock); Kind and Purpose are set here.
+	Lock repo.LockOptions `json:"-"`
 }
 
 // Version is one file as one snapshot held it.
@@ -121,7 +124,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 		opts.Progress = repo.NoProgress{}
 	}
 	if !opts.DryRun {
-		release, err := r.Exclusive(ctx, "erase", repo.LockOptions{})
+		release, err := r.Exclusive(ctx, "erase", opts.Lock)
 		if err != nil {
 			return nil, err
 		}
