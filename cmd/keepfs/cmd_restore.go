@@ -61,9 +61,10 @@ Examples:
 			if c.String("to") == "" {
 				return usageError("restore needs --to DIR")
 			}
-			at, err := repo.ParseTime(c.String("at"))
-			if err != nil {
-				return usageError("%v", err)
+			// --at takes what .versions and diff take, "-N" names
+			// included, to the same snapshots.
+			if err := checkAt(c.String("at")); err != nil {
+				return err
 			}
 			r, err := openRepo(c, repo.Options{})
 			if err != nil {
@@ -79,7 +80,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			sn, err := repo.FindSnapshot(snaps, at)
+			sn, err := pickSnapshot(snaps, c.String("at"))
 			if err != nil {
 				return err
 			}
@@ -119,12 +120,13 @@ Examples:
 // after (recording the restored one).
 func restoreInPlace(c *cli.Context) error {
 	at := c.String("at")
-	t, err := repo.ParseTime(at)
-	if err != nil {
-		return usageError("%v", err)
+	if err := checkAt(at); err != nil {
+		return err
 	}
 	name := "latest"
-	if !t.IsZero() {
+	if strings.Contains(at, "Z-") {
+		name = at // a later snapshot of its second, as .versions names it
+	} else if t, _ := repo.ParseTime(at); !t.IsZero() {
 		if _, perr := repo.ParseTimePrefix(at); perr == nil {
 			name = at // .versions resolves names and prefixes itself
 		} else {
