@@ -803,3 +803,32 @@ func TestAllowOtherPermissions(t *testing.T) {
 		t.Fatal("without --allow-other another user could list the mount")
 	}
 }
+
+// restore of a mounted repository first has the mount sync, so what was
+// closed before the command is included (DESIGN, Versions); and a PATH
+// inside the mount names that file in the mount's repository (DESIGN,
+// CLI).
+func TestRestoreOfAMountedRepositorySyncsFirst(t *testing.T) {
+	w := newWorld(t)
+	w.mount("--snapshot-interval", "1h")
+	f := filepath.Join(w.mnt, "docs", "new.txt")
+	if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, []byte("closed before restore\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(w.dir, "restored")
+	w.kf("restore", "/docs/new.txt", "--to", to)
+	if b, err := os.ReadFile(filepath.Join(to, "new.txt")); err != nil || string(b) != "closed before restore\n" {
+		t.Fatalf("restore by repository path: %q %v", b, err)
+	}
+	if err := os.WriteFile(f, []byte("closed again\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	to2 := filepath.Join(w.dir, "restored2")
+	w.kf("restore", f, "--to", to2)
+	if b, err := os.ReadFile(filepath.Join(to2, "new.txt")); err != nil || string(b) != "closed again\n" {
+		t.Fatalf("restore by a path in the mount: %q %v", b, err)
+	}
+}

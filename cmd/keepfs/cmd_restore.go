@@ -23,15 +23,18 @@ func cmdRestore() *cli.Command {
 		Name:      "restore",
 		Usage:     "restore files or trees from a snapshot",
 		ArgsUsage: "PATH...",
-		Description: `Restores each PATH (a path in the repository, "/" for everything) as it was
-at --at into the directory --to. A file or directory is restored under its
-own name; "/" restores the snapshot's contents directly into --to. Content,
-modes, times, symlinks, hard links and xattrs are restored (ownership too
-when run as root). Nothing is written outside --to.
+		Description: `Restores each PATH (a path in the repository, "/" for everything, or a
+path inside a keepfs mount of it) as it was at --at into the directory --to.
+A file or directory is restored under its own name; "/" restores the
+snapshot's contents directly into --to. Content, modes, times, symlinks,
+hard links and xattrs are restored (ownership too when run as root).
+Nothing is written outside --to. If the repository is mounted here, the
+mount syncs first, so what was closed before the command is included.
 
 --at takes a snapshot time (2026-11-28T130500Z), a prefix of one
 (2026-11-28T13 means the end of that hour), RFC 3339, or "latest" (default):
-the newest snapshot at or before that time is used.
+the newest snapshot at or before that time is used. A name .versions shows
+with a "-1", "-2" … suffix names that later snapshot of the same second.
 
 With --in-place, PATH is a path inside a keepfs mount: the mount is synced
 first (so the current version is kept in a snapshot), then PATH is replaced
@@ -71,6 +74,27 @@ Examples:
 				return err
 			}
 			defer r.Close()
+			// A PATH inside a mount names that file in the mount's
+			// repository; other relative paths are taken as they were.
+			paths := make([]string, 0, c.NArg())
+			for _, a := range c.Args().Slice() {
+				p := a
+				if abs, err := filepath.Abs(a); err == nil {
+					if _, in, _ := findMount(abs); in || strings.HasPrefix(a, "/") {
+						if p, err = repoPathArg(c.Context, a, r.Config().ID); err != nil {
+							return err
+						}
+					}
+				}
+				paths = append(paths, p)
+			}
+			// A mounted repository syncs first, so that what was closed
+			// before the command is in the snapshot restored from.
+			if sock, ok := localDaemonFor(c, r.Config().ID); ok {
+				if _, err := callDaemon(c.Context, sock, "sync"); err != nil {
+					return fmt.Errorf("sync the mount before restoring: %w", err)
+				}
+			}
 			unlock, err := lockShared(c, r, "restore")
 			if err != nil {
 				return err
@@ -89,9 +113,9 @@ Examples:
 				opts.Progress = p
 			}
 			stopProfile := startCPUProfile(c.App.ErrWriter)
-			sum, err := restorer.Restore(c.Context, r, sn, c.Args().Slice(), c.String("to"), opts)
+			sum, err := restorer.Restore(c.Context, r, sn, paths, c.String("to"), opts)
 			stopProfile()
-			ae := audit.Entry{Action: audit.ActionRestore, Outcome: outcome(err), Paths: auditPaths(r, c.Args().Slice()),
+			ae := audit.Entry{Action: audit.ActionRestore, Outcome: outcome(err), Paths: auditPaths(r, paths),
 				Details: map[string]string{"snapshot": sn.ID.String()}}
 			if sum != nil {
 				ae.Details["files"] = strconv.FormatInt(sum.Files, 10)
