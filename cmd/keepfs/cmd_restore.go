@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -148,13 +149,14 @@ func restoreInPlace(c *cli.Context) error {
 		return err
 	}
 	name := "latest"
+	var instant time.Time // an RFC 3339 --at, resolved in each mount's .versions
 	if strings.Contains(at, "Z-") {
 		name = at // a later snapshot of its second, as .versions names it
 	} else if t, _ := repo.ParseTime(at); !t.IsZero() {
 		if _, perr := repo.ParseTimePrefix(at); perr == nil {
 			name = at // .versions resolves names and prefixes itself
 		} else {
-			name = t.UTC().Format(repo.TimeFormat)
+			instant = t
 		}
 	}
 	type done struct {
@@ -200,6 +202,12 @@ func restoreInPlace(c *cli.Context) error {
 			}
 			synced[m.Source] = true
 			restored[m.Source] = &daemon.Restored{}
+		}
+		name := name
+		if !instant.IsZero() {
+			if name, err = versionsAt(m.Point, instant); err != nil {
+				return err
+			}
 		}
 		if err := restoreOne(c, m.Point, rel, abs, name, at); err != nil {
 			restored[m.Source].Paths = append(restored[m.Source].Paths, rel)
@@ -266,4 +274,36 @@ func restoreOne(c *cli.Context, point, rel, abs, name, at string) error {
 		return fmt.Errorf("clean up %s: %w", tmp, err)
 	}
 	return nil
+}
+
+// versionsAt names the snapshot in the .versions of the mount at point
+// that is the newest at or before t. Names are by the second, so the name
+// of t's second may be a snapshot taken after t; a snapshot directory's
+// mtime is its time to the nanosecond. Names sort as times, so the search
+// goes from the newest name not after t's second back to the first
+// snapshot at or before t.
+func versionsAt(point string, t time.Time) (string, error) {
+	dir := filepath.Join(point, ".versions")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	last := t.UTC().Format(repo.TimeFormat)
+	for i := len(ents) - 1; i >= 0; i-- {
+		n := ents[i].Name()
+		if n == "latest" {
+			continue
+		}
+		if base, _, _ := strings.Cut(n, "Z-"); strings.TrimSuffix(base, "Z")+"Z" > last {
+			continue // taken in a later second
+		}
+		fi, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			continue // pruned since the listing
+		}
+		if !fi.ModTime().After(t) {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("%w at or before %s in %s", repo.ErrNoSnapshot, t.UTC().Format(time.RFC3339Nano), dir)
 }
