@@ -465,7 +465,8 @@ const maxCutTries = 3
 // is of the current second, cut first waits for the next one: stamping
 // ahead instead would run ahead of the clock, a second per snapshot, on
 // back-to-back syncs. If another snapshot was stored before run was taken,
-// cut starts again, so that stamps follow the parent chain.
+// or a change came in the last snapshot's second after cut judged there
+// was none, cut starts again, so that stamps follow the parent chain.
 func (s *Scheduler) cut(ctx context.Context, always bool) (time.Time, error) {
 	for tries := 0; ; tries++ {
 		s.mu.Lock()
@@ -484,8 +485,12 @@ func (s *Scheduler) cut(ctx context.Context, always bool) (time.Time, error) {
 		s.run.Lock()
 		s.mu.Lock()
 		same := s.last == last
+		// A change counted after idle was judged (the commit of a
+		// pending fsync counts one) needs the wait too.
+		early := s.last != nil && s.changeSeq != s.snapSeq &&
+			!at.Truncate(time.Second).After(s.last.Time.Truncate(time.Second))
 		s.mu.Unlock()
-		if same || tries >= maxCutTries {
+		if same && !early || tries >= maxCutTries {
 			return at, nil
 		}
 		s.run.Unlock()

@@ -311,3 +311,44 @@ func TestSchedulerStampsTheCutNotTheDrain(t *testing.T) {
 		t.Fatalf("stamped %s, the walk cut at %s", sn.Time.Format(time.RFC3339Nano), cut.Format(time.RFC3339Nano))
 	}
 }
+
+// pendingHost commits, at the next CommitPending, what an fsync promised:
+// a change counted only once the snapshot has begun.
+type pendingHost struct {
+	memHost
+	commit func()
+}
+
+func (h *pendingHost) CommitPending(context.Context) error {
+	if h.commit != nil {
+		h.commit()
+		h.commit = nil
+	}
+	return nil
+}
+
+// A change counted by the snapshot's own commit of pending fsyncs, right
+// after a snapshot in the same second, must not get the snapshot stamped
+// ahead of the clock either.
+func TestSchedulerChangeFromPendingCommitIsNotStampedAhead(t *testing.T) {
+	f := newSchedFixture()
+	h := &pendingHost{memHost: memHost{f.ns}}
+	f.s.cfg.Host = h
+	d := f.ns.mkdir(1, "d")
+	f.ns.file(d, "a", "content a")
+	first := f.sync(t)
+	h.commit = func() {
+		f.ns.file(d, "b", "fsynced b")
+		if err := f.s.trees.DirChanged(d); err != nil {
+			t.Error(err)
+		}
+		f.s.Changed()
+	}
+	sn := f.sync(t)
+	if sn == first {
+		t.Fatal("the committed fsync was not snapshotted")
+	}
+	if now := time.Now(); sn.Time.After(now) || sn.Name() <= first.Name() {
+		t.Fatalf("stamped %s at %s, after %s", sn.Time.Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano), first.Time.Format(time.RFC3339Nano))
+	}
+}
