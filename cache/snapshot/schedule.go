@@ -415,10 +415,10 @@ func (s *Scheduler) ifChanged(ctx context.Context, always, settle bool) (*repo.S
 }
 
 func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []func(*repo.Snapshot), error) {
-	if err := s.cfg.Host.CommitPending(ctx); err != nil {
-		return nil, nil, fmt.Errorf("commit fsynced files: %w", err)
+	at, err := s.cut(ctx, always)
+	if err != nil {
+		return nil, nil, err
 	}
-	s.run.Lock()
 	defer s.run.Unlock()
 	s.mu.Lock()
 	seq := s.changeSeq
@@ -433,7 +433,7 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	s.trees.BeginWalk()
 	s.mu.Unlock()
 	defer s.trees.EndWalk()
-	sn, w, err := s.take(ctx, last, seq, epoch)
+	sn, w, err := s.take(ctx, last, seq, epoch, at)
 	if errors.Is(err, ErrRulesChanged) || errors.Is(err, ErrRepoChanged) {
 		return nil, nil, err // not the remote's doing
 	}
@@ -474,6 +474,68 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	return sn, fns, nil
 }
 
+// maxCutTries bounds the cuts taken again because another snapshot was
+// stored between a cut and the run lock.
+const maxCutTries = 3
+
+// cut picks the time a snapshot is stamped with and returns with run
+// held. A point in time resolves to the newest snapshot at or before it,
+// so the stamp is taken before the fsyncs promised so far are committed
+// and the namespace is read: everything closed or fsynced before the stamp
+// is in the snapshot. Names are by the second, so when the last snapshot
+// is of the current second, cut first waits for the next one: stamping
+// ahead instead would run ahead of the clock, a second per snapshot, on
+// back-to-back syncs. If another snapshot was stored before run was taken,
+// or a change came in the last snapshot's second after cut judged there
+// was none, cut starts again, so that stamps follow the parent chain.
+func (s *Scheduler) cut(ctx context.Context, always bool) (time.Time, error) {
+	for tries := 0; ; tries++ {
+		s.mu.Lock()
+		last := s.last
+		idle := s.changeSeq == s.snapSeq && (last != nil || !always)
+		s.mu.Unlock()
+		if last != nil && !idle && tries < maxCutTries {
+			if err := s.waitNextSecond(ctx, last.Time); err != nil {
+				return time.Time{}, err
+			}
+		}
+		at := s.cfg.Now().UTC()
+		if err := s.cfg.Host.CommitPending(ctx); err != nil {
+			return time.Time{}, fmt.Errorf("commit fsynced files: %w", err)
+		}
+		s.run.Lock()
+		s.mu.Lock()
+		same := s.last == last
+		// A change counted after idle was judged (the commit of a
+		// pending fsync counts one) needs the wait too.
+		early := s.last != nil && s.changeSeq != s.snapSeq &&
+			!at.Truncate(time.Second).After(s.last.Time.Truncate(time.Second))
+		s.mu.Unlock()
+		if same && !early || tries >= maxCutTries {
+			return at, nil
+		}
+		s.run.Unlock()
+	}
+}
+
+// waitNextSecond waits until the clock is past the second of p. It waits
+// at most a second: a clock set back (or a test's clock that stands
+// still) leaves take to name the snapshot after its parent.
+func (s *Scheduler) waitNextSecond(ctx context.Context, p time.Time) error {
+	d := p.Truncate(time.Second).Add(time.Second).Sub(s.cfg.Now())
+	if d <= 0 || d > time.Second {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // rulesChangedSince reports whether a .gdprignore changed after change
 // count seq.
 func (s *Scheduler) rulesChangedSince(seq uint64) bool {
@@ -497,8 +559,9 @@ const maxRepoChangedRetries = 3
 // take stores a snapshot of the namespace, or returns parent if nothing
 // changed since; the walk tells which trees it built and which files it
 // found lost. seq is the change count the walk covers at least, epoch the
-// repository's as the mount saw it before the walk.
-func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch uint64) (*repo.Snapshot, *Walk, error) {
+// repository's as the mount saw it before the walk, at the snapshot's
+// time (cut).
+func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch uint64, at time.Time) (*repo.Snapshot, *Walk, error) {
 	cached := s.trees.Copy()
 	r := s.cfg.Repository
 	ns, release := s.cfg.Host.View()
@@ -565,7 +628,7 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch 
 		s.treesUploaded.Add(1)
 	}
 	after := r.Stats()
-	sn := &repo.Snapshot{Time: s.cfg.Now().UTC(), Tree: root.ID, Source: "keepfs mount", Stats: root.Stats}
+	sn := &repo.Snapshot{Time: at, Tree: root.ID, Source: "keepfs mount", Stats: root.Stats}
 	// Stored with the snapshot, for `keepfs snapshots`.
 	sn.Stats.BlobsNew = after.BlobsNew - before.BlobsNew
 	sn.Stats.BytesAdded = after.BytesStored - before.BytesStored
@@ -577,7 +640,8 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch 
 		p := parent.ID
 		sn.Parent = &p
 		// .versions names snapshots by the second: keep the names of a
-		// mount's snapshots distinct and increasing.
+		// mount's snapshots distinct and increasing. cut waited for the
+		// next second; this is for a clock that went back.
 		if p := parent.Time.Truncate(time.Second); !sn.Time.Truncate(time.Second).After(p) {
 			sn.Time = p.Add(time.Second)
 		}

@@ -268,3 +268,87 @@ func TestSchedulerCountsDrainedData(t *testing.T) {
 		t.Fatalf("stored stats %+v, returned %+v", stored, sn.Stats)
 	}
 }
+
+// Snapshots are named by the second, and a point in time resolves to the
+// newest snapshot at or before it: a snapshot stamped later than the
+// moment its content was cut would hide, at the times in between, every
+// file closed there. Back-to-back syncs must not push the stamps ahead of
+// the clock.
+func TestSchedulerBackToBackSyncsAreNotStampedAhead(t *testing.T) {
+	f := newSchedFixture()
+	d := f.ns.mkdir(1, "d")
+	var prev *repo.Snapshot
+	for i := range 4 {
+		f.ns.file(d, fmt.Sprint("f", i), fmt.Sprint("content ", i))
+		if err := f.s.trees.DirChanged(d); err != nil {
+			t.Fatal(err)
+		}
+		f.s.Changed()
+		before := time.Now()
+		sn := f.sync(t)
+		if sn.Time.After(time.Now()) || sn.Time.Before(before) {
+			t.Fatalf("sync %d: stamped %s, taken between %s and %s", i, sn.Time.Format(time.RFC3339Nano),
+				before.UTC().Format(time.RFC3339Nano), time.Now().UTC().Format(time.RFC3339Nano))
+		}
+		if prev != nil && sn.Name() <= prev.Name() {
+			t.Fatalf("sync %d: name %s not after the previous %s", i, sn.Name(), prev.Name())
+		}
+		prev = sn
+	}
+}
+
+// The stamp is when the walk cut the namespace, not when the upload that
+// follows ended: a file closed during a long upload is not in the
+// snapshot, so the snapshot must not claim a time after that close.
+func TestSchedulerStampsTheCutNotTheDrain(t *testing.T) {
+	f := newSchedFixture()
+	now := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
+	f.s.cfg.Now = func() time.Time { return now }
+	f.q.onDrain = func() { now = now.Add(10 * time.Minute) }
+	f.ns.file(1, "a", "content a")
+	cut := now
+	if sn := f.sync(t); !sn.Time.Equal(cut) {
+		t.Fatalf("stamped %s, the walk cut at %s", sn.Time.Format(time.RFC3339Nano), cut.Format(time.RFC3339Nano))
+	}
+}
+
+// pendingHost commits, at the next CommitPending, what an fsync promised:
+// a change counted only once the snapshot has begun.
+type pendingHost struct {
+	memHost
+	commit func()
+}
+
+func (h *pendingHost) CommitPending(context.Context) error {
+	if h.commit != nil {
+		h.commit()
+		h.commit = nil
+	}
+	return nil
+}
+
+// A change counted by the snapshot's own commit of pending fsyncs, right
+// after a snapshot in the same second, must not get the snapshot stamped
+// ahead of the clock either.
+func TestSchedulerChangeFromPendingCommitIsNotStampedAhead(t *testing.T) {
+	f := newSchedFixture()
+	h := &pendingHost{memHost: memHost{f.ns}}
+	f.s.cfg.Host = h
+	d := f.ns.mkdir(1, "d")
+	f.ns.file(d, "a", "content a")
+	first := f.sync(t)
+	h.commit = func() {
+		f.ns.file(d, "b", "fsynced b")
+		if err := f.s.trees.DirChanged(d); err != nil {
+			t.Error(err)
+		}
+		f.s.Changed()
+	}
+	sn := f.sync(t)
+	if sn == first {
+		t.Fatal("the committed fsync was not snapshotted")
+	}
+	if now := time.Now(); sn.Time.After(now) || sn.Name() <= first.Name() {
+		t.Fatalf("stamped %s at %s, after %s", sn.Time.Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano), first.Time.Format(time.RFC3339Nano))
+	}
+}

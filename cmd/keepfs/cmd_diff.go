@@ -65,6 +65,24 @@ Examples:
 	}
 }
 
+// checkAt tells whether arg is a point in time pickSnapshot takes: a
+// snapshot name with or without a "-N" suffix, a prefix, RFC 3339 or
+// latest; it returns a usage error if not.
+func checkAt(arg string) error {
+	if base, num, ok := strings.Cut(arg, "Z-"); ok {
+		if n, err := strconv.Atoi(num); err == nil && n >= 0 && len(base)+1 == len(repo.TimeFormat) {
+			if _, err := repo.ParseTimePrefix(base); err == nil {
+				return nil
+			}
+		}
+		return usageError("%s: not a point in time (want a snapshot name, a prefix such as 2026-11-28T13, RFC 3339 or latest)", arg)
+	}
+	if _, err := repo.ParseTime(arg); err != nil {
+		return usageError("%v", err)
+	}
+	return nil
+}
+
 // pickSnapshot resolves a point in time as .versions does: a snapshot's
 // name is that snapshot (the first of its second), with a "-N" suffix the
 // N-th later one sharing that second (in repository order); anything else,

@@ -76,10 +76,9 @@ func runFind(c *cli.Context) error {
 	if c.IsSet("at") && c.Bool("all-versions") {
 		return usageError("--at and --all-versions exclude each other")
 	}
-	var at time.Time
 	if c.IsSet("at") {
-		if at, err = repo.ParseTime(c.String("at")); err != nil {
-			return usageError("%v", err)
+		if err := checkAt(c.String("at")); err != nil {
+			return err
 		}
 	}
 	t, err := resolveFindTarget(c)
@@ -115,7 +114,7 @@ func runFind(c *cli.Context) error {
 	case c.Bool("all-versions"):
 		opts.Snapshots = snaps
 	case c.IsSet("at"):
-		sn, err := repo.FindSnapshot(snaps, at)
+		sn, err := pickSnapshot(snaps, c.String("at"))
 		if err != nil {
 			return err
 		}

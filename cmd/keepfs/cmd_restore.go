@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,15 +24,18 @@ func cmdRestore() *cli.Command {
 		Name:      "restore",
 		Usage:     "restore files or trees from a snapshot",
 		ArgsUsage: "PATH...",
-		Description: `Restores each PATH (a path in the repository, "/" for everything) as it was
-at --at into the directory --to. A file or directory is restored under its
-own name; "/" restores the snapshot's contents directly into --to. Content,
-modes, times, symlinks, hard links and xattrs are restored (ownership too
-when run as root). Nothing is written outside --to.
+		Description: `Restores each PATH (a path in the repository, "/" for everything, or a
+path inside a keepfs mount of it) as it was at --at into the directory --to.
+A file or directory is restored under its own name; "/" restores the
+snapshot's contents directly into --to. Content, modes, times, symlinks,
+hard links and xattrs are restored (ownership too when run as root).
+Nothing is written outside --to. If the repository is mounted here, the
+mount syncs first, so what was closed before the command is included.
 
 --at takes a snapshot time (2026-11-28T130500Z), a prefix of one
 (2026-11-28T13 means the end of that hour), RFC 3339, or "latest" (default):
-the newest snapshot at or before that time is used.
+the newest snapshot at or before that time is used. A name .versions shows
+with a "-1", "-2" … suffix names that later snapshot of the same second.
 
 With --in-place, PATH is a path inside a keepfs mount: the mount is synced
 first (so the current version is kept in a snapshot), then PATH is replaced
@@ -61,15 +65,37 @@ Examples:
 			if c.String("to") == "" {
 				return usageError("restore needs --to DIR")
 			}
-			at, err := repo.ParseTime(c.String("at"))
-			if err != nil {
-				return usageError("%v", err)
+			// --at takes what .versions and diff take, "-N" names
+			// included, to the same snapshots.
+			if err := checkAt(c.String("at")); err != nil {
+				return err
 			}
 			r, err := openRepo(c, repo.Options{})
 			if err != nil {
 				return err
 			}
 			defer r.Close()
+			// A PATH inside a mount names that file in the mount's
+			// repository; other relative paths are taken as they were.
+			paths := make([]string, 0, c.NArg())
+			for _, a := range c.Args().Slice() {
+				p := a
+				if abs, err := filepath.Abs(a); err == nil {
+					if _, in, _ := findMount(abs); in || strings.HasPrefix(a, "/") {
+						if p, err = repoPathArg(c.Context, a, r.Config().ID); err != nil {
+							return err
+						}
+					}
+				}
+				paths = append(paths, p)
+			}
+			// A mounted repository syncs first, so that what was closed
+			// before the command is in the snapshot restored from.
+			if sock, ok := localDaemonFor(c, r.Config().ID); ok {
+				if _, err := callDaemon(c.Context, sock, "sync"); err != nil {
+					return fmt.Errorf("sync the mount before restoring: %w", err)
+				}
+			}
 			unlock, err := lockShared(c, r, "restore")
 			if err != nil {
 				return err
@@ -79,7 +105,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			sn, err := repo.FindSnapshot(snaps, at)
+			sn, err := pickSnapshot(snaps, c.String("at"))
 			if err != nil {
 				return err
 			}
@@ -88,9 +114,9 @@ Examples:
 				opts.Progress = p
 			}
 			stopProfile := startCPUProfile(c.App.ErrWriter)
-			sum, err := restorer.Restore(c.Context, r, sn, c.Args().Slice(), c.String("to"), opts)
+			sum, err := restorer.Restore(c.Context, r, sn, paths, c.String("to"), opts)
 			stopProfile()
-			ae := audit.Entry{Action: audit.ActionRestore, Outcome: outcome(err), Paths: auditPaths(r, c.Args().Slice()),
+			ae := audit.Entry{Action: audit.ActionRestore, Outcome: outcome(err), Paths: auditPaths(r, paths),
 				Details: map[string]string{"snapshot": sn.ID.String()}}
 			if sum != nil {
 				ae.Details["files"] = strconv.FormatInt(sum.Files, 10)
@@ -119,16 +145,18 @@ Examples:
 // after (recording the restored one).
 func restoreInPlace(c *cli.Context) error {
 	at := c.String("at")
-	t, err := repo.ParseTime(at)
-	if err != nil {
-		return usageError("%v", err)
+	if err := checkAt(at); err != nil {
+		return err
 	}
 	name := "latest"
-	if !t.IsZero() {
+	var instant time.Time // an RFC 3339 --at, resolved in each mount's .versions
+	if strings.Contains(at, "Z-") {
+		name = at // a later snapshot of its second, as .versions names it
+	} else if t, _ := repo.ParseTime(at); !t.IsZero() {
 		if _, perr := repo.ParseTimePrefix(at); perr == nil {
 			name = at // .versions resolves names and prefixes itself
 		} else {
-			name = t.UTC().Format(repo.TimeFormat)
+			instant = t
 		}
 	}
 	type done struct {
@@ -174,6 +202,12 @@ func restoreInPlace(c *cli.Context) error {
 			}
 			synced[m.Source] = true
 			restored[m.Source] = &daemon.Restored{}
+		}
+		name := name
+		if !instant.IsZero() {
+			if name, err = versionsAt(m.Point, instant); err != nil {
+				return err
+			}
 		}
 		if err := restoreOne(c, m.Point, rel, abs, name, at); err != nil {
 			restored[m.Source].Paths = append(restored[m.Source].Paths, rel)
@@ -240,4 +274,36 @@ func restoreOne(c *cli.Context, point, rel, abs, name, at string) error {
 		return fmt.Errorf("clean up %s: %w", tmp, err)
 	}
 	return nil
+}
+
+// versionsAt names the snapshot in the .versions of the mount at point
+// that is the newest at or before t. Names are by the second, so the name
+// of t's second may be a snapshot taken after t; a snapshot directory's
+// mtime is its time to the nanosecond. Names sort as times, so the search
+// goes from the newest name not after t's second back to the first
+// snapshot at or before t.
+func versionsAt(point string, t time.Time) (string, error) {
+	dir := filepath.Join(point, ".versions")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	last := t.UTC().Format(repo.TimeFormat)
+	for i := len(ents) - 1; i >= 0; i-- {
+		n := ents[i].Name()
+		if n == "latest" {
+			continue
+		}
+		if base, _, _ := strings.Cut(n, "Z-"); strings.TrimSuffix(base, "Z")+"Z" > last {
+			continue // taken in a later second
+		}
+		fi, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			continue // pruned since the listing
+		}
+		if !fi.ModTime().After(t) {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("%w at or before %s in %s", repo.ErrNoSnapshot, t.UTC().Format(time.RFC3339Nano), dir)
 }
