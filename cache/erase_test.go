@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -290,5 +291,67 @@ func TestLastSnapshotFollowsEraseRewrite(t *testing.T) {
 	}
 	if sn.Parent == nil || *sn.Parent != rewrite.ID {
 		t.Fatalf("next snapshot's parent: %v, want the rewrite %s", sn.Parent, rewrite.ID.Short())
+	}
+}
+
+// An erase run while unmounted (or by another client) of a file whose
+// content another file shares removes no blob; the file must still leave
+// the live tree at the next mount instead of coming back in its next
+// snapshot. Only the erased file goes: its copy under another name, and a
+// file at the erased path with other content (another client's), stay.
+func TestEraseOfSharedContentReachesTheLiveTree(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	stateA, stateB := t.TempDir(), t.TempDir()
+	same := []byte("the same content in two files")
+	c := openCacheWith(t, newRepo(t, be), Options{StateDir: stateA})
+	writeFile(t, c, c.Root(), "victim", same)
+	writeFile(t, c, c.Root(), "copy", same)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Client B's live tree has its own /victim, with other content, not
+	// in any snapshot yet (B stops as a kill would).
+	c = openCacheWith(t, reopenRepo(t, be), Options{StateDir: stateB})
+	if err := c.Unlink(ctx, c.Root(), "victim"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c, c.Root(), "victim", []byte("B's own file of that name"))
+	crash(c)
+
+	res, err := erase.Erase(ctx, reopenRepo(t, be), erase.Options{Paths: []string{"/victim"},
+		Lock: repo.LockOptions{ForceUnlock: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.KeptShared) == 0 {
+		t.Fatal("set-up: the erase kept no chunk for the copy")
+	}
+
+	c = openCacheWith(t, reopenRepo(t, be), Options{StateDir: stateA})
+	if _, err := c.Lookup(ctx, c.Root(), "victim"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the erased file is still in the live tree: %v", err)
+	}
+	if got := readFile(t, c, lookupPath(t, c, "copy").Ino); string(got) != string(same) {
+		t.Fatalf("the copy: %q", got)
+	}
+	sn, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.r.Lookup(ctx, sn.Tree, "/victim"); !errors.Is(err, repo.ErrPathNotFound) {
+		t.Fatalf("the next snapshot holds the erased file again: %v", err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	c = openCacheWith(t, reopenRepo(t, be), Options{StateDir: stateB})
+	defer c.Close(ctx)
+	if got := readFile(t, c, lookupPath(t, c, "victim").Ino); string(got) != "B's own file of that name" {
+		t.Fatalf("B's file at the erased path: %q", got)
 	}
 }

@@ -34,7 +34,7 @@ func TestDropErasedTellsTheMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.dropErased(ctx, chunkIDs(n.Chunks)); err != nil {
+	if err := c.dropErased(ctx, chunkIDs(n.Chunks), nil); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(removed)

@@ -13,8 +13,12 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/cache/snapshot"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/erase"
+	"github.com/keepfs/keepfs/repo/history"
+	"github.com/keepfs/keepfs/repo/tree"
 )
 
 // A mount holds the repository's mount lock (repo.LockMount: a writer's
@@ -85,15 +89,17 @@ func (c *Cache) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var erased []crypto.ID
+	var erased, files []crypto.ID
 	for _, g := range gens {
 		erased = append(erased, g.Erased...)
+		files = append(files, g.ErasedFiles...)
 	}
-	if len(erased) > 0 {
-		// Another client erased these: the files here that hold them go,
-		// and so do the local copies, before anything is served or
-		// uploaded again.
-		if err := c.dropErased(ctx, erased); err != nil {
+	if len(erased) > 0 || len(files) > 0 {
+		// Another client (or this state directory's, unmounted) erased
+		// these: the files here that hold them, or are them, go, and so
+		// do the local copies, before anything is served or uploaded
+		// again.
+		if err := c.dropErased(ctx, erased, files); err != nil {
 			return fmt.Errorf("drop erased data: %w", err)
 		}
 	}
@@ -124,24 +130,51 @@ func (c *Cache) readOnly() error {
 	return nil
 }
 
-// dropErased unlinks every file whose content names one of ids, and purges
-// the local copies of ids.
-func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
+// dropErased unlinks every file whose content names one of ids, or whose
+// path and content are one of files (erase.FileID: an erased file all of
+// whose content stayed because other files share it), and purges the
+// local copies of ids. A file changed since, or another at the same path,
+// differs in content and stays.
+func (c *Cache) dropErased(ctx context.Context, ids, files []crypto.ID) error {
 	set := make(map[crypto.ID]bool, len(ids))
 	for _, id := range ids {
 		set[id] = true
+	}
+	fileSet := make(map[crypto.ID]bool, len(files))
+	for _, id := range files {
+		fileSet[id] = true
 	}
 	type victim struct {
 		parent uint64
 		name   string
 	}
 	var victims []victim
+	dirs := map[uint64]string{} // directory paths found so far
+	erasedFile := func(n *meta.Inode) bool {
+		if len(fileSet) == 0 || n.Type != tree.File {
+			return false
+		}
+		dir, ok := dirs[n.Parent]
+		if !ok {
+			if dir, ok = c.pathOf(n.Parent); !ok {
+				return false
+			}
+			dirs[n.Parent] = dir
+		}
+		node := &tree.Node{Type: tree.File}
+		node.SetPieces(snapshot.Pieces(n.Chunks))
+		k := c.r.Key()
+		return fileSet[erase.FileID(k, path.Join(dir, n.Name), history.ContentID(k, node))]
+	}
 	if err := c.eachInode(func(_ uint64, n *meta.Inode) {
 		for _, ch := range n.Chunks {
 			if set[ch.ID] {
 				victims = append(victims, victim{n.Parent, n.Name})
-				break
+				return
 			}
+		}
+		if erasedFile(n) {
+			victims = append(victims, victim{n.Parent, n.Name})
 		}
 	}); err != nil {
 		return err
@@ -162,7 +195,7 @@ func (c *Cache) dropErased(ctx context.Context, ids []crypto.ID) error {
 		if removed != nil && dirOK {
 			removed(path.Join(dir, v.name))
 		}
-		c.log.Warn("removed a file another client erased from the repository", "ino_parent", v.parent)
+		c.log.Warn("removed a file an erase outside this mount removed from the repository", "ino_parent", v.parent)
 	}
 	if err := c.purgeChunks(ids); err != nil {
 		return err

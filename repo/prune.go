@@ -143,7 +143,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		}
 	}
 	if !opts.DryRun && (len(res.SnapshotsRemoved) > 0 || res.PacksMarked > 0) {
-		if res.Generation, err = r.BumpGeneration(ctx, "prune", nil, opts.Now); err != nil {
+		if res.Generation, err = r.BumpGeneration(ctx, "prune", nil, nil, opts.Now); err != nil {
 			return nil, err
 		}
 	}

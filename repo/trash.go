@@ -164,6 +164,12 @@ type GenerationInfo struct {
 	// Erased lists blobs an erase removed: other clients drop their local
 	// copies of them.
 	Erased []crypto.ID `json:"erased,omitempty"`
+	// ErasedFiles identifies the files an erase removed, by path and
+	// content (erase.FileID: keyed, so neither is in the record): other
+	// clients remove a live file that matches one, which finding erased
+	// blobs in it does not catch when all its content stayed for other
+	// files.
+	ErasedFiles []crypto.ID `json:"erased_files,omitempty"`
 }
 
 func generationName(n uint64) string { return fmt.Sprintf("%016x", n) }
@@ -220,7 +226,7 @@ func (r *Repository) Generation(ctx context.Context) (uint64, error) {
 // BumpGeneration stores the next generation. The caller holds the
 // exclusive lock, so no two clients bump at once; Save never overwrites,
 // so a race would fail rather than lose a step.
-func (r *Repository) BumpGeneration(ctx context.Context, reason string, erased []crypto.ID, now time.Time) (uint64, error) {
+func (r *Repository) BumpGeneration(ctx context.Context, reason string, erased, erasedFiles []crypto.ID, now time.Time) (uint64, error) {
 	if err := r.Writable(); err != nil {
 		return 0, err
 	}
@@ -228,7 +234,7 @@ func (r *Repository) BumpGeneration(ctx context.Context, reason string, erased [
 	if err != nil {
 		return 0, err
 	}
-	g := GenerationInfo{N: cur + 1, Time: now.UTC(), Reason: reason, Erased: erased}
+	g := GenerationInfo{N: cur + 1, Time: now.UTC(), Reason: reason, Erased: erased, ErasedFiles: erasedFiles}
 	g.Host, _ = os.Hostname()
 	b, err := json.Marshal(g)
 	if err != nil {

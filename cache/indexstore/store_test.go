@@ -320,7 +320,7 @@ func TestIndexStoreRefills(t *testing.T) {
 	s.Close()
 
 	// Another client's prune or erase moved the generation on.
-	gen, err := r0.BumpGeneration(ctx, "test", nil, time.Now())
+	gen, err := r0.BumpGeneration(ctx, "test", nil, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +370,7 @@ func TestIndexStoreRefills(t *testing.T) {
 			}
 		}
 	}()
-	gen, err = r0.BumpGeneration(ctx, "test", nil, time.Now())
+	gen, err = r0.BumpGeneration(ctx, "test", nil, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -253,7 +253,7 @@ func (w *Walk) dir(ino uint64, path []string, rules crypto.ID) (Tree, error) {
 			st.Files += child.Stats.Files
 			st.Bytes += child.Stats.Bytes
 		case tree.File:
-			node.SetPieces(pieces(n.Chunks))
+			node.SetPieces(Pieces(n.Chunks))
 			if n.Nlink > 1 {
 				node.Inode = e.Ino
 			}
@@ -320,8 +320,8 @@ func (w *Walk) childRules(sub crypto.ID, name string) crypto.ID {
 	return w.r.BlobID(append(b, name...))
 }
 
-// pieces converts a chunk list to a tree's pieces (holes keep their length).
-func pieces(chunks []meta.Chunk) []tree.Piece {
+// Pieces converts a chunk list to a tree's pieces (holes keep their length).
+func Pieces(chunks []meta.Chunk) []tree.Piece {
 	out := make([]tree.Piece, len(chunks))
 	for i, ch := range chunks {
 		if ch.IsHole() {

@@ -13,6 +13,7 @@
 package erase
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -105,7 +106,20 @@ type Result struct {
 	// ("" if the remote did not take it: it is queued locally then).
 	AuditEntry       string `json:"audit_entry"`
 	erasedIDs        []crypto.ID
+	erasedFiles      map[crypto.ID]bool // FileIDs of the versions removed
 	removedPathsSnap map[crypto.ID][]string
+}
+
+// FileID identifies the file at path p with the content whose
+// history.ContentID is content, keyed, so a generation record can name
+// the files an erase removed without their names or content.
+func FileID(k *crypto.Key, p string, content crypto.ID) crypto.ID {
+	b := make([]byte, 0, 32+len(p)+len(content))
+	b = append(b, "keepfs erased file\x00"...)
+	b = append(b, p...)
+	b = append(b, 0)
+	b = append(b, content[:]...)
+	return k.BlobID(b)
 }
 
 // ErasedIDs are the blobs the erase removed, for purging local copies.
@@ -186,6 +200,14 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 		return true
 	}
 	erasedContent := map[crypto.ID]bool{}
+	res.erasedFiles = map[crypto.ID]bool{}
+	removedFile := func(p string, n *tree.Node) {
+		// --keep-current keeps the live file; an older version with the
+		// same path and content must not take it from other clients.
+		if !opts.KeepCurrent {
+			res.erasedFiles[FileID(r.Key(), p, history.ContentID(r.Key(), n))] = true
+		}
+	}
 	chunks := map[crypto.ID]int64{}
 	noteFile := func(n *tree.Node) {
 		erasedContent[history.ContentID(r.Key(), n)] = true
@@ -209,6 +231,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 			if add(sn, p, n) {
 				if err := walkFiles(ctx, r, n.Subtree, p, func(fp string, fn *tree.Node) {
 					noteFile(fn)
+					removedFile(fp, fn)
 					res.Versions = append(res.Versions, Version{Snapshot: sn.Name(), Path: fp, Size: fn.Size})
 				}); err != nil {
 					return nil, err
@@ -224,6 +247,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 			found = true
 			noteFile(o.Node)
 			if add(o.Snapshot, o.Path, o.Node) {
+				removedFile(o.Path, o.Node)
 				res.Versions = append(res.Versions, Version{Snapshot: o.Snapshot.Name(), Path: o.Path, Size: o.Node.Size})
 			}
 		}
@@ -242,6 +266,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 		for _, sn := range snaps {
 			if err := walkFiles(ctx, r, sn.Tree, "/", func(fp string, fn *tree.Node) {
 				if fn.Size > 0 && erasedContent[history.ContentID(r.Key(), fn)] && add(sn, fp, fn) {
+					removedFile(fp, fn)
 					res.Copies = append(res.Copies, Version{Snapshot: sn.Name(), Path: fp, Size: fn.Size, Copy: true})
 				}
 			}); err != nil {
@@ -353,7 +378,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 		return nil, fmt.Errorf("delete erased blobs: %w", err)
 	}
 	res.BlobsRemoved, res.PacksRewritten, res.PacksDeleted = sw.BlobsRemoved, sw.PacksRewritten, sw.PacksDeleted
-	if res.Generation, err = r.BumpGeneration(ctx, "erase", res.erasedIDs, opts.Now); err != nil {
+	if res.Generation, err = r.BumpGeneration(ctx, "erase", res.erasedIDs, sortedIDs(res.erasedFiles), opts.Now); err != nil {
 		return nil, err
 	}
 	res.Verification, err = verify(ctx, r, res)
@@ -517,4 +542,14 @@ func verify(ctx context.Context, r *repo.Repository, res *Result) (Verification,
 		v.Result = "FAILED"
 	}
 	return v, nil
+}
+
+// sortedIDs lists the ids of set in order.
+func sortedIDs(set map[crypto.ID]bool) []crypto.ID {
+	out := make([]crypto.ID, 0, len(set))
+	for id := range set {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i][:], out[j][:]) < 0 })
+	return out
 }
