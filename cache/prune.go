@@ -18,9 +18,12 @@ import (
 func (c *Cache) Prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneResult, error) {
 	// A fresh snapshot, even of an unchanged tree: retention judges
 	// snapshots by age, and the live tree's data must be in one it keeps.
-	c.snap.Force()
-	if _, err := c.Sync(ctx); err != nil {
-		return nil, fmt.Errorf("snapshot before prune: %w", err)
+	// A dry run changes nothing, so it judges the snapshots there are.
+	if !opts.DryRun {
+		c.snap.Force()
+		if _, err := c.Sync(ctx); err != nil {
+			return nil, fmt.Errorf("snapshot before prune: %w", err)
+		}
 	}
 	defer c.holdForRewrite()()
 	if opts.Now.IsZero() {

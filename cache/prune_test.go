@@ -308,3 +308,35 @@ func TestUploadedChunksPinnedUntilSnapshotStored(t *testing.T) {
 		t.Fatal("acknowledged file differs on a fresh machine")
 	}
 }
+
+// A dry run of prune through the mount stores nothing, not even the
+// fresh snapshot a real prune takes first.
+func TestPruneDryRunThroughMountStoresNothing(t *testing.T) {
+	ctx := context.Background()
+	mem := remote.NewMem()
+	c := openCacheWith(t, newRepo(t, mem), Options{StateDir: t.TempDir()})
+	defer c.Close(ctx)
+	writeFile(t, c, c.Root(), "a", []byte("data"))
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c, c.Root(), "b", []byte("more"))
+	count := func() int {
+		n := 0
+		_ = mem.List(ctx, remote.Snapshot, func(remote.Info) error { n++; return nil })
+		return n
+	}
+	before := count()
+	if _, err := c.Prune(ctx, repo.PruneOptions{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	if after := count(); after != before {
+		t.Fatalf("a dry run stored %d snapshots", after-before)
+	}
+	if _, err := c.Prune(ctx, repo.PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if after := count(); after != before+1 {
+		t.Fatalf("a prune stored %d snapshots first, want 1", after-before)
+	}
+}
