@@ -170,3 +170,55 @@ func TestEraseRetryLockBesideImport(t *testing.T) {
 		t.Fatalf("import: %v\n%s", err, impOut.String())
 	}
 }
+
+// Through a mount's daemon too, prune and erase refuse at once beside an
+// import's lock, and --retry-lock waits it out.
+func TestMountedPruneAndEraseRetryLock(t *testing.T) {
+	w := newWorld(t)
+	w.mount("--snapshot-interval", "1h")
+	if err := os.WriteFile(filepath.Join(w.mnt, "victim.txt"), []byte("erase me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.kf("sync", w.mnt)
+	src := filepath.Join(w.dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(src, "other.bin"), 1<<16, 3)
+	for _, op := range [][]string{{"prune"}, {"erase", "--request-id", "R", "/victim.txt"}} {
+		imp := exec.Command(keepfsBin, "--repo", "file://"+w.remote, "--state", filepath.Join(w.dir, "state-import-"+op[0]), "import", src)
+		// It holds its lock for 5 s before importing.
+		imp.Env = append(os.Environ(), "KEEPFS_PASSWORD=integration words", "KEEPFS_TEST_HOLD_LOCK=5s")
+		var impOut strings.Builder
+		imp.Stdout, imp.Stderr = &impOut, &impOut
+		if err := imp.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = imp.Process.Kill(); _ = imp.Wait() })
+		waitForImportLock(t, w.remote)
+		if code, out := exitCode(t, w.cmd(op...)); code != 1 || !strings.Contains(out, "lock for import") {
+			t.Fatalf("%s beside an import: exit %d, want 1 naming the lock: %s", op[0], code, out)
+		}
+		w.kf(append([]string{"--retry-lock", "1m"}, op...)...)
+		if err := imp.Wait(); err != nil {
+			t.Fatalf("import: %v\n%s", err, impOut.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(w.mnt, "victim.txt")); !os.IsNotExist(err) {
+		t.Fatalf("the erased file is still in the mount: %v", err)
+	}
+}
+
+// waitForImportLock waits until the remote holds more locks than the
+// mount's own.
+func waitForImportLock(t *testing.T, remote string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if ents, _ := os.ReadDir(filepath.Join(remote, "locks")); len(ents) > 1 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no import lock appeared in the remote")
+}

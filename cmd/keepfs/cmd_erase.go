@@ -132,7 +132,7 @@ func runErase(c *cli.Context, opts erase.Options) (*erase.Result, error) {
 }
 
 func eraseThrough(c *cli.Context, sock string, opts erase.Options) (*erase.Result, error) {
-	resp, err := daemon.Send(c.Context, sock, daemon.Request{Op: "erase", Erase: &opts})
+	resp, err := daemon.Send(c.Context, sock, daemon.Request{Op: "erase", Erase: &opts, LockWait: c.Duration("retry-lock")})
 	if err != nil {
 		return nil, fmt.Errorf("erase through the mount's daemon: %w", err)
 	}

@@ -44,7 +44,7 @@ Examples:
 			// uploads meanwhile; pruning under a running mount from outside
 			// could delete data the mount has just deduplicated against.
 			if sock, ok := localDaemonFor(c, r.Config().ID); ok {
-				resp, err := daemon.Send(c.Context, sock, daemon.Request{Op: "prune", DryRun: c.Bool("dry-run")})
+				resp, err := daemon.Send(c.Context, sock, daemon.Request{Op: "prune", DryRun: c.Bool("dry-run"), LockWait: c.Duration("retry-lock")})
 				if err != nil {
 					return fmt.Errorf("prune through the mount's daemon: %w", err)
 				}

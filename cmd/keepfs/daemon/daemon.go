@@ -81,6 +81,9 @@ type Request struct {
 	// in the state directory for the next mount.
 	Timeout time.Duration `json:"timeout,omitempty"`
 	Force   bool          `json:"force,omitempty"`
+	// LockWait is how long prune and erase retry while another client
+	// holds a conflicting lock (--retry-lock).
+	LockWait time.Duration `json:"lock_wait,omitempty"`
 	// Erase is an erase request (op "erase"), paths from the mount's root.
 	Erase *erase.Options `json:"erase,omitempty"`
 	// Restored is what an in-place restore brought back through the mount
@@ -544,8 +547,10 @@ func (d *daemon) handle(conn *net.UnixConn) {
 			resp = Response{Error: "erase: no request"}
 			break
 		}
+		opts := *req.Erase
+		opts.Lock.Wait = req.LockWait
 		d.pruneMu.Lock()
-		res, err := d.c.Erase(ctx, *req.Erase)
+		res, err := d.c.Erase(ctx, opts)
 		d.pruneMu.Unlock()
 		if err != nil {
 			resp = Response{Error: err.Error()}
@@ -571,7 +576,7 @@ func (d *daemon) handle(conn *net.UnixConn) {
 		d.appendAudit(actx, r, e)
 		cancel()
 	case "prune":
-		res, err := d.prune(ctx, req.DryRun, "prune")
+		res, err := d.prune(ctx, repo.PruneOptions{DryRun: req.DryRun, Lock: repo.LockOptions{Wait: req.LockWait}}, "prune")
 		if err != nil {
 			resp = Response{Error: err.Error()}
 			break
@@ -614,10 +619,11 @@ func (d *daemon) syncWithin(limit time.Duration) (sn *repo.Snapshot, timedOut bo
 	}
 }
 
-func (d *daemon) prune(ctx context.Context, dryRun bool, by string) (*repo.PruneResult, error) {
+func (d *daemon) prune(ctx context.Context, opts repo.PruneOptions, by string) (*repo.PruneResult, error) {
 	d.pruneMu.Lock()
 	defer d.pruneMu.Unlock()
-	res, err := d.c.Prune(ctx, repo.PruneOptions{DryRun: dryRun})
+	dryRun := opts.DryRun
+	res, err := d.c.Prune(ctx, opts)
 	if !dryRun {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		d.appendAudit(actx, d.c.Repository(), repo.PruneAuditEntry(res, err, by))
@@ -651,7 +657,7 @@ func (d *daemon) applyRetention() {
 		d.pruneMu.Unlock()
 		return
 	}
-	if _, err := d.prune(ctx, false, "retention"); err != nil {
+	if _, err := d.prune(ctx, repo.PruneOptions{}, "retention"); err != nil {
 		d.log.Warn("applying retention failed; will retry after the next snapshot", "err", err)
 	}
 }
