@@ -90,24 +90,11 @@ func TestCommitsDuringPrune(t *testing.T) {
 // most of the stale time) takes no new writes and says why, serves what it
 // has, and takes writes again once it has the lock back.
 func TestLapsedLockMakesMountReadOnly(t *testing.T) {
-	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
-	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
 	ctx := context.Background()
-	mem := remote.NewMem()
-	newRepo(t, mem)
-	f := remote.NewFaulty(mem)
-	c := openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir()})
+	_, f, c := lapsingCache(t)
 	defer c.Close(ctx)
 	ino := writeFile(t, c, c.Root(), "before", []byte("written before"))
-
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
-			}
-		}
-	}
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitStatus(t, c, what, cond) }
 	f.Break()
 	waitFor("read-only", func() bool { return c.Status().ReadOnly != "" })
 	if _, err := c.Create(ctx, c.Root(), "new", NewNode{Type: tree.File, Mode: 0o644}); !errors.Is(err, ErrReadOnly) {
@@ -130,13 +117,8 @@ func TestLapsedLockMakesMountReadOnly(t *testing.T) {
 // Unlink, which refused because the lock had still lapsed; the relock
 // failed and was retried forever, the mount read-only for good.
 func TestRelockAfterEraseElsewhere(t *testing.T) {
-	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
-	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
 	ctx := context.Background()
-	mem := remote.NewMem()
-	newRepo(t, mem)
-	f := remote.NewFaulty(mem)
-	c := openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir()})
+	mem, f, c := lapsingCache(t)
 	defer c.Close(ctx)
 	victim := randBytes(41, 300<<10)
 	writeFile(t, c, c.Root(), "victim", victim)
@@ -144,15 +126,7 @@ func TestRelockAfterEraseElsewhere(t *testing.T) {
 	if _, err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
-			}
-		}
-	}
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitStatus(t, c, what, cond) }
 	f.Break()
 	waitFor("read-only", func() bool { return c.Status().ReadOnly != "" })
 	// Another client, which reaches the remote, erases a file of ours.
@@ -182,26 +156,14 @@ func TestRelockAfterEraseElsewhere(t *testing.T) {
 // erased file's name). A snapshot whose walk the repository changed under
 // is not stored; it is walked again.
 func TestSnapshotWalkedBeforeEraseElsewhereNotStored(t *testing.T) {
-	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
-	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
 	ctx := context.Background()
-	mem := remote.NewMem()
-	newRepo(t, mem)
-	f := remote.NewFaulty(mem)
-	c := openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir()})
+	mem, f, c := lapsingCache(t)
 	defer c.Close(ctx)
 	writeFile(t, c, c.Root(), "victim", randBytes(42, 300<<10))
 	if _, err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
-			}
-		}
-	}
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitStatus(t, c, what, cond) }
 	// A snapshot walks (the victim's content deduplicated, the new file's
 	// queued) and waits for its upload while the remote is cut off.
 	f.Break()
@@ -269,14 +231,7 @@ func TestUploadedChunksPinnedUntilSnapshotStored(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		writeFile(t, c, c.Root(), fmt.Sprint("filler", i), randBytes(uint64(200+i), 1<<20))
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
-			}
-		}
-	}
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitStatus(t, c, what, cond) }
 	f.Break()
 	waitFor("read-only", func() bool { return c.Status().ReadOnly != "" })
 	res, err := reopenRepo(t, mem).Prune(ctx, repo.PruneOptions{})
@@ -338,5 +293,28 @@ func TestPruneDryRunThroughMountStoresNothing(t *testing.T) {
 	}
 	if after := count(); after != before+1 {
 		t.Fatalf("a prune stored %d snapshots first, want 1", after-before)
+	}
+}
+
+// lapsingCache opens a cache on a new repository behind a fault injector,
+// with a repository lock that lapses within half a second of the remote
+// going away (f.Break).
+func lapsingCache(t *testing.T) (*remote.Mem, *remote.Faulty, *Cache) {
+	t.Helper()
+	t.Setenv("KEEPFS_LOCK_REFRESH", "100ms")
+	t.Setenv("KEEPFS_LOCK_STALE", "500ms")
+	mem := remote.NewMem()
+	newRepo(t, mem)
+	f := remote.NewFaulty(mem)
+	return mem, f, openCacheWith(t, reopenRepo(t, f), Options{StateDir: t.TempDir()})
+}
+
+// waitStatus waits up to 10 s for cond, failing with c's status.
+func waitStatus(t *testing.T, c *Cache, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; status %+v", what, c.Status())
+		}
 	}
 }

@@ -131,16 +131,7 @@ func TestLockWaitsForRelease(t *testing.T) {
 // reloading the index.
 func TestLapsedLockStopsWrites(t *testing.T) {
 	ctx := context.Background()
-	mem, _ := newRepo(t)
-	faulty := remote.NewFaulty(mem)
-	r, err := repo.Open(ctx, faulty, pw, repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	mem, faulty, r, clock, advance := lapseRig(t)
 	relocked := 0
 	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "import", NoRefresh: true, Now: clock,
 		OnRelock: func(context.Context) error { relocked++; return nil }})
@@ -267,16 +258,7 @@ func TestReplayUnderNewNameDetected(t *testing.T) {
 // removed once the remote answers again.
 func TestLapsedLockLeavesNoStrayObject(t *testing.T) {
 	ctx := context.Background()
-	mem, _ := newRepo(t)
-	faulty := remote.NewFaulty(mem)
-	r, err := repo.Open(ctx, faulty, pw, repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	mem, faulty, r, clock, advance := lapseRig(t)
 	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "mount", NoRefresh: true, Now: clock})
 	if err != nil {
 		t.Fatal(err)
@@ -297,4 +279,21 @@ func TestLapsedLockLeavesNoStrayObject(t *testing.T) {
 	if n := countObjects(t, mem, remote.Lock); n != 0 {
 		t.Fatalf("%d lock objects after release", n)
 	}
+}
+
+// lapseRig opens a new repository behind a fault injector, with a clock
+// for its locks that only advance moves.
+func lapseRig(t *testing.T) (*remote.Mem, *remote.Faulty, *repo.Repository, func() time.Time, func(time.Duration)) {
+	t.Helper()
+	mem, _ := newRepo(t)
+	faulty := remote.NewFaulty(mem)
+	r, err := repo.Open(context.Background(), faulty, pw, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	return mem, faulty, r, clock, advance
 }
