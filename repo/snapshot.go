@@ -62,6 +62,23 @@ const TimeFormat = "2006-01-02T150405Z"
 // Name is the snapshot's time in TimeFormat.
 func (s *Snapshot) Name() string { return s.Time.UTC().Format(TimeFormat) }
 
+// UniqueNames names snaps (in repository order, see SortSnapshots) as
+// .versions lists them: by time, with "-1", "-2" … for later snapshots of
+// the same second.
+func UniqueNames(snaps []*Snapshot) []string {
+	out := make([]string, 0, len(snaps))
+	count := map[string]int{}
+	for _, s := range snaps {
+		n := s.Name()
+		if k := count[n]; k > 0 {
+			n = fmt.Sprintf("%s-%d", n, k)
+		}
+		count[s.Name()]++
+		out = append(out, n)
+	}
+	return out
+}
+
 // SaveTree encodes and stores one directory.
 func (r *Repository) SaveTree(ctx context.Context, t *tree.Tree) (crypto.ID, error) {
 	b, err := t.Encode()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,18 @@ func TestCLIAtSnapshotNameInASharedSecond(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := at.Format(repo.TimeFormat)
+
+	// snapshots lists them by those names too, in text and JSON.
+	var listed []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(mustKF(t, append(g, "snapshots", "--json")...)), &listed); err != nil ||
+		len(listed) != 2 || listed[0].Name != name || listed[1].Name != name+"-1" {
+		t.Fatalf("snapshots --json: %+v %v, want %s and %s-1", listed, err, name, name)
+	}
+	if out := mustKF(t, append(g, "snapshots")...); !strings.Contains(out, " "+name+"-1 ") {
+		t.Fatalf("snapshots does not list %s-1:\n%s", name, out)
+	}
 
 	// diff, as .versions, names the first NAME and the second NAME-1.
 	if out := mustKF(t, append(g, "diff", name, name+"-1")...); out != "M /f.txt\n" {

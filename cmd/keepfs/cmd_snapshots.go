@@ -44,10 +44,13 @@ func cmdSnapshots() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// The names .versions shows, "-1" … for a later snapshot of
+			// the same second.
+			names := repo.UniqueNames(snaps)
 			if c.Bool("json") {
 				out := make([]snapshotJSON, 0, len(snaps))
-				for _, s := range snaps {
-					j := snapshotJSON{ID: s.ID.String(), Name: s.Name(), Time: s.Time.UTC().Format("2006-01-02T15:04:05.000000000Z"),
+				for i, s := range snaps {
+					j := snapshotJSON{ID: s.ID.String(), Name: names[i], Time: s.Time.UTC().Format("2006-01-02T15:04:05.000000000Z"),
 						Tree: s.Tree.String(), Hostname: s.Hostname, Source: s.Source, Files: s.Stats.Files,
 						Dirs: s.Stats.Dirs, Bytes: s.Stats.Bytes, BytesAdded: s.Stats.BytesAdded}
 					if s.Parent != nil {
@@ -59,8 +62,8 @@ func cmdSnapshots() *cli.Command {
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tADDED\tHOST\tSOURCE")
-			for _, s := range snaps {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID.Short(), s.Name(), s.Stats.Files,
+			for i, s := range snaps {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID.Short(), names[i], s.Stats.Files,
 					humanBytes(s.Stats.Bytes), humanBytes(s.Stats.BytesAdded), s.Hostname, s.Source)
 			}
 			return tw.Flush()

@@ -3,7 +3,6 @@ package versions
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"strings"
@@ -125,22 +124,12 @@ func (r *Root) invalidate() {
 	}
 }
 
-// Name gives snapshots unique names: their time, with "-1", "-2" … for
-// later snapshots that fall in the same second.
+// names gives snapshots unique names (repo.UniqueNames) and maps them back.
 func names(snaps []*repo.Snapshot) ([]string, map[string]*repo.Snapshot) {
-	out := make([]string, 0, len(snaps))
-	by := map[string]*repo.Snapshot{}
-	count := map[string]int{}
-	for _, s := range snaps {
-		n := s.Name()
-		if k := count[n]; k > 0 {
-			count[n]++
-			n = fmt.Sprintf("%s-%d", n, k)
-		} else {
-			count[n] = 1
-		}
-		out = append(out, n)
-		by[n] = s
+	out := repo.UniqueNames(snaps)
+	by := make(map[string]*repo.Snapshot, len(snaps))
+	for i, n := range out {
+		by[n] = snaps[i]
 	}
 	return out, by
 }
