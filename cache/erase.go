@@ -40,7 +40,7 @@ func (c *Cache) Erase(ctx context.Context, opts erase.Options) (*erase.Result, e
 	}
 	if !opts.KeepCurrent && last != nil {
 		for _, v := range append(append([]erase.Version{}, res.Versions...), res.Copies...) {
-			if v.Snapshot != last.Name() {
+			if v.SnapshotID != last.ID {
 				continue
 			}
 			if err := c.removePath(ctx, v.Path); err != nil && !errors.Is(err, ErrNotFound) {

@@ -43,6 +43,10 @@ type Snapshot struct {
 
 	// ID is the name of the stored object; not part of the encoding.
 	ID crypto.ID `json:"-"`
+
+	// label is the name Snapshots gave it among the others (UniqueNames),
+	// so that every listing and report names a snapshot as .versions does.
+	label string
 }
 
 // SnapshotStats summarise the tree and what this snapshot added.
@@ -59,8 +63,18 @@ const snapshotAD = "keepfs snapshot v1"
 // TimeFormat names snapshots in .versions and in --at arguments.
 const TimeFormat = "2006-01-02T150405Z"
 
-// Name is the snapshot's time in TimeFormat.
-func (s *Snapshot) Name() string { return s.Time.UTC().Format(TimeFormat) }
+// Name is the snapshot's name as .versions shows it: its time in
+// TimeFormat, with "-N" for the N-th later snapshot of the same second when
+// it came from Snapshots.
+func (s *Snapshot) Name() string {
+	if s.label != "" {
+		return s.label
+	}
+	return s.TimeName()
+}
+
+// TimeName is the snapshot's time in TimeFormat, without a suffix.
+func (s *Snapshot) TimeName() string { return s.Time.UTC().Format(TimeFormat) }
 
 // UniqueNames names snaps (in repository order, see SortSnapshots) as
 // .versions lists them: by time, with "-1", "-2" … for later snapshots of
@@ -69,11 +83,11 @@ func UniqueNames(snaps []*Snapshot) []string {
 	out := make([]string, 0, len(snaps))
 	count := map[string]int{}
 	for _, s := range snaps {
-		n := s.Name()
+		n := s.TimeName()
 		if k := count[n]; k > 0 {
 			n = fmt.Sprintf("%s-%d", n, k)
 		}
-		count[s.Name()]++
+		count[s.TimeName()]++
 		out = append(out, n)
 	}
 	return out
@@ -141,6 +155,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	}
 	sealed := r.key.Seal(nil, b, []byte(snapshotAD))
 	sn.ID = crypto.Hash(sealed)
+	sn.label = "" // a copy of a listed snapshot (an erase's rewrite) is named anew
 	if err := r.Writable(); err != nil {
 		return fmt.Errorf("save snapshot: %w", err)
 	}
@@ -235,7 +250,25 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		return nil, err
 	}
 	SortSnapshots(out)
+	for i, n := range UniqueNames(out) {
+		out[i].label = n
+	}
 	return out, nil
+}
+
+// NameOf is sn's name as Snapshots and .versions give it, suffix included;
+// its time name if the listing fails or no longer holds it.
+func (r *Repository) NameOf(ctx context.Context, sn *Snapshot) string {
+	snaps, err := r.Snapshots(ctx)
+	if err != nil {
+		return sn.TimeName()
+	}
+	for _, s := range snaps {
+		if s.ID == sn.ID {
+			return s.Name()
+		}
+	}
+	return sn.TimeName()
 }
 
 // SortSnapshots orders by time; equal times put a parent before its child,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,8 +42,13 @@ func TestCLIAtSnapshotNameInASharedSecond(t *testing.T) {
 	for i, content := range []string{"first\n", "second\n"} {
 		writeFile(t, filepath.Join(src, "f.txt"), content)
 		now := at.Add(time.Duration(i) * 300 * time.Millisecond)
-		if _, _, err := archiver.Import(ctx, r, src, archiver.Options{Now: func() time.Time { return now }}); err != nil {
+		_, sum, err := archiver.Import(ctx, r, src, archiver.Options{Now: func() time.Time { return now }})
+		if err != nil {
 			t.Fatal(err)
+		}
+		// The import reports the name the listings will give it.
+		if want := at.Format(repo.TimeFormat) + []string{"", "-1"}[i]; sum.Time != want {
+			t.Errorf("import %d reports snapshot %s, want %s", i, sum.Time, want)
 		}
 	}
 	if err := r.Close(); err != nil {
@@ -87,5 +93,30 @@ func TestCLIAtSnapshotNameInASharedSecond(t *testing.T) {
 	}
 	if code, _, errs := kf(t, append(g, "restore", "/", "--at", name+"-2", "--to", filepath.Join(w, "y"))...); code != 1 || !strings.Contains(errs, "no snapshot") {
 		t.Errorf("restore --at %s-2: exit %d %q, want no snapshot", name, code, errs)
+	}
+
+	// Every other report names them so too: a name copied from log, find
+	// or diff leads to the snapshot it came from.
+	var versions []struct {
+		Snapshot string `json:"snapshot"`
+	}
+	if err := json.Unmarshal([]byte(mustKF(t, append(g, "log", "/f.txt", "--json")...)), &versions); err != nil ||
+		len(versions) != 2 || versions[0].Snapshot != name || versions[1].Snapshot != name+"-1" {
+		t.Errorf("log --json: %+v %v, want %s then %s-1", versions, err, name, name)
+	}
+	var matches []struct {
+		Snapshots []string `json:"snapshots"`
+	}
+	if err := json.Unmarshal([]byte(mustKF(t, append(g, "find", "--all-versions", "--content", "second", "--json")...)), &matches); err != nil ||
+		len(matches) != 1 || !slices.Equal(matches[0].Snapshots, []string{name + "-1"}) {
+		t.Errorf("find --all-versions --json: %+v %v, want one match in %s-1", matches, err, name)
+	}
+	var d struct {
+		From string `json:"from"`
+		To   string `json:"to"`
+	}
+	if err := json.Unmarshal([]byte(mustKF(t, append(g, "diff", name, name+"-1", "--json")...)), &d); err != nil ||
+		d.From != name || d.To != name+"-1" {
+		t.Errorf("diff --json: %+v %v, want from %s to %s-1", d, err, name, name)
 	}
 }

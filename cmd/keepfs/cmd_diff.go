@@ -101,7 +101,7 @@ func pickSnapshot(snaps []*repo.Snapshot, arg string) (*repo.Snapshot, error) {
 		}
 		k := 0
 		for _, s := range snaps {
-			if s.Name() == base+"Z" {
+			if s.TimeName() == base+"Z" {
 				if k == n {
 					return s, nil
 				}

@@ -92,7 +92,7 @@ Examples:
 				}
 			} else {
 				fmt.Fprintf(c.App.Writer, "snapshot %s (%s): %d files, %d dirs, %s; %d new, %d changed, %d unchanged, %d excluded; added %s in %.1fs\n",
-					sn.ID.Short(), sn.Name(), sum.Files, sum.Dirs, humanBytes(sum.Bytes), sum.FilesNew, sum.FilesChanged,
+					sn.ID.Short(), sum.Time, sum.Files, sum.Dirs, humanBytes(sum.Bytes), sum.FilesNew, sum.FilesChanged,
 					sum.FilesUnchanged, sum.Excluded, humanBytes(sum.BytesAdded), sum.Seconds)
 			}
 			if len(sum.Warnings) > 0 {

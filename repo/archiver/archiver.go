@@ -162,7 +162,7 @@ func Import(ctx context.Context, r *repo.Repository, dir string, opts Options) (
 	// which is correct (prune merges them).
 	_ = r.MergeOwnIndex(ctx)
 	sum := &Summary{
-		Snapshot: sn.ID.String(), Time: sn.Name(), Files: sn.Stats.Files, Dirs: sn.Stats.Dirs, Bytes: sn.Stats.Bytes,
+		Snapshot: sn.ID.String(), Time: r.NameOf(ctx, sn), Files: sn.Stats.Files, Dirs: sn.Stats.Dirs, Bytes: sn.Stats.Bytes,
 		FilesNew: a.fnew.Load(), FilesChanged: a.fchanged.Load(), FilesUnchanged: a.funchanged.Load(),
 		Excluded: a.excls.Load(), BlobsNew: sn.Stats.BlobsNew, BytesAdded: sn.Stats.BytesAdded,
 		PacksRecovered: recovered, Seconds: time.Since(start).Seconds(), Warnings: a.warnings,

@@ -54,9 +54,11 @@ type Options struct {
 // Version is one file as one snapshot held it.
 type Version struct {
 	Snapshot string `json:"snapshot"`
-	Path     string `json:"path"`
-	Size     uint64 `json:"size"`
-	Copy     bool   `json:"copy,omitempty"`
+	// SnapshotID tells snapshots of one second apart inside the process.
+	SnapshotID crypto.ID `json:"-"`
+	Path       string    `json:"path"`
+	Size       uint64    `json:"size"`
+	Copy       bool      `json:"copy,omitempty"`
 }
 
 // Rewrite maps a replaced snapshot to its replacement.
@@ -232,7 +234,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 				if err := walkFiles(ctx, r, n.Subtree, p, func(fp string, fn *tree.Node) {
 					noteFile(fn)
 					removedFile(fp, fn)
-					res.Versions = append(res.Versions, Version{Snapshot: sn.Name(), Path: fp, Size: fn.Size})
+					res.Versions = append(res.Versions, Version{Snapshot: sn.Name(), SnapshotID: sn.ID, Path: fp, Size: fn.Size})
 				}); err != nil {
 					return nil, err
 				}
@@ -248,7 +250,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 			noteFile(o.Node)
 			if add(o.Snapshot, o.Path, o.Node) {
 				removedFile(o.Path, o.Node)
-				res.Versions = append(res.Versions, Version{Snapshot: o.Snapshot.Name(), Path: o.Path, Size: o.Node.Size})
+				res.Versions = append(res.Versions, Version{Snapshot: o.Snapshot.Name(), SnapshotID: o.Snapshot.ID, Path: o.Path, Size: o.Node.Size})
 			}
 		}
 		if !found {
@@ -267,7 +269,7 @@ func Erase(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 			if err := walkFiles(ctx, r, sn.Tree, "/", func(fp string, fn *tree.Node) {
 				if fn.Size > 0 && erasedContent[history.ContentID(r.Key(), fn)] && add(sn, fp, fn) {
 					removedFile(fp, fn)
-					res.Copies = append(res.Copies, Version{Snapshot: sn.Name(), Path: fp, Size: fn.Size, Copy: true})
+					res.Copies = append(res.Copies, Version{Snapshot: sn.Name(), SnapshotID: sn.ID, Path: fp, Size: fn.Size, Copy: true})
 				}
 			}); err != nil {
 				return nil, err

@@ -520,7 +520,11 @@ func (d *daemon) handle(conn *net.UnixConn) {
 			resp.Error = err.Error()
 		}
 		if sn != nil {
-			resp.Snapshot = sn.Name()
+			// As .versions and the other commands name it: an import may
+			// have stored a snapshot in the same second.
+			nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			resp.Snapshot = d.c.Repository().NameOf(nctx, sn)
+			cancel()
 			if sn.ID.String() != before {
 				resp.Uploaded = sn.Stats.BytesAdded
 			}
