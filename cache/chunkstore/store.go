@@ -110,8 +110,11 @@ type Store struct {
 	// run elsewhere while this client's lock lapsed may drop their blobs,
 	// and the local copy would be the only one. Unpin makes them
 	// evictable once a snapshot is stored.
-	pinMu  sync.Mutex
-	pinned map[crypto.ID]int64
+	// pinOrder keeps upload order, so that Unpin hands them to the LRU
+	// oldest first, as uploads did before pinning, not in map order.
+	pinMu    sync.Mutex
+	pinned   map[crypto.ID]int64
+	pinOrder []crypto.ID
 
 	fetches sync.WaitGroup // background fetches (Prefetch)
 
@@ -447,6 +450,9 @@ func (s *Store) Uploaded(ids []crypto.ID, sizes []int) {
 		s.pinned = make(map[crypto.ID]int64, len(ids))
 	}
 	for i, id := range ids {
+		if _, ok := s.pinned[id]; !ok {
+			s.pinOrder = append(s.pinOrder, id)
+		}
 		s.pinned[id] = int64(sizes[i])
 	}
 }
@@ -457,14 +463,14 @@ func (s *Store) Uploaded(ids []crypto.ID, sizes []int) {
 // meanwhile stays out of the LRU (evict skips it).
 func (s *Store) Unpin() {
 	s.pinMu.Lock()
-	pinned := s.pinned
-	s.pinned = nil
+	pinned, order := s.pinned, s.pinOrder
+	s.pinned, s.pinOrder = nil, nil
 	s.pinMu.Unlock()
 	if len(pinned) == 0 {
 		return
 	}
-	for id, size := range pinned {
-		s.lru.add(id, size)
+	for _, id := range order {
+		s.lru.add(id, pinned[id])
 	}
 	s.evict()
 }

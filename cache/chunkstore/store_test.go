@@ -179,6 +179,29 @@ func TestEvictionKeepsWhatTheIndexLacks(t *testing.T) {
 	}
 }
 
+// Chunks pinned until a snapshot enter the LRU in upload order: the
+// first uploaded is the first evicted, as before pinning.
+func TestUnpinKeepsUploadOrder(t *testing.T) {
+	const n, size = 12, 40 << 10
+	e := newEnv(t, (n-1)*size) // room for all but one
+	s := e.s
+	var ids []crypto.ID
+	for i := range n {
+		b := randBytes(uint64(100+i), size)
+		ids = append(ids, e.put(b, false))
+		e.repo.upload(ids[i], b)
+		s.Uploaded(ids[i:i+1], []int{size})
+	}
+	s.Uploaded(ids[3:4], []int{size}) // told twice: keeps its first place
+	s.Unpin()
+	for i, id := range ids {
+		_, err := s.Load(id)
+		if evicted := errors.Is(err, os.ErrNotExist); evicted != (i == 0) {
+			t.Fatalf("chunk %d of %d evicted %v (%v); only the first uploaded should be", i, n, evicted, err)
+		}
+	}
+}
+
 // Get reads local chunks, fetches others from the repository once and
 // keeps them, and counts hits and misses.
 func TestGetFetchesOnceAndKeeps(t *testing.T) {
