@@ -219,6 +219,29 @@ func saveSnapshot(t *testing.T, r *repo.Repository, when time.Time, files map[st
 	return sn
 }
 
+// A snapshot just stored is named as the listing names it: the second of
+// one second is NAME-1, and the listing labels it so too.
+func TestNameOfSharedSecond(t *testing.T) {
+	ctx := context.Background()
+	_, r := newRepo(t)
+	t0 := time.Date(2026, 11, 28, 13, 5, 0, 0, time.UTC)
+	first := saveSnapshot(t, r, t0, map[string][]byte{"a.txt": []byte("v1")})
+	second := saveSnapshot(t, r, t0.Add(400*time.Millisecond), map[string][]byte{"a.txt": []byte("v2")})
+	if n := r.NameOf(ctx, first); n != "2026-11-28T130500Z" {
+		t.Errorf("first: %s", n)
+	}
+	if n := r.NameOf(ctx, second); n != "2026-11-28T130500Z-1" {
+		t.Errorf("second: %s, want the -1 suffix", n)
+	}
+	if second.Name() != second.TimeName() {
+		t.Errorf("a snapshot not from a listing is named %s, want its time", second.Name())
+	}
+	snaps, err := r.Snapshots(ctx)
+	if err != nil || len(snaps) != 2 || snaps[1].Name() != "2026-11-28T130500Z-1" || snaps[1].TimeName() != "2026-11-28T130500Z" {
+		t.Fatalf("listing: %v %v", snaps, err)
+	}
+}
+
 func TestSnapshotsAndLookup(t *testing.T) {
 	ctx := context.Background()
 	be, r := newRepo(t)
