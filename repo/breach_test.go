@@ -167,3 +167,57 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 		t.Fatalf("open with a replayed segment: %v", err)
 	}
 }
+
+// TestScrubFindsIndexSegmentDeletedOrResized: an index segment deleted
+// with no segment superseding it takes its packs out of the index (a
+// fresh client then misses their blobs; the packs themselves still hash
+// and open, so the pack diff takes them for an interrupted upload); one
+// appended to keeps its name. Both are found by the next pass, while a
+// merge by another writer (new segment first, then the deletes) is not.
+func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	snapshotOf(t, r, randBytes(5000))
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Another writer stores two segments and merges them (as an import
+	// or a mount does at its end): no event.
+	w := reopen(t, be)
+	snapshotOf(t, w, randBytes(5000))
+	snapshotOf(t, w, randBytes(5000))
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.MergeOwnIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Scrub(ctx, repo.ScrubOptions{})
+	if err != nil || len(res.Problems) != 0 {
+		t.Fatalf("scrub after a merge: %+v %v", res, err)
+	}
+	if evs := s.take(); len(evs) != 0 {
+		t.Fatalf("a merge raised %+v", evs)
+	}
+	segs := only(t, be, remote.Index)
+	if len(segs) < 2 {
+		t.Fatalf("%d index segments", len(segs))
+	}
+	// One segment deleted, another appended to.
+	gone, grown := segs[0].Handle, segs[1].Handle
+	if err := be.Remove(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := remote.LoadAll(ctx, be, grown)
+	be.Replace(grown, append(b, 0))
+	res, err = r.Scrub(ctx, repo.ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := s.take()
+	if !hasEvent(evs, notify.TypeMissing, "index/"+gone.Name) || !hasEvent(evs, notify.TypeResized, "index/"+grown.Name) {
+		t.Fatalf("deleted and resized segments: %+v (problems %+v)", evs, res.Problems)
+	}
+}
