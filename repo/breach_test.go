@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
@@ -219,5 +220,39 @@ func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
 	evs := s.take()
 	if !hasEvent(evs, notify.TypeMissing, "index/"+gone.Name) || !hasEvent(evs, notify.TypeResized, "index/"+grown.Name) {
 		t.Fatalf("deleted and resized segments: %+v (problems %+v)", evs, res.Problems)
+	}
+}
+
+// TestScrubQuietAfterRewritesElsewhere: prunes by another client between
+// two passes rewrite the index twice; the second rewrite supersedes only
+// the segments still stored, so segments the first pass saw are gone with
+// no segment naming them. The generation moved: no event.
+func TestScrubQuietAfterRewritesElsewhere(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	snapshotOf(t, r, randBytes(5000))
+	snapshotOf(t, r, randBytes(5000))
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := reopen(t, be)
+	if err := w.SetRetention(ctx, repo.Retention{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i := 1; i <= 2; i++ {
+		snapshotOf(t, w, randBytes(5000))
+		if _, err := w.Prune(ctx, repo.PruneOptions{Now: now.Add(time.Duration(2*i) * time.Hour), Grace: time.Nanosecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := r.Scrub(ctx, repo.ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := s.take(); len(evs) != 0 {
+		t.Fatalf("prunes elsewhere raised %+v (problems %+v)", evs, res.Problems)
 	}
 }

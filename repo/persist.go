@@ -85,10 +85,12 @@ func (r *Repository) syncPersistentFrom(ctx context.Context, prev uint64) error 
 	for id, live := range st.Segments {
 		switch {
 		case !listed[id]:
-			if live && !superseded[id] {
+			if live && !superseded[id] && st.Generation == gen {
 				// Writers store the segment that supersedes one before
 				// deleting it, and the generation is the same (no prune
-				// or erase): the packs it named left the index unasked.
+				// or erase, which may delete segments no stored segment
+				// names, not even this handle's own): the packs it named
+				// left the index unasked.
 				r.Raise(notify.Event{Type: notify.TypeMissing, Severity: notify.Critical, Object: "index/" + id.String(),
 					Message: "index segment " + id.Short() + " is missing and no segment replaces it: the packs it named are no longer indexed"})
 			}

@@ -53,6 +53,12 @@ type scrubState struct {
 	segs map[string]*index.Segment // verified segments by name, without their blobs
 	size map[string]int64          // their sizes when verified
 	bad  map[string]bool           // segments that failed (reported)
+	// gen is the generation at the start of the last pass (genOK: there
+	// was one): a prune or erase since may delete segments without a
+	// segment naming them (a second rewrite supersedes only what is
+	// still stored).
+	gen   uint64
+	genOK bool
 	// unindexedOK are packs outside the index that were read in full and
 	// are ours (an interrupted or in-flight upload), by name and size.
 	unindexedOK map[string]int64
@@ -108,6 +114,10 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	// without one, the packs it named fall out of the index, and a fresh
 	// client misses their blobs.
 	prevLive := liveSegments(st.segs)
+	if !st.genOK || st.gen != gen0 {
+		prevLive = nil
+	}
+	st.gen, st.genOK = gen0, true
 	listedSeg := map[string]bool{}
 	loadNew := func(again bool) error {
 		var names []string

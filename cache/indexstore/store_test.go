@@ -446,3 +446,36 @@ func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
 		t.Fatalf("deleted segment raised %+v", evs)
 	}
 }
+
+// TestIndexStoreOwnRewriteQuiet: this handle's own prune or erase (the
+// generation step it made itself, BumpGeneration) may delete segments no
+// stored segment names (a second rewrite supersedes only what is still
+// stored): no event.
+func TestIndexStoreOwnRewriteQuiet(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r0 := repotest.Create(t, be)
+	k := r0.Key()
+	rng := rand.New(rand.NewPCG(7, 8))
+	var ids []crypto.ID
+	var all []index.PackEntry
+	for i := 0; i < 2; i++ {
+		id, s := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+		ids = append(ids, id)
+		all = append(all, s.Packs...)
+	}
+	r, s := storeRepo(t, be, t.TempDir())
+	defer s.Close()
+	sink := &eventSink{}
+	r.SetEvents(sink)
+	saveSegment(t, be, k, &index.Segment{Packs: all})
+	for _, id := range ids {
+		_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()})
+	}
+	if _, err := r.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if evs := sink.take(); len(evs) != 0 {
+		t.Fatalf("an own rewrite raised %+v", evs)
+	}
+}
