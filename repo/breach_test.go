@@ -256,3 +256,47 @@ func TestScrubQuietAfterRewritesElsewhere(t *testing.T) {
 		t.Fatalf("prunes elsewhere raised %+v (problems %+v)", evs, res.Problems)
 	}
 }
+
+// TestBreachRollbackOfOwnSnapshotWithoutGuard: a handle with a view dir
+// (a mount, an import) stores a snapshot and ends with no Guard after it
+// (a mount's Guard runs once per scrub interval); the remote then drops
+// that snapshot. The next command's Guard must see a rollback: the view
+// followed the client's own snapshots.
+func TestBreachRollbackOfOwnSnapshotWithoutGuard(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	dir := t.TempDir()
+	snapshotOf(t, r, randBytes(1000))
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	r.SetViewDir(dir)
+	b := snapshotOf(t, r, randBytes(1000))
+	if err := be.Remove(ctx, remote.Handle{Type: remote.Snapshot, Name: b.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	s := &sink{}
+	r2.SetEvents(s)
+	evs, err := r2.Guard(ctx, dir)
+	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
+		t.Fatalf("rollback of the client's own snapshot not reported: %+v %v", evs, err)
+	}
+	// Its own snapshots do not make a healthy remote look rolled back,
+	// nor does a view dir without a view yet get a partial one.
+	be2, w := newRepo(t)
+	dir2 := t.TempDir()
+	w.SetViewDir(dir2)
+	snapshotOf(t, w, randBytes(1000))
+	if v, _ := repo.LoadView(dir2); v.RepoID != "" {
+		t.Fatalf("a partial view was written: %+v", v)
+	}
+	if _, err := w.Guard(ctx, dir2); err != nil {
+		t.Fatal(err)
+	}
+	snapshotOf(t, w, randBytes(1000))
+	snapshotOf(t, w, randBytes(1000))
+	if evs, err := reopen(t, be2).Guard(ctx, dir2); err != nil || len(evs) != 0 {
+		t.Fatalf("healthy: %+v %v", evs, err)
+	}
+}

@@ -151,6 +151,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	r.snapMu.Lock()
 	r.snaps[sn.ID] = &cp
 	r.snapMu.Unlock()
+	r.noteOwnHead(sn)
 	return nil
 }
 

@@ -51,3 +51,28 @@ func TestCLIIndexFailureAtOpenOpensIncident(t *testing.T) {
 		t.Fatalf("incidents: %+v", inc)
 	}
 }
+
+// TestCLIRollbackOfOwnImport: the snapshot an import stored is the head
+// this state directory saw, though no Guard ran after it: the remote
+// dropping it is a rollback at the next command.
+func TestCLIRollbackOfOwnImport(t *testing.T) {
+	t.Setenv("KEEPFS_PASSWORD", "secret words")
+	w := t.TempDir()
+	remoteDir := filepath.Join(w, "remote")
+	writeFile(t, filepath.Join(w, "src", "a.txt"), "alpha\n")
+	g := []string{"--repo", "file://" + remoteDir, "--state", filepath.Join(w, "state")}
+	mustKF(t, append(g, "init")...)
+	mustKF(t, append(g, "import", filepath.Join(w, "src"))...)
+	ents, _ := os.ReadDir(filepath.Join(remoteDir, "snapshots"))
+	if len(ents) != 1 {
+		t.Fatalf("%d snapshots", len(ents))
+	}
+	if err := os.Remove(filepath.Join(remoteDir, "snapshots", ents[0].Name())); err != nil {
+		t.Fatal(err)
+	}
+	mustKF(t, append(g, "snapshots")...)
+	out := mustKF(t, append(g, "incidents", "--json")...)
+	if !strings.Contains(out, `"rollback"`) {
+		t.Fatalf("this client's own snapshot dropped: incidents %s", out)
+	}
+}
