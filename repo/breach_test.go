@@ -300,3 +300,45 @@ func TestBreachRollbackOfOwnSnapshotWithoutGuard(t *testing.T) {
 		t.Fatalf("healthy: %+v %v", evs, err)
 	}
 }
+
+// TestBreachForgedGenerationDoesNotExcuseRollback: the generation is
+// what excuses deleted snapshots (a prune or erase), so an object the
+// store made up in generation/ must not count: the dropped head is still
+// a rollback, and the forgery is raised.
+func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	dir := t.TempDir()
+	snapshotOf(t, r, randBytes(1000))
+	b := snapshotOf(t, r, randBytes(1000))
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Remove(ctx, remote.Handle{Type: remote.Snapshot, Name: b.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	forged := "0000000000000001"
+	if err := be.Save(ctx, remote.Handle{Type: remote.Generation, Name: forged}, randBytes(100)); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	s := &sink{}
+	r2.SetEvents(s)
+	if g, err := r2.Generation(ctx); err != nil || g != 0 {
+		t.Fatalf("generation %d, %v; want 0 (the forged one ignored)", g, err)
+	}
+	evs, err := r2.Guard(ctx, dir)
+	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
+		t.Fatalf("rollback behind a forged generation not reported: %+v %v", evs, err)
+	}
+	if !hasEvent(s.take(), notify.TypeUnexpected, "generation/"+forged) {
+		t.Fatal("the forged generation object was not raised")
+	}
+	// A made-up name does not block the next real step, which counts.
+	if n, err := r2.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil || n != 2 {
+		t.Fatalf("bump past the forged name: %d %v", n, err)
+	}
+	if g, err := r2.Generation(ctx); err != nil || g != 2 {
+		t.Fatalf("generation %d, %v; want 2", g, err)
+	}
+}

@@ -118,6 +118,9 @@ type Repository struct {
 	// viewDir is the state directory whose view (head.go) the snapshots
 	// this handle stores advance; nil: none.
 	viewDir atomic.Pointer[string]
+
+	// genValid remembers which generation objects authenticate (trash.go).
+	genValid sync.Map
 }
 
 // Create initialises a new repository on be, protected by passphrase.
