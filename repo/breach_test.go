@@ -342,3 +342,30 @@ func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
 		t.Fatalf("generation %d, %v; want 2", g, err)
 	}
 }
+
+// TestScrubNotBlindedByJunkDeletionMark: an object the store puts in
+// trash/ made every scrub pass (and prune) fail, so nothing else was
+// detected any more. It is raised and left out; the scrub goes on and
+// still finds a deleted pack.
+func TestScrubNotBlindedByJunkDeletionMark(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	snapshotOf(t, r, randBytes(5000))
+	junk := crypto.Hash([]byte("a mark")).String()
+	if err := be.Save(ctx, remote.Handle{Type: remote.Trash, Name: junk}, randBytes(300)); err != nil {
+		t.Fatal(err)
+	}
+	packs := only(t, be, remote.Pack)
+	if err := be.Remove(ctx, packs[0].Handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatalf("scrub with a junk deletion mark: %v", err)
+	}
+	evs := s.take()
+	if !hasEvent(evs, notify.TypeMissing, "packs/"+packs[0].Handle.Name) || !hasEvent(evs, notify.TypeNameMismatch, "trash/"+junk) {
+		t.Fatalf("events: %+v", evs)
+	}
+}

@@ -59,16 +59,24 @@ func (r *Repository) trashMarks(ctx context.Context) ([]trashMark, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load deletion mark %s: %w", n, err)
 		}
+		// A mark that is not ours is raised and left out, not an error: any
+		// object the store puts in trash/ would otherwise stop every scrub
+		// (blinding it) and every prune. Left out, the packs it names are
+		// not taken for dead, so nothing is deleted on its word.
+		obj, what := "trash/"+n, "deletion mark "+shortName(n)
 		if crypto.Hash(b).String() != n {
-			return nil, fmt.Errorf("deletion mark %s: name does not match its content", n)
+			r.raiseLoad(obj, what, "open", ErrNameMismatch)
+			continue
 		}
 		plain, err := r.key.Open(nil, b, []byte(trashAD))
 		if err != nil {
-			return nil, fmt.Errorf("deletion mark %s: %w", n, err)
+			r.raiseLoad(obj, what, "open", err)
+			continue
 		}
 		var m trashMark
 		if err := json.Unmarshal(plain, &m); err != nil {
-			return nil, fmt.Errorf("deletion mark %s: %w", n, err)
+			r.raiseLoad(obj, what, "open", err)
+			continue
 		}
 		m.name = n
 		out = append(out, m)
