@@ -289,7 +289,11 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	}
 
 	// Snapshots: new ones load (and raise on a bad seal or name).
-	snaps, err := r.snapshotsLenient(ctx, func(obj, what string) { problem(notify.TypeUnexpected, obj, what) },
+	// (Raised at once: the listing diff's pending events went out above.)
+	snaps, err := r.snapshotsLenient(ctx, func(obj, what string) {
+		res.Problems = append(res.Problems, Problem{Object: obj, What: what})
+		r.Raise(notify.Event{Type: notify.TypeUnexpected, Severity: notify.Critical, Object: obj, Message: what})
+	},
 		func(obj, what string) { res.Problems = append(res.Problems, Problem{Object: obj, What: what}) })
 	if err != nil {
 		return nil, err
