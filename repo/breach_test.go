@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
@@ -165,5 +166,245 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 	s2 := &sink{}
 	if _, err := repo.Open(ctx, be, pw, repo.Options{Events: s2}); err == nil || !hasEvent(s2.take(), notify.TypeNameMismatch, "index/"+fake) {
 		t.Fatalf("open with a replayed segment: %v", err)
+	}
+}
+
+// TestScrubFindsIndexSegmentDeletedOrResized: an index segment deleted
+// with no segment superseding it takes its packs out of the index (a
+// fresh client then misses their blobs; the packs themselves still hash
+// and open, so the pack diff takes them for an interrupted upload); one
+// appended to keeps its name. Both are found by the next pass, while a
+// merge by another writer (new segment first, then the deletes) is not.
+func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	snapshotOf(t, r, randBytes(5000))
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Another writer stores two segments and merges them (as an import
+	// or a mount does at its end): no event.
+	w := reopen(t, be)
+	snapshotOf(t, w, randBytes(5000))
+	snapshotOf(t, w, randBytes(5000))
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.MergeOwnIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Scrub(ctx, repo.ScrubOptions{})
+	if err != nil || len(res.Problems) != 0 {
+		t.Fatalf("scrub after a merge: %+v %v", res, err)
+	}
+	if evs := s.take(); len(evs) != 0 {
+		t.Fatalf("a merge raised %+v", evs)
+	}
+	segs := only(t, be, remote.Index)
+	if len(segs) < 2 {
+		t.Fatalf("%d index segments", len(segs))
+	}
+	// One segment deleted, another appended to.
+	gone, grown := segs[0].Handle, segs[1].Handle
+	if err := be.Remove(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := remote.LoadAll(ctx, be, grown)
+	be.Replace(grown, append(b, 0))
+	res, err = r.Scrub(ctx, repo.ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := s.take()
+	if !hasEvent(evs, notify.TypeMissing, "index/"+gone.Name) || !hasEvent(evs, notify.TypeResized, "index/"+grown.Name) {
+		t.Fatalf("deleted and resized segments: %+v (problems %+v)", evs, res.Problems)
+	}
+}
+
+// TestScrubQuietAfterRewritesElsewhere: prunes by another client between
+// two passes rewrite the index twice; the second rewrite supersedes only
+// the segments still stored, so segments the first pass saw are gone with
+// no segment naming them. The generation moved: no event.
+func TestScrubQuietAfterRewritesElsewhere(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	snapshotOf(t, r, randBytes(5000))
+	snapshotOf(t, r, randBytes(5000))
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := reopen(t, be)
+	if err := w.SetRetention(ctx, repo.Retention{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i := 1; i <= 2; i++ {
+		snapshotOf(t, w, randBytes(5000))
+		if _, err := w.Prune(ctx, repo.PruneOptions{Now: now.Add(time.Duration(2*i) * time.Hour), Grace: time.Nanosecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := r.Scrub(ctx, repo.ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := s.take(); len(evs) != 0 {
+		t.Fatalf("prunes elsewhere raised %+v (problems %+v)", evs, res.Problems)
+	}
+}
+
+// TestBreachRollbackOfOwnSnapshotWithoutGuard: a handle with a view dir
+// (a mount, an import) stores a snapshot and ends with no Guard after it
+// (a mount's Guard runs once per scrub interval); the remote then drops
+// that snapshot. The next command's Guard must see a rollback: the view
+// followed the client's own snapshots.
+func TestBreachRollbackOfOwnSnapshotWithoutGuard(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	dir := t.TempDir()
+	snapshotOf(t, r, randBytes(1000))
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	r.SetViewDir(dir)
+	b := snapshotOf(t, r, randBytes(1000))
+	if err := be.Remove(ctx, remote.Handle{Type: remote.Snapshot, Name: b.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	s := &sink{}
+	r2.SetEvents(s)
+	evs, err := r2.Guard(ctx, dir)
+	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
+		t.Fatalf("rollback of the client's own snapshot not reported: %+v %v", evs, err)
+	}
+	// Its own snapshots do not make a healthy remote look rolled back,
+	// nor does a view dir without a view yet get a partial one.
+	be2, w := newRepo(t)
+	dir2 := t.TempDir()
+	w.SetViewDir(dir2)
+	snapshotOf(t, w, randBytes(1000))
+	if v, _ := repo.LoadView(dir2); v.RepoID != "" {
+		t.Fatalf("a partial view was written: %+v", v)
+	}
+	if _, err := w.Guard(ctx, dir2); err != nil {
+		t.Fatal(err)
+	}
+	snapshotOf(t, w, randBytes(1000))
+	snapshotOf(t, w, randBytes(1000))
+	if evs, err := reopen(t, be2).Guard(ctx, dir2); err != nil || len(evs) != 0 {
+		t.Fatalf("healthy: %+v %v", evs, err)
+	}
+}
+
+// TestBreachForgedGenerationDoesNotExcuseRollback: the generation is
+// what excuses deleted snapshots (a prune or erase), so an object the
+// store made up in generation/ must not count: the dropped head is still
+// a rollback, and the forgery is raised.
+func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	dir := t.TempDir()
+	snapshotOf(t, r, randBytes(1000))
+	b := snapshotOf(t, r, randBytes(1000))
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Remove(ctx, remote.Handle{Type: remote.Snapshot, Name: b.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	forged := "0000000000000001"
+	if err := be.Save(ctx, remote.Handle{Type: remote.Generation, Name: forged}, randBytes(100)); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	s := &sink{}
+	r2.SetEvents(s)
+	if g, err := r2.Generation(ctx); err != nil || g != 0 {
+		t.Fatalf("generation %d, %v; want 0 (the forged one ignored)", g, err)
+	}
+	evs, err := r2.Guard(ctx, dir)
+	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
+		t.Fatalf("rollback behind a forged generation not reported: %+v %v", evs, err)
+	}
+	if !hasEvent(s.take(), notify.TypeUnexpected, "generation/"+forged) {
+		t.Fatal("the forged generation object was not raised")
+	}
+	// A made-up name does not block the next real step, which counts.
+	if n, err := r2.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil || n != 2 {
+		t.Fatalf("bump past the forged name: %d %v", n, err)
+	}
+	if g, err := r2.Generation(ctx); err != nil || g != 2 {
+		t.Fatalf("generation %d, %v; want 2", g, err)
+	}
+}
+
+// TestScrubNotBlindedByJunkDeletionMark: an object the store puts in
+// trash/ made every scrub pass (and prune) fail, so nothing else was
+// detected any more. It is raised and left out; the scrub goes on and
+// still finds a deleted pack.
+func TestScrubNotBlindedByJunkDeletionMark(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	snapshotOf(t, r, randBytes(5000))
+	junk := crypto.Hash([]byte("a mark")).String()
+	if err := be.Save(ctx, remote.Handle{Type: remote.Trash, Name: junk}, randBytes(300)); err != nil {
+		t.Fatal(err)
+	}
+	packs := only(t, be, remote.Pack)
+	if err := be.Remove(ctx, packs[0].Handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatalf("scrub with a junk deletion mark: %v", err)
+	}
+	evs := s.take()
+	if !hasEvent(evs, notify.TypeMissing, "packs/"+packs[0].Handle.Name) || !hasEvent(evs, notify.TypeNameMismatch, "trash/"+junk) {
+		t.Fatalf("events: %+v", evs)
+	}
+}
+
+// TestJunkInSnapshotsDoesNotBlindTheGuard: a file the store puts in
+// snapshots/ under a name that is no id made every snapshot listing
+// fail: restore, `snapshots`, and the guard (a warning only), so a
+// rollback behind it went unreported, and the scrub found it but raised
+// nothing. It is raised and left out.
+func TestJunkInSnapshotsDoesNotBlindTheGuard(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	dir := t.TempDir()
+	snapshotOf(t, r, randBytes(1000))
+	b := snapshotOf(t, r, randBytes(1000))
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(ctx, remote.Handle{Type: remote.Snapshot, Name: "notahash"}, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Remove(ctx, remote.Handle{Type: remote.Snapshot, Name: b.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := reopen(t, be)
+	s := &sink{}
+	r2.SetEvents(s)
+	if snaps, err := r2.Snapshots(ctx); err != nil || len(snaps) != 1 {
+		t.Fatalf("snapshots: %d, %v", len(snaps), err)
+	}
+	evs, err := r2.Guard(ctx, dir)
+	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
+		t.Fatalf("rollback behind junk: %+v %v", evs, err)
+	}
+	s.take()
+	if _, err := r2.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if evs := s.take(); !hasEvent(evs, notify.TypeUnexpected, "snapshots/notahash") {
+		t.Fatalf("scrub events: %+v", evs)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -142,6 +143,39 @@ func (r *Repository) Guard(ctx context.Context, dir string) ([]notify.Event, err
 		r.Raise(ev)
 	}
 	return evs, err
+}
+
+// SetViewDir makes every snapshot this handle stores from now on advance
+// the head of the view remembered in dir: a remote rolled back to before
+// a snapshot this client stored itself is then a rollback at the next
+// Guard, even if no Guard ran since the snapshot (a mount scrubs once an
+// hour; an unmount or an import ends without one).
+func (r *Repository) SetViewDir(dir string) { r.viewDir.Store(&dir) }
+
+var errViewUnchanged = errors.New("view unchanged")
+
+// noteOwnHead advances the remembered head to sn, stored by this handle,
+// if it is higher. A view of another repository, or none yet (the first
+// Guard remembers everything), is left alone.
+func (r *Repository) noteOwnHead(sn *Snapshot) {
+	p := r.viewDir.Load()
+	if p == nil {
+		return
+	}
+	err := UpdateView(*p, func(old View) (View, error) {
+		if old.RepoID != r.cfg.ID || sn.Seq <= old.HeadSeq {
+			return old, errViewUnchanged
+		}
+		old.HeadSeq, old.HeadID, old.HeadTime = sn.Seq, sn.ID.String(), sn.Time
+		if sn.Hostname != "" && !slices.Contains(old.Hosts, sn.Hostname) {
+			old.Hosts = append(old.Hosts, sn.Hostname)
+			sort.Strings(old.Hosts)
+		}
+		return old, nil
+	})
+	if err != nil && !errors.Is(err, errViewUnchanged) {
+		slog.Warn("cannot remember the snapshot just stored as the head seen", "err", err)
+	}
 }
 
 // AcceptView remembers the remote as it is now, without comparing: for

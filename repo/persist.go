@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/index"
@@ -84,6 +85,15 @@ func (r *Repository) syncPersistentFrom(ctx context.Context, prev uint64) error 
 	for id, live := range st.Segments {
 		switch {
 		case !listed[id]:
+			if live && !superseded[id] && st.Generation == gen {
+				// Writers store the segment that supersedes one before
+				// deleting it, and the generation is the same (no prune
+				// or erase, which may delete segments no stored segment
+				// names, not even this handle's own): the packs it named
+				// left the index unasked.
+				r.Raise(notify.Event{Type: notify.TypeMissing, Severity: notify.Critical, Object: "index/" + id.String(),
+					Message: "index segment " + id.Short() + " is missing and no segment replaces it: the packs it named are no longer indexed"})
+			}
 			drop = append(drop, id)
 		case live && superseded[id]:
 			// Still listed (a merge under way): remembered as superseded,

@@ -114,6 +114,13 @@ type Repository struct {
 	auditMu     sync.Mutex
 	auditLog    *audit.Log
 	auditMirror *audit.Mirror
+
+	// viewDir is the state directory whose view (head.go) the snapshots
+	// this handle stores advance; nil: none.
+	viewDir atomic.Pointer[string]
+
+	// genValid remembers which generation objects authenticate (trash.go).
+	genValid sync.Map
 }
 
 // Create initialises a new repository on be, protected by passphrase.

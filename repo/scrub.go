@@ -51,7 +51,14 @@ type ScrubResult struct {
 type scrubState struct {
 	mu   sync.Mutex
 	segs map[string]*index.Segment // verified segments by name, without their blobs
+	size map[string]int64          // their sizes when verified
 	bad  map[string]bool           // segments that failed (reported)
+	// gen is the generation at the start of the last pass (genOK: there
+	// was one): a prune or erase since may delete segments without a
+	// segment naming them (a second rewrite supersedes only what is
+	// still stored).
+	gen   uint64
+	genOK bool
 	// unindexedOK are packs outside the index that were read in full and
 	// are ours (an interrupted or in-flight upload), by name and size.
 	unindexedOK map[string]int64
@@ -59,7 +66,7 @@ type scrubState struct {
 
 func (r *Repository) scrubber() *scrubState {
 	r.scrubOnce.Do(func() {
-		r.scrub = &scrubState{segs: map[string]*index.Segment{}, bad: map[string]bool{}, unindexedOK: map[string]int64{}}
+		r.scrub = &scrubState{segs: map[string]*index.Segment{}, size: map[string]int64{}, bad: map[string]bool{}, unindexedOK: map[string]int64{}}
 	})
 	return r.scrub
 }
@@ -100,54 +107,106 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	}
 
 	// Index segments: new ones are loaded, verified against their name
-	// and opened (LoadIndex's checks, raising events the same way).
-	var names []string
-	if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
-		names = append(names, fi.Handle.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list index: %w", err)
+	// and opened (LoadIndex's checks, raising events the same way); known
+	// ones must keep their size. A segment that named live packs may
+	// leave the listing only once a segment superseding it is stored (a
+	// merge, a prune's rewrite: both write the new segment first); gone
+	// without one, the packs it named fall out of the index, and a fresh
+	// client misses their blobs.
+	prevLive := liveSegments(st.segs)
+	if !st.genOK || st.gen != gen0 {
+		prevLive = nil
 	}
+	st.gen, st.genOK = gen0, true
 	listedSeg := map[string]bool{}
-	for _, n := range names {
-		listedSeg[n] = true
-		if st.segs[n] != nil {
-			continue
+	loadNew := func(again bool) error {
+		var names []string
+		sizes := map[string]int64{}
+		if err := r.be.List(ctx, remote.Index, func(fi remote.Info) error {
+			names = append(names, fi.Handle.Name)
+			sizes[fi.Handle.Name] = fi.Size
+			return nil
+		}); err != nil {
+			return fmt.Errorf("list index: %w", err)
 		}
-		obj := "index/" + n
-		b, err := remote.LoadAll(ctx, r.be, remote.Handle{Type: remote.Index, Name: n})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+		clear(listedSeg)
+		for _, n := range names {
+			listedSeg[n] = true
+			obj := "index/" + n
+			if st.segs[n] != nil {
+				if sz := st.size[n]; !again && sizes[n] != sz {
+					problem(notify.TypeResized, obj, fmt.Sprintf("index segment %s is %d bytes, it was %d when read", shortName(n), sizes[n], sz))
+				}
+				continue
 			}
-			continue // deleted meanwhile (a rewrite), or unreachable: next pass
-		}
-		if crypto.Hash(b).String() != n {
-			if !st.bad[n] {
-				problem(notify.TypeNameMismatch, obj, "index segment "+shortName(n)+" does not hash to its name: an old segment replayed under a new name, or damage")
+			b, err := remote.LoadAll(ctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				continue // deleted meanwhile (a rewrite), or unreachable: next pass
 			}
-			st.bad[n] = true
-			continue
-		}
-		s, err := index.Open(r.key, b)
-		if err != nil {
-			if !st.bad[n] {
-				problem(notify.TypeUnexpected, obj, "index segment "+shortName(n)+" does not authenticate: not written by a holder of the key, or modified")
+			if crypto.Hash(b).String() != n {
+				if !st.bad[n] {
+					problem(notify.TypeNameMismatch, obj, "index segment "+shortName(n)+" does not hash to its name: an old segment replayed under a new name, or damage")
+				}
+				st.bad[n] = true
+				continue
 			}
-			st.bad[n] = true
-			continue
+			s, err := index.Open(r.key, b)
+			if err != nil {
+				if !st.bad[n] {
+					problem(notify.TypeUnexpected, obj, "index segment "+shortName(n)+" does not authenticate: not written by a holder of the key, or modified")
+				}
+				st.bad[n] = true
+				continue
+			}
+			// Only what the listing diff needs: the packs and their sizes,
+			// not their blobs (held, they would be a second index in memory).
+			slim := &index.Segment{Supersedes: s.Supersedes, Packs: make([]index.PackEntry, len(s.Packs))}
+			for i, p := range s.Packs {
+				slim.Packs[i] = index.PackEntry{ID: p.ID, Size: p.Size}
+			}
+			st.segs[n] = slim
+			st.size[n] = int64(len(b))
 		}
-		// Only what the listing diff needs: the packs and their sizes,
-		// not their blobs (held, they would be a second index in memory).
-		slim := &index.Segment{Supersedes: s.Supersedes, Packs: make([]index.PackEntry, len(s.Packs))}
-		for i, p := range s.Packs {
-			slim.Packs[i] = index.PackEntry{ID: p.ID, Size: p.Size}
+		return nil
+	}
+	// vanished lists the segments live before this pass that left the
+	// listing with no known segment superseding them.
+	vanished := func() []string {
+		replaced := map[string]bool{}
+		for _, s := range st.segs {
+			for _, id := range s.Supersedes {
+				replaced[id.String()] = true
+			}
 		}
-		st.segs[n] = slim
+		var out []string
+		for n := range prevLive {
+			if !listedSeg[n] && !replaced[n] {
+				out = append(out, n)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	if err := loadNew(false); err != nil {
+		return nil, err
+	}
+	if len(vanished()) > 0 {
+		// A listing taken while a merge wrote its segment and deleted the
+		// old ones may show neither: look again before calling it gone.
+		if err := loadNew(true); err != nil {
+			return nil, err
+		}
+		for _, n := range vanished() {
+			problem(notify.TypeMissing, "index/"+n, "index segment "+shortName(n)+" is missing and no segment replaces it: the packs it named are no longer indexed")
+		}
 	}
 	for n := range st.segs {
 		if !listedSeg[n] {
 			delete(st.segs, n)
+			delete(st.size, n)
 		}
 	}
 	res.Indexes = len(st.segs)
@@ -230,7 +289,11 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	}
 
 	// Snapshots: new ones load (and raise on a bad seal or name).
-	snaps, err := r.snapshotsLenient(ctx, func(obj, what string) { problem(notify.TypeUnexpected, obj, what) },
+	// (Raised at once: the listing diff's pending events went out above.)
+	snaps, err := r.snapshotsLenient(ctx, func(obj, what string) {
+		res.Problems = append(res.Problems, Problem{Object: obj, What: what})
+		r.Raise(notify.Event{Type: notify.TypeUnexpected, Severity: notify.Critical, Object: obj, Message: what})
+	},
 		func(obj, what string) { res.Problems = append(res.Problems, Problem{Object: obj, What: what}) })
 	if err != nil {
 		return nil, err
@@ -279,6 +342,23 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	prog.Done()
 	sort.Slice(res.Problems, func(i, j int) bool { return res.Problems[i].Object < res.Problems[j].Object })
 	return res, nil
+}
+
+// liveSegments names the segments no other segment of segs supersedes.
+func liveSegments(segs map[string]*index.Segment) map[string]bool {
+	superseded := map[string]bool{}
+	for _, s := range segs {
+		for _, id := range s.Supersedes {
+			superseded[id.String()] = true
+		}
+	}
+	live := map[string]bool{}
+	for n := range segs {
+		if !superseded[n] {
+			live[n] = true
+		}
+	}
+	return live
 }
 
 // scrubPack reads one pack in full (check's read) and reports problems.

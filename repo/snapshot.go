@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keepfs/keepfs/policy/audit"
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
@@ -166,6 +167,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	r.snapMu.Lock()
 	r.snaps[sn.ID] = &cp
 	r.snapMu.Unlock()
+	r.noteOwnHead(sn)
 	return nil
 }
 
@@ -204,7 +206,12 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	if err := r.be.List(ctx, remote.Snapshot, func(fi remote.Info) error {
 		id, err := crypto.ParseID(fi.Handle.Name)
 		if err != nil {
-			return fmt.Errorf("unexpected object %s in snapshots/", fi.Handle.Name)
+			// Not a snapshot of ours (no writer names one so): raised and
+			// left out, not an error, or any file the store puts here
+			// would stop every listing, restore and the guard itself.
+			r.Raise(notify.Event{Type: notify.TypeUnexpected, Severity: notify.Critical, Object: "snapshots/" + fi.Handle.Name,
+				Message: "unexpected object " + fi.Handle.Name + " among the snapshots: not written by keepfs; ignored"})
+			return nil
 		}
 		ids = append(ids, id)
 		return nil

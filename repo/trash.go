@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo/crypto"
 )
@@ -58,16 +59,24 @@ func (r *Repository) trashMarks(ctx context.Context) ([]trashMark, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load deletion mark %s: %w", n, err)
 		}
+		// A mark that is not ours is raised and left out, not an error: any
+		// object the store puts in trash/ would otherwise stop every scrub
+		// (blinding it) and every prune. Left out, the packs it names are
+		// not taken for dead, so nothing is deleted on its word.
+		obj, what := "trash/"+n, "deletion mark "+shortName(n)
 		if crypto.Hash(b).String() != n {
-			return nil, fmt.Errorf("deletion mark %s: name does not match its content", n)
+			r.raiseLoad(obj, what, "open", ErrNameMismatch)
+			continue
 		}
 		plain, err := r.key.Open(nil, b, []byte(trashAD))
 		if err != nil {
-			return nil, fmt.Errorf("deletion mark %s: %w", n, err)
+			r.raiseLoad(obj, what, "open", err)
+			continue
 		}
 		var m trashMark
 		if err := json.Unmarshal(plain, &m); err != nil {
-			return nil, fmt.Errorf("deletion mark %s: %w", n, err)
+			r.raiseLoad(obj, what, "open", err)
+			continue
 		}
 		m.name = n
 		out = append(out, m)
@@ -197,7 +206,11 @@ func (r *Repository) Generations(ctx context.Context, after uint64) ([]Generatio
 		// under a newer name does not open.
 		plain, err := r.key.Open(nil, b, []byte(generationAD+" "+generationName(n)))
 		if err != nil {
-			return nil, fmt.Errorf("generation %d: %w", n, err)
+			// Made up by the store (raised, as Generation does): skip.
+			if _, verr := r.generationValid(ctx, n); verr != nil {
+				return nil, verr
+			}
+			continue
 		}
 		var g GenerationInfo
 		if err := json.Unmarshal(plain, &g); err != nil || g.N != n {
@@ -209,18 +222,57 @@ func (r *Repository) Generations(ctx context.Context, after uint64) ([]Generatio
 }
 
 // Generation returns the repository's current generation (0 before any
-// prune or erase).
+// prune or erase): the highest generation object that authenticates. The
+// number excuses deletions (the guard's missing snapshots, the scrub's
+// vanished segments), so one the store made up (a name with no valid seal
+// under it) is raised and ignored, never taken.
 func (r *Repository) Generation(ctx context.Context) (uint64, error) {
-	var top uint64
+	var ns []uint64
 	if err := r.be.List(ctx, remote.Generation, func(fi remote.Info) error {
-		if n, err := strconv.ParseUint(fi.Handle.Name, 16, 64); err == nil && len(fi.Handle.Name) == 16 && n > top {
-			top = n
+		if n, err := strconv.ParseUint(fi.Handle.Name, 16, 64); err == nil && len(fi.Handle.Name) == 16 && n > 0 {
+			ns = append(ns, n)
 		}
 		return nil
 	}); err != nil {
 		return 0, fmt.Errorf("list generations: %w", err)
 	}
-	return top, nil
+	sort.Slice(ns, func(i, j int) bool { return ns[i] > ns[j] })
+	for _, n := range ns {
+		ok, err := r.generationValid(ctx, n)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return n, nil
+		}
+	}
+	return 0, nil
+}
+
+// generationValid reports whether generation object n opens under its
+// name. Generation objects never change (Save does not overwrite), so the
+// answer is kept for the handle's life; a missing object (deleted since
+// the listing) is not valid and not remembered.
+func (r *Repository) generationValid(ctx context.Context, n uint64) (bool, error) {
+	name := generationName(n)
+	if v, ok := r.genValid.Load(name); ok {
+		return v.(bool), nil
+	}
+	b, err := remote.LoadAll(ctx, r.be, remote.Handle{Type: remote.Generation, Name: name})
+	if errors.Is(err, remote.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load generation %d: %w", n, err)
+	}
+	_, err = r.key.Open(nil, b, []byte(generationAD+" "+name))
+	ok := err == nil
+	if !ok {
+		r.Raise(notify.Event{Type: notify.TypeUnexpected, Severity: notify.Critical, Object: "generation/" + name,
+			Message: fmt.Sprintf("generation object %d does not authenticate: not written by a holder of the key (a made-up prune or erase, which would excuse deletions), or modified; ignored", n)})
+	}
+	r.genValid.Store(name, ok)
+	return ok, nil
 }
 
 // BumpGeneration stores the next generation. The caller holds the
@@ -234,7 +286,18 @@ func (r *Repository) BumpGeneration(ctx context.Context, reason string, erased, 
 	if err != nil {
 		return 0, err
 	}
-	g := GenerationInfo{N: cur + 1, Time: now.UTC(), Reason: reason, Erased: erased, ErasedFiles: erasedFiles}
+	// Above every name listed, made-up ones too (Generation ignores
+	// them), so that a name the store took cannot block the step.
+	next := cur + 1
+	if err := r.be.List(ctx, remote.Generation, func(fi remote.Info) error {
+		if n, err := strconv.ParseUint(fi.Handle.Name, 16, 64); err == nil && len(fi.Handle.Name) == 16 && n >= next {
+			next = n + 1
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("list generations: %w", err)
+	}
+	g := GenerationInfo{N: next, Time: now.UTC(), Reason: reason, Erased: erased, ErasedFiles: erasedFiles}
 	g.Host, _ = os.Hostname()
 	b, err := json.Marshal(g)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -383,4 +384,98 @@ func TestIndexStoreRefills(t *testing.T) {
 		t.Fatalf("generation %d after a refill, want %d", st.Generation, gen)
 	}
 	s.Close()
+}
+
+type eventSink struct {
+	mu  sync.Mutex
+	evs []notify.Event
+}
+
+func (s *eventSink) Raise(e notify.Event) { s.mu.Lock(); s.evs = append(s.evs, e); s.mu.Unlock() }
+func (s *eventSink) take() []notify.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.evs
+	s.evs = nil
+	return e
+}
+
+// TestIndexStoreSegmentDeletedRaises: a live segment gone from the
+// listing with no segment superseding it, at the same generation (no
+// prune or erase), was deleted by the store, not by a writer (which
+// stores the superseding segment first): the packs it named leave the
+// index, so loading raises object-missing. A merge does not.
+func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r0 := repotest.Create(t, be)
+	k := r0.Key()
+	rng := rand.New(rand.NewPCG(5, 6))
+	var ids []crypto.ID
+	var all []index.PackEntry
+	for i := 0; i < 4; i++ {
+		id, s := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+		ids = append(ids, id)
+		all = append(all, s.Packs...)
+	}
+	r, s := storeRepo(t, be, t.TempDir())
+	defer s.Close()
+	sink := &eventSink{}
+	r.SetEvents(sink)
+	// A merge of the first two, then their deletion: quiet.
+	saveSegment(t, be, k, &index.Segment{Supersedes: ids[:2], Packs: all[:4]})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids[:2] {
+		_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()})
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := sink.take(); len(evs) != 0 {
+		t.Fatalf("a merge raised %+v", evs)
+	}
+	// The store deletes a live segment.
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: ids[3].String()})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs := sink.take()
+	if len(evs) != 1 || evs[0].Type != notify.TypeMissing || evs[0].Object != "index/"+ids[3].String() {
+		t.Fatalf("deleted segment raised %+v", evs)
+	}
+}
+
+// TestIndexStoreOwnRewriteQuiet: this handle's own prune or erase (the
+// generation step it made itself, BumpGeneration) may delete segments no
+// stored segment names (a second rewrite supersedes only what is still
+// stored): no event.
+func TestIndexStoreOwnRewriteQuiet(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r0 := repotest.Create(t, be)
+	k := r0.Key()
+	rng := rand.New(rand.NewPCG(7, 8))
+	var ids []crypto.ID
+	var all []index.PackEntry
+	for i := 0; i < 2; i++ {
+		id, s := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+		ids = append(ids, id)
+		all = append(all, s.Packs...)
+	}
+	r, s := storeRepo(t, be, t.TempDir())
+	defer s.Close()
+	sink := &eventSink{}
+	r.SetEvents(sink)
+	saveSegment(t, be, k, &index.Segment{Packs: all})
+	for _, id := range ids {
+		_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()})
+	}
+	if _, err := r.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if evs := sink.take(); len(evs) != 0 {
+		t.Fatalf("an own rewrite raised %+v", evs)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/remote/location"
 	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
 )
 
 func repoURL(c *cli.Context) (string, error) {
@@ -97,6 +98,11 @@ func openRepoWrapped(c *cli.Context, pw []byte, opts repo.Options, lo location.O
 	if opts.Events == nil {
 		opts.Events = n
 	}
+	// The index is loaded once the notifier is bound to the state
+	// directory: a segment that fails to load raises an event, which must
+	// open an incident (and reach the audit log), not only be delivered.
+	loadIndex := !opts.NoIndex
+	opts.NoIndex = true
 	r, err := repo.Open(c.Context, be, pw, opts)
 	if err != nil {
 		be.Close()
@@ -107,6 +113,15 @@ func openRepoWrapped(c *cli.Context, pw []byte, opts repo.Options, lo location.O
 		return nil, err
 	}
 	bindNotifier(c, r)
+	if loadIndex {
+		if err := r.LoadIndex(c.Context); err != nil {
+			r.Close()
+			if errors.Is(err, repo.ErrNameMismatch) || errors.Is(err, crypto.ErrAuth) {
+				return nil, &exitError{exitIntegrity, fmt.Errorf("%w (see `keepfs incidents`)", err)}
+			}
+			return nil, err
+		}
+	}
 	return r, nil
 }
 

@@ -83,6 +83,8 @@ func bindNotifier(c *cli.Context, r *repo.Repository) {
 	if err := r.SetAuditMirror(dir); err != nil {
 		slog.Warn("audit mirror", "err", err)
 	}
+	// After the Guard below: the first one remembers the whole view.
+	defer r.SetViewDir(dir)
 	if err := n.Bind(dir, r.Config().ID, auditEvent(r)); err != nil {
 		slog.Warn("incidents", "err", err)
 	}

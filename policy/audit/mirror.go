@@ -98,7 +98,8 @@ func (m *Mirror) record(seq uint64, sealed []byte) error {
 	})
 }
 
-// Entries returns the mirrored entries' hashes by seq.
+// Entries returns the mirrored entries' hashes by seq (the first one
+// recorded for each).
 func (m *Mirror) Entries() (map[uint64]string, error) {
 	out := map[uint64]string{}
 	err := m.locked(m.log, func(f *os.File) error {
@@ -115,7 +116,13 @@ func (m *Mirror) Entries() (map[uint64]string, error) {
 				// A line cut short by a crash: the rest still counts.
 				continue
 			}
-			out[seq] = Hash(sealed)
+			// The first record of a seq is the entry the remote took;
+			// a later one for the same seq means the remote lost that
+			// entry and another was appended in its place, which
+			// Verify must see as a replacement, not take as the copy.
+			if _, ok := out[seq]; !ok {
+				out[seq] = Hash(sealed)
+			}
 		}
 		return sc.Err()
 	})
