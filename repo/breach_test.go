@@ -223,6 +223,40 @@ func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
 	}
 }
 
+// TestScrubQuietAfterMergeChain: between two passes another writer merges
+// its own segments twice; the second merge supersedes the first merged
+// segment, not the segments that one replaced, so a segment the first
+// pass saw is gone with no listed segment naming it. Its packs are all
+// still indexed (by the second merge): no event.
+func TestScrubQuietAfterMergeChain(t *testing.T) {
+	defer repo.SetIndexCompaction(2, 1000)()
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &sink{}
+	r.SetEvents(s)
+	w := reopen(t, be)
+	snapshotOf(t, w, randBytes(5000))
+	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	seen := only(t, be, remote.Index)
+	for range 6 { // merges at the 3rd and 5th own segment
+		snapshotOf(t, w, randBytes(5000))
+	}
+	for _, fi := range seen {
+		if _, err := be.Stat(ctx, fi.Handle); err == nil {
+			t.Fatalf("segment %s still stored: no merge chain to test", fi.Handle.Name)
+		}
+	}
+	res, err := r.Scrub(ctx, repo.ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := s.take(); len(evs) != 0 || len(res.Problems) != 0 {
+		t.Fatalf("merges raised %+v (problems %+v)", evs, res.Problems)
+	}
+}
+
 // TestScrubQuietAfterRewritesElsewhere: prunes by another client between
 // two passes rewrite the index twice; the second rewrite supersedes only
 // the segments still stored, so segments the first pass saw are gone with

@@ -1,9 +1,11 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/keepfs/keepfs/policy/notify"
@@ -81,18 +83,17 @@ func (r *Repository) syncPersistentFrom(ctx context.Context, prev uint64) error 
 			add = append(add, index.Held{ID: id, Segment: segs[i], Live: true})
 		}
 	}
-	var drop []crypto.ID
+	var drop, suspects []crypto.ID
 	for id, live := range st.Segments {
 		switch {
 		case !listed[id]:
 			if live && !superseded[id] && st.Generation == gen {
-				// Writers store the segment that supersedes one before
-				// deleting it, and the generation is the same (no prune
-				// or erase, which may delete segments no stored segment
-				// names, not even this handle's own): the packs it named
-				// left the index unasked.
-				r.Raise(notify.Event{Type: notify.TypeMissing, Severity: notify.Critical, Object: "index/" + id.String(),
-					Message: "index segment " + id.Short() + " is missing and no segment replaces it: the packs it named are no longer indexed"})
+				// Gone, no new segment names it, and no prune or erase
+				// (which may delete segments no stored segment names)
+				// happened. A chain of merges does this too (a second
+				// merge names only the first), and carries the packs on:
+				// suspect only if Apply finds packs leaving the index.
+				suspects = append(suspects, id)
 			}
 			drop = append(drop, id)
 		case live && superseded[id]:
@@ -105,6 +106,14 @@ func (r *Repository) syncPersistentFrom(ctx context.Context, prev uint64) error 
 	if len(add) > 0 || len(drop) > 0 {
 		err := p.Apply(add, drop)
 		if errors.Is(err, index.ErrRefill) {
+			// Packs named only by dropped segments: writers store the
+			// segment that carries a pack on before deleting the one
+			// that named it, so the suspects' packs left unasked.
+			slices.SortFunc(suspects, func(a, b crypto.ID) int { return bytes.Compare(a[:], b[:]) })
+			for _, id := range suspects {
+				r.Raise(notify.Event{Type: notify.TypeMissing, Severity: notify.Critical, Object: "index/" + id.String(),
+					Message: "index segment " + id.Short() + " is missing and no segment replaces it: packs it named are no longer indexed"})
+			}
 			return r.refillPersistent(ctx, gen, names)
 		}
 		if err != nil {

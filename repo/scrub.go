@@ -3,9 +3,11 @@ package repo
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -174,20 +176,35 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	}
 	// vanished lists the segments live before this pass that left the
 	// listing with no known segment superseding them.
-	vanished := func() []string {
-		replaced := map[string]bool{}
-		for _, s := range st.segs {
-			for _, id := range s.Supersedes {
-				replaced[id.String()] = true
+	// vanished lists the segments live before this pass that left the
+	// listing while packs they named are named by no listed segment: a
+	// merge's segment carries every pack it replaces, but a second merge
+	// names only the first merged segment, not the ones that one replaced,
+	// so "superseded by a listed segment" would miss a chain of merges
+	// between two passes.
+	vanished := func() map[string]int {
+		indexed := map[crypto.ID]bool{}
+		for n, s := range st.segs {
+			if listedSeg[n] {
+				for _, p := range s.Packs {
+					indexed[p.ID] = true
+				}
 			}
 		}
-		var out []string
+		out := map[string]int{}
 		for n := range prevLive {
-			if !listedSeg[n] && !replaced[n] {
-				out = append(out, n)
+			if listedSeg[n] || st.segs[n] == nil {
+				continue
+			}
+			for _, p := range st.segs[n].Packs {
+				if !indexed[p.ID] {
+					out[n]++
+				}
+			}
+			if out[n] == 0 {
+				delete(out, n)
 			}
 		}
-		sort.Strings(out)
 		return out
 	}
 	if err := loadNew(false); err != nil {
@@ -199,8 +216,10 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 		if err := loadNew(true); err != nil {
 			return nil, err
 		}
-		for _, n := range vanished() {
-			problem(notify.TypeMissing, "index/"+n, "index segment "+shortName(n)+" is missing and no segment replaces it: the packs it named are no longer indexed")
+		gone := vanished()
+		names := slices.Sorted(maps.Keys(gone))
+		for _, n := range names {
+			problem(notify.TypeMissing, "index/"+n, fmt.Sprintf("index segment %s is missing and no segment replaces it: %d packs it named are no longer indexed", shortName(n), gone[n]))
 		}
 	}
 	for n := range st.segs {

@@ -436,6 +436,19 @@ func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
 	if evs := sink.take(); len(evs) != 0 {
 		t.Fatalf("a merge raised %+v", evs)
 	}
+	// Two merges between loads, the second naming only the first (as a
+	// writer's own merges do): ids[2] is gone with no listed segment
+	// superseding it, but its packs are all still named: quiet.
+	m1 := saveSegment(t, be, k, &index.Segment{Supersedes: ids[2:3], Packs: all[4:6]})
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: ids[2].String()})
+	saveSegment(t, be, k, &index.Segment{Supersedes: []crypto.ID{m1}, Packs: all[4:6]})
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: m1.String()})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := sink.take(); len(evs) != 0 {
+		t.Fatalf("a chain of merges raised %+v", evs)
+	}
 	// The store deletes a live segment.
 	_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: ids[3].String()})
 	if err := r.LoadIndex(ctx); err != nil {
