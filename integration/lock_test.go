@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -212,5 +214,65 @@ func TestMountedPruneAndEraseRetryLock(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(w.mnt, "victim.txt")); !os.IsNotExist(err) {
 		t.Fatalf("the erased file is still in the mount: %v", err)
+	}
+}
+
+// TestVersionsShowAnImportBesideTheMount: a snapshot another client
+// stores while the mount runs (an import from another state directory)
+// reads through the mount's .versions without a remount: its trees and
+// data are in index segments stored after the mount loaded its index.
+func TestVersionsShowAnImportBesideTheMount(t *testing.T) {
+	w := newWorld(t)
+	w.mount("--snapshot-interval", "1h")
+	writeRandom(t, filepath.Join(w.mnt, "mine.bin"), 1<<16, 4)
+	w.kf("sync", w.mnt)
+	src := filepath.Join(w.dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(src, "other.bin"), 3<<20, 5)
+	want, err := os.ReadFile(filepath.Join(src, "other.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp := exec.Command(keepfsBin, "--repo", "file://"+w.remote, "--state", filepath.Join(w.dir, "state-import"), "import", src)
+	imp.Env = append(os.Environ(), "KEEPFS_PASSWORD=integration words")
+	if out, err := imp.CombinedOutput(); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	var snaps []struct {
+		Name     string `json:"name"`
+		Hostname string `json:"hostname"`
+		Source   string `json:"source"`
+	}
+	if err := json.Unmarshal([]byte(w.kf("snapshots", "--json")), &snaps); err != nil || len(snaps) < 2 {
+		t.Fatalf("snapshots: %v %+v", err, snaps)
+	}
+	imported := snaps[len(snaps)-1].Name
+	// The mount lists snapshots again within its listing's lifetime (10 s).
+	dir := filepath.Join(w.mnt, ".versions", imported)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(dir); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var found string
+	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Name() == "other.bin" {
+			found = p
+		}
+		return nil
+	})
+	if err != nil || found == "" {
+		t.Fatalf("walk %s: %v (other.bin found: %q)", dir, err, found)
+	}
+	got, err := os.ReadFile(found)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %s through the mount: %d bytes, %v; want the imported %d bytes", found, len(got), err, len(want))
 	}
 }

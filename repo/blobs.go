@@ -438,6 +438,8 @@ func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) (crypto.ID
 // client compacting its own segments, under its shared lock): the one
 // superseding it was stored first, so listing again finds it.
 func (r *Repository) LoadIndex(ctx context.Context) error {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
 	// Segments written before this load may have been merged or pruned by
 	// another client meanwhile: never merge them again from memory.
 	r.compactMu.Lock()

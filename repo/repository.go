@@ -87,6 +87,11 @@ type Repository struct {
 	segMu         sync.Mutex
 	indexSegments []crypto.ID
 
+	// loadMu orders LoadIndex against PickUpSegments, which adds what
+	// others stored since without a full load; pickedAt rate-limits it.
+	loadMu   sync.Mutex
+	pickedAt time.Time
+
 	// compactMu orders merges of this handle's own index segments (own,
 	// see compact.go) against each other and against Prune's rewrite.
 	compactMu  sync.Mutex

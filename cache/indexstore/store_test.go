@@ -492,3 +492,67 @@ func TestIndexStoreOwnRewriteQuiet(t *testing.T) {
 		t.Fatalf("an own rewrite raised %+v", evs)
 	}
 }
+
+// TestPickUpSegmentsIntoStore: segments another client stored after the
+// load are added to the store, superseded ones left out, and a later full
+// load agrees with an in-memory index, with no event.
+func TestPickUpSegmentsIntoStore(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	r0 := repotest.Create(t, be)
+	k := r0.Key()
+	rng := rand.New(rand.NewPCG(9, 10))
+	synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	r, s := storeRepo(t, be, t.TempDir())
+	defer s.Close()
+	sink := &eventSink{}
+	r.SetEvents(sink)
+	a, sa := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	b, sb := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	merged := saveSegment(t, be, k, &index.Segment{Supersedes: []crypto.ID{a, b}, Packs: append(append([]index.PackEntry{}, sa.Packs...), sb.Packs...)})
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: a.String()})
+	c, sc := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	if s.HasPack(sc.Packs[0].ID) || s.HasPack(sa.Packs[0].ID) {
+		t.Fatal("packs stored after the load are indexed before any pick-up")
+	}
+	n, err := r.PickUpSegments(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("pick-up: %d, %v; want the merged segment and %s", n, err, c.Short())
+	}
+	st, err := s.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.Segments[b]; ok {
+		t.Fatal("a superseded segment was picked up")
+	}
+	if !st.Segments[merged] || !st.Segments[c] {
+		t.Fatalf("segments held after the pick-up: %v", st.Segments)
+	}
+	for _, p := range append(append(sa.Packs, sb.Packs...), sc.Packs...) {
+		if !s.HasPack(p.ID) {
+			t.Fatalf("pack %s not indexed after the pick-up", p.ID.Short())
+		}
+	}
+	_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: b.String()})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sameIndex(t, be, s)
+	if evs := sink.take(); len(evs) != 0 {
+		t.Fatalf("events: %+v", evs)
+	}
+
+	// Once a prune or erase moved the generation, segments listed may
+	// name packs it deletes: nothing is picked up until a full load.
+	if _, err := r0.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, sd := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	if n, err := r.PickUpSegments(ctx); err != nil || n != 0 || s.HasPack(sd.Packs[0].ID) {
+		t.Fatalf("pick-up after the generation moved: %d, %v; want nothing", n, err)
+	}
+	if err := r.LoadIndex(ctx); err != nil || !s.HasPack(sd.Packs[0].ID) {
+		t.Fatalf("a full load: %v", err)
+	}
+}

@@ -30,6 +30,25 @@ type Source interface {
 // RepoSource adapts a repository.
 type RepoSource struct{ *repo.Repository }
 
+// Snapshots lists the snapshots. One whose tree the index lacks was
+// stored by another client (an import beside the mount) after the index
+// was loaded: the segments stored since are picked up, so that it reads
+// without a remount.
+func (s RepoSource) Snapshots(ctx context.Context) ([]*repo.Snapshot, error) {
+	snaps, err := s.Repository.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, sn := range snaps {
+		if !s.Index().Has(pack.Tree, sn.Tree) {
+			// Failing, its reads fail as before, with the blob not indexed.
+			_, _ = s.PickUpSegments(ctx)
+			break
+		}
+	}
+	return snaps, nil
+}
+
 // BlobSize is the plaintext length of an indexed blob.
 func (s RepoSource) BlobSize(t pack.BlobType, id crypto.ID) (uint32, bool) {
 	loc, ok := s.Index().Lookup(t, id)
