@@ -697,7 +697,8 @@ func (f *openFile) readAheadLocked(from int) {
 var errCorruptState = chunkstore.ErrCorrupt
 
 // WriteAt writes p at off (at the end for O_APPEND handles) and returns the
-// offset written at.
+// offset written at. It does not change the file's mtime (see below): the
+// caller sets it with SetAttr.
 func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f := h.f
 	f.mu.Lock()
@@ -737,8 +738,14 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	if e > f.size {
 		f.size = e
 	}
-	now := f.c.now()
-	f.mtime, f.ctime, f.changed = now, now, true
+	// mtime is left alone: under the kernel's writeback cache these are
+	// pages written back, at a time of the kernel's choosing (at close,
+	// after an fsync, before a fallocate), and the kernel keeps the file's
+	// mtime itself and sends it with a SETATTR when its clock moved. A
+	// stamp here would outlive the kernel's value whenever the write-back
+	// follows that SETATTR, and the recorded mtime (snapshots, and stat
+	// after a remount) would differ from the one stat showed.
+	f.ctime, f.changed = f.c.now(), true
 	// Unwritten gaps are not counted: big ones become holes.
 	f.dirtyBytes.Add(added)
 	return len(p), nil

@@ -684,7 +684,11 @@ func (f *fileNode) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64,
 		return f.fs.errno(err)
 	}
 	if end := off + size; end > a.Size {
-		if _, err := f.fs.c.SetAttr(ctx, f.ino, cache.SetAttrIn{Size: &end}); err != nil {
+		// The kernel updates the mtime after a fallocate that grew the
+		// file and sends it when its clock moved; the daemon keeps what
+		// the kernel last sent (see cache.Handle.WriteAt).
+		mtime := a.Mtime
+		if _, err := f.fs.c.SetAttr(ctx, f.ino, cache.SetAttrIn{Size: &end, Mtime: &mtime}); err != nil {
 			return f.fs.errno(err)
 		}
 	}
