@@ -26,7 +26,8 @@ type openFile struct {
 	c   *Cache
 	ino uint64
 
-	refs int // guarded by Cache.mu
+	refs    int // guarded by Cache.mu
+	writers int // handles open for writing, guarded by Cache.mu
 
 	// intent: an fsync's intent record names this file's uncommitted
 	// changes (changed with mu held, read with Cache.mu too).
@@ -164,9 +165,14 @@ func (c *Cache) OpenFile(ctx context.Context, ino uint64, flags uint32) (*Handle
 		return nil, err
 	}
 	h := &Handle{c: c, f: f, append: flags&unix.O_APPEND != 0, write: flags&unix.O_ACCMODE != unix.O_RDONLY}
+	if h.write {
+		c.mu.Lock()
+		f.writers++
+		c.mu.Unlock()
+	}
 	if flags&unix.O_TRUNC != 0 && h.write {
 		if err := f.truncate(ctx, 0); err != nil {
-			c.release(ctx, f)
+			h.Release(ctx)
 			return nil, err
 		}
 	}
@@ -834,7 +840,24 @@ func (h *Handle) Fsync(ctx context.Context) error {
 }
 
 // Release closes the handle; the last one commits.
-func (h *Handle) Release(ctx context.Context) error { return h.c.release(ctx, h.f) }
+func (h *Handle) Release(ctx context.Context) error {
+	if h.write {
+		h.c.mu.Lock()
+		h.f.writers--
+		h.c.mu.Unlock()
+	}
+	return h.c.release(ctx, h.f)
+}
+
+// OpenForWriting reports whether ino has a handle open for writing. Only
+// then may the kernel hold written pages of it that have not reached the
+// cache (under its writeback cache, through any such handle).
+func (c *Cache) OpenForWriting(ino uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.open[ino]
+	return f != nil && f.writers > 0
+}
 
 // commit turns f's changes into chunks and records them in the inode. The
 // chunks are durable in the state directory before the inode names them,

@@ -700,6 +700,17 @@ var _ = (gofs.NodeLseeker)((*fileNode)(nil))
 // Lseek answers SEEK_DATA and SEEK_HOLE from the file's holes (see
 // cache.Lseek).
 func (f *fileNode) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if (whence == unix.SEEK_DATA || whence == unix.SEEK_HOLE) && f.fs.c.OpenForWriting(f.ino) {
+		// Under the writeback cache the kernel may hold written pages
+		// of a file open for writing that the cache has not seen, and
+		// it does not write them back before an LSEEK: they would be
+		// answered as a hole, and cp (which asks, since the mount
+		// reports no blocks for them) copied zeros from a log another
+		// process was writing. Invalidating the kernel's pages from off
+		// on makes it write the dirty ones back first (it launders
+		// them); clean ones are read again when needed.
+		f.NotifyContent(int64(off), 0)
+	}
 	pos, err := f.fs.c.Lseek(ctx, f.ino, off, whence)
 	if err != nil {
 		return 0, f.fs.errno(err)
