@@ -208,9 +208,21 @@ func fillAttr(a cache.Attr, out *fuse.Attr) {
 	out.Blocks = a.Blocks()
 	out.Blksize = 1 << 20
 	out.Rdev = uint32(a.Rdev)
-	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)
-	out.Mtime, out.Mtimensec = uint64(a.Mtime/1e9), uint32(a.Mtime%1e9)
-	out.Ctime, out.Ctimensec = uint64(a.Ctime/1e9), uint32(a.Ctime%1e9)
+	out.Atime, out.Atimensec = fuseTime(a.Atime)
+	out.Mtime, out.Mtimensec = fuseTime(a.Mtime)
+	out.Ctime, out.Ctimensec = fuseTime(a.Ctime)
+}
+
+// fuseTime splits nanoseconds since the epoch into FUSE's seconds and
+// nanoseconds in [0, 1e9): a time before 1970 has negative seconds (Go's
+// division truncates towards zero, which put such times up to a second
+// off, with a negative nanosecond count).
+func fuseTime(ns int64) (uint64, uint32) {
+	s, n := ns/1e9, ns%1e9
+	if n < 0 {
+		s, n = s-1, n+1e9
+	}
+	return uint64(s), uint32(n)
 }
 
 // newChild makes the inode for a as a child of n.

@@ -73,3 +73,37 @@ func TestWritebackMtimeReachesTheDaemon(t *testing.T) {
 		}
 	}
 }
+
+// TestTimesBefore1970: a time before the epoch with nanoseconds splits
+// into negative seconds and nanoseconds in [0, 1e9), or stat shows
+// another time than the one set.
+func TestTimesBefore1970(t *testing.T) {
+	m := fstest.New(t, fstest.Config{})
+	file := filepath.Join(m.Dir, "old")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(m.Dir, "dir")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(m.Dir, "link")
+	if err := os.Symlink("old", link); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{file, dir, link} {
+		for _, ns := range []int64{-1525311922710030614, -1, -1e9, -999999999, 1e9 + 5} {
+			ts := []unix.Timespec{unix.NsecToTimespec(ns + 7), unix.NsecToTimespec(ns)}
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				t.Fatal(err)
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Mtim.Nano() != ns || st.Atim.Nano() != ns+7 {
+				t.Errorf("%s: set mtime %d atime %d, stat shows %d and %d", filepath.Base(p), ns, ns+7, st.Mtim.Nano(), st.Atim.Nano())
+			}
+		}
+	}
+}
