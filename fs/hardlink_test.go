@@ -17,7 +17,8 @@ import (
 // TestHardLinksOfEveryKind: link(2) makes hard links of FIFOs and symlinks
 // too. A snapshot must keep them linked, as it keeps regular files:
 // restore made separate FIFOs (link count 1 each) of a FIFO with three
-// links, and so did a fresh state directory's mount.
+// links, and so did a fresh state directory's mount. In .versions the links
+// of one inode share its number, or cp -a and rsync -H copy them apart.
 func TestHardLinksOfEveryKind(t *testing.T) {
 	m := fstest.New(t, fstest.Config{})
 	ctx := context.Background()
@@ -61,6 +62,11 @@ func TestHardLinksOfEveryKind(t *testing.T) {
 		}
 	}
 	linked("mount", d)
+	if _, err := m.Cache.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// cp -a, tar and rsync -H find hard links by inode number.
+	linked(".versions", filepath.Join(d, ".versions", "latest"))
 	m.Close(t) // with a final snapshot
 	r, err := repo.Open(ctx, m.Remote, fstest.Password, repo.Options{KDF: &crypto.TestKDF})
 	if err != nil {
