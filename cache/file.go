@@ -351,11 +351,16 @@ func (c *Cache) setAttrOpen(ctx context.Context, f *openFile, in SetAttrIn) (Att
 			return Attr{}, err
 		}
 	}
+	// The inode is read holding mu: a commit that holds it writes the
+	// pending attributes to the inode and clears them, so an inode read
+	// before it with pending attributes read after it would answer with
+	// the attributes of before the commit's changes.
+	f.mu.Lock()
 	n, err := c.getInode(f.ino)
 	if err != nil {
+		f.mu.Unlock()
 		return Attr{}, err
 	}
-	f.mu.Lock()
 	p := &f.attrs
 	if in.Mode != nil {
 		m := *in.Mode & 0o7777
