@@ -916,3 +916,95 @@ func TestFailedCommitWaitsForReaders(t *testing.T) {
 	}
 	wantContent(t, c, a.Ino, data, "content after the commit differs")
 }
+
+// A SETATTR of an open file (futimens, say) that comes while a commit
+// records the file's pending mode must answer with that mode. It read the
+// inode before the commit wrote it and took the file once the commit had
+// cleared the pending change, and answered with the mode from before the
+// chmod: the kernel showed a 04755 file as 0000 for its attribute timeout.
+func TestSetAttrDuringCommitAnswersThePendingMode(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	a, h := createOpen(t, c, c.Root(), "f")
+	if _, err := h.WriteAt(ctx, randBytes(64, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	mode := uint32(0o4755)
+	if _, err := c.SetAttr(ctx, a.Ino, SetAttrIn{Mode: &mode}); err != nil {
+		t.Fatal(err)
+	}
+	done, release := heldFlush(c, h, nil)
+	defer release()
+	mtime := int64(1e18)
+	type result struct {
+		a   Attr
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		a, err := c.SetAttr(ctx, a.Ino, SetAttrIn{Mtime: &mtime})
+		got <- result{a, err}
+	}()
+	time.Sleep(200 * time.Millisecond) // the SETATTR waits for the file
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.a.Mode&0o7777 != mode || r.a.Mtime != mtime {
+		t.Errorf("SETATTR during the commit answered mode %o mtime %d, want %o and %d", r.a.Mode&0o7777, r.a.Mtime, mode, mtime)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.GetAttr(ctx, a.Ino); err != nil || st.Mode&0o7777 != mode || st.Mtime != mtime {
+		t.Errorf("after: mode %o mtime %d (%v), want %o and %d", st.Mode&0o7777, st.Mtime, err, mode, mtime)
+	}
+}
+
+// A write by a caller without CAP_FSETID that comes while a commit records
+// a chmod must not bring back the mode from before it: the kill of setuid
+// started from the inode read before the commit, 04755, and made it 0755
+// where the chmod had said 0700.
+func TestKillPrivDuringCommitKeepsThePendingMode(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	a, h := createOpen(t, c, c.Root(), "f")
+	suid := uint32(0o4755)
+	if _, err := c.SetAttr(ctx, a.Ino, SetAttrIn{Mode: &suid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt(ctx, randBytes(65, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	mode := uint32(0o700)
+	if _, err := c.SetAttr(ctx, a.Ino, SetAttrIn{Mode: &mode}); err != nil {
+		t.Fatal(err)
+	}
+	done, release := heldFlush(c, h, nil)
+	defer release()
+	got := make(chan error, 1)
+	go func() { got <- c.KillPriv(ctx, a.Ino, true) }()
+	time.Sleep(200 * time.Millisecond) // the kill waits for the file
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.GetAttr(ctx, a.Ino); err != nil || st.Mode&0o7777 != mode {
+		t.Errorf("mode %o (%v), want %o", st.Mode&0o7777, err, mode)
+	}
+}

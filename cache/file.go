@@ -26,7 +26,8 @@ type openFile struct {
 	c   *Cache
 	ino uint64
 
-	refs int // guarded by Cache.mu
+	refs    int // guarded by Cache.mu
+	writers int // handles open for writing, guarded by Cache.mu
 
 	// intent: an fsync's intent record names this file's uncommitted
 	// changes (changed with mu held, read with Cache.mu too).
@@ -164,9 +165,14 @@ func (c *Cache) OpenFile(ctx context.Context, ino uint64, flags uint32) (*Handle
 		return nil, err
 	}
 	h := &Handle{c: c, f: f, append: flags&unix.O_APPEND != 0, write: flags&unix.O_ACCMODE != unix.O_RDONLY}
+	if h.write {
+		c.mu.Lock()
+		f.writers++
+		c.mu.Unlock()
+	}
 	if flags&unix.O_TRUNC != 0 && h.write {
 		if err := f.truncate(ctx, 0); err != nil {
-			c.release(ctx, f)
+			h.Release(ctx)
 			return nil, err
 		}
 	}
@@ -345,11 +351,16 @@ func (c *Cache) setAttrOpen(ctx context.Context, f *openFile, in SetAttrIn) (Att
 			return Attr{}, err
 		}
 	}
+	// The inode is read holding mu: a commit that holds it writes the
+	// pending attributes to the inode and clears them, so an inode read
+	// before it with pending attributes read after it would answer with
+	// the attributes of before the commit's changes.
+	f.mu.Lock()
 	n, err := c.getInode(f.ino)
 	if err != nil {
+		f.mu.Unlock()
 		return Attr{}, err
 	}
-	f.mu.Lock()
 	p := &f.attrs
 	if in.Mode != nil {
 		m := *in.Mode & 0o7777
@@ -697,7 +708,8 @@ func (f *openFile) readAheadLocked(from int) {
 var errCorruptState = chunkstore.ErrCorrupt
 
 // WriteAt writes p at off (at the end for O_APPEND handles) and returns the
-// offset written at.
+// offset written at. It does not change the file's mtime (see below): the
+// caller sets it with SetAttr.
 func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f := h.f
 	f.mu.Lock()
@@ -737,8 +749,14 @@ func (h *Handle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	if e > f.size {
 		f.size = e
 	}
-	now := f.c.now()
-	f.mtime, f.ctime, f.changed = now, now, true
+	// mtime is left alone: under the kernel's writeback cache these are
+	// pages written back, at a time of the kernel's choosing (at close,
+	// after an fsync, before a fallocate), and the kernel keeps the file's
+	// mtime itself and sends it with a SETATTR when its clock moved. A
+	// stamp here would outlive the kernel's value whenever the write-back
+	// follows that SETATTR, and the recorded mtime (snapshots, and stat
+	// after a remount) would differ from the one stat showed.
+	f.ctime, f.changed = f.c.now(), true
 	// Unwritten gaps are not counted: big ones become holes.
 	f.dirtyBytes.Add(added)
 	return len(p), nil
@@ -827,7 +845,24 @@ func (h *Handle) Fsync(ctx context.Context) error {
 }
 
 // Release closes the handle; the last one commits.
-func (h *Handle) Release(ctx context.Context) error { return h.c.release(ctx, h.f) }
+func (h *Handle) Release(ctx context.Context) error {
+	if h.write {
+		h.c.mu.Lock()
+		h.f.writers--
+		h.c.mu.Unlock()
+	}
+	return h.c.release(ctx, h.f)
+}
+
+// OpenForWriting reports whether ino has a handle open for writing. Only
+// then may the kernel hold written pages of it that have not reached the
+// cache (under its writeback cache, through any such handle).
+func (c *Cache) OpenForWriting(ino uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.open[ino]
+	return f != nil && f.writers > 0
+}
 
 // commit turns f's changes into chunks and records them in the inode. The
 // chunks are durable in the state directory before the inode names them,

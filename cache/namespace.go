@@ -268,9 +268,19 @@ func (c *Cache) KillPriv(ctx context.Context, ino uint64, suid bool) error {
 		// Writes come through open handles: the mode change joins the
 		// file's pending attributes.
 		if f := c.openRef(ino); f != nil {
+			// Read again holding mu, like setAttrOpen: a commit in
+			// between wrote the pending mode and cleared it.
 			f.mu.Lock()
-			f.killSuidLocked(n.Mode)
+			m, err := c.getInode(ino)
+			if err == nil {
+				n = m
+				f.killSuidLocked(n.Mode)
+			}
 			f.mu.Unlock()
+			if err != nil {
+				c.release(ctx, f)
+				return err
+			}
 			if err := c.release(ctx, f); err != nil {
 				return err
 			}

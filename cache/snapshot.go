@@ -116,13 +116,15 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 		progress(dirs, false)
 		st := repo.SnapshotStats{Dirs: 1}
 		for _, nd := range t.Nodes {
-			if nd.Type == tree.File && nd.Links > 1 && nd.Inode != 0 {
+			if nd.Type != tree.Dir && nd.Links > 1 && nd.Inode != 0 {
 				if ino, ok := links[nd.Inode]; ok {
 					if err := wb.Set(meta.DirentKey(dir, nd.Name), meta.EncodeDirent(ino, nd.Type)); err != nil {
 						return st, err
 					}
-					st.Files++
-					st.Bytes += int64(nd.Size)
+					if nd.Type == tree.File {
+						st.Files++
+						st.Bytes += int64(nd.Size)
+					}
 					continue
 				}
 			}
@@ -157,12 +159,13 @@ func (c *Cache) bootstrap(ctx context.Context) error {
 					}
 					n.Chunks = append(n.Chunks, meta.Chunk{ID: p.ID, Len: uint64(loc.RawLength)})
 				}
-				if nd.Links > 1 && nd.Inode != 0 {
-					links[nd.Inode] = ino
-					n.Nlink = uint32(nd.Links)
-				}
 				st.Files++
 				st.Bytes += int64(nd.Size)
+			}
+			if nd.Type != tree.Dir && nd.Links > 1 && nd.Inode != 0 {
+				// FIFOs, devices and symlinks have hard links too.
+				links[nd.Inode] = ino
+				n.Nlink = uint32(nd.Links)
 			}
 			if err := wb.Set(meta.InodeKey(ino), meta.EncodeInode(n)); err != nil {
 				return st, err

@@ -208,9 +208,21 @@ func fillAttr(a cache.Attr, out *fuse.Attr) {
 	out.Blocks = a.Blocks()
 	out.Blksize = 1 << 20
 	out.Rdev = uint32(a.Rdev)
-	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)
-	out.Mtime, out.Mtimensec = uint64(a.Mtime/1e9), uint32(a.Mtime%1e9)
-	out.Ctime, out.Ctimensec = uint64(a.Ctime/1e9), uint32(a.Ctime%1e9)
+	out.Atime, out.Atimensec = fuseTime(a.Atime)
+	out.Mtime, out.Mtimensec = fuseTime(a.Mtime)
+	out.Ctime, out.Ctimensec = fuseTime(a.Ctime)
+}
+
+// fuseTime splits nanoseconds since the epoch into FUSE's seconds and
+// nanoseconds in [0, 1e9): a time before 1970 has negative seconds (Go's
+// division truncates towards zero, which put such times up to a second
+// off, with a negative nanosecond count).
+func fuseTime(ns int64) (uint64, uint32) {
+	s, n := ns/1e9, ns%1e9
+	if n < 0 {
+		s, n = s-1, n+1e9
+	}
+	return uint64(s), uint32(n)
 }
 
 // newChild makes the inode for a as a child of n.
@@ -684,7 +696,11 @@ func (f *fileNode) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64,
 		return f.fs.errno(err)
 	}
 	if end := off + size; end > a.Size {
-		if _, err := f.fs.c.SetAttr(ctx, f.ino, cache.SetAttrIn{Size: &end}); err != nil {
+		// The kernel updates the mtime after a fallocate that grew the
+		// file and sends it when its clock moved; the daemon keeps what
+		// the kernel last sent (see cache.Handle.WriteAt).
+		mtime := a.Mtime
+		if _, err := f.fs.c.SetAttr(ctx, f.ino, cache.SetAttrIn{Size: &end, Mtime: &mtime}); err != nil {
 			return f.fs.errno(err)
 		}
 	}
@@ -696,6 +712,17 @@ var _ = (gofs.NodeLseeker)((*fileNode)(nil))
 // Lseek answers SEEK_DATA and SEEK_HOLE from the file's holes (see
 // cache.Lseek).
 func (f *fileNode) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if (whence == unix.SEEK_DATA || whence == unix.SEEK_HOLE) && f.fs.c.OpenForWriting(f.ino) {
+		// Under the writeback cache the kernel may hold written pages
+		// of a file open for writing that the cache has not seen, and
+		// it does not write them back before an LSEEK: they would be
+		// answered as a hole, and cp (which asks, since the mount
+		// reports no blocks for them) copied zeros from a log another
+		// process was writing. Invalidating the kernel's pages from off
+		// on makes it write the dirty ones back first (it launders
+		// them); clean ones are read again when needed.
+		f.NotifyContent(int64(off), 0)
+	}
 	pos, err := f.fs.c.Lseek(ctx, f.ino, off, whence)
 	if err != nil {
 		return 0, f.fs.errno(err)

@@ -241,6 +241,10 @@ func (w *Walk) dir(ino uint64, path []string, rules crypto.ID) (Tree, error) {
 		node := &tree.Node{Name: e.Name, Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, Size: n.Size,
 			MTime: n.Mtime, ATime: n.Atime, CTime: n.Ctime, Rdev: n.Rdev, LinkTarget: n.Target, Xattrs: n.Xattrs,
 			Links: uint64(n.Nlink)}
+		if n.Type != tree.Dir && n.Nlink > 1 {
+			// FIFOs, devices and symlinks have hard links too.
+			node.Inode = e.Ino
+		}
 		switch n.Type {
 		case tree.Dir:
 			child, err := w.dir(e.Ino, crel, w.childRules(sub, e.Name))
@@ -254,9 +258,6 @@ func (w *Walk) dir(ino uint64, path []string, rules crypto.ID) (Tree, error) {
 			st.Bytes += child.Stats.Bytes
 		case tree.File:
 			node.SetPieces(Pieces(n.Chunks))
-			if n.Nlink > 1 {
-				node.Inode = e.Ino
-			}
 			if lost, err := w.lostContent(node.Content); err != nil {
 				return Tree{}, err
 			} else if lost {

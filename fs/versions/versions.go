@@ -2,6 +2,7 @@ package versions
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"hash/fnv"
 	"log/slog"
@@ -359,6 +360,20 @@ func (n *entry) fill(a *fuse.Attr) {
 	}
 	a.SetTimes(&at, &mt, &ct)
 	a.Ino = pathIno(n.sn, n.path)
+	if n.n.Type != tree.Dir && n.n.Links > 1 && n.n.Inode != 0 {
+		// Hard links share a number, as they did in the live tree:
+		// cp -a, tar and rsync -H find them by it.
+		a.Ino = linkIno(n.sn, n.n.Inode)
+	}
+}
+
+// linkIno numbers the hard links of the snapshot's inode ino (paths start
+// with "/", so the two never hash the same input).
+func linkIno(sn *repo.Snapshot, ino uint64) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(sn.ID[:])
+	_, _ = h.Write(binary.BigEndian.AppendUint64([]byte("link:"), ino))
+	return h.Sum64() | 1<<63
 }
 
 var _ = (gofs.NodeGetattrer)((*node)(nil))

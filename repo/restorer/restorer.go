@@ -289,6 +289,16 @@ func (rs *restorer) plan(ctx context.Context, n *tree.Node, rel string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if n.Type != tree.Dir && n.Type != tree.Socket && n.Links > 1 {
+		// A hard link of a file, FIFO, device or symlink restored
+		// already is linked once the files exist (sockets are not
+		// restored).
+		if first, ok := rs.inode[n.Inode]; ok {
+			rs.links = append(rs.links, [2]string{first, rel})
+			return nil
+		}
+		rs.inode[n.Inode] = rel
+	}
 	switch n.Type {
 	case tree.Dir:
 		if err := rs.mkdir(rel); err != nil {
@@ -298,13 +308,6 @@ func (rs *restorer) plan(ctx context.Context, n *tree.Node, rel string) error {
 		rs.dirs = append(rs.dirs, dirMeta{n, rel})
 		return rs.planDir(ctx, n.Subtree, rel)
 	case tree.File:
-		if n.Links > 1 {
-			if first, ok := rs.inode[n.Inode]; ok {
-				rs.links = append(rs.links, [2]string{first, rel})
-				return nil
-			}
-			rs.inode[n.Inode] = rel
-		}
 		rs.nfiles.Add(1)
 		rs.total += int64(n.Size)
 		rs.files = append(rs.files, fileJob{n, rel})
