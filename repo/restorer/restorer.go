@@ -289,10 +289,11 @@ func (rs *restorer) plan(ctx context.Context, n *tree.Node, rel string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if n.Type != tree.Dir && n.Type != tree.Socket && n.Links > 1 {
+	if n.Type != tree.Dir && n.Type != tree.Socket && n.Links > 1 && n.Inode != 0 {
 		// A hard link of a file, FIFO, device or symlink restored
 		// already is linked once the files exist (sockets are not
-		// restored).
+		// restored). Only by a recorded inode: older mount snapshots
+		// counted the links of symlinks and FIFOs but recorded none.
 		if first, ok := rs.inode[n.Inode]; ok {
 			rs.links = append(rs.links, [2]string{first, rel})
 			return nil

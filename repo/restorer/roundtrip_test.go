@@ -20,6 +20,7 @@ import (
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/restorer"
+	"github.com/keepfs/keepfs/repo/tree"
 )
 
 func newRepo(t *testing.T) *repo.Repository { return repotest.Create(t, remote.NewMem()) }
@@ -414,5 +415,30 @@ func TestRestoreMetadataThroughFDs(t *testing.T) {
 	must(t, unix.Lstat(filepath.Join(dst, "d", "y"), &y))
 	if x.Ino != y.Ino {
 		t.Error("hard link not restored")
+	}
+}
+
+// A snapshot that counted links of symlinks without recording their inode
+// (mount snapshots before hard links of every kind were kept) restores
+// each symlink as itself: links are made only for a recorded inode.
+func TestRestoreLinksNeedARecordedInode(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	tr := &tree.Tree{Nodes: []*tree.Node{
+		{Name: "a", Type: tree.Symlink, Mode: 0o777, Links: 2, LinkTarget: "target-a"},
+		{Name: "b", Type: tree.Symlink, Mode: 0o777, Links: 2, LinkTarget: "target-b"},
+	}}
+	tr.Sort()
+	root, err := r.SaveTree(ctx, tr)
+	must(t, err)
+	sn := &repo.Snapshot{Time: time.Now(), Tree: root}
+	must(t, r.SaveSnapshot(ctx, sn))
+	dst := t.TempDir()
+	_, err = restorer.Restore(ctx, r, sn, []string{"/"}, dst, restorer.Options{})
+	must(t, err)
+	for _, n := range []string{"a", "b"} {
+		if got, err := os.Readlink(filepath.Join(dst, n)); err != nil || got != "target-"+n {
+			t.Errorf("%s restored as a link to %q (%v), want target-%s", n, got, err, n)
+		}
 	}
 }
