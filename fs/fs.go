@@ -30,6 +30,11 @@ type Options struct {
 	// WrapRaw, if set, wraps the file system go-fuse serves (the daemon
 	// counts and times requests by type with it).
 	WrapRaw func(fuse.RawFileSystem) fuse.RawFileSystem
+	// OnVersions, if set, is given a function that waits until .versions
+	// shows the newest snapshot stored (kernel entries naming an older
+	// one invalidated) or ctx ends: the daemon waits for it before a sync
+	// returns.
+	OnVersions func(settle func(context.Context) error)
 }
 
 // VersionsName is the read-only history directory at the root.

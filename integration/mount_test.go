@@ -872,3 +872,24 @@ func TestRestoreInPlaceAtAnInstant(t *testing.T) {
 		return
 	}
 }
+
+// TestSyncReturnsWithVersionsLatestSwitched: once `keepfs sync` returns,
+// .versions/latest is the snapshot it stored, even where the kernel held
+// the name for the one before (its entry lives 10 s) and the daemon's
+// invalidation of it is slow (held back 1 s here): sync waits for it.
+func TestSyncReturnsWithVersionsLatestSwitched(t *testing.T) {
+	w := newWorld(t)
+	w.env = append(w.env, "KEEPFS_TEST_VERSIONS_DELAY=1s")
+	w.mount("--snapshot-interval", "1h")
+	latest := filepath.Join(w.mnt, ".versions", "latest")
+	for i := range 3 {
+		name := fmt.Sprintf("f%d", i)
+		if err := os.WriteFile(filepath.Join(w.mnt, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		w.kf("sync", w.mnt)
+		if b, err := os.ReadFile(filepath.Join(latest, name)); err != nil || string(b) != name {
+			t.Fatalf("sync %d returned, but .versions/latest/%s: %q %v", i, name, b, err)
+		}
+	}
+}

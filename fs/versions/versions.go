@@ -63,6 +63,9 @@ type Options struct {
 	ListTTL time.Duration
 	// CacheBytes bounds the decoded chunks kept in memory (default 64 MiB).
 	CacheBytes int64
+	// InvalidateDelay holds back each invalidation Refresh starts (tests
+	// of Settle).
+	InvalidateDelay time.Duration
 }
 
 // snapshot timeouts: contents never change.
@@ -86,6 +89,12 @@ type Root struct {
 	// grows only with the names people type, so it is not bounded.
 	handed  map[string]crypto.ID
 	created time.Time
+
+	// Invalidations Refresh started and not yet done; idle is closed
+	// while there are none (Settle).
+	invalMu sync.Mutex
+	invalN  int
+	idle    chan struct{}
 }
 
 // NewRoot returns the .versions directory over src.
@@ -116,7 +125,45 @@ func (r *Root) Refresh() {
 	stale := len(r.handed) > 0
 	r.mu.Unlock()
 	if stale {
-		go r.invalidate()
+		r.invalMu.Lock()
+		if r.invalN == 0 {
+			r.idle = make(chan struct{})
+		}
+		r.invalN++
+		r.invalMu.Unlock()
+		go func() {
+			defer func() {
+				r.invalMu.Lock()
+				if r.invalN--; r.invalN == 0 {
+					close(r.idle)
+				}
+				r.invalMu.Unlock()
+			}()
+			if r.opts.InvalidateDelay > 0 {
+				time.Sleep(r.opts.InvalidateDelay)
+			}
+			r.invalidate()
+		}()
+	}
+}
+
+// Settle waits until the invalidations Refresh started are done, so that
+// no name the kernel holds still means an older snapshot, or until ctx
+// ends: a sync that returns before then leaves .versions/latest showing
+// the previous snapshot, or a walk of it mixing the two. Not from a FUSE
+// request on .versions (see Refresh).
+func (r *Root) Settle(ctx context.Context) error {
+	r.invalMu.Lock()
+	idle, busy := r.idle, r.invalN > 0
+	r.invalMu.Unlock()
+	if !busy {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

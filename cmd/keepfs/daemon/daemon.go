@@ -149,6 +149,10 @@ type daemon struct {
 	// in the state directory.
 	forced atomic.Bool
 
+	// settle waits until .versions shows the newest snapshot (set once
+	// the file system is mounted, fs.Options.OnVersions).
+	settle atomic.Pointer[func(context.Context) error]
+
 	pruneMu   sync.Mutex // one prune at a time
 	lastPrune time.Time  // guarded by pruneMu
 
@@ -243,7 +247,9 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 		}
 		defer stopMetrics()
 	}
-	srv, err := fs.Mount(cfg.Mountpoint, c, cfg.FS)
+	fo := cfg.FS
+	fo.OnVersions = func(settle func(context.Context) error) { d.settle.Store(&settle) }
+	srv, err := fs.Mount(cfg.Mountpoint, c, fo)
 	if err != nil {
 		c.Close(context.WithoutCancel(ctx))
 		return err
@@ -525,6 +531,15 @@ func (d *daemon) handle(conn *net.UnixConn) {
 			nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			resp.Snapshot = d.c.Repository().NameOf(nctx, sn)
 			cancel()
+			// A script that reads .versions/latest once sync returns
+			// must find this snapshot there, not the one before it.
+			if settle := d.settle.Load(); settle != nil && req.Op != "unmount" {
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := (*settle)(sctx); err != nil {
+					d.log.Warn(".versions still shows an older snapshot after the sync", "err", err)
+				}
+				cancel()
+			}
 			if sn.ID.String() != before {
 				resp.Uploaded = sn.Stats.BytesAdded
 			}
