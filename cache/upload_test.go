@@ -35,12 +35,19 @@ func TestUploaderHealsWithoutRestart(t *testing.T) {
 	// gives up while the remote is away and leaves the rest to the
 	// background uploader. (With only failing saves, a fast machine could
 	// fail them all in one pass and finish the sync within its time.)
+	// Until a failed contact is on record: on a loaded machine a short
+	// sync can time out in the walk before it reaches the remote at all.
 	f.Break()
-	sctx0, cancel0 := context.WithTimeout(ctx, 200*time.Millisecond)
-	if _, err := c.Sync(sctx0); err == nil {
-		t.Fatal("a sync finished while the remote was unreachable")
+	for end := time.Now().Add(60 * time.Second); c.Status().LastContactFailed == nil; {
+		if time.Now().After(end) {
+			t.Fatal("no failed contact recorded in 60 s of syncs against an unreachable remote")
+		}
+		sctx0, cancel0 := context.WithTimeout(ctx, 500*time.Millisecond)
+		if _, err := c.Sync(sctx0); err == nil {
+			t.Fatal("a sync finished while the remote was unreachable")
+		}
+		cancel0()
 	}
-	cancel0()
 	// The remote comes back, but its first pack saves still fail.
 	f.FailNextSaves(remote.Pack, 3)
 	f.Heal()
