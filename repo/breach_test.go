@@ -116,13 +116,20 @@ func TestBreachSnapshotsChainAndRollback(t *testing.T) {
 	}
 }
 
-func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
-	ctx := context.Background()
+// watchedRepo is a repository with two snapshots whose events go to s.
+func watchedRepo(t *testing.T) (*remote.Mem, *repo.Repository, *sink) {
+	t.Helper()
 	be, r := newRepo(t)
 	s := &sink{}
 	r.SetEvents(s)
 	snapshotOf(t, r, randBytes(5000))
 	snapshotOf(t, r, randBytes(5000))
+	return be, r, s
+}
+
+func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
+	ctx := context.Background()
+	be, r, s := watchedRepo(t)
 	res, err := r.Scrub(ctx, repo.ScrubOptions{All: true})
 	if err != nil || len(res.Problems) != 0 || res.PacksRead == 0 || len(s.take()) != 0 {
 		t.Fatalf("healthy scrub: %+v %v", res, err)
@@ -263,11 +270,7 @@ func TestScrubQuietAfterMergeChain(t *testing.T) {
 // no segment naming them. The generation moved: no event.
 func TestScrubQuietAfterRewritesElsewhere(t *testing.T) {
 	ctx := context.Background()
-	be, r := newRepo(t)
-	s := &sink{}
-	r.SetEvents(s)
-	snapshotOf(t, r, randBytes(5000))
-	snapshotOf(t, r, randBytes(5000))
+	be, r, s := watchedRepo(t)
 	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -335,19 +338,28 @@ func TestBreachRollbackOfOwnSnapshotWithoutGuard(t *testing.T) {
 	}
 }
 
+// guardedHead is a repository with two snapshots, the second its head b,
+// that a guard with its view in dir has seen; the tests reopen it, as
+// another client would.
+func guardedHead(t *testing.T) (be *remote.Mem, dir string, b *repo.Snapshot) {
+	t.Helper()
+	be, r := newRepo(t)
+	dir = t.TempDir()
+	snapshotOf(t, r, randBytes(1000))
+	b = snapshotOf(t, r, randBytes(1000))
+	if _, err := r.Guard(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	return be, dir, b
+}
+
 // TestBreachForgedGenerationDoesNotExcuseRollback: the generation is
 // what excuses deleted snapshots (a prune or erase), so an object the
 // store made up in generation/ must not count: the dropped head is still
 // a rollback, and the forgery is raised.
 func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
 	ctx := context.Background()
-	be, r := newRepo(t)
-	dir := t.TempDir()
-	snapshotOf(t, r, randBytes(1000))
-	b := snapshotOf(t, r, randBytes(1000))
-	if _, err := r.Guard(ctx, dir); err != nil {
-		t.Fatal(err)
-	}
+	be, dir, b := guardedHead(t)
 	if err := be.Remove(ctx, remote.Handle{Type: remote.Snapshot, Name: b.ID.String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -411,13 +423,7 @@ func TestScrubNotBlindedByJunkDeletionMark(t *testing.T) {
 // nothing. It is raised and left out.
 func TestJunkInSnapshotsDoesNotBlindTheGuard(t *testing.T) {
 	ctx := context.Background()
-	be, r := newRepo(t)
-	dir := t.TempDir()
-	snapshotOf(t, r, randBytes(1000))
-	b := snapshotOf(t, r, randBytes(1000))
-	if _, err := r.Guard(ctx, dir); err != nil {
-		t.Fatal(err)
-	}
+	be, dir, b := guardedHead(t)
 	if err := be.Save(ctx, remote.Handle{Type: remote.Snapshot, Name: "notahash"}, []byte("x")); err != nil {
 		t.Fatal(err)
 	}

@@ -400,6 +400,45 @@ func (s *eventSink) take() []notify.Event {
 	return e
 }
 
+// segRig is a repository holding n synthetic segments (ids, with their
+// packs in order in packs) and a store-backed handle r on it whose events
+// go to sink; creator is the handle that made the repository, another
+// client.
+type segRig struct {
+	be      *remote.Mem
+	k       *crypto.Key
+	rng     *rand.Rand
+	creator *repo.Repository
+	ids     []crypto.ID
+	packs   []index.PackEntry
+	r       *repo.Repository
+	s       *Store
+	sink    *eventSink
+}
+
+func newSegRig(t *testing.T, seed uint64, n int) *segRig {
+	t.Helper()
+	g := &segRig{be: remote.NewMem(), rng: rand.New(rand.NewPCG(seed, seed+1)), sink: &eventSink{}}
+	g.creator = repotest.Create(t, g.be)
+	g.k = g.creator.Key()
+	for range n {
+		g.add(t)
+	}
+	g.r, g.s = storeRepo(t, g.be, t.TempDir())
+	t.Cleanup(func() { g.s.Close() })
+	g.r.SetEvents(g.sink)
+	return g
+}
+
+// add stores one more synthetic segment of two packs.
+func (g *segRig) add(t *testing.T) (crypto.ID, *index.Segment) {
+	t.Helper()
+	id, s := synthSegment(t, g.be, g.k, g.rng, 2, 10, nil, 0)
+	g.ids = append(g.ids, id)
+	g.packs = append(g.packs, s.Packs...)
+	return id, s
+}
+
 // TestIndexStoreSegmentDeletedRaises: a live segment gone from the
 // listing with no segment superseding it, at the same generation (no
 // prune or erase), was deleted by the store, not by a writer (which
@@ -407,21 +446,8 @@ func (s *eventSink) take() []notify.Event {
 // index, so loading raises object-missing. A merge does not.
 func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
 	ctx := context.Background()
-	be := remote.NewMem()
-	r0 := repotest.Create(t, be)
-	k := r0.Key()
-	rng := rand.New(rand.NewPCG(5, 6))
-	var ids []crypto.ID
-	var all []index.PackEntry
-	for i := 0; i < 4; i++ {
-		id, s := synthSegment(t, be, k, rng, 2, 10, nil, 0)
-		ids = append(ids, id)
-		all = append(all, s.Packs...)
-	}
-	r, s := storeRepo(t, be, t.TempDir())
-	defer s.Close()
-	sink := &eventSink{}
-	r.SetEvents(sink)
+	g := newSegRig(t, 5, 4)
+	be, k, r, sink, ids, all := g.be, g.k, g.r, g.sink, g.ids, g.packs
 	// A merge of the first two, then their deletion: quiet.
 	saveSegment(t, be, k, &index.Segment{Supersedes: ids[:2], Packs: all[:4]})
 	if err := r.LoadIndex(ctx); err != nil {
@@ -466,21 +492,8 @@ func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
 // stored): no event.
 func TestIndexStoreOwnRewriteQuiet(t *testing.T) {
 	ctx := context.Background()
-	be := remote.NewMem()
-	r0 := repotest.Create(t, be)
-	k := r0.Key()
-	rng := rand.New(rand.NewPCG(7, 8))
-	var ids []crypto.ID
-	var all []index.PackEntry
-	for i := 0; i < 2; i++ {
-		id, s := synthSegment(t, be, k, rng, 2, 10, nil, 0)
-		ids = append(ids, id)
-		all = append(all, s.Packs...)
-	}
-	r, s := storeRepo(t, be, t.TempDir())
-	defer s.Close()
-	sink := &eventSink{}
-	r.SetEvents(sink)
+	g := newSegRig(t, 7, 2)
+	be, k, r, sink, ids, all := g.be, g.k, g.r, g.sink, g.ids, g.packs
 	saveSegment(t, be, k, &index.Segment{Packs: all})
 	for _, id := range ids {
 		_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: id.String()})
@@ -498,20 +511,13 @@ func TestIndexStoreOwnRewriteQuiet(t *testing.T) {
 // load agrees with an in-memory index, with no event.
 func TestPickUpSegmentsIntoStore(t *testing.T) {
 	ctx := context.Background()
-	be := remote.NewMem()
-	r0 := repotest.Create(t, be)
-	k := r0.Key()
-	rng := rand.New(rand.NewPCG(9, 10))
-	synthSegment(t, be, k, rng, 2, 10, nil, 0)
-	r, s := storeRepo(t, be, t.TempDir())
-	defer s.Close()
-	sink := &eventSink{}
-	r.SetEvents(sink)
-	a, sa := synthSegment(t, be, k, rng, 2, 10, nil, 0)
-	b, sb := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	g := newSegRig(t, 9, 1)
+	be, k, r, s, sink := g.be, g.k, g.r, g.s, g.sink
+	a, sa := g.add(t)
+	b, sb := g.add(t)
 	merged := saveSegment(t, be, k, &index.Segment{Supersedes: []crypto.ID{a, b}, Packs: append(append([]index.PackEntry{}, sa.Packs...), sb.Packs...)})
 	_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: a.String()})
-	c, sc := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	c, sc := g.add(t)
 	if s.HasPack(sc.Packs[0].ID) || s.HasPack(sa.Packs[0].ID) {
 		t.Fatal("packs stored after the load are indexed before any pick-up")
 	}
@@ -545,10 +551,10 @@ func TestPickUpSegmentsIntoStore(t *testing.T) {
 
 	// Once a prune or erase moved the generation, segments listed may
 	// name packs it deletes: nothing is picked up until a full load.
-	if _, err := r0.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil {
+	if _, err := g.creator.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	_, sd := synthSegment(t, be, k, rng, 2, 10, nil, 0)
+	_, sd := g.add(t)
 	if n, err := r.PickUpSegments(ctx); err != nil || n != 0 || s.HasPack(sd.Packs[0].ID) {
 		t.Fatalf("pick-up after the generation moved: %d, %v; want nothing", n, err)
 	}

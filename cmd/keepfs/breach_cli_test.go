@@ -8,6 +8,20 @@ import (
 	"testing"
 )
 
+// importedRepo is a file repository in remoteDir with one import; g are
+// the global flags that reach it with a state directory beside it.
+func importedRepo(t *testing.T) (remoteDir string, g []string) {
+	t.Helper()
+	t.Setenv("KEEPFS_PASSWORD", "secret words")
+	w := t.TempDir()
+	remoteDir = filepath.Join(w, "remote")
+	writeFile(t, filepath.Join(w, "src", "a.txt"), "alpha\n")
+	g = []string{"--repo", "file://" + remoteDir, "--state", filepath.Join(w, "state")}
+	mustKF(t, append(g, "init")...)
+	mustKF(t, append(g, "import", filepath.Join(w, "src"))...)
+	return remoteDir, g
+}
+
 // TestCLIIndexFailureAtOpenOpensIncident: a command that fails while
 // loading the index (a segment replayed under another name) raised its
 // event before the notifier was bound to the state directory, so it was
@@ -15,13 +29,7 @@ import (
 // `check` or the audit log, and a new delivery at every command), and the
 // command exited 1, not 3.
 func TestCLIIndexFailureAtOpenOpensIncident(t *testing.T) {
-	t.Setenv("KEEPFS_PASSWORD", "secret words")
-	w := t.TempDir()
-	remoteDir := filepath.Join(w, "remote")
-	writeFile(t, filepath.Join(w, "src", "a.txt"), "alpha\n")
-	g := []string{"--repo", "file://" + remoteDir, "--state", filepath.Join(w, "state")}
-	mustKF(t, append(g, "init")...)
-	mustKF(t, append(g, "import", filepath.Join(w, "src"))...)
+	remoteDir, g := importedRepo(t)
 	segs, err := os.ReadDir(filepath.Join(remoteDir, "index"))
 	if err != nil || len(segs) == 0 {
 		t.Fatalf("index segments: %v %v", segs, err)
@@ -56,13 +64,7 @@ func TestCLIIndexFailureAtOpenOpensIncident(t *testing.T) {
 // this state directory saw, though no Guard ran after it: the remote
 // dropping it is a rollback at the next command.
 func TestCLIRollbackOfOwnImport(t *testing.T) {
-	t.Setenv("KEEPFS_PASSWORD", "secret words")
-	w := t.TempDir()
-	remoteDir := filepath.Join(w, "remote")
-	writeFile(t, filepath.Join(w, "src", "a.txt"), "alpha\n")
-	g := []string{"--repo", "file://" + remoteDir, "--state", filepath.Join(w, "state")}
-	mustKF(t, append(g, "init")...)
-	mustKF(t, append(g, "import", filepath.Join(w, "src"))...)
+	remoteDir, g := importedRepo(t)
 	ents, _ := os.ReadDir(filepath.Join(remoteDir, "snapshots"))
 	if len(ents) != 1 {
 		t.Fatalf("%d snapshots", len(ents))
