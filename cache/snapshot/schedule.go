@@ -415,7 +415,7 @@ func (s *Scheduler) ifChanged(ctx context.Context, always, settle bool) (*repo.S
 }
 
 func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []func(*repo.Snapshot), error) {
-	at, err := s.cut(ctx, always)
+	at, err := s.cut(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -482,23 +482,16 @@ const maxCutTries = 3
 // held. A point in time resolves to the newest snapshot at or before it,
 // so the stamp is taken before the fsyncs promised so far are committed
 // and the namespace is read: everything closed or fsynced before the stamp
-// is in the snapshot. Names are by the second, so when the last snapshot
-// is of the current second, cut first waits for the next one: stamping
-// ahead instead would run ahead of the clock, a second per snapshot, on
-// back-to-back syncs. If another snapshot was stored before run was taken,
-// or a change came in the last snapshot's second after cut judged there
-// was none, cut starts again, so that stamps follow the parent chain.
-func (s *Scheduler) cut(ctx context.Context, always bool) (time.Time, error) {
+// is in the snapshot. Snapshots of one second are named NAME, NAME-1 …
+// (repo.UniqueNames) in .versions and by every command, so cut neither
+// waits for the next second nor stamps ahead of the clock. If another
+// snapshot was stored before run was taken, cut starts again, so that
+// stamps follow the parent chain.
+func (s *Scheduler) cut(ctx context.Context) (time.Time, error) {
 	for tries := 0; ; tries++ {
 		s.mu.Lock()
 		last := s.last
-		idle := s.changeSeq == s.snapSeq && (last != nil || !always)
 		s.mu.Unlock()
-		if last != nil && !idle && tries < maxCutTries {
-			if err := s.waitNextSecond(ctx, last.Time); err != nil {
-				return time.Time{}, err
-			}
-		}
 		at := s.cfg.Now().UTC()
 		if err := s.cfg.Host.CommitPending(ctx); err != nil {
 			return time.Time{}, fmt.Errorf("commit fsynced files: %w", err)
@@ -506,33 +499,11 @@ func (s *Scheduler) cut(ctx context.Context, always bool) (time.Time, error) {
 		s.run.Lock()
 		s.mu.Lock()
 		same := s.last == last
-		// A change counted after idle was judged (the commit of a
-		// pending fsync counts one) needs the wait too.
-		early := s.last != nil && s.changeSeq != s.snapSeq &&
-			!at.Truncate(time.Second).After(s.last.Time.Truncate(time.Second))
 		s.mu.Unlock()
-		if same && !early || tries >= maxCutTries {
+		if same || tries >= maxCutTries {
 			return at, nil
 		}
 		s.run.Unlock()
-	}
-}
-
-// waitNextSecond waits until the clock is past the second of p. It waits
-// at most a second: a clock set back (or a test's clock that stands
-// still) leaves take to name the snapshot after its parent.
-func (s *Scheduler) waitNextSecond(ctx context.Context, p time.Time) error {
-	d := p.Truncate(time.Second).Add(time.Second).Sub(s.cfg.Now())
-	if d <= 0 || d > time.Second {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
@@ -639,11 +610,10 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch 
 	if parent != nil {
 		p := parent.ID
 		sn.Parent = &p
-		// .versions names snapshots by the second: keep the names of a
-		// mount's snapshots distinct and increasing. cut waited for the
-		// next second; this is for a clock that went back.
-		if p := parent.Time.Truncate(time.Second); !sn.Time.Truncate(time.Second).After(p) {
-			sn.Time = p.Add(time.Second)
+		// A child is newer than its parent, even if the clock went back
+		// (or stands still in a test).
+		if !sn.Time.After(parent.Time) {
+			sn.Time = parent.Time.Add(time.Nanosecond)
 		}
 	}
 	if s.repoChangedSince(epoch) {

@@ -290,10 +290,40 @@ func TestSchedulerBackToBackSyncsAreNotStampedAhead(t *testing.T) {
 			t.Fatalf("sync %d: stamped %s, taken between %s and %s", i, sn.Time.Format(time.RFC3339Nano),
 				before.UTC().Format(time.RFC3339Nano), time.Now().UTC().Format(time.RFC3339Nano))
 		}
-		if prev != nil && sn.Name() <= prev.Name() {
-			t.Fatalf("sync %d: name %s not after the previous %s", i, sn.Name(), prev.Name())
+		if prev != nil && !sn.Time.After(prev.Time) {
+			t.Fatalf("sync %d: stamped %s, not after the previous %s", i, sn.Time.Format(time.RFC3339Nano), prev.Time.Format(time.RFC3339Nano))
 		}
 		prev = sn
+	}
+}
+
+// Snapshots of one second keep their own times (named NAME, NAME-1 …):
+// the second is neither pushed a second ahead of the clock nor waited
+// out. A clock that stands still still gives a child a later time.
+func TestSchedulerSameSecondSnapshotsKeepTheirTimes(t *testing.T) {
+	f := newSchedFixture()
+	now := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
+	f.s.cfg.Now = func() time.Time { return now }
+	d := f.ns.mkdir(1, "d")
+	var prev *repo.Snapshot
+	for i := range 3 {
+		f.ns.file(d, fmt.Sprint("f", i), fmt.Sprint("content ", i))
+		if err := f.s.trees.DirChanged(d); err != nil {
+			t.Fatal(err)
+		}
+		f.s.Changed()
+		sn := f.sync(t)
+		want := now
+		if prev != nil {
+			want = prev.Time.Add(time.Nanosecond)
+		}
+		if !sn.Time.Equal(want) {
+			t.Fatalf("sync %d: stamped %s, want %s", i, sn.Time.Format(time.RFC3339Nano), want.Format(time.RFC3339Nano))
+		}
+		prev = sn
+	}
+	if got := repo.UniqueNames(f.w.snaps); !slices.Equal(got, []string{"2026-12-05T080000Z", "2026-12-05T080000Z-1", "2026-12-05T080000Z-2"}) {
+		t.Fatalf("names %v", got)
 	}
 }
 
@@ -348,7 +378,7 @@ func TestSchedulerChangeFromPendingCommitIsNotStampedAhead(t *testing.T) {
 	if sn == first {
 		t.Fatal("the committed fsync was not snapshotted")
 	}
-	if now := time.Now(); sn.Time.After(now) || sn.Name() <= first.Name() {
+	if now := time.Now(); sn.Time.After(now) || !sn.Time.After(first.Time) {
 		t.Fatalf("stamped %s at %s, after %s", sn.Time.Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano), first.Time.Format(time.RFC3339Nano))
 	}
 }
