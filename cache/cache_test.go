@@ -632,8 +632,8 @@ func TestSnapshotReusesTrees(t *testing.T) {
 	if built := c.Counters().TreesBuilt - before; built != 4 {
 		t.Fatalf("encoded %d trees after a change under /a/b/c, want 4 (root, a, b, c)", built)
 	}
-	if second.Name() <= first.Name() {
-		t.Fatalf("snapshot names %s then %s: not increasing", first.Name(), second.Name())
+	if !second.Time.After(first.Time) {
+		t.Fatalf("snapshot times %s then %s: not increasing", first.Time.Format(time.RFC3339Nano), second.Time.Format(time.RFC3339Nano))
 	}
 	if second.Parent == nil || *second.Parent != first.ID {
 		t.Fatal("second snapshot does not name the first as parent")
