@@ -2,7 +2,6 @@ package repo_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,22 +10,9 @@ import (
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
 	"github.com/keepfs/keepfs/repo/pack"
+	"github.com/keepfs/keepfs/repo/repotest"
 	"github.com/keepfs/keepfs/repo/tree"
 )
-
-type sink struct {
-	mu  sync.Mutex
-	evs []notify.Event
-}
-
-func (s *sink) Raise(e notify.Event) { s.mu.Lock(); s.evs = append(s.evs, e); s.mu.Unlock() }
-func (s *sink) take() []notify.Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.evs
-	s.evs = nil
-	return e
-}
 
 func hasEvent(evs []notify.Event, typ, obj string) bool {
 	for _, e := range evs {
@@ -64,7 +50,7 @@ func only(t *testing.T, be *remote.Mem, typ remote.Type) []remote.Info {
 func TestBreachSnapshotsChainAndRollback(t *testing.T) {
 	ctx := context.Background()
 	be, r := newRepo(t)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r.SetEvents(s)
 	dir := t.TempDir()
 	a := snapshotOf(t, r, randBytes(1000))
@@ -117,10 +103,10 @@ func TestBreachSnapshotsChainAndRollback(t *testing.T) {
 }
 
 // watchedRepo is a repository with two snapshots whose events go to s.
-func watchedRepo(t *testing.T) (*remote.Mem, *repo.Repository, *sink) {
+func watchedRepo(t *testing.T) (*remote.Mem, *repo.Repository, *repotest.Sink) {
 	t.Helper()
 	be, r := newRepo(t)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r.SetEvents(s)
 	snapshotOf(t, r, randBytes(5000))
 	snapshotOf(t, r, randBytes(5000))
@@ -131,7 +117,7 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 	ctx := context.Background()
 	be, r, s := watchedRepo(t)
 	res, err := r.Scrub(ctx, repo.ScrubOptions{All: true})
-	if err != nil || len(res.Problems) != 0 || res.PacksRead == 0 || len(s.take()) != 0 {
+	if err != nil || len(res.Problems) != 0 || res.PacksRead == 0 || len(s.Take()) != 0 {
 		t.Fatalf("healthy scrub: %+v %v", res, err)
 	}
 	packs := only(t, be, remote.Pack)
@@ -150,7 +136,7 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 	if _, err = r.Scrub(ctx, repo.ScrubOptions{All: true}); err != nil {
 		t.Fatal(err)
 	}
-	evs := s.take()
+	evs := s.Take()
 	for _, want := range []struct{ typ, obj string }{
 		{notify.TypeTampered, "packs/" + p0.Name},
 		{notify.TypeNameMismatch, "index/" + fake},
@@ -165,13 +151,13 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 		if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if evs := s.take(); !hasEvent(evs, notify.TypeMissing, "packs/"+packs[1].Handle.Name) {
+		if evs := s.Take(); !hasEvent(evs, notify.TypeMissing, "packs/"+packs[1].Handle.Name) {
 			t.Errorf("deletion not found: %+v", evs)
 		}
 	}
 	// Opening the repository with the replayed segment fails and raises.
-	s2 := &sink{}
-	if _, err := repo.Open(ctx, be, pw, repo.Options{Events: s2}); err == nil || !hasEvent(s2.take(), notify.TypeNameMismatch, "index/"+fake) {
+	s2 := &repotest.Sink{}
+	if _, err := repo.Open(ctx, be, pw, repo.Options{Events: s2}); err == nil || !hasEvent(s2.Take(), notify.TypeNameMismatch, "index/"+fake) {
 		t.Fatalf("open with a replayed segment: %v", err)
 	}
 }
@@ -185,7 +171,7 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
 	ctx := context.Background()
 	be, r := newRepo(t)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r.SetEvents(s)
 	snapshotOf(t, r, randBytes(5000))
 	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
@@ -206,7 +192,7 @@ func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
 	if err != nil || len(res.Problems) != 0 {
 		t.Fatalf("scrub after a merge: %+v %v", res, err)
 	}
-	if evs := s.take(); len(evs) != 0 {
+	if evs := s.Take(); len(evs) != 0 {
 		t.Fatalf("a merge raised %+v", evs)
 	}
 	segs := only(t, be, remote.Index)
@@ -224,7 +210,7 @@ func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs := s.take()
+	evs := s.Take()
 	if !hasEvent(evs, notify.TypeMissing, "index/"+gone.Name) || !hasEvent(evs, notify.TypeResized, "index/"+grown.Name) {
 		t.Fatalf("deleted and resized segments: %+v (problems %+v)", evs, res.Problems)
 	}
@@ -239,7 +225,7 @@ func TestScrubQuietAfterMergeChain(t *testing.T) {
 	defer repo.SetIndexCompaction(2, 1000)()
 	ctx := context.Background()
 	be, r := newRepo(t)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r.SetEvents(s)
 	w := reopen(t, be)
 	snapshotOf(t, w, randBytes(5000))
@@ -259,7 +245,7 @@ func TestScrubQuietAfterMergeChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs := s.take(); len(evs) != 0 || len(res.Problems) != 0 {
+	if evs := s.Take(); len(evs) != 0 || len(res.Problems) != 0 {
 		t.Fatalf("merges raised %+v (problems %+v)", evs, res.Problems)
 	}
 }
@@ -289,7 +275,7 @@ func TestScrubQuietAfterRewritesElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs := s.take(); len(evs) != 0 {
+	if evs := s.Take(); len(evs) != 0 {
 		t.Fatalf("prunes elsewhere raised %+v (problems %+v)", evs, res.Problems)
 	}
 }
@@ -313,7 +299,7 @@ func TestBreachRollbackOfOwnSnapshotWithoutGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2 := reopen(t, be)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r2.SetEvents(s)
 	evs, err := r2.Guard(ctx, dir)
 	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
@@ -368,7 +354,7 @@ func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2 := reopen(t, be)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r2.SetEvents(s)
 	if g, err := r2.Generation(ctx); err != nil || g != 0 {
 		t.Fatalf("generation %d, %v; want 0 (the forged one ignored)", g, err)
@@ -377,7 +363,7 @@ func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
 	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
 		t.Fatalf("rollback behind a forged generation not reported: %+v %v", evs, err)
 	}
-	if !hasEvent(s.take(), notify.TypeUnexpected, "generation/"+forged) {
+	if !hasEvent(s.Take(), notify.TypeUnexpected, "generation/"+forged) {
 		t.Fatal("the forged generation object was not raised")
 	}
 	// A made-up name does not block the next real step, which counts.
@@ -396,7 +382,7 @@ func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
 func TestScrubNotBlindedByJunkDeletionMark(t *testing.T) {
 	ctx := context.Background()
 	be, r := newRepo(t)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r.SetEvents(s)
 	snapshotOf(t, r, randBytes(5000))
 	junk := crypto.Hash([]byte("a mark")).String()
@@ -410,7 +396,7 @@ func TestScrubNotBlindedByJunkDeletionMark(t *testing.T) {
 	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
 		t.Fatalf("scrub with a junk deletion mark: %v", err)
 	}
-	evs := s.take()
+	evs := s.Take()
 	if !hasEvent(evs, notify.TypeMissing, "packs/"+packs[0].Handle.Name) || !hasEvent(evs, notify.TypeNameMismatch, "trash/"+junk) {
 		t.Fatalf("events: %+v", evs)
 	}
@@ -431,7 +417,7 @@ func TestJunkInSnapshotsDoesNotBlindTheGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2 := reopen(t, be)
-	s := &sink{}
+	s := &repotest.Sink{}
 	r2.SetEvents(s)
 	if snaps, err := r2.Snapshots(ctx); err != nil || len(snaps) != 1 {
 		t.Fatalf("snapshots: %d, %v", len(snaps), err)
@@ -440,11 +426,11 @@ func TestJunkInSnapshotsDoesNotBlindTheGuard(t *testing.T) {
 	if err != nil || !hasEvent(evs, notify.TypeRollback, "snapshots/") {
 		t.Fatalf("rollback behind junk: %+v %v", evs, err)
 	}
-	s.take()
+	s.Take()
 	if _, err := r2.Scrub(ctx, repo.ScrubOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if evs := s.take(); !hasEvent(evs, notify.TypeUnexpected, "snapshots/notahash") {
+	if evs := s.Take(); !hasEvent(evs, notify.TypeUnexpected, "snapshots/notahash") {
 		t.Fatalf("scrub events: %+v", evs)
 	}
 }

@@ -386,20 +386,6 @@ func TestIndexStoreRefills(t *testing.T) {
 	s.Close()
 }
 
-type eventSink struct {
-	mu  sync.Mutex
-	evs []notify.Event
-}
-
-func (s *eventSink) Raise(e notify.Event) { s.mu.Lock(); s.evs = append(s.evs, e); s.mu.Unlock() }
-func (s *eventSink) take() []notify.Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.evs
-	s.evs = nil
-	return e
-}
-
 // segRig is a repository holding n synthetic segments (ids, with their
 // packs in order in packs) and a store-backed handle r on it whose events
 // go to sink; creator is the handle that made the repository, another
@@ -413,12 +399,12 @@ type segRig struct {
 	packs   []index.PackEntry
 	r       *repo.Repository
 	s       *Store
-	sink    *eventSink
+	sink    *repotest.Sink
 }
 
 func newSegRig(t *testing.T, seed uint64, n int) *segRig {
 	t.Helper()
-	g := &segRig{be: remote.NewMem(), rng: rand.New(rand.NewPCG(seed, seed+1)), sink: &eventSink{}}
+	g := &segRig{be: remote.NewMem(), rng: rand.New(rand.NewPCG(seed, seed+1)), sink: &repotest.Sink{}}
 	g.creator = repotest.Create(t, g.be)
 	g.k = g.creator.Key()
 	for range n {
@@ -459,7 +445,7 @@ func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if evs := sink.take(); len(evs) != 0 {
+	if evs := sink.Take(); len(evs) != 0 {
 		t.Fatalf("a merge raised %+v", evs)
 	}
 	// Two merges between loads, the second naming only the first (as a
@@ -472,7 +458,7 @@ func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if evs := sink.take(); len(evs) != 0 {
+	if evs := sink.Take(); len(evs) != 0 {
 		t.Fatalf("a chain of merges raised %+v", evs)
 	}
 	// The store deletes a live segment.
@@ -480,7 +466,7 @@ func TestIndexStoreSegmentDeletedRaises(t *testing.T) {
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	evs := sink.take()
+	evs := sink.Take()
 	if len(evs) != 1 || evs[0].Type != notify.TypeMissing || evs[0].Object != "index/"+ids[3].String() {
 		t.Fatalf("deleted segment raised %+v", evs)
 	}
@@ -501,7 +487,7 @@ func TestIndexStoreOwnRewriteQuiet(t *testing.T) {
 	if _, err := r.BumpGeneration(ctx, "test", nil, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if evs := sink.take(); len(evs) != 0 {
+	if evs := sink.Take(); len(evs) != 0 {
 		t.Fatalf("an own rewrite raised %+v", evs)
 	}
 }
@@ -545,7 +531,7 @@ func TestPickUpSegmentsIntoStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameIndex(t, be, s)
-	if evs := sink.take(); len(evs) != 0 {
+	if evs := sink.Take(); len(evs) != 0 {
 		t.Fatalf("events: %+v", evs)
 	}
 

@@ -126,6 +126,17 @@ func (f *schedFixture) sync(t *testing.T) *repo.Snapshot {
 	return sn
 }
 
+// write puts a file in directory d and counts the change, as a commit
+// does.
+func (f *schedFixture) write(t *testing.T, d uint64, name, content string) {
+	t.Helper()
+	f.ns.file(d, name, content)
+	if err := f.s.trees.DirChanged(d); err != nil {
+		t.Fatal(err)
+	}
+	f.s.Changed()
+}
+
 func TestSchedulerStoresOnlyWhenChanged(t *testing.T) {
 	f := newSchedFixture()
 	d := f.ns.mkdir(1, "d")
@@ -152,11 +163,7 @@ func TestSchedulerStoresOnlyWhenChanged(t *testing.T) {
 	if sn == first || len(f.w.snaps) != 2 || *sn.Parent != first.ID || !sn.Time.After(first.Time.Truncate(time.Second)) {
 		t.Fatal("a forced snapshot was not stored after the last")
 	}
-	f.ns.file(d, "b", "content b")
-	if err := f.s.trees.DirChanged(d); err != nil {
-		t.Fatal(err)
-	}
-	f.s.Changed()
+	f.write(t, d, "b", "content b")
 	if third := f.sync(t); len(f.w.snaps) != 3 || third.Tree == sn.Tree || f.s.Last() != third {
 		t.Fatal("a change was not stored")
 	}
@@ -279,11 +286,7 @@ func TestSchedulerBackToBackSyncsAreNotStampedAhead(t *testing.T) {
 	d := f.ns.mkdir(1, "d")
 	var prev *repo.Snapshot
 	for i := range 4 {
-		f.ns.file(d, fmt.Sprint("f", i), fmt.Sprint("content ", i))
-		if err := f.s.trees.DirChanged(d); err != nil {
-			t.Fatal(err)
-		}
-		f.s.Changed()
+		f.write(t, d, fmt.Sprint("f", i), fmt.Sprint("content ", i))
 		before := time.Now()
 		sn := f.sync(t)
 		if sn.Time.After(time.Now()) || sn.Time.Before(before) {
@@ -307,11 +310,7 @@ func TestSchedulerSameSecondSnapshotsKeepTheirTimes(t *testing.T) {
 	d := f.ns.mkdir(1, "d")
 	var prev *repo.Snapshot
 	for i := range 3 {
-		f.ns.file(d, fmt.Sprint("f", i), fmt.Sprint("content ", i))
-		if err := f.s.trees.DirChanged(d); err != nil {
-			t.Fatal(err)
-		}
-		f.s.Changed()
+		f.write(t, d, fmt.Sprint("f", i), fmt.Sprint("content ", i))
 		sn := f.sync(t)
 		want := now
 		if prev != nil {

@@ -4,8 +4,10 @@ package repotest
 
 import (
 	"context"
+	"sync"
 	"testing"
 
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/repo"
 	"github.com/keepfs/keepfs/repo/crypto"
@@ -51,4 +53,23 @@ func OpenWith(t testing.TB, be remote.Storage, o repo.Options) *repo.Repository 
 		t.Fatal(err)
 	}
 	return r
+}
+
+// Sink collects the integrity events raised to it (repo.Options.Events,
+// SetEvents), for a test to take.
+type Sink struct {
+	mu  sync.Mutex
+	evs []notify.Event
+}
+
+// Raise records e.
+func (s *Sink) Raise(e notify.Event) { s.mu.Lock(); s.evs = append(s.evs, e); s.mu.Unlock() }
+
+// Take returns the events raised since the last Take.
+func (s *Sink) Take() []notify.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.evs
+	s.evs = nil
+	return e
 }
