@@ -50,6 +50,9 @@ func (r *Repository) compactOwn(ctx context.Context, at int) error {
 	if len(r.own) <= max(at, 1) {
 		return nil
 	}
+	if err := r.ownStillStored(ctx); err != nil {
+		return err
+	}
 	merged := &index.Segment{}
 	for _, s := range r.own {
 		merged.Supersedes = append(merged.Supersedes, s.id)
@@ -109,6 +112,27 @@ func (r *Repository) compactOwn(ctx context.Context, at int) error {
 		r.own = []ownSegment{{id: id, packs: merged.Packs, supersedes: left}}
 	}
 	return rerr
+}
+
+// ownStillStored checks that the remote still holds every segment this
+// handle wrote (compactMu held). A merge copies their packs from memory:
+// were one gone, because the remote went back to an older copy of itself,
+// the merged segment would name packs the remote lost, and every client
+// would deduplicate against them. Only this handle deletes its own
+// segments, so one gone means the remote lost it: the handle forgets its
+// segments (the next LoadIndex brings the index in line).
+func (r *Repository) ownStillStored(ctx context.Context) error {
+	for _, s := range r.own {
+		_, err := r.be.Stat(ctx, remote.Handle{Type: remote.Index, Name: s.id.String()})
+		if errors.Is(err, remote.ErrNotFound) {
+			r.own = nil
+			return fmt.Errorf("compact index: segment %s this client stored is gone from the remote; not merged", s.id.Short())
+		}
+		if err != nil {
+			return fmt.Errorf("compact index: %w", err)
+		}
+	}
+	return nil
 }
 
 // MergeOwnIndex merges every segment this handle wrote and may still

@@ -213,3 +213,44 @@ func TestMergeOwnIndex(t *testing.T) {
 	snapshotNaming(t, r, ids)
 	wantIndexed(t, be, ids, 6)
 }
+
+// A merge copies its own segments' packs from memory: once the remote
+// lost one of them (it went back to an older copy of itself), merging
+// would name packs it lost, so the handle merges nothing and forgets
+// its segments.
+func TestMergeOwnIndexRefusesLostSegments(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	var before []string
+	_ = be.List(ctx, remote.Index, func(fi remote.Info) error { before = append(before, fi.Handle.Name); return nil })
+	uploadPasses(t, r, 3, "a", nil)
+	var own []string
+	_ = be.List(ctx, remote.Index, func(fi remote.Info) error {
+		for _, b := range before {
+			if b == fi.Handle.Name {
+				return nil
+			}
+		}
+		own = append(own, fi.Handle.Name)
+		return nil
+	})
+	if len(own) != 3 {
+		t.Fatalf("%d segments of the handle's own, want 3", len(own))
+	}
+	if err := be.Remove(ctx, remote.Handle{Type: remote.Index, Name: own[1]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.MergeOwnIndex(ctx); err == nil {
+		t.Fatal("merged with one of its segments gone from the remote")
+	}
+	if n, _ := r.IndexObjects(ctx); n != len(before)+2 {
+		t.Fatalf("%d index objects after the refused merge, want %d", n, len(before)+2)
+	}
+	// Forgotten: a later merge does not bring the lost packs back.
+	if err := r.MergeOwnIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.IndexObjects(ctx); n != len(before)+2 {
+		t.Fatalf("%d index objects after a second merge, want %d", n, len(before)+2)
+	}
+}
