@@ -38,6 +38,7 @@ func (c *Cache) newScheduler() *snapshot.Scheduler {
 		Now:        c.opts.Now,
 		Contact:    c.setRemoteHealth,
 		Vanished:   errChunkVanished,
+		ParentGone: c.parentGone,
 		// Uploaded chunks stay pinned until a stored snapshot names them.
 		Stored: func() { c.chunks.Unpin() },
 		Log:    c.log,

@@ -113,7 +113,12 @@ type SchedulerConfig struct {
 	// went missing locally before its upload (wrapping ErrChunkVanished);
 	// nil for ErrChunkVanished itself.
 	Vanished error
-	Log      *slog.Logger
+	// ParentGone, if set, is asked before each snapshot whether the
+	// remote lost its parent (it went back to an older copy of itself).
+	// It brings the mount in line first (the scheduler's run is held),
+	// and the snapshot is walked again (ErrRepoChanged).
+	ParentGone func(ctx context.Context, parent *repo.Snapshot) (bool, error)
+	Log        *slog.Logger
 }
 
 // ErrChunkVanished: a chunk a snapshot needed went missing from the local
@@ -590,6 +595,16 @@ func (s *Scheduler) take(ctx context.Context, parent *repo.Snapshot, seq, epoch 
 	// bumps the epoch before it allows them again.)
 	if s.repoChangedSince(epoch) {
 		return nil, nil, ErrRepoChanged
+	}
+	// The walk deduplicated against the index: were the parent gone, the
+	// remote may have lost what the index says it holds. Asked after the
+	// drain, which waits out a remote that does not answer.
+	if parent != nil && s.cfg.ParentGone != nil {
+		if gone, err := s.cfg.ParentGone(ctx, parent); err != nil {
+			return nil, nil, err
+		} else if gone {
+			return nil, nil, ErrRepoChanged
+		}
 	}
 	defer s.cfg.Queue.Hold()()
 	for _, b := range w.Trees {

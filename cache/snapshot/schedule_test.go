@@ -381,3 +381,43 @@ func TestSchedulerChangeFromPendingCommitIsNotStampedAhead(t *testing.T) {
 		t.Fatalf("stamped %s at %s, after %s", sn.Time.Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano), first.Time.Format(time.RFC3339Nano))
 	}
 }
+
+// A snapshot whose parent the remote lost (it went back to an older copy
+// of itself) is not stored on the walk that deduplicated against the
+// stale index: ParentGone brings the mount in line, and the walk taken
+// again stores a snapshot without that parent.
+func TestSchedulerParentGoneWalksAgain(t *testing.T) {
+	f := newSchedFixture()
+	d := f.ns.mkdir(1, "d")
+	var asked []*repo.Snapshot
+	lost := map[crypto.ID]bool{}
+	f.s.cfg.ParentGone = func(_ context.Context, p *repo.Snapshot) (bool, error) {
+		asked = append(asked, p)
+		if !lost[p.ID] {
+			return false, nil
+		}
+		f.s.DropTrees()
+		f.s.ForgetLast(p)
+		return true, nil
+	}
+	f.write(t, d, "a", "one")
+	first := f.sync(t)
+	if len(asked) != 0 {
+		t.Fatalf("asked about a parent for the first snapshot: %v", asked)
+	}
+	f.write(t, d, "b", "two")
+	second := f.sync(t)
+	if len(asked) != 1 || asked[0] != first || second.Parent == nil || *second.Parent != first.ID {
+		t.Fatalf("second snapshot: asked %v, parent %v", asked, second.Parent)
+	}
+	lost[second.ID] = true
+	f.s.Force()
+	stored := len(f.w.snaps)
+	third := f.sync(t)
+	if len(asked) != 2 || asked[1] != second {
+		t.Fatalf("asked %v", asked)
+	}
+	if third == second || third.Parent != nil || len(f.w.snaps) != stored+1 {
+		t.Fatalf("third snapshot %+v (parent %v), %d stored", third, third.Parent, len(f.w.snaps)-stored)
+	}
+}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/keepfs/keepfs/policy/notify"
@@ -60,10 +61,18 @@ func (d *daemon) scrub(r *repo.Repository) {
 	ctx, cancel := context.WithTimeout(d.bg, max(d.cfg.ScrubInterval*4, time.Minute))
 	defer cancel()
 	dir := d.cfg.Cache.StateDir
-	if _, err := r.Guard(ctx, dir); err != nil {
+	evs, err := r.Guard(ctx, dir)
+	if err != nil {
 		d.recordContact(err)
 		d.log.Warn("scrub: cannot compare the remote with what this client saw last", "err", err)
 		return
+	}
+	if d.c != nil && slices.ContainsFunc(evs, func(ev notify.Event) bool { return ev.Type == notify.TypeRollback }) {
+		// What this mount stored since the copy the remote went back to
+		// is gone: upload again what is still here.
+		if err := d.c.Resync(ctx); err != nil && d.bg.Err() == nil {
+			d.log.Warn("scrub: cannot bring the mount in line with the rolled-back remote", "err", err)
+		}
 	}
 	res, err := r.Scrub(ctx, repo.ScrubOptions{Cursor: repo.LoadScrubCursor(dir), Interval: d.cfg.ScrubInterval, Cycle: d.cfg.ScrubCycle})
 	d.recordContact(err)
