@@ -71,8 +71,7 @@ Examples:
 			if resp != nil && resp.OK && resp.Error != "" {
 				// Forced: the daemon unmounts although the remote did not
 				// take everything.
-				notUploaded = fmt.Errorf("unmount %s: %s", m.Point, remoteDidNotAnswer(timeout, resp.Status,
-					"stay queued in the state directory and will upload at the next mount"))
+				notUploaded = fmt.Errorf("unmount %s: %s", m.Point, forcedNotUploaded(timeout, resp))
 				err = nil
 			}
 			if err != nil {

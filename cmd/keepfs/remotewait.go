@@ -50,3 +50,19 @@ func remoteDidNotAnswer(timeout time.Duration, st *cache.Status, fate string) st
 	}
 	return fmt.Sprintf("the remote did not answer within %s%s; %s %s", timeout, why, humanBytes(queued), fate)
 }
+
+// forcedNotUploaded says, in one line, why a forced unmount went ahead
+// without the final snapshot reaching the remote: the wait ran out, or
+// the snapshot failed at once (a lapsed lock, say), which no timeout
+// explains.
+func forcedNotUploaded(timeout time.Duration, resp *daemon.Response) string {
+	const fate = "stay queued in the state directory and will upload at the next mount"
+	if resp.TimedOut {
+		return remoteDidNotAnswer(timeout, resp.Status, fate)
+	}
+	var queued int64
+	if st := resp.Status; st != nil {
+		queued = st.QueueBytes + st.DirtyBytes
+	}
+	return fmt.Sprintf("unmounted without a final snapshot (%s); %s %s", resp.Error, humanBytes(queued), fate)
+}
