@@ -2,6 +2,7 @@ package repo_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -433,4 +434,67 @@ func TestJunkInSnapshotsDoesNotBlindTheGuard(t *testing.T) {
 	if evs := s.Take(); !hasEvent(evs, notify.TypeUnexpected, "snapshots/notahash") {
 		t.Fatalf("scrub events: %+v", evs)
 	}
+}
+
+// TestBreachUnknownHostReportedOnce: a lock by a host this client never
+// saw write is reported; the host is known from then on, so that one
+// that only prunes (a lock of a new name every run) is not reported at
+// every run.
+func TestBreachUnknownHostReportedOnce(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &repotest.Sink{}
+	r.SetEvents(s)
+	dir := t.TempDir()
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	for run := 0; run < 2; run++ {
+		name, err := repo.WriteLockObject(ctx, r, repo.LockInfo{Kind: repo.ExclusiveLock, Purpose: "prune", Owner: "admin",
+			Host: "admin-box", PID: 1, Created: time.Now(), Time: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := r.Guard(ctx, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var unknown int
+		for _, ev := range evs {
+			if ev.Type == notify.TypeUnknownLock {
+				unknown++
+			}
+		}
+		if want := 1 - run; unknown != want {
+			t.Fatalf("run %d: %d unknown-host events, want %d: %+v", run, unknown, want, evs)
+		}
+		_ = be.Remove(ctx, remote.Handle{Type: remote.Lock, Name: name})
+	}
+}
+
+// TestBreachJunkLockRaised: a lock object that does not authenticate
+// locks nothing, and is raised rather than skipped in silence.
+func TestBreachJunkLockRaised(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	s := &repotest.Sink{}
+	r.SetEvents(s)
+	junk := strings.Repeat("ab", 16)
+	if err := be.Save(ctx, remote.Handle{Type: remote.Lock, Name: junk}, randBytes(200)); err != nil {
+		t.Fatal(err)
+	}
+	locks, err := r.Locks(ctx)
+	if err != nil || len(locks) != 0 {
+		t.Fatalf("locks %+v, %v", locks, err)
+	}
+	evs := s.Take()
+	if len(evs) != 1 || evs[0].Type != notify.TypeUnexpected || evs[0].Object != "locks/"+junk {
+		t.Fatalf("events %+v", evs)
+	}
+	// It locks nothing.
+	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.ExclusiveLock, Purpose: "prune", NoRefresh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release(ctx)
 }

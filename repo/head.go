@@ -134,6 +134,11 @@ func (r *Repository) Guard(ctx context.Context, dir string) ([]notify.Event, err
 				if l.Host != "" && !slices.Contains(cur.Hosts, l.Host) {
 					evs = append(evs, notify.Event{Type: notify.TypeUnknownLock, Severity: notify.Warning,
 						Object: "locks/" + l.Name, Message: fmt.Sprintf("a %s lock for %s is held by host %q, which this client has never seen write to the repository", l.Kind, l.Purpose, l.Host)})
+					// Reported once, as every change is: a host that only
+					// prunes takes a lock of a new name every run and
+					// would otherwise open an incident each time.
+					cur.Hosts = append(cur.Hosts, l.Host)
+					sort.Strings(cur.Hosts)
 				}
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keepfs/keepfs/policy/notify"
 	"github.com/keepfs/keepfs/remote"
 )
 
@@ -314,11 +315,15 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 			return nil, fmt.Errorf("load lock %s: %w", n, err)
 		}
 		plain, err := r.key.Open(nil, b, []byte(lockAD))
-		if err != nil {
-			continue
-		}
 		var li LockInfo
-		if json.Unmarshal(plain, &li) != nil {
+		if err == nil {
+			err = json.Unmarshal(plain, &li)
+		}
+		if err != nil {
+			// Not a lock a key holder wrote: it locks nothing, but the
+			// store made it up (or damaged one), which is worth telling.
+			r.Raise(notify.Event{Type: notify.TypeUnexpected, Severity: notify.Critical, Object: "locks/" + n,
+				Message: "lock object " + shortName(n) + " does not authenticate: not written by a holder of the key, or modified; ignored"})
 			continue
 		}
 		li.Name = n

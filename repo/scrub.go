@@ -175,8 +175,6 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 		return nil
 	}
 	// vanished lists the segments live before this pass that left the
-	// listing with no known segment superseding them.
-	// vanished lists the segments live before this pass that left the
 	// listing while packs they named are named by no listed segment: a
 	// merge's segment carries every pack it replaces, but a second merge
 	// names only the first merged segment, not the ones that one replaced,
