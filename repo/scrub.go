@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -22,8 +23,9 @@ import (
 // Scrub: a listing diff of the remote against what the index segments
 // say, plus a full authenticated read of a rotating sample of packs.
 // Everything it finds is raised as an event (and returned). Segments and
-// snapshots are immutable, so each is read once per handle; what a pass
-// reads in full is bounded by ScrubOptions.Sample.
+// snapshots are immutable: each is loaded once per handle, and read again
+// in the same rotation as packs (rereadKnown); what a pass reads in full
+// is bounded by ScrubOptions' Interval and Cycle.
 
 // ScrubOptions select one pass.
 type ScrubOptions struct {
@@ -64,6 +66,9 @@ type scrubState struct {
 	// unindexedOK are packs outside the index that were read in full and
 	// are ours (an interrupted or in-flight upload), by name and size.
 	unindexedOK map[string]int64
+	// segCursor and snapCursor: the last segment and snapshot read again
+	// (rereadKnown).
+	segCursor, snapCursor string
 }
 
 func (r *Repository) scrubber() *scrubState {
@@ -316,6 +321,9 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 		return nil, err
 	}
 	res.Snapshots = snaps
+	if err := r.rereadKnown(ctx, st, opts, res); err != nil {
+		return nil, err
+	}
 
 	// Sampled full reads, rotating by id.
 	var ids []crypto.ID
@@ -359,6 +367,73 @@ func (r *Repository) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubResult
 	prog.Done()
 	sort.Slice(res.Problems, func(i, j int) bool { return res.Problems[i].Object < res.Problems[j].Object })
 	return res, nil
+}
+
+// rereadKnown reads again, in the packs' rotation, the index segments and
+// snapshots this handle verified before. Each is named by the hash of its
+// bytes and never changes: without this, a store that altered one in
+// place (same size) after the handle read it would be caught only by a
+// client loading it afresh, never by a mount's scrub. A segment or
+// snapshot gone meanwhile is the listing diff's and the guard's business.
+func (r *Repository) rereadKnown(ctx context.Context, st *scrubState, opts ScrubOptions, res *ScrubResult) error {
+	segs := slices.Sorted(maps.Keys(st.segs))
+	st.segCursor = rotate(segs, st.segCursor, sampleOf(len(segs), opts), func(n string) {
+		if st.bad[n] {
+			return
+		}
+		b, err := remote.LoadAll(ctx, r.be, remote.Handle{Type: remote.Index, Name: n})
+		if err != nil {
+			return // deleted (a merge) or unreachable: the listing diff's
+		}
+		res.BytesRead += int64(len(b))
+		if crypto.Hash(b).String() != n {
+			st.bad[n] = true
+			obj, what := "index/"+n, "index segment "+shortName(n)+" changed since it was read: it no longer hashes to its name"
+			res.Problems = append(res.Problems, Problem{Object: obj, What: what})
+			r.Raise(notify.Event{Type: notify.TypeTampered, Severity: notify.Critical, Object: obj, Message: what})
+		}
+	})
+	r.snapMu.Lock()
+	var snaps []string
+	for id := range r.snaps {
+		snaps = append(snaps, id.String())
+	}
+	r.snapMu.Unlock()
+	slices.Sort(snaps)
+	st.snapCursor = rotate(snaps, st.snapCursor, sampleOf(len(snaps), opts), func(n string) {
+		id, _ := crypto.ParseID(n)
+		// LoadSnapshot reads the remote (not the handle's copy) and
+		// raises on bytes that no longer hash to the name or open.
+		if _, err := r.LoadSnapshot(ctx, id); err != nil && !errors.Is(err, remote.ErrNotFound) {
+			res.Problems = append(res.Problems, Problem{Object: "snapshots/" + n, What: err.Error()})
+		}
+	})
+	return ctx.Err()
+}
+
+// sampleOf is how many of n objects one pass reads in full.
+func sampleOf(n int, opts ScrubOptions) int {
+	if opts.All {
+		return n
+	}
+	return ScrubSample(n, opts.Interval, opts.Cycle)
+}
+
+// rotate calls fn for k names of sorted names, starting after cursor and
+// wrapping, and returns the new cursor.
+func rotate(names []string, cursor string, k int, fn func(string)) string {
+	if len(names) == 0 {
+		return cursor
+	}
+	start := sort.SearchStrings(names, cursor)
+	if start < len(names) && names[start] == cursor {
+		start++
+	}
+	for i := range min(k, len(names)) {
+		cursor = names[(start+i)%len(names)]
+		fn(cursor)
+	}
+	return cursor
 }
 
 // liveSegments names the segments no other segment of segs supersedes.
