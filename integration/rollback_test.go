@@ -43,6 +43,25 @@ func checkRestoredFrom(t *testing.T, w *world, want map[string][]byte) {
 	fresh.kf("check", "--read-data")
 }
 
+// rolledBack mounts a new repository (scrubbing every scrub, "0" for
+// never), stores a.bin, then sub/b.bin, each synced, and puts the remote
+// back to its copy from before sub/b.bin. It returns what a restore of the
+// live tree must give.
+func rolledBack(t *testing.T, scrub string, seed int64) (*world, map[string][]byte) {
+	t.Helper()
+	w := newWorld(t)
+	w.mount("--scrub-interval", scrub)
+	want := map[string][]byte{}
+	want["a.bin"] = randomFile(t, filepath.Join(w.mnt, "a.bin"), seed, 2<<20)
+	w.kf("sync", w.mnt)
+	old := filepath.Join(w.dir, "old")
+	copyRemote(t, w.remote, old)
+	want["sub/b.bin"] = randomFile(t, filepath.Join(w.mnt, "sub", "b.bin"), seed+1, 3<<20)
+	w.kf("sync", w.mnt)
+	rollBack(t, old, w.remote)
+	return w, want
+}
+
 // TestRollbackWhileMountedIsRepaired: the remote goes back to an older
 // copy of itself under a running mount. The mount's scrub sees the
 // rollback and brings the mount in line (index loaded again, tree cache
@@ -50,17 +69,7 @@ func checkRestoredFrom(t *testing.T, w *world, want map[string][]byte) {
 // in the mount, uploads again what the remote lost: a fresh client
 // restores every file, and check --read-data passes.
 func TestRollbackWhileMountedIsRepaired(t *testing.T) {
-	w := newWorld(t)
-	w.mount("--scrub-interval", "1s")
-	want := map[string][]byte{}
-	want["a.bin"] = randomFile(t, filepath.Join(w.mnt, "a.bin"), 1, 2<<20)
-	w.kf("sync", w.mnt)
-	old := filepath.Join(w.dir, "old")
-	copyRemote(t, w.remote, old)
-	want["d/b.bin"] = randomFile(t, filepath.Join(w.mnt, "d", "b.bin"), 2, 3<<20)
-	w.kf("sync", w.mnt)
-
-	rollBack(t, old, w.remote)
+	w, want := rolledBack(t, "1s", 1)
 	waitIncident(t, w, notify.TypeRollback, 15*time.Second)
 	waitLog(t, w, "in line with the remote again", 15*time.Second)
 	w.kf("sync", w.mnt)
@@ -72,17 +81,7 @@ func TestRollbackWhileMountedIsRepaired(t *testing.T) {
 // snapshot after the rollback finds its parent gone; it must not name the
 // blobs the remote lost.
 func TestRollbackSeenByTheNextSnapshot(t *testing.T) {
-	w := newWorld(t)
-	w.mount("--scrub-interval", "0")
-	want := map[string][]byte{}
-	want["a.bin"] = randomFile(t, filepath.Join(w.mnt, "a.bin"), 11, 2<<20)
-	w.kf("sync", w.mnt)
-	old := filepath.Join(w.dir, "old")
-	copyRemote(t, w.remote, old)
-	want["d/b.bin"] = randomFile(t, filepath.Join(w.mnt, "d", "b.bin"), 12, 3<<20)
-	w.kf("sync", w.mnt)
-
-	rollBack(t, old, w.remote)
+	w, want := rolledBack(t, "0", 11)
 	want["c.bin"] = randomFile(t, filepath.Join(w.mnt, "c.bin"), 13, 1<<20)
 	w.kf("sync", w.mnt)
 	w.unmount()
@@ -94,16 +93,7 @@ func TestRollbackSeenByTheNextSnapshot(t *testing.T) {
 // name the packs the remote lost, and the next mount (its last snapshot
 // gone, its cached trees naming lost trees) must upload them again.
 func TestRollbackUnseenBeforeUnmount(t *testing.T) {
-	w := newWorld(t)
-	w.mount("--scrub-interval", "0")
-	want := map[string][]byte{}
-	want["a.bin"] = randomFile(t, filepath.Join(w.mnt, "a.bin"), 21, 2<<20)
-	w.kf("sync", w.mnt)
-	old := filepath.Join(w.dir, "old")
-	copyRemote(t, w.remote, old)
-	want["sub/b.bin"] = randomFile(t, filepath.Join(w.mnt, "sub", "b.bin"), 22, 3<<20)
-	w.kf("sync", w.mnt)
-	rollBack(t, old, w.remote)
+	w, want := rolledBack(t, "0", 21)
 	w.unmount()
 	w.with("fresh").kf("check", "--read-data")
 

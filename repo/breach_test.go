@@ -50,9 +50,7 @@ func only(t *testing.T, be *remote.Mem, typ remote.Type) []remote.Info {
 
 func TestBreachSnapshotsChainAndRollback(t *testing.T) {
 	ctx := context.Background()
-	be, r := newRepo(t)
-	s := &repotest.Sink{}
-	r.SetEvents(s)
+	be, r, s := sinkRepo(t)
 	dir := t.TempDir()
 	a := snapshotOf(t, r, randBytes(1000))
 	if a.Seq != 1 || a.Parent != nil {
@@ -104,11 +102,18 @@ func TestBreachSnapshotsChainAndRollback(t *testing.T) {
 }
 
 // watchedRepo is a repository with two snapshots whose events go to s.
-func watchedRepo(t *testing.T) (*remote.Mem, *repo.Repository, *repotest.Sink) {
+// sinkRepo is a new repository whose events go to the sink returned.
+func sinkRepo(t *testing.T) (*remote.Mem, *repo.Repository, *repotest.Sink) {
 	t.Helper()
 	be, r := newRepo(t)
 	s := &repotest.Sink{}
 	r.SetEvents(s)
+	return be, r, s
+}
+
+func watchedRepo(t *testing.T) (*remote.Mem, *repo.Repository, *repotest.Sink) {
+	t.Helper()
+	be, r, s := sinkRepo(t)
 	snapshotOf(t, r, randBytes(5000))
 	snapshotOf(t, r, randBytes(5000))
 	return be, r, s
@@ -171,9 +176,7 @@ func TestScrubFindsTamperingDeletionAdditionReplay(t *testing.T) {
 // merge by another writer (new segment first, then the deletes) is not.
 func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
 	ctx := context.Background()
-	be, r := newRepo(t)
-	s := &repotest.Sink{}
-	r.SetEvents(s)
+	be, r, s := sinkRepo(t)
 	snapshotOf(t, r, randBytes(5000))
 	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
 		t.Fatal(err)
@@ -225,9 +228,7 @@ func TestScrubFindsIndexSegmentDeletedOrResized(t *testing.T) {
 func TestScrubQuietAfterMergeChain(t *testing.T) {
 	defer repo.SetIndexCompaction(2, 1000)()
 	ctx := context.Background()
-	be, r := newRepo(t)
-	s := &repotest.Sink{}
-	r.SetEvents(s)
+	be, r, s := sinkRepo(t)
 	w := reopen(t, be)
 	snapshotOf(t, w, randBytes(5000))
 	if _, err := r.Scrub(ctx, repo.ScrubOptions{}); err != nil {
@@ -382,9 +383,7 @@ func TestBreachForgedGenerationDoesNotExcuseRollback(t *testing.T) {
 // still finds a deleted pack.
 func TestScrubNotBlindedByJunkDeletionMark(t *testing.T) {
 	ctx := context.Background()
-	be, r := newRepo(t)
-	s := &repotest.Sink{}
-	r.SetEvents(s)
+	be, r, s := sinkRepo(t)
 	snapshotOf(t, r, randBytes(5000))
 	junk := crypto.Hash([]byte("a mark")).String()
 	if err := be.Save(ctx, remote.Handle{Type: remote.Trash, Name: junk}, randBytes(300)); err != nil {
@@ -443,8 +442,6 @@ func TestJunkInSnapshotsDoesNotBlindTheGuard(t *testing.T) {
 func TestBreachUnknownHostReportedOnce(t *testing.T) {
 	ctx := context.Background()
 	be, r := newRepo(t)
-	s := &repotest.Sink{}
-	r.SetEvents(s)
 	dir := t.TempDir()
 	if _, err := r.Guard(ctx, dir); err != nil {
 		t.Fatal(err)
@@ -476,9 +473,7 @@ func TestBreachUnknownHostReportedOnce(t *testing.T) {
 // locks nothing, and is raised rather than skipped in silence.
 func TestBreachJunkLockRaised(t *testing.T) {
 	ctx := context.Background()
-	be, r := newRepo(t)
-	s := &repotest.Sink{}
-	r.SetEvents(s)
+	be, r, s := sinkRepo(t)
 	junk := strings.Repeat("ab", 16)
 	if err := be.Save(ctx, remote.Handle{Type: remote.Lock, Name: junk}, randBytes(200)); err != nil {
 		t.Fatal(err)
