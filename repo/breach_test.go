@@ -2,6 +2,7 @@ package repo_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -527,5 +528,49 @@ func TestScrubRereadsKnownSegmentsAndSnapshots(t *testing.T) {
 		if len(got) == 0 {
 			t.Fatalf("%s changed in place (same size): no event within %d passes", obj, n)
 		}
+	}
+}
+
+// TestBreachDamagedKeySlot: a key slot changed in place no longer opens
+// with its passphrase. Its holder is told that a slot is damaged, not
+// only "wrong passphrase", another key still opens, and the scrub raises
+// the slot.
+func TestBreachDamagedKeySlot(t *testing.T) {
+	ctx := context.Background()
+	be, r := newRepo(t)
+	first := only(t, be, remote.Key)[0].Handle
+	second := []byte("a second passphrase")
+	if _, err := r.AddKey(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Open(ctx, be, []byte("not it"), repo.Options{}); err != repo.ErrWrongPassword {
+		t.Fatalf("wrong passphrase, slots intact: %v", err)
+	}
+	b, _ := remote.LoadAll(ctx, be, first)
+	slot, err := crypto.ParseSlot(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot.Sealed[0] ^= 1
+	if b, err = slot.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	be.Replace(first, b)
+	_, err = repo.Open(ctx, be, pw, repo.Options{})
+	if !errors.Is(err, repo.ErrWrongPassword) || !strings.Contains(err.Error(), "damaged") || !strings.Contains(err.Error(), first.Name[:12]) {
+		t.Fatalf("the damaged slot's passphrase: %v", err)
+	}
+	r2, err := repo.Open(ctx, be, second, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &repotest.Sink{}
+	r2.SetEvents(s)
+	if _, err := r2.Scrub(ctx, repo.ScrubOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	evs := s.Take()
+	if len(evs) != 1 || evs[0].Type != notify.TypeTampered || evs[0].Object != "keys/"+first.Name {
+		t.Fatalf("scrub events %+v", evs)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,10 +226,16 @@ func unlock(ctx context.Context, be remote.Storage, passphrase []byte) (*crypto.
 	if len(names) == 0 {
 		return nil, errors.New("repository has no key slots")
 	}
+	var damaged []string
 	for _, n := range names {
 		b, err := remote.LoadAll(ctx, be, remote.Handle{Type: remote.Key, Name: n})
 		if err != nil {
 			return nil, fmt.Errorf("load key slot %s: %w", n, err)
+		}
+		if crypto.Hash(b).String() != n {
+			// Named by the hash of its bytes: changed since it was
+			// written. Its passphrase cannot open it any more.
+			damaged = append(damaged, shortName(n))
 		}
 		s, err := crypto.ParseSlot(b)
 		if err != nil {
@@ -238,6 +245,12 @@ func unlock(ctx context.Context, be remote.Storage, passphrase []byte) (*crypto.
 		if err == nil {
 			return k, nil
 		}
+	}
+	if len(damaged) > 0 {
+		// Still a wrong passphrase to the caller (it may be one), but the
+		// holder of the right one must learn why it fails.
+		return nil, fmt.Errorf("%w: no key slot opens with it, or it is the passphrase of a damaged key slot (%s changed since it was written: it does not hash to its name); use another key's passphrase, or put the slot back from a copy",
+			ErrWrongPassword, strings.Join(damaged, ", "))
 	}
 	return nil, ErrWrongPassword
 }

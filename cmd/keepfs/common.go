@@ -108,6 +108,9 @@ func openRepoWrapped(c *cli.Context, pw []byte, opts repo.Options, lo location.O
 		be.Close()
 		if errors.Is(err, repo.ErrWrongPassword) {
 			noteUnlockFailure(c)
+			if err != repo.ErrWrongPassword {
+				return nil, err // it names damaged key slots
+			}
 			return nil, errors.New("wrong passphrase: no key slot of this repository opens with it")
 		}
 		return nil, err
