@@ -893,3 +893,61 @@ func TestSyncReturnsWithVersionsLatestSwitched(t *testing.T) {
 		}
 	}
 }
+
+// TestUnmountServesFilesStillOpen: unmount detaches a busy mount lazily,
+// and the kernel sends what a still-open file writes, and its close, only
+// later. The daemon must serve them a while rather than close the cache
+// under them: a writer that closes soon after loses nothing, and its
+// close succeeds. (Found by the admin soak: the unfsynced tail was lost
+// and close failed with ENOTCONN.)
+func TestUnmountServesFilesStillOpen(t *testing.T) {
+	w := newWorld(t)
+	w.mount()
+	p := filepath.Join(w.mnt, "open.bin")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 150_000)
+	rand.New(rand.NewSource(5)).Read(want)
+	if _, err := f.Write(want[:100_000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(want[100_000:]); err != nil {
+		t.Fatal(err)
+	}
+	un := exec.Command(keepfsBin, "unmount", w.mnt)
+	var out bytes.Buffer
+	un.Stdout, un.Stderr = &out, &out
+	if err := un.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; mounted(w.mnt); i++ {
+		if i == 300 {
+			t.Fatal("not detached within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Long enough for the daemon to have closed its cache had it not
+	// waited; still writing.
+	time.Sleep(3 * time.Second)
+	more := make([]byte, 20_000)
+	rand.New(rand.NewSource(6)).Read(more)
+	if _, err := f.Write(more); err != nil {
+		t.Fatalf("write after the lazy unmount: %v", err)
+	}
+	want = append(want, more...)
+	if err := f.Close(); err != nil {
+		t.Fatalf("close after the lazy unmount: %v", err)
+	}
+	if err := un.Wait(); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, out.String())
+	}
+	w.mount()
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after the remount: %d bytes (want %d), %v", len(got), len(want), err)
+	}
+}

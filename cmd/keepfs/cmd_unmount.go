@@ -20,7 +20,10 @@ func cmdUnmount() *cli.Command {
 		ArgsUsage: "MNT",
 		Description: `Asks the daemon of the mount containing MNT to commit every open file, take a
 final snapshot, wait until the remote holds it, and unmount. Returns once
-the mount is gone.
+the mount is gone. If a process still holds files open, the mount is
+detached from the file tree and serves those files for up to 15 s more:
+what they write and close by then is committed and uploaded; after that
+their writes fail.
 
 If the remote does not take everything within --timeout (default 2m),
 unmount exits 1 and leaves the mount running, so nothing is lost: its

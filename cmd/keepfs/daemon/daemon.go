@@ -148,6 +148,9 @@ type daemon struct {
 	// shutdown then waits for the remote only briefly, leaving the queue
 	// in the state directory.
 	forced atomic.Bool
+	// served is closed once the kernel's connection is gone (the file
+	// system unmounted, lazily detached ones once their last file closed).
+	served chan struct{}
 
 	// settle waits until .versions shows the newest snapshot (set once
 	// the file system is mounted, fs.Options.OnVersions).
@@ -272,6 +275,7 @@ func Run(ctx context.Context, r *repo.Repository, cfg Config) error {
 	}
 
 	external := make(chan struct{})
+	d.served = external
 	go func() { srv.Wait(); close(external) }()
 	select {
 	case <-ctx.Done():
@@ -383,11 +387,27 @@ func (d *daemon) shutdown() error {
 			d.log.Error("final sync", "err", err)
 		}
 	}
-	if err := d.unmount(); err != nil {
+	lazy, err := d.unmount()
+	if err != nil {
 		d.log.Error("unmount", "err", err)
+	}
+	if lazy && err == nil {
+		// Files are still open: the kernel keeps the connection, and
+		// sends what they write and their closes, until the last one is
+		// closed. Served meanwhile, that is committed like any close.
+		select {
+		case <-d.served:
+		case <-time.After(openFilesWait):
+			d.log.Warn("files are still open after the unmount; closing without what they write from now on (their writers get errors)", "waited", openFilesWait)
+		}
 	}
 	return d.closeCache()
 }
+
+// openFilesWait bounds how long an unmount detached while files were
+// open keeps serving them, so that a writer that closes soon loses
+// nothing; the unmount client waits 30 s for the daemon to exit.
+var openFilesWait = 15 * time.Second
 
 // forcedCloseWait bounds the final snapshot and drain of a forced unmount:
 // the remote already failed to answer within the request's timeout.
@@ -406,15 +426,15 @@ func (d *daemon) closeCache() error {
 	return nil
 }
 
-// unmount retries while the mount is busy, then detaches it lazily: the
-// data is already committed, and a stuck process must not keep the daemon.
-func (d *daemon) unmount() error {
-	var err error
+// unmount retries while the mount is busy, then detaches it lazily (lazy
+// reports that): what was closed or fsynced is committed, and a stuck
+// process must not keep the daemon (shutdown serves open files a while).
+func (d *daemon) unmount() (lazy bool, err error) {
 	// Each try runs fusermount3 (a few hundred ms): bound the time, not
 	// the count, so a busy mount costs about two seconds.
 	for deadline := time.Now().Add(2 * time.Second); ; {
 		if err = d.srv.Unmount(); err == nil {
-			return nil
+			return false, nil
 		}
 		if time.Now().After(deadline) {
 			break
@@ -423,9 +443,9 @@ func (d *daemon) unmount() error {
 	}
 	d.log.Warn("mount busy; detaching lazily", "err", err)
 	if lerr := lazyUnmount(d.cfg.Mountpoint); lerr != nil {
-		return errors.Join(err, lerr)
+		return true, errors.Join(err, lerr)
 	}
-	return nil
+	return true, nil
 }
 
 // lazyUnmount detaches mnt now and lets the kernel finish when it is no
