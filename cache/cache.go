@@ -99,8 +99,10 @@ type Status struct {
 	QueueAgeSeconds float64    `json:"queue_age_seconds"`
 	CacheBytes      int64      `json:"cache_bytes"`
 	// LostFiles are the paths of files whose content the last snapshot
-	// could not back up: their local data was lost (a power loss, a disk
-	// error) before it was uploaded. The snapshot holds each one's
+	// could not back up: their data is held neither locally nor by the
+	// remote (lost in a power loss or a disk error before its upload, or
+	// by a remote that went back to an older copy of itself, see
+	// rollback.go). The snapshot holds each one's
 	// previous version, or leaves it out if it never had one, until the
 	// file is rewritten or deleted.
 	LostFiles []string `json:"lost_files"`

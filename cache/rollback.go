@@ -59,14 +59,16 @@ func (c *Cache) parentGone(ctx context.Context, parent *repo.Snapshot) (bool, er
 	releaseUp := c.up.Hold()
 	defer releaseUp()
 	defer c.chunks.PauseEviction()()
-	return true, c.resync(ctx)
+	// Not cut short by the caller's deadline (a sync's quick check): the
+	// remote calls retry for a bounded time each.
+	return true, c.resync(context.WithoutCancel(ctx))
 }
 
 // resync reloads the index, drops the tree cache and forgets the last
 // snapshot if the remote lost it; uploads and snapshots are held.
 func (c *Cache) resync(ctx context.Context) error {
 	c.log.Warn("the remote lost data this mount stored (it went back to an older copy of itself); reloading the index, and the next snapshot uploads again what is still kept locally")
-	if err := c.r.LoadIndex(ctx); err != nil {
+	if err := c.r.ReloadIndex(ctx); err != nil {
 		return fmt.Errorf("reload the index: %w", err)
 	}
 	last := c.snap.DropTrees()

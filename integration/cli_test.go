@@ -587,7 +587,7 @@ func TestLostFileReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out := exitCode(t, exec.Command(keepfsBin, "sync", w.mnt))
-	if code != 1 || !strings.Contains(out, "snapshot ") || !strings.Contains(out, "1 file whose local data was lost") || !strings.Contains(out, "/dir/gone") {
+	if code != 1 || !strings.Contains(out, "snapshot ") || !strings.Contains(out, "1 file whose data is lost") || !strings.Contains(out, "/dir/gone") {
 		t.Fatalf("sync with a lost file: exit %d\n%s", code, out)
 	}
 	lost := func() []string {

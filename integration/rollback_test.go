@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,10 +48,10 @@ func checkRestoredFrom(t *testing.T, w *world, want map[string][]byte) {
 // never), stores a.bin, then sub/b.bin, each synced, and puts the remote
 // back to its copy from before sub/b.bin. It returns what a restore of the
 // live tree must give.
-func rolledBack(t *testing.T, scrub string, seed int64) (*world, map[string][]byte) {
+func rolledBack(t *testing.T, scrub string, seed int64, mountArgs ...string) (*world, map[string][]byte) {
 	t.Helper()
 	w := newWorld(t)
-	w.mount("--scrub-interval", scrub)
+	w.mount(append([]string{"--scrub-interval", scrub}, mountArgs...)...)
 	want := map[string][]byte{}
 	want["a.bin"] = randomFile(t, filepath.Join(w.mnt, "a.bin"), seed, 2<<20)
 	w.kf("sync", w.mnt)
@@ -105,6 +106,43 @@ func TestRollbackUnseenBeforeUnmount(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(w.dir, "fresh")); err != nil {
 		t.Fatal(err)
 	}
+	checkRestoredFrom(t, w, want)
+}
+
+// TestRollbackSyncOfAnUnchangedTree: a sync with nothing changed since
+// the last snapshot returns it as stored; once the remote lost it, the
+// sync must store the tree again rather than vouch for a snapshot the
+// remote no longer holds.
+func TestRollbackSyncOfAnUnchangedTree(t *testing.T) {
+	w, want := rolledBack(t, "0", 41)
+	w.kf("sync", w.mnt)
+	w.unmount()
+	checkRestoredFrom(t, w, want)
+}
+
+// TestRollbackLostChunksReported: chunks the mount evicted before it saw
+// the rollback (the stale index said the remote held them) are lost; the
+// next sync names the files that held them and exits 1, and what it
+// stores names no blob the remote lacks.
+func TestRollbackLostChunksReported(t *testing.T) {
+	w := newWorld(t)
+	w.mount("--scrub-interval", "0", "--cache-size", "16MiB")
+	want := map[string][]byte{"a.bin": randomFile(t, filepath.Join(w.mnt, "a.bin"), 31, 1<<20)}
+	w.kf("sync", w.mnt)
+	old := filepath.Join(w.dir, "old")
+	copyRemote(t, w.remote, old)
+	// More than the cache holds, uploaded and snapshotted: evicted.
+	for i := range 3 {
+		randomFile(t, filepath.Join(w.mnt, "big", fmt.Sprint(i)), int64(40+i), 16<<20)
+	}
+	w.kf("sync", w.mnt)
+	rollBack(t, old, w.remote)
+	want["c.bin"] = randomFile(t, filepath.Join(w.mnt, "c.bin"), 33, 1<<20)
+	code, out := exitCode(t, w.cmd("sync", w.mnt))
+	if code != 1 || !strings.Contains(out, "lost") || !strings.Contains(out, "/big/") {
+		t.Fatalf("sync after a rollback that lost evicted chunks: exit %d: %s", code, out)
+	}
+	w.unmount()
 	checkRestoredFrom(t, w, want)
 }
 

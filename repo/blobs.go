@@ -440,6 +440,26 @@ func (r *Repository) saveIndex(ctx context.Context, s *index.Segment) (crypto.ID
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
+	return r.loadIndexLocked(ctx)
+}
+
+// ReloadIndex is LoadIndex for a mount bringing itself in line with a
+// remote that lost what it stored (a rollback): a segment that fails its
+// checks (replayed under another name, or not authenticating; raised as
+// an event either way) is left out instead of failing the load, which
+// would leave the mount naming blobs the remote lost. Without a bad
+// segment's packs the index only lacks blobs, which the next snapshot
+// uploads again if the mount still holds them. Only a persistent index
+// store (a mount's) leaves them out; a plain load fails as LoadIndex does.
+func (r *Repository) ReloadIndex(ctx context.Context) error {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	r.skipBad = true
+	defer func() { r.skipBad, r.skipped = false, nil }()
+	return r.loadIndexLocked(ctx)
+}
+
+func (r *Repository) loadIndexLocked(ctx context.Context) error {
 	// Segments written before this load may have been merged or pruned by
 	// another client meanwhile: never merge them again from memory.
 	r.compactMu.Lock()

@@ -69,6 +69,11 @@ func (r *Repository) syncPersistentFrom(ctx context.Context, prev uint64) error 
 	}); err != nil {
 		return err
 	}
+	if len(r.skipped) > 0 {
+		fresh = slices.DeleteFunc(fresh, func(id crypto.ID) bool { return r.skipped[id] })
+		segs = slices.DeleteFunc(segs, func(s *index.Segment) bool { return s == nil })
+		names = r.withoutSkipped(names)
+	}
 	superseded := map[crypto.ID]bool{}
 	for _, s := range segs {
 		for _, id := range s.Supersedes {
@@ -178,6 +183,7 @@ func (r *Repository) refillPersistent(ctx context.Context, gen uint64, names []c
 		if err != nil {
 			return fmt.Errorf("refill the local index: %w", err)
 		}
+		names = r.withoutSkipped(names)
 		again := false
 		for _, id := range names {
 			if superseded[id] && !known[id] {
@@ -217,12 +223,25 @@ func (r *Repository) listIndex(ctx context.Context) ([]crypto.ID, error) {
 
 // loadSegments loads, checks and opens the segments ids, 8 at a time,
 // and passes each to fn with its position.
+//
+// With skipBad (ReloadIndex), a segment that fails its checks is noted in
+// skipped and passed over.
 func (r *Repository) loadSegments(ctx context.Context, ids []crypto.ID, fn func(int, *index.Segment) error) error {
+	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, id := range ids {
 		g.Go(func() error {
 			s, err := r.loadSegment(gctx, id.String())
+			if err != nil && r.skipBad && (errors.Is(err, ErrNameMismatch) || errors.Is(err, crypto.ErrAuth)) {
+				mu.Lock()
+				if r.skipped == nil {
+					r.skipped = map[crypto.ID]bool{}
+				}
+				r.skipped[id] = true
+				mu.Unlock()
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -230,4 +249,12 @@ func (r *Repository) loadSegments(ctx context.Context, ids []crypto.ID, fn func(
 		})
 	}
 	return g.Wait()
+}
+
+// withoutSkipped returns names less the segments loadSegments passed over.
+func (r *Repository) withoutSkipped(names []crypto.ID) []crypto.ID {
+	if len(r.skipped) == 0 {
+		return names
+	}
+	return slices.DeleteFunc(slices.Clone(names), func(id crypto.ID) bool { return r.skipped[id] })
 }

@@ -92,6 +92,10 @@ type Repository struct {
 	// others stored since without a full load; pickedAt rate-limits it.
 	loadMu   sync.Mutex
 	pickedAt time.Time
+	// skipBad (under loadMu, set by ReloadIndex) leaves out segments that
+	// fail their checks instead of failing the load; skipped names them.
+	skipBad bool
+	skipped map[crypto.ID]bool
 
 	// compactMu orders merges of this handle's own index segments (own,
 	// see compact.go) against each other and against Prune's rewrite.

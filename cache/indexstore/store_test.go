@@ -2,9 +2,11 @@ package indexstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -546,5 +548,59 @@ func TestPickUpSegmentsIntoStore(t *testing.T) {
 	}
 	if err := r.LoadIndex(ctx); err != nil || !s.HasPack(sd.Packs[0].ID) {
 		t.Fatalf("a full load: %v", err)
+	}
+}
+
+// TestReloadIndexLeavesOutBadSegments: a segment replayed under another
+// name fails LoadIndex (and raises); ReloadIndex, a mount's reload after a
+// rollback, leaves it out and loads the rest, in an incremental load and
+// in a refill alike, so the mount can go on bringing itself in line.
+func TestReloadIndexLeavesOutBadSegments(t *testing.T) {
+	ctx := context.Background()
+	g := newSegRig(t, 11, 2)
+	be, r, sink := g.be, g.r, g.sink
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh, s := g.add(t)
+	seg, _ := remote.LoadAll(ctx, be, remote.Handle{Type: remote.Index, Name: g.ids[0].String()})
+	replay := strings.Repeat("cd", 32)
+	if err := be.Save(ctx, remote.Handle{Type: remote.Index, Name: replay}, seg); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LoadIndex(ctx); !errors.Is(err, repo.ErrNameMismatch) {
+		t.Fatalf("LoadIndex beside a replayed segment: %v", err)
+	}
+	if evs := sink.Take(); len(evs) == 0 || evs[0].Type != notify.TypeNameMismatch {
+		t.Fatalf("events %+v", evs)
+	}
+	for _, refill := range []bool{false, true} {
+		if refill {
+			// The segment before the last gone: its packs leave the index,
+			// so the store is refilled from the listing.
+			_ = be.Remove(ctx, remote.Handle{Type: remote.Index, Name: g.ids[1].String()})
+		}
+		if err := r.ReloadIndex(ctx); err != nil {
+			t.Fatalf("refill %v: %v", refill, err)
+		}
+		if !r.Index().Has(s.Packs[0].Blobs[0].Type, s.Packs[0].Blobs[0].ID) {
+			t.Fatalf("refill %v: the good segment %s was not loaded", refill, fresh.Short())
+		}
+		st, err := g.s.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := range st.Segments {
+			if id.String() == replay {
+				t.Fatalf("refill %v: the replayed segment is held", refill)
+			}
+		}
+		if _, ok := st.Segments[fresh]; !ok {
+			t.Fatalf("refill %v: the good segment is not held", refill)
+		}
+	}
+	// LoadIndex is strict again.
+	if err := r.LoadIndex(ctx); !errors.Is(err, repo.ErrNameMismatch) {
+		t.Fatalf("LoadIndex after ReloadIndex: %v", err)
 	}
 }

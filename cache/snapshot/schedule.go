@@ -113,10 +113,11 @@ type SchedulerConfig struct {
 	// went missing locally before its upload (wrapping ErrChunkVanished);
 	// nil for ErrChunkVanished itself.
 	Vanished error
-	// ParentGone, if set, is asked before each snapshot whether the
-	// remote lost its parent (it went back to an older copy of itself).
-	// It brings the mount in line first (the scheduler's run is held),
-	// and the snapshot is walked again (ErrRepoChanged).
+	// ParentGone, if set, is asked before each snapshot is stored whether
+	// the remote lost its parent (it went back to an older copy of
+	// itself). If so it brings the mount in line first (the scheduler's
+	// run is held; an error then says that failed), and the snapshot is
+	// walked again (ErrRepoChanged).
 	ParentGone func(ctx context.Context, parent *repo.Snapshot) (bool, error)
 	Log        *slog.Logger
 }
@@ -431,6 +432,20 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	last := s.last
 	if seq == s.snapSeq && (last != nil || !always) {
 		s.mu.Unlock()
+		if always && last != nil && s.cfg.ParentGone != nil {
+			// A sync vouches that the remote holds the snapshot it
+			// returns. Unanswered (soon: nothing else waits on the
+			// remote here), it still does, as stored; gone, the tree is
+			// stored again.
+			actx, cancel := context.WithTimeout(ctx, unchangedCheckWait)
+			gone, err := s.cfg.ParentGone(actx, last)
+			cancel()
+			if gone && err != nil {
+				return nil, nil, err
+			} else if gone {
+				return nil, nil, ErrRepoChanged
+			}
+		}
 		return last, nil, nil
 	}
 	// Under mu with the change count read: a change counted after it
@@ -478,6 +493,10 @@ func (s *Scheduler) locked(ctx context.Context, always bool) (*repo.Snapshot, []
 	s.cfg.Log.Info("snapshot stored", "name", sn.Name(), "id", sn.ID.Short(), "blobs_new", sn.Stats.BlobsNew)
 	return sn, fns, nil
 }
+
+// unchangedCheckWait bounds how long a sync of an unchanged tree waits
+// for the remote to say whether it still holds the last snapshot.
+const unchangedCheckWait = 5 * time.Second
 
 // maxCutTries bounds the cuts taken again because another snapshot was
 // stored between a cut and the run lock.

@@ -421,3 +421,36 @@ func TestSchedulerParentGoneWalksAgain(t *testing.T) {
 		t.Fatalf("third snapshot %+v (parent %v), %d stored", third, third.Parent, len(f.w.snaps)-stored)
 	}
 }
+
+// A Sync with nothing changed returns the last snapshot, unless the remote
+// lost it: then the tree is stored again. A periodic pass with nothing
+// changed does not ask.
+func TestSchedulerSyncOfUnchangedTreeChecksTheLast(t *testing.T) {
+	f := newSchedFixture()
+	d := f.ns.mkdir(1, "d")
+	f.write(t, d, "a", "one")
+	first := f.sync(t)
+	asked := 0
+	gone := false
+	f.s.cfg.ParentGone = func(_ context.Context, p *repo.Snapshot) (bool, error) {
+		asked++
+		if !gone {
+			return false, nil
+		}
+		gone = false
+		f.s.DropTrees()
+		f.s.ForgetLast(p)
+		return true, nil
+	}
+	if sn, err := f.s.ifChanged(context.Background(), false, false); err != nil || sn != first || asked != 0 {
+		t.Fatalf("periodic pass: %v, %v, asked %d", sn, err, asked)
+	}
+	if sn := f.sync(t); sn != first || asked != 1 {
+		t.Fatalf("sync of an unchanged tree: %v, asked %d", sn, asked)
+	}
+	gone = true
+	stored := len(f.w.snaps)
+	if sn := f.sync(t); sn == first || len(f.w.snaps) != stored+1 || asked != 2 {
+		t.Fatalf("sync once the last is gone: %v, %d stored, asked %d", sn, len(f.w.snaps)-stored, asked)
+	}
+}

@@ -108,5 +108,5 @@ func lostSummary(paths []string) string {
 	if len(paths) == 1 {
 		noun = "file"
 	}
-	return fmt.Sprintf("%d %s whose local data was lost before upload (%s); snapshots keep the last backed-up version, if any, until you rewrite or delete them", len(paths), noun, names)
+	return fmt.Sprintf("%d %s whose data is lost, held neither here nor by the remote (%s); snapshots keep the last backed-up version, if any, until you rewrite or delete them", len(paths), noun, names)
 }

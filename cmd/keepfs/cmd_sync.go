@@ -15,8 +15,10 @@ func cmdSync() *cli.Command {
 		ArgsUsage: "[MNT]",
 		Description: `Everything closed or fsynced before the call is in the snapshot, and the
 snapshot with all its data is in the remote when sync returns. If a file's
-local data was lost before its upload (a power loss, a disk error), sync
-names it and exits 1: the snapshot keeps its last backed-up version.
+data is lost, held neither locally nor by the remote (a power loss or a
+disk error before its upload, or a remote that went back to an older copy
+of itself), sync names it and exits 1: the snapshot keeps its last
+backed-up version.
 
 If the remote does not take everything within --timeout (default 2m), sync
 exits 1 saying so; nothing is lost: the data stays queued in the state
