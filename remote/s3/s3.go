@@ -37,8 +37,9 @@
 //
 // Errors: 404 → remote.ErrNotFound, 412 → remote.ErrExists, throttling
 // (429, SlowDown), a body damaged on the way (BadDigest), 5xx, timeouts and
-// transport failures → remote.ErrUnreachable
-// (retried by remote.WithRetry); 401/403 wrap fs.ErrPermission and other 4xx
+// transport failures, among them a GET's body cut off before the length
+// the store announced → remote.ErrUnreachable (retried by remote.WithRetry;
+// only a range the store answers as shorter than asked is a short read); 401/403 wrap fs.ErrPermission and other 4xx
 // fs.ErrInvalid, which are not retried. minio-go's own retries are turned
 // off so that remote.WithRetry alone decides, and reports, retries.
 // Credentials never appear in errors, logs or Location.
