@@ -37,8 +37,9 @@
 //
 // Errors: 404 → remote.ErrNotFound, 412 → remote.ErrExists, throttling
 // (429, SlowDown), a body damaged on the way (BadDigest), 5xx, timeouts and
-// transport failures → remote.ErrUnreachable
-// (retried by remote.WithRetry); 401/403 wrap fs.ErrPermission and other 4xx
+// transport failures, among them a GET's body cut off before the length
+// the store announced → remote.ErrUnreachable (retried by remote.WithRetry;
+// only a range the store answers as shorter than asked is a short read); 401/403 wrap fs.ErrPermission and other 4xx
 // fs.ErrInvalid, which are not retried. minio-go's own retries are turned
 // off so that remote.WithRetry alone decides, and reports, retries.
 // Credentials never appear in errors, logs or Location.
@@ -382,12 +383,23 @@ func (s *Store) Load(ctx context.Context, h remote.Handle, offset, length int64)
 	}
 	defer body.Close()
 	if length > 0 {
+		if info.Size >= 0 && info.Size < length {
+			// A store answers a range running past the end with what it has.
+			return nil, remote.ShortRange(h, offset, length, offset+info.Size)
+		}
 		buf := make([]byte, length)
 		n, err := io.ReadFull(body, buf)
 		switch {
-		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-			// A store answers a range running past the end with what it has.
+		case info.Size < 0 && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)):
+			// No length announced: what it has is all there is.
 			return nil, remote.ShortRange(h, offset, length, offset+int64(n))
+		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+			// The body ended short of the length the store announced: the
+			// connection was cut (a gateway or volume server lost mid-body),
+			// a transport failure to retry, not an object shorter than the
+			// range (a permanent error, and an integrity incident).
+			return nil, fmt.Errorf("load %s [%d,+%d) on %s: the body ended after %d of %d bytes: %w",
+				h, offset, length, s.Location(), n, info.Size, remote.ErrUnreachable)
 		case err != nil:
 			return nil, s.classify(ctx, "load", h, err)
 		}
