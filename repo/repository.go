@@ -313,7 +313,9 @@ func (r *Repository) AddKey(ctx context.Context, passphrase []byte) (string, err
 		return "", err
 	}
 	id := crypto.Hash(b).String()
-	if err := r.be.Save(ctx, remote.Handle{Type: remote.Key, Name: id}, b); err != nil {
+	if err := r.ownKeyChange(id, true, func() error {
+		return r.be.Save(ctx, remote.Handle{Type: remote.Key, Name: id}, b)
+	}); err != nil {
 		return "", fmt.Errorf("save key slot: %w", err)
 	}
 	return id, nil
@@ -364,7 +366,9 @@ func (r *Repository) RemoveKey(ctx context.Context, id string) error {
 	if n <= 1 {
 		return errors.New("refusing to remove the last key slot: the repository would be unreadable")
 	}
-	return r.be.Remove(ctx, remote.Handle{Type: remote.Key, Name: id})
+	return r.ownKeyChange(id, false, func() error {
+		return r.be.Remove(ctx, remote.Handle{Type: remote.Key, Name: id})
+	})
 }
 
 // FindKey resolves a unique prefix of a key slot id.

@@ -1,0 +1,110 @@
+package repo_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keepfs/keepfs/policy/notify"
+	"github.com/keepfs/keepfs/remote"
+	"github.com/keepfs/keepfs/repo"
+	"github.com/keepfs/keepfs/repo/crypto"
+)
+
+// keyHook calls during right after a key slot is saved or removed, before
+// the call returns.
+type keyHook struct {
+	remote.Storage
+	during func()
+}
+
+func (h *keyHook) Save(ctx context.Context, hd remote.Handle, data []byte) error {
+	err := h.Storage.Save(ctx, hd, data)
+	if hd.Type == remote.Key && h.during != nil {
+		h.during()
+	}
+	return err
+}
+
+func (h *keyHook) Remove(ctx context.Context, hd remote.Handle) error {
+	err := h.Storage.Remove(ctx, hd)
+	if hd.Type == remote.Key && h.during != nil {
+		h.during()
+	}
+	return err
+}
+
+// TestOwnKeyChangeNotAnEventForAConcurrentGuard: a command adds or removes
+// a key slot while a mount on the same state directory runs its scrub's
+// Guard. The Guard must not see the slot before the view does and report
+// the client's own change as someone else's (a critical key-slot-added
+// incident for a `keepfs key add` the admin just ran). Found by a soak: a
+// `key passwd` beside a 1 s scrub raised key-slot-removed.
+func TestOwnKeyChangeNotAnEventForAConcurrentGuard(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	hook := &keyHook{Storage: be}
+	r, err := repo.Create(ctx, hook, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// The command: Guard first, then the view follows its own changes.
+	if _, err := r.Guard(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	r.SetViewDir(dir)
+	mount := reopen(t, be)
+	var (
+		mu  sync.Mutex
+		evs []notify.Event
+		wg  sync.WaitGroup
+	)
+	hook.during = func() {
+		done := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done)
+			e, err := mount.Guard(ctx, dir)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			evs = append(evs, e...)
+			mu.Unlock()
+		}()
+		select { // the Guard may wait for the view's lock
+		case <-done:
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	id, err := r.AddKey(ctx, []byte("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RemoveKey(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	hook.during = nil
+	if len(evs) != 0 {
+		t.Fatalf("a Guard beside this client's own key slot changes raised %+v", evs)
+	}
+	if e, err := mount.Guard(ctx, dir); err != nil || len(e) != 0 {
+		t.Fatalf("after the changes: %+v %v", e, err)
+	}
+	// A slot added by another client is still reported.
+	other, err := repo.Open(ctx, be, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := other.AddKey(ctx, []byte("third"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := mount.Guard(ctx, dir); err != nil || !hasEvent(e, notify.TypeKeyAdded, "keys/"+id2) {
+		t.Fatalf("a slot added by another client: %+v %v", e, err)
+	}
+}
