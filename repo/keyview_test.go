@@ -2,6 +2,8 @@ package repo_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,5 +108,39 @@ func TestOwnKeyChangeNotAnEventForAConcurrentGuard(t *testing.T) {
 	}
 	if e, err := mount.Guard(ctx, dir); err != nil || !hasEvent(e, notify.TypeKeyAdded, "keys/"+id2) {
 		t.Fatalf("a slot added by another client: %+v %v", e, err)
+	}
+}
+
+// ghostKey lists one more key slot than it holds, first: a slot another
+// client removed between this client's listing and its load.
+type ghostKey struct{ remote.Storage }
+
+func (g ghostKey) List(ctx context.Context, t remote.Type, fn func(remote.Info) error) error {
+	if t == remote.Key {
+		if err := fn(remote.Info{Handle: remote.Handle{Type: remote.Key, Name: strings.Repeat("0", 64)}, Size: 300}); err != nil {
+			return err
+		}
+	}
+	return g.Storage.List(ctx, t, fn)
+}
+
+// TestOpenBesideKeyRemove: a key slot removed by another client while this
+// one opens the repository (or lists the slots) is skipped, not a failure
+// of the command (soak: a `snapshots` beside a loop of `key passwd` failed
+// with "load key slot …: object not found").
+func TestOpenBesideKeyRemove(t *testing.T) {
+	ctx := context.Background()
+	be, _ := newRepo(t)
+	g := ghostKey{be}
+	r, err := repo.Open(ctx, g, pw, repo.Options{NoIndex: true})
+	if err != nil {
+		t.Fatalf("open beside a removed slot: %v", err)
+	}
+	keys, err := r.Keys(ctx, pw)
+	if err != nil || len(keys) != 1 || !keys[0].Current {
+		t.Fatalf("key list beside a removed slot: %+v %v", keys, err)
+	}
+	if _, err := repo.Open(ctx, g, []byte("wrong"), repo.Options{NoIndex: true}); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Fatalf("wrong passphrase beside a removed slot: %v", err)
 	}
 }

@@ -227,6 +227,9 @@ func unlock(ctx context.Context, be remote.Storage, passphrase []byte) (*crypto.
 	}
 	for _, n := range names {
 		b, err := remote.LoadAll(ctx, be, remote.Handle{Type: remote.Key, Name: n})
+		if errors.Is(err, remote.ErrNotFound) {
+			continue // removed since the listing (key remove, key passwd elsewhere)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("load key slot %s: %w", n, err)
 		}
@@ -326,6 +329,9 @@ func (r *Repository) Keys(ctx context.Context, passphrase []byte) ([]KeyInfo, er
 	var out []KeyInfo
 	err := r.be.List(ctx, remote.Key, func(fi remote.Info) error {
 		b, err := remote.LoadAll(ctx, r.be, fi.Handle)
+		if errors.Is(err, remote.ErrNotFound) {
+			return nil // removed since the listing
+		}
 		if err != nil {
 			return err
 		}
