@@ -19,6 +19,7 @@ import (
 type keyHook struct {
 	remote.Storage
 	during func()
+	before func() // before a key slot's removal
 }
 
 func (h *keyHook) Save(ctx context.Context, hd remote.Handle, data []byte) error {
@@ -30,6 +31,11 @@ func (h *keyHook) Save(ctx context.Context, hd remote.Handle, data []byte) error
 }
 
 func (h *keyHook) Remove(ctx context.Context, hd remote.Handle) error {
+	if hd.Type == remote.Key && h.before != nil {
+		b := h.before
+		h.before = nil
+		b()
+	}
 	err := h.Storage.Remove(ctx, hd)
 	if hd.Type == remote.Key && h.during != nil {
 		h.during()
@@ -143,4 +149,52 @@ func TestOpenBesideKeyRemove(t *testing.T) {
 	if _, err := repo.Open(ctx, g, []byte("wrong"), repo.Options{NoIndex: true}); !errors.Is(err, repo.ErrWrongPassword) {
 		t.Fatalf("wrong passphrase beside a removed slot: %v", err)
 	}
+}
+
+// TestConcurrentKeyRemovesLeaveASlot: two admins remove the two remaining
+// key slots at once, each authenticated by the other's. Each saw two slots,
+// so neither refused; without a check after the removal the repository was
+// left with no key slot at all: unreadable for good.
+func TestConcurrentKeyRemovesLeaveASlot(t *testing.T) {
+	ctx := context.Background()
+	be := remote.NewMem()
+	hook := &keyHook{Storage: be}
+	a, err := repo.Create(ctx, hook, pw, repo.Options{KDF: &crypto.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := a.Keys(ctx, pw)
+	if err != nil || len(keys) != 1 {
+		t.Fatal(keys, err)
+	}
+	idA := keys[0].ID
+	idB, err := a.AddKey(ctx, []byte("other admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := repo.Open(ctx, be, []byte("other admin"), repo.Options{NoIndex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a has counted two slots and is about to remove idB when b removes idA.
+	var errB error
+	hook.before = func() { errB = b.RemoveKey(ctx, idA) }
+	errA := a.RemoveKey(ctx, idB)
+	var left []string
+	if err := be.List(ctx, remote.Key, func(fi remote.Info) error { left = append(left, fi.Handle.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) == 0 {
+		t.Fatalf("both removals succeeded (a: %v, b: %v): no key slot left", errA, errB)
+	}
+	if errA == nil && errB == nil {
+		t.Fatalf("both removals reported success, slots left: %v", left)
+	}
+	for _, p := range [][]byte{pw, []byte("other admin")} {
+		if r, err := repo.Open(ctx, be, p, repo.Options{NoIndex: true}); err == nil {
+			r.Close()
+			return
+		}
+	}
+	t.Fatalf("no passphrase opens the repository; slots left: %v", left)
 }

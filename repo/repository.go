@@ -370,12 +370,37 @@ func (r *Repository) RemoveKey(ctx context.Context, id string) error {
 		return fmt.Errorf("no key slot %q (see `keepfs key list`)", id)
 	}
 	if n <= 1 {
-		return errors.New("refusing to remove the last key slot: the repository would be unreadable")
+		return errLastKeySlot
+	}
+	// The count above is no lock: another client may remove the other
+	// slots meanwhile. So keep this one's bytes, and put it back if no
+	// slot is left after its removal (the last of two racing removals
+	// always sees none).
+	h := remote.Handle{Type: remote.Key, Name: id}
+	b, err := remote.LoadAll(ctx, r.be, h)
+	if err != nil {
+		return fmt.Errorf("load key slot %s: %w", id, err)
 	}
 	return r.ownKeyChange(id, false, func() error {
-		return r.be.Remove(ctx, remote.Handle{Type: remote.Key, Name: id})
+		if err := r.be.Remove(ctx, h); err != nil {
+			return err
+		}
+		left := 0
+		lerr := r.be.List(ctx, remote.Key, func(remote.Info) error { left++; return nil })
+		if lerr == nil && left > 0 {
+			return nil
+		}
+		if err := r.be.Save(ctx, h, b); err != nil && !errors.Is(err, remote.ErrExists) {
+			return fmt.Errorf("key slot %s was removed, and putting it back failed (list: %v): %w", id, lerr, err)
+		}
+		if lerr != nil {
+			return fmt.Errorf("key slot %s kept: cannot list the slots left after removing it: %w", id, lerr)
+		}
+		return fmt.Errorf("key slot %s kept: %w (another client removed the others meanwhile)", id, errLastKeySlot)
 	})
 }
+
+var errLastKeySlot = errors.New("refusing to remove the last key slot: the repository would be unreadable")
 
 // FindKey resolves a unique prefix of a key slot id.
 func (r *Repository) FindKey(ctx context.Context, prefix string) (string, error) {
