@@ -183,6 +183,41 @@ func (r *Repository) noteOwnHead(sn *Snapshot) {
 	}
 }
 
+// ownKeyChange runs fn, this handle's change of key slot id (added or
+// removed), and with a view dir (SetViewDir) records it in the view while
+// holding the view's lock: a Guard on the same state directory (a mount's
+// scrub, another command) then never sees the slot change before the view
+// does, which it would report as someone else's. Only this slot is
+// recorded: any other change still is one for the next Guard.
+func (r *Repository) ownKeyChange(id string, added bool, fn func() error) error {
+	p := r.viewDir.Load()
+	if p == nil {
+		return fn()
+	}
+	ran := false
+	var ferr error
+	err := UpdateView(*p, func(old View) (View, error) {
+		ran = true
+		if ferr = fn(); ferr != nil || old.RepoID != r.cfg.ID {
+			return old, errViewUnchanged
+		}
+		keys := slices.DeleteFunc(slices.Clone(old.Keys), func(k string) bool { return k == id })
+		if added {
+			keys = append(keys, id)
+			sort.Strings(keys)
+		}
+		old.Keys = keys
+		return old, nil
+	})
+	if !ran {
+		ferr = fn()
+	}
+	if err != nil && !errors.Is(err, errViewUnchanged) {
+		slog.Warn("cannot remember this client's key slot change in the view", "err", err)
+	}
+	return ferr
+}
+
 // AcceptView remembers the remote as it is now, without comparing: for
 // changes this client just made (a key added or removed).
 func (r *Repository) AcceptView(ctx context.Context, dir string) error {

@@ -233,12 +233,15 @@ func unlock(ctx context.Context, be remote.Storage, passphrase []byte) (*crypto.
 	var damaged []string
 	for _, n := range names {
 		b, err := remote.LoadAll(ctx, be, remote.Handle{Type: remote.Key, Name: n})
+		if errors.Is(err, remote.ErrNotFound) {
+			continue // removed since the listing (key remove, key passwd elsewhere)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("load key slot %s: %w", n, err)
 		}
 		if crypto.Hash(b).String() != n {
 			// Named by the hash of its bytes: changed since it was
-			// written. Its passphrase cannot open it any more.
+			// written (if its sealed key changed, no passphrase opens it).
 			damaged = append(damaged, shortName(n))
 		}
 		s, err := crypto.ParseSlot(b)
@@ -330,7 +333,9 @@ func (r *Repository) AddKey(ctx context.Context, passphrase []byte) (string, err
 		return "", err
 	}
 	id := crypto.Hash(b).String()
-	if err := r.be.Save(ctx, remote.Handle{Type: remote.Key, Name: id}, b); err != nil {
+	if err := r.ownKeyChange(id, true, func() error {
+		return r.be.Save(ctx, remote.Handle{Type: remote.Key, Name: id}, b)
+	}); err != nil {
 		return "", fmt.Errorf("save key slot: %w", err)
 	}
 	return id, nil
@@ -341,6 +346,9 @@ func (r *Repository) Keys(ctx context.Context, passphrase []byte) ([]KeyInfo, er
 	var out []KeyInfo
 	err := r.be.List(ctx, remote.Key, func(fi remote.Info) error {
 		b, err := remote.LoadAll(ctx, r.be, fi.Handle)
+		if errors.Is(err, remote.ErrNotFound) {
+			return nil // removed since the listing
+		}
 		if err != nil {
 			return err
 		}
@@ -379,10 +387,37 @@ func (r *Repository) RemoveKey(ctx context.Context, id string) error {
 		return fmt.Errorf("no key slot %q (see `keepfs key list`)", id)
 	}
 	if n <= 1 {
-		return errors.New("refusing to remove the last key slot: the repository would be unreadable")
+		return errLastKeySlot
 	}
-	return r.be.Remove(ctx, remote.Handle{Type: remote.Key, Name: id})
+	// The count above is no lock: another client may remove the other
+	// slots meanwhile. So keep this one's bytes, and put it back if no
+	// slot is left after its removal (the last of two racing removals
+	// always sees none).
+	h := remote.Handle{Type: remote.Key, Name: id}
+	b, err := remote.LoadAll(ctx, r.be, h)
+	if err != nil {
+		return fmt.Errorf("load key slot %s: %w", id, err)
+	}
+	return r.ownKeyChange(id, false, func() error {
+		if err := r.be.Remove(ctx, h); err != nil {
+			return err
+		}
+		left := 0
+		lerr := r.be.List(ctx, remote.Key, func(remote.Info) error { left++; return nil })
+		if lerr == nil && left > 0 {
+			return nil
+		}
+		if err := r.be.Save(ctx, h, b); err != nil && !errors.Is(err, remote.ErrExists) {
+			return fmt.Errorf("key slot %s was removed, and putting it back failed (list: %v): %w", id, lerr, err)
+		}
+		if lerr != nil {
+			return fmt.Errorf("key slot %s kept: cannot list the slots left after removing it: %w", id, lerr)
+		}
+		return fmt.Errorf("key slot %s kept: %w (another client removed the others meanwhile)", id, errLastKeySlot)
+	})
 }
+
+var errLastKeySlot = errors.New("refusing to remove the last key slot: the repository would be unreadable")
 
 // FindKey resolves a unique prefix of a key slot id.
 func (r *Repository) FindKey(ctx context.Context, prefix string) (string, error) {

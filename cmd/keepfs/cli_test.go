@@ -108,6 +108,10 @@ func TestCLIRoundTrip(t *testing.T) {
 	}
 	t.Setenv("KEEPFS_PASSWORD", "third phrase")
 	mustKF(t, append(g, "snapshots")...)
+	// This client's own key changes are no incidents (its view follows them).
+	if out := mustKF(t, append(g, "incidents")...); !strings.Contains(out, "no open incidents") {
+		t.Fatalf("own key changes raised incidents:\n%s", out)
+	}
 }
 
 func TestCLIUsageErrors(t *testing.T) {

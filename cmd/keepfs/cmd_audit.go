@@ -200,13 +200,6 @@ func recordAudit(c *cli.Context, r *repo.Repository, e audit.Entry) string {
 		if err := r.SetAuditMirror(dir); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", oneLine(err))
 		}
-		switch e.Action {
-		case audit.ActionKeyAdd, audit.ActionKeyRemove, audit.ActionKeyPasswd:
-			// This client changed the key slots: not an event next time.
-			if err := r.AcceptView(c.Context, dir); err != nil {
-				fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", oneLine(err))
-			}
-		}
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Context), 2*time.Minute)
 	defer cancel()
