@@ -246,7 +246,7 @@ func TestZeroModel(t *testing.T) {
 	a, _ := c.Create(ctx, c.Root(), "m", NewNode{Type: tree.File, Mode: 0o644})
 	rng := rand.New(rand.NewPCG(13, 14))
 	var model []byte
-	holesSeen, zeroed := 0, 0
+	holesSeen, zeroed, intents := 0, 0, 0
 	h, _ := c.OpenFile(ctx, a.Ino, uint32(os.O_RDWR))
 	for step := 0; step < 150; step++ {
 		switch r := rng.IntN(12); {
@@ -287,9 +287,21 @@ func TestZeroModel(t *testing.T) {
 				zeroed++
 			}
 		case r < 10:
+			// Enough bytes that the fsync leaves an intent and commits
+			// in the background, racing the next steps.
+			off := rng.IntN(16 << 20)
+			b := randBytes(uint64(step), deferCommitMin+rng.IntN(1<<20))
+			if _, err := h.WriteAt(ctx, b, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			if end := off + len(b); end > len(model) {
+				model = append(model, make([]byte, end-len(model))...)
+			}
+			copy(model[off:], b)
 			if err := h.Fsync(ctx); err != nil {
 				t.Fatal(err)
 			}
+			intents += intentCount(t, c)
 		default:
 			// A commit (a background one may hold the lock first).
 			if err := c.commit(ctx, h.f, false); err != nil {
@@ -321,7 +333,7 @@ func TestZeroModel(t *testing.T) {
 	}
 	h.Release(ctx)
 	wantContent(t, c, a.Ino, model, "final content differs from the model")
-	if holesSeen < 10 || zeroed < 20 {
-		t.Fatalf("%d holes committed, %d ranges zeroed: the model test does not exercise them", holesSeen, zeroed)
+	if holesSeen < 10 || zeroed < 20 || intents < 3 {
+		t.Fatalf("%d holes committed, %d ranges zeroed, %d intents: the model test does not exercise them", holesSeen, zeroed, intents)
 	}
 }
