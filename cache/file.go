@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -795,6 +796,45 @@ func (f *openFile) truncate(ctx context.Context, size uint64) error {
 	f.size = size
 	now := f.c.now()
 	f.mtime, f.ctime, f.changed = now, now, true
+	f.dirtyBytes.Store(f.written.total())
+	return nil
+}
+
+// Zero makes the n bytes at off read as zeros without storing them, as
+// fallocate's FALLOC_FL_PUNCH_HOLE and FALLOC_FL_ZERO_RANGE do: the bytes
+// become dirty but not written, like the gap a truncate leaves, so the
+// next commit records each run of them of minHole bytes or more (together
+// with the holes and never-written bytes around it) as a hole and chunks
+// shorter ones as zeros. With keepSize the range is cut at the size (a
+// punch always keeps it); without, a range past the end grows the file.
+// Like WriteAt it leaves the mtime to the kernel and sets the ctime.
+func (h *Handle) Zero(ctx context.Context, off, n uint64, keepSize bool) error {
+	f := h.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n == 0 {
+		return ErrInvalid
+	}
+	end := off + n
+	if end < off {
+		end = math.MaxUint64
+	}
+	if keepSize {
+		end = min(end, f.size)
+	} else if end > MaxFileSize {
+		return ErrFileTooBig
+	}
+	if off >= end {
+		return nil // past the end, and the size stays
+	}
+	// The staging file keeps its bytes of the range (an intent may name
+	// them); what is not written reads as zeros whatever it holds.
+	f.written = f.written.minus(extents{{off, end}})
+	f.dirty, _ = f.dirty.add(min(off, f.size), end)
+	if end > f.size {
+		f.size = end
+	}
+	f.ctime, f.changed = f.c.now(), true
 	f.dirtyBytes.Store(f.written.total())
 	return nil
 }

@@ -233,3 +233,107 @@ func TestSparseModel(t *testing.T) {
 		t.Fatalf("only %d holes committed: the model test does not exercise them", holesSeen)
 	}
 }
+
+// TestZeroModel drives random writes, truncates, Zero (fallocate's punch
+// hole and zero range, with and without keeping the size), fsyncs (which
+// leave intents for big changes) and commits against an in-memory model:
+// the content always reads as the model, the zeroed runs of minHole or
+// more become holes, and every hole reads as zeros in the model.
+func TestZeroModel(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	a, _ := c.Create(ctx, c.Root(), "m", NewNode{Type: tree.File, Mode: 0o644})
+	rng := rand.New(rand.NewPCG(13, 14))
+	var model []byte
+	holesSeen, zeroed, intents := 0, 0, 0
+	h, _ := c.OpenFile(ctx, a.Ino, uint32(os.O_RDWR))
+	for step := 0; step < 150; step++ {
+		switch r := rng.IntN(12); {
+		case r < 4:
+			off := rng.IntN(16 << 20)
+			b := randBytes(uint64(step), 1+rng.IntN(3<<20))
+			if _, err := h.WriteAt(ctx, b, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			if end := off + len(b); end > len(model) {
+				model = append(model, make([]byte, end-len(model))...)
+			}
+			copy(model[off:], b)
+		case r < 5:
+			size := rng.IntN(20 << 20)
+			if err := h.f.truncate(ctx, uint64(size)); err != nil {
+				t.Fatal(err)
+			}
+			if size < len(model) {
+				model = model[:size]
+			} else {
+				model = append(model, make([]byte, size-len(model))...)
+			}
+		case r < 9:
+			off, n := rng.IntN(20<<20), 1+rng.IntN(5<<20)
+			keep := rng.IntN(2) == 0
+			if err := h.Zero(ctx, uint64(off), uint64(n), keep); err != nil {
+				t.Fatal(err)
+			}
+			end := off + n
+			if keep {
+				end = min(end, len(model))
+			} else if end > len(model) {
+				model = append(model, make([]byte, end-len(model))...)
+			}
+			if off < end {
+				clear(model[off:end])
+				zeroed++
+			}
+		case r < 10:
+			// Enough bytes that the fsync leaves an intent and commits
+			// in the background, racing the next steps.
+			off := rng.IntN(16 << 20)
+			b := randBytes(uint64(step), deferCommitMin+rng.IntN(1<<20))
+			if _, err := h.WriteAt(ctx, b, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			if end := off + len(b); end > len(model) {
+				model = append(model, make([]byte, end-len(model))...)
+			}
+			copy(model[off:], b)
+			if err := h.Fsync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			intents += intentCount(t, c)
+		default:
+			// A commit (a background one may hold the lock first).
+			if err := c.commit(ctx, h.f, false); err != nil {
+				t.Fatal(err)
+			}
+			n, _ := c.getInode(a.Ino)
+			var off uint64
+			for _, ch := range n.Chunks {
+				if ch.IsHole() {
+					holesSeen++
+					if ch.Len < minHole || !bytes.Equal(model[off:off+ch.Len], make([]byte, ch.Len)) {
+						t.Fatalf("step %d: hole of %d at %d", step, ch.Len, off)
+					}
+				}
+				off += ch.Len
+			}
+			if off != uint64(len(model)) || n.Size != off {
+				t.Fatalf("step %d: chunks cover %d bytes, size %d, model %d", step, off, n.Size, len(model))
+			}
+		}
+		if got := h.f.size; got != uint64(len(model)) {
+			t.Fatalf("step %d: size %d, model %d", step, got, len(model))
+		}
+		if rng.IntN(3) == 0 {
+			if got := readFile(t, c, a.Ino); !bytes.Equal(got, model) {
+				t.Fatalf("step %d: content differs from the model (%d bytes, want %d)", step, len(got), len(model))
+			}
+		}
+	}
+	h.Release(ctx)
+	wantContent(t, c, a.Ino, model, "final content differs from the model")
+	if holesSeen < 10 || zeroed < 20 || intents < 3 {
+		t.Fatalf("%d holes committed, %d ranges zeroed, %d intents: the model test does not exercise them", holesSeen, zeroed, intents)
+	}
+}

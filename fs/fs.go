@@ -687,13 +687,31 @@ func (f *fileNode) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errn
 var _ = (gofs.NodeAllocater)((*fileNode)(nil))
 
 // Allocate supports plain fallocate (mode 0): the file grows to cover the
-// range; nothing is reserved, as the data lives in chunks anyway.
+// range; nothing is reserved, as the data lives in chunks anyway. With
+// FALLOC_FL_KEEP_SIZE alone it does nothing. FALLOC_FL_PUNCH_HOLE (always
+// with KEEP_SIZE) and FALLOC_FL_ZERO_RANGE make the range read as zeros,
+// stored as holes (see cache.Handle.Zero). The kernel writes the file's
+// dirty pages from off on back and waits for them before it sends the
+// request, and drops its pages of the range once it succeeded, so none of
+// them can bring old bytes back. Other modes (COLLAPSE_RANGE, INSERT_RANGE,
+// UNSHARE_RANGE) get EOPNOTSUPP.
 func (f *fileNode) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
-	const keepSize = 1 // FALLOC_FL_KEEP_SIZE: reserve only, which is a no-op here
-	if mode == keepSize {
+	const (
+		keepSize  = unix.FALLOC_FL_KEEP_SIZE // reserve only, which is a no-op here
+		punchHole = unix.FALLOC_FL_PUNCH_HOLE
+		zeroRange = unix.FALLOC_FL_ZERO_RANGE
+	)
+	switch mode {
+	case 0:
+	case keepSize:
 		return 0
-	}
-	if mode != 0 {
+	case punchHole | keepSize, zeroRange, zeroRange | keepSize:
+		h, ok := fh.(*fileHandle)
+		if !ok {
+			return syscall.EBADF
+		}
+		return f.fs.errno(h.h.Zero(ctx, off, size, mode&keepSize != 0))
+	default:
 		return syscall.EOPNOTSUPP
 	}
 	a, err := f.fs.c.GetAttr(ctx, f.ino)

@@ -207,3 +207,86 @@ func TestIndexCompactionMount(t *testing.T) {
 		}
 	}
 }
+
+// TestFallocatePunch: fallocate(1)'s punch hole (-p) and zero range (-z,
+// with -n to keep the size) on the mount: inside one chunk, across chunk
+// boundaries, at and past the end, of bytes never written, and a zero
+// range that grows the file. The ranges read as zeros; those of 1 MiB or
+// more are holes to SEEK_DATA/SEEK_HOLE and st_blocks, live, in
+// .versions, in a restore (written sparse) and after a remount.
+func TestFallocatePunch(t *testing.T) {
+	w := newWorld(t)
+	w.mount()
+	const mib = 1 << 20
+	f := filepath.Join(w.mnt, "f")
+	want := make([]byte, 6*mib)
+	for i := range want {
+		want[i] = byte(i*7/3 + i>>13)
+	}
+	if err := os.WriteFile(f, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(f, &st); err != nil {
+		t.Fatal(err)
+	}
+	before := st.Blocks
+	fa := func(args ...string) { run(t, w.mnt, "fallocate", append(args, "f")...) }
+	fa("-p", "-o", "100", "-l", "1000")                      // inside one chunk
+	fa("-p", "-o", fmt.Sprint(mib), "-l", fmt.Sprint(3*mib)) // across chunk boundaries
+	fa("-p", "-o", fmt.Sprint(5*mib), "-l", "10M")           // at and past the end
+	fa("-z", "-n", "-o", fmt.Sprint(6*mib-10), "-l", "1M")   // past the end, size kept
+	fa("-z", "-o", fmt.Sprint(7*mib), "-l", "1M")            // grows the file to 8 MiB
+	fa("-p", "-o", fmt.Sprint(6*mib+4096), "-l", "4096")     // bytes never written
+	clear(want[100:1100])
+	clear(want[mib : 4*mib])
+	clear(want[5*mib:])
+	want = append(want, make([]byte, 2*mib)...)
+	// Bytes not in holes: [0, 1) and [4, 5) MiB. The 1000 bytes punched
+	// at 100, too few for a hole, were stored as zeros in a chunk.
+	const data = 2 * mib
+	check := func(p, where string, live bool) {
+		t.Helper()
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: read %d bytes (%v), want %d, equal %v", where, len(got), err, len(want), bytes.Equal(got, want))
+		}
+		fd, err := unix.Open(p, unix.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		for _, c := range []struct {
+			off    int64
+			whence int
+			want   int64
+		}{
+			{0, unix.SEEK_HOLE, mib},
+			{mib, unix.SEEK_DATA, 4 * mib},
+			{4 * mib, unix.SEEK_HOLE, 5 * mib},
+		} {
+			if pos, err := unix.Seek(fd, c.off, c.whence); err != nil || pos != c.want {
+				t.Errorf("%s: lseek(%d, whence %d) = %d, %v; want %d", where, c.off, c.whence, pos, err, c.want)
+			}
+		}
+		if pos, err := unix.Seek(fd, 5*mib, unix.SEEK_DATA); err != unix.ENXIO {
+			t.Errorf("%s: SEEK_DATA in the 3 MiB tail hole = %d, %v; want ENXIO", where, pos, err)
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		// The mount counts stored bytes exactly; ext4 rounds to blocks.
+		if st.Blocks*512 > data+64<<10 || live && st.Blocks >= before {
+			t.Errorf("%s: %d blocks (%d before the punches), want about %d bytes", where, st.Blocks, before, data)
+		}
+	}
+	check(f, "live", true)
+	w.kf("sync", w.mnt)
+	check(filepath.Join(w.mnt, ".versions", "latest", "f"), ".versions", false)
+	out := filepath.Join(w.dir, "restored")
+	w.kf("restore", "/f", "--to", out)
+	check(filepath.Join(out, "f"), "restored", false)
+	w.unmount()
+	w.mount()
+	check(f, "remounted", true)
+}
