@@ -102,7 +102,12 @@ type Config struct {
 	ListPageSize int
 	// Transport overrides the HTTP transport (tests).
 	Transport http.RoundTripper
-	Logger    *slog.Logger
+	// StallTimeout fails an upload whose body the connection has not
+	// taken a byte of for this long (default 2m): a peer that accepted
+	// the request and then froze. ResponseHeaderTimeout only starts once
+	// the body is sent.
+	StallTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Store is an S3 bucket (and prefix) holding one repository.
@@ -183,6 +188,9 @@ func newStore(cfg Config) (*Store, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 2 * time.Minute
 	}
 	s := &Store{cfg: cfg}
 	s.signed.Store(cfg.SignPayload)
@@ -302,7 +310,14 @@ func (s *Store) Save(ctx context.Context, h remote.Handle, data []byte) error {
 	// given here: the Client's would MD5 it itself, or refuse a checksum
 	// header unless it may send it as an aws-chunked trailer.
 	put := func() (minio.UploadInfo, error) {
-		return s.core.PutObject(ctx, s.cfg.Bucket, s.key(h), bytes.NewReader(data), int64(len(data)), md5sum, "", opts)
+		body := newStallReader(ctx, data, s.cfg.StallTimeout)
+		defer body.stop()
+		info, err := s.core.PutObject(body.ctx, s.cfg.Bucket, s.key(h), body, int64(len(data)), md5sum, "", opts)
+		if err != nil && body.stalled.Load() && ctx.Err() == nil {
+			return info, fmt.Errorf("save %s on %s: no byte of the body taken for %s (a frozen peer): %w",
+				h, s.Location(), s.cfg.StallTimeout, remote.ErrUnreachable)
+		}
+		return info, err
 	}
 	info, err := put()
 	if code := minio.ToErrorResponse(err).StatusCode; unsigned && (code == http.StatusBadRequest || code == http.StatusForbidden) &&
@@ -323,6 +338,42 @@ func (s *Store) Save(ctx context.Context, h remote.Handle, data []byte) error {
 	}
 	return s.classify(ctx, "save", h, err)
 }
+
+// stallReader is an upload's body that cancels its request once the
+// connection has taken nothing of it for a while.
+type stallReader struct {
+	r       *bytes.Reader // not embedded: a ReadAt would bypass Read
+	ctx     context.Context
+	timer   *time.Timer
+	wait    time.Duration
+	stalled atomic.Bool
+	stop    func()
+}
+
+func newStallReader(ctx context.Context, data []byte, wait time.Duration) *stallReader {
+	r := &stallReader{r: bytes.NewReader(data), wait: wait}
+	var cancel context.CancelFunc
+	r.ctx, cancel = context.WithCancel(ctx)
+	r.timer = time.AfterFunc(wait, func() {
+		r.stalled.Store(true)
+		cancel()
+	})
+	r.stop = func() {
+		r.timer.Stop()
+		cancel()
+	}
+	return r
+}
+
+// Read counts as progress. (The transport reads the body as the
+// connection takes it; a frozen peer stops the reads.)
+func (r *stallReader) Read(p []byte) (int, error) {
+	r.timer.Reset(r.wait)
+	return r.r.Read(p)
+}
+
+// Seek lets the client rewind the body (signing reads it first).
+func (r *stallReader) Seek(off int64, whence int) (int64, error) { return r.r.Seek(off, whence) }
 
 // What the store is known to check of an upload (Store.digests).
 const (
