@@ -143,9 +143,65 @@ func (c *Cache) scanChunks() error {
 	}); err != nil {
 		return err
 	}
+	if err := c.sweepDeadChunks(queued); err != nil {
+		return fmt.Errorf("drop chunks no file names: %w", err)
+	}
 	restore, err := c.chunks.Scan(queued)
 	c.up.Restore(restore)
 	return err
+}
+
+// sweepAtLeast is how many bytes of chunks outside the repository and the
+// upload queue make Open look for dead ones.
+var sweepAtLeast int64 = 64 << 20
+
+// sweepDeadChunks drops, at Open, the local chunks no file names that the
+// repository does not hold: a file rewritten before the next snapshot
+// leaves the chunks of the versions in between, which no walk queues and
+// eviction (of uploaded chunks only) never takes, so the state directory
+// grew without bound. At Open nothing commits yet (intents are recovered
+// after, and name staging files, not chunks), so what no inode names now
+// no file can name. Inodes are read only when the chunks outside the
+// repository and the queue come to sweepAtLeast, as reading them all costs
+// a pass over the namespace. Runs before Scan, which then drops the chunk
+// segments left unnamed.
+func (c *Cache) sweepDeadChunks(queued map[crypto.ID]bool) error {
+	idx := c.r.Index()
+	candidates := map[crypto.ID]int64{}
+	var total int64
+	if err := c.chunks.Outside(func(id crypto.ID, size int64) {
+		if !queued[id] && !idx.Has(pack.Data, id) {
+			candidates[id] = size
+			total += size
+		}
+	}); err != nil {
+		return err
+	}
+	if total < sweepAtLeast {
+		return nil
+	}
+	if err := c.eachInode(func(_ uint64, n *meta.Inode) {
+		for _, ch := range n.Chunks {
+			delete(candidates, ch.ID)
+		}
+	}); err != nil {
+		return err
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	dead := make([]crypto.ID, 0, len(candidates))
+	var bytes int64
+	for id, size := range candidates {
+		dead = append(dead, id)
+		bytes += size
+	}
+	if err := c.chunks.DropLost(dead, nil); err != nil {
+		return err
+	}
+	c.log.Info("dropped chunks no file names and the repository does not hold (versions of files rewritten between snapshots)",
+		"chunks", len(dead), "bytes", bytes)
+	return nil
 }
 
 // chunkStorer stores the large chunks of one commit on a goroutine of its

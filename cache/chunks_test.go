@@ -16,6 +16,7 @@ import (
 	"github.com/keepfs/keepfs/cache/meta"
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/remote/disktest"
+	"github.com/keepfs/keepfs/repo/crypto"
 )
 
 // A large chunk that cannot be stored fails the commit (the chunks of a big
@@ -216,4 +217,67 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// outsideBytes is what the state directory holds of chunks outside their
+// records (files and segments).
+func outsideBytes(t *testing.T, c *Cache) int64 {
+	t.Helper()
+	var n int64
+	if err := c.chunks.Outside(func(_ crypto.ID, size int64) { n += size }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// crashClose stops c as kill -9 would: no final commit, snapshot or drain.
+func crashClose(c *Cache) {
+	c.cancel()
+	c.wg.Wait()
+	c.dbp.Load().db.Close()
+	c.ix.Close()
+	c.lockFile.Close()
+}
+
+// TestOpenDropsChunksNoFileNames: a file rewritten between snapshots left
+// the chunks of the versions in between in the state directory for good
+// (no walk queues them, eviction takes only uploaded chunks). Open drops
+// them, and keeps every chunk a file names, even one committed after the
+// last snapshot and never queued (a crash before the next).
+func TestOpenDropsChunksNoFileNames(t *testing.T) {
+	defer func(v int64) { sweepAtLeast = v }(sweepAtLeast)
+	sweepAtLeast = 1 << 20
+	ctx := context.Background()
+	be := remote.NewMem()
+	dir := t.TempDir()
+	c := openCache(t, newRepo(t, be), dir)
+	var last []byte
+	for i := range 10 {
+		last = randBytes(uint64(100+i), 1<<20)
+		writeFile(t, c, c.Root(), "f", last)
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	late := randBytes(200, 2<<20)
+	writeFile(t, c, c.Root(), "late", late)
+	before := outsideBytes(t, c)
+	crashClose(c)
+
+	c = openCache(t, reopenRepo(t, be), dir)
+	after := outsideBytes(t, c)
+	if before-after < 8<<20 {
+		t.Fatalf("chunk bytes in the state directory: %d before the restart, %d after; want the 9 dead versions (9 MiB) gone", before, after)
+	}
+	wantContent(t, c, lookupPath(t, c, "f").Ino, last, "f after the sweep")
+	wantContent(t, c, lookupPath(t, c, "late").Ino, late, "late (never queued) after the sweep")
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := openCache(t, reopenRepo(t, be), t.TempDir())
+	defer fresh.Close(ctx)
+	wantContent(t, fresh, lookupPath(t, fresh, "late").Ino, late, "late from the remote")
 }
