@@ -185,23 +185,10 @@ func TestSparseModel(t *testing.T) {
 		case r < 5:
 			off := rng.IntN(24 << 20)
 			b := randBytes(uint64(step), 1+rng.IntN(1<<20))
-			if _, err := h.WriteAt(ctx, b, int64(off)); err != nil {
-				t.Fatal(err)
-			}
-			if end := off + len(b); end > len(model) {
-				model = append(model, make([]byte, end-len(model))...)
-			}
-			copy(model[off:], b)
+			model = modelWrite(t, h, model, off, b)
 		case r < 8:
 			size := rng.IntN(32 << 20)
-			if err := h.f.truncate(ctx, uint64(size)); err != nil {
-				t.Fatal(err)
-			}
-			if size < len(model) {
-				model = model[:size]
-			} else {
-				model = append(model, make([]byte, size-len(model))...)
-			}
+			model = modelTruncate(t, h, model, size)
 		default:
 			if err := h.Flush(ctx); err != nil {
 				t.Fatal(err)
@@ -253,23 +240,10 @@ func TestZeroModel(t *testing.T) {
 		case r < 4:
 			off := rng.IntN(16 << 20)
 			b := randBytes(uint64(step), 1+rng.IntN(3<<20))
-			if _, err := h.WriteAt(ctx, b, int64(off)); err != nil {
-				t.Fatal(err)
-			}
-			if end := off + len(b); end > len(model) {
-				model = append(model, make([]byte, end-len(model))...)
-			}
-			copy(model[off:], b)
+			model = modelWrite(t, h, model, off, b)
 		case r < 5:
 			size := rng.IntN(20 << 20)
-			if err := h.f.truncate(ctx, uint64(size)); err != nil {
-				t.Fatal(err)
-			}
-			if size < len(model) {
-				model = model[:size]
-			} else {
-				model = append(model, make([]byte, size-len(model))...)
-			}
+			model = modelTruncate(t, h, model, size)
 		case r < 9:
 			off, n := rng.IntN(20<<20), 1+rng.IntN(5<<20)
 			keep := rng.IntN(2) == 0
@@ -291,13 +265,7 @@ func TestZeroModel(t *testing.T) {
 			// in the background, racing the next steps.
 			off := rng.IntN(16 << 20)
 			b := randBytes(uint64(step), deferCommitMin+rng.IntN(1<<20))
-			if _, err := h.WriteAt(ctx, b, int64(off)); err != nil {
-				t.Fatal(err)
-			}
-			if end := off + len(b); end > len(model) {
-				model = append(model, make([]byte, end-len(model))...)
-			}
-			copy(model[off:], b)
+			model = modelWrite(t, h, model, off, b)
 			if err := h.Fsync(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -336,4 +304,29 @@ func TestZeroModel(t *testing.T) {
 	if holesSeen < 10 || zeroed < 20 || intents < 3 {
 		t.Fatalf("%d holes committed, %d ranges zeroed, %d intents: the model test does not exercise them", holesSeen, zeroed, intents)
 	}
+}
+
+// modelWrite writes b at off through h and into model, which it returns.
+func modelWrite(t *testing.T, h *Handle, model []byte, off int, b []byte) []byte {
+	t.Helper()
+	if _, err := h.WriteAt(context.Background(), b, int64(off)); err != nil {
+		t.Fatal(err)
+	}
+	if end := off + len(b); end > len(model) {
+		model = append(model, make([]byte, end-len(model))...)
+	}
+	copy(model[off:], b)
+	return model
+}
+
+// modelTruncate truncates h's file and model to size.
+func modelTruncate(t *testing.T, h *Handle, model []byte, size int) []byte {
+	t.Helper()
+	if err := h.f.truncate(context.Background(), uint64(size)); err != nil {
+		t.Fatal(err)
+	}
+	if size < len(model) {
+		return model[:size]
+	}
+	return append(model, make([]byte, size-len(model))...)
 }
