@@ -193,20 +193,7 @@ func TestSparseModel(t *testing.T) {
 			if err := h.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			n, _ := c.getInode(a.Ino)
-			var off uint64
-			for _, ch := range n.Chunks {
-				if ch.IsHole() {
-					holesSeen++
-					if ch.Len < minHole || !bytes.Equal(model[off:off+ch.Len], make([]byte, ch.Len)) {
-						t.Fatalf("step %d: hole of %d at %d", step, ch.Len, off)
-					}
-				}
-				off += ch.Len
-			}
-			if off != uint64(len(model)) || n.Size != off {
-				t.Fatalf("step %d: chunks cover %d bytes, size %d, model %d", step, off, n.Size, len(model))
-			}
+			holesSeen += modelHoles(t, c, a.Ino, model, step)
 		}
 		if rng.IntN(4) == 0 {
 			if got := readFile(t, c, a.Ino); !bytes.Equal(got, model) {
@@ -275,20 +262,7 @@ func TestZeroModel(t *testing.T) {
 			if err := c.commit(ctx, h.f, false); err != nil {
 				t.Fatal(err)
 			}
-			n, _ := c.getInode(a.Ino)
-			var off uint64
-			for _, ch := range n.Chunks {
-				if ch.IsHole() {
-					holesSeen++
-					if ch.Len < minHole || !bytes.Equal(model[off:off+ch.Len], make([]byte, ch.Len)) {
-						t.Fatalf("step %d: hole of %d at %d", step, ch.Len, off)
-					}
-				}
-				off += ch.Len
-			}
-			if off != uint64(len(model)) || n.Size != off {
-				t.Fatalf("step %d: chunks cover %d bytes, size %d, model %d", step, off, n.Size, len(model))
-			}
+			holesSeen += modelHoles(t, c, a.Ino, model, step)
 		}
 		if got := h.f.size; got != uint64(len(model)) {
 			t.Fatalf("step %d: size %d, model %d", step, got, len(model))
@@ -329,4 +303,26 @@ func modelTruncate(t *testing.T, h *Handle, model []byte, size int) []byte {
 		return model[:size]
 	}
 	return append(model, make([]byte, size-len(model))...)
+}
+
+// modelHoles checks the committed chunks of ino against model (they cover
+// it, and every hole is minHole or more of zeros) and counts the holes.
+func modelHoles(t *testing.T, c *Cache, ino uint64, model []byte, step int) int {
+	t.Helper()
+	n, _ := c.getInode(ino)
+	holes := 0
+	var off uint64
+	for _, ch := range n.Chunks {
+		if ch.IsHole() {
+			holes++
+			if ch.Len < minHole || !bytes.Equal(model[off:off+ch.Len], make([]byte, ch.Len)) {
+				t.Fatalf("step %d: hole of %d at %d", step, ch.Len, off)
+			}
+		}
+		off += ch.Len
+	}
+	if off != uint64(len(model)) || n.Size != off {
+		t.Fatalf("step %d: chunks cover %d bytes, size %d, model %d", step, off, n.Size, len(model))
+	}
+	return holes
 }
