@@ -144,6 +144,7 @@ type Cache struct {
 	ix       *indexstore.Store   // the repository's index, on disk
 	meta     *namespace.MetaCache
 	chunkers *chunkerPool
+	sweep    sweeper // drops dead chunks (sweep.go)
 
 	beforeBgCommit     func()                 // tests: runs as a background commit after an fsync starts
 	duringBgCommit     func()                 // tests: runs once it holds the file, before committing
@@ -673,17 +674,21 @@ func (c *Cache) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// gcLoop compacts chunk segments every minute (when any needs it) and runs
-// Badger's value-log GC every five; it stops with Close.
+// gcEvery is gcLoop's period.
+var gcEvery = time.Minute
+
+// gcLoop drops dead chunks and compacts chunk segments every minute (when
+// due) and runs Badger's value-log GC every five; it stops with Close.
 func (c *Cache) gcLoop() {
 	defer c.wg.Done()
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(gcEvery)
 	defer t.Stop()
 	for tick := 1; ; tick++ {
 		select {
 		case <-c.bg.Done():
 			return
 		case <-t.C:
+			c.sweepIfDue(c.bg)
 			if err := c.chunks.Compact(c.bg); err != nil {
 				c.log.Warn("cannot compact chunk segments", "err", err)
 			}

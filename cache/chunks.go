@@ -103,12 +103,14 @@ func (r chunkRepo) Load(ctx context.Context, id crypto.ID) ([]byte, error) {
 
 // storeChunk keeps data under its id in the state directory.
 func (c *Cache) storeChunk(id crypto.ID, data []byte, durable bool) error {
+	c.sweep.note1(id)
 	return c.chunks.Put([]chunkstore.Chunk{{ID: id, Data: data}}, durable)
 }
 
 // storeChunks is storeChunk for several chunks, and runs also in the same
 // transaction: a small file's commit is one write to Badger.
 func (c *Cache) storeChunks(chunks []chunkstore.Chunk, durable bool, also func(*wtxn) error) error {
+	c.sweep.note(chunks)
 	b, err := c.chunks.Prepare(chunks, durable)
 	if err != nil {
 		return err
@@ -129,18 +131,25 @@ func (c *Cache) storeChunks(chunks []chunkstore.Chunk, durable bool, also func(*
 	return nil
 }
 
-// scanChunks builds the chunk store's LRU and the upload queue from the
-// state directory.
-func (c *Cache) scanChunks() error {
+// queuedChunks returns the chunks in the durable upload queue.
+func (c *Cache) queuedChunks() (map[crypto.ID]bool, error) {
 	queued := map[crypto.ID]bool{}
-	if err := c.view(func(txn *badger.Txn) error {
+	err := c.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: meta.QueuePrefix()})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			queued[meta.IDFromKey(it.Item().Key())] = true
 		}
 		return nil
-	}); err != nil {
+	})
+	return queued, err
+}
+
+// scanChunks builds the chunk store's LRU and the upload queue from the
+// state directory.
+func (c *Cache) scanChunks() error {
+	queued, err := c.queuedChunks()
+	if err != nil {
 		return err
 	}
 	if err := c.sweepDeadChunks(queued); err != nil {
@@ -149,59 +158,6 @@ func (c *Cache) scanChunks() error {
 	restore, err := c.chunks.Scan(queued)
 	c.up.Restore(restore)
 	return err
-}
-
-// sweepAtLeast is how many bytes of chunks outside the repository and the
-// upload queue make Open look for dead ones.
-var sweepAtLeast int64 = 64 << 20
-
-// sweepDeadChunks drops, at Open, the local chunks no file names that the
-// repository does not hold: a file rewritten before the next snapshot
-// leaves the chunks of the versions in between, which no walk queues and
-// eviction (of uploaded chunks only) never takes, so the state directory
-// grew without bound. At Open nothing commits yet (intents are recovered
-// after, and name staging files, not chunks), so what no inode names now
-// no file can name. Inodes are read only when the chunks outside the
-// repository and the queue come to sweepAtLeast, as reading them all costs
-// a pass over the namespace. Runs before Scan, which then drops the chunk
-// segments left unnamed.
-func (c *Cache) sweepDeadChunks(queued map[crypto.ID]bool) error {
-	idx := c.r.Index()
-	candidates := map[crypto.ID]int64{}
-	var total int64
-	if err := c.chunks.Outside(func(id crypto.ID, size int64) {
-		if !queued[id] && !idx.Has(pack.Data, id) {
-			candidates[id] = size
-			total += size
-		}
-	}); err != nil {
-		return err
-	}
-	if total < sweepAtLeast {
-		return nil
-	}
-	if err := c.eachInode(func(_ uint64, n *meta.Inode) {
-		for _, ch := range n.Chunks {
-			delete(candidates, ch.ID)
-		}
-	}); err != nil {
-		return err
-	}
-	if len(candidates) == 0 {
-		return nil
-	}
-	dead := make([]crypto.ID, 0, len(candidates))
-	var bytes int64
-	for id, size := range candidates {
-		dead = append(dead, id)
-		bytes += size
-	}
-	if err := c.chunks.DropLost(dead, nil); err != nil {
-		return err
-	}
-	c.log.Info("dropped chunks no file names and the repository does not hold (versions of files rewritten between snapshots)",
-		"chunks", len(dead), "bytes", bytes)
-	return nil
 }
 
 // chunkStorer stores the large chunks of one commit on a goroutine of its

@@ -437,6 +437,19 @@ func (f *openFile) closeStagingLocked() {
 // among them, decrypt in parallel instead of one after another, and never
 // wait for a writer's commit on a chunk fetched from the remote.
 func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	for tries := 0; ; tries++ {
+		// A sweep may drop a chunk this read planned to read from before
+		// the file changed (see sweeper): then the file's chunks now are
+		// read instead.
+		drops := h.f.c.sweep.drops.Load()
+		n, err := h.readAt(ctx, p, off)
+		if err == nil || tries == 2 || h.f.c.sweep.drops.Load() == drops {
+			return n, err
+		}
+	}
+}
+
+func (h *Handle) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f := h.f
 	if off < 0 {
 		return 0, ErrInvalid
@@ -917,6 +930,10 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 // of many bytes may return once an intent makes them durable instead, and
 // commit in the background (see deferCommitLocked).
 func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrable bool) error {
+	// A sweep must see this commit's inode or hear of the chunks it
+	// stores (see sweeper).
+	c.sweep.gate.RLock()
+	defer c.sweep.gate.RUnlock()
 	if !f.dirtyLocked() {
 		if durable {
 			// Committed by an earlier close: its chunks may still be in

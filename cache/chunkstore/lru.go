@@ -43,6 +43,16 @@ func (l *chunkLRU) touch(id crypto.ID) {
 	}
 }
 
+func (l *chunkLRU) remove(id crypto.ID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.items[id]; ok {
+		l.ll.Remove(e)
+		delete(l.items, id)
+		l.total -= e.Value.(*lruItem).size
+	}
+}
+
 func (l *chunkLRU) oldest() (crypto.ID, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -120,6 +120,10 @@ type Store struct {
 
 	stored       atomic.Int64 // chunks new to the state directory
 	hits, misses atomic.Int64
+	// unindexed counts the bytes of chunks stored outside their records
+	// that the repository did not hold when stored: what may turn into
+	// dead chunks (see Drop), for the mount to judge when to look.
+	unindexed atomic.Int64
 }
 
 // Open opens the chunk files and segments of cfg.Dir. Scan then counts
@@ -155,6 +159,10 @@ func (s *Store) Wait() { s.fetches.Wait() }
 
 // Stored counts chunks new to the state directory since Open.
 func (s *Store) Stored() int64 { return s.stored.Load() }
+
+// Unindexed counts the bytes of chunks stored outside their records since
+// Open that the repository did not hold then.
+func (s *Store) Unindexed() int64 { return s.unindexed.Load() }
 
 // Counters returns chunk reads served locally (hits) and fetched from the
 // remote (misses) since Open.
@@ -307,6 +315,11 @@ func (b *Batch) Finish(err error) {
 		return
 	}
 	s.stored.Add(int64(len(b.fresh)))
+	for _, i := range b.fresh {
+		if n := len(b.chunks[i].Data); !b.indexed[i] && n > inlineMax {
+			s.unindexed.Add(int64(n))
+		}
+	}
 	// The next snapshot uploads new chunks of included files: spare it
 	// reading small ones back, one system call each. Large chunks it
 	// reads from their files in a few calls; copying them here would cost
@@ -694,6 +707,57 @@ func (s *Store) DropLost(ids []crypto.ID, also func(Txn, crypto.ID) error) error
 		}
 	}
 	return nil
+}
+
+// Drop deletes chunks while the store is in use: their records, in
+// batches, then their bytes (a segment's are uncounted, for compaction to
+// reclaim), their copies in memory and their places in the LRU. The
+// caller answers for no file naming them and for no commit storing one
+// of them again meanwhile (a commit that finds a record stores nothing).
+// It returns how many chunks and bytes went.
+func (s *Store) Drop(ids []crypto.ID) (chunks int, size int64, err error) {
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 1000)]
+		ids = ids[len(batch):]
+		vals := make([][]byte, len(batch))
+		if err := s.db.Update(func(txn Txn) error {
+			for i, id := range batch {
+				v, found, err := txn.Value(meta.ChunkKey(id))
+				if err != nil {
+					return err
+				}
+				vals[i] = nil
+				if !found {
+					continue
+				}
+				if err := txn.Delete(meta.ChunkKey(id)); err != nil {
+					return err
+				}
+				vals[i] = v
+			}
+			return nil
+		}); err != nil {
+			return chunks, size, err
+		}
+		for i, id := range batch {
+			v := vals[i]
+			if v == nil {
+				continue
+			}
+			chunks++
+			size += valueSize(v)
+			s.mem.drop(id)
+			s.lru.remove(id)
+			if l, ok := segLocOf(v); ok {
+				s.segs.dropLive(l)
+			} else if inlineData(v) == nil {
+				if err := s.files.remove(id); err != nil {
+					s.log.Warn("cannot remove a dropped chunk's file", "err", err)
+				}
+			}
+		}
+	}
+	return chunks, size, nil
 }
 
 // segmentBudget is how many dead bytes segments may hold.

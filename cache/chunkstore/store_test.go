@@ -395,3 +395,56 @@ func TestDropLost(t *testing.T) {
 		t.Fatalf("the other chunk: %v", err)
 	}
 }
+
+// Drop takes a chunk away while the store is in use: record, bytes (a
+// file, or its place in a segment that another chunk keeps), the copy in
+// memory and the place in the LRU; Unindexed counts what may die.
+func TestDropWhileInUse(t *testing.T) {
+	e := newEnv(t, 1<<30)
+	s := e.s
+	big, small, other := randBytes(1, 300<<10), randBytes(2, 20<<10), randBytes(3, 20<<10)
+	ib, is, io := e.put(big, false), e.put(small, false), e.put(other, false)
+	e.put(randBytes(4, 100), false) // inline: nothing to sweep
+	clean := randBytes(5, 300<<10)
+	ic := e.key.BlobID(clean)
+	e.repo.upload(ic, clean)
+	e.put(clean, false)
+	if got, want := s.Unindexed(), int64(len(big)+len(small)+len(other)); got != want {
+		t.Fatalf("Unindexed %d, want %d (chunks outside their records the index lacked)", got, want)
+	}
+	if s.CleanBytes() != int64(len(clean)) {
+		t.Fatalf("clean bytes %d before the drop", s.CleanBytes())
+	}
+	if _, err := s.Get(context.Background(), is); err != nil { // in memory too
+		t.Fatal(err)
+	}
+	n, size, err := s.Drop([]crypto.ID{ib, is, ic, e.key.BlobID([]byte("never stored"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len(big) + len(small) + len(clean)); n != 3 || size != want {
+		t.Fatalf("dropped %d chunks, %d bytes; want 3, %d (an unknown id counts nothing)", n, size, want)
+	}
+	for _, id := range []crypto.ID{ib, is, ic} {
+		if e.db.record(id) != nil || s.Has(id) {
+			t.Fatalf("chunk %s still recorded", id.Short())
+		}
+		if _, err := s.Load(id); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("dropped chunk %s: %v", id.Short(), err)
+		}
+	}
+	if _, err := os.Stat(s.FilePath(ib)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("dropped chunk's file: %v", err)
+	}
+	if s.CleanBytes() != 0 {
+		t.Fatalf("%d clean bytes counted after the clean chunk was dropped", s.CleanBytes())
+	}
+	if got, err := s.Load(io); err != nil || !bytes.Equal(got, other) {
+		t.Fatalf("the chunk sharing the segment: %v", err)
+	}
+	// Stored again after the drop: kept anew.
+	e.put(small, false)
+	if got, err := s.Load(is); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("stored again after the drop: %v", err)
+	}
+}

@@ -311,6 +311,14 @@ func (s *Scheduler) Hold() (release func()) {
 	return s.run.Unlock
 }
 
+// TryHold is Hold if no snapshot runs now; ok is false if one does.
+func (s *Scheduler) TryHold() (release func(), ok bool) {
+	if !s.run.TryLock() {
+		return nil, false
+	}
+	return s.run.Unlock, true
+}
+
 // Counters are the walks' running totals: trees built, trees uploaded,
 // inodes read.
 func (s *Scheduler) Counters() (built, uploaded, inodes int64) {

@@ -1,0 +1,243 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keepfs/keepfs/cache/chunkstore"
+	"github.com/keepfs/keepfs/cache/meta"
+	"github.com/keepfs/keepfs/repo/crypto"
+	"github.com/keepfs/keepfs/repo/pack"
+)
+
+// Dead chunks: a file rewritten before the next snapshot leaves the chunks
+// of the versions in between in the state directory. No walk queues them
+// and eviction (of uploaded chunks only) never takes them, so without a
+// sweep the state directory grows for as long as the mount runs.
+//
+// A chunk is dead when no inode names it, the upload queue does not hold
+// it and the repository's index does not either. Open sweeps with nothing
+// else running. A running mount sweeps from its background loop, and three
+// things could make a chunk it found unnamed live again before it drops
+// it: a commit that stores the same bytes (finding the record, it stores
+// nothing), a walk that read the inode before the file changed, and a
+// reader that planned its read before the file changed. So the sweep
+//   - holds snapshots (no walk runs);
+//   - takes the gate alone, which every commit holds shared, to start
+//     noting what commits store (commits begun before have ended, their
+//     inodes visible to the scan);
+//   - reads every inode, without the gate;
+//   - takes the gate alone again and drops what no inode named and no
+//     commit stored meanwhile (every such commit has ended, and a later
+//     one finds no record and stores its bytes anew), counting the drop
+//     first: a read that fails across a drop is planned and read again,
+//     from the file's chunks now.
+//
+// The gate is only ever tried, never waited for, so commits do not queue
+// behind a sweep, and a commit nested in another cannot deadlock; a sweep
+// that cannot get it tries again later. Readers never take it: many
+// readers at once would hold it shared without a gap.
+type sweeper struct {
+	gate sync.RWMutex
+
+	drops atomic.Int64 // drops begun; readers compare it (Handle.ReadAt)
+
+	mu      sync.Mutex
+	touched map[crypto.ID]struct{} // nil unless a sweep runs
+	seen    atomic.Int64           // chunkstore.Store.Unindexed at the last sweep
+	kept    atomic.Int64           // bytes of candidates an inode named then
+}
+
+// sweepAtLeast is how many bytes of chunks outside the repository and the
+// upload queue make a sweep read the inodes (beyond those files named at
+// the last sweep: excluded files' chunks are never uploaded), and how many
+// new unuploaded bytes make a running mount look at all.
+var sweepAtLeast int64 = 64 << 20
+
+// sweepGateWait bounds how long a sweep tries for the gate.
+var sweepGateWait = 2 * time.Second
+
+func (s *sweeper) note1(id crypto.ID) {
+	s.mu.Lock()
+	if s.touched != nil {
+		s.touched[id] = struct{}{}
+	}
+	s.mu.Unlock()
+}
+
+func (s *sweeper) note(chunks []chunkstore.Chunk) {
+	s.mu.Lock()
+	if s.touched != nil {
+		for _, ch := range chunks {
+			s.touched[ch.ID] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+}
+
+// alone runs fn holding the gate alone, if it gets it within
+// sweepGateWait; false if not (or ctx ended).
+func (s *sweeper) alone(ctx context.Context, fn func()) bool {
+	deadline := time.Now().Add(sweepGateWait)
+	for !s.gate.TryLock() {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	defer s.gate.Unlock()
+	fn()
+	return true
+}
+
+// unnamedCandidates returns the chunks kept outside their records that
+// neither queued nor the repository's index holds, with their total size.
+func (c *Cache) unnamedCandidates(queued map[crypto.ID]bool) (map[crypto.ID]int64, int64, error) {
+	idx := c.r.Index()
+	candidates := map[crypto.ID]int64{}
+	var total int64
+	err := c.chunks.Outside(func(id crypto.ID, size int64) {
+		if !queued[id] && !idx.Has(pack.Data, id) {
+			candidates[id] = size
+			total += size
+		}
+	})
+	return candidates, total, err
+}
+
+// dropNamed deletes from candidates every chunk an inode names and
+// returns the bytes it deleted.
+func (c *Cache) dropNamed(candidates map[crypto.ID]int64) (int64, error) {
+	var named int64
+	err := c.eachInode(func(_ uint64, n *meta.Inode) {
+		for _, ch := range n.Chunks {
+			if size, ok := candidates[ch.ID]; ok {
+				named += size
+				delete(candidates, ch.ID)
+			}
+		}
+	})
+	return named, err
+}
+
+// sweepDeadChunks drops, at Open, the dead chunks. Nothing commits yet
+// (intents are recovered after, and name staging files, not chunks), so
+// what no inode names now no file can name. Inodes are read only when the
+// candidates come to sweepAtLeast, as reading them all costs a pass over
+// the namespace. Runs before Scan, which then drops the chunk segments
+// left unnamed.
+func (c *Cache) sweepDeadChunks(queued map[crypto.ID]bool) error {
+	candidates, total, err := c.unnamedCandidates(queued)
+	if err != nil || total < sweepAtLeast {
+		return err
+	}
+	named, err := c.dropNamed(candidates)
+	if err != nil {
+		return err
+	}
+	c.sweep.kept.Store(named)
+	if len(candidates) == 0 {
+		return nil
+	}
+	dead := make([]crypto.ID, 0, len(candidates))
+	var bytes int64
+	for id, size := range candidates {
+		dead = append(dead, id)
+		bytes += size
+	}
+	if err := c.chunks.DropLost(dead, nil); err != nil {
+		return err
+	}
+	c.log.Info("dropped chunks no file names and the repository does not hold (versions of files rewritten between snapshots)",
+		"chunks", len(dead), "bytes", bytes)
+	return nil
+}
+
+// sweepIfDue sweeps once sweepAtLeast new bytes the repository did not
+// hold were stored since the last sweep.
+func (c *Cache) sweepIfDue(ctx context.Context) {
+	if c.chunks.Unindexed()-c.sweep.seen.Load() < sweepAtLeast {
+		return
+	}
+	if _, _, err := c.sweepDead(ctx); err != nil {
+		c.log.Warn("cannot drop the chunks no file names", "err", err)
+	}
+}
+
+// sweepDead drops the dead chunks while the mount runs (see sweeper) and
+// returns how many chunks and bytes went. It does nothing while a
+// snapshot runs, when the candidates are fewer than sweepAtLeast bytes
+// beyond those kept at the last sweep, or when the gate stays busy; the
+// next call tries again.
+func (c *Cache) sweepDead(ctx context.Context) (chunks int, bytes int64, err error) {
+	release, ok := c.snap.TryHold()
+	if !ok {
+		return 0, 0, nil
+	}
+	defer release()
+	c.sweep.seen.Store(c.chunks.Unindexed())
+	queued, err := c.queuedChunks()
+	if err != nil {
+		return 0, 0, err
+	}
+	candidates, total, err := c.unnamedCandidates(queued)
+	if err != nil || total < c.sweep.kept.Load()+sweepAtLeast {
+		return 0, 0, err
+	}
+	if !c.sweep.alone(ctx, func() {
+		c.sweep.mu.Lock()
+		c.sweep.touched = map[crypto.ID]struct{}{}
+		c.sweep.mu.Unlock()
+	}) {
+		return 0, 0, nil
+	}
+	defer func() {
+		c.sweep.mu.Lock()
+		c.sweep.touched = nil
+		c.sweep.mu.Unlock()
+	}()
+	named, err := c.dropNamed(candidates)
+	if err != nil {
+		return 0, 0, err
+	}
+	c.sweep.kept.Store(named)
+	if len(candidates) == 0 {
+		return 0, 0, nil
+	}
+	idx := c.r.Index()
+	if !c.sweep.alone(ctx, func() {
+		// Walks are held, so the queue only shrinks; read again all the
+		// same, as it costs little beside what a lost chunk would.
+		if queued, err = c.queuedChunks(); err != nil {
+			return
+		}
+		c.sweep.mu.Lock()
+		touched := c.sweep.touched
+		c.sweep.touched = nil
+		c.sweep.mu.Unlock()
+		dead := make([]crypto.ID, 0, len(candidates))
+		for id := range candidates {
+			_, stored := touched[id]
+			if !stored && !queued[id] && !idx.Has(pack.Data, id) {
+				dead = append(dead, id)
+			}
+		}
+		if len(dead) > 0 {
+			c.sweep.drops.Add(1)
+		}
+		chunks, bytes, err = c.chunks.Drop(dead)
+	}) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return chunks, bytes, fmt.Errorf("drop chunks no file names: %w", err)
+	}
+	if chunks > 0 {
+		c.log.Info("dropped chunks no file names and the repository does not hold (versions of files rewritten between snapshots)",
+			"chunks", chunks, "bytes", bytes)
+	}
+	return chunks, bytes, nil
+}
