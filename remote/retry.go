@@ -95,6 +95,22 @@ type permanentError struct{ err error }
 
 func (p permanentError) Error() string { return p.err.Error() }
 
+// Retry calls fn until it succeeds or fails for good, as WithRetry's
+// calls do, for work that is not a Storage call (opening a store). An
+// error wrapped by Permanent stops it at once.
+func Retry(ctx context.Context, opts RetryOptions, op string, fn func() error) error {
+	r := &retrying{opts: opts.withDefaults()}
+	return r.do(ctx, op, Handle{}, fn)
+}
+
+// Permanent marks err as not worth retrying (see Retry).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
 func (r *retrying) do(ctx context.Context, op string, h Handle, fn func() error) error {
 	start := time.Now()
 	interval := r.opts.InitialInterval

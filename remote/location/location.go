@@ -24,6 +24,7 @@ package location
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -301,6 +302,28 @@ func (o Options) wrap(s remote.Storage) remote.Storage {
 	return remote.WithRetry(s, r)
 }
 
+// reach opens a networked store, trying again while it does not answer
+// (remote.ErrUnreachable: refused, reset, timed out, a 5xx), as every call
+// to it later is: a gateway restarting or an SSH server rebooting must not
+// fail a backup job that could wait for it. Each retry logs a warning, so
+// that a mistyped host shows at once; anything else fails at once.
+func (o Options) reach(ctx context.Context, l Location, open func() (remote.Storage, error)) (remote.Storage, error) {
+	r := o.Retry
+	if r.Logger == nil {
+		r.Logger = o.Logger
+	}
+	var s remote.Storage
+	err := remote.Retry(ctx, r, "open "+l.String(), func() error {
+		var err error
+		s, err = open()
+		if err != nil && !errors.Is(err, remote.ErrUnreachable) {
+			return remote.Permanent(err)
+		}
+		return err
+	})
+	return s, err
+}
+
 // Open opens the existing repository at rawURL. A missing repository
 // directory is an error wrapping remote.ErrNotFound.
 func Open(ctx context.Context, rawURL string, opts Options) (remote.Storage, error) {
@@ -313,11 +336,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (remote.Storage, err
 	case File:
 		s, err = remote.NewFile(l.Path)
 	case SFTP:
-		s, err = sftp.Open(ctx, opts.sftpConfig(l))
+		s, err = opts.reach(ctx, l, func() (remote.Storage, error) { return sftp.Open(ctx, opts.sftpConfig(l)) })
 	case S3, S3HTTP:
 		var cfg s3.Config
 		if cfg, err = opts.s3Config(l); err == nil {
-			s, err = s3.Open(ctx, cfg)
+			s, err = opts.reach(ctx, l, func() (remote.Storage, error) { return s3.Open(ctx, cfg) })
 		}
 	}
 	if err != nil {
@@ -343,11 +366,11 @@ func Create(ctx context.Context, rawURL string, opts Options) (remote.Storage, e
 	case File:
 		s, err = remote.CreateFile(l.Path)
 	case SFTP:
-		s, err = sftp.Create(ctx, opts.sftpConfig(l))
+		s, err = opts.reach(ctx, l, func() (remote.Storage, error) { return sftp.Create(ctx, opts.sftpConfig(l)) })
 	case S3, S3HTTP:
 		var cfg s3.Config
 		if cfg, err = opts.s3Config(l); err == nil {
-			s, err = s3.Create(ctx, cfg)
+			s, err = opts.reach(ctx, l, func() (remote.Storage, error) { return s3.Create(ctx, cfg) })
 		}
 	}
 	if err != nil {

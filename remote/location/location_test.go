@@ -1,13 +1,19 @@
 package location_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/keepfs/keepfs/remote"
 	"github.com/keepfs/keepfs/remote/location"
@@ -176,4 +182,92 @@ func TestParseS3NeverEchoesASecret(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "wJalrXUtnFEMIsecret") {
 		t.Fatalf("Parse of a URL with a secret: %v", err)
 	}
+}
+
+// fakeS3 answers every request with status, on addr once started.
+func fakeS3(t *testing.T, addr string, status int) *http.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// freeAddr returns a 127.0.0.1 address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// A store that does not answer when a command starts (a gateway
+// restarting) is waited for, with a warning per try, as every later call
+// is; a store that answers "no" is not.
+func TestOpenWaitsForAStoreComingUp(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secretsecret")
+	addr := freeAddr(t)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	opts := location.Options{
+		Retry:  remote.RetryOptions{InitialInterval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, MaxElapsed: 20 * time.Second},
+		Logger: slog.New(slog.NewTextHandler(&lockedWriter{&mu, &logs}, nil)),
+		// Known, so that the client asks no bucket location first.
+		S3Region: "us-east-1",
+	}
+	url := "s3+http://" + addr + "/bucket"
+	go func() {
+		time.Sleep(400 * time.Millisecond)
+		fakeS3(t, addr, http.StatusOK)
+	}()
+	start := time.Now()
+	s, err := location.Open(context.Background(), url, opts)
+	if err != nil {
+		t.Fatalf("open while the store came up: %v", err)
+	}
+	s.Close()
+	mu.Lock()
+	warned := strings.Count(logs.String(), "retrying")
+	mu.Unlock()
+	if took := time.Since(start); took < 300*time.Millisecond || warned == 0 {
+		t.Fatalf("opened after %v with %d warnings: it did not wait for the store", took, warned)
+	}
+
+	// Down for good: gives up within the bound, naming the cause.
+	opts.Retry.MaxElapsed = 500 * time.Millisecond
+	start = time.Now()
+	_, err = location.Open(context.Background(), "s3+http://"+freeAddr(t)+"/bucket", opts)
+	if !errors.Is(err, remote.ErrUnreachable) || !strings.Contains(err.Error(), "gave up") || time.Since(start) > 5*time.Second {
+		t.Fatalf("open of a store that stays down: %v after %v", err, time.Since(start))
+	}
+
+	// Refused: at once.
+	denied := freeAddr(t)
+	fakeS3(t, denied, http.StatusForbidden)
+	opts.Retry.MaxElapsed = 20 * time.Second
+	start = time.Now()
+	_, err = location.Open(context.Background(), "s3+http://"+denied+"/bucket", opts)
+	if err == nil || errors.Is(err, remote.ErrUnreachable) || time.Since(start) > 2*time.Second {
+		t.Fatalf("open of a store that refuses the credentials: %v after %v; want a refusal at once", err, time.Since(start))
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
