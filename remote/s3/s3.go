@@ -122,6 +122,9 @@ type Store struct {
 	// digests is what the store is known to check of an upload's body:
 	// crcUnknown, crcChecked or crcIgnored.
 	digests atomic.Int32
+	// wholeObjects is set once the store answered a ranged GET with the
+	// whole object (it ignores Range): logged once.
+	wholeObjects atomic.Bool
 }
 
 var (
@@ -425,7 +428,7 @@ func (s *Store) Load(ctx context.Context, h remote.Handle, offset, length int64)
 	case offset > 0:
 		opts.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
-	body, info, _, err := s.core.GetObject(ctx, s.cfg.Bucket, s.key(h), opts)
+	body, info, hdr, err := s.core.GetObject(ctx, s.cfg.Bucket, s.key(h), opts)
 	if err != nil {
 		if minio.ToErrorResponse(err).StatusCode == http.StatusRequestedRangeNotSatisfiable {
 			return s.unsatisfiable(ctx, h, offset, length)
@@ -433,6 +436,11 @@ func (s *Store) Load(ctx context.Context, h remote.Handle, offset, length int64)
 		return nil, s.classify(ctx, "load", h, err)
 	}
 	defer body.Close()
+	if opts.Header().Get("Range") != "" {
+		if info.Size, err = s.toRange(h, hdr, body, offset, length, info.Size); err != nil {
+			return nil, err
+		}
+	}
 	if length > 0 {
 		if info.Size >= 0 && info.Size < length {
 			// A store answers a range running past the end with what it has.
@@ -469,6 +477,44 @@ func (s *Store) Load(ctx context.Context, h remote.Handle, offset, length int64)
 	return buf.Bytes(), nil
 }
 
+// toRange checks that a ranged GET's answer starts at offset and returns
+// the size of what the body holds from there. A store that ignores Range
+// answers with the whole object (no Content-Range): its first offset bytes
+// are read past, so that the caller gets the bytes it asked for, not bytes
+// from the object's start that would fail to decrypt and be reported as
+// tampering. size is the body's announced length (-1 if none).
+func (s *Store) toRange(h remote.Handle, hdr http.Header, body io.Reader, offset, length, size int64) (int64, error) {
+	cr := hdr.Get("Content-Range")
+	if cr == "" {
+		if offset == 0 {
+			return size, nil
+		}
+		if s.wholeObjects.CompareAndSwap(false, true) {
+			s.cfg.Logger.Warn("the S3 store ignores ranged GETs and sends whole objects; reads cost more", "store", s.Location())
+		}
+		n, err := io.CopyN(io.Discard, body, offset)
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF) && (size < 0 || n == size):
+			// The object ends before the range starts.
+			return 0, remote.ShortRange(h, offset, length, n)
+		default:
+			return 0, fmt.Errorf("load %s [%d,+%d) on %s: the whole object's body ended after %d bytes: %w",
+				h, offset, length, s.Location(), n, remote.ErrUnreachable)
+		}
+		if size >= 0 {
+			size -= offset
+		}
+		return size, nil
+	}
+	var first int64
+	if _, err := fmt.Sscanf(cr, "bytes %d-", &first); err != nil || first != offset {
+		return 0, fmt.Errorf("load %s [%d,+%d) on %s: the store answered the range %q: %w",
+			h, offset, length, s.Location(), cr, remote.ErrUnreachable)
+	}
+	return size, nil
+}
+
 // Open GETs a byte range of h and streams the body: a restore reads a
 // pack's needed extent with one request, holding a blob at a time.
 func (s *Store) Open(ctx context.Context, h remote.Handle, offset, length int64) (io.ReadCloser, error) {
@@ -483,7 +529,7 @@ func (s *Store) Open(ctx context.Context, h remote.Handle, offset, length int64)
 	}
 	var opts minio.GetObjectOptions
 	opts.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(offset+length-1, 10))
-	body, info, _, err := s.core.GetObject(ctx, s.cfg.Bucket, s.key(h), opts)
+	body, info, hdr, err := s.core.GetObject(ctx, s.cfg.Bucket, s.key(h), opts)
 	if err != nil {
 		if minio.ToErrorResponse(err).StatusCode == http.StatusRequestedRangeNotSatisfiable {
 			if _, err := s.unsatisfiable(ctx, h, offset, length); err != nil {
@@ -493,6 +539,10 @@ func (s *Store) Open(ctx context.Context, h remote.Handle, offset, length int64)
 			return nil, remote.ShortRange(h, offset, length, offset)
 		}
 		return nil, s.classify(ctx, "load", h, err)
+	}
+	if info.Size, err = s.toRange(h, hdr, body, offset, length, info.Size); err != nil {
+		body.Close()
+		return nil, err
 	}
 	if info.Size >= 0 && info.Size < length {
 		// A store answers a range running past the end with what it has.
