@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,11 +96,18 @@ type LockOptions struct {
 
 // LockInfo is what a lock object holds.
 type LockInfo struct {
-	Kind    LockKind  `json:"kind"`
-	Purpose string    `json:"purpose"`
-	Owner   string    `json:"owner"`
-	Host    string    `json:"host"`
-	PID     int       `json:"pid"`
+	Kind    LockKind `json:"kind"`
+	Purpose string   `json:"purpose"`
+	Owner   string   `json:"owner"`
+	Host    string   `json:"host"`
+	PID     int      `json:"pid"`
+	// Boot is the kernel's boot id (/proc/sys/kernel/random/boot_id) and
+	// Start the process's start time in clock ticks since boot: with them
+	// a lock of this host is told from one of another machine of the same
+	// name, or of this one before a reboot, and from a process that
+	// reuses its PID. Empty in locks written before they were recorded.
+	Boot    string    `json:"boot,omitempty"`
+	Start   uint64    `json:"start,omitempty"`
 	Created time.Time `json:"created"`
 	Time    time.Time `json:"time"`
 	// Name is the object's name (not stored).
@@ -242,7 +251,7 @@ func (l *Lock) conflicts(ctx context.Context, mine string) error {
 		return err
 	}
 	for _, li := range infos {
-		if li.Name == mine || li.Host == l.host && li.PID == os.Getpid() {
+		if li.Name == mine || l.ours(li) {
 			// This process's own locks: it orders its own writers (a
 			// mount pauses uploads while it prunes).
 			continue
@@ -269,6 +278,16 @@ func (l *Lock) conflicts(ctx context.Context, mine string) error {
 	return nil
 }
 
+// ours reports whether li was written by this process: the same host,
+// PID and, where recorded, kernel and start time (two containers of one
+// host name both run their daemon as PID 1).
+func (l *Lock) ours(li LockInfo) bool {
+	if li.Host != l.host || li.PID != os.Getpid() {
+		return false
+	}
+	return li.Boot == "" || li.Boot == bootID() && li.Start == ownStart()
+}
+
 // stale reports whether li's owner is gone: on this host, its process no
 // longer exists; elsewhere, it has not refreshed for Stale.
 func (l *Lock) stale(li LockInfo) bool {
@@ -277,9 +296,70 @@ func (l *Lock) stale(li LockInfo) bool {
 
 func lockStale(li LockInfo, now time.Time, host string, stale time.Duration) bool {
 	if li.Host == host && li.Host != "" {
-		return !processExists(li.PID)
+		boot := bootID()
+		switch {
+		case li.Boot == "" || boot == "":
+			// Written before locks named their kernel, or no /proc
+			// here: the host name has to do.
+			return !processExists(li.PID)
+		case li.Boot == boot:
+			return !processRuns(li.PID, li.Start)
+		}
+		// The same name on another kernel: another machine of the same
+		// name (cloned VMs often keep it), or this one before a reboot.
+		// Neither's process can be asked, and taking the first for the
+		// second would prune under a live writer: the lock's age decides.
 	}
 	return now.Sub(li.Time) > stale
+}
+
+// bootID is this kernel's boot id, "" if unknown.
+var bootID = sync.OnceValue(func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+})
+
+// ownStart is this process's start time (see procStart).
+var ownStart = sync.OnceValue(func() uint64 { return procStart(os.Getpid()) })
+
+// procStart returns process pid's start time in clock ticks since boot
+// (field 22 of /proc/PID/stat), 0 if unknown.
+func procStart(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces
+	// and parentheses itself: count from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 20 { // fields 3..22
+		return 0
+	}
+	v, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// processRuns reports whether pid is the process that started at start
+// (0: unknown, the PID alone decides).
+func processRuns(pid int, start uint64) bool {
+	if !processExists(pid) {
+		return false
+	}
+	if start == 0 {
+		return true
+	}
+	got := procStart(pid)
+	return got == 0 || got == start
 }
 
 // LockStale is stale for a caller on host with the default stale time.
@@ -358,7 +438,8 @@ func (l *Lock) write(ctx context.Context) error {
 		created = l.written // keep the holder's start
 	}
 	l.mu.Unlock()
-	li := LockInfo{Kind: l.opts.Kind, Purpose: l.opts.Purpose, Owner: l.opts.Owner, Host: l.host, PID: os.Getpid(), Created: created, Time: now}
+	li := LockInfo{Kind: l.opts.Kind, Purpose: l.opts.Purpose, Owner: l.opts.Owner, Host: l.host, PID: os.Getpid(),
+		Boot: bootID(), Start: ownStart(), Created: created, Time: now}
 	b, err := json.Marshal(li)
 	if err != nil {
 		return err

@@ -1,10 +1,14 @@
 package repo_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +27,68 @@ func otherClient(t *testing.T, r *repo.Repository, kind repo.LockKind, host stri
 		t.Fatal(err)
 	}
 	return name
+}
+
+// kernelBootID is this kernel's boot id, as locks record it.
+func kernelBootID(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// processStart is field 22 of /proc/PID/stat (the command name of a test
+// binary's parent holds no spaces or parentheses).
+func processStart(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// Locks this process writes carry its kernel and start time.
+func TestLockRecordsKernelAndStart(t *testing.T) {
+	ctx := context.Background()
+	_, r := newRepo(t)
+	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "test", NoRefresh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	infos, err := r.Locks(ctx)
+	if err != nil || len(infos) != 1 {
+		t.Fatalf("locks: %v, %v", infos, err)
+	}
+	if li := infos[0]; li.Boot != kernelBootID(t) || li.Start != processStart(t, os.Getpid()) || li.PID != os.Getpid() {
+		t.Fatalf("lock records boot %q start %d pid %d; want %q, %d, %d", li.Boot, li.Start, li.PID, kernelBootID(t), processStart(t, os.Getpid()), os.Getpid())
+	}
+}
+
+// A lock with this host name and this PID from another kernel (another
+// machine of the same name whose daemon has the same PID, as PID 1 in two
+// containers) is not this process's own: an exclusive lock waits for it.
+// Taken for its own, it was skipped, and a prune ran under that writer.
+func TestLockOfSamePIDElsewhereConflicts(t *testing.T) {
+	ctx := context.Background()
+	host, _ := os.Hostname()
+	_, r := newRepo(t)
+	now := time.Now()
+	if _, err := repo.WriteLockObject(ctx, r, repo.LockInfo{Kind: repo.SharedLock, Purpose: "mount", Owner: "other",
+		Host: host, PID: os.Getpid(), Boot: "0b0e3f4a-another-kernel", Start: 7, Created: now, Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Lock(ctx, repo.LockOptions{Kind: repo.ExclusiveLock, Purpose: "prune", NoRefresh: true}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("exclusive lock beside a live writer of the same host name and PID elsewhere: %v, want ErrLocked", err)
+	}
 }
 
 func TestLockConflicts(t *testing.T) {
@@ -68,21 +134,39 @@ func TestStaleLocks(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
+	boot := kernelBootID(t)
+	parentStart := processStart(t, os.Getppid())
 	for _, tc := range []struct {
 		name  string
 		host  string
 		pid   int
+		boot  string
+		start uint64
 		age   time.Duration
 		stale bool
 	}{
-		{"this host, process gone", host, dead.Process.Pid, 0, true},
-		{"this host, process alive, old", host, os.Getppid(), time.Hour, false},
-		{"other host, fresh", "elsewhere", 1, time.Minute, false},
-		{"other host, not refreshed for the stale time", "elsewhere", 1, repo.DefaultLockStale + time.Second, true},
+		{"this host, process gone", host, dead.Process.Pid, boot, 0, 0, true},
+		{"this host, process alive, old", host, os.Getppid(), boot, parentStart, time.Hour, false},
+		{"other host, fresh", "elsewhere", 1, "", 0, time.Minute, false},
+		{"other host, not refreshed for the stale time", "elsewhere", 1, "", 0, repo.DefaultLockStale + time.Second, true},
+		// Written before locks named their kernel: the host name decides.
+		{"this host name, no boot id, process gone", host, dead.Process.Pid, "", 0, 0, true},
+		{"this host name, no boot id, process alive", host, os.Getppid(), "", 0, time.Hour, false},
+		// Another machine of the same name (or this one before a reboot):
+		// its PID means nothing here, so a fresh lock holds. Taken for
+		// this host's, it went at once, and a prune ran under its writer.
+		{"same name, another kernel, fresh", host, dead.Process.Pid, "0b0e3f4a-another-kernel", 0, time.Minute, false},
+		{"same name, another kernel, not refreshed", host, os.Getppid(), "0b0e3f4a-another-kernel", parentStart, repo.DefaultLockStale + time.Second, true},
+		// The PID now belongs to another process (reused): gone.
+		{"this kernel, PID reused", host, os.Getppid(), boot, parentStart + 12345, time.Hour, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, r := newRepo(t)
-			otherClient(t, r, repo.SharedLock, tc.host, tc.pid, time.Now().Add(-tc.age))
+			at := time.Now().Add(-tc.age)
+			if _, err := repo.WriteLockObject(ctx, r, repo.LockInfo{Kind: repo.SharedLock, Purpose: "test", Owner: "other",
+				Host: tc.host, PID: tc.pid, Boot: tc.boot, Start: tc.start, Created: at, Time: at}); err != nil {
+				t.Fatal(err)
+			}
 			l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.ExclusiveLock, Purpose: "prune", NoRefresh: true})
 			if tc.stale != (err == nil) {
 				t.Fatalf("exclusive lock over it: %v, want stale=%v", err, tc.stale)
