@@ -149,10 +149,18 @@ func wantContent(t testing.TB, c *Cache, ino uint64, want []byte, msg string) {
 
 func readFile(t testing.TB, c *Cache, ino uint64) []byte {
 	t.Helper()
-	ctx := context.Background()
-	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
+	b, err := readAllOf(context.Background(), c, ino)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return b
+}
+
+// readAllOf is readFile for goroutines other than the test's.
+func readAllOf(ctx context.Context, c *Cache, ino uint64) ([]byte, error) {
+	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
+	if err != nil {
+		return nil, err
 	}
 	defer h.Release(ctx)
 	var out []byte
@@ -160,14 +168,28 @@ func readFile(t testing.TB, c *Cache, ino uint64) []byte {
 	for off := int64(0); ; {
 		n, err := h.ReadAt(ctx, buf, off)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if n == 0 {
-			return out
+			return out, nil
 		}
 		out = append(out, buf[:n]...)
 		off += int64(n)
 	}
+}
+
+// closeAndReopen syncs c, closes it and opens the repository anew in a
+// fresh state directory (be's content only), for the caller to close.
+func closeAndReopen(t *testing.T, c *Cache, be remote.Storage) *Cache {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return openCache(t, reopenRepo(t, be), t.TempDir())
 }
 
 func lookupPath(t testing.TB, c *Cache, p string) Attr {

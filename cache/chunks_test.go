@@ -271,13 +271,7 @@ func TestOpenDropsChunksNoFileNames(t *testing.T) {
 	}
 	wantContent(t, c, lookupPath(t, c, "f").Ino, last, "f after the sweep")
 	wantContent(t, c, lookupPath(t, c, "late").Ino, late, "late (never queued) after the sweep")
-	if _, err := c.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	fresh := openCache(t, reopenRepo(t, be), t.TempDir())
+	fresh := closeAndReopen(t, c, be)
 	defer fresh.Close(ctx)
 	wantContent(t, fresh, lookupPath(t, fresh, "late").Ino, late, "late from the remote")
 }

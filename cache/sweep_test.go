@@ -55,13 +55,7 @@ func TestSweepWhileMountedDropsDeadChunks(t *testing.T) {
 	if chunks, _, err := c.sweepDead(ctx); err != nil || chunks != 0 {
 		t.Fatalf("second sweep dropped %d chunks (%v); nothing died since", chunks, err)
 	}
-	if _, err := c.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	fresh := openCache(t, reopenRepo(t, be), t.TempDir())
+	fresh := closeAndReopen(t, c, be)
 	defer fresh.Close(ctx)
 	wantContent(t, fresh, lookupPath(t, fresh, "f").Ino, last, "f from the remote")
 	wantContent(t, fresh, lookupPath(t, fresh, "late").Ino, late, "late from the remote")
@@ -224,13 +218,7 @@ func TestSweepRacesCommitsReadsAndSnapshots(t *testing.T) {
 	for w := range writers {
 		wantContent(t, c, inos[w], *last[w].Load(), fmt.Sprintf("w%d at the end", w))
 	}
-	if _, err := c.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	fresh := openCache(t, reopenRepo(t, be), t.TempDir())
+	fresh := closeAndReopen(t, c, be)
 	defer fresh.Close(ctx)
 	for w := range writers {
 		wantContent(t, fresh, lookupPath(t, fresh, fmt.Sprintf("w%d", w)).Ino, *last[w].Load(), fmt.Sprintf("w%d from the remote", w))
@@ -253,28 +241,6 @@ func rewrite(ctx context.Context, c *Cache, ino uint64, data []byte) error {
 		return err
 	}
 	return h.Release(ctx)
-}
-
-// readAllOf is readFile for goroutines other than the test's.
-func readAllOf(ctx context.Context, c *Cache, ino uint64) ([]byte, error) {
-	h, err := c.OpenFile(ctx, ino, uint32(os.O_RDONLY))
-	if err != nil {
-		return nil, err
-	}
-	defer h.Release(ctx)
-	var out []byte
-	buf := make([]byte, 128<<10)
-	for off := int64(0); ; {
-		n, err := h.ReadAt(ctx, buf, off)
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return out, nil
-		}
-		out = append(out, buf[:n]...)
-		off += int64(n)
-	}
 }
 
 // readVersions reads ino while it is rewritten: each read must succeed
