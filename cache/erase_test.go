@@ -355,3 +355,41 @@ func TestEraseOfSharedContentReachesTheLiveTree(t *testing.T) {
 		t.Fatalf("B's file at the erased path: %q", got)
 	}
 }
+
+// TestEraseWipesEvictedSegmentRecords: an erased file whose small chunks
+// were evicted before the erase. Eviction only uncounted their segment
+// records, so the bytes stayed in the segment file, where the erase (which
+// wipes the records c keys name) could not reach them.
+func TestEraseWipesEvictedSegmentRecords(t *testing.T) {
+	plaintextStateForTests = true
+	defer func() { plaintextStateForTests = false }()
+	ctx := context.Background()
+	be := remote.NewMem()
+	state := t.TempDir()
+	c := openCacheWith(t, newRepo(t, be), Options{StateDir: state, CacheSize: 1})
+	defer c.Close(ctx)
+	marker := make([]byte, 24)
+	_, _ = rand.Read(marker)
+	markerHex := []byte(hex.EncodeToString(marker))
+	small := randBytes(21, 40<<10)
+	copy(small[20<<10:], markerHex)
+	writeFile(t, c, c.Root(), "alice.txt", small)
+	writeFile(t, c, c.Root(), "bob.txt", randBytes(22, 40<<10)) // keeps the segment alive
+	pats := [][]byte{markerHex}
+	if hits := scanFor(t, pats, state); len(hits) == 0 {
+		t.Fatal("the scan finds nothing before the erase: it would prove nothing after")
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c, c.Root(), "carol.txt", randBytes(23, 40<<10)) // a commit evicts
+	if c.chunks.CleanBytes() != 0 {
+		t.Fatalf("%d clean bytes kept with a 1-byte cache", c.chunks.CleanBytes())
+	}
+	if _, err := c.Erase(ctx, erase.Options{Paths: []string{"/alice.txt"}, RequestID: "T"}); err != nil {
+		t.Fatal(err)
+	}
+	if hits := scanFor(t, pats, state); len(hits) > 0 {
+		t.Fatalf("erased bytes still in %v", hits)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/keepfs/keepfs/repo/crypto"
 )
 
@@ -196,12 +198,40 @@ func (s *segments) addLive(l segLoc) {
 }
 
 // dropLive uncounts a record whose c key is gone; a segment left with
-// nothing live is deleted.
+// nothing live is deleted, and in one that stays the record is punched
+// out. Left in place, an evicted record's bytes stayed until the segment
+// went, where an erase of its file (which wipes the records c keys name)
+// could not reach them.
 func (s *segments) dropLive(l segLoc) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.live[l.seg] -= int64(l.n)
 	s.dropIfDeadLocked(l.seg)
+	f := s.files[l.seg]
+	s.mu.Unlock()
+	if f != nil {
+		// No append can reach the range: appends go past every record.
+		punch(f, l)
+	}
+}
+
+// punch turns a record's range into a hole (zeros where the file system
+// cannot punch). Failures are left: the bytes go with the segment.
+func punch(f *os.File, l segLoc) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	// Control holds the descriptor open for the call: a segment closed
+	// meanwhile fails it rather than freeing the number for another file.
+	var perr error
+	if err := rc.Control(func(fd uintptr) {
+		perr = unix.Fallocate(int(fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, l.off, int64(l.n))
+	}); err != nil {
+		return
+	}
+	if errors.Is(perr, unix.EOPNOTSUPP) {
+		_, _ = f.WriteAt(make([]byte, l.n), l.off)
+	}
 }
 
 func (s *segments) dropIfDeadLocked(n uint32) {

@@ -418,6 +418,10 @@ func TestDropWhileInUse(t *testing.T) {
 	if _, err := s.Get(context.Background(), is); err != nil { // in memory too
 		t.Fatal(err)
 	}
+	loc, ok := segLocOf(e.db.record(is))
+	if !ok {
+		t.Fatal("the small chunk is not in a segment")
+	}
 	n, size, err := s.Drop([]crypto.ID{ib, is, ic, e.key.BlobID([]byte("never stored"))})
 	if err != nil {
 		t.Fatal(err)
@@ -441,6 +445,14 @@ func TestDropWhileInUse(t *testing.T) {
 	}
 	if got, err := s.Load(io); err != nil || !bytes.Equal(got, other) {
 		t.Fatalf("the chunk sharing the segment: %v", err)
+	}
+	// Its record is punched out of the segment that stays.
+	seg, err := os.ReadFile(s.segs.path(loc.seg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := seg[loc.off : loc.off+int64(loc.n)]; !bytes.Equal(rec, make([]byte, len(rec))) {
+		t.Fatal("the dropped record's bytes are still in its segment")
 	}
 	// Stored again after the drop: kept anew.
 	e.put(small, false)
