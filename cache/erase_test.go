@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -183,6 +184,10 @@ func TestOtherStateDirDropsErased(t *testing.T) {
 	r := newRepo(t, be)
 	stateB := t.TempDir()
 	b := openCacheWith(t, r, Options{StateDir: stateB})
+	// An earlier version no snapshot held: its chunk has no blob for the
+	// erase to name, and stayed in B until a sweep came round to it.
+	older := randBytes(30, 700<<10)
+	writeFile(t, b, b.Root(), "victim", older)
 	victim := randBytes(31, 700<<10)
 	writeFile(t, b, b.Root(), "victim", victim)
 	writeFile(t, b, b.Root(), "keep", []byte("kept"))
@@ -212,6 +217,9 @@ func TestOtherStateDirDropsErased(t *testing.T) {
 	id := b.r.Key().BlobID(victim)
 	if _, err := b.chunks.Load(id); err == nil {
 		t.Fatal("the erased chunk is still in the old state directory")
+	}
+	if _, err := b.chunks.Load(b.r.Key().BlobID(older)); err == nil {
+		t.Fatal("the erased file's unsnapshotted version is still in the old state directory")
 	}
 	// And the next snapshot does not upload it again.
 	if _, err := b.Sync(ctx); err != nil {
@@ -387,6 +395,43 @@ func TestEraseWipesEvictedSegmentRecords(t *testing.T) {
 		t.Fatalf("%d clean bytes kept with a 1-byte cache", c.chunks.CleanBytes())
 	}
 	if _, err := c.Erase(ctx, erase.Options{Paths: []string{"/alice.txt"}, RequestID: "T"}); err != nil {
+		t.Fatal(err)
+	}
+	if hits := scanFor(t, pats, state); len(hits) > 0 {
+		t.Fatalf("erased bytes still in %v", hits)
+	}
+}
+
+// TestEraseDropsUnsnapshottedVersions: a version of an erased file that no
+// snapshot ever held (rewritten before the next one) has no blob for the
+// erase to name, and its chunk stayed in the state directory until a
+// sweep came round to it.
+func TestEraseDropsUnsnapshottedVersions(t *testing.T) {
+	plaintextStateForTests = true
+	defer func() { plaintextStateForTests = false }()
+	ctx := context.Background()
+	state := t.TempDir()
+	c := openCacheWith(t, newRepo(t, remote.NewMem()), Options{StateDir: state})
+	defer c.Close(ctx)
+	var pats [][]byte
+	for i := range 3 {
+		marker := make([]byte, 24)
+		_, _ = rand.Read(marker)
+		markerHex := []byte(hex.EncodeToString(marker))
+		pats = append(pats, markerHex)
+		for _, size := range []int{40 << 10, 1 << 20} { // in a segment, in a file
+			data := randBytes(uint64(30+i), size)
+			copy(data[size/2:], markerHex)
+			writeFile(t, c, c.Root(), fmt.Sprintf("alice-%d.bin", size), data)
+		}
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hits := scanFor(t, pats[:2], state); len(hits) == 0 {
+		t.Fatal("the scan finds no unsnapshotted version before the erase: it would prove nothing after")
+	}
+	if _, err := c.Erase(ctx, erase.Options{Paths: []string{"/alice-40960.bin", "/alice-1048576.bin"}, RequestID: "T"}); err != nil {
 		t.Fatal(err)
 	}
 	if hits := scanFor(t, pats, state); len(hits) > 0 {

@@ -200,6 +200,21 @@ func (c *Cache) dropErased(ctx context.Context, ids, files []crypto.ID) error {
 	if err := c.purgeChunks(ids); err != nil {
 		return err
 	}
+	// Versions of the files removed here that no snapshot held: see Erase.
+	// At Open nothing else runs; at a relock a snapshot may, and the
+	// sweep, which then does not run, takes them later.
+	if release, ok := c.snap.TryHold(); ok {
+		var err error
+		if len(victims) > 0 {
+			_, _, err = c.sweepHeld(ctx, true)
+		}
+		release()
+		if errors.Is(err, errSweepBusy) {
+			c.log.Warn("cannot drop the unsnapshotted versions of the removed files now; a later sweep will", "err", err)
+		} else if err != nil {
+			return err
+		}
+	}
 	return c.rebuildDB()
 }
 

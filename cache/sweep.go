@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -57,8 +58,12 @@ type sweeper struct {
 // new unuploaded bytes make a running mount look at all.
 var sweepAtLeast int64 = 64 << 20
 
-// sweepGateWait bounds how long a sweep tries for the gate.
-var sweepGateWait = 2 * time.Second
+// sweepGateWait bounds how long a sweep tries for the gate;
+// forcedGateWait, a forced one's (an erase's).
+var (
+	sweepGateWait  = 2 * time.Second
+	forcedGateWait = 30 * time.Second
+)
 
 func (s *sweeper) note1(id crypto.ID) {
 	s.mu.Lock()
@@ -78,10 +83,10 @@ func (s *sweeper) note(chunks []chunkstore.Chunk) {
 	s.mu.Unlock()
 }
 
-// alone runs fn holding the gate alone, if it gets it within
-// sweepGateWait; false if not (or ctx ended).
-func (s *sweeper) alone(ctx context.Context, fn func()) bool {
-	deadline := time.Now().Add(sweepGateWait)
+// alone runs fn holding the gate alone, if it gets it within wait; false
+// if not (or ctx ended).
+func (s *sweeper) alone(ctx context.Context, wait time.Duration, fn func()) bool {
+	deadline := time.Now().Add(wait)
 	for !s.gate.TryLock() {
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return false
@@ -93,13 +98,14 @@ func (s *sweeper) alone(ctx context.Context, fn func()) bool {
 	return true
 }
 
-// unnamedCandidates returns the chunks kept outside their records that
-// neither queued nor the repository's index holds, with their total size.
+// unnamedCandidates returns the chunks kept (inline ones too: an erase
+// leaves none) that neither queued nor the repository's index holds, with
+// their total size.
 func (c *Cache) unnamedCandidates(queued map[crypto.ID]bool) (map[crypto.ID]int64, int64, error) {
 	idx := c.r.Index()
 	candidates := map[crypto.ID]int64{}
 	var total int64
-	err := c.chunks.Outside(func(id crypto.ID, size int64) {
+	err := c.chunks.Each(func(id crypto.ID, size int64) {
 		if !queued[id] && !idx.Has(pack.Data, id) {
 			candidates[id] = size
 			total += size
@@ -178,21 +184,43 @@ func (c *Cache) sweepDead(ctx context.Context) (chunks int, bytes int64, err err
 		return 0, 0, nil
 	}
 	defer release()
+	return c.sweepHeld(ctx, false)
+}
+
+// errSweepBusy: commits kept the gate for longer than a forced sweep
+// waits.
+var errSweepBusy = errors.New("writers kept committing; dead chunks not dropped")
+
+// sweepHeld is sweepDead with snapshots held by the caller. With force
+// (an erase: unsnapshotted versions of an erased file have no blob for it
+// to name, and this is what takes them) it drops whatever is dead however
+// little, waits for the gate longer, and fails if it cannot get it.
+func (c *Cache) sweepHeld(ctx context.Context, force bool) (chunks int, bytes int64, err error) {
+	wait := sweepGateWait
+	if force {
+		wait = forcedGateWait
+	}
+	busy := func() (int, int64, error) {
+		if force {
+			return 0, 0, errSweepBusy
+		}
+		return 0, 0, nil
+	}
 	c.sweep.seen.Store(c.chunks.Unindexed())
 	queued, err := c.queuedChunks()
 	if err != nil {
 		return 0, 0, err
 	}
 	candidates, total, err := c.unnamedCandidates(queued)
-	if err != nil || total < c.sweep.kept.Load()+sweepAtLeast {
+	if err != nil || len(candidates) == 0 || !force && total < c.sweep.kept.Load()+sweepAtLeast {
 		return 0, 0, err
 	}
-	if !c.sweep.alone(ctx, func() {
+	if !c.sweep.alone(ctx, wait, func() {
 		c.sweep.mu.Lock()
 		c.sweep.touched = map[crypto.ID]struct{}{}
 		c.sweep.mu.Unlock()
 	}) {
-		return 0, 0, nil
+		return busy()
 	}
 	defer func() {
 		c.sweep.mu.Lock()
@@ -208,7 +236,7 @@ func (c *Cache) sweepDead(ctx context.Context) (chunks int, bytes int64, err err
 		return 0, 0, nil
 	}
 	idx := c.r.Index()
-	if !c.sweep.alone(ctx, func() {
+	if !c.sweep.alone(ctx, wait, func() {
 		// Walks are held, so the queue only shrinks; read again all the
 		// same, as it costs little beside what a lost chunk would.
 		if queued, err = c.queuedChunks(); err != nil {
@@ -230,7 +258,7 @@ func (c *Cache) sweepDead(ctx context.Context) (chunks int, bytes int64, err err
 		}
 		chunks, bytes, err = c.chunks.Drop(dead)
 	}) {
-		return 0, 0, nil
+		return busy()
 	}
 	if err != nil {
 		return chunks, bytes, fmt.Errorf("drop chunks no file names: %w", err)

@@ -668,6 +668,14 @@ func (s *Store) Purge(id crypto.ID, also func(Txn) error) error {
 	return nil
 }
 
+// Each calls fn with the id and size of every chunk kept.
+func (s *Store) Each(fn func(id crypto.ID, size int64)) error {
+	return s.db.Chunks(func(id crypto.ID, v []byte) error {
+		fn(id, valueSize(v))
+		return nil
+	})
+}
+
 // Outside calls fn with the id and size of every chunk kept outside the
 // chunk records (in a segment or a file of its own).
 func (s *Store) Outside(fn func(id crypto.ID, size int64)) error {
