@@ -12,6 +12,11 @@ type Counters struct {
 	TreesBuilt    int64 `json:"trees_built"`
 	TreesUploaded int64 `json:"trees_uploaded"`
 	WalkInodes    int64 `json:"walk_inodes"`
+	// DeadChunks and DeadBytes count the chunks no file named that were
+	// dropped from the state directory (versions of files rewritten
+	// between snapshots; see sweep.go).
+	DeadChunks int64 `json:"dead_chunks_dropped"`
+	DeadBytes  int64 `json:"dead_bytes_dropped"`
 }
 
 // Counters returns the running totals.
@@ -19,5 +24,6 @@ func (c *Cache) Counters() Counters {
 	built, uploaded, inodes := c.snap.Counters()
 	hits, misses := c.chunks.Counters()
 	return Counters{ChunkHits: hits, ChunkMisses: misses,
-		TreesBuilt: built, TreesUploaded: uploaded, WalkInodes: inodes}
+		TreesBuilt: built, TreesUploaded: uploaded, WalkInodes: inodes,
+		DeadChunks: c.sweep.dropped.Load(), DeadBytes: c.sweep.droppedBytes.Load()}
 }

@@ -46,6 +46,9 @@ type sweeper struct {
 
 	drops atomic.Int64 // drops begun; readers compare it (Handle.ReadAt)
 
+	// dropped and droppedBytes count the dead chunks dropped since Open.
+	dropped, droppedBytes atomic.Int64
+
 	mu      sync.Mutex
 	touched map[crypto.ID]struct{} // nil unless a sweep runs
 	seen    atomic.Int64           // chunkstore.Store.Unindexed at the last sweep
@@ -157,6 +160,8 @@ func (c *Cache) sweepDeadChunks(queued map[crypto.ID]bool) error {
 	if err := c.chunks.DropLost(dead, nil); err != nil {
 		return err
 	}
+	c.sweep.dropped.Add(int64(len(dead)))
+	c.sweep.droppedBytes.Add(bytes)
 	c.log.Info("dropped chunks no file names and the repository does not hold (versions of files rewritten between snapshots)",
 		"chunks", len(dead), "bytes", bytes)
 	return nil
@@ -263,6 +268,8 @@ func (c *Cache) sweepHeld(ctx context.Context, force bool) (chunks int, bytes in
 	if err != nil {
 		return chunks, bytes, fmt.Errorf("drop chunks no file names: %w", err)
 	}
+	c.sweep.dropped.Add(int64(chunks))
+	c.sweep.droppedBytes.Add(bytes)
 	if chunks > 0 {
 		c.log.Info("dropped chunks no file names and the repository does not hold (versions of files rewritten between snapshots)",
 			"chunks", chunks, "bytes", bytes)

@@ -50,6 +50,9 @@ func TestSweepWhileMountedDropsDeadChunks(t *testing.T) {
 	if size < 8<<20 || before-after != size {
 		t.Fatalf("sweep dropped %d chunks, %d bytes (state directory %d → %d); want the 8 dead versions (8 MiB)", chunks, size, before, after)
 	}
+	if cn := c.Counters(); cn.DeadChunks != int64(chunks) || cn.DeadBytes != size {
+		t.Fatalf("counters: %d chunks, %d bytes dropped; the sweep said %d, %d", cn.DeadChunks, cn.DeadBytes, chunks, size)
+	}
 	wantContent(t, c, lookupPath(t, c, "f").Ino, last, "f after the sweep")
 	wantContent(t, c, lookupPath(t, c, "late").Ino, late, "late (never queued) after the sweep")
 	if chunks, _, err := c.sweepDead(ctx); err != nil || chunks != 0 {

@@ -353,7 +353,8 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("last snapshot age: %v", v)
 	}
 	for _, n := range []string{"keepfs_dirty_bytes", "keepfs_upload_queue_bytes", "keepfs_upload_queue_age_seconds",
-		"keepfs_remote_downloaded_bytes_total", "keepfs_cache_bytes", "keepfs_cache_hit_ratio", "keepfs_remote_errors_total", "keepfs_remote_up"} {
+		"keepfs_remote_downloaded_bytes_total", "keepfs_cache_bytes", "keepfs_cache_hit_ratio", "keepfs_remote_errors_total", "keepfs_remote_up",
+		"keepfs_dead_chunks_dropped_total", "keepfs_dead_chunk_bytes_dropped_total"} {
 		if _, ok := fams[n]; !ok {
 			t.Errorf("no %s", n)
 		}

@@ -189,6 +189,8 @@ func (m *Metrics) write(w io.Writer, st cache.Status, cn cache.Counters, now tim
 	g("keepfs_snapshot_trees_built_total", "Directory trees snapshot walks encoded (the rest came from the tree cache).", "counter", float64(cn.TreesBuilt))
 	g("keepfs_snapshot_trees_uploaded_total", "Directory trees snapshots stored that the repository did not hold.", "counter", float64(cn.TreesUploaded))
 	g("keepfs_snapshot_walk_inodes_total", "Inodes snapshot walks read.", "counter", float64(cn.WalkInodes))
+	g("keepfs_dead_chunks_dropped_total", "Chunks no file named dropped from the state directory (versions rewritten between snapshots).", "counter", float64(cn.DeadChunks))
+	g("keepfs_dead_chunk_bytes_dropped_total", "Bytes of those chunks.", "counter", float64(cn.DeadBytes))
 	g("keepfs_lost_files", "Files whose data is held neither locally nor by the remote.", "gauge", float64(len(st.LostFiles)))
 	g("keepfs_read_only", "1 while the mount refuses writes (repository lock lapsed).", "gauge", b2f(st.ReadOnly != ""))
 	incidents := 0
