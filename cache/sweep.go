@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +62,16 @@ type sweeper struct {
 // the last sweep: excluded files' chunks are never uploaded), and how many
 // new unuploaded bytes make a running mount look at all.
 var sweepAtLeast int64 = 64 << 20
+
+// Integration tests run the real daemon sweeping within seconds.
+func init() {
+	if d, err := time.ParseDuration(os.Getenv("KEEPFS_TEST_GC_EVERY")); err == nil && d > 0 {
+		gcEvery = d
+	}
+	if n, err := strconv.ParseInt(os.Getenv("KEEPFS_TEST_SWEEP_AT"), 10, 64); err == nil && n > 0 {
+		sweepAtLeast = n
+	}
+}
 
 // sweepGateWait bounds how long a sweep tries for the gate;
 // forcedGateWait, a forced one's (an erase's).
