@@ -217,13 +217,14 @@ func (c *Cache) sweepHeld(ctx context.Context, force bool) (chunks int, bytes in
 	if force {
 		wait = forcedGateWait
 	}
+	prev := c.sweep.seen.Swap(c.chunks.Unindexed())
 	busy := func() (int, int64, error) {
 		if force {
 			return 0, 0, errSweepBusy
 		}
+		c.sweep.seen.Store(prev) // the next tick tries again
 		return 0, 0, nil
 	}
-	c.sweep.seen.Store(c.chunks.Unindexed())
 	queued, err := c.queuedChunks()
 	if err != nil {
 		return 0, 0, err
