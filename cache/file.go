@@ -932,8 +932,8 @@ func (c *Cache) commit(ctx context.Context, f *openFile, durable bool) error {
 func (c *Cache) commitLocked(ctx context.Context, f *openFile, durable, deferrable bool) error {
 	// A sweep must see this commit's inode or hear of the chunks it
 	// stores (see sweeper).
-	c.sweep.gate.RLock()
-	defer c.sweep.gate.RUnlock()
+	c.sweep.enter()
+	defer c.sweep.leave()
 	if !f.dirtyLocked() {
 		if durable {
 			// Committed by an earlier close: its chunks may still be in

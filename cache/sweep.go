@@ -39,12 +39,19 @@ import (
 //     first: a read that fails across a drop is planned and read again,
 //     from the file's chunks now.
 //
-// The gate is only ever tried, never waited for, so commits do not queue
-// behind a sweep, and a commit nested in another cannot deadlock; a sweep
-// that cannot get it tries again later. Readers never take it: many
-// readers at once would hold it shared without a gap.
+// The sweep only ever tries the gate, never waits in Lock, so a commit
+// nested in another cannot deadlock; a sweep that cannot get it within
+// its wait tries again later. Writers that commit back to back hold it
+// shared without a gap, though, and a sweep would never get it while they
+// write (the state directory grew for as long as they did): so once a
+// sweep has tried for sweepHoldOffAfter it asks new commits to hold off
+// (wanted) until the commits under way end and it gets the gate, or gives
+// up; a commit, nested or not, waits so for sweepGateWait at most.
+// Readers never take it: many readers at once would hold it shared
+// without a gap.
 type sweeper struct {
-	gate sync.RWMutex
+	gate   sync.RWMutex
+	wanted atomic.Bool // a sweep waits for the gate: commits hold off
 
 	drops atomic.Int64 // drops begun; readers compare it (Handle.ReadAt)
 
@@ -80,6 +87,10 @@ var (
 	forcedGateWait = 30 * time.Second
 )
 
+// sweepHoldOffAfter is how long a sweep tries for the gate before it asks
+// new commits to hold off.
+const sweepHoldOffAfter = 20 * time.Millisecond
+
 func (s *sweeper) note1(id crypto.ID) {
 	s.mu.Lock()
 	if s.touched != nil {
@@ -101,17 +112,33 @@ func (s *sweeper) note(chunks []chunkstore.Chunk) {
 // alone runs fn holding the gate alone, if it gets it within wait; false
 // if not (or ctx ended).
 func (s *sweeper) alone(ctx context.Context, wait time.Duration, fn func()) bool {
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	defer s.wanted.Store(false)
 	for !s.gate.TryLock() {
-		if ctx.Err() != nil || time.Now().After(deadline) {
+		if ctx.Err() != nil || time.Since(start) > wait {
 			return false
+		}
+		if time.Since(start) > sweepHoldOffAfter {
+			s.wanted.Store(true)
 		}
 		time.Sleep(time.Millisecond)
 	}
+	s.wanted.Store(false)
 	defer s.gate.Unlock()
 	fn()
 	return true
 }
+
+// enter takes the gate shared for a commit, first holding off while a
+// sweep waits for it (sweepGateWait at most); leave lets it go.
+func (s *sweeper) enter() {
+	for start := time.Now(); s.wanted.Load() && time.Since(start) < sweepGateWait; {
+		time.Sleep(time.Millisecond)
+	}
+	s.gate.RLock()
+}
+
+func (s *sweeper) leave() { s.gate.RUnlock() }
 
 // unnamedCandidates returns the chunks kept (inline ones too: an erase
 // leaves none) that neither queued nor the repository's index holds, with

@@ -228,6 +228,62 @@ func TestSweepRacesCommitsReadsAndSnapshots(t *testing.T) {
 	}
 }
 
+// TestSweepNotStarvedByParallelCommits: writers that commit back to back
+// hold the gate shared between them without a gap, so a sweep that only
+// tried for it never got it, and the state directory grew for as long as
+// they wrote. A sweep waiting for the gate holds new commits off briefly.
+func TestSweepNotStarvedByParallelCommits(t *testing.T) {
+	defer func(v int64) { sweepAtLeast = v }(sweepAtLeast)
+	sweepAtLeast = 1
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	defer c.Close(ctx)
+	const writers = 8
+	var (
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+		commits atomic.Int64
+		errs    = make(chan error, writers)
+	)
+	for w := range writers {
+		ino := writeFile(t, c, c.Root(), fmt.Sprintf("w%d", w), []byte("x"))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				if err := rewrite(ctx, c, ino, randBytes(uint64(w<<20+i), 512<<10)); err != nil {
+					errs <- err
+					return
+				}
+				commits.Add(1)
+			}
+		}()
+	}
+	defer func() {
+		stop.Store(true)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}()
+	for commits.Load() < 4*writers {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var tries int
+	for ; tries < 4; tries++ {
+		c.sweep.kept.Store(0)
+		n, _, err := c.sweepDead(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+	}
+	t.Fatalf("%d sweeps while %d writers committed (%d commits) dropped nothing: they never got the gate", tries, writers, commits.Load())
+}
+
 // rewrite replaces ino's content with data and closes it (a commit), for
 // goroutines other than the test's.
 func rewrite(ctx context.Context, c *Cache, ino uint64, data []byte) error {
