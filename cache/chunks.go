@@ -155,6 +155,15 @@ func (c *Cache) scanChunks() error {
 	if err := c.sweepDeadChunks(queued); err != nil {
 		return fmt.Errorf("drop chunks no file names: %w", err)
 	}
+	if !c.cleanStart {
+		n, err := c.chunks.DropStrayFiles()
+		if err != nil {
+			return fmt.Errorf("drop chunk files no record names: %w", err)
+		}
+		if n > 0 {
+			c.log.Info("removed chunk files a killed session left without a record", "files", n)
+		}
+	}
 	restore, err := c.chunks.Scan(queued)
 	c.up.Restore(restore)
 	return err

@@ -275,3 +275,25 @@ func TestOpenDropsChunksNoFileNames(t *testing.T) {
 	defer fresh.Close(ctx)
 	wantContent(t, fresh, lookupPath(t, fresh, "late").Ino, late, "late from the remote")
 }
+
+// TestOpenAfterCrashDropsStrayChunkFiles: a chunk file whose record a
+// killed daemon never wrote, or had deleted just before, is removed by
+// the next Open; nothing else would ever remove it.
+func TestOpenAfterCrashDropsStrayChunkFiles(t *testing.T) {
+	be := remote.NewMem()
+	dir := t.TempDir()
+	c := openCache(t, newRepo(t, be), dir)
+	data := randBytes(7, 1<<20)
+	writeFile(t, c, c.Root(), "f", data)
+	stray := c.chunks.FilePath(c.r.Key().BlobID([]byte("a record never written")))
+	crashClose(c)
+	if err := os.WriteFile(stray, []byte("sealed bytes of some chunk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = openCache(t, reopenRepo(t, be), dir)
+	defer c.Close(context.Background())
+	if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the stray chunk file after Open: %v", err)
+	}
+	wantContent(t, c, lookupPath(t, c, "f").Ino, data, "f after the stray files went")
+}

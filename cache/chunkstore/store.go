@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -666,6 +667,47 @@ func (s *Store) Purge(id crypto.ID, also func(Txn) error) error {
 		}
 	}
 	return nil
+}
+
+// DropStrayFiles removes the chunk files no record names and returns how
+// many. A file's bytes are written before its record and removed after
+// it, so a process killed in between (a commit, an eviction, a drop)
+// leaves a file that nothing names and nothing would ever remove. Open
+// runs it after a session that did not close.
+func (s *Store) DropStrayFiles() (int, error) {
+	named := map[string]bool{}
+	if err := s.db.Chunks(func(id crypto.ID, v []byte) error {
+		if _, seg := segLocOf(v); !seg && inlineData(v) == nil {
+			named[filepath.Base(s.files.path(id))] = true
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	dirs, err := os.ReadDir(s.files.dir)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(s.files.dir, d.Name()))
+		if err != nil {
+			return removed, err
+		}
+		for _, e := range ents {
+			if named[e.Name()] {
+				continue
+			}
+			if err := os.Remove(filepath.Join(s.files.dir, d.Name(), e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return removed, err
+			}
+			removed++
+		}
+	}
+	return removed, nil
 }
 
 // Each calls fn with the id and size of every chunk kept.

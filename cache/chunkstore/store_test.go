@@ -460,3 +460,30 @@ func TestDropWhileInUse(t *testing.T) {
 		t.Fatalf("stored again after the drop: %v", err)
 	}
 }
+
+// A file whose record a killed process never wrote (a commit) or had
+// already deleted (an eviction, a drop) is named by nothing: it goes.
+func TestDropStrayFiles(t *testing.T) {
+	e := newEnv(t, 1<<30)
+	s := e.s
+	big := randBytes(1, 300<<10)
+	ib := e.put(big, false)
+	e.put(randBytes(2, 20<<10), false) // in a segment: not a file
+	stray := s.FilePath(e.key.BlobID([]byte("a record never written")))
+	if err := os.WriteFile(stray, []byte("sealed bytes of some chunk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DropStrayFiles()
+	if err != nil || n != 1 {
+		t.Fatalf("removed %d stray files (%v), want 1", n, err)
+	}
+	if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stray file: %v", err)
+	}
+	if got, err := s.Load(ib); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("the named chunk after the sweep of stray files: %v", err)
+	}
+	if n, err := s.DropStrayFiles(); err != nil || n != 0 {
+		t.Fatalf("second pass removed %d (%v)", n, err)
+	}
+}
