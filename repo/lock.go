@@ -547,6 +547,7 @@ func (l *Lock) Refresh(ctx context.Context) error {
 		}
 		l.opts.Log.Error("repository lock lapsed: writes stop until it is taken again", "err", err)
 	}
+	l.r.relocks.Add(1)
 	l.remove(ctx)
 	if err := l.tryAcquire(ctx); err != nil {
 		l.mu.Lock()
