@@ -129,6 +129,7 @@ type Lock struct {
 	name    string    // current object
 	stray   []string  // our objects a failed remove left behind; removed later
 	written time.Time // time in the newest object we stored
+	created time.Time // when this hold began (the objects' Created)
 	lapsed  bool
 	lastErr error
 
@@ -435,7 +436,7 @@ func (l *Lock) write(ctx context.Context) error {
 	created := now
 	old := l.name
 	if old != "" {
-		created = l.written // keep the holder's start
+		created = l.created // keep the holder's start
 	}
 	l.mu.Unlock()
 	li := LockInfo{Kind: l.opts.Kind, Purpose: l.opts.Purpose, Owner: l.opts.Owner, Host: l.host, PID: os.Getpid(),
@@ -455,6 +456,7 @@ func (l *Lock) write(ctx context.Context) error {
 	l.mu.Lock()
 	l.name = name
 	l.written = now
+	l.created = created
 	stray := l.stray
 	l.stray = nil
 	l.mu.Unlock()
@@ -547,6 +549,7 @@ func (l *Lock) Refresh(ctx context.Context) error {
 		}
 		l.opts.Log.Error("repository lock lapsed: writes stop until it is taken again", "err", err)
 	}
+	l.r.relocks.Add(1)
 	l.remove(ctx)
 	if err := l.tryAcquire(ctx); err != nil {
 		l.mu.Lock()

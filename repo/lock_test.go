@@ -381,3 +381,33 @@ func lapseRig(t *testing.T) (*remote.Mem, *remote.Faulty, *repo.Repository, func
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	return mem, faulty, r, clock, advance
 }
+
+// A lock's objects keep the time its hold began, which is what whoever it
+// blocks is told ("since ..."): the soak's prune was told of a mount's
+// lock "since" its previous refresh, a different time at every try.
+func TestLockKeepsItsStart(t *testing.T) {
+	ctx := context.Background()
+	_, _, r, clock, advance := lapseRig(t)
+	start := clock()
+	l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "mount", NoRefresh: true, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	for i := 0; i < 3; i++ {
+		advance(repo.DefaultLockRefresh)
+		if err := l.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	infos, err := r.Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 1 {
+		t.Fatalf("%d locks", len(infos))
+	}
+	if !infos[0].Created.Equal(start.UTC()) || !infos[0].Time.Equal(clock().UTC()) {
+		t.Errorf("lock created %v, refreshed %v; want created %v, refreshed %v", infos[0].Created, infos[0].Time, start.UTC(), clock().UTC())
+	}
+}

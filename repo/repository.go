@@ -119,6 +119,9 @@ type Repository struct {
 	// locks held through this handle; writes stop while one has lapsed.
 	lockMu sync.Mutex
 	locks  []*Lock
+	// relocks counts the lapsed locks taken again (SaveSnapshot: a save
+	// that spanned one is not kept).
+	relocks atomic.Uint64
 
 	// the audit log (audit.go), made at first use.
 	auditMu     sync.Mutex

@@ -157,11 +157,28 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 	sealed := r.key.Seal(nil, b, []byte(snapshotAD))
 	sn.ID = crypto.Hash(sealed)
 	sn.label = "" // a copy of a listed snapshot (an erase's rewrite) is named anew
+	relocks := r.relocks.Load()
 	if err := r.Writable(); err != nil {
 		return fmt.Errorf("save snapshot: %w", err)
 	}
-	if err := r.be.Save(ctx, remote.Handle{Type: remote.Snapshot, Name: sn.ID.String()}, sealed); err != nil {
+	h := remote.Handle{Type: remote.Snapshot, Name: sn.ID.String()}
+	if err := r.be.Save(ctx, h, sealed); err != nil {
 		return fmt.Errorf("save snapshot: %w", err)
+	}
+	// The lock may have lapsed while the object was on its way (the
+	// process was paused, the store took minutes to take it): another
+	// client may have taken it for stale meanwhile and pruned or erased
+	// what the snapshot names, so it is not kept, even if the lock was
+	// taken again since.
+	werr := r.Writable()
+	if werr == nil && r.relocks.Load() != relocks {
+		werr = fmt.Errorf("%w (and was taken again while the snapshot was being stored)", ErrLockLapsed)
+	}
+	if werr != nil {
+		if err := r.be.Remove(context.WithoutCancel(ctx), h); err != nil && !errors.Is(err, remote.ErrNotFound) {
+			return fmt.Errorf("save snapshot: %w; removing the snapshot stored meanwhile failed: %v", werr, err)
+		}
+		return fmt.Errorf("save snapshot: %w", werr)
 	}
 	cp := *sn
 	r.snapMu.Lock()

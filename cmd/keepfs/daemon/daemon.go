@@ -823,13 +823,24 @@ func dial(ctx context.Context, sock string) (net.Conn, error) {
 	return conn, nil
 }
 
+// HelloTimeout bounds Hello: a daemon that does not answer its status by
+// then (stopped, hung) is passed over rather than waited for forever.
+var HelloTimeout = 10 * time.Second
+
 // Hello asks the daemon behind sock for its status and checks that it is a
 // keepfs daemon serving repository wantRepo (any repository when empty),
 // so that a path resolved through its mount names a file of that
-// repository.
+// repository. It waits at most HelloTimeout: commands ask every keepfs
+// mount on the machine, and one stopped daemon (of any repository) hung
+// prune, erase and restore for good.
 func Hello(ctx context.Context, sock, wantRepo string) (*Response, error) {
-	resp, err := Send(ctx, sock, Request{Op: "status"})
+	hctx, cancel := context.WithTimeout(ctx, HelloTimeout)
+	defer cancel()
+	resp, err := Send(hctx, sock, Request{Op: "status"})
 	if err != nil {
+		if ctx.Err() == nil && (hctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+			return nil, fmt.Errorf("the keepfs daemon at %s did not answer within %s (stopped or hung?)", sock, HelloTimeout)
+		}
 		return nil, err
 	}
 	if resp.RepoID == "" {

@@ -146,3 +146,27 @@ func TestHelloChecksRepository(t *testing.T) {
 		t.Errorf("answer without a repository id: %v", err)
 	}
 }
+
+// A daemon that does not answer (stopped with SIGSTOP, hung) is given up
+// on after HelloTimeout: prune, erase and restore ask every keepfs mount on
+// the machine whether it serves their repository, and one stopped mount of
+// another repository hung them for good.
+func TestHelloGivesUpOnSilentDaemon(t *testing.T) {
+	defer func(d time.Duration) { HelloTimeout = d }(HelloTimeout)
+	HelloTimeout = 200 * time.Millisecond
+	sock, _ := listen(t, t.TempDir(), "silent.sock") // connects, never answers
+	done := make(chan error, 1)
+	go func() {
+		_, err := Hello(context.Background(), sock, "aaaaaaaaaaaaaaaaaaaaaaaa")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		oneLineErr(t, "silent daemon", err)
+		if !strings.Contains(err.Error(), "did not answer") {
+			t.Errorf("silent daemon: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Hello still waits for a daemon that never answers")
+	}
+}
