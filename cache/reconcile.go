@@ -145,8 +145,8 @@ func (c *Cache) dropErased(ctx context.Context, ids, files []crypto.ID) error {
 		fileSet[id] = true
 	}
 	type victim struct {
-		parent uint64
-		name   string
+		ino, parent uint64
+		name        string
 	}
 	var victims []victim
 	dirs := map[uint64]string{} // directory paths found so far
@@ -166,15 +166,15 @@ func (c *Cache) dropErased(ctx context.Context, ids, files []crypto.ID) error {
 		k := c.r.Key()
 		return fileSet[erase.FileID(k, path.Join(dir, n.Name), history.ContentID(k, node))]
 	}
-	if err := c.eachInode(func(_ uint64, n *meta.Inode) {
+	if err := c.eachInode(func(ino uint64, n *meta.Inode) {
 		for _, ch := range n.Chunks {
 			if set[ch.ID] {
-				victims = append(victims, victim{n.Parent, n.Name})
+				victims = append(victims, victim{ino, n.Parent, n.Name})
 				return
 			}
 		}
 		if erasedFile(n) {
-			victims = append(victims, victim{n.Parent, n.Name})
+			victims = append(victims, victim{ino, n.Parent, n.Name})
 		}
 	}); err != nil {
 		return err
@@ -195,7 +195,9 @@ func (c *Cache) dropErased(ctx context.Context, ids, files []crypto.ID) error {
 		if removed != nil && dirOK {
 			removed(path.Join(dir, v.name))
 		}
-		c.log.Warn("removed a file an erase outside this mount removed from the repository", "ino_parent", v.parent)
+		// No name: the log is in the state directory, which holds none.
+		c.log.Warn("removed a file that held data an erase outside this mount removed from the repository (the erased file, or a file sharing its content)",
+			"ino", v.ino, "ino_parent", v.parent)
 	}
 	if err := c.purgeChunks(ids); err != nil {
 		return err
