@@ -57,10 +57,7 @@ func TestSnapshotSavedAcrossALapseIsNotKept(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var mu sync.Mutex
-			now := time.Now()
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+			clock, advance := settableClock()
 			l, err := r.Lock(ctx, repo.LockOptions{Kind: repo.SharedLock, Purpose: "mount", NoRefresh: true, Now: clock})
 			if err != nil {
 				t.Fatal(err)

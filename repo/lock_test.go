@@ -375,11 +375,16 @@ func lapseRig(t *testing.T) (*remote.Mem, *remote.Faulty, *repo.Repository, func
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clock, advance := settableClock()
 	return mem, faulty, r, clock, advance
+}
+
+// settableClock is a clock for LockOptions.Now that the test moves on.
+func settableClock() (now func() time.Time, advance func(time.Duration)) {
+	var mu sync.Mutex
+	t := time.Now()
+	return func() time.Time { mu.Lock(); defer mu.Unlock(); return t },
+		func(d time.Duration) { mu.Lock(); t = t.Add(d); mu.Unlock() }
 }
 
 // A lock's objects keep the time its hold began, which is what whoever it
