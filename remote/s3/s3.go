@@ -49,6 +49,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -688,6 +690,10 @@ func (s *Store) classify(ctx context.Context, op string, h remote.Handle, err er
 		// A transport deadline (not ours): the store did not answer in time.
 		return fmt.Errorf("%s on %s: %w: %v", what, s.Location(), remote.ErrUnreachable, err)
 	}
+	if untrustedCert(err) {
+		// Never transient: retried, it only delays the answer.
+		return fmt.Errorf("%s on %s: the server's TLS certificate is not trusted: %v: %w", what, s.Location(), err, fs.ErrPermission)
+	}
 	var er minio.ErrorResponse
 	if !errors.As(err, &er) || (er.StatusCode == 0 && er.Code == "") {
 		// No answer from the store: connection refused or reset, timeout, DNS.
@@ -726,6 +732,16 @@ func (s *Store) classify(ctx context.Context, op string, h remote.Handle, err er
 		return fmt.Errorf("%s on %s: %s: %s: %w", what, s.Location(), desc, firstLine(er.Message), fs.ErrInvalid)
 	}
 	return fmt.Errorf("%s on %s: %s: %w", what, s.Location(), desc, remote.ErrUnreachable)
+}
+
+// untrustedCert reports whether err is a failed check of the server's
+// certificate (unknown authority, wrong host name, expired).
+func untrustedCert(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var authority x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid)
 }
 
 func firstLine(s string) string {
