@@ -1030,3 +1030,46 @@ func TestKillPrivDuringCommitKeepsThePendingMode(t *testing.T) {
 		t.Errorf("mode %o (%v), want %o", st.Mode&0o7777, err, mode)
 	}
 }
+
+// Link must not wait for an open file's lock while it holds the namespace
+// lock: a commit holds the file's lock and then takes the namespace lock to
+// write the inode, so a hard link made while another handle of the file
+// closed hung both, and every later request on the mount (found by a
+// lockstep soak: LINK, FLUSH and UNLINK stuck for good).
+func TestLinkDuringCommitDoesNotDeadlock(t *testing.T) {
+	ctx := context.Background()
+	c := openCache(t, newRepo(t, remote.NewMem()), t.TempDir())
+	a, h := createOpen(t, c, c.Root(), "f")
+	if _, err := h.WriteAt(ctx, randBytes(63, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	f := h.f
+	// What a commit does first: take the file's lock (a reader of its
+	// attributes found nothing shown yet and waits for it).
+	f.lockCommit()
+	linked := make(chan error, 1)
+	go func() {
+		_, err := c.Link(ctx, a.Ino, c.Root(), "g")
+		linked <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // Link reaches the file's lock
+	committed := make(chan error, 1)
+	go func() {
+		err := c.commitLocked(ctx, f, false, false)
+		f.unlockCommit()
+		committed <- err
+	}()
+	if err := within(t, committed, "commit"); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, linked, "link"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := c.Lookup(ctx, c.Root(), "g"); err != nil || g.Ino != a.Ino || g.Nlink != 2 {
+		t.Fatalf("g: %+v %v", g, err)
+	}
+	c.Close(ctx)
+}

@@ -100,19 +100,23 @@ func (c *Cache) Link(ctx context.Context, ino, newParent uint64, newName string)
 		return Attr{}, err
 	}
 	c.nsMu.Lock()
-	defer c.nsMu.Unlock()
 	var a Attr
 	err := c.update(func(txn *wtxn) (err error) {
 		a, err = txn.Link(ino, newParent, newName, c.now())
 		return err
 	})
+	if err == nil {
+		// A file with several links has several parents: drop every cached tree.
+		c.invalidateAllTrees()
+		c.nameChanged(newParent, newName)
+	}
+	c.nsMu.Unlock()
 	if err != nil {
 		return Attr{}, fmt.Errorf("link %q: %w", newName, err)
 	}
+	// Not under nsMu: the overlay may wait for the file's lock, and a
+	// commit holding that lock takes nsMu to write the inode.
 	c.overlayOpen(&a)
-	// A file with several links has several parents: drop every cached tree.
-	c.invalidateAllTrees()
-	c.nameChanged(newParent, newName)
 	return a, nil
 }
 
