@@ -46,6 +46,20 @@ func scanFor(t *testing.T, pats [][]byte, dirs ...string) []string {
 	return hits
 }
 
+// plaintextState turns the local encryption off for t (a test-only
+// switch), so that a scan of the state directory finds plaintext.
+func plaintextState(t *testing.T) {
+	plaintextStateForTests = true
+	t.Cleanup(func() { plaintextStateForTests = false })
+}
+
+// newMarker returns 48 random hex bytes to plant in data and scan for.
+func newMarker() []byte {
+	marker := make([]byte, 24)
+	_, _ = rand.Read(marker)
+	return []byte(hex.EncodeToString(marker))
+}
+
 // The proof of an erase: with the local state's encryption turned off, so
 // that a raw scan can see what is there, neither the erased content (a
 // random marker in incompressible data, and a small file kept inline in
@@ -53,8 +67,7 @@ func scanFor(t *testing.T, pats [][]byte, dirs ...string) []string {
 // remote afterwards, while other files are intact. The same scan before
 // the erase must find them, or it would prove nothing.
 func TestEraseLeavesNothingLocally(t *testing.T) {
-	plaintextStateForTests = true
-	defer func() { plaintextStateForTests = false }()
+	plaintextState(t)
 	ctx := context.Background()
 	remoteDir := t.TempDir()
 	be, err := remote.CreateFile(remoteDir)
@@ -66,9 +79,7 @@ func TestEraseLeavesNothingLocally(t *testing.T) {
 	c := openCacheWith(t, r, Options{StateDir: state})
 	defer c.Close(ctx)
 
-	marker := make([]byte, 24)
-	_, _ = rand.Read(marker)
-	markerHex := []byte(hex.EncodeToString(marker))
+	markerHex := newMarker()
 	big := randBytes(11, 2<<20)
 	copy(big[1<<20:], markerHex) // inside the data, past the first chunk's minimum
 	small := append([]byte("note "), markerHex...)
@@ -369,16 +380,13 @@ func TestEraseOfSharedContentReachesTheLiveTree(t *testing.T) {
 // records, so the bytes stayed in the segment file, where the erase (which
 // wipes the records c keys name) could not reach them.
 func TestEraseWipesEvictedSegmentRecords(t *testing.T) {
-	plaintextStateForTests = true
-	defer func() { plaintextStateForTests = false }()
+	plaintextState(t)
 	ctx := context.Background()
 	be := remote.NewMem()
 	state := t.TempDir()
 	c := openCacheWith(t, newRepo(t, be), Options{StateDir: state, CacheSize: 1})
 	defer c.Close(ctx)
-	marker := make([]byte, 24)
-	_, _ = rand.Read(marker)
-	markerHex := []byte(hex.EncodeToString(marker))
+	markerHex := newMarker()
 	small := randBytes(21, 40<<10)
 	copy(small[20<<10:], markerHex)
 	writeFile(t, c, c.Root(), "alice.txt", small)
@@ -407,17 +415,14 @@ func TestEraseWipesEvictedSegmentRecords(t *testing.T) {
 // erase to name, and its chunk stayed in the state directory until a
 // sweep came round to it.
 func TestEraseDropsUnsnapshottedVersions(t *testing.T) {
-	plaintextStateForTests = true
-	defer func() { plaintextStateForTests = false }()
+	plaintextState(t)
 	ctx := context.Background()
 	state := t.TempDir()
 	c := openCacheWith(t, newRepo(t, remote.NewMem()), Options{StateDir: state})
 	defer c.Close(ctx)
 	var pats [][]byte
 	for i := range 3 {
-		marker := make([]byte, 24)
-		_, _ = rand.Read(marker)
-		markerHex := []byte(hex.EncodeToString(marker))
+		markerHex := newMarker()
 		pats = append(pats, markerHex)
 		for _, size := range []int{40 << 10, 1 << 20} { // in a segment, in a file
 			data := randBytes(uint64(30+i), size)

@@ -31,8 +31,7 @@ func badgerHeap(o badger.Options) int64 {
 const daemonBufferBudget = 80 << 20
 
 func TestDaemonBufferBudget(t *testing.T) {
-	plaintextStateForTests = true
-	defer func() { plaintextStateForTests = false }()
+	plaintextState(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := t.TempDir()
 	state := badgerHeap((&Cache{log: log}).badgerOptions(dir))
